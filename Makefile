@@ -1,0 +1,37 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`. Both install first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+# torch is installed first and pinned: a bare `torch` requirement can pull a multi-GB CUDA build.
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: install test demo lint bench clean
+
+install: $(STAMP)
+
+# Re-installs when pyproject.toml changes (a stale .venv) or when .venv is missing.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_PIN)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/vigil demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check pipeline models evaluators safety_gate review || true
+	$(VENV)/bin/mypy pipeline models evaluators safety_gate review
+
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) bench/classifier.py
+	HF_HUB_OFFLINE=1 $(PY) bench/gate.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

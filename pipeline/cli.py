@@ -1,0 +1,89 @@
+"""The `vigil` command. Each subcommand imports its heavy modules only when it runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from pipeline.errors import VigilError
+from pipeline.settings import Settings, load_settings
+
+__all__ = ["main", "build_parser"]
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _config_show(args: argparse.Namespace, settings: Settings) -> int:
+    print(json.dumps(settings.redacted(), indent=2, sort_keys=True))
+    return 0
+
+
+def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.kafka_io import all_topics, ensure_topics
+
+    ensure_topics(settings, partitions=args.partitions)
+    print("topics ready: " + ", ".join(all_topics(settings)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand that exists."""
+    parser = argparse.ArgumentParser(prog="vigil", description="Vigil: safety monitor for an AI chat service.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    config = sub.add_parser("config", help="show the effective configuration")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    config_sub.add_parser("show", help="print the effective settings, secrets masked").set_defaults(
+        handler=_config_show
+    )
+
+    topics = sub.add_parser("topics", help="Kafka topics")
+    topics_sub = topics.add_subparsers(dest="topics_command", required=True)
+    create = topics_sub.add_parser("create", help="create every Vigil topic that does not exist")
+    create.add_argument("--partitions", type=int, default=None)
+    create.set_defaults(handler=_topics_create)
+
+    return parser
+
+
+def _lazy(target: str) -> Handler:
+    """A handler imported only when its command runs, so `vigil --help` stays fast and light."""
+
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        import importlib
+
+        module, _, name = target.partition(":")
+        handler: Handler = getattr(importlib.import_module(module), name)
+        return handler(args, settings)
+
+    return run
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `vigil` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except VigilError as exc:
+        print(f"vigil: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    handler: Handler = args.handler
+    try:
+        return handler(args, settings)
+    except VigilError as exc:
+        print(f"vigil: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,334 @@
+"""Event contracts (DESIGN.md section 3): parse from bytes, validate, serialise.
+
+Every parse failure raises `ContractError` naming the field and the problem; that text becomes the
+dead-letter reason, so a bad record is explained, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from pipeline.errors import ContractError
+
+__all__ = [
+    "ConversationMessage",
+    "ConversationFeedback",
+    "ConversationClosed",
+    "SafetyScore",
+    "ReviewTurn",
+    "ReviewRequest",
+    "ClinicianLabel",
+    "DeadLetter",
+    "IncidentEvent",
+    "Event",
+    "SCHEMAS",
+    "parse_event",
+    "dead_letter",
+    "utcnow",
+    "CRISIS_LEVELS",
+    "SEVERE_LEVELS",
+    "LEVELS",
+]
+
+# A message larger than this is refused before JSON parsing, whatever its text limit.
+MAX_RECORD_BYTES = 1024 * 1024
+DLQ_RAW_LIMIT = 64 * 1024
+
+LEVELS = ("no_risk", "low", "moderate", "high", "imminent")
+CRISIS_LEVELS = frozenset({"moderate", "high", "imminent"})
+SEVERE_LEVELS = frozenset({"high", "imminent"})
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def _rfc3339(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("timestamp has no timezone offset")
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected an RFC 3339 timestamp string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"not an RFC 3339 timestamp: {value[:40]!r}") from None
+    if parsed.tzinfo is None:
+        raise ValueError("timestamp has no timezone offset")
+    return parsed
+
+
+Timestamp = Annotated[
+    datetime,
+    BeforeValidator(_rfc3339),
+    PlainSerializer(lambda d: d.isoformat().replace("+00:00", "Z"), return_type=str),
+]
+Id = Annotated[StrictStr, Field(min_length=1, max_length=128)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
+def _strict_number(value: Any) -> Any:
+    # bool is an int in Python; a `true` where a number belongs is a producer bug, not a 1.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("expected a number")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_strict_number), Field(allow_inf_nan=False)]
+
+
+class _Contract(BaseModel):
+    # Unknown extra fields are ignored so producers can add fields within a schema version.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    schema_name: ClassVar[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready dict, with its `schema` field."""
+        return {"schema": self.schema_name, **self.model_dump(mode="json")}
+
+    def to_bytes(self) -> bytes:
+        """UTF-8 JSON, as written to Kafka."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class ConversationMessage(_Contract):
+    schema_name: ClassVar[str] = "conversation.message/1"
+    event_id: Id
+    conversation_id: Id
+    user_id: Id
+    turn: Annotated[StrictInt, Field(ge=0)]
+    role: Literal["user", "assistant"]
+    text: StrictStr
+    ts: Timestamp
+    model_version: StrictStr | None = None
+    locale: StrictStr | None = None
+    latency_ms: Annotated[Number, Field(ge=0)] | None = None
+    error: StrictStr | StrictBool | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _text_size(cls, value: str, info: ValidationInfo) -> str:
+        limit = (info.context or {}).get("max_text_bytes", 32 * 1024)
+        size = len(value.encode("utf-8", "surrogatepass"))
+        if size > limit:
+            raise ValueError(f"text is {size} bytes, over the {limit}-byte limit")
+        return value
+
+
+class ConversationFeedback(_Contract):
+    schema_name: ClassVar[str] = "conversation.feedback/1"
+    event_id: Id
+    conversation_id: Id
+    satisfaction: Annotated[Number, Field(ge=0, le=10)]
+    ts: Timestamp
+
+
+class ConversationClosed(_Contract):
+    schema_name: ClassVar[str] = "conversation.closed/1"
+    event_id: Id
+    conversation_id: Id
+    ts: Timestamp
+
+
+class SafetyScore(_Contract):
+    schema_name: ClassVar[str] = "safety.score/1"
+    event_id: Id
+    conversation_id: Id
+    turn: Annotated[StrictInt, Field(ge=0)]
+    score: Probability
+    flagged: StrictBool
+    threshold: Probability
+    model_version: StrictStr
+    scored_at: Timestamp
+    backup: StrictBool = False
+
+
+class ReviewTurn(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    turn: Annotated[StrictInt, Field(ge=0)]
+    role: Literal["user", "assistant"]
+    text: StrictStr
+    ts: Timestamp
+    score: Probability | None = None
+
+
+class ReviewRequest(_Contract):
+    schema_name: ClassVar[str] = "safety.review_request/1"
+    review_id: Id
+    conversation_id: Id
+    reason: Literal["flagged", "sampled", "borderline"]
+    pi: Annotated[float, Field(gt=0.0, le=1.0)]
+    max_score: Probability
+    first_flagged_turn: Annotated[StrictInt, Field(ge=0)] | None = None
+    turns: list[ReviewTurn]
+    requested_at: Timestamp
+
+
+class ClinicianLabel(_Contract):
+    schema_name: ClassVar[str] = "clinician.label/1"
+    label_id: Id
+    conversation_id: Id
+    level: Literal["no_risk", "low", "moderate", "high", "imminent"]
+    first_crisis_turn: Annotated[StrictInt, Field(ge=0)] | None = None
+    reviewer_id: Id
+    confidence: Probability
+    ts: Timestamp
+    note: StrictStr | None = None
+
+    @property
+    def crisis(self) -> bool:
+        """Crisis means moderate or above."""
+        return self.level in CRISIS_LEVELS
+
+    @property
+    def severe(self) -> bool:
+        """Severe means high or imminent."""
+        return self.level in SEVERE_LEVELS
+
+
+class DeadLetter(_Contract):
+    schema_name: ClassVar[str] = "safety.dlq/1"
+    reason: StrictStr
+    topic: StrictStr
+    partition: StrictInt
+    offset: StrictInt
+    key: StrictStr | None
+    raw: StrictStr  # base64 of the original bytes, at most 64 KiB of them
+    at: Timestamp
+
+
+class IncidentEvent(_Contract):
+    schema_name: ClassVar[str] = "safety.incident/1"
+    event_id: Id
+    incident_id: Id
+    change: Literal["opened", "notified", "acknowledged", "escalated", "mitigated", "resolved", "note"]
+    at: Timestamp
+    by: StrictStr
+    severity: Literal["P0", "P1", "P2", "P3"]
+    title: StrictStr = ""
+    dedup_key: StrictStr = ""
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+Event = (
+    ConversationMessage
+    | ConversationFeedback
+    | ConversationClosed
+    | SafetyScore
+    | ReviewRequest
+    | ClinicianLabel
+    | DeadLetter
+    | IncidentEvent
+)
+
+SCHEMAS: dict[str, type[_Contract]] = {
+    m.schema_name: m
+    for m in (
+        ConversationMessage,
+        ConversationFeedback,
+        ConversationClosed,
+        SafetyScore,
+        ReviewRequest,
+        ClinicianLabel,
+        DeadLetter,
+        IncidentEvent,
+    )
+}
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ContractError(key, "duplicate key")
+        out[key] = value
+    return out
+
+
+def _reject_constant(name: str) -> Any:
+    raise ContractError("<json>", f"{name} is not valid JSON")
+
+
+def parse_event(
+    raw: bytes,
+    *,
+    max_text_bytes: int = 32 * 1024,
+    accept: frozenset[str] | None = None,
+) -> Event:
+    """Parse one Kafka record value into its contract, or raise ContractError saying why not.
+
+    `accept` limits the schemas this topic may carry; any other schema is refused.
+    """
+    if not isinstance(raw, bytes | bytearray | memoryview):
+        raise ContractError("<record>", "value is not bytes")
+    raw = bytes(raw)
+    if len(raw) > MAX_RECORD_BYTES:
+        raise ContractError("<record>", f"record is {len(raw)} bytes, over the {MAX_RECORD_BYTES}-byte limit")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ContractError("<record>", f"invalid UTF-8 at byte {exc.start}") from None
+    try:
+        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant)
+    except ContractError:
+        raise
+    except RecursionError:
+        raise ContractError("<json>", "nested too deeply") from None
+    except ValueError as exc:
+        raise ContractError("<json>", f"malformed JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ContractError("<json>", f"expected a JSON object, got {type(obj).__name__}")
+    if "\\ud" in text.lower():
+        # A JSON escape can smuggle a lone surrogate that no UTF-8 writer downstream can encode.
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ContractError("<json>", "a string holds a lone UTF-16 surrogate") from None
+    schema = obj.get("schema")
+    if not isinstance(schema, str):
+        raise ContractError("schema", "missing or not a string")
+    model = SCHEMAS.get(schema)
+    if model is None or (accept is not None and schema not in accept):
+        raise ContractError("schema", f"unknown or unexpected schema {schema[:64]!r}")
+    try:
+        return model.model_validate(obj, context={"max_text_bytes": max_text_bytes})  # type: ignore[return-value]
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in err["loc"]) or "<object>"
+        raise ContractError(field, err["msg"]) from None
+    except (ValueError, TypeError, OverflowError) as exc:  # pragma: no cover - pydantic wraps these
+        raise ContractError("<object>", str(exc)) from None
+
+
+def dead_letter(
+    reason: str, *, topic: str, partition: int, offset: int, key: bytes | None, raw: bytes | None
+) -> DeadLetter:
+    """The DLQ record for a value that could not be processed; keeps at most 64 KiB of the raw bytes."""
+    return DeadLetter(
+        reason=reason[:1000],
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=None if key is None else key.decode("utf-8", "replace"),
+        raw=base64.b64encode((raw or b"")[:DLQ_RAW_LIMIT]).decode("ascii"),
+        at=utcnow(),
+    )

@@ -1,0 +1,211 @@
+"""Kafka helpers built from Settings: a producer that confirms delivery, consumers, topics, lag.
+
+Two facts of the test broker (tansu) and kafka-python 3 are handled here so nothing else has to:
+- lag is computed from `consumer.highwater()`: tansu reports wrong `end_offsets()` after batched produces;
+- an idempotent producer is recreated on UnknownProducerIdError / OutOfOrderSequenceNumberError, which
+  every send raises after a broker restart loses the producer state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import (
+    KafkaError,
+    KafkaTimeoutError,
+    OutOfOrderSequenceNumberError,
+    TopicAlreadyExistsError,
+    UnknownProducerIdError,
+)
+
+from pipeline.errors import BrokerUnavailable
+from pipeline.settings import Settings
+
+__all__ = ["OutRecord", "RecordProducer", "make_consumer", "consumer_lag", "ensure_topics", "all_topics"]
+
+log = logging.getLogger(__name__)
+
+_PRODUCER_STATE_LOST = (UnknownProducerIdError, OutOfOrderSequenceNumberError)
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    """One record to publish."""
+
+    topic: str
+    key: str | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+class RecordProducer:
+    """A producer whose `send_all` returns only once the broker acknowledged every record.
+
+    Example:
+        producer = RecordProducer(settings)
+        producer.send_all([OutRecord("safety.scores", "conv-1", b"{...}")])
+    """
+
+    def __init__(self, settings: Settings, **overrides: Any) -> None:
+        self._settings = settings
+        self._config: dict[str, Any] = {
+            "bootstrap_servers": settings.kafka_bootstrap.split(","),
+            "acks": "all",
+            "linger_ms": 2,
+            "retries": 5,
+            "request_timeout_ms": 15000,
+            "compression_type": None,
+        }
+        self._config.update(overrides)
+        self._producer: KafkaProducer | None = None
+
+    def _get(self) -> KafkaProducer:
+        if self._producer is None:
+            try:
+                self._producer = KafkaProducer(**self._config)
+            except KafkaError as exc:
+                raise BrokerUnavailable(f"cannot create producer: {exc}") from exc
+        return self._producer
+
+    def recreate(self) -> None:
+        """Drop the current producer (and its lost idempotence state); the next send makes a new one."""
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=1)
+            except Exception:  # noqa: BLE001 - closing a broken producer may fail in many ways
+                log.debug("closing a broken producer failed", exc_info=True)
+            self._producer = None
+
+    def send_all(self, records: Sequence[OutRecord], timeout_s: float | None = None) -> None:
+        """Publish records and wait for every acknowledgement; raise BrokerUnavailable if that fails.
+
+        Records of one key keep their order. A retry after a lost producer state may duplicate a
+        record: consumers are idempotent per event id, so that is safe, while losing one is not.
+        """
+        if not records:
+            return
+        deadline = time.monotonic() + (timeout_s or self._settings.produce_timeout_s)
+        pending = list(records)
+        attempt = 0
+        while pending:
+            attempt += 1
+            producer = self._get()
+            futures = []
+            try:
+                for r in pending:
+                    key = None if r.key is None else r.key.encode("utf-8")
+                    futures.append(
+                        producer.send(r.topic, key=key, value=r.value, headers=list(r.headers) or None)
+                    )
+                producer.flush(timeout=max(0.1, deadline - time.monotonic()))
+            except _PRODUCER_STATE_LOST:
+                self.recreate()
+                continue
+            except KafkaTimeoutError as exc:
+                self.recreate()
+                if time.monotonic() >= deadline:
+                    raise BrokerUnavailable(f"send not acknowledged in time: {exc}") from exc
+                continue
+            failed: list[OutRecord] = []
+            lost_state = False
+            for r, fut in zip(pending, futures, strict=True):
+                try:
+                    fut.get(timeout=max(0.1, deadline - time.monotonic()))
+                except _PRODUCER_STATE_LOST:
+                    lost_state = True
+                    failed.append(r)
+                except KafkaError as exc:
+                    log.warning("send to %s failed (attempt %d): %s", r.topic, attempt, type(exc).__name__)
+                    failed.append(r)
+            if failed and (lost_state or attempt > 1):
+                self.recreate()
+            pending = failed
+            if pending and time.monotonic() >= deadline:
+                raise BrokerUnavailable(f"{len(pending)} records not acknowledged in time")
+            if pending:
+                time.sleep(min(1.0, 0.05 * 2**attempt))
+
+    def close(self) -> None:
+        """Flush and close."""
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=5)
+            finally:
+                self._producer = None
+
+
+def make_consumer(settings: Settings, group: str | None, topics: Iterable[str], **overrides: Any) -> KafkaConsumer:
+    """A manually committed consumer subscribed to `topics` in `group` (None: no group, no commits)."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap.split(","),
+        "group_id": group,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": settings.session_timeout_ms,
+        "heartbeat_interval_ms": settings.heartbeat_interval_ms,
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
+        "max_poll_records": settings.batch_size,
+        "max_poll_interval_ms": 300000,
+    }
+    listener = overrides.pop("listener", None)
+    config.update(overrides)
+    consumer = KafkaConsumer(**config)
+    topics = list(topics)
+    if topics:
+        if listener is not None:
+            consumer.subscribe(topics=topics, listener=listener)
+        else:
+            consumer.subscribe(topics=topics)
+    return consumer
+
+
+def consumer_lag(consumer: KafkaConsumer) -> dict[TopicPartition, int]:
+    """Records not yet consumed per assigned partition, from `highwater()` (see module docstring)."""
+    lag: dict[TopicPartition, int] = {}
+    for tp in consumer.assignment():
+        high = consumer.highwater(tp)
+        if high is None:
+            continue
+        try:
+            pos = consumer.position(tp, timeout_ms=1000)
+        except KafkaError:
+            continue
+        if pos is not None:
+            lag[tp] = max(0, high - pos)
+    return lag
+
+
+def all_topics(settings: Settings) -> list[str]:
+    """Every topic Vigil reads or writes."""
+    return [
+        settings.topic_events,
+        settings.topic_scores,
+        settings.topic_review,
+        settings.topic_labels,
+        settings.topic_dlq,
+        settings.topic_incidents,
+    ]
+
+
+def ensure_topics(settings: Settings, topics: Iterable[str] | None = None, partitions: int | None = None) -> None:
+    """Create the topics that do not exist yet (idempotent)."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap.split(","))
+    try:
+        existing = set(admin.list_topics())
+        wanted = [
+            NewTopic(name=t, num_partitions=partitions or settings.topic_partitions, replication_factor=1)
+            for t in (topics or all_topics(settings))
+            if t not in existing
+        ]
+        for topic in wanted:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics([topic])
+    finally:
+        admin.close()

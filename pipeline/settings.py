@@ -1,0 +1,155 @@
+"""The one place Vigil reads configuration: `VIGIL_*` environment variables and an optional TOML file.
+
+Precedence, highest first: keyword arguments, environment variables, the TOML file named by
+`VIGIL_CONFIG`, the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from pipeline.errors import ConfigError
+
+__all__ = ["Settings", "load_settings", "ENV_PREFIX"]
+
+ENV_PREFIX = "VIGIL_"
+
+
+class Settings(BaseSettings):
+    """Every knob Vigil has; frozen once built so no component sees a different configuration."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic_events: str = "conversation.events"
+    topic_scores: str = "safety.scores"
+    topic_review: str = "safety.review"
+    topic_labels: str = "clinician.labels"
+    topic_dlq: str = "safety.dlq"
+    topic_incidents: str = "safety.incidents"
+    topic_partitions: int = Field(default=6, ge=1)
+    scorer_group: str = "vigil-scorer"
+    evaluator_group: str = "vigil-evaluator"
+    # tansu holds every fetch for the whole wait: a low wait keeps publish-to-score latency low.
+    fetch_max_wait_ms: int = Field(default=10, ge=0, le=5000)
+    session_timeout_ms: int = Field(default=10000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=1000, ge=100)
+    produce_timeout_s: float = Field(default=30.0, gt=0)
+
+    # Redis
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    redis_prefix: str = "vigil:"
+
+    # Scoring
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    poll_timeout_ms: int = Field(default=200, ge=1)
+    max_text_bytes: int = Field(default=32 * 1024, ge=1)
+    model_dir: Path | None = None
+    model_backend: str = Field(default="auto", pattern="^(auto|torch|onnx)$")
+    torch_threads: int = Field(default=0, ge=0)  # 0: let torch decide
+    threshold: float | None = Field(default=None, gt=0.0, lt=1.0)  # None: the model's own
+    model_timeout_s: float = Field(default=10.0, gt=0)
+
+    # Review sampling
+    pi_floor: float = Field(default=0.002, gt=0.0, le=1.0)
+    pi_borderline: float = Field(default=0.5, gt=0.0, le=1.0)
+    borderline_band: float = Field(default=0.5, gt=0.0, le=1.0)  # as a fraction of the threshold
+    conversation_idle_s: float = Field(default=1800.0, gt=0)
+    label_wait_s: float = Field(default=30 * 86400.0, gt=0)
+    sweep_interval_s: float = Field(default=30.0, gt=0)
+
+    # Halt and heartbeats
+    staleness_s: float = Field(default=5.0, gt=0)
+    heartbeat_ttl_s: float = Field(default=15.0, gt=0)
+    heartbeat_interval_s: float = Field(default=2.0, gt=0)
+    gate_poll_s: float = Field(default=1.0, gt=0)
+    require_scorer_heartbeat: bool = True
+
+    # Rules
+    thresholds_file: Path | None = None
+
+    # Services
+    metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no metrics endpoint
+    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap_has_port(cls, value: str) -> str:
+        for server in value.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {server!r}")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr) -> SecretStr:
+        scheme = urlsplit(value.get_secret_value()).scheme
+        if scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got scheme {scheme!r}")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = os.environ.get(f"{ENV_PREFIX}CONFIG")
+        if config:
+            if not Path(config).is_file():
+                raise ConfigError(f"{ENV_PREFIX}CONFIG", f"no such file: {config}")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config))
+        return tuple(sources)
+
+    def key(self, *parts: str) -> str:
+        """A namespaced Redis key: `key("halt")` is `vigil:halt` with the default prefix."""
+        return self.redis_prefix + ":".join(parts)
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective settings with secrets masked, for `vigil config show`."""
+        out: dict[str, Any] = {}
+        for name, value in self.model_dump().items():
+            if isinstance(value, SecretStr):
+                value = _mask_url(value.get_secret_value())
+            elif isinstance(value, Path):
+                value = str(value)
+            out[name] = value
+        return out
+
+
+def _mask_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning any validation failure into a ConfigError naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        raise ConfigError(f"{ENV_PREFIX}{field.upper()}", err["msg"]) from None

@@ -1,0 +1,61 @@
+"""Shared fixtures: a real tansu broker and a real valkey (Redis) server, started once per session."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from pipeline.local import LocalBroker, LocalRedis  # noqa: E402
+from pipeline.settings import Settings  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    """A real Kafka-protocol broker (tansu, memory storage) on a free port."""
+    server = LocalBroker(log_dir=tmp_path_factory.mktemp("tansu"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedis]:
+    """A real Redis-protocol server (valkey) on a free port."""
+    server = LocalRedis(log_dir=tmp_path_factory.mktemp("valkey"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def uid() -> str:
+    """A short unique suffix for topic, group and key names so tests never share state."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def settings(broker: LocalBroker, redis_server: LocalRedis, uid: str) -> Settings:
+    """Settings pointing at the session's broker and Redis, with per-test topics, groups and prefix."""
+    return Settings(
+        kafka_bootstrap=broker.bootstrap,
+        redis_url=redis_server.url,  # type: ignore[arg-type]
+        redis_prefix=f"t{uid}:",
+        topic_events=f"events-{uid}",
+        topic_scores=f"scores-{uid}",
+        topic_review=f"review-{uid}",
+        topic_labels=f"labels-{uid}",
+        topic_dlq=f"dlq-{uid}",
+        topic_incidents=f"incidents-{uid}",
+        topic_partitions=3,
+        scorer_group=f"scorer-{uid}",
+        evaluator_group=f"evaluator-{uid}",
+        # this broker takes ~20 s to join a group with kafka-python defaults; ~3 s with these
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+    )
