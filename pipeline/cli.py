@@ -47,6 +47,34 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--partitions", type=int, default=None)
     create.set_defaults(handler=_topics_create)
 
+    halt = sub.add_parser("halt", help="the safety halt: status, trip, two-person clear")
+    halt_sub = halt.add_subparsers(dest="halt_command", required=True)
+    p = halt_sub.add_parser("init", help="set RUNNING the first time (a fresh deployment reads HALTED)")
+    p.add_argument("--by", required=True, help="the clinical lead who initialises")
+    p.add_argument("--reason", default="initial deployment")
+    p.set_defaults(handler=_lazy("safety_gate.commands:halt_init"))
+    p = halt_sub.add_parser("status", help="print the halt record (exit 3 when halted)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_lazy("safety_gate.commands:halt_status"))
+    p = halt_sub.add_parser("trip", help="halt the AI now")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--incident", default=None)
+    p.add_argument("--by", default="cli")
+    p.set_defaults(handler=_lazy("safety_gate.commands:halt_trip"))
+    p = halt_sub.add_parser("clear", help="approve lifting the halt (needs a clinical lead and an on-call engineer)")
+    p.add_argument("--by", required=True)
+    p.add_argument("--role", required=True, choices=["clinical_lead", "oncall_engineer"])
+    p.add_argument("--reason", required=True)
+    p.add_argument("--version", type=int, default=None, help="halt version approved (default: current)")
+    p.set_defaults(handler=_lazy("safety_gate.commands:halt_clear"))
+
+    gate = sub.add_parser("gate", help="the HTTP gate for the AI service")
+    gate_sub = gate.add_subparsers(dest="gate_command", required=True)
+    p = gate_sub.add_parser("serve", help="serve GET /v1/gate, /healthz, /metrics")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--host", default="127.0.0.1")
+    p.set_defaults(handler=_lazy("safety_gate.commands:gate_serve"))
+
     return parser
 
 

@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(default=2.0, gt=0)
     gate_poll_s: float = Field(default=1.0, gt=0)
     require_scorer_heartbeat: bool = True
+    fallback_file: Path | None = None  # TOML [messages] locale = text, over the built-in en-US text
 
     # Rules
     thresholds_file: Path | None = None

@@ -1,0 +1,97 @@
+"""Handlers of `vigil halt ...` and `vigil gate serve`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+
+from pipeline.settings import Settings
+from safety_gate.fallback import FallbackMessages
+from safety_gate.gate import Gate
+from safety_gate.halt import HaltStore
+
+__all__ = ["halt_init", "halt_status", "halt_trip", "halt_clear", "gate_serve"]
+
+
+def _store(settings: Settings) -> HaltStore:
+    return HaltStore.from_url(settings.redis_url.get_secret_value(), settings.redis_prefix)
+
+
+def halt_init(args: argparse.Namespace, settings: Settings) -> int:
+    """Set RUNNING the first time; a second init changes nothing."""
+    store = _store(settings)
+    created = store.init(by=args.by, reason=args.reason)
+    record = store.read()
+    print(("initialised: " if created else "already initialised: ") + f"{record.state} (version {record.version})")
+    return 0
+
+
+def halt_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the halt record and pending approvals."""
+    store = _store(settings)
+    record = store.read()
+    approvals = store.approvals(record.version) if record.halted and record.present else {}
+    if args.json:
+        print(json.dumps({**record.to_dict(), "approvals": approvals}))
+    else:
+        print(f"state: {record.state}  version: {record.version}  since: {record.since or '-'}  by: {record.by or '-'}")
+        print(f"reason: {record.reason or '-'}")
+        if record.incident_id:
+            print(f"incident: {record.incident_id}")
+        for role, a in approvals.items():
+            print(f"approved by {a['by']} as {role}: {a['reason']}")
+    return 0 if not record.halted else 3
+
+
+def halt_trip(args: argparse.Namespace, settings: Settings) -> int:
+    """Halt the AI by hand."""
+    version = _store(settings).trip(by=args.by, reason=args.reason, incident_id=args.incident or "")
+    print(f"HALTED (version {version})")
+    return 0
+
+
+def halt_clear(args: argparse.Namespace, settings: Settings) -> int:
+    """One person's approval to lift the current halt."""
+    store = _store(settings)
+    version = args.version if args.version is not None else store.read().version
+    lifted = store.approve_clear(by=args.by, role=args.role, reason=args.reason, version=version)
+    if lifted:
+        print(f"RUNNING: halt version {version} lifted by two approvals")
+    else:
+        other = "oncall_engineer" if args.role == "clinical_lead" else "clinical_lead"
+        print(f"approval recorded for halt version {version}; still HALTED until a {other} approves")
+    return 0
+
+
+def gate_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve the HTTP gate until SIGTERM or Ctrl-C."""
+    from safety_gate.http import make_server
+
+    gate = Gate.from_url(
+        settings.redis_url.get_secret_value(),
+        staleness_s=settings.staleness_s,
+        prefix=settings.redis_prefix,
+        poll_s=min(settings.gate_poll_s, settings.staleness_s / 4),
+        require_heartbeat=settings.require_scorer_heartbeat,
+        fallback=FallbackMessages.from_file(settings.fallback_file),
+    )
+    server = make_server(gate, host=args.host, port=args.port)
+    print(f"gate listening on http://{args.host}:{server.server_address[1]}/v1/gate", flush=True)
+    stop = threading.Event()
+
+    def _shutdown(*_: object) -> None:
+        if not stop.is_set():
+            stop.set()
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _shutdown)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        gate.close()
+    return 0

@@ -1,0 +1,51 @@
+"""The clinician-approved crisis-resources message the AI service serves while halted.
+
+It is plain data in this module (and optionally a TOML file) so it is available with Redis, Kafka and
+the network all down.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+__all__ = ["FallbackMessages", "DEFAULT_FALLBACK"]
+
+DEFAULT_FALLBACK: dict[str, str] = {
+    "en-US": (
+        "I'm not able to continue this conversation right now, but you don't have to go through this alone. "
+        "If you are thinking about suicide or are in crisis, please reach out now:\n"
+        "- Call or text 988 (Suicide & Crisis Lifeline, 24/7)\n"
+        "- Chat at 988lifeline.org\n"
+        "- Text HOME to 741741 (Crisis Text Line)\n"
+        "- If you are in immediate danger, call 911.\n"
+        "A member of our human support team can also take over this conversation."
+    ),
+}
+
+
+class FallbackMessages:
+    """Per-locale fallback texts; unknown locales get the language's or the en-US text."""
+
+    def __init__(self, messages: dict[str, str] | None = None) -> None:
+        self._messages = dict(DEFAULT_FALLBACK)
+        self._messages.update(messages or {})
+
+    @classmethod
+    def from_file(cls, path: Path | None) -> FallbackMessages:
+        """Load `[messages]` locale = text pairs from a TOML file, on top of the defaults."""
+        if path is None:
+            return cls()
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+        return cls({str(k): str(v) for k, v in data.get("messages", {}).items()})
+
+    def get(self, locale: str = "en-US") -> str:
+        """The message for `locale`, its language, or en-US."""
+        if locale in self._messages:
+            return self._messages[locale]
+        lang = locale.split("-")[0].lower()
+        for key, text in self._messages.items():
+            if key.split("-")[0].lower() == lang:
+                return text
+        return self._messages["en-US"]

@@ -1,0 +1,247 @@
+"""The gate the AI service checks before every response.
+
+`check()` answers from memory in about a microsecond: a background thread keeps the view fresh from
+the `halt:changes` channel and a poll. The gate fails closed: a view older than `staleness_s`, a missing
+record, an unreachable Redis or a stale scorer heartbeat all answer `allowed=False`.
+
+Example:
+    gate = Gate.from_url("redis://127.0.0.1:6379/0", staleness_s=5.0)
+    decision = gate.check()
+    reply = generate(...) if decision.allowed else gate.fallback("en-US")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from safety_gate.fallback import FallbackMessages
+from safety_gate.halt import RUNNING, HaltRecord
+from safety_gate.heartbeat import heartbeat_key
+
+__all__ = ["Gate", "GateDecision"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class GateDecision:
+    """What the AI service may do now; `allowed` False means serve the fallback."""
+
+    allowed: bool
+    reason: str
+    incident_id: str = ""
+    stale: bool = False
+    version: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the HTTP gate's body)."""
+        return {
+            "allowed": self.allowed, "reason": self.reason, "incident_id": self.incident_id,
+            "stale": self.stale, "version": self.version,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    decision: GateDecision
+    stale_decision: GateDecision
+    at: float  # monotonic time the view was read from Redis
+    record: HaltRecord | None
+    heartbeat_ok: bool = False
+
+
+_NEVER = _View(
+    decision=GateDecision(False, "gate has not read the halt record yet", stale=True),
+    stale_decision=GateDecision(False, "gate has not read the halt record yet", stale=True),
+    at=float("-inf"),
+    record=None,
+)
+
+
+class Gate:
+    """Fail-closed, in-memory view of the halt record; thread-safe, non-blocking `check()`."""
+
+    def __init__(
+        self,
+        client_factory: Callable[[], redis.Redis],
+        *,
+        prefix: str = "vigil:",
+        staleness_s: float = 5.0,
+        poll_s: float | None = None,
+        require_heartbeat: bool = True,
+        heartbeat_component: str = "scorer",
+        fallback: FallbackMessages | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        start: bool = True,
+    ) -> None:
+        self._client_factory = client_factory
+        self._halt_key = f"{prefix}halt"
+        self._channel = f"{prefix}halt:changes"
+        self._heartbeat_key = heartbeat_key(prefix, heartbeat_component)
+        self.staleness_s = staleness_s
+        # Poll well inside the staleness bound so a healthy gate never goes stale between polls.
+        self._poll_s = poll_s if poll_s is not None else max(0.05, staleness_s / 4)
+        self._require_heartbeat = require_heartbeat
+        self._fallback = fallback or FallbackMessages()
+        self._clock = clock
+        self._view = _NEVER
+        self._stop = threading.Event()
+        self._first = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.allowed_count = 0
+        self.denied_count = 0
+        self.changes_seen = 0
+        if start:
+            self.start()
+
+    @classmethod
+    def from_url(cls, redis_url: str, staleness_s: float = 5.0, **kwargs: Any) -> Gate:
+        """A started gate on `redis_url`; waits up to a second for the first reading."""
+        timeout = min(1.0, staleness_s / 2)
+
+        def factory() -> redis.Redis:
+            return redis.Redis.from_url(
+                redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=0
+            )
+
+        gate = cls(factory, staleness_s=staleness_s, **kwargs)
+        gate.wait_ready(1.0)
+        return gate
+
+    # -- hot path ---------------------------------------------------------------------------------
+    def check(self) -> GateDecision:
+        """May the AI answer now? Never touches Redis."""
+        view = self._view
+        if self._clock() - view.at > self.staleness_s:
+            self.denied_count += 1
+            return view.stale_decision
+        decision = view.decision
+        if decision.allowed:
+            self.allowed_count += 1
+        else:
+            self.denied_count += 1
+        return decision
+
+    def fallback(self, locale: str = "en-US") -> str:
+        """The clinician-approved crisis-resources message; works with Redis down."""
+        return self._fallback.get(locale)
+
+    # -- background refresh -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the refresher thread (idempotent)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="vigil-gate", daemon=True)
+            self._thread.start()
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Wait until the first reading arrived (or failed); True if one arrived."""
+        return self._first.wait(timeout_s)
+
+    def close(self) -> None:
+        """Stop the refresher; `check()` then goes stale and answers not allowed."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> Gate:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def view_age_s(self) -> float:
+        """Seconds since the view was last read from Redis."""
+        return self._clock() - self._view.at
+
+    @property
+    def record(self) -> HaltRecord | None:
+        """The last halt record read, if any."""
+        return self._view.record
+
+    def _run(self) -> None:
+        backoff = 0.05
+        while not self._stop.is_set():
+            client: redis.Redis | None = None
+            pubsub = None
+            try:
+                client = self._client_factory()
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self._channel)
+                self.refresh(client)
+                backoff = 0.05
+                next_poll = time.monotonic() + self._poll_s
+                while not self._stop.is_set():
+                    msg = pubsub.get_message(timeout=max(0.0, next_poll - time.monotonic()))
+                    if msg is not None and msg.get("type") == "message":
+                        self._on_change(client, msg["data"])
+                    if time.monotonic() >= next_poll:
+                        self.refresh(client)
+                        next_poll = time.monotonic() + self._poll_s
+            except (redis.RedisError, OSError) as exc:
+                # The view is not refreshed, so it goes stale after staleness_s and the gate halts.
+                log.warning("gate cannot read the halt record: %s", type(exc).__name__)
+                self._first.set()
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self._poll_s)
+            finally:
+                for closable in (pubsub, client):
+                    if closable is not None:
+                        with contextlib.suppress(Exception):  # best effort on a broken connection
+                            closable.close()
+
+    def _on_change(self, client: redis.Redis, data: bytes) -> None:
+        try:
+            change = json.loads(data)
+        except ValueError:
+            change = {}
+        if isinstance(change, dict) and change.get("state") != RUNNING:
+            # A halt applies at once from the message; a resume is re-read from the record itself, so
+            # a forged or garbled message can only ever stop the AI, never start it.
+            metrics = change.get("metrics") or "{}"
+            record = HaltRecord.from_redis({
+                "state": str(change.get("state", "HALTED")), "reason": str(change.get("reason", "")),
+                "incident_id": str(change.get("incident_id", "")), "since": str(change.get("since", "")),
+                "by": str(change.get("by", "")), "version": str(change.get("version", 0)),
+                "metrics": metrics if isinstance(metrics, str) else json.dumps(metrics),
+            })
+            self._install(record, self._view.heartbeat_ok, at=self._clock())
+        else:
+            self.refresh(client)
+
+    def refresh(self, client: redis.Redis) -> None:
+        """Read the record and the heartbeat from Redis and install the new view."""
+        started = self._clock()
+        pipe = client.pipeline(transaction=False)
+        pipe.hgetall(self._halt_key)
+        pipe.exists(self._heartbeat_key)
+        raw, beats = pipe.execute()
+        self._install(HaltRecord.from_redis(raw), bool(beats), at=started)
+        self._first.set()
+
+    def _install(self, record: HaltRecord, heartbeat_ok: bool, at: float) -> None:
+        previous = self._view.record
+        if previous is not None and previous.version != record.version:
+            self.changes_seen += 1
+        if record.halted:
+            decision = GateDecision(False, f"halted: {record.reason}", record.incident_id, False, record.version)
+        elif self._require_heartbeat and not heartbeat_ok:
+            decision = GateDecision(
+                False, "scorer heartbeat stale: crisis detection is not running", "", False, record.version
+            )
+        else:
+            decision = GateDecision(True, "running", "", False, record.version)
+        stale = GateDecision(
+            False, f"gate view older than {self.staleness_s:g} s: halt state unknown", record.incident_id, True,
+            record.version,
+        )
+        self._view = _View(decision=decision, stale_decision=stale, at=at, record=record, heartbeat_ok=heartbeat_ok)

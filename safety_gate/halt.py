@@ -1,0 +1,248 @@
+"""The halt record in Redis: RUNNING or HALTED, changed atomically, announced, audited.
+
+Rules this module enforces (DESIGN.md section 5):
+- a missing record reads as HALTED, so a Redis flush can never resume the AI;
+- automation may trip a halt but nothing clears one except two different people, a clinical lead and
+  the on-call engineer, approving the same halt version;
+- the version only grows, so an approval given for an earlier halt never lifts a later one;
+- every change is published on `halt:changes` and appended to the `audit` stream in the same script.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from pipeline.contracts import utcnow
+from pipeline.errors import StoreUnavailable
+from safety_gate.errors import ApprovalRefused, HaltError, NotHalted, StaleApproval
+
+__all__ = ["HaltRecord", "HaltStore", "CLEAR_ROLES", "RUNNING", "HALTED", "default_origin"]
+
+RUNNING = "RUNNING"
+HALTED = "HALTED"
+CLEAR_ROLES = ("clinical_lead", "oncall_engineer")
+_AUDIT_MAXLEN = 1_000_000
+
+
+def default_origin() -> str:
+    """Where a change comes from when no request address is known: host and process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class HaltRecord:
+    """One reading of the halt record; `present` is False when Redis holds none (which means halted)."""
+
+    state: str
+    reason: str = ""
+    incident_id: str = ""
+    since: str = ""
+    by: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    version: int = 0
+    present: bool = True
+
+    @property
+    def halted(self) -> bool:
+        """True unless the record says RUNNING."""
+        return self.state != RUNNING
+
+    @classmethod
+    def from_redis(cls, raw: dict[bytes, bytes] | dict[str, str]) -> HaltRecord:
+        """Decode HGETALL output; an empty hash is a missing record, read as HALTED."""
+        if not raw:
+            return cls(state=HALTED, reason="no halt record in Redis (never initialised or lost)", present=False)
+        d = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+             for k, v in raw.items()}
+        try:
+            metrics = json.loads(d.get("metrics") or "{}")
+        except ValueError:
+            metrics = {}
+        state = d.get("state", HALTED)
+        return cls(
+            state=state if state in (RUNNING, HALTED) else HALTED,
+            reason=d.get("reason", ""),
+            incident_id=d.get("incident_id", ""),
+            since=d.get("since", ""),
+            by=d.get("by", ""),
+            metrics=metrics if isinstance(metrics, dict) else {},
+            version=int(d.get("version", "0") or 0),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "state": self.state, "reason": self.reason, "incident_id": self.incident_id, "since": self.since,
+            "by": self.by, "metrics": self.metrics, "version": self.version, "present": self.present,
+        }
+
+
+# KEYS: halt, audit, channel-name-as-key-not-used | ARGV: by, reason, now, origin, channel, maxlen
+_INIT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {0, redis.call('HGET', KEYS[1], 'version')}
+end
+redis.call('HSET', KEYS[1], 'state', 'RUNNING', 'reason', ARGV[2], 'incident_id', '', 'since', ARGV[3],
+           'by', ARGV[1], 'metrics', '{}', 'version', 1)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'action', 'halt.init', 'who', ARGV[1],
+           'reason', ARGV[2], 'at', ARGV[3], 'origin', ARGV[4], 'version', 1, 'state', 'RUNNING')
+redis.call('PUBLISH', ARGV[5], cjson.encode({state='RUNNING', version=1, reason=ARGV[2], by=ARGV[1],
+           since=ARGV[3], incident_id='', metrics='{}'}))
+return {1, 1}
+"""
+
+# KEYS: halt, audit | ARGV: by, reason, now, origin, channel, maxlen, incident_id, metrics_json
+_TRIP = """
+local state = redis.call('HGET', KEYS[1], 'state')
+local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+if state == 'HALTED' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'action', 'halt.trip_repeat', 'who', ARGV[1],
+             'reason', ARGV[2], 'at', ARGV[3], 'origin', ARGV[4], 'version', version, 'state', 'HALTED',
+             'incident_id', ARGV[7])
+  return {0, version}
+end
+version = version + 1
+redis.call('HSET', KEYS[1], 'state', 'HALTED', 'reason', ARGV[2], 'incident_id', ARGV[7], 'since', ARGV[3],
+           'by', ARGV[1], 'metrics', ARGV[8], 'version', version)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'action', 'halt.trip', 'who', ARGV[1],
+           'reason', ARGV[2], 'at', ARGV[3], 'origin', ARGV[4], 'version', version, 'state', 'HALTED',
+           'incident_id', ARGV[7])
+redis.call('PUBLISH', ARGV[5], cjson.encode({state='HALTED', version=version, reason=ARGV[2], by=ARGV[1],
+           since=ARGV[3], incident_id=ARGV[7], metrics=ARGV[8]}))
+return {1, version}
+"""
+
+# KEYS: halt, audit, approvals-prefix | ARGV: by, reason, now, origin, channel, maxlen, role, version
+_APPROVE = """
+local state = redis.call('HGET', KEYS[1], 'state')
+local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+if state ~= 'HALTED' then return {-1, version} end
+if tonumber(ARGV[8]) ~= version then return {-2, version} end
+local akey = KEYS[3] .. version
+local other_role = 'clinical_lead'
+if ARGV[7] == 'clinical_lead' then other_role = 'oncall_engineer' end
+local other = redis.call('HGET', akey, other_role)
+if other and cjson.decode(other)['by'] == ARGV[1] then return {-3, version} end
+redis.call('HSET', akey, ARGV[7], cjson.encode({by=ARGV[1], reason=ARGV[2], at=ARGV[3], origin=ARGV[4]}))
+redis.call('EXPIRE', akey, 30 * 86400)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'action', 'halt.approve_clear', 'who', ARGV[1],
+           'role', ARGV[7], 'reason', ARGV[2], 'at', ARGV[3], 'origin', ARGV[4], 'version', version)
+if not other then return {0, version} end
+local o = cjson.decode(other)
+version = version + 1
+local reason = other_role .. ' ' .. o['by'] .. ': ' .. o['reason'] .. ' | '
+               .. ARGV[7] .. ' ' .. ARGV[1] .. ': ' .. ARGV[2]
+local by = o['by'] .. '+' .. ARGV[1]
+redis.call('HSET', KEYS[1], 'state', 'RUNNING', 'reason', reason, 'incident_id', '', 'since', ARGV[3],
+           'by', by, 'metrics', '{}', 'version', version)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'action', 'halt.clear', 'who', by,
+           'reason', reason, 'at', ARGV[3], 'origin', ARGV[4], 'version', version, 'state', 'RUNNING')
+redis.call('PUBLISH', ARGV[5], cjson.encode({state='RUNNING', version=version, reason=reason, by=by,
+           since=ARGV[3], incident_id='', metrics='{}'}))
+return {1, version}
+"""
+
+
+class HaltStore:
+    """The halt record, its approvals and its audit trail in Redis.
+
+    Example:
+        store = HaltStore(redis.Redis.from_url(url), prefix="vigil:")
+        store.trip(by="evaluator", reason="crisis recall 0.86 < 0.90", incident_id="INC-1")
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str = "vigil:") -> None:
+        self._r = client
+        self.key = f"{prefix}halt"
+        self.channel = f"{prefix}halt:changes"
+        self.audit_key = f"{prefix}audit"
+        self._approvals = f"{prefix}halt:approvals:"
+        self._init = client.register_script(_INIT)
+        self._trip = client.register_script(_TRIP)
+        self._approve = client.register_script(_APPROVE)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "vigil:") -> HaltStore:
+        """A store on a new client for `url`."""
+        return cls(redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2), prefix)
+
+    def _call(self, script: Any, keys: list[str], args: list[Any]) -> list[int]:
+        try:
+            result = script(keys=keys, args=args)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"halt record not changed: {exc}") from exc
+        return [int(x) for x in result]
+
+    def _common(self, by: str, reason: str, origin: str | None) -> list[Any]:
+        if not by.strip():
+            raise HaltError("a halt change needs the name of who makes it")
+        return [by, reason, utcnow().isoformat(), origin or default_origin(), self.channel, _AUDIT_MAXLEN]
+
+    def read(self) -> HaltRecord:
+        """The current record; raises StoreUnavailable if Redis cannot be read."""
+        try:
+            return HaltRecord.from_redis(self._r.hgetall(self.key))
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def init(self, by: str, reason: str = "initial deployment", origin: str | None = None) -> bool:
+        """Set RUNNING if no record exists yet; True when this call created it."""
+        created, _ = self._call(self._init, [self.key, self.audit_key], self._common(by, reason, origin))
+        return bool(created)
+
+    def trip(
+        self,
+        by: str,
+        reason: str,
+        incident_id: str = "",
+        metrics: dict[str, Any] | None = None,
+        origin: str | None = None,
+    ) -> int:
+        """Halt the AI (idempotent while halted); returns the halt version."""
+        args = self._common(by, reason, origin) + [incident_id, json.dumps(metrics or {}, default=str)]
+        _, version = self._call(self._trip, [self.key, self.audit_key], args)
+        return version
+
+    def approve_clear(self, by: str, role: str, reason: str, version: int, origin: str | None = None) -> bool:
+        """Record one person's approval to lift halt `version`; True when this approval lifted it."""
+        if role not in CLEAR_ROLES:
+            raise ApprovalRefused(f"role {role!r} cannot approve a clear; roles: {', '.join(CLEAR_ROLES)}")
+        if not reason.strip():
+            raise ApprovalRefused("an approval needs a reason")
+        args = self._common(by, reason, origin) + [role, version]
+        code, current = self._call(self._approve, [self.key, self.audit_key, self._approvals], args)
+        if code == -1:
+            raise NotHalted("the AI is not halted; nothing to clear")
+        if code == -2:
+            raise StaleApproval(version, current)
+        if code == -3:
+            raise ApprovalRefused(f"{by} already approved in the other role; a clear takes two different people")
+        return code == 1
+
+    def approvals(self, version: int) -> dict[str, dict[str, Any]]:
+        """Approvals given so far for halt `version`, by role."""
+        raw = self._r.hgetall(f"{self._approvals}{version}")
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    def audit(self, count: int = 100) -> list[dict[str, str]]:
+        """The newest audit entries, oldest first."""
+        entries = self._r.xrevrange(self.audit_key, count=count)
+        return [
+            {"id": eid.decode(), **{k.decode(): v.decode() for k, v in fields.items()}}
+            for eid, fields in reversed(entries)
+        ]
+
+    def audit_event(self, who: str, action: str, origin: str | None = None, **detail: Any) -> None:
+        """Append a non-halt entry (a login, a view) to the same audit stream."""
+        fields = {"action": action, "who": who, "at": utcnow().isoformat(), "origin": origin or default_origin()}
+        fields.update({k: str(v) for k, v in detail.items()})
+        try:
+            self._r.xadd(self.audit_key, fields, maxlen=_AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc

@@ -1,0 +1,282 @@
+"""The halt record and the gate against a real Redis server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import redis
+
+from pipeline.local import LocalRedis
+from safety_gate import (
+    ApprovalRefused,
+    Gate,
+    HaltStore,
+    Heartbeat,
+    NotHalted,
+    StaleApproval,
+)
+from safety_gate.http import make_server
+
+STALENESS = 0.6
+
+
+def wait_until(predicate, timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+@pytest.fixture
+def prefix(uid):
+    return f"g{uid}:"
+
+
+@pytest.fixture
+def client(redis_server):
+    c = redis.Redis.from_url(redis_server.url)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def store(client, prefix):
+    return HaltStore(client, prefix)
+
+
+@pytest.fixture
+def beat(client, prefix):
+    hb = Heartbeat(client, prefix, "scorer", ttl_s=30)
+    hb.beat()
+    return hb
+
+
+def make_gate(url: str, prefix: str, **kw) -> Gate:
+    kw.setdefault("staleness_s", STALENESS)
+    kw.setdefault("poll_s", 0.1)
+    return Gate.from_url(url, prefix=prefix, **kw)
+
+
+def test_fresh_deployment_is_halted_until_init(redis_server, store, beat, prefix):
+    with make_gate(redis_server.url, prefix) as gate:
+        first = gate.check()
+        assert not first.allowed and "no halt record" in first.reason
+        assert store.init(by="dr.lead")
+        assert wait_until(lambda: gate.check().allowed)
+        assert not store.init(by="someone-else")  # a second init changes nothing
+        assert store.read().version == 1
+
+
+def test_trip_is_seen_by_a_gate_in_another_process_within_100_ms(redis_server, store, beat, prefix):
+    store.init(by="dr.lead")
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from safety_gate import Gate
+            # a long poll: only the pub/sub message can make this gate see the trip in time
+            gate = Gate.from_url({redis_server.url!r}, staleness_s=30, prefix={prefix!r}, poll_s=10)
+            assert gate.check().allowed
+            print("ready", flush=True)
+            while gate.check().allowed:
+                pass
+            print(time.time(), flush=True)
+        """)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(0.2)
+        tripped_at = time.time()
+        store.trip(by="evaluator", reason="recall 0.86 < 0.90", incident_id="INC-7")
+        seen_at = float(child.stdout.readline())
+        assert seen_at - tripped_at < 0.100
+    finally:
+        child.kill()
+        child.wait()
+
+
+@pytest.mark.parametrize("loss", ["delete", "flushall"])
+def test_losing_the_record_halts_within_staleness_and_stays_halted(redis_server, client, store, prefix, loss):
+    store.init(by="dr.lead")
+    with make_gate(redis_server.url, prefix, require_heartbeat=False) as gate:
+        assert wait_until(lambda: gate.check().allowed)
+        lost_at = time.monotonic()
+        if loss == "delete":
+            client.delete(store.key)
+        else:
+            client.flushall()
+        assert wait_until(lambda: not gate.check().allowed, timeout_s=STALENESS)
+        assert time.monotonic() - lost_at <= STALENESS + 0.05
+        time.sleep(3 * STALENESS)
+        assert not gate.check().allowed
+        # back and RUNNING: allowed again
+        store.init(by="dr.lead", reason="restored after loss")
+        assert wait_until(lambda: gate.check().allowed)
+
+
+def test_stopping_the_redis_server_halts_within_staleness(tmp_path, uid):
+    server = LocalRedis(log_dir=tmp_path)
+    server.start()
+    prefix = f"s{uid}:"
+    try:
+        HaltStore.from_url(server.url, prefix).init(by="dr.lead")
+        with make_gate(server.url, prefix, require_heartbeat=False) as gate:
+            assert wait_until(lambda: gate.check().allowed)
+            server.kill()
+            stopped_at = time.monotonic()
+            assert wait_until(lambda: not gate.check().allowed, timeout_s=STALENESS + 0.5)
+            assert time.monotonic() - stopped_at <= STALENESS + 0.1
+            decision = gate.check()
+            assert decision.stale and not decision.allowed
+            time.sleep(STALENESS)
+            assert not gate.check().allowed
+            # the server comes back empty: still halted, the record is missing
+            server.start(port=server.port)
+            time.sleep(3 * STALENESS)
+            assert not gate.check().allowed
+            HaltStore.from_url(server.url, prefix).init(by="dr.lead")
+            assert wait_until(lambda: gate.check().allowed, timeout_s=5)
+    finally:
+        server.stop()
+
+
+def test_a_stale_scorer_heartbeat_halts(redis_server, client, store, prefix):
+    store.init(by="dr.lead")
+    hb = Heartbeat(client, prefix, "scorer", ttl_s=0.3)
+    hb.beat()
+    with make_gate(redis_server.url, prefix) as gate:
+        assert wait_until(lambda: gate.check().allowed)
+        # no more beats: the key expires
+        assert wait_until(lambda: not gate.check().allowed, timeout_s=2)
+        assert "heartbeat" in gate.check().reason
+        hb.beat()
+        assert wait_until(lambda: gate.check().allowed)
+
+
+def test_a_forged_resume_message_does_not_resume(redis_server, client, store, beat, prefix):
+    store.init(by="dr.lead")
+    store.trip(by="evaluator", reason="recall low")
+    with make_gate(redis_server.url, prefix, poll_s=0.05) as gate:
+        assert wait_until(lambda: not gate.check().allowed)
+        client.publish(store.channel, json.dumps({"state": "RUNNING", "version": 99}))
+        time.sleep(0.3)
+        assert not gate.check().allowed
+
+
+def test_one_person_cannot_clear_a_halt_alone(store):
+    store.init(by="dr.lead")
+    version = store.trip(by="evaluator", reason="recall 0.86")
+    assert store.approve_clear(by="ana", role="clinical_lead", reason="model fixed", version=version) is False
+    assert store.read().halted
+    with pytest.raises(ApprovalRefused):
+        store.approve_clear(by="ana", role="oncall_engineer", reason="me again", version=version)
+    assert store.read().halted
+
+
+def test_two_people_with_the_same_role_cannot_clear(store):
+    store.init(by="dr.lead")
+    version = store.trip(by="evaluator", reason="recall 0.86")
+    assert not store.approve_clear(by="ana", role="clinical_lead", reason="ok", version=version)
+    assert not store.approve_clear(by="ben", role="clinical_lead", reason="ok too", version=version)
+    assert store.read().halted
+
+
+def test_an_approval_for_an_older_halt_version_does_not_count(store):
+    store.init(by="dr.lead")
+    v1 = store.trip(by="evaluator", reason="first")
+    store.approve_clear(by="ana", role="clinical_lead", reason="ok", version=v1)
+    store.approve_clear(by="omar", role="oncall_engineer", reason="ok", version=v1)
+    v3 = store.trip(by="evaluator", reason="second")
+    assert v3 > v1 + 1
+    store.approve_clear(by="ana", role="clinical_lead", reason="ok", version=v3)
+    with pytest.raises(StaleApproval):
+        store.approve_clear(by="omar", role="oncall_engineer", reason="late", version=v1)
+    assert store.read().halted
+    assert store.approve_clear(by="omar", role="oncall_engineer", reason="deployed fix", version=v3)
+    assert not store.read().halted
+
+
+def test_clinical_lead_and_oncall_clear_together_and_every_change_is_audited(store):
+    store.init(by="dr.lead")
+    version = store.trip(by="evaluator", reason="recall 0.86", incident_id="INC-1", metrics={"recall": 0.86},
+                         origin="10.0.0.7")
+    record = store.read()
+    assert record.halted and record.incident_id == "INC-1" and record.metrics == {"recall": 0.86}
+    with pytest.raises(ApprovalRefused):
+        store.approve_clear(by="x", role="reviewer", reason="no", version=version)
+    store.approve_clear(by="ana", role="clinical_lead", reason="new model validated", version=version)
+    assert store.approve_clear(by="omar", role="oncall_engineer", reason="rollback done", version=version)
+    record = store.read()
+    assert not record.halted and record.version == version + 1 and record.by == "ana+omar"
+    with pytest.raises(NotHalted):
+        store.approve_clear(by="ana", role="clinical_lead", reason="again", version=record.version)
+    actions = [(e["action"], e["who"]) for e in store.audit()]
+    assert actions == [
+        ("halt.init", "dr.lead"), ("halt.trip", "evaluator"), ("halt.approve_clear", "ana"),
+        ("halt.approve_clear", "omar"), ("halt.clear", "ana+omar"),
+    ]
+    trip = store.audit()[1]
+    assert trip["reason"] == "recall 0.86" and trip["origin"] == "10.0.0.7" and trip["at"]
+
+
+def test_cli_halt_commands(redis_server, prefix, monkeypatch, capsys):
+    from pipeline.cli import main
+
+    monkeypatch.setenv("VIGIL_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("VIGIL_REDIS_PREFIX", prefix)
+    assert main(["halt", "status"]) == 3  # missing record: halted
+    assert main(["halt", "init", "--by", "dr.lead"]) == 0
+    assert main(["halt", "status"]) == 0
+    assert main(["halt", "trip", "--reason", "manual test", "--incident", "INC-9"]) == 0
+    capsys.readouterr()
+    assert main(["halt", "status", "--json"]) == 3
+    status = json.loads(capsys.readouterr().out)
+    assert status["state"] == "HALTED" and status["incident_id"] == "INC-9"
+    assert main(["halt", "clear", "--by", "ana", "--role", "clinical_lead", "--reason", "ok"]) == 0
+    assert main(["halt", "status"]) == 3
+    assert main(["halt", "clear", "--by", "omar", "--role", "oncall_engineer", "--reason", "ok"]) == 0
+    assert main(["halt", "status"]) == 0
+
+
+def _get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_http_gate_answers_200_when_allowed_and_503_with_the_fallback_when_not(redis_server, store, beat, prefix):
+    import threading
+
+    store.init(by="dr.lead")
+    gate = make_gate(redis_server.url, prefix)
+    server = make_server(gate)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert wait_until(lambda: _get(base + "/v1/gate")[0] == 200)
+        status, body = _get(base + "/v1/gate")
+        assert body["allowed"] is True and "fallback" not in body
+        store.trip(by="evaluator", reason="recall 0.86", incident_id="INC-3")
+        assert wait_until(lambda: _get(base + "/v1/gate")[0] == 503)
+        status, body = _get(base + "/v1/gate")
+        assert body["allowed"] is False and body["incident_id"] == "INC-3" and "988" in body["fallback"]
+        assert _get(base + "/healthz") == (200, {"status": "ok"})
+        with urllib.request.urlopen(base + "/metrics", timeout=5) as resp:
+            metrics = resp.read().decode()
+        assert "vigil_halt_state 1.0" in metrics
+        assert 'vigil_gate_decisions_total{outcome="halted"}' in metrics
+    finally:
+        server.shutdown()
+        server.server_close()
+        gate.close()
