@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     torch_threads: int = Field(default=0, ge=0)  # 0: let torch decide
     threshold: float | None = Field(default=None, gt=0.0, lt=1.0)  # None: the model's own
     model_timeout_s: float = Field(default=10.0, gt=0)
+    cache_dir: Path | None = None  # derived artifacts (int8 ONNX); None: $XDG_CACHE_HOME/vigil
 
     # Review sampling
     pi_floor: float = Field(default=0.002, gt=0.0, le=1.0)

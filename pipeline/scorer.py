@@ -1,0 +1,329 @@
+"""`vigil score`: score every conversation turn from Kafka, lose nothing, survive crashes.
+
+One cycle: poll a batch -> validate (bad records to the DLQ) -> score the user turns in one classifier
+call (backup scorer if the model fails) -> publish scores, review requests and dead letters and wait for
+the broker's acks -> write the idempotent Redis state -> commit offsets. A crash anywhere before the
+commit replays the batch, and replaying changes nothing that was already done.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from pipeline.contracts import (
+    ConversationClosed,
+    ConversationFeedback,
+    ConversationMessage,
+    ReviewRequest,
+    ReviewTurn,
+    SafetyScore,
+    dead_letter,
+    parse_event,
+    utcnow,
+)
+from pipeline.errors import BrokerUnavailable, ContractError, StoreUnavailable
+from pipeline.kafka_io import OutRecord, RecordProducer, consumer_lag, ensure_topics, make_consumer
+from pipeline.metrics import ScorerMetrics
+from pipeline.sampling import SamplingPolicy
+from pipeline.settings import Settings
+from pipeline.state import ConversationState, ConversationStore, TurnUpdate
+
+__all__ = ["Scorer", "EVENT_SCHEMAS"]
+
+log = logging.getLogger(__name__)
+
+EVENT_SCHEMAS = frozenset({"conversation.message/1", "conversation.feedback/1", "conversation.closed/1"})
+
+
+@dataclass
+class _Batch:
+    outputs: list[OutRecord] = field(default_factory=list)
+    updates: dict[str, TurnUpdate] = field(default_factory=dict)
+    closes: list[tuple[str, float, str]] = field(default_factory=list)
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+
+
+class _CommitOnRevoke(ConsumerRebalanceListener):
+    def __init__(self, scorer: Scorer) -> None:
+        self._scorer = scorer
+
+    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self._scorer.commit_done(set(revoked))
+
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        log.info("assigned partitions: %s", sorted(tp.partition for tp in assigned))
+
+
+class Scorer:
+    """The scoring loop. `scorer` is a ResilientScorer (model with backup)."""
+
+    def __init__(self, settings: Settings, scorer: Any, metrics: ScorerMetrics | None = None) -> None:
+        self.settings = settings
+        self.scorer = scorer
+        self.threshold = float(scorer.threshold)
+        self.metrics = metrics or ScorerMetrics()
+        self.policy = SamplingPolicy(
+            threshold=self.threshold, pi_floor=settings.pi_floor, pi_borderline=settings.pi_borderline,
+            band=settings.borderline_band,
+        )
+        self.instance = f"{socket.gethostname()}:{os.getpid()}"
+        self._redis = redis.Redis.from_url(
+            settings.redis_url.get_secret_value(), socket_timeout=5, socket_connect_timeout=5
+        )
+        self.store = ConversationStore(self._redis, settings.redis_prefix, settings.label_wait_s)
+        from safety_gate.heartbeat import Heartbeat
+
+        self.heartbeat = Heartbeat(self._redis, settings.redis_prefix, "scorer", settings.heartbeat_ttl_s)
+        self.producer = RecordProducer(settings)
+        self._stop = threading.Event()
+        self._consumer: Any = None
+        self._done: dict[TopicPartition, int] = {}  # next offset to commit, per partition
+        self._last_beat = 0.0
+        self._last_sweep = 0.0
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def stop(self, *_: object) -> None:
+        """Finish the current batch, commit, and leave (SIGTERM handler)."""
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT stop the loop after the current batch."""
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def run(self, max_idle_s: float | None = None) -> None:
+        """Consume until stopped (or until `max_idle_s` without records, for tests and replays)."""
+        try:
+            ensure_topics(self.settings)
+        except KafkaError as exc:
+            log.warning("could not ensure topics (they may be auto-created): %s", exc)
+        self._consumer = make_consumer(
+            self.settings, self.settings.scorer_group, [self.settings.topic_events],
+            listener=_CommitOnRevoke(self),
+        )
+        idle_since = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                try:
+                    polled = self._consumer.poll(
+                        timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.batch_size
+                    )
+                    records = [r for part in polled.values() for r in part]
+                    if records:
+                        self.process(records)
+                        idle_since = time.monotonic()
+                    self._maybe_sweep()
+                    self._maybe_beat()
+                except (BrokerUnavailable, StoreUnavailable, KafkaError) as exc:
+                    # Nothing was committed: the batch is consumed again after recovery. Seek back to the
+                    # last commit so the records of the failed batch are not skipped by this consumer.
+                    log.warning("batch not completed, will retry: %s", exc)
+                    self._rewind()
+                    self._stop.wait(1.0)
+                if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+                    break
+        finally:
+            self._shutdown()
+
+    def _rewind(self) -> None:
+        try:
+            for tp in self._consumer.assignment():
+                committed = self._consumer.committed(tp)
+                self._consumer.seek(tp, committed if committed is not None else 0)
+        except Exception as exc:  # noqa: BLE001 - a broken broker connection; the group will reset us
+            log.warning("could not rewind after a failed batch: %s", type(exc).__name__)
+
+    def _shutdown(self) -> None:
+        if self._consumer is not None:
+            try:
+                self.commit_done(None)
+                self._consumer.close(autocommit=False)
+            except Exception as exc:  # noqa: BLE001 - closing after a broker loss
+                log.warning("consumer close: %s", type(exc).__name__)
+        self.producer.close()
+        self.heartbeat.stop()
+        self.scorer.close()
+
+    def commit_done(self, partitions: set[TopicPartition] | None) -> None:
+        """Commit offsets of fully processed batches (all, or only the given partitions)."""
+        offsets = {
+            tp: OffsetAndMetadata(off, "", -1)
+            for tp, off in self._done.items()
+            if partitions is None or tp in partitions
+        }
+        if offsets and self._consumer is not None:
+            self._consumer.commit(offsets=offsets)
+
+    # -- one batch ----------------------------------------------------------------------------------
+    def process(self, records: list[Any]) -> None:
+        """Validate, score, publish (acked), write state, commit."""
+        s = self.settings
+        self.metrics.batch_size.observe(len(records))
+        batch = _Batch()
+        messages: list[ConversationMessage] = []
+        closes: list[ConversationClosed] = []
+        for rec in records:
+            tp = TopicPartition(rec.topic, rec.partition)
+            batch.offsets[tp] = max(batch.offsets.get(tp, 0), rec.offset + 1)
+            try:
+                event = parse_event(rec.value, max_text_bytes=s.max_text_bytes, accept=EVENT_SCHEMAS)
+            except ContractError as exc:
+                dl = dead_letter(exc.reason, topic=rec.topic, partition=rec.partition, offset=rec.offset,
+                                 key=rec.key, raw=rec.value)
+                batch.outputs.append(OutRecord(s.topic_dlq, None if rec.key is None else dl.key, dl.to_bytes()))
+                self.metrics.events.labels("invalid", "dlq").inc()
+                self.metrics.dlq.inc()
+                continue
+            if isinstance(event, ConversationMessage):
+                messages.append(event)
+            elif isinstance(event, ConversationClosed):
+                closes.append(event)
+            elif isinstance(event, ConversationFeedback):
+                self.metrics.events.labels("feedback", "skipped").inc()
+
+        conversation_ids = sorted({m.conversation_id for m in messages} | {c.conversation_id for c in closes})
+        states = self.store.read_many(conversation_ids)
+        self._score_messages(messages, states, batch)
+        for event in closes:
+            self._close(event.conversation_id, states, batch, how="event")
+            self.metrics.events.labels("closed", "processed").inc()
+
+        self.producer.send_all(batch.outputs)
+        self.store.apply(list(batch.updates.values()))
+        for cid, pi, review in batch.closes:
+            self.store.close(cid, pi, review)
+        self._done.update(batch.offsets)
+        self.commit_done(set(batch.offsets))
+        self.metrics.last_batch.set(time.time())
+
+    def _score_messages(
+        self, messages: list[ConversationMessage], states: dict[str, ConversationState], batch: _Batch
+    ) -> None:
+        s = self.settings
+        user = [m for m in messages if m.role == "user"]
+        started = time.perf_counter()
+        scored = self.scorer.score([m.text for m in user])
+        self.metrics.scoring_seconds.observe(time.perf_counter() - started)
+        if scored.backup:
+            self.metrics.backup.inc(len(user))
+        score_of = {m.event_id: float(v) for m, v in zip(user, scored.scores, strict=True)}
+        now = utcnow()
+        for m in messages:
+            u = batch.updates.setdefault(m.conversation_id, TurnUpdate(m.conversation_id))
+            u.last_activity = max(u.last_activity, m.ts.timestamp())
+            turn: dict[str, Any] = {"turn": m.turn, "role": m.role, "text": m.text,
+                                    "ts": m.ts.isoformat().replace("+00:00", "Z")}
+            if m.role != "user":
+                u.turns[f"{m.turn:08d}:{m.role}"] = turn
+                self.metrics.events.labels("message", "context").inc()
+                continue
+            score = score_of[m.event_id]
+            flagged = score >= self.threshold
+            turn["score"] = score
+            u.turns[f"{m.turn:08d}:{m.role}"] = turn
+            u.max_score = score if u.max_score is None else max(u.max_score, score)
+            u.backup = u.backup or scored.backup
+            u.model_version = scored.model_version
+            u.threshold = self.threshold
+            if flagged and (u.first_flagged_turn < 0 or m.turn < u.first_flagged_turn):
+                u.first_flagged_turn = m.turn
+            batch.outputs.append(OutRecord(s.topic_scores, m.conversation_id, SafetyScore(
+                event_id=m.event_id, conversation_id=m.conversation_id, turn=m.turn, score=score, flagged=flagged,
+                threshold=self.threshold, model_version=scored.model_version, scored_at=now, backup=scored.backup,
+            ).to_bytes()))
+            self.metrics.events.labels("message", "scored").inc()
+        # The first time a conversation is flagged: one review request with the turns so far.
+        for cid, u in batch.updates.items():
+            state = states.get(cid) or ConversationState(cid, exists=False)
+            if u.first_flagged_turn >= 0 and not state.flagged and state.review != "flagged":
+                turns = self._turns_so_far(cid, state, u)
+                max_score = max(state.max_score if state.exists else 0.0, u.max_score or 0.0)
+                batch.outputs.append(self._review(cid, "flagged", 1.0, max_score, u.first_flagged_turn, turns))
+                u.review = "flagged"
+                self.metrics.flagged.inc()
+
+    def _turns_so_far(self, cid: str, state: ConversationState, update: TurnUpdate) -> list[dict[str, Any]]:
+        stored = {f"{t['turn']:08d}:{t['role']}": t for t in self.store.turns(cid)} if state.exists else {}
+        stored.update(update.turns)
+        return [stored[k] for k in sorted(stored)]
+
+    def _review(
+        self, cid: str, reason: str, pi: float, max_score: float, first_flagged: int | None,
+        turns: list[dict[str, Any]],
+    ) -> OutRecord:
+        request = ReviewRequest(
+            review_id=f"{cid}:{reason}"[:128], conversation_id=cid, reason=reason, pi=pi,  # type: ignore[arg-type]
+            max_score=min(1.0, max(0.0, max_score)),
+            first_flagged_turn=first_flagged if first_flagged is not None and first_flagged >= 0 else None,
+            turns=[ReviewTurn(**t) for t in turns], requested_at=utcnow(),
+        )
+        return OutRecord(self.settings.topic_review, cid, request.to_bytes())
+
+    def _close(self, cid: str, states: dict[str, ConversationState], batch: _Batch, how: str) -> None:
+        state = states.get(cid) or ConversationState(cid, exists=False)
+        update = batch.updates.get(cid)
+        if not state.exists and update is None:
+            return  # nothing was ever scored for it
+        if state.closed and update is None:
+            return  # already closed and decided: a replayed close changes nothing
+        max_score = max(state.max_score if state.exists else 0.0, (update.max_score or 0.0) if update else 0.0)
+        flagged = state.flagged or (update is not None and update.first_flagged_turn >= 0)
+        backup = state.backup or (update is not None and update.backup)
+        decision = self.policy.decide(cid, max_score, flagged, backup)
+        review = decision.reason if decision.selected else "not_sampled"
+        if flagged:
+            review = "flagged"
+        elif decision.selected:
+            turns = self._turns_so_far(cid, state, update or TurnUpdate(cid))
+            batch.outputs.append(self._review(cid, decision.reason, decision.pi, max_score, None, turns))
+            self.metrics.sampled.labels(decision.reason).inc()
+        batch.closes.append((cid, decision.pi, review))
+        self.metrics.closed.labels(how).inc()
+
+    # -- periodic work ------------------------------------------------------------------------------
+    def _maybe_sweep(self) -> None:
+        s = self.settings
+        now = time.monotonic()
+        if now - self._last_sweep < s.sweep_interval_s:
+            return
+        self._last_sweep = now
+        if not self.store.win_sweep(self.instance, s.sweep_interval_s * 0.9):
+            return
+        idle = self.store.idle(before=time.time() - s.conversation_idle_s)
+        if not idle:
+            return
+        batch = _Batch()
+        states = self.store.read_many(idle)
+        for cid in idle:
+            if states[cid].exists:
+                self._close(cid, states, batch, how="idle")
+            else:
+                self.store.close(cid, 0.0, "")  # expired prediction: just leave the idle set
+        self.producer.send_all(batch.outputs)
+        for cid, pi, review in batch.closes:
+            self.store.close(cid, pi, review)
+
+    def _maybe_beat(self) -> None:
+        now = time.monotonic()
+        if now - self._last_beat < self.settings.heartbeat_interval_s:
+            return
+        # Healthy means: a member of the group with partitions, and the last cycle went through.
+        if not self._consumer.assignment():
+            return
+        lag = sum(consumer_lag(self._consumer).values())
+        self.metrics.lag.set(lag)
+        self.heartbeat.beat(lag=lag)
+        self._last_beat = now

@@ -1,0 +1,192 @@
+"""Conversation state in Redis, written so that applying the same events twice changes nothing.
+
+`pred:{conversation_id}` (hash): max_score, flagged, first_flagged_turn, pi, review, closed, backup,
+last_activity (conversation time), model_version, threshold. `turns:{conversation_id}` (hash): one field
+per turn and role, the turn as JSON, for the review request. `active` (sorted set by last activity):
+conversations not yet closed, for the idle sweep. Every update is a join (max, min, or, set-by-key), so
+a replay after a crash leaves the same state as a run without one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from pipeline.errors import StoreUnavailable
+
+__all__ = ["ConversationStore", "ConversationState", "TurnUpdate"]
+
+_APPLY = """
+local pred, turns, active = KEYS[1], KEYS[2], KEYS[3]
+redis.call('HSETNX', pred, 'conversation_id', ARGV[1])
+if ARGV[2] ~= '' then
+  local old = tonumber(redis.call('HGET', pred, 'max_score') or '-1')
+  if tonumber(ARGV[2]) > old then redis.call('HSET', pred, 'max_score', ARGV[2]) end
+end
+if tonumber(ARGV[3]) >= 0 then
+  local oldf = tonumber(redis.call('HGET', pred, 'first_flagged_turn') or '-1')
+  if oldf < 0 or tonumber(ARGV[3]) < oldf then redis.call('HSET', pred, 'first_flagged_turn', ARGV[3]) end
+  redis.call('HSET', pred, 'flagged', 1, 'pi', 1)
+end
+if ARGV[5] == '1' then redis.call('HSET', pred, 'backup', 1) end
+if ARGV[6] ~= '' then redis.call('HSET', pred, 'model_version', ARGV[6], 'threshold', ARGV[7]) end
+if ARGV[9] ~= '' then redis.call('HSET', pred, 'review', ARGV[9]) end
+local ts = tonumber(ARGV[4])
+local old_ts = tonumber(redis.call('HGET', pred, 'last_activity') or '-1')
+if ts > old_ts then
+  redis.call('HSET', pred, 'last_activity', ARGV[4])
+  if redis.call('HGET', pred, 'closed') == '1' then redis.call('HSET', pred, 'closed', 0) end
+  redis.call('ZADD', active, ts, ARGV[1])
+elseif redis.call('HGET', pred, 'closed') ~= '1' then
+  redis.call('ZADD', active, 'GT', ts, ARGV[1])
+end
+for i = 10, #ARGV, 2 do redis.call('HSET', turns, ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', pred, ARGV[8])
+if #ARGV >= 10 then redis.call('EXPIRE', turns, ARGV[8]) end
+return 1
+"""
+
+_CLOSE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[1]) return 0 end
+redis.call('HSET', KEYS[1], 'closed', 1, 'pi', ARGV[2], 'review', ARGV[3])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+@dataclass
+class TurnUpdate:
+    """What one batch contributes to one conversation."""
+
+    conversation_id: str
+    max_score: float | None = None
+    first_flagged_turn: int = -1
+    last_activity: float = 0.0
+    backup: bool = False
+    model_version: str = ""
+    threshold: float = 0.0
+    review: str = ""
+    turns: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationState:
+    """A reading of `pred:{conversation_id}`."""
+
+    conversation_id: str
+    exists: bool
+    max_score: float = 0.0
+    flagged: bool = False
+    first_flagged_turn: int | None = None
+    pi: float | None = None
+    review: str = ""
+    closed: bool = False
+    backup: bool = False
+    last_activity: float = 0.0
+    model_version: str = ""
+    threshold: float = 0.0
+
+    @classmethod
+    def from_hash(cls, conversation_id: str, raw: dict[bytes, bytes]) -> ConversationState:
+        """Decode HGETALL output."""
+        if not raw:
+            return cls(conversation_id, exists=False)
+        d = {k.decode(): v.decode() for k, v in raw.items()}
+        first = int(d.get("first_flagged_turn", "-1"))
+        return cls(
+            conversation_id=conversation_id, exists=True, max_score=float(d.get("max_score", "0")),
+            flagged=d.get("flagged") == "1", first_flagged_turn=first if first >= 0 else None,
+            pi=float(d["pi"]) if "pi" in d else None, review=d.get("review", ""), closed=d.get("closed") == "1",
+            backup=d.get("backup") == "1", last_activity=float(d.get("last_activity", "0")),
+            model_version=d.get("model_version", ""), threshold=float(d.get("threshold", "0")),
+        )
+
+
+class ConversationStore:
+    """Reads and idempotent writes of conversation state."""
+
+    def __init__(self, client: redis.Redis, prefix: str, ttl_s: float) -> None:
+        self._r = client
+        self._prefix = prefix
+        self._ttl = int(ttl_s)
+        self.active_key = f"{prefix}active"
+        self.sweep_lock_key = f"{prefix}sweep:lock"
+        self._apply = client.register_script(_APPLY)
+        self._close = client.register_script(_CLOSE)
+
+    def pred_key(self, conversation_id: str) -> str:
+        """`{prefix}pred:{conversation_id}`."""
+        return f"{self._prefix}pred:{conversation_id}"
+
+    def turns_key(self, conversation_id: str) -> str:
+        """`{prefix}turns:{conversation_id}`."""
+        return f"{self._prefix}turns:{conversation_id}"
+
+    def read_many(self, conversation_ids: list[str]) -> dict[str, ConversationState]:
+        """States of several conversations in one round trip."""
+        if not conversation_ids:
+            return {}
+        try:
+            pipe = self._r.pipeline(transaction=False)
+            for cid in conversation_ids:
+                pipe.hgetall(self.pred_key(cid))
+            raws = pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"cannot read conversation state: {exc}") from exc
+        return {cid: ConversationState.from_hash(cid, raw) for cid, raw in zip(conversation_ids, raws, strict=True)}
+
+    def turns(self, conversation_id: str) -> list[dict[str, Any]]:
+        """The stored turns of a conversation, in order."""
+        try:
+            raw = self._r.hgetall(self.turns_key(conversation_id))
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return [json.loads(raw[k]) for k in sorted(raw)]
+
+    def apply(self, updates: list[TurnUpdate]) -> None:
+        """Apply a batch's updates (idempotent), pipelined."""
+        if not updates:
+            return
+        try:
+            pipe = self._r.pipeline(transaction=False)
+            for u in updates:
+                args: list[Any] = [
+                    u.conversation_id, "" if u.max_score is None else repr(float(u.max_score)), u.first_flagged_turn,
+                    repr(float(u.last_activity)), "1" if u.backup else "0", u.model_version, repr(u.threshold),
+                    self._ttl, u.review,
+                ]
+                for key, turn in sorted(u.turns.items()):
+                    args += [key, json.dumps(turn, ensure_ascii=False, sort_keys=True)]
+                self._apply(
+                    keys=[self.pred_key(u.conversation_id), self.turns_key(u.conversation_id), self.active_key],
+                    args=args, client=pipe,
+                )
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"conversation state not written: {exc}") from exc
+
+    def close(self, conversation_id: str, pi: float, review: str) -> bool:
+        """Mark closed with its review decision and leave the idle set; False if unknown."""
+        try:
+            return bool(self._close(keys=[self.pred_key(conversation_id), self.active_key],
+                                    args=[conversation_id, repr(pi), review]))
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def idle(self, before: float, limit: int = 500) -> list[str]:
+        """Conversations whose last activity is older than `before` (epoch seconds)."""
+        try:
+            ids = self._r.zrangebyscore(self.active_key, "-inf", before, start=0, num=limit)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return [i.decode() for i in ids]
+
+    def win_sweep(self, instance: str, hold_s: float) -> bool:
+        """True for exactly one instance per `hold_s`: the one that sweeps idle conversations."""
+        try:
+            return bool(self._r.set(self.sweep_lock_key, instance, nx=True, px=max(1, int(hold_s * 1000))))
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc

@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+
+from models.backup import MEDIUM_SCORE, STRONG_SCORE, BackupScorer
+from models.calibration import PlattCalibration, threshold_for_recall
+from models.resilient import ResilientScorer
+
+THRESHOLD = 0.2
+
+
+@pytest.fixture(scope="module")
+def backup():
+    return BackupScorer(THRESHOLD)
+
+
+@pytest.mark.parametrize("text", [
+    "I want to die", "i have the pills in my hand", "I'm going to kill myself tonight",
+    "I wish I was dead", "thinking about how to end my life", "I cut myself again last night",
+    "everyone would be better off without me", "I wrote a suicide note", "kms",
+    "I WANT TO DIE", "i don’t want to be alive",
+])
+def test_backup_flags_explicit_language(backup, text):
+    assert backup.predict([text])[0] >= THRESHOLD, backup.matches(text)
+
+
+@pytest.mark.parametrize("text", ["killed it at work today", "this exam is killing me", "what a lovely day"])
+def test_backup_without_a_hit_is_never_treated_as_safe(backup, text):
+    score = backup.predict([text])[0]
+    # below the threshold but inside the borderline band, so the conversation is sampled at a raised rate
+    assert score == THRESHOLD / 2
+
+
+def test_backup_tiers(backup):
+    scores = backup.predict(["I want to die", "I feel hopeless", "hello"])
+    assert list(scores) == [STRONG_SCORE, MEDIUM_SCORE, THRESHOLD / 2]
+
+
+class Exploding:
+    threshold = THRESHOLD
+    model_version = "boom"
+
+    def predict(self, texts):
+        raise RuntimeError("CUDA out of memory")
+
+
+class Slow:
+    threshold = THRESHOLD
+    model_version = "slow"
+
+    def predict(self, texts):
+        import time
+
+        time.sleep(2)
+        return np.zeros(len(texts))
+
+
+class Good:
+    threshold = THRESHOLD
+    model_version = "good"
+
+    def predict(self, texts):
+        return np.full(len(texts), 0.01)
+
+
+def test_backup_is_used_when_the_model_raises():
+    r = ResilientScorer(Exploding(), THRESHOLD)
+    batch = r.score(["I want to die", "hello"])
+    assert batch.backup and batch.model_version == BackupScorer.model_version
+    assert batch.scores[0] >= THRESHOLD and "RuntimeError" in batch.error
+    r.close()
+
+
+def test_backup_is_used_when_the_model_times_out():
+    r = ResilientScorer(Slow(), THRESHOLD, timeout_s=0.2)
+    assert r.score(["I have the pills in my hand"]).backup
+    assert r.score(["hello"]).backup  # still busy with the stuck batch
+    r.close()
+
+
+def test_model_scores_pass_through_when_healthy():
+    r = ResilientScorer(Good(), THRESHOLD)
+    batch = r.score(["a", "b"])
+    assert not batch.backup and list(batch.scores) == [0.01, 0.01] and batch.model_version == "good"
+    r.close()
+
+
+def test_calibration_is_monotonic_and_threshold_meets_the_recall_target():
+    rng = np.random.default_rng(0)
+    labels = rng.random(2000) < 0.1
+    logits = rng.normal(0, 1, 2000) + 2.5 * labels
+    cal = PlattCalibration.fit(logits, labels)
+    grid = np.linspace(-10, 10, 1001)
+    probs = cal(grid)
+    assert cal.a > 0 and np.all(np.diff(probs) >= 0)
+    scores = cal(logits)
+    t = threshold_for_recall(scores, labels, 0.97)
+    assert np.mean(scores[labels] >= t) >= 0.97
+    # the highest such threshold: a hair above it, recall drops below the target
+    assert np.mean(scores[labels] >= np.nextafter(t, 1)) < 0.97
