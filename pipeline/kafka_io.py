@@ -209,3 +209,38 @@ def ensure_topics(settings: Settings, topics: Iterable[str] | None = None, parti
                 admin.create_topics([topic])
     finally:
         admin.close()
+
+
+def read_all(settings: Settings, topic: str, timeout_s: float = 10.0) -> list[Any]:
+    """Every record of `topic` now in the log (no consumer group), in partition order.
+
+    Reads until each partition's highwater mark (not `end_offsets()`, which this broker misreports).
+    """
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","), enable_auto_commit=False,
+                             fetch_max_wait_ms=settings.fetch_max_wait_ms, group_id=None)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        done: set[TopicPartition] = set()
+        quiet = 0
+        while time.monotonic() < deadline and len(done) < len(tps):
+            got = consumer.poll(timeout_ms=200)
+            for recs in got.values():
+                out.extend(recs)
+            quiet = 0 if got else quiet + 1
+            for tp in tps:
+                high = consumer.highwater(tp)
+                if high is not None and consumer.position(tp) >= high:
+                    done.add(tp)
+            if quiet >= 5 and not got:
+                # partitions that never returned a fetch have no highwater: an empty partition
+                done.update(tp for tp in tps if consumer.highwater(tp) is None)
+        return out
+    finally:
+        consumer.close()

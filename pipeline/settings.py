@@ -79,8 +79,11 @@ class Settings(BaseSettings):
     require_scorer_heartbeat: bool = True
     fallback_file: Path | None = None  # TOML [messages] locale = text, over the built-in en-US text
 
-    # Rules
-    thresholds_file: Path | None = None
+    # Rules and incidents
+    thresholds_file: Path | None = None  # None: evaluators/thresholds.toml
+    incidents_file: Path | None = None  # notifiers, routing, roster, overlaid on safety_gate/incidents.toml
+    escalation_check_s: float = Field(default=15.0, gt=0)
+    max_scorer_lag: int = Field(default=10000, ge=1)  # a scorer this far behind, and not catching up, is stuck
 
     # Services
     metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no metrics endpoint

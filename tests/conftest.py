@@ -59,3 +59,17 @@ def settings(broker: LocalBroker, redis_server: LocalRedis, uid: str) -> Setting
         session_timeout_ms=6000,
         heartbeat_interval_ms=1000,
     )
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory):
+    """One cache directory for derived model files (the int8 ONNX graph) for the whole session."""
+    return tmp_path_factory.getbasetemp() / "model-cache"
+
+
+@pytest.fixture(scope="session")
+def resilient(model_cache):
+    """The shipped default model wrapped with the backup scorer, loaded once per session."""
+    from pipeline.commands import load_resilient_scorer
+
+    return load_resilient_scorer(Settings(cache_dir=model_cache))

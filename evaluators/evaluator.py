@@ -1,0 +1,344 @@
+"""`vigil evaluate`: clinician labels and operational events in, rolling metrics and rule states out.
+
+Every process keeps its state in Redis, so several evaluators and restarts agree; a state transition is
+published once, by the process whose compare-and-set changed it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import redis
+from kafka import TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from evaluators.cusum import BernoulliCusum
+from evaluators.rules import State, Thresholds, classify_above, classify_below
+from evaluators.stats import Rate, rate
+from evaluators.store import EvaluatorStore
+from evaluators.window import WindowMetrics, compute_window
+from pipeline.contracts import (
+    ClinicianLabel,
+    ConversationFeedback,
+    ConversationMessage,
+    ReviewRequest,
+    parse_event,
+    utcnow,
+)
+from pipeline.errors import BrokerUnavailable, ContractError, StoreUnavailable
+from pipeline.kafka_io import OutRecord, RecordProducer, ensure_topics, make_consumer
+from pipeline.settings import Settings
+
+__all__ = ["Evaluator", "Evaluation", "Alert", "EvaluatorMetrics"]
+
+log = logging.getLogger(__name__)
+
+LABEL_SCHEMAS = frozenset({"clinician.label/1"})
+EVENT_SCHEMAS = frozenset({"conversation.message/1", "conversation.feedback/1", "conversation.closed/1"})
+REVIEW_SCHEMAS = frozenset({"safety.review_request/1"})
+
+RECALL_RULE = "crisis_recall"
+CUSUM_RULE = "crisis_recall_cusum"
+SENTINEL_RULE = "sentinel"
+OPS_RULES = ("ai_latency_p95_ms", "ai_error_rate", "user_satisfaction")
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A rule's state transition, handed to the action layer."""
+
+    rule: str
+    state: str
+    previous: str
+    value: float | None
+    lower: float | None
+    upper: float | None
+    n: float
+    window_start: float | None
+    window_end: float | None
+    evidence: list[str]
+    at: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return dict(self.__dict__)
+
+
+@dataclass
+class Evaluation:
+    """One evaluation: rates, rule rows (state, value, interval, n) and the alerts it raised."""
+
+    window: WindowMetrics
+    rules: dict[str, dict[str, Any]]
+    alerts: list[Alert]
+    labels_unknown: int
+    coverage: Rate
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (`vigil evaluate --once --json`)."""
+        return {
+            "rules": [{"rule": k, **v} for k, v in self.rules.items()],
+            "rates": {k: v.to_dict() for k, v in self.window.rates.items()}
+            | {"label_coverage": self.coverage.to_dict()},
+            "cusum": self.window.cusum,
+            "window_start": self.window.window_start,
+            "window_end": self.window.window_end,
+            "crisis_in_window": self.window.crisis_in_window,
+            "missed": self.window.missed,
+            "labels_for_unknown_conversations": self.labels_unknown,
+        }
+
+
+class EvaluatorMetrics:
+    """Prometheus metrics: every rate with bounds and n, rule states, label counts."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.rate_value = Gauge("vigil_metric_value", "rolling rate", ["metric"], registry=r)
+        self.rate_lower = Gauge("vigil_metric_lower", "Wilson 95% lower bound", ["metric"], registry=r)
+        self.rate_upper = Gauge("vigil_metric_upper", "Wilson 95% upper bound", ["metric"], registry=r)
+        self.rate_n = Gauge("vigil_metric_n", "effective n behind the rate", ["metric"], registry=r)
+        self.rule_value = Gauge("vigil_rule_value", "value a rule compares", ["rule"], registry=r)
+        self.rule_n = Gauge("vigil_rule_n", "count or effective n behind a rule", ["rule"], registry=r)
+        self.rule_state = Gauge("vigil_rule_state", "1 for the rule's current state", ["rule", "state"], registry=r)
+        self.cusum = Gauge("vigil_cusum_statistic", "Bernoulli CUSUM statistic on missed crises", registry=r)
+        self.labels = Counter("vigil_labels", "clinician labels consumed", ["outcome"], registry=r)
+        self.unknown = Gauge("vigil_labels_unknown_conversations", "labelled conversations with no prediction",
+                             registry=r)
+        self.alerts = Counter("vigil_alerts", "rule state transitions published", ["rule", "state"], registry=r)
+
+
+def _p95(values: list[float]) -> float | None:
+    return float(np.percentile(values, 95)) if values else None
+
+
+class Evaluator:
+    """Consumes labels, review requests and events; evaluates the rules; publishes transitions."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        thresholds: Thresholds | None = None,
+        metrics: EvaluatorMetrics | None = None,
+        on_alert: Callable[[Alert], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.thresholds = thresholds or Thresholds.load(settings.thresholds_file)
+        self.metrics = metrics or EvaluatorMetrics()
+        self.on_alert = on_alert
+        self.clock = clock
+        self._redis = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5)
+        self.store = EvaluatorStore(self._redis, settings.redis_prefix, settings.label_wait_s)
+        c = self.thresholds["cusum"]
+        self.cusum = BernoulliCusum(c["theta0"], c["theta1"], c["h"], c.get("max_weight", 5.0))
+        self._stop = threading.Event()
+        self._consumer: Any = None
+        self.producer: RecordProducer | None = None
+
+    def stop(self, *_: object) -> None:
+        """Finish the current batch, commit, leave."""
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT stop after the current batch."""
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    # -- consuming ----------------------------------------------------------------------------------
+    def run(self, max_idle_s: float | None = None, evaluate_every_s: float = 2.0) -> Evaluation | None:
+        """Consume until stopped (or idle for `max_idle_s`); returns the last evaluation."""
+        s = self.settings
+        try:
+            ensure_topics(s)
+        except KafkaError as exc:
+            log.warning("could not ensure topics: %s", exc)
+        self._consumer = make_consumer(s, s.evaluator_group, [s.topic_labels, s.topic_events, s.topic_review])
+        self.producer = RecordProducer(s)
+        last: Evaluation | None = None
+        idle_since = time.monotonic()
+        last_eval = 0.0
+        try:
+            while not self._stop.is_set():
+                try:
+                    polled = self._consumer.poll(timeout_ms=s.poll_timeout_ms, max_records=500)
+                    records = [r for part in polled.values() for r in part]
+                    if records:
+                        self.process(records)
+                        idle_since = time.monotonic()
+                    if records or time.monotonic() - last_eval >= evaluate_every_s:
+                        last = self.evaluate()
+                        last_eval = time.monotonic()
+                except (BrokerUnavailable, StoreUnavailable, KafkaError) as exc:
+                    log.warning("evaluator batch not completed, will retry: %s", exc)
+                    self._rewind()
+                    self._stop.wait(1.0)
+                if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+                    break
+        finally:
+            if self._consumer is not None:
+                try:
+                    self._consumer.close(autocommit=False)
+                except Exception:  # noqa: BLE001
+                    log.debug("consumer close failed", exc_info=True)
+            if self.producer is not None:
+                self.producer.close()
+        return last
+
+    def _rewind(self) -> None:
+        try:
+            for tp in self._consumer.assignment():
+                committed = self._consumer.committed(tp)
+                self._consumer.seek(tp, committed if committed is not None else 0)
+        except Exception:  # noqa: BLE001
+            log.debug("rewind failed", exc_info=True)
+
+    def process(self, records: list[Any]) -> None:
+        """Apply a batch of records to the Redis state, then commit (bad records to the DLQ first)."""
+        s = self.settings
+        t = self.thresholds
+        offsets: dict[TopicPartition, int] = {}
+        dead: list[OutRecord] = []
+        latency: list[tuple[str, float, float]] = []
+        errors: list[tuple[str, float, float]] = []
+        satisfaction: list[tuple[str, float, float]] = []
+        reviews: list[str] = []
+        for rec in records:
+            tp = TopicPartition(rec.topic, rec.partition)
+            offsets[tp] = max(offsets.get(tp, 0), rec.offset + 1)
+            accept = (LABEL_SCHEMAS if rec.topic == s.topic_labels
+                      else REVIEW_SCHEMAS if rec.topic == s.topic_review else EVENT_SCHEMAS)
+            try:
+                event = parse_event(rec.value, max_text_bytes=s.max_text_bytes, accept=accept)
+            except ContractError as exc:
+                if rec.topic != s.topic_events:  # the scorer already dead-letters bad events
+                    from pipeline.contracts import dead_letter
+
+                    dl = dead_letter(exc.reason, topic=rec.topic, partition=rec.partition, offset=rec.offset,
+                                     key=rec.key, raw=rec.value)
+                    dead.append(OutRecord(s.topic_dlq, dl.key, dl.to_bytes()))
+                    self.metrics.labels.labels("invalid").inc()
+                continue
+            if isinstance(event, ClinicianLabel):
+                self.metrics.labels.labels(self.store.apply_label(event)).inc()
+            elif isinstance(event, ReviewRequest):
+                reviews.append(event.conversation_id)
+            elif isinstance(event, ConversationMessage) and event.role == "assistant":
+                ts = event.ts.timestamp()
+                if event.latency_ms is not None:
+                    latency.append((event.event_id, ts, float(event.latency_ms)))
+                errors.append((event.event_id, ts, 1.0 if event.error not in (None, False, "") else 0.0))
+            elif isinstance(event, ConversationFeedback):
+                satisfaction.append((event.event_id, event.ts.timestamp(), float(event.satisfaction)))
+        if dead and self.producer is not None:
+            self.producer.send_all(dead)
+        self.store.note_review_requested(reviews)
+        self.store.add_ops("ai_latency_p95_ms", latency, t["ai_latency_p95_ms"]["window"])
+        self.store.add_ops("ai_error_rate", errors, t["ai_error_rate"]["window"])
+        self.store.add_ops("user_satisfaction", satisfaction, t["user_satisfaction"]["window"])
+        if self._consumer is not None:
+            self._consumer.commit(offsets={tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+
+    # -- evaluating ---------------------------------------------------------------------------------
+    def evaluate(self) -> Evaluation:
+        """Compute every rate and rule state from Redis; publish transitions."""
+        t = self.thresholds
+        rc = t["crisis_recall"]
+        now = self.clock()
+        max_age = float(rc["max_age_days"]) * 86400.0
+        self.store.retry_unknown()
+        items = self.store.labelled(since=now - max_age)
+        window = compute_window(items, now, window=int(rc["window"]), max_age_s=max_age, cusum=self.cusum,
+                                sentinel_levels=t["sentinel"]["levels"])
+        recall = window.rates["crisis_recall"]
+        rules: dict[str, dict[str, Any]] = {}
+        rules[RECALL_RULE] = self._row(classify_below(recall.value, recall.n, rc, "min_effective_n"), recall)
+        cusum_state = State.CRITICAL if window.cusum >= self.cusum.h else State.OK
+        rules[CUSUM_RULE] = {"state": cusum_state.value, "value": window.cusum, "lower": None, "upper": None,
+                             "n": float(window.crisis_in_window)}
+        sentinel_state = State.CRITICAL if window.missed_imminent else State.OK
+        rules[SENTINEL_RULE] = {"state": sentinel_state.value, "value": float(len(window.missed_imminent)),
+                                "lower": None, "upper": None, "n": float(window.crisis_in_window)}
+        lat = self.store.ops_values("ai_latency_p95_ms")
+        p95 = _p95(lat)
+        rules["ai_latency_p95_ms"] = {"state": classify_above(p95, len(lat), t["ai_latency_p95_ms"]).value,
+                                      "value": p95, "lower": None, "upper": None, "n": float(len(lat))}
+        err = self.store.ops_values("ai_error_rate")
+        err_rate = rate(sum(err), len(err))
+        rules["ai_error_rate"] = self._row(classify_above(err_rate.value, len(err), t["ai_error_rate"]), err_rate)
+        sat = self.store.ops_values("user_satisfaction")
+        mean = float(np.mean(sat)) if sat else None
+        rules["user_satisfaction"] = {"state": classify_below(mean, len(sat), t["user_satisfaction"]).value,
+                                      "value": mean, "lower": None, "upper": None, "n": float(len(sat))}
+        labelled, requested = self.store.coverage_counts()
+        coverage = rate(min(labelled, requested), requested)
+        unknown = self.store.unknown()
+        evaluation = Evaluation(window, rules, [], sum(unknown.values()), coverage)
+        self._publish(evaluation)
+        self._export(evaluation, len(unknown))
+        self.store.record_history(now, {k: v.to_dict() for k, v in window.rates.items()},
+                                  {k: v["state"] for k, v in rules.items()})
+        return evaluation
+
+    @staticmethod
+    def _row(state: State, r: Rate) -> dict[str, Any]:
+        return {"state": state.value, "value": r.value, "lower": r.lower, "upper": r.upper, "n": r.n}
+
+    def _publish(self, ev: Evaluation) -> None:
+        at = utcnow().isoformat()
+        snapshot = {k: v.to_dict() for k, v in ev.window.rates.items()}
+        for rule, row in ev.rules.items():
+            previous = self.store.states().get(rule, State.OK.value)
+            key = rule
+            evidence = ev.window.missed if rule in (RECALL_RULE, CUSUM_RULE) else []
+            if rule == SENTINEL_RULE and ev.window.missed_imminent:
+                # every missed imminent conversation is its own alert
+                for cid in ev.window.missed_imminent:
+                    self._transition(f"{SENTINEL_RULE}:{cid}", rule, row, "OK", [cid], ev, at, snapshot)
+                continue
+            self._transition(key, rule, row, previous, evidence, ev, at, snapshot)
+
+    def _transition(self, key: str, rule: str, row: dict[str, Any], previous: str, evidence: list[str],
+                    ev: Evaluation, at: str, snapshot: dict[str, Any]) -> None:
+        alert = Alert(rule=rule, state=row["state"], previous=previous, value=row["value"], lower=row["lower"],
+                      upper=row["upper"], n=row["n"], window_start=ev.window.window_start,
+                      window_end=ev.window.window_end, evidence=evidence[-50:], at=at, metrics=snapshot)
+        if self.store.transition(key, row["state"], alert.to_dict()):
+            ev.alerts.append(alert)
+            self.metrics.alerts.labels(rule, row["state"]).inc()
+            log.warning("rule %s: %s -> %s (value %s, n %.1f)", key, previous, row["state"], row["value"], row["n"])
+            if self.on_alert is not None:
+                self.on_alert(alert)
+
+    def _export(self, ev: Evaluation, unknown_conversations: int) -> None:
+        m = self.metrics
+        for name, r in (ev.window.rates | {"label_coverage": ev.coverage}).items():
+            m.rate_value.labels(name).set(math.nan if r.value is None else r.value)
+            m.rate_lower.labels(name).set(r.lower)
+            m.rate_upper.labels(name).set(r.upper)
+            m.rate_n.labels(name).set(r.n)
+        for rule, row in ev.rules.items():
+            m.rule_value.labels(rule).set(math.nan if row["value"] is None else row["value"])
+            m.rule_n.labels(rule).set(row["n"])
+            for state in State:
+                m.rule_state.labels(rule, state.value).set(1.0 if row["state"] == state.value else 0.0)
+        m.cusum.set(ev.window.cusum)
+        m.unknown.set(unknown_conversations)
+
+
+def dumps(ev: Evaluation) -> str:
+    """One-line JSON of an evaluation."""
+    return json.dumps(ev.to_dict(), default=str)

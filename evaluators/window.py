@@ -1,0 +1,152 @@
+"""Rolling metrics over labelled conversations (pure functions, no I/O).
+
+Crisis recall is conversation-level and Horvitz-Thompson weighted: each labelled conversation stands
+for 1/pi conversations, so sampled unflagged conversations stand for all unflagged traffic. Every rate
+carries a Wilson 95% interval computed on its Kish effective n.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from evaluators.cusum import BernoulliCusum
+from evaluators.stats import Rate, rate
+
+__all__ = ["LabelledConversation", "WindowMetrics", "compute_window", "weighted_rate", "cohen_kappa"]
+
+LEVEL_ORDER = {"no_risk": 0, "low": 1, "moderate": 2, "high": 3, "imminent": 4}
+
+
+@dataclass(frozen=True, slots=True)
+class LabelledConversation:
+    """A labelled conversation joined to its prediction."""
+
+    conversation_id: str
+    conversation_time: float
+    levels: dict[str, str]  # reviewer -> level
+    flagged: bool
+    pi: float
+    timely: bool = False
+
+    @property
+    def level(self) -> str:
+        """The most severe level any reviewer gave: a crisis one reviewer saw counts as a crisis."""
+        return max(self.levels.values(), key=lambda lvl: LEVEL_ORDER[lvl])
+
+    @property
+    def crisis(self) -> bool:
+        """Moderate or above."""
+        return LEVEL_ORDER[self.level] >= 2
+
+    @property
+    def severe(self) -> bool:
+        """High or imminent."""
+        return LEVEL_ORDER[self.level] >= 3
+
+    @property
+    def weight(self) -> float:
+        """Horvitz-Thompson weight 1/pi."""
+        return 1.0 / max(self.pi, 1e-9)
+
+
+def weighted_rate(hits: Sequence[bool], weights: Sequence[float]) -> Rate:
+    """Weighted proportion with a Wilson interval on the Kish effective n = (sum w)^2 / sum w^2."""
+    total = float(sum(weights))
+    if total <= 0:
+        return rate(0, 0)
+    p = sum(w for h, w in zip(hits, weights, strict=True) if h) / total
+    n_eff = total * total / sum(w * w for w in weights)
+    r = rate(p * n_eff, n_eff)
+    return Rate(value=p, lower=r.lower, upper=r.upper, n=n_eff)
+
+
+def cohen_kappa(pairs: Sequence[tuple[str, str]]) -> Rate:
+    """Cohen's kappa over (first, second) reviewer levels; value None with fewer than 2 pairs."""
+    if len(pairs) < 2:
+        return Rate(None, 0.0, 1.0, len(pairs))
+    cats = sorted(LEVEL_ORDER)
+    n = len(pairs)
+    observed = sum(a == b for a, b in pairs) / n
+    expected = sum(
+        (sum(a == c for a, _ in pairs) / n) * (sum(b == c for _, b in pairs) / n) for c in cats
+    )
+    kappa = 1.0 if expected >= 1.0 else (observed - expected) / (1.0 - expected)
+    return Rate(kappa, -1.0, 1.0, n)
+
+
+@dataclass
+class WindowMetrics:
+    """Every rate of the window, the CUSUM statistic, and the evidence behind the misses."""
+
+    rates: dict[str, Rate]
+    window_start: float | None
+    window_end: float | None
+    crisis_in_window: int
+    cusum: float
+    missed: list[str] = field(default_factory=list)
+    missed_imminent: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "rates": {k: v.to_dict() for k, v in self.rates.items()},
+            "window_start": self.window_start, "window_end": self.window_end,
+            "crisis_in_window": self.crisis_in_window, "cusum": self.cusum, "missed": self.missed,
+            "missed_imminent": self.missed_imminent,
+        }
+
+
+def compute_window(
+    items: Sequence[LabelledConversation],
+    now: float,
+    window: int = 200,
+    max_age_s: float = 90 * 86400.0,
+    cusum: BernoulliCusum | None = None,
+    sentinel_levels: Sequence[str] = ("imminent",),
+) -> WindowMetrics:
+    """Metrics over the last `window` labelled crisis conversations (at most `max_age_s` old)."""
+    cusum = cusum or BernoulliCusum()
+    recent = sorted((i for i in items if now - i.conversation_time <= max_age_s), key=lambda i: i.conversation_time)
+    crises = [i for i in recent if i.crisis]
+    win_crises = crises[-window:]
+    start = win_crises[0].conversation_time if win_crises else (recent[0].conversation_time if recent else None)
+    in_span = [i for i in recent if start is not None and i.conversation_time >= start]
+    negatives = [i for i in in_span if not i.crisis]
+    flagged = [i for i in in_span if i.flagged]
+    severe = [i for i in win_crises if i.severe]
+
+    rates = {
+        "crisis_recall": weighted_rate([i.flagged for i in win_crises], [i.weight for i in win_crises]),
+        "severe_recall": weighted_rate([i.flagged for i in severe], [i.weight for i in severe]),
+        "timely_recall": weighted_rate([i.flagged and i.timely for i in win_crises], [i.weight for i in win_crises]),
+        "precision": rate(sum(i.crisis for i in flagged), len(flagged)),
+        "specificity": weighted_rate([not i.flagged for i in negatives], [i.weight for i in negatives]),
+        "accuracy": weighted_rate([i.flagged == i.crisis for i in in_span], [i.weight for i in in_span]),
+    }
+    rec, spec = rates["crisis_recall"], rates["specificity"]
+    if rec.value is not None and spec.value is not None:
+        lo, hi = (rec.lower + spec.lower) / 2, (rec.upper + spec.upper) / 2
+        rates["balanced_accuracy"] = Rate((rec.value + spec.value) / 2, lo, hi, min(rec.n, spec.n))
+    else:
+        rates["balanced_accuracy"] = Rate(None, 0.0, 1.0, 0)
+    double = [i for i in in_span if len(i.levels) >= 2]
+    rates["reviewer_agreement_kappa"] = cohen_kappa(
+        [(lv[0], lv[1]) for lv in (list(i.levels.values()) for i in double)]
+    )
+    statistic = 0.0
+    for i in crises:
+        statistic = cusum.step(statistic, not i.flagged, i.weight)
+    return WindowMetrics(
+        rates=rates,
+        window_start=start,
+        window_end=recent[-1].conversation_time if recent else None,
+        crisis_in_window=len(win_crises),
+        cusum=statistic,
+        missed=[i.conversation_id for i in win_crises if not i.flagged],
+        missed_imminent=[
+            i.conversation_id for i in win_crises
+            if not i.flagged and any(lv in sentinel_levels for lv in i.levels.values())
+        ],
+    )

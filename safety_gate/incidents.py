@@ -1,0 +1,192 @@
+"""Incidents per the response plan: severities, dedup keys, states, an append-only timeline.
+
+Kafka (`safety.incidents`) is the record: every change is an `IncidentEvent` published (and
+acknowledged) before the live view in Redis is updated, so the view can be rebuilt by replaying the
+topic (`IncidentStore.apply`, idempotent per event id).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+
+from pipeline.contracts import IncidentEvent, utcnow
+from pipeline.errors import StoreUnavailable, VigilError
+
+__all__ = ["SEVERITY_PLAN", "Incident", "IncidentStore", "IncidentNotFound", "new_incident_id"]
+
+# Severity -> (response time, who responds): the incident response plan.
+SEVERITY_PLAN: dict[str, tuple[timedelta, str]] = {
+    "P0": (timedelta(minutes=15), "full team"),
+    "P1": (timedelta(hours=1), "core team"),
+    "P2": (timedelta(hours=4), "on-call engineer"),
+    "P3": (timedelta(hours=24), "product team"),
+}
+TYPES = ("safety", "security", "availability", "functionality", "performance", "integration", "user experience",
+         "monitoring")
+
+
+class IncidentNotFound(VigilError, KeyError):
+    """No incident with that id."""
+
+
+def new_incident_id(now: datetime | None = None) -> str:
+    """INC-YYYYMMDD-xxxxxx."""
+    now = now or utcnow()
+    return f"INC-{now:%Y%m%d}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class Incident:
+    """The live view of one incident."""
+
+    id: str
+    severity: str
+    type: str
+    title: str
+    dedup_key: str
+    state: str = "open"  # open, acknowledged, mitigated, resolved
+    owner: str = ""
+    opened_at: str = ""
+    acknowledged_at: str = ""
+    resolved_at: str = ""
+    escalation_level: int = 0
+    deadline: str = ""  # when an unacknowledged incident escalates next
+    halt_version: int | None = None
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Incident:
+        """Inverse of to_dict."""
+        return cls(**d)
+
+    @property
+    def is_open(self) -> bool:
+        """Not resolved."""
+        return self.state != "resolved"
+
+
+_APPLY = """
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+if ARGV[5] == 'open' then redis.call('HSET', KEYS[4], ARGV[6], ARGV[4])
+elseif ARGV[5] == 'closed' then
+  if redis.call('HGET', KEYS[4], ARGV[6]) == ARGV[4] then redis.call('HDEL', KEYS[4], ARGV[6]) end
+end
+return 1
+"""
+
+
+class IncidentStore:
+    """The Redis view of incidents: `incident:{id}`, `incidents:all`, `incidents:open` (dedup key -> id)."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "vigil:") -> None:
+        self._r = client
+        self._p = prefix
+        self.open_key = f"{prefix}incidents:open"
+        self.all_key = f"{prefix}incidents:all"
+        self.seen_key = f"{prefix}incidents:events"
+        self._apply = client.register_script(_APPLY)
+
+    def key(self, incident_id: str) -> str:
+        """`{prefix}incident:{id}`."""
+        return f"{self._p}incident:{incident_id}"
+
+    def get(self, incident_id: str) -> Incident:
+        """The incident, or IncidentNotFound."""
+        try:
+            raw = self._r.get(self.key(incident_id))
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        if raw is None:
+            raise IncidentNotFound(incident_id)
+        return Incident.from_dict(json.loads(raw))
+
+    def find_open(self, dedup_key: str) -> str | None:
+        """The open incident for a cause, if any."""
+        raw = self._r.hget(self.open_key, dedup_key)
+        return raw.decode() if raw else None
+
+    def claim(self, dedup_key: str, incident_id: str) -> str:
+        """Reserve `dedup_key` for a new incident; returns the id that owns it (ours or an open one)."""
+        claim_key = f"{self._p}incidents:claim:{dedup_key}"
+        existing = self.find_open(dedup_key)
+        if existing:
+            return existing
+        if self._r.set(claim_key, incident_id, nx=True, ex=3600):
+            return incident_id
+        owner = self._r.get(claim_key)
+        return owner.decode() if owner else incident_id
+
+    def release_claim(self, dedup_key: str) -> None:
+        """Free a cause's claim once its incident is resolved."""
+        self._r.delete(f"{self._p}incidents:claim:{dedup_key}")
+
+    def list(self, only_open: bool = False) -> list[Incident]:
+        """All incidents, newest first."""
+        ids = [i.decode() for i in self._r.zrevrange(self.all_key, 0, -1)]
+        out = []
+        for i in ids:
+            try:
+                inc = self.get(i)
+            except IncidentNotFound:
+                continue
+            if inc.is_open or not only_open:
+                out.append(inc)
+        return out
+
+    def apply(self, event: IncidentEvent) -> Incident | None:
+        """Fold one event into the view (idempotent per event id); returns the incident, None if unknown."""
+        try:
+            current = self.get(event.incident_id)
+        except IncidentNotFound:
+            current = None
+        at = event.at.isoformat()
+        if event.change == "opened":
+            plan = SEVERITY_PLAN[event.severity][0]
+            current = current or Incident(
+                id=event.incident_id, severity=event.severity, type=str(event.detail.get("type", "safety")),
+                title=event.title, dedup_key=event.dedup_key, opened_at=at,
+                deadline=(event.at + plan).isoformat(), halt_version=event.detail.get("halt_version"),
+                owner=str(event.detail.get("owner", "")),
+            )
+        if current is None:
+            return None
+        if any(t["event_id"] == event.event_id for t in current.timeline):
+            return current
+        current.timeline.append({"event_id": event.event_id, "change": event.change, "at": at, "by": event.by,
+                                 "detail": event.detail})
+        index = "none"
+        if event.change == "acknowledged" and current.state == "open":
+            current.state, current.acknowledged_at = "acknowledged", at
+            current.owner = current.owner or event.by
+        elif event.change == "mitigated" and current.state in ("open", "acknowledged"):
+            current.state = "mitigated"
+        elif event.change == "resolved":
+            current.state, current.resolved_at = "resolved", at
+            index = "closed"
+        elif event.change == "escalated":
+            current.escalation_level = int(event.detail.get("level", current.escalation_level + 1))
+            current.deadline = str(event.detail.get("next_deadline", current.deadline))
+        if event.change == "opened":
+            index = "open"
+        opened = datetime.fromisoformat(current.opened_at).timestamp()
+        try:
+            self._apply(keys=[self.key(current.id), self.seen_key, self.all_key, self.open_key],
+                        args=[event.event_id, json.dumps(current.to_dict(), default=str), opened, current.id, index,
+                              current.dedup_key])
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        if index == "closed":
+            self.release_claim(current.dedup_key)
+        return current

@@ -1,0 +1,152 @@
+"""Notifiers behind one interface: PagerDuty Events API v2, Slack-compatible webhook, generic JSON
+webhook, SMTP email, log. Payloads carry ids and metrics, never message text."""
+
+from __future__ import annotations
+
+import json
+import logging
+import smtplib
+import urllib.error
+import urllib.request
+from email.message import EmailMessage
+from typing import Any, Protocol
+
+__all__ = ["Notifier", "Notification", "PagerDutyNotifier", "SlackNotifier", "WebhookNotifier", "EmailNotifier",
+           "LogNotifier", "NotifyError", "build_notifier"]
+
+log = logging.getLogger(__name__)
+
+Notification = dict[str, Any]  # action, incident_id, dedup_key, severity, title, state, metrics, contacts, ...
+
+
+class NotifyError(Exception):
+    """A send failed; the outbox retries it with backoff."""
+
+
+class Notifier(Protocol):
+    """Anything that can deliver a notification (or raise NotifyError)."""
+
+    name: str
+
+    def send(self, n: Notification) -> None:
+        """Deliver one notification."""
+        ...
+
+
+def _post_json(url: str, body: dict[str, Any], timeout_s: float, headers: dict[str, str] | None = None) -> None:
+    data = json.dumps(body, default=str).encode()
+    req = urllib.request.Request(url, data=data, method="POST",
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            if resp.status >= 300:
+                raise NotifyError(f"{url} answered {resp.status}")
+    except urllib.error.HTTPError as exc:
+        raise NotifyError(f"{url} answered {exc.code}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise NotifyError(f"{url}: {exc}") from exc
+
+
+def _summary(n: Notification) -> str:
+    return f"[{n['severity']}] {n['title']} ({n['incident_id']}): {n['action']}"
+
+
+class PagerDutyNotifier:
+    """PagerDuty Events API v2: trigger / acknowledge / resolve, the incident's dedup key as `dedup_key`."""
+
+    _ACTIONS = {"trigger": "trigger", "escalate": "trigger", "acknowledge": "acknowledge", "resolve": "resolve"}
+    _SEVERITY = {"P0": "critical", "P1": "error", "P2": "warning", "P3": "info"}
+
+    def __init__(self, routing_key: str, url: str = "https://events.pagerduty.com/v2/enqueue",
+                 timeout_s: float = 5.0, name: str = "pagerduty") -> None:
+        self.name, self._key, self._url, self._timeout = name, routing_key, url, timeout_s
+
+    def send(self, n: Notification) -> None:
+        """POST one event."""
+        action = self._ACTIONS.get(n["action"])
+        if action is None:
+            return
+        body: dict[str, Any] = {"routing_key": self._key, "event_action": action, "dedup_key": n["dedup_key"]}
+        if action == "trigger":
+            body["payload"] = {
+                "summary": _summary(n)[:1024], "source": "vigil", "severity": self._SEVERITY[n["severity"]],
+                "component": "crisis-detection", "custom_details": {
+                    "incident_id": n["incident_id"], "state": n.get("state"), "metrics": n.get("metrics", {}),
+                    "escalation_level": n.get("escalation_level", 0), "contacts": n.get("contacts", []),
+                },
+            }
+        _post_json(self._url, body, self._timeout)
+
+
+class SlackNotifier:
+    """Slack-compatible incoming webhook: `{"text": ...}`."""
+
+    def __init__(self, url: str, timeout_s: float = 5.0, name: str = "slack") -> None:
+        self.name, self._url, self._timeout = name, url, timeout_s
+
+    def send(self, n: Notification) -> None:
+        """POST the summary."""
+        _post_json(self._url, {"text": _summary(n)}, self._timeout)
+
+
+class WebhookNotifier:
+    """Generic JSON webhook: the notification itself."""
+
+    def __init__(self, url: str, timeout_s: float = 5.0, name: str = "webhook") -> None:
+        self.name, self._url, self._timeout = name, url, timeout_s
+
+    def send(self, n: Notification) -> None:
+        """POST the notification as JSON."""
+        _post_json(self._url, n, self._timeout)
+
+
+class EmailNotifier:
+    """SMTP email to the configured recipients."""
+
+    def __init__(self, host: str, port: int, sender: str, to: list[str], timeout_s: float = 10.0,
+                 name: str = "email") -> None:
+        self.name, self._host, self._port, self._from, self._to, self._timeout = name, host, port, sender, to, timeout_s
+
+    def send(self, n: Notification) -> None:
+        """Send one message."""
+        msg = EmailMessage()
+        msg["Subject"] = _summary(n)
+        msg["From"] = self._from
+        msg["To"] = ", ".join(self._to)
+        msg.set_content(json.dumps({k: n.get(k) for k in ("incident_id", "severity", "title", "state", "action",
+                                                           "dedup_key", "metrics", "escalation_level")},
+                                   indent=2, default=str))
+        try:
+            with smtplib.SMTP(self._host, self._port, timeout=self._timeout) as smtp:
+                smtp.send_message(msg)
+        except (OSError, smtplib.SMTPException) as exc:
+            raise NotifyError(f"smtp {self._host}:{self._port}: {exc}") from exc
+
+
+class LogNotifier:
+    """Writes the summary to the log (always configured, never fails)."""
+
+    name = "log"
+
+    def send(self, n: Notification) -> None:
+        """Log one line."""
+        log.warning("INCIDENT %s", _summary(n))
+
+
+def build_notifier(name: str, cfg: dict[str, Any]) -> Notifier:
+    """A notifier from its configuration table (`type` = pagerduty | slack | webhook | email | log)."""
+    kind = cfg.get("type", name)
+    timeout = float(cfg.get("timeout_s", 5.0))
+    if kind == "pagerduty":
+        return PagerDutyNotifier(str(cfg["routing_key"]), str(cfg.get("url", "https://events.pagerduty.com/v2/enqueue")),
+                                 timeout, name)
+    if kind == "slack":
+        return SlackNotifier(str(cfg["url"]), timeout, name)
+    if kind == "webhook":
+        return WebhookNotifier(str(cfg["url"]), timeout, name)
+    if kind == "email":
+        return EmailNotifier(str(cfg["host"]), int(cfg.get("port", 25)), str(cfg["from"]), list(cfg["to"]), timeout,
+                             name)
+    if kind == "log":
+        return LogNotifier()
+    raise ValueError(f"unknown notifier type {kind!r}")

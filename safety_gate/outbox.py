@@ -1,0 +1,124 @@
+"""A durable outbox for notifications in Redis: a send is recorded before it is tried, retried with
+backoff until it succeeds, and survives a restart of the process. A failing or slow notifier never
+loses or delays an incident, and never blocks the halt (the halt is tripped before anything is queued).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from safety_gate.notifiers import Notification, Notifier, NotifyError
+
+__all__ = ["Outbox"]
+
+log = logging.getLogger(__name__)
+
+# Take a due entry for `lease` seconds: if this process dies mid-send, the lease runs out and another
+# dispatcher (or this one after a restart) sends it again. At-least-once; receivers dedupe by dedup_key.
+_LEASE = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) > tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+"""
+
+
+class Outbox:
+    """Queue notifications per notifier; `dispatch_due()` sends what is due (or a thread does)."""
+
+    def __init__(self, client: redis.Redis, prefix: str, notifiers: dict[str, Notifier],
+                 clock: Callable[[], float] = time.time, base_delay_s: float = 1.0, max_delay_s: float = 300.0,
+                 lease_s: float = 60.0) -> None:
+        self._r = client
+        self.due_key = f"{prefix}notify:due"
+        self.entries_key = f"{prefix}notify:entries"
+        self.sent_key = f"{prefix}notify:sent"
+        self.notifiers = notifiers
+        self._clock = clock
+        self._base, self._max, self._lease_s = base_delay_s, max_delay_s, lease_s
+        self._lease = client.register_script(_LEASE)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def enqueue(self, notifier: str, notification: Notification) -> str:
+        """Record a send (durable at once); returns the entry id."""
+        entry_id = uuid.uuid4().hex
+        entry = {"id": entry_id, "notifier": notifier, "notification": notification, "attempts": 0,
+                 "created": self._clock()}
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hset(self.entries_key, entry_id, json.dumps(entry, default=str))
+        pipe.zadd(self.due_key, {entry_id: self._clock()})
+        pipe.execute()
+        return entry_id
+
+    def pending(self) -> list[dict[str, Any]]:
+        """Entries not yet delivered."""
+        return [json.loads(v) for v in self._r.hvals(self.entries_key)]
+
+    def dispatch_due(self, limit: int = 50) -> int:
+        """Send every due entry once; returns how many were delivered."""
+        now = self._clock()
+        delivered = 0
+        for raw_id in self._r.zrangebyscore(self.due_key, "-inf", now, start=0, num=limit):
+            entry_id = raw_id.decode()
+            if not self._lease(keys=[self.due_key], args=[entry_id, now, now + self._lease_s]):
+                continue
+            raw = self._r.hget(self.entries_key, entry_id)
+            if raw is None:
+                self._r.zrem(self.due_key, entry_id)
+                continue
+            entry = json.loads(raw)
+            notifier = self.notifiers.get(entry["notifier"])
+            try:
+                if notifier is None:
+                    raise NotifyError(f"notifier {entry['notifier']!r} is not configured")
+                notifier.send(entry["notification"])
+            except (NotifyError, Exception) as exc:  # noqa: BLE001 - any failure is retried
+                entry["attempts"] += 1
+                entry["last_error"] = str(exc)[:300]
+                delay = min(self._max, self._base * 2 ** (entry["attempts"] - 1))
+                pipe = self._r.pipeline(transaction=True)
+                pipe.hset(self.entries_key, entry_id, json.dumps(entry, default=str))
+                pipe.zadd(self.due_key, {entry_id: now + delay})
+                pipe.execute()
+                log.warning("notifier %s failed (attempt %d, retry in %.0f s): %s", entry["notifier"],
+                            entry["attempts"], delay, type(exc).__name__)
+                continue
+            pipe = self._r.pipeline(transaction=True)
+            pipe.zrem(self.due_key, entry_id)
+            pipe.hdel(self.entries_key, entry_id)
+            pipe.rpush(self.sent_key, json.dumps({"notifier": entry["notifier"], "at": self._clock(),
+                                                  "incident_id": entry["notification"].get("incident_id"),
+                                                  "action": entry["notification"].get("action"),
+                                                  "attempts": entry["attempts"] + 1}))
+            pipe.ltrim(self.sent_key, -10000, -1)
+            pipe.execute()
+            delivered += 1
+        return delivered
+
+    def start(self, interval_s: float = 0.5) -> None:
+        """Dispatch in a background thread."""
+        def loop() -> None:
+            while not self._stop.is_set():
+                try:
+                    self.dispatch_due()
+                except redis.RedisError as exc:
+                    log.warning("outbox cannot reach Redis: %s", exc)
+                self._stop.wait(interval_s)
+
+        self._thread = threading.Thread(target=loop, name="vigil-outbox", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the dispatcher thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)

@@ -1,0 +1,128 @@
+"""The evaluator against the real broker and Redis: scores and labels flow through Kafka."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from evaluators.evaluator import Evaluator
+from pipeline.contracts import ClinicianLabel, ConversationFeedback, ConversationMessage, utcnow
+from pipeline.kafka_io import OutRecord, RecordProducer, ensure_topics
+from tests.helpers import ROOT, chat_events, env_for, publish, read_topic, run_scorer, values
+
+pytestmark = pytest.mark.slow
+
+
+def label(cid, level, reviewer="r1", label_id=None, first_crisis_turn=None, ts=None):
+    return ClinicianLabel(label_id=label_id or f"{cid}-{reviewer}-{level}", conversation_id=cid, level=level,
+                          first_crisis_turn=first_crisis_turn, reviewer_id=reviewer, confidence=0.9,
+                          ts=ts or utcnow())
+
+
+def send(settings, labels):
+    p = RecordProducer(settings)
+    p.send_all([OutRecord(settings.topic_labels, lab.conversation_id, lab.to_bytes()) for lab in labels])
+    p.close()
+
+
+@pytest.fixture
+def scored(settings, resilient, model_cache):
+    """Twelve conversations scored by the real scorer; every 4th has an explicit crisis turn."""
+    s = settings.model_copy(update={"cache_dir": model_cache})
+    ensure_topics(s)
+    events = chat_events(12, turns=2, crisis_every=4)
+    publish(s, events)
+    run_scorer(s, resilient, max_idle_s=3.0)
+    flagged = {d["conversation_id"] for d in values(read_topic(s, s.topic_scores)) if d["flagged"]}
+    return s, flagged
+
+
+def evaluate_once(settings, group_suffix="") -> dict:
+    s = settings.model_copy(update={"evaluator_group": settings.evaluator_group + group_suffix})
+    ev = Evaluator(s).run(max_idle_s=3.0)
+    return ev.to_dict()
+
+
+def test_labels_join_predictions_and_duplicates_and_replays_do_not_move_the_numbers(scored):
+    s, flagged = scored
+    assert {"c00000", "c00004", "c00008"} <= flagged
+    labels = [label(cid, "high" if cid in ("c00000", "c00004", "c00008") else "no_risk", first_crisis_turn=2)
+              for cid in (f"c{i:05d}" for i in range(12))]
+    labels.append(label("c00001", "moderate", reviewer="r2"))  # a crisis the model missed, second reviewer
+    labels.append(label("nope-1", "high"))  # unknown conversation
+    send(s, labels)
+    first = evaluate_once(s)
+    rates = first["rates"]
+    assert rates["crisis_recall"]["value"] == pytest.approx(3 / 4)
+    assert rates["crisis_recall"]["n"] == pytest.approx(4)
+    assert first["missed"] == ["c00001"]
+    assert first["labels_for_unknown_conversations"] == 1
+    rules = {r["rule"]: r for r in first["rules"]}
+    assert rules["crisis_recall"]["state"] == "INSUFFICIENT_DATA"
+    assert 0 <= rules["crisis_recall"]["lower"] <= 0.75 <= rules["crisis_recall"]["upper"] <= 1
+    # the same labels again (a replay) and a duplicate label_id: nothing moves
+    send(s, labels + [labels[0]])
+    again = evaluate_once(s)
+    assert again["rates"] == first["rates"]
+    # a later label by the same reviewer replaces the earlier one
+    send(s, [label("c00001", "no_risk", reviewer="r2", label_id="c00001-r2-fix")])
+    fixed = evaluate_once(s)
+    assert fixed["rates"]["crisis_recall"]["value"] == pytest.approx(1.0)
+    # a second evaluator group (another process reading everything) agrees
+    other = evaluate_once(s, group_suffix="-b")
+    assert other["rates"] == fixed["rates"]
+
+
+def test_two_evaluator_processes_and_a_restart_give_the_same_state(scored, tmp_path):
+    s, flagged = scored
+    labels = [label(f"c{i:05d}", "high" if f"c{i:05d}" in flagged else "low") for i in range(12)]
+    send(s, labels[:6])
+    cmd = [sys.executable, "-m", "pipeline.cli", "evaluate", "--once", "--json", "--idle", "3", "--no-actions"]
+    procs = [subprocess.Popen(cmd, env=env_for(s), stdout=subprocess.PIPE, cwd=ROOT, text=True) for _ in range(2)]
+    for p in procs:
+        p.wait(timeout=120)
+    send(s, labels[6:])
+    restarted = subprocess.run(cmd, env=env_for(s), capture_output=True, cwd=ROOT, text=True, timeout=120)
+    assert restarted.returncode == 0, restarted.stderr[-2000:]
+    final = json.loads(restarted.stdout.strip().splitlines()[-1])
+    fresh = evaluate_once(s, group_suffix="-fresh")
+    assert final["rates"] == fresh["rates"]
+    assert final["rates"]["crisis_recall"]["value"] == pytest.approx(1.0)
+    assert {r["rule"] for r in final["rules"]} >= {"crisis_recall", "crisis_recall_cusum", "sentinel",
+                                                   "ai_latency_p95_ms", "ai_error_rate", "user_satisfaction"}
+    assert all({"rule", "state", "value", "lower", "upper", "n"} <= set(r) for r in final["rules"])
+
+
+def test_operational_rules_from_conversation_events(settings):
+    s = settings
+    ensure_topics(s)
+    now = utcnow()
+    slow = [ConversationMessage(event_id=f"a{i}", conversation_id=f"k{i}", user_id="u", turn=1, role="assistant",
+                                text="ok", ts=now, latency_ms=12000.0 if i % 2 else 900.0,
+                                error="timeout" if i < 3 else None) for i in range(200)]
+    feedback = [ConversationFeedback(event_id=f"f{i}", conversation_id=f"k{i}", satisfaction=4, ts=now)
+                for i in range(40)]
+    publish(s, slow + feedback)
+    rules = {r["rule"]: r for r in evaluate_once(s)["rules"]}
+    assert rules["ai_latency_p95_ms"]["state"] == "CRITICAL" and rules["ai_latency_p95_ms"]["n"] == 200
+    assert rules["ai_error_rate"]["state"] == "CRITICAL"  # 3/200 = 1.5% > 1%
+    assert rules["ai_error_rate"]["value"] == pytest.approx(0.015)
+    assert rules["user_satisfaction"]["state"] == "CRITICAL" and rules["user_satisfaction"]["value"] == 4
+
+
+def test_a_transition_is_published_once_with_its_evidence(scored):
+    s, flagged = scored
+    seen = []
+    labels = [label(f"c{i:05d}", "imminent") for i in range(4)]  # c00001-3 are missed imminent crises
+    send(s, labels)
+    ev = Evaluator(s, on_alert=seen.append)
+    ev.run(max_idle_s=3.0)
+    Evaluator(s.model_copy(update={"evaluator_group": s.evaluator_group + "-2"}), on_alert=seen.append).run(
+        max_idle_s=3.0)
+    sentinel = [a for a in seen if a.rule == "sentinel"]
+    assert sorted(a.evidence[0] for a in sentinel) == ["c00001", "c00002", "c00003"]
+    assert len({a.evidence[0] for a in sentinel}) == len(sentinel)  # each published once
+    assert all(a.state == "CRITICAL" for a in sentinel)

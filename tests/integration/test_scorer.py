@@ -1,0 +1,249 @@
+"""The scorer against the real broker and Redis, with the real default model."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections import defaultdict
+
+import pytest
+import redis
+
+from pipeline.kafka_io import ensure_topics
+from pipeline.local import LocalBroker
+from pipeline.scorer import Scorer
+from pipeline.state import ConversationStore
+from tests.helpers import NoClose as _NoClose
+from tests.helpers import chat_events, publish, read_topic, run_scorer, values, vigil, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def scorer_settings(settings, model_cache):
+    return settings.model_copy(update={"batch_size": 32, "cache_dir": model_cache, "heartbeat_interval_s": 0.2})
+
+
+def state_snapshot(settings) -> dict:
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    out = {}
+    for key in client.scan_iter(f"{settings.redis_prefix}pred:*"):
+        pred = {k.decode(): v.decode() for k, v in client.hgetall(key).items()}
+        out[key.decode().split("pred:", 1)[1]] = pred
+    for cid in out:
+        turns = client.hgetall(f"{settings.redis_prefix}turns:{cid}")
+        out[cid]["turns"] = {k.decode(): json.loads(v) for k, v in turns.items()}
+    return out
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for cid in a:
+        x, y = dict(a[cid]), dict(b[cid])
+        assert float(x.pop("max_score")) == pytest.approx(float(y.pop("max_score")), abs=1e-5), cid
+        tx, ty = x.pop("turns"), y.pop("turns")
+        assert tx.keys() == ty.keys()
+        for k in tx:
+            sx, sy = tx[k].pop("score", None), ty[k].pop("score", None)
+            assert (sx is None) == (sy is None) and (sx is None or abs(sx - sy) < 1e-5)
+            assert tx[k] == ty[k]
+        assert x == y, cid
+
+
+def test_every_user_turn_is_scored_once_keyed_and_in_order_and_bad_records_go_to_the_dlq(
+    scorer_settings, resilient
+):
+    s = scorer_settings
+    ensure_topics(s)
+    events = chat_events(20, turns=3)
+    bad = [
+        ("c-bad-1", b"{not json"),
+        ("c-bad-2", json.dumps({"schema": "conversation.message/9"}).encode()),
+        ("c-bad-3", json.dumps({**json.loads(events[0].to_bytes()), "event_id": "big",
+                                "text": "x" * (s.max_text_bytes + 1)}).encode()),
+        (None, b"\xff\xfe"),
+        ("c-bad-4", json.dumps({**json.loads(events[0].to_bytes()), "turn": "two"}).encode()),
+    ]
+    publish(s, events, raw=bad)
+    run_scorer(s, resilient)
+    user_turns = [e for e in events if e.role == "user"]
+    scores = read_topic(s, s.topic_scores, expect=len(user_turns))
+    decoded = values(scores)
+    assert sorted(d["event_id"] for d in decoded) == sorted(e.event_id for e in user_turns)
+    for rec, d in zip(scores, decoded, strict=True):
+        assert rec.key.decode() == d["conversation_id"]
+        assert d["schema"] == "safety.score/1" and 0 <= d["score"] <= 1 and d["backup"] is False
+    by_conv = defaultdict(list)
+    for d in decoded:
+        by_conv[d["conversation_id"]].append(d["turn"])
+    assert all(turns == sorted(turns) for turns in by_conv.values())
+    # crisis turns are flagged, benign ones mostly not
+    flagged = {d["event_id"] for d in decoded if d["flagged"]}
+    assert {"c00000-u2", "c00004-u2", "c00008-u2"} <= flagged
+    assert "c00001-u0" not in flagged
+    dlq = values(read_topic(s, s.topic_dlq, expect=len(bad)))
+    assert len(dlq) == len(bad)
+    reasons = sorted(d["reason"].split(":")[0] for d in dlq)
+    assert reasons == sorted(["<json>", "schema", "text", "<record>", "turn"])
+    assert all(d["schema"] == "safety.dlq/1" and d["raw"] and d["topic"] == s.topic_events for d in dlq)
+    # one review request per flagged conversation, pi 1, with the turns so far
+    reviews = values(read_topic(s, s.topic_review))
+    flagged_convs = {d["conversation_id"] for d in decoded if d["flagged"]}
+    assert sorted(r["conversation_id"] for r in reviews if r["reason"] == "flagged") == sorted(flagged_convs)
+    r0 = next(r for r in reviews if r["conversation_id"] == "c00000")
+    assert r0["pi"] == 1 and r0["first_flagged_turn"] == 4 and [t["turn"] for t in r0["turns"]] == [0, 1, 2, 3, 4, 5]
+    # redis state
+    store = ConversationStore(redis.Redis.from_url(s.redis_url.get_secret_value()), s.redis_prefix, 3600)
+    st = store.read_many(["c00000", "c00001"])
+    assert st["c00000"].flagged and st["c00000"].first_flagged_turn == 4 and st["c00000"].review == "flagged"
+    assert not st["c00001"].flagged
+
+
+def test_replaying_the_same_events_changes_nothing(scorer_settings, resilient):
+    s = scorer_settings
+    events = chat_events(8, turns=2)
+    publish(s, events)
+    run_scorer(s, resilient)
+    first = state_snapshot(s)
+    reviews_before = len(read_topic(s, s.topic_review))
+    # a second group replays everything from the start against the same Redis
+    replay = s.model_copy(update={"scorer_group": s.scorer_group + "-replay", "topic_review": s.topic_review})
+    run_scorer(replay, resilient)
+    assert_same_state(first, state_snapshot(s))
+    assert len(read_topic(s, s.topic_review)) == reviews_before  # no second flagged review
+
+
+def test_closing_samples_unflagged_conversations_deterministically(scorer_settings, resilient):
+    from pipeline.contracts import ConversationClosed
+    from pipeline.sampling import SamplingPolicy
+
+    s = scorer_settings.model_copy(update={"pi_floor": 0.3})
+    events = chat_events(30, turns=1, crisis_every=0)
+    closes = [ConversationClosed(event_id=f"close-{e.conversation_id}", conversation_id=e.conversation_id,
+                                 ts=e.ts) for e in events if e.role == "user"]
+    publish(s, events + closes)
+    run_scorer(s, resilient)
+    reviews = values(read_topic(s, s.topic_review))
+    policy = SamplingPolicy(resilient.threshold, 0.3, s.pi_borderline, s.borderline_band)
+    store = ConversationStore(redis.Redis.from_url(s.redis_url.get_secret_value()), s.redis_prefix, 3600)
+    states = store.read_many([c.conversation_id for c in closes])
+    expected = {cid for cid, st in states.items() if policy.decide(cid, st.max_score, False).selected}
+    assert {r["conversation_id"] for r in reviews} == expected
+    assert 0 < len(expected) < 30
+    assert all(r["reason"] in ("sampled", "borderline") and r["pi"] >= 0.3 for r in reviews)
+    assert all(st.closed and st.pi is not None and st.pi >= 0.3 for st in states.values())
+
+
+def test_idle_conversations_are_closed_by_the_sweep(scorer_settings, resilient):
+    s = scorer_settings.model_copy(update={"conversation_idle_s": 1.0, "sweep_interval_s": 0.2, "pi_floor": 1.0})
+    publish(s, chat_events(3, turns=1, crisis_every=0))
+    run_scorer(s, resilient, max_idle_s=3.0)
+    store = ConversationStore(redis.Redis.from_url(s.redis_url.get_secret_value()), s.redis_prefix, 3600)
+    states = store.read_many(["c00000", "c00001", "c00002"])
+    assert all(st.closed for st in states.values())
+    reviews = values(read_topic(s, s.topic_review))
+    assert sorted(r["conversation_id"] for r in reviews) == ["c00000", "c00001", "c00002"]
+
+
+def _all_scored(s, events) -> set[str]:
+    want = {e.event_id for e in events if e.role == "user"}
+    return want - {d["event_id"] for d in values(read_topic(s, s.topic_scores, settle_s=0.5))}
+
+
+@pytest.mark.parametrize("instances", [1, 2])
+def test_a_killed_scorer_loses_no_event(scorer_settings, resilient, tmp_path, instances):
+    s = scorer_settings.model_copy(update={"batch_size": 8})
+    ensure_topics(s)
+    events = chat_events(60, turns=2)
+    publish(s, events)
+    procs = [vigil(["score"], s, tmp_path / f"scorer{i}.log") for i in range(instances)]
+    try:
+        # kill the first one mid-stream, once some scores are out
+        assert wait_until(lambda: len(read_topic(s, s.topic_scores, settle_s=0.2)) >= 10, timeout_s=90)
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait()
+        if instances == 1:
+            procs.append(vigil(["score"], s, tmp_path / "scorer-restarted.log"))
+        assert wait_until(lambda: not _all_scored(s, events), timeout_s=120, every=1.0), (
+            (tmp_path / "scorer0.log").read_text()[-2000:])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(timeout=30)
+    crashed = state_snapshot(s)
+    # the same events through one uninterrupted scorer, in a fresh namespace
+    ref = s.model_copy(update={"scorer_group": s.scorer_group + "-ref", "redis_prefix": s.redis_prefix + "ref:",
+                               "topic_scores": s.topic_scores + "-ref", "topic_review": s.topic_review + "-ref"})
+    run_scorer(ref, resilient)
+    assert_same_state(crashed, state_snapshot(ref))
+
+
+def test_sigterm_finishes_the_batch_commits_and_exits_0(scorer_settings, tmp_path):
+    s = scorer_settings
+    ensure_topics(s)
+    events = chat_events(10, turns=1)
+    publish(s, events)
+    proc = vigil(["score"], s, tmp_path / "scorer.log")
+    assert wait_until(lambda: not _all_scored(s, events), timeout_s=90, every=0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    committed = admin.list_consumer_group_offsets(s.scorer_group)
+    admin.close()
+    assert sum(o.offset for o in committed.values()) == len(events)
+
+
+def test_heartbeat_is_written_while_the_loop_is_healthy(scorer_settings, resilient):
+    s = scorer_settings
+    publish(s, chat_events(2, turns=1))
+    client = redis.Redis.from_url(s.redis_url.get_secret_value())
+    scorer = Scorer(s, _NoClose(resilient))
+    t = threading.Thread(target=scorer.run, kwargs={"max_idle_s": 6.0})
+    t.start()
+    try:
+        beat = wait_until(lambda: client.get(f"{s.redis_prefix}heartbeat:scorer"), timeout_s=20)
+        assert beat and "lag" in json.loads(beat)
+        assert 0 < client.pttl(f"{s.redis_prefix}heartbeat:scorer") <= s.heartbeat_ttl_s * 1000
+    finally:
+        scorer.stop()
+        t.join()
+
+
+def test_a_broker_restart_does_not_wedge_the_scorer(scorer_settings, resilient, tmp_path):
+    broker = LocalBroker(log_dir=tmp_path)
+    broker.start()
+    s = scorer_settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
+    try:
+        ensure_topics(s)
+        publish(s, chat_events(3, turns=1, prefix="before"))
+        scorer = Scorer(s, _NoClose(resilient))
+        t = threading.Thread(target=scorer.run, kwargs={"max_idle_s": 60.0})
+        t.start()
+        assert wait_until(lambda: len(read_topic(s, s.topic_scores, settle_s=0.2)) >= 3, timeout_s=60)
+        broker.restart()  # memory storage: topics, data and offsets are gone
+        time.sleep(1.0)
+        ensure_topics(s)
+        after = chat_events(3, turns=1, prefix="after")
+        wait_until(lambda: _try_publish(s, after), timeout_s=30)
+        got = wait_until(
+            lambda: {d["event_id"] for d in values(read_topic(s, s.topic_scores, settle_s=0.3))}
+            >= {e.event_id for e in after if e.role == "user"}, timeout_s=90, every=1.0)
+        scorer.stop()
+        t.join(timeout=60)
+        assert got
+    finally:
+        broker.stop()
+
+
+def _try_publish(s, events) -> bool:
+    try:
+        publish(s, events)
+        return True
+    except Exception:  # noqa: BLE001 - the broker may still be coming back
+        return False
