@@ -186,6 +186,8 @@ class Evaluator:
                     log.warning("evaluator batch not completed, will retry: %s", exc)
                     self._rewind()
                     self._stop.wait(1.0)
+                if not self._consumer.assignment():
+                    idle_since = time.monotonic()  # still joining the group: not idle yet
                 if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
                     break
         finally:

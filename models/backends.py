@@ -92,7 +92,13 @@ def export_onnx_int8(module: object, target: Path) -> Path:
                 opset_version=17, dynamo=False,
             )
         int8 = Path(tmp) / "model.int8.onnx"
-        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.WARNING)  # the quantizer logs every tensor at INFO on the root logger
+        try:
+            quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+        finally:
+            root.setLevel(level)
         os.replace(int8, target)
     log.info("exported int8 ONNX model to %s", target)
     return target

@@ -57,11 +57,16 @@ class _Batch:
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):
+    """Revocation needs no commit of its own: every batch is committed synchronously before the next
+    poll, and rebalances only run inside poll, so nothing processed is ever left uncommitted then.
+    (kafka-python 3 also forbids blocking commits inside a synchronous listener.)"""
+
     def __init__(self, scorer: Scorer) -> None:
         self._scorer = scorer
 
     def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        self._scorer.commit_done(set(revoked))
+        self._scorer.forget(set(revoked))
+        log.info("revoked partitions: %s", sorted(tp.partition for tp in revoked))
 
     def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         log.info("assigned partitions: %s", sorted(tp.partition for tp in assigned))
@@ -133,6 +138,8 @@ class Scorer:
                     log.warning("batch not completed, will retry: %s", exc)
                     self._rewind()
                     self._stop.wait(1.0)
+                if not self._consumer.assignment():
+                    idle_since = time.monotonic()  # still joining the group: not idle yet
                 if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
                     break
         finally:
@@ -156,6 +163,11 @@ class Scorer:
         self.producer.close()
         self.heartbeat.stop()
         self.scorer.close()
+
+    def forget(self, partitions: set[TopicPartition]) -> None:
+        """Drop bookkeeping of partitions this instance no longer owns."""
+        for tp in partitions:
+            self._done.pop(tp, None)
 
     def commit_done(self, partitions: set[TopicPartition] | None) -> None:
         """Commit offsets of fully processed batches (all, or only the given partitions)."""

@@ -112,17 +112,17 @@ class IncidentManager:
             raise ValueError(f"severity must be one of {sorted(SEVERITY_PLAN)}")
         wanted = incident_id or new_incident_id(self.clock())
         owner_id = self.store.claim(dedup_key, wanted)
-        if owner_id != wanted:
-            try:
-                existing = self.store.get(owner_id)
-            except KeyError:
-                existing = None
-            if existing is not None and existing.is_open:
-                note = {"repeat": True, "title": title, **(detail or {})}
-                inc = self._emit(existing.id, "note", by, existing.severity, detail=note)
-                assert inc is not None
-                return inc, False
-        inc = self._emit(wanted, "opened", by, severity, title, dedup_key,
+        try:
+            existing: Incident | None = self.store.get(owner_id)
+        except KeyError:
+            existing = None
+        if existing is not None and existing.is_open:
+            # one open incident per cause: a repeated alert goes on its timeline
+            note = {"repeat": True, "title": title, **(detail or {})}
+            inc = self._emit(existing.id, "note", by, existing.severity, detail=note)
+            assert inc is not None
+            return inc, False
+        inc = self._emit(owner_id, "opened", by, severity, title, dedup_key,
                          {"type": type_, "team": SEVERITY_PLAN[severity][1], **(detail or {})})
         assert inc is not None
         return inc, True

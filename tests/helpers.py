@@ -34,7 +34,7 @@ BENIGN = [
 def chat_events(n_conversations: int, turns: int = 3, crisis_every: int = 4, start: datetime | None = None,
                 prefix: str = "c") -> list[ConversationMessage | ConversationClosed]:
     """Conversations of alternating user/assistant turns; every `crisis_every`-th has a crisis turn."""
-    start = start or datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+    start = start or (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=0)
     events: list[Any] = []
     for c in range(n_conversations):
         cid = f"{prefix}{c:05d}"

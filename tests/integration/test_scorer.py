@@ -132,8 +132,13 @@ def test_closing_samples_unflagged_conversations_deterministically(scorer_settin
     expected = {cid for cid, st in states.items() if policy.decide(cid, st.max_score, False).selected}
     assert {r["conversation_id"] for r in reviews} == expected
     assert 0 < len(expected) < 30
-    assert all(r["reason"] in ("sampled", "borderline") and r["pi"] >= 0.3 for r in reviews)
+    for r in reviews:
+        if states[r["conversation_id"]].flagged:
+            assert r["reason"] == "flagged" and r["pi"] == 1
+        else:
+            assert r["reason"] in ("sampled", "borderline") and r["pi"] >= 0.3
     assert all(st.closed and st.pi is not None and st.pi >= 0.3 for st in states.values())
+    assert sum(not st.flagged for st in states.values()) > 0
 
 
 def test_idle_conversations_are_closed_by_the_sweep(scorer_settings, resilient):
@@ -194,7 +199,7 @@ def test_sigterm_finishes_the_batch_commits_and_exits_0(scorer_settings, tmp_pat
     from kafka import KafkaAdminClient
 
     admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
-    committed = admin.list_consumer_group_offsets(s.scorer_group)
+    committed = admin.list_group_offsets(s.scorer_group)[s.scorer_group]
     admin.close()
     assert sum(o.offset for o in committed.values()) == len(events)
 

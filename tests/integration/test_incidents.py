@@ -1,0 +1,236 @@
+"""Incidents, notifiers and actions with real local receivers (HTTP and SMTP), a real broker and Redis."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import redis
+
+from pipeline.kafka_io import ensure_topics
+from safety_gate.actions import ActionEngine
+from safety_gate.halt import HaltStore
+from safety_gate.incident_commands import build_report, incident_events
+from safety_gate.manager import IncidentConfig, IncidentManager
+from tests.helpers import wait_until
+
+
+class Receiver:
+    """A real HTTP server recording JSON bodies; can be told to fail the first N requests."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.bodies: list[dict] = []
+        self.attempts = 0
+        self.fail_first = fail_first
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.attempts += 1
+                if outer.attempts <= outer.fail_first:
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                outer.bodies.append(body)
+                self.send_response(202)
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v2/enqueue"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def config(pd_url: str, extra: dict | None = None) -> IncidentConfig:
+    cfg = IncidentConfig.load()
+    cfg.raw["notifiers"] = {"pagerduty": {"type": "pagerduty", "routing_key": "R0UT1NG", "url": pd_url},
+                            "log": {"type": "log"}, **(extra or {})}
+    cfg.routing = {"P0": ["pagerduty", "log"], "P1": ["pagerduty"], "P2": ["log"], "P3": ["log"]}
+    return cfg
+
+
+def critical_alert(value=0.86):
+    return {"rule": "crisis_recall", "state": "CRITICAL", "previous": "WARNING", "value": value, "lower": 0.80,
+            "upper": 0.91, "n": 120.0, "evidence": ["c1", "c2"], "window_start": 1.0, "window_end": 2.0,
+            "metrics": {"crisis_recall": {"value": value}}}
+
+
+def test_a_critical_alert_halts_and_opens_exactly_one_p0_with_one_pagerduty_trigger(settings, receiver):
+    ensure_topics(settings)
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    HaltStore(client, settings.redis_prefix).init(by="dr.lead")
+    manager = IncidentManager(settings, client, config=config(receiver.url))
+    engine = ActionEngine(settings, manager, watchdog=False)
+    engine.handle(critical_alert())
+    engine.handle(critical_alert(0.84))  # repeated: adds to the open incident
+    halt = HaltStore(client, settings.redis_prefix).read()
+    assert halt.halted and halt.metrics["value"] == 0.84 or halt.metrics["value"] == 0.86
+    p0s = [i for i in manager.store.list() if i.severity == "P0"]
+    assert len(p0s) == 1 and halt.incident_id == p0s[0].id
+    assert [t["change"] for t in p0s[0].timeline] == ["opened", "note", "note", "note"]
+    assert sum(manager.outbox.dispatch_due() for _ in range(3)) >= 1
+    triggers = [b for b in receiver.bodies if b["event_action"] == "trigger"]
+    assert len(triggers) == 1
+    assert triggers[0]["dedup_key"] == "crisis-detection-failure" and triggers[0]["routing_key"] == "R0UT1NG"
+    assert triggers[0]["payload"]["severity"] == "critical"
+    assert "text" not in json.dumps(triggers[0]["payload"]["custom_details"]).lower().replace("context", "")
+    # acknowledging and resolving reach PagerDuty with the same dedup key
+    manager.acknowledge(p0s[0].id, "omar")
+    manager.resolve(p0s[0].id, "ana", "model rolled back")
+    manager.outbox.dispatch_due()
+    assert [b["event_action"] for b in receiver.bodies] == ["trigger", "acknowledge", "resolve"]
+    assert {b["dedup_key"] for b in receiver.bodies} == {"crisis-detection-failure"}
+    # the halt stays: automation never clears it
+    assert HaltStore(client, settings.redis_prefix).read().halted
+    manager.close()
+
+
+def test_a_failing_receiver_is_retried_until_it_succeeds_and_nothing_is_lost_across_a_restart(settings):
+    ensure_topics(settings)
+    receiver = Receiver(fail_first=3)
+    clock = Clock()
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    try:
+        first = IncidentManager(settings, client, config=config(receiver.url), clock=clock)
+        first.open("P1", "Clinical review: crisis recall below 95%", "crisis-recall-warning")
+        assert first.outbox.dispatch_due() == 0  # 500: kept, retried later with backoff
+        assert first.outbox.dispatch_due() == 0  # not due again yet: nothing is sent in a tight loop
+        assert receiver.attempts == 1
+        first.close()
+        del first  # the process "restarts": a new manager on the same Redis finds the pending send
+        second = IncidentManager(settings, client, config=config(receiver.url), clock=clock)
+        assert len(second.outbox.pending()) == 1
+        delivered = 0
+        for _ in range(10):
+            clock.now += timedelta(seconds=10)
+            delivered += second.outbox.dispatch_due()
+        assert delivered == 1 and len(receiver.bodies) == 1 and receiver.attempts == 4
+        assert receiver.bodies[0]["dedup_key"] == "crisis-recall-warning"
+        assert second.outbox.pending() == []
+        second.close()
+    finally:
+        receiver.close()
+
+
+def test_escalation_fires_after_the_response_time_and_not_after_acknowledgement(settings, receiver):
+    ensure_topics(settings)
+    clock = Clock()
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    manager = IncidentManager(settings, client, config=config(receiver.url), clock=clock)
+    p0, _ = manager.open("P0", "Crisis detection failure", "dedup-a")
+    p1, _ = manager.open("P1", "Clinical review", "dedup-b")
+    clock.now += timedelta(minutes=14)
+    assert manager.escalate_overdue() == []
+    clock.now += timedelta(minutes=2)  # 16 min: the P0 (15 min) is overdue, the P1 (1 h) is not
+    escalated = manager.escalate_overdue()
+    assert [i.id for i in escalated] == [p0.id]
+    assert manager.escalate_overdue() == []  # once per level
+    inc = manager.store.get(p0.id)
+    assert inc.escalation_level == 1 and inc.timeline[-1]["change"] == "escalated"
+    assert inc.timeline[-1]["detail"]["tier"][0]["role"] == "clinical lead"
+    manager.acknowledge(p1.id, "omar")
+    clock.now += timedelta(hours=2)
+    again = manager.escalate_overdue()
+    assert [i.id for i in again] == [p0.id]  # level 2 for the P0 (executive sponsor); the acked P1 never
+    assert manager.store.get(p0.id).timeline[-1]["detail"]["tier"][0]["role"] == "executive sponsor"
+    manager.outbox.dispatch_due()
+    assert sum(b["event_action"] == "trigger" for b in receiver.bodies) >= 3  # open + two escalations
+    manager.close()
+
+
+def test_email_notifier_delivers_to_a_real_smtp_server(settings):
+    from aiosmtpd.controller import Controller
+
+    class Sink:
+        def __init__(self):
+            self.messages = []
+
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802
+            self.messages.append(envelope.content.decode())
+            return "250 OK"
+
+    sink = Sink()
+    from pipeline.local import free_port
+
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        cfg = IncidentConfig.load()
+        cfg.raw["notifiers"] = {"email": {"type": "email", "host": "127.0.0.1", "port": port,
+                                          "from": "vigil@example.org", "to": ["oncall@example.org"]}}
+        cfg.routing = {"P0": ["email"], "P1": ["email"], "P2": ["email"], "P3": ["email"]}
+        client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+        manager = IncidentManager(settings, client, config=cfg)
+        manager.open("P2", "User satisfaction below 7", "user-satisfaction", "user experience")
+        assert manager.outbox.dispatch_due() == 1
+        assert wait_until(lambda: sink.messages, timeout_s=5)
+        assert "User satisfaction below 7" in sink.messages[0] and "oncall@example.org" in sink.messages[0]
+        manager.close()
+    finally:
+        controller.stop()
+
+
+def test_recovery_adds_a_note_and_resolves_nothing(settings, receiver):
+    ensure_topics(settings)
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    manager = IncidentManager(settings, client, config=config(receiver.url))
+    engine = ActionEngine(settings, manager, watchdog=False)
+    engine.handle({**critical_alert(0.93), "state": "WARNING"})
+    engine.handle({**critical_alert(0.97), "state": "OK"})
+    p1 = manager.store.list()[0]
+    assert p1.severity == "P1" and p1.state == "open"
+    assert p1.timeline[-1]["change"] == "note" and "resolves nothing" in p1.timeline[-1]["detail"]["text"]
+    manager.close()
+
+
+def test_the_report_holds_the_timeline_from_trigger_to_resolution_in_order(settings, receiver, tmp_path):
+    ensure_topics(settings)
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    HaltStore(client, settings.redis_prefix).init(by="dr.lead")
+    manager = IncidentManager(settings, client, config=config(receiver.url))
+    ActionEngine(settings, manager, watchdog=False).handle(critical_alert())
+    inc = manager.store.list()[0]
+    manager.acknowledge(inc.id, "omar")
+    manager.note(inc.id, "ana", "reviewing the missed conversations")
+    manager.resolve(inc.id, "ana", "model v2 rolled back; recall back to 0.97")
+    events = incident_events(settings, inc.id)
+    assert [e.change for e in events] == ["opened", "note", "acknowledged", "note", "resolved"]
+    report = build_report(settings, manager, inc.id)
+    positions = [report.index(f"| {change} |") for change in ("opened", "acknowledged", "resolved")]
+    assert positions == sorted(positions)
+    for section in ("## Summary", "## Timeline", "## Metrics before, at and after the trigger", "## Halt history",
+                    "## Actions taken", "## Post-mortem agenda", "Root cause", "Action items"):
+        assert section in report
+    assert "halt.trip" in report
+    # the live view can be rebuilt from the topic alone
+    client.delete(manager.store.key(inc.id))
+    client.delete(manager.store.seen_key)
+    assert manager.rebuild(events) == 5
+    assert manager.store.get(inc.id).state == "resolved"
+    manager.close()
