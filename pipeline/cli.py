@@ -93,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="deploy/prometheus/alerts.yml", help="file to write, or - for stdout")
     p.set_defaults(handler=_lazy("evaluators.commands:rules_export_command"))
 
+    p = sub.add_parser("demo", help="the whole loop on this machine, from a chat message to a tripped halt")
+    p.add_argument("--duration", type=float, default=170.0, help="upper bound of the run in seconds")
+    p.add_argument("--json", action="store_true", help="no live view; print one JSON summary as the last line")
+    p.add_argument("--out", default="demo-out", help="folder for logs and the post-incident report")
+    p.add_argument("--rate", type=float, default=12.0, help="chat events per second")
+    p.set_defaults(handler=_lazy("pipeline.demo:demo_command"))
+
     halt = sub.add_parser("halt", help="the safety halt: status, trip, two-person clear")
     halt_sub = halt.add_subparsers(dest="halt_command", required=True)
     p = halt_sub.add_parser("init", help="set RUNNING the first time (a fresh deployment reads HALTED)")

@@ -39,9 +39,11 @@ RULE_ACTIONS: dict[str, dict[str, tuple[str, str, str, str, bool]]] = {
         "CRITICAL": ("P0", "safety", "Crisis detection failure: CUSUM on missed crises crossed its limit",
                      DETECTION_FAILURE, True),
     },
+    # A missed imminent conversation is a crisis detection failure: it opens (or adds to) the same P0,
+    # for clinical review at once, without a halt; each further miss goes on that incident's timeline.
     "sentinel": {
-        "CRITICAL": ("P0", "safety", "Clinical review: a conversation labelled imminent was not flagged",
-                     "sentinel", False),
+        "CRITICAL": ("P0", "safety", "Crisis detection failure: a conversation labelled imminent was not flagged",
+                     DETECTION_FAILURE, False),
     },
     "ai_latency_p95_ms": {
         "WARNING": ("P1", "performance", "AI response time p95 above 5 s", "ai-latency", False),
@@ -89,8 +91,6 @@ class ActionEngine:
         if action is None:
             return
         severity, type_, title, dedup, trips = action
-        if rule == "sentinel" and a.get("evidence"):
-            dedup = f"sentinel:{a['evidence'][0]}"
         detail = {"rule": rule, "state": state, "value": a.get("value"), "lower": a.get("lower"),
                   "upper": a.get("upper"), "n": a.get("n"), "evidence": a.get("evidence", [])[:50],
                   "window_start": a.get("window_start"), "window_end": a.get("window_end"),

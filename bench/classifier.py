@@ -1,0 +1,65 @@
+"""Classifier throughput and latency on chat-length messages, per backend and batch size.
+
+    python bench/classifier.py [--backends torch onnx] [--messages 512]
+
+Prints one JSON object: for each backend and batch size 1, 8, 32, 128, messages/s and per-batch latency
+p50/p99 in milliseconds, and the token-length range of the messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from common import chat_messages  # noqa: E402
+
+from models.classifier import CrisisClassifier  # noqa: E402
+
+
+def bench(clf: CrisisClassifier, texts: list[str], batch: int) -> dict[str, float]:
+    clf.batch_size = batch
+    clf.predict(texts[:batch])  # warm-up
+    latencies = []
+    done = 0
+    started = time.perf_counter()
+    for i in range(0, len(texts), batch):
+        chunk = texts[i:i + batch]
+        t0 = time.perf_counter()
+        clf.predict(chunk)
+        latencies.append(time.perf_counter() - t0)
+        done += len(chunk)
+    elapsed = time.perf_counter() - started
+    ms = np.asarray(latencies) * 1000
+    return {"messages_per_s": done / elapsed, "batch_p50_ms": float(np.percentile(ms, 50)),
+            "batch_p99_ms": float(np.percentile(ms, 99)), "batches": len(latencies)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--backends", nargs="+", default=["torch", "onnx"])
+    parser.add_argument("--messages", type=int, default=512)
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32, 128])
+    args = parser.parse_args()
+    texts = chat_messages(args.messages)
+    results: dict[str, object] = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "backends": {}}
+    for backend in args.backends:
+        clf = CrisisClassifier.load(backend=backend)
+        lengths = [len(t) for t in clf._tok(texts, add_special_tokens=True)["input_ids"]]
+        results["tokens_min_max"] = [min(lengths), max(lengths)]
+        results["model_version"] = clf.info.model_version
+        results["backends"][backend] = {str(b): bench(clf, texts, b) for b in args.batches}  # type: ignore[index]
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,506 @@
+"""`vigil demo`: the whole loop on one machine, from a chat message to a tripped halt and a P0 report.
+
+It starts, on free local ports, a tansu broker, a valkey server, the scorer, the evaluator (with the
+incident engine) and the HTTP gate as child processes, plus a webhook receiver standing in for the
+pager. A simulated chat backend publishes conversations from a small shipped corpus; a simulated AI
+service asks the gate before each reply; simulated clinicians label what is sent to review. Part way
+through, a new model version is rolled out with a broken calibration (its threshold is 0.995), the
+labels start to show misses, recall falls through WARNING to CRITICAL, the halt trips, the AI switches
+to the crisis-resources fallback, and a P0 is opened and delivered to the receiver.
+
+Demo settings differ from production so the story fits in minutes: every closed conversation is
+reviewed (pi_floor 1.0) and the recall window is 30 labelled crisis conversations with a minimum of 10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from pipeline.contracts import (
+    ClinicianLabel,
+    ConversationClosed,
+    ConversationMessage,
+    ReviewRequest,
+    SafetyScore,
+    parse_event,
+    utcnow,
+)
+from pipeline.kafka_io import OutRecord, RecordProducer, ensure_topics, make_consumer
+from pipeline.local import LocalBroker, LocalRedis, free_port, wait_for_port
+from pipeline.settings import Settings
+
+__all__ = ["demo_command", "Demo"]
+
+CORPUS = Path(__file__).resolve().parent / "demo_data" / "conversations.json"
+BROKEN_THRESHOLD = "0.995"
+
+DEMO_THRESHOLDS = """
+[crisis_recall]
+window = 30
+max_age_days = 90
+min_effective_n = 10
+warning_below = 0.95
+critical_below = 0.90
+[cusum]
+theta0 = 0.05
+theta1 = 0.10
+h = 5.0
+max_weight = 5.0
+[sentinel]
+levels = ["imminent"]
+[ai_latency_p95_ms]
+window = 1000
+min_count = 100
+warning_above = 5000
+critical_above = 10000
+severity = "P1"
+[ai_error_rate]
+window = 2000
+min_count = 200
+warning_above = 0.005
+critical_above = 0.01
+severity = "P1"
+[user_satisfaction]
+window = 200
+min_count = 30
+warning_below = 7.0
+critical_below = 5.0
+severity = "P2"
+"""
+
+
+class _Receiver:
+    """A local HTTP receiver standing in for PagerDuty: records every event it is sent."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with contextlib.suppress(ValueError):
+                    outer.events.append(json.loads(body))
+                self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v2/enqueue"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class _Stats:
+    published: int = 0
+    scores: int = 0
+    flagged_conversations: set[str] = field(default_factory=set)
+    labels: int = 0
+    ai_lines: deque[str] = field(default_factory=lambda: deque(maxlen=6))
+    fallbacks: int = 0
+    phase: str = "starting"
+    notes: deque[str] = field(default_factory=lambda: deque(maxlen=8))
+
+
+class Demo:
+    """Runs the scenario; `run()` returns the JSON summary."""
+
+    def __init__(self, duration_s: float, out_dir: Path, live: bool, rate_per_s: float = 12.0) -> None:
+        self.duration_s = duration_s
+        self.out = out_dir
+        self.live = live
+        self.rate = rate_per_s
+        self.stats = _Stats()
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.broker = LocalBroker(log_dir=out_dir / "logs")
+        self.redis_server = LocalRedis(log_dir=out_dir / "logs")
+        self.receiver: _Receiver | None = None
+        self.corpus = json.loads(CORPUS.read_text())
+        self.truth: dict[str, dict[str, Any]] = {}
+        self._stop = threading.Event()
+        self.settings: Settings | None = None
+        self.gate_port = 0
+        self.started = time.monotonic()
+
+    # -- processes ----------------------------------------------------------------------------------
+    def _env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+        env.update({
+            "VIGIL_KAFKA_BOOTSTRAP": self.broker.bootstrap, "VIGIL_REDIS_URL": self.redis_server.url,
+            "VIGIL_PI_FLOOR": "1.0", "VIGIL_THRESHOLDS_FILE": str(self.out / "thresholds.toml"),
+            "VIGIL_INCIDENTS_FILE": str(self.out / "incidents.toml"), "VIGIL_CONVERSATION_IDLE_S": "20",
+            "VIGIL_SWEEP_INTERVAL_S": "2", "VIGIL_HEARTBEAT_INTERVAL_S": "1", "VIGIL_ESCALATION_CHECK_S": "2",
+            "VIGIL_STALENESS_S": "3", "VIGIL_TOPIC_PARTITIONS": "2", "VIGIL_SESSION_TIMEOUT_MS": "6000",
+            "VIGIL_BATCH_SIZE": "32", "VIGIL_LOG_LEVEL": "WARNING", "HF_HUB_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+        })
+        env.update(extra)
+        return env
+
+    def _spawn(self, name: str, args: list[str], **extra: str) -> subprocess.Popen[bytes]:
+        log = open(self.out / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], env=self._env(**extra),
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def _terminate(self, name: str, timeout_s: float = 20.0) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+    def cleanup(self) -> None:
+        """Stop every process this demo started, whatever state it is in."""
+        self._stop.set()
+        for name in list(self.procs):
+            self._terminate(name, timeout_s=10)
+        if self.receiver is not None:
+            self.receiver.close()
+        self.redis_server.stop()
+        self.broker.stop()
+
+    # -- the scenario -------------------------------------------------------------------------------
+    def note(self, text: str) -> None:
+        """A line of the story (printed in plain mode, shown in the live view)."""
+        stamp = f"{time.monotonic() - self.started:5.0f}s"
+        self.stats.notes.append(f"{stamp} {text}")
+        if not self.live:
+            print(f"[{stamp}] {text}", file=sys.stderr, flush=True)
+
+    def run(self) -> dict[str, Any]:
+        """Start everything, play the scenario, return the summary."""
+        (self.out / "logs").mkdir(parents=True, exist_ok=True)
+        self.broker.start()
+        self.redis_server.start()
+        self.receiver = _Receiver()
+        (self.out / "thresholds.toml").write_text(DEMO_THRESHOLDS)
+        (self.out / "incidents.toml").write_text(
+            "[routing]\nP0 = [\"pager\", \"log\"]\nP1 = [\"pager\", \"log\"]\nP2 = [\"log\"]\nP3 = [\"log\"]\n"
+            "[notifiers.pager]\ntype = \"pagerduty\"\nrouting_key = \"demo-routing-key\"\n"
+            f"url = \"{self.receiver.url}\"\n"
+        )
+        self.settings = Settings(kafka_bootstrap=self.broker.bootstrap, redis_url=self.redis_server.url,  # type: ignore[arg-type]
+                                 topic_partitions=2, session_timeout_ms=6000, heartbeat_interval_ms=1000)
+        ensure_topics(self.settings)
+        from safety_gate.halt import HaltStore
+
+        client = redis.Redis.from_url(self.redis_server.url)
+        HaltStore(client, self.settings.redis_prefix).init(by="demo clinical lead", reason="demo start")
+        self.note(f"broker on {self.broker.bootstrap}, Redis on port {self.redis_server.port}")
+        self.stats.phase = "loading the model"
+        self._spawn("scorer-v1", ["score"])
+        self.note("scorer v1 starting (loading the crisis model)")
+        if not self._wait_heartbeat(client, timeout_s=120):
+            raise RuntimeError(f"the scorer did not start; see {self.out / 'logs' / 'scorer-v1.log'}")
+        self._spawn("evaluator", ["evaluate"])
+        self.gate_port = free_port()
+        self._spawn("gate", ["gate", "serve", "--port", str(self.gate_port)])
+        wait_for_port(self.gate_port, timeout_s=30)
+        self.note(f"evaluator and HTTP gate (port {self.gate_port}) running; halt RUNNING")
+        threads = [threading.Thread(target=self._chat, daemon=True), threading.Thread(target=self._clinicians,
+                                                                                      daemon=True)]
+        for t in threads:
+            t.start()
+        self.stats.phase = "healthy traffic"
+        return self._play(client)
+
+    def _wait_heartbeat(self, client: redis.Redis, timeout_s: float) -> bool:
+        assert self.settings is not None
+        key = f"{self.settings.redis_prefix}heartbeat:scorer"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not self._stop.is_set():
+            if client.exists(key):
+                return True
+            if any(p.poll() is not None for p in self.procs.values()):
+                return False
+            time.sleep(0.5)
+        return False
+
+    def _wait_instance(self, client: redis.Redis, pid: int, timeout_s: float) -> bool:
+        assert self.settings is not None
+        pattern = f"{self.settings.redis_prefix}heartbeat:scorer:*:{pid}"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not self._stop.is_set():
+            if any(True for _ in client.scan_iter(pattern)):
+                return True
+            time.sleep(0.5)
+        return False
+
+    def _play(self, client: redis.Redis) -> dict[str, Any]:
+        from evaluators.store import EvaluatorStore
+        from safety_gate.halt import HaltStore
+        from safety_gate.incidents import IncidentStore
+
+        assert self.settings is not None
+        s = self.settings
+        halt = HaltStore(client, s.redis_prefix)
+        incidents = IncidentStore(client, s.redis_prefix)
+        evaluator = EvaluatorStore(client, s.redis_prefix, s.label_wait_s)
+        deadline = self.started + self.duration_s
+        degraded_at: float | None = None
+        finished_at: float | None = None
+        live = self._live_view() if self.live else contextlib.nullcontext()
+        with live as view:
+            while time.monotonic() < deadline and not self._stop.is_set():
+                states = self._recall_states(evaluator)
+                elapsed = time.monotonic() - self.started
+                if degraded_at is None and (("OK" in states and elapsed > 0.3 * self.duration_s)
+                                            or elapsed > 0.45 * self.duration_s):
+                    degraded_at = time.monotonic()
+                    self.note(f"rolling out scorer v2: a new model version with a broken calibration "
+                              f"(threshold {BROKEN_THRESHOLD})")
+                    self.stats.phase = "v2 rolled out (broken calibration)"
+                    # blue-green: v2 is up and beating before v1 leaves, so the heartbeat never lapses
+                    v2 = self._spawn("scorer-v2", ["score"], VIGIL_THRESHOLD=BROKEN_THRESHOLD)
+                    self._wait_instance(client, v2.pid, timeout_s=90)
+                    self._terminate("scorer-v1")
+                record = halt.read()
+                p0 = [i for i in incidents.list() if i.severity == "P0"]
+                delivered = [e for e in (self.receiver.events if self.receiver else []) if e.get("event_action")
+                             == "trigger" and e.get("payload", {}).get("severity") == "critical"]
+                if record.halted and p0 and delivered and finished_at is None:
+                    finished_at = time.monotonic()
+                    self.stats.phase = "HALTED: AI serves crisis resources"
+                    self.note(f"halt tripped ({record.reason}); P0 {p0[0].id} delivered to the pager receiver")
+                if finished_at is not None and time.monotonic() - finished_at > 8:
+                    break
+                if view is not None:
+                    view.update(self._render(states, record, incidents.list(), evaluator))
+                time.sleep(0.5)
+        self._stop.set()
+        return self._summary(client, halt, incidents, evaluator)
+
+    def _recall_states(self, evaluator: Any) -> list[str]:
+        order: list[str] = []
+        for a in evaluator.alerts():
+            rule, to = a.get("rule"), a.get("to")
+            counts = rule == "crisis_recall" or (rule == "crisis_recall_cusum" and to == "CRITICAL")
+            if counts and (not order or order[-1] != to):
+                order.append(to)
+        return order
+
+    def _summary(self, client: redis.Redis, halt: Any, incidents: Any, evaluator: Any) -> dict[str, Any]:
+        assert self.settings is not None
+        from safety_gate.incident_commands import build_report
+        from safety_gate.manager import IncidentManager
+
+        report_path = ""
+        all_incidents = incidents.list()
+        p0 = [i for i in all_incidents if i.severity == "P0"]
+        if p0:
+            manager = IncidentManager(self.settings.model_copy(update={"incidents_file": self.out / "incidents.toml"}),
+                                      client)
+            try:
+                path = self.out / f"{p0[0].id}-report.md"
+                path.write_text(build_report(self.settings, manager, p0[0].id))
+                report_path = str(path)
+            finally:
+                manager.close()
+        history = evaluator.history()
+        recall = history[-1]["rates"]["crisis_recall"] if history else {}
+        return {
+            "events": self.stats.published,
+            "flagged": len(self.stats.flagged_conversations),
+            "labels": self.stats.labels,
+            "states": self._recall_states(evaluator),
+            "halt": halt.read().state,
+            "incidents": [{"id": i.id, "severity": i.severity, "title": i.title} for i in all_incidents],
+            "report_path": report_path,
+            "recall": recall,
+            "fallback_replies": self.stats.fallbacks,
+            "pager_events": len(self.receiver.events) if self.receiver else 0,
+        }
+
+    # -- the simulated chat backend and AI service --------------------------------------------------
+    def _gate_allows(self) -> tuple[bool, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.gate_port}/v1/gate", timeout=2) as resp:
+                return True, json.loads(resp.read())["reason"]
+        except urllib.error.HTTPError as err:
+            body = json.loads(err.read() or b"{}")
+            return False, body.get("fallback", "")
+        except OSError:
+            return False, ""
+
+    def _chat(self) -> None:
+        assert self.settings is not None
+        s = self.settings
+        producer = RecordProducer(s)
+        rng = random.Random(7)
+        gap = 1.0 / self.rate
+        try:
+            for n in itertools.count():
+                if self._stop.is_set():
+                    return
+                template = self.corpus[rng.randrange(len(self.corpus))]
+                cid = f"demo-{n:05d}"
+                self.truth[cid] = template
+                turns = template["turns"]
+                for turn, text in enumerate(turns):
+                    if self._stop.is_set():
+                        return
+                    role = "user" if turn % 2 == 0 else "assistant"
+                    latency = None
+                    if role == "assistant":
+                        allowed, info = self._gate_allows()
+                        latency = rng.uniform(600, 2400)
+                        if not allowed:
+                            self.stats.fallbacks += 1
+                            text = info.splitlines()[0] if info else "[crisis resources fallback]"
+                            self.stats.ai_lines.append(f"{cid} AI (halted, fallback): {text[:70]}")
+                        else:
+                            self.stats.ai_lines.append(f"{cid} AI: {text[:70]}")
+                    msg = ConversationMessage(event_id=f"{cid}-{turn}", conversation_id=cid, user_id=f"user-{n % 97}",
+                                              turn=turn, role=role, text=text, ts=utcnow(), latency_ms=latency,
+                                              model_version="chat-ai-1")  # type: ignore[arg-type]
+                    producer.send_all([OutRecord(s.topic_events, cid, msg.to_bytes())])
+                    self.stats.published += 1
+                    time.sleep(gap)
+                closed = ConversationClosed(event_id=f"{cid}-closed", conversation_id=cid, ts=utcnow())
+                producer.send_all([OutRecord(s.topic_events, cid, closed.to_bytes())])
+                self.stats.published += 1
+        finally:
+            producer.close()
+
+    def _clinicians(self) -> None:
+        assert self.settings is not None
+        s = self.settings
+        consumer = make_consumer(s, "demo-clinicians", [s.topic_review, s.topic_scores])
+        producer = RecordProducer(s)
+        labelled: set[str] = set()
+        try:
+            while not self._stop.is_set():
+                for records in consumer.poll(timeout_ms=300).values():
+                    out = []
+                    for rec in records:
+                        ev = parse_event(rec.value)
+                        if isinstance(ev, SafetyScore):
+                            self.stats.scores += 1
+                            if ev.flagged:
+                                self.stats.flagged_conversations.add(ev.conversation_id)
+                            continue
+                        if not isinstance(ev, ReviewRequest) or ev.conversation_id in labelled:
+                            continue
+                        truth = self.truth.get(ev.conversation_id)
+                        if truth is None:
+                            continue
+                        labelled.add(ev.conversation_id)
+                        label = ClinicianLabel(
+                            label_id=f"{ev.conversation_id}-demo-clinician", conversation_id=ev.conversation_id,
+                            level=truth["level"], first_crisis_turn=truth.get("first_crisis_turn"),
+                            reviewer_id="demo-clinician", confidence=0.9, ts=utcnow(),
+                        )
+                        out.append(OutRecord(s.topic_labels, ev.conversation_id, label.to_bytes()))
+                    if out:
+                        producer.send_all(out)
+                        self.stats.labels += len(out)
+                consumer.commit()
+        finally:
+            consumer.close()
+            producer.close()
+
+    # -- the live view ------------------------------------------------------------------------------
+    def _live_view(self) -> Any:
+        from rich.live import Live
+
+        return Live(refresh_per_second=2, transient=False)
+
+    def _render(self, states: list[str], record: Any, incidents: list[Any], evaluator: Any) -> Any:
+        from rich.console import Group
+        from rich.panel import Panel
+        from rich.table import Table
+
+        elapsed = time.monotonic() - self.started
+        history = evaluator.history()
+        recall = history[-1]["rates"]["crisis_recall"] if history else {}
+        rules = evaluator.states()
+        top = Table.grid(padding=(0, 2))
+        top.add_row("phase", f"[bold]{self.stats.phase}[/]", "elapsed", f"{elapsed:.0f} s")
+        top.add_row("events published", str(self.stats.published), "event rate",
+                    f"{self.stats.published / max(elapsed, 1):.1f}/s")
+        top.add_row("turns scored", str(self.stats.scores), "conversations flagged",
+                    str(len(self.stats.flagged_conversations)))
+        top.add_row("clinician labels", str(self.stats.labels), "AI fallback replies", str(self.stats.fallbacks))
+        if recall.get("value") is not None:
+            rtext = (f"{recall['value']:.3f}  [{recall['lower']:.3f}, {recall['upper']:.3f}]  "
+                     f"n={recall['n']:.0f}")
+        else:
+            rtext = "not enough labels yet"
+        top.add_row("crisis recall (95% CI)", rtext, "recall states", " -> ".join(states) or "-")
+        colour = "red" if record.halted else "green"
+        top.add_row("halt", f"[bold {colour}]{record.state}[/]", "rules",
+                    ", ".join(f"{k}={v}" for k, v in sorted(rules.items()) if not k.startswith("sentinel:")))
+        inc = Table("incident", "sev", "state", "title", box=None)
+        for i in incidents[:6]:
+            inc.add_row(i.id, i.severity, i.state, i.title[:60])
+        return Group(Panel(top, title="Vigil demo"), Panel(inc, title="incidents"),
+                     Panel("\n".join(self.stats.ai_lines), title="simulated AI service"),
+                     Panel("\n".join(self.stats.notes), title="story"))
+
+
+def demo_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the demo; exit 0 when the halt tripped and a P0 report was written."""
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    live = not args.json and sys.stdout.isatty()
+    demo = Demo(args.duration, out, live=live, rate_per_s=args.rate)
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        summary = demo.run()
+    except KeyboardInterrupt:
+        demo.cleanup()
+        print("demo interrupted; every process it started is stopped", file=sys.stderr)
+        return 130
+    finally:
+        demo.cleanup()
+    ok = summary["halt"] == "HALTED" and bool(summary["report_path"])
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print()
+        print(f"events {summary['events']}, flagged conversations {summary['flagged']}, labels {summary['labels']}")
+        print(f"recall states: {' -> '.join(summary['states'])}; halt: {summary['halt']}")
+        for i in summary["incidents"]:
+            print(f"  {i['severity']} {i['id']}: {i['title']}")
+        print(f"post-incident report: {summary['report_path'] or '(none: no P0 was opened)'}")
+        print(f"logs: {out / 'logs'}")
+    return 0 if ok else 1

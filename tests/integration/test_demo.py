@@ -1,0 +1,56 @@
+"""`vigil demo --duration --json`: the whole loop, end to end, in a short mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def processes_with(marker: str) -> list[int]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in environ:
+            found.append(int(pid))
+    return found
+
+
+def test_demo_reaches_warning_and_critical_halts_and_writes_the_p0_report(tmp_path):
+    marker = f"VIGIL_DEMO_TEST_MARK_{uuid.uuid4().hex}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+    env[marker] = "1"
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "demo", "--duration", "170", "--json", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["events"] > 100 and summary["labels"] > 20 and summary["flagged"] > 5
+    states = summary["states"]
+    assert "WARNING" in states and "CRITICAL" in states
+    assert states.index("WARNING") < len(states) - 1 - states[::-1].index("CRITICAL")
+    assert summary["halt"] == "HALTED"
+    p0 = [i for i in summary["incidents"] if i["severity"] == "P0"]
+    assert len(p0) == 1 and "Crisis detection failure" in p0[0]["title"]
+    assert summary["pager_events"] >= 1 and summary["fallback_replies"] >= 1
+    report = Path(summary["report_path"]).read_text()
+    assert p0[0]["id"] in report and "## Timeline" in report and "| opened |" in report
+    assert "halt.trip" in report
+    # nothing the demo started is still running
+    assert processes_with(marker) == []
