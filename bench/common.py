@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import random
 
-WORDS = ["I", "have", "been", "feeling", "really", "tired", "lately", "and", "work", "keeps", "piling", "up", "so", "I", "do", "not", "know", "what", "to", "do", "anymore", "my", "friends", "are", "busy", "and", "I", "feel", "alone", "most", "evenings", "can", "you", "help", "me", "plan", "something", "small", "for", "tomorrow", "sometimes", "I", "think", "nobody", "would", "notice", "if", "I", "was", "gone", "and", "that", "scares", "me", "a", "little", "I", "want", "to", "feel", "better"]
+WORDS = " ".join([
+    "I have been feeling really tired lately and work keeps piling up so I do not know what to do anymore",
+    "my friends are busy and I feel alone most evenings can you help me plan something small for tomorrow",
+    "sometimes I think nobody would notice if I was gone and that scares me a little I want to feel better",
+]).split()
 
 
 def chat_messages(n: int, seed: int = 0, min_words: int = 15, max_words: int = 55) -> list[str]:
