@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # torch is installed first and pinned: a bare `torch` requirement can pull a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install test demo lint bench clean
+.PHONY: install tools test demo lint bench clean
 
 install: $(STAMP)
 
@@ -17,6 +17,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet $(TORCH_PIN)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# System tools some tests use: promtool (Debian's prometheus package) checks and unit-tests the alert
+# rules. Needs root and apt; tests that need a missing tool are skipped outside CI and fail in CI.
+tools:
+	@command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@promtool --version | head -1
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest

@@ -119,6 +119,13 @@ class EvaluatorMetrics:
         self.unknown = Gauge("vigil_labels_unknown_conversations", "labelled conversations with no prediction",
                              registry=r)
         self.alerts = Counter("vigil_alerts", "rule state transitions published", ["rule", "state"], registry=r)
+        self.incidents_open = Gauge("vigil_incidents_open", "open incidents by severity", ["severity"], registry=r)
+        # Series exist from the start (at 0), so dashboards and alerts see them before the first event.
+        for rule in (RECALL_RULE, CUSUM_RULE, SENTINEL_RULE, *OPS_RULES):
+            for state in State:
+                self.alerts.labels(rule, state.value)
+        for outcome in ("applied", "duplicate", "stale", "unknown", "invalid"):
+            self.labels.labels(outcome)
 
 
 def _p95(values: list[float]) -> float | None:
@@ -339,6 +346,11 @@ class Evaluator:
                 m.rule_state.labels(rule, state.value).set(1.0 if row["state"] == state.value else 0.0)
         m.cusum.set(ev.window.cusum)
         m.unknown.set(unknown_conversations)
+        from safety_gate.incidents import SEVERITY_PLAN, IncidentStore
+
+        open_now = IncidentStore(self._redis, self.settings.redis_prefix).list(only_open=True)
+        for severity in SEVERITY_PLAN:
+            m.incidents_open.labels(severity).set(sum(i.severity == severity for i in open_now))
 
 
 def dumps(ev: Evaluation) -> str:

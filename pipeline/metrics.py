@@ -31,5 +31,13 @@ class ScorerMetrics:
             registry=r,
         )
         self.closed = Counter("vigil_scorer_closed_conversations", "conversations closed", ["how"], registry=r)
+        # Series exist from the start (at 0), so dashboards and alerts see them before the first event.
+        for kind, outcome in (("message", "scored"), ("message", "context"), ("invalid", "dlq"),
+                              ("feedback", "skipped"), ("closed", "processed")):
+            self.events.labels(kind, outcome)
+        for reason in ("sampled", "borderline"):
+            self.sampled.labels(reason)
+        for how in ("event", "idle"):
+            self.closed.labels(how)
         self.last_batch = Gauge("vigil_scorer_last_batch_timestamp", "unix time of the last committed batch",
                                 registry=r)
