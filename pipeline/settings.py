@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     escalation_check_s: float = Field(default=15.0, gt=0)
     max_scorer_lag: int = Field(default=10000, ge=1)  # a scorer this far behind, and not catching up, is stuck
 
+    # Review app
+    review_group: str = "vigil-review"
+    review_secret: SecretStr | None = None  # signs session cookies; None: a random one per process start
+    review_secure_cookies: bool = False  # set True behind HTTPS
+
     # Services
     metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no metrics endpoint
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
@@ -122,6 +127,14 @@ class Settings(BaseSettings):
                 raise ConfigError(f"{ENV_PREFIX}CONFIG", f"no such file: {config}")
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config))
         return tuple(sources)
+
+    def review_secret_value(self) -> str:
+        """The cookie-signing secret, or a random one (sessions then end when the process restarts)."""
+        if self.review_secret is not None:
+            return self.review_secret.get_secret_value()
+        import secrets
+
+        return secrets.token_urlsafe(32)
 
     def key(self, *parts: str) -> str:
         """A namespaced Redis key: `key("halt")` is `vigil:halt` with the default prefix."""

@@ -1,0 +1,40 @@
+"""Handlers of `vigil review serve` and `vigil users ...`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import redis
+
+from pipeline.settings import Settings
+from review.users import UserStore
+
+__all__ = ["serve_command", "users_command"]
+
+
+def serve_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve the review app with uvicorn until SIGTERM."""
+    import uvicorn
+
+    from review.app import create_app
+
+    app = create_app(settings)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+def users_command(args: argparse.Namespace, settings: Settings) -> int:
+    """add NAME --role ROLE --password-stdin | disable NAME."""
+    store = UserStore(redis.Redis.from_url(settings.redis_url.get_secret_value()), settings.redis_prefix)
+    if args.users_command == "add":
+        if not args.password_stdin:
+            print("vigil: pass the password on standard input with --password-stdin", file=sys.stderr)
+            return 2
+        password = sys.stdin.readline().rstrip("\n")
+        user = store.add(args.name, args.role, password)
+        print(f"user {user.name} ({user.role}) saved")
+    else:
+        store.disable(args.name)
+        print(f"user {args.name} disabled")
+    return 0

@@ -1,0 +1,76 @@
+"""Reviewer accounts in Redis: argon2 password hashes, roles, disabling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from pipeline.errors import VigilError
+
+__all__ = ["ROLES", "User", "UserStore", "UserError"]
+
+ROLES = ("reviewer", "clinical_lead", "oncall_engineer", "admin")
+_HASHER = PasswordHasher()
+# Verifying against this when the user does not exist keeps the timing of a wrong name and a wrong
+# password alike, so a login form does not reveal which names exist.
+_DUMMY_HASH = _HASHER.hash("not a password")
+
+
+class UserError(VigilError, ValueError):
+    """A user could not be created or changed."""
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """An account."""
+
+    name: str
+    role: str
+    disabled: bool = False
+
+
+class UserStore:
+    """`users:{name}` hashes: role, argon2 hash, disabled."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "vigil:") -> None:
+        self._r = client
+        self._p = f"{prefix}users:"
+
+    def add(self, name: str, role: str, password: str) -> User:
+        """Create or replace an account."""
+        if role not in ROLES:
+            raise UserError(f"role must be one of {', '.join(ROLES)}")
+        if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum() or len(name) > 64:
+            raise UserError("a user name is 1-64 letters, digits, '.', '-' or '_'")
+        if len(password) < 12:
+            raise UserError("a password has at least 12 characters")
+        self._r.hset(self._p + name, mapping={"role": role, "hash": _HASHER.hash(password), "disabled": "0"})
+        return User(name, role)
+
+    def disable(self, name: str) -> None:
+        """Disable an account (its sessions stop working at the next request)."""
+        if not self._r.exists(self._p + name):
+            raise UserError(f"no user {name!r}")
+        self._r.hset(self._p + name, "disabled", "1")
+
+    def get(self, name: str) -> User | None:
+        """The account, or None."""
+        raw = self._r.hgetall(self._p + name)
+        if not raw:
+            return None
+        return User(name, raw[b"role"].decode(), raw.get(b"disabled") == b"1")
+
+    def authenticate(self, name: str, password: str) -> User | None:
+        """The user if the password matches and the account is enabled."""
+        raw = self._r.hgetall(self._p + name) if name else {}
+        stored = raw.get(b"hash", b"").decode() or _DUMMY_HASH
+        try:
+            _HASHER.verify(stored, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return None
+        if not raw or raw.get(b"disabled") == b"1":
+            return None
+        return User(name, raw[b"role"].decode())

@@ -1,0 +1,231 @@
+"""The review app's security and labelling rules, over real HTTP handling, a real Redis and a real broker."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from pipeline.contracts import ReviewRequest, ReviewTurn, utcnow
+from pipeline.kafka_io import ensure_topics
+from review.app import create_app
+from review.queue import ReviewQueue
+from review.users import UserStore
+from safety_gate.halt import HaltStore
+from tests.helpers import read_topic, values
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def env(settings):
+    ensure_topics(settings, [settings.topic_labels, settings.topic_review])
+    r = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    users = UserStore(r, settings.redis_prefix)
+    for name, role in (("rita", "reviewer"), ("rob", "reviewer"), ("cleo", "clinical_lead"),
+                       ("omar", "oncall_engineer"), ("ada", "admin")):
+        users.add(name, role, PASSWORD)
+    queue = ReviewQueue(r, settings.redis_prefix)
+    app = create_app(settings, secret="test-secret", consume=False)
+    return settings, r, queue, app
+
+
+def request_for(cid: str, text: str = "I want to die", reason: str = "flagged", score: float = 0.9) -> ReviewRequest:
+    now = utcnow()
+    return ReviewRequest(review_id=f"{cid}:{reason}", conversation_id=cid, reason=reason, pi=1.0 if reason == "flagged"
+                         else 0.1, max_score=score, first_flagged_turn=0 if reason == "flagged" else None,
+                         turns=[ReviewTurn(turn=0, role="user", text=text, ts=now, score=score),
+                                ReviewTurn(turn=1, role="assistant", text="I'm here with you.", ts=now)],
+                         requested_at=now)
+
+
+def login(client: TestClient, name: str, password: str = PASSWORD):
+    return client.post("/login", data={"username": name, "password": password}, follow_redirects=False)
+
+
+def csrf_of(client: TestClient, path: str = "/halt") -> str:
+    page = client.get(path).text
+    return re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+
+
+def audit_actions(settings, r) -> list[dict]:
+    return HaltStore(r, settings.redis_prefix).audit(1000)
+
+
+def test_every_route_refuses_an_anonymous_request(env):
+    settings, r, queue, app = env
+    queue.add(request_for("c1"))
+    client = TestClient(app)
+    checked = 0
+    for route in app.routes:
+        path = getattr(route, "path", "")
+        # the login page, the API's login and static files are the only public routes
+        if path in ("/login", "/api/v1/session", "/static") or not hasattr(route, "methods"):
+            continue
+        concrete = path.replace("{cid}", "c1").replace("{incident_id}", "INC-1")
+        for method in route.methods - {"HEAD"}:
+            resp = client.request(method, concrete, follow_redirects=False, data={"csrf": "x"}
+                                  if method == "POST" and not path.startswith("/api/") else None)
+            assert resp.status_code in (303, 401), (method, path, resp.status_code)
+            if resp.status_code == 303:
+                assert resp.headers["location"] == "/login"
+            assert "I want to die" not in resp.text
+            checked += 1
+    assert checked >= 15
+    assert any(a["action"] == "access.refused" and a["who"] == "anonymous" for a in audit_actions(settings, r))
+
+
+def test_session_cookie_is_httponly_strict_and_signed(env):
+    _, _, _, app = env
+    client = TestClient(app)
+    resp = login(client, "rita")
+    cookie = resp.headers["set-cookie"].lower()
+    assert resp.status_code == 303 and "httponly" in cookie and "samesite=strict" in cookie
+    assert client.get("/queue", follow_redirects=False).status_code == 200
+    forged = TestClient(app)
+    forged.cookies.set("vigil_session", client.cookies.get("vigil_session")[:-2] + "xx")
+    assert forged.get("/queue", follow_redirects=False).status_code == 303
+
+
+def test_a_form_without_a_csrf_token_is_refused(env):
+    settings, r, queue, app = env
+    HaltStore(r, settings.redis_prefix).init(by="cleo")
+    client = TestClient(app)
+    login(client, "cleo")
+    assert client.post("/halt/trip", data={"reason": "test"}, follow_redirects=False).status_code == 403
+    assert client.post("/halt/trip", data={"reason": "test", "csrf": "forged"}, follow_redirects=False).status_code == 403
+    assert not HaltStore(r, settings.redis_prefix).read().halted
+    ok = client.post("/halt/trip", data={"reason": "manual test", "csrf": csrf_of(client)}, follow_redirects=False)
+    assert ok.status_code == 303 and HaltStore(r, settings.redis_prefix).read().halted
+
+
+def test_a_reviewer_cannot_clear_a_halt_or_see_the_audit(env):
+    settings, r, queue, app = env
+    store = HaltStore(r, settings.redis_prefix)
+    store.init(by="cleo")
+    version = store.trip(by="evaluator", reason="recall low")
+    client = TestClient(app)
+    login(client, "rita")
+    token = csrf_of(client)
+    resp = client.post("/halt/approve", data={"reason": "looks fine", "version": version, "csrf": token},
+                       follow_redirects=False)
+    assert resp.status_code == 403 and store.approvals(version) == {}
+    assert client.get("/audit", follow_redirects=False).status_code == 403
+    # a clinical lead and an on-call engineer together can, through the app
+    for name in ("cleo", "omar"):
+        c = TestClient(app)
+        login(c, name)
+        c.post("/halt/approve", data={"reason": "fixed", "version": version, "csrf": csrf_of(c)})
+    assert not store.read().halted
+
+
+def test_message_text_is_escaped_and_identifiers_are_redacted(env):
+    settings, r, queue, app = env
+    queue.add(request_for("c-xss", text="<script>alert('x')</script> mail me at jo@example.com, my name is Jo Park"))
+    client = TestClient(app)
+    login(client, "rita")
+    page = client.get("/conversations/c-xss").text
+    assert "<script>alert" not in page and "&lt;script&gt;" in page
+    assert "jo@example.com" not in page and "[email]" in page and "Jo Park" not in page
+
+
+def test_five_wrong_passwords_are_throttled(env):
+    _, _, _, app = env
+    client = TestClient(app)
+    for _ in range(5):
+        assert login(client, "rob", "wrong password!!").status_code == 401
+    assert login(client, "rob").status_code == 429  # even the right password, for a while
+
+
+def test_views_and_labels_are_audited_and_labels_reach_the_broker(env):
+    settings, r, queue, app = env
+    queue.add(request_for("c-top", score=0.95))
+    queue.add(request_for("c-low", reason="sampled", score=0.05, text="had a nice day"))
+    with TestClient(app) as client:
+        login(client, "rita")
+        resp = client.post("/queue/claim", data={"csrf": csrf_of(client, "/queue")}, follow_redirects=False)
+        assert resp.headers["location"] == "/conversations/c-top"  # flagged, highest score first
+        page = client.get("/conversations/c-top").text
+        assert 'class="turn user flagged"' in page and "moderate" in page and "C-SSRS" in page
+        token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+        saved = client.post("/conversations/c-top/label", data={"level": "high", "first_crisis_turn": "0",
+                                                                "confidence": "0.9", "csrf": token},
+                            follow_redirects=False)
+        assert saved.status_code == 303 and "saved=c-top" in saved.headers["location"]
+    labels = values(read_topic(settings, settings.topic_labels, expect=1))
+    assert len(labels) == 1 and labels[0]["conversation_id"] == "c-top" and labels[0]["reviewer_id"] == "rita"
+    assert labels[0]["level"] == "high" and labels[0]["first_crisis_turn"] == 0
+    actions = [(a["who"], a["action"], a.get("conversation_id")) for a in audit_actions(settings, r)]
+    assert ("rita", "login", None) in actions
+    assert ("rita", "conversation.view", "c-top") in actions
+    assert ("rita", "label", "c-top") in actions
+    assert all(a["at"] and a["origin"] for a in audit_actions(settings, r))
+
+
+def test_second_reviewer_is_blind_and_disagreement_goes_to_a_clinical_lead(env):
+    settings, r, queue, app = env
+    queue.add(request_for("c-dbl"))
+    api = TestClient(app)
+    token = api.post("/api/v1/session", json={"username": "rita", "password": PASSWORD}).json()["token"]
+    hdr = {"Authorization": f"Bearer {token}"}
+    assert [i["conversation_id"] for i in api.get("/api/v1/queue", headers=hdr).json()] == ["c-dbl"]
+    resp = api.post("/api/v1/labels", headers=hdr, json={"conversation_id": "c-dbl", "level": "moderate",
+                                                         "first_crisis_turn": 0, "confidence": 0.7})
+    assert resp.status_code == 201 and resp.json()["acknowledged"] is True
+    assert queue.get("c-dbl").stage == "second"  # moderate or above: always double labelled
+    # rita cannot label twice
+    again = api.post("/api/v1/labels", headers=hdr, json={"conversation_id": "c-dbl", "level": "high"})
+    assert again.status_code == 400
+    rob = TestClient(app)
+    login(rob, "rob")
+    page = rob.get("/conversations/c-dbl").text
+    assert "rita" not in page and 'id="labels"' not in page  # blind to the first label
+    rob_token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    rob.post("/conversations/c-dbl/label", data={"level": "imminent", "first_crisis_turn": "0", "confidence": "0.9",
+                                                 "csrf": rob_token})
+    assert queue.get("c-dbl").stage == "adjudication"
+    cleo = TestClient(app)
+    login(cleo, "cleo")
+    lead_page = cleo.get("/conversations/c-dbl").text
+    assert "rita: moderate" in lead_page and "rob: imminent" in lead_page
+    assert "Save label" in lead_page
+
+
+def test_a_label_the_broker_did_not_acknowledge_is_not_confirmed_and_the_form_keeps_the_answers(env):
+    settings, r, queue, app = env
+    from pipeline.local import free_port
+
+    dead = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{free_port()}", "produce_timeout_s": 2.0})
+    app = create_app(dead, secret="test-secret", consume=False)
+    queue.add(request_for("c-fail"))
+    client = TestClient(app)
+    login(client, "rita")
+    page = client.get("/conversations/c-fail").text
+    token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    resp = client.post("/conversations/c-fail/label", data={"level": "high", "first_crisis_turn": "0",
+                                                            "confidence": "0.65", "note": "keep me", "csrf": token})
+    assert resp.status_code == 503
+    assert "NOT saved" in resp.text and 'value="high" required checked' in resp.text
+    assert "keep me" in resp.text and 'value="0.65"' in resp.text
+    assert queue.get("c-fail").stage == "first" and queue.get("c-fail").labels == []
+
+
+def test_users_cli_adds_with_argon2_and_disables(settings, monkeypatch, capsys):
+    import io
+
+    from pipeline.cli import main
+
+    monkeypatch.setenv("VIGIL_REDIS_URL", settings.redis_url.get_secret_value())
+    monkeypatch.setenv("VIGIL_REDIS_PREFIX", settings.redis_prefix)
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long enough password\n"))
+    assert main(["users", "add", "nina", "--role", "reviewer", "--password-stdin"]) == 0
+    r = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    stored = r.hget(f"{settings.redis_prefix}users:nina", "hash").decode()
+    assert stored.startswith("$argon2") and "a long enough password" not in stored
+    store = UserStore(r, settings.redis_prefix)
+    assert store.authenticate("nina", "a long enough password") is not None
+    assert main(["users", "disable", "nina"]) == 0
+    assert store.authenticate("nina", "a long enough password") is None
