@@ -19,12 +19,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # System tools some tests use: promtool (Debian's prometheus package) checks and unit-tests the alert
-# rules. Needs root and apt; tests that need a missing tool are skipped outside CI and fail in CI.
+# rules; chromium runs the review app's browser tests. Needs root (or sudo) and apt; tests that need a
+# missing tool are skipped outside CI and fail in CI.
+TOOLS_PKGS := $(if $(shell command -v promtool),,prometheus) $(if $(shell command -v chromium),,chromium)
 tools:
-	@command -v promtool >/dev/null || { \
+	@if [ -n "$(strip $(TOOLS_PKGS))" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
-	@promtool --version | head -1
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    --no-install-recommends $(TOOLS_PKGS) >/dev/null; fi
+	@promtool --version 2>&1 | head -1; chromium --version
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest

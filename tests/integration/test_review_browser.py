@@ -1,0 +1,124 @@
+"""The review app in a real browser: headless Debian chromium driven by Playwright, against a real
+uvicorn server, a real broker and a real Redis."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+
+import pytest
+import redis
+
+from pipeline.kafka_io import OutRecord, RecordProducer, ensure_topics
+from pipeline.local import free_port, wait_for_port
+from review.app import create_app
+from review.queue import ReviewQueue
+from review.users import UserStore
+from tests.helpers import ROOT, read_topic, values, wait_until
+from tests.integration.test_review_app import PASSWORD, request_for
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = ROOT / "tests" / "artifacts"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def served(settings):
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing in CI: `make tools` installs it")
+        pytest.skip("chromium not installed (`make tools` installs it)")
+    import uvicorn
+
+    ensure_topics(settings, [settings.topic_labels, settings.topic_review])
+    r = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    users = UserStore(r, settings.redis_prefix)
+    users.add("rita", "reviewer", PASSWORD)
+    users.add("rob", "reviewer", PASSWORD)
+    app = create_app(settings, secret="browser-secret", consume=True)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    assert wait_for_port(port, timeout_s=20)
+    yield settings, f"http://127.0.0.1:{port}", ReviewQueue(r, settings.redis_prefix)
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _login(page, base, name):
+    page.goto(base + "/login")
+    page.fill("input[name=username]", name)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+
+
+def test_a_reviewer_logs_in_labels_the_top_item_and_the_label_reaches_the_broker(served):
+    from playwright.sync_api import sync_playwright
+
+    settings, base, queue = served
+    # review requests arrive through the real broker and the app's own consumer
+    producer = RecordProducer(settings)
+    producer.send_all([
+        OutRecord(settings.topic_review, "c-top", request_for(
+            "c-top", text="I have the pills in my hand. My name is Dana, call me at 555-201-3344",
+            score=0.97).to_bytes()),
+        OutRecord(settings.topic_review, "c-mid", request_for("c-mid", text="I feel hopeless", score=0.4).to_bytes()),
+        OutRecord(settings.topic_review, "c-low", request_for("c-low", text="nice walk today", reason="sampled",
+                                                              score=0.02).to_bytes()),
+    ])
+    producer.close()
+    assert wait_until(lambda: len(queue.pending()) == 3, timeout_s=30)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 800})
+        _login(page, base, "rita")
+        page.wait_for_url("**/queue")
+        rows = page.locator("table.queue tr td:first-child").all_inner_texts()
+        assert rows == ["c-top", "c-mid", "c-low"]
+        page.screenshot(path=str(SHOTS / "review-queue.png"), full_page=True)
+        page.click("#claim-next")
+        page.wait_for_url("**/conversations/c-top")
+        assert page.locator(".turn.flagged").count() == 1
+        text = page.locator(".turn.user .text").first.inner_text()
+        assert "Dana" not in text and "[name]" in text and "[phone]" in text
+        page.screenshot(path=str(SHOTS / "review-conversation.png"), full_page=True)
+        page.check("input[name=level][value=imminent]")
+        page.fill("input[name=first_crisis_turn]", "0")
+        page.click("#label-form button[type=submit]")
+        page.wait_for_url("**/queue?saved=c-top")
+        assert "confirmed by the broker" in page.content()
+        browser.close()
+    labels = values(read_topic(settings, settings.topic_labels, expect=1))
+    assert [(lab["conversation_id"], lab["level"], lab["reviewer_id"]) for lab in labels] == [
+        ("c-top", "imminent", "rita")]
+
+
+def test_the_second_reviewer_of_a_double_labelled_item_does_not_see_the_first_label(served):
+    from playwright.sync_api import sync_playwright
+
+    settings, base, queue = served
+    queue.add(request_for("c-two", text="I want to end my life"))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        first = browser.new_context().new_page()
+        _login(first, base, "rita")
+        first.goto(base + "/conversations/c-two")
+        first.check("input[name=level][value=high]")
+        first.click("#label-form button[type=submit]")
+        first.wait_for_url("**/queue?saved=c-two")
+        second = browser.new_context().new_page()
+        _login(second, base, "rob")
+        second.goto(base + "/conversations/c-two")
+        content = second.content()
+        assert "rita" not in content and "id=\"labels\"" not in content
+        assert second.locator("#label-form").count() == 1  # rob can give the second, blind label
+        browser.close()
+    time.sleep(0.1)
+    assert queue.get("c-two").stage == "second"
