@@ -26,7 +26,8 @@ VIGIL = ("scorer", "evaluator", "gate")
 
 
 def test_compose_has_every_service_with_image_command_ports_env_and_health_check():
-    assert {"kafka", "redis", "prometheus", "alertmanager", "grafana", *VIGIL} <= set(SERVICES)
+    assert {"kafka", "redis", "prometheus", "alertmanager", "grafana", "review", *VIGIL} <= set(SERVICES)
+    assert SERVICES["review"]["command"][:2] == ["review", "serve"] and "8000:8000" in SERVICES["review"]["ports"]
     for name, svc in SERVICES.items():
         assert svc.get("image") or svc.get("build"), name
         if name != "topics":
