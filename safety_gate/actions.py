@@ -142,7 +142,9 @@ class ActionEngine:
             lag = int(json.loads(raw).get("lag", 0))
         except (ValueError, TypeError):
             lag = 0
-        stuck = lag > self.settings.max_scorer_lag and self._last_lag is not None and lag >= self._last_lag
+        # Two readings in a row above the limit, the second no better: stuck, not a passing burst.
+        limit = self.settings.max_scorer_lag
+        stuck = lag > limit and self._last_lag is not None and self._last_lag > limit and lag >= self._last_lag
         self._last_lag = lag
         if stuck:
             self._halt_and_page("Crisis detection failure: scorer stuck with growing lag", "scorer-detection-failure",

@@ -234,3 +234,46 @@ def test_the_report_holds_the_timeline_from_trigger_to_resolution_in_order(setti
     assert manager.rebuild(events) == 5
     assert manager.store.get(inc.id).state == "resolved"
     manager.close()
+
+
+def test_a_stale_scorer_heartbeat_trips_the_halt_and_opens_a_p0(settings, receiver):
+    ensure_topics(settings)
+    s = settings.model_copy(update={"heartbeat_ttl_s": 0.1})
+    client = redis.Redis.from_url(s.redis_url.get_secret_value())
+    HaltStore(client, s.redis_prefix).init(by="dr.lead")
+    manager = IncidentManager(s, client, config=config(receiver.url))
+    engine = ActionEngine(s, manager, watchdog=True)
+    import time
+
+    time.sleep(0.2)  # past the start-up grace of one TTL, and no scorer has ever beaten
+    engine.tick()
+    record = HaltStore(client, s.redis_prefix).read()
+    assert record.halted and "heartbeat" in record.reason
+    p0 = [i for i in manager.store.list() if i.severity == "P0"]
+    assert len(p0) == 1 and p0[0].dedup_key == "scorer-detection-failure"
+    manager.close()
+
+
+def test_a_scorer_stuck_with_growing_lag_trips_the_halt(settings, receiver):
+    import time
+
+    from safety_gate.heartbeat import Heartbeat
+
+    ensure_topics(settings)
+    s = settings.model_copy(update={"heartbeat_ttl_s": 0.1, "max_scorer_lag": 100})
+    client = redis.Redis.from_url(s.redis_url.get_secret_value())
+    HaltStore(client, s.redis_prefix).init(by="dr.lead")
+    manager = IncidentManager(s, client, config=config(receiver.url))
+    engine = ActionEngine(s, manager, watchdog=True)
+    beat = Heartbeat(client, s.redis_prefix, "scorer", ttl_s=60)
+    time.sleep(0.2)
+    beat.beat(lag=50)
+    engine.tick()
+    beat.beat(lag=500)  # behind, first reading above the limit: not yet
+    engine.tick()
+    assert not HaltStore(client, s.redis_prefix).read().halted
+    beat.beat(lag=800)  # still above and growing: stuck
+    engine.tick()
+    record = HaltStore(client, s.redis_prefix).read()
+    assert record.halted and "lag" in record.reason
+    manager.close()

@@ -1,0 +1,114 @@
+"""The shipped crisis classifier: loading, calibration, threshold, long and empty texts, regression phrasings."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from models.classifier import DEFAULT_MODEL_DIR, CrisisClassifier, ModelInfo
+
+pytestmark = pytest.mark.slow
+
+CRISIS = [
+    "I want to die",
+    "I have the pills in my hand",
+    "I'm going to kill myself tonight",
+    "i don't want to be alive anymore",
+    "I've written goodbye letters to my family",
+    "nobody would miss me if I ended it all",
+    "I'm standing on the bridge and I'm going to jump",
+]
+BENIGN = [
+    "killed it at work today",
+    "this exam is killing me",
+    "can you help me plan my week?",
+    "what are some good breathing exercises before bed?",
+    "my sister is visiting this weekend",
+    "I'm nervous about my job interview tomorrow",
+    "I'm dying to see the new movie",
+]
+
+
+@pytest.fixture(scope="module")
+def clf(model_cache):
+    return CrisisClassifier.load(cache_dir=model_cache)
+
+
+@pytest.fixture(scope="module")
+def torch_clf(model_cache):
+    return CrisisClassifier.load(backend="torch", cache_dir=model_cache)
+
+
+def test_the_shipped_model_states_its_threshold_and_calibration():
+    info = ModelInfo.read(DEFAULT_MODEL_DIR)
+    assert 0 < info.threshold < 1 and info.calibration.a > 0
+    meta = json.loads((DEFAULT_MODEL_DIR / "vigil_model.json").read_text())
+    assert meta["metrics"]["test"]["roc_auc"] >= 0.96
+    assert meta["metrics"]["test"]["recall"] >= 0.90
+    assert (DEFAULT_MODEL_DIR / "MODEL_CARD.md").is_file()
+    size = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.rglob("*") if p.is_file())
+    assert size < 25 * 1024 * 1024
+
+
+@pytest.mark.parametrize("text", CRISIS)
+def test_crisis_phrasings_score_above_the_threshold(clf, text):
+    assert clf.predict([text])[0] >= clf.threshold
+
+
+@pytest.mark.parametrize("text", BENIGN)
+def test_benign_phrasings_score_below_the_threshold(clf, text):
+    assert clf.predict([text])[0] < clf.threshold
+
+
+def test_scores_are_probabilities_and_the_threshold_is_honoured(clf):
+    texts = CRISIS + BENIGN
+    probs = clf.predict(texts)
+    assert probs.shape == (len(texts),) and np.all((probs >= 0) & (probs <= 1))
+    override = CrisisClassifier(clf._tok, clf.backend, clf.info, threshold=0.999)
+    assert override.threshold == 0.999
+    assert np.array_equal(override.predict(texts), probs)  # the threshold changes decisions, not scores
+
+
+def test_calibration_is_monotonic_in_the_logits(clf):
+    logits = clf.logits(CRISIS + BENIGN)
+    probs = clf.info.calibration(logits)
+    order = np.argsort(logits)
+    assert np.all(np.diff(probs[order]) >= 0)
+
+
+def test_batching_and_length_sorting_do_not_change_scores(torch_clf):
+    texts = CRISIS + BENIGN + ["a much longer message " * 30]
+    one_by_one = np.asarray([torch_clf.predict([t])[0] for t in texts])
+    torch_clf.batch_size = 4
+    batched = torch_clf.predict(texts)
+    assert np.allclose(one_by_one, batched, atol=1e-5)
+
+
+def test_empty_and_very_long_texts(clf):
+    empty = clf.predict(["", "   "])
+    assert empty.shape == (2,) and np.all(np.isfinite(empty))
+    benign = "I spent the afternoon reorganising the garden shed and sorting old paint tins. " * 120
+    long_crisis = benign + " Honestly though, I want to die and I have the pills in my hand."
+    scores = clf.predict([benign, long_crisis])
+    # a crisis sentence at the very end of a long message still counts (windows, not truncation)
+    assert scores[1] >= clf.threshold > scores[0]
+    assert clf.predict([]).shape == (0,)
+
+
+def test_loading_a_hugging_face_checkpoint_directory(tmp_path):
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from models.encoder import base_encoder_path
+
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, num_labels=2, id2label={0: "no_crisis", 1: "crisis"},
+                        label2id={"no_crisis": 0, "crisis": 1})
+    BertForSequenceClassification(config).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(str(base_encoder_path())).save_pretrained(tmp_path)
+    clf = CrisisClassifier.load(tmp_path, backend="torch")
+    probs = clf.predict(["hello", "I want to die"])
+    assert probs.shape == (2,) and np.all((probs > 0) & (probs < 1))
+    assert clf.info.kind == "hf-sequence-classification" and clf.info.crisis_index == 1
+    assert clf.threshold == 0.5 and clf.model_version.startswith("hf-")
