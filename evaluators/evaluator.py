@@ -37,7 +37,7 @@ from pipeline.contracts import (
     utcnow,
 )
 from pipeline.errors import BrokerUnavailable, ContractError, StoreUnavailable
-from pipeline.kafka_io import OutRecord, RecordProducer, ensure_topics, make_consumer
+from pipeline.kafka_io import OutRecord, RecordProducer, ensure_topics, make_consumer, rewind_to_committed
 from pipeline.settings import Settings
 
 __all__ = ["Evaluator", "Evaluation", "Alert", "EvaluatorMetrics"]
@@ -191,7 +191,7 @@ class Evaluator:
                         last_eval = time.monotonic()
                 except (BrokerUnavailable, StoreUnavailable, KafkaError) as exc:
                     log.warning("evaluator batch not completed, will retry: %s", exc)
-                    self._rewind()
+                    rewind_to_committed(self._consumer)
                     self._stop.wait(1.0)
                 if not self._consumer.assignment():
                     idle_since = time.monotonic()  # still joining the group: not idle yet
@@ -207,13 +207,6 @@ class Evaluator:
                 self.producer.close()
         return last
 
-    def _rewind(self) -> None:
-        try:
-            for tp in self._consumer.assignment():
-                committed = self._consumer.committed(tp)
-                self._consumer.seek(tp, committed if committed is not None else 0)
-        except Exception:  # noqa: BLE001
-            log.debug("rewind failed", exc_info=True)
 
     def process(self, records: list[Any]) -> None:
         """Apply a batch of records to the Redis state, then commit (bad records to the DLQ first)."""

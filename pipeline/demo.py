@@ -45,7 +45,7 @@ from pipeline.contracts import (
     utcnow,
 )
 from pipeline.kafka_io import OutRecord, RecordProducer, ensure_topics, make_consumer
-from pipeline.local import LocalBroker, LocalRedis, free_port, wait_for_port
+from pipeline.local import LocalBroker, LocalRedis, free_port, stop_process, wait_for_port
 from pipeline.settings import Settings
 
 __all__ = ["demo_command", "Demo"]
@@ -172,17 +172,7 @@ class Demo:
         return proc
 
     def _terminate(self, name: str, timeout_s: float = 20.0) -> None:
-        proc = self.procs.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        stop_process(self.procs.pop(name, None), grace_s=timeout_s)
 
     def cleanup(self) -> None:
         """Stop every process this demo started, whatever state it is in."""

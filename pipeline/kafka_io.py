@@ -28,7 +28,8 @@ from kafka.errors import (
 from pipeline.errors import BrokerUnavailable
 from pipeline.settings import Settings
 
-__all__ = ["OutRecord", "RecordProducer", "make_consumer", "consumer_lag", "ensure_topics", "all_topics"]
+__all__ = ["OutRecord", "RecordProducer", "make_consumer", "consumer_lag", "ensure_topics", "all_topics", "read_all",
+           "rewind_to_committed"]
 
 log = logging.getLogger(__name__)
 
@@ -244,3 +245,16 @@ def read_all(settings: Settings, topic: str, timeout_s: float = 10.0) -> list[An
         return out
     finally:
         consumer.close()
+
+
+def rewind_to_committed(consumer: KafkaConsumer) -> None:
+    """Seek every assigned partition back to its last commit, after a batch that did not complete.
+
+    Nothing of the failed batch was committed; without the seek this consumer would skip its records.
+    """
+    try:
+        for tp in consumer.assignment():
+            committed = consumer.committed(tp)
+            consumer.seek(tp, committed if committed is not None else 0)
+    except Exception as exc:  # noqa: BLE001 - a broken broker connection; the group will reset us
+        log.warning("could not rewind after a failed batch: %s", type(exc).__name__)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipeline.errors import VigilError
 
-__all__ = ["LocalBroker", "LocalRedis", "free_port", "wait_for_port"]
+__all__ = ["LocalBroker", "LocalRedis", "free_port", "wait_for_port", "stop_process"]
 
 
 def free_port() -> int:
@@ -39,7 +39,7 @@ def wait_for_port(port: int, timeout_s: float = 10.0, proc: subprocess.Popen[byt
     return False
 
 
-def _stop(proc: subprocess.Popen[bytes] | None, grace_s: float = 5.0) -> None:
+def stop_process(proc: subprocess.Popen[bytes] | None, grace_s: float = 5.0) -> None:
     # tansu can ignore SIGTERM while clients are connected: SIGKILL after the grace period.
     if proc is None or proc.poll() is not None:
         return
@@ -79,7 +79,7 @@ class _LocalServer:
             if wait_for_port(p, proc=self.proc):
                 self.port = p
                 return
-            _stop(self.proc, grace_s=1)
+            stop_process(self.proc, grace_s=1)
             last = (self._log_dir / f"{self.name}.log").read_text(errors="replace")[-500:]
             if port is not None and "AddrInUse" not in last and "in use" not in last:
                 break
@@ -90,7 +90,7 @@ class _LocalServer:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL; waits for the process."""
-        _stop(self.proc)
+        stop_process(self.proc)
 
     def kill(self) -> None:
         """SIGKILL at once (a crash)."""

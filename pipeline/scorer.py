@@ -35,7 +35,14 @@ from pipeline.contracts import (
     utcnow,
 )
 from pipeline.errors import BrokerUnavailable, ContractError, StoreUnavailable
-from pipeline.kafka_io import OutRecord, RecordProducer, consumer_lag, ensure_topics, make_consumer
+from pipeline.kafka_io import (
+    OutRecord,
+    RecordProducer,
+    consumer_lag,
+    ensure_topics,
+    make_consumer,
+    rewind_to_committed,
+)
 from pipeline.metrics import ScorerMetrics
 from pipeline.sampling import SamplingPolicy
 from pipeline.settings import Settings
@@ -136,7 +143,7 @@ class Scorer:
                     # Nothing was committed: the batch is consumed again after recovery. Seek back to the
                     # last commit so the records of the failed batch are not skipped by this consumer.
                     log.warning("batch not completed, will retry: %s", exc)
-                    self._rewind()
+                    rewind_to_committed(self._consumer)
                     self._stop.wait(1.0)
                 if not self._consumer.assignment():
                     idle_since = time.monotonic()  # still joining the group: not idle yet
@@ -145,13 +152,6 @@ class Scorer:
         finally:
             self._shutdown()
 
-    def _rewind(self) -> None:
-        try:
-            for tp in self._consumer.assignment():
-                committed = self._consumer.committed(tp)
-                self._consumer.seek(tp, committed if committed is not None else 0)
-        except Exception as exc:  # noqa: BLE001 - a broken broker connection; the group will reset us
-            log.warning("could not rewind after a failed batch: %s", type(exc).__name__)
 
     def _shutdown(self) -> None:
         if self._consumer is not None:
