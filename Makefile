@@ -37,7 +37,6 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check pipeline models evaluators safety_gate review || true
 	$(VENV)/bin/mypy pipeline models evaluators safety_gate review
 
 bench: $(STAMP)

@@ -85,7 +85,8 @@ def export_onnx_int8(module: object, target: Path) -> Path:
         fp32 = Path(tmp) / "model.onnx"
         with contextlib.redirect_stderr(open(os.devnull, "w")):  # noqa: SIM115 - the exporter's warnings
             torch.onnx.export(
-                module, (ids, mask), str(fp32), input_names=["input_ids", "attention_mask"],
+                module, (ids, mask), str(fp32),  # type: ignore[arg-type]
+                input_names=["input_ids", "attention_mask"],
                 output_names=["logits"],
                 dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
                               "logits": {0: "batch"}},

@@ -39,7 +39,8 @@ class PooledClassifier(torch.nn.Module):
     def __init__(self, encoder: torch.nn.Module) -> None:
         super().__init__()
         self.encoder = encoder
-        self.head = torch.nn.Linear(int(encoder.config.hidden_size), 1)
+        hidden_size: int = encoder.config.hidden_size  # type: ignore[union-attr,assignment]
+        self.head = torch.nn.Linear(hidden_size, 1)
 
     @staticmethod
     def pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -59,4 +60,5 @@ class PooledClassifier(torch.nn.Module):
 
     def layers(self) -> torch.nn.ModuleList:
         """The encoder's transformer layers (BERT-style models)."""
-        return self.encoder.encoder.layer  # type: ignore[no-any-return]
+        layers: torch.nn.ModuleList = self.encoder.encoder.layer  # type: ignore[union-attr,assignment]
+        return layers

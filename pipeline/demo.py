@@ -31,7 +31,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import redis
 
@@ -364,7 +364,7 @@ class Demo:
                 for turn, text in enumerate(turns):
                     if self._stop.is_set():
                         return
-                    role = "user" if turn % 2 == 0 else "assistant"
+                    role: Literal["user", "assistant"] = "user" if turn % 2 == 0 else "assistant"
                     latency = None
                     if role == "assistant":
                         allowed, info = self._gate_allows()
