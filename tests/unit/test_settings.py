@@ -61,3 +61,13 @@ def test_cli_reports_bad_configuration_with_exit_2(monkeypatch, capsys):
     monkeypatch.setenv("VIGIL_BATCH_SIZE", "zero")
     assert main(["config", "show"]) == 2
     assert "VIGIL_BATCH_SIZE" in capsys.readouterr().err
+
+
+def test_vigil_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("config", "topics", "train", "model", "score", "evaluate", "rules", "demo", "halt", "incidents",
+                    "review", "users", "gate"):
+        assert f"    {command}" in out, command
