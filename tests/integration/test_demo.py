@@ -30,6 +30,7 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
+@pytest.mark.timeout(480)
 def test_demo_reaches_warning_and_critical_halts_and_writes_the_p0_report(tmp_path):
     marker = f"VIGIL_DEMO_TEST_MARK_{uuid.uuid4().hex}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
