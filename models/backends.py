@@ -97,7 +97,8 @@ def export_onnx_int8(module: object, target: Path) -> Path:
         level = root.level
         root.setLevel(logging.WARNING)  # the quantizer logs every tensor at INFO on the root logger
         try:
-            quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+            # per-channel scales keep recall closer to fp32 than one scale per tensor (measured here)
+            quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True)
         finally:
             root.setLevel(level)
         os.replace(int8, target)

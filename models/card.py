@@ -51,11 +51,16 @@ def write_model_card(out: Path, meta: dict[str, Any]) -> Path:
         f"- Default backend: {'ONNX Runtime int8' if meta['onnx_recall_ok'] else 'torch fp32'} "
         "(int8 is used only if its recall at the threshold stays within one point of fp32).",
         "",
+        *([f"- Operating point: {meta['operating_point_note']}"] if meta.get("operating_point_note") else []),
+        "",
         "## Data",
         f"- File `{data['path']}`, SHA-256 `{data['sha256']}`; {data['rows']} rows, {data['crisis']} crisis.",
         f"- Split file `{data['split_file']}` (SHA-256 `{data['split_sha256']}`): train {data['train']}, "
         f"validation {data['validation']} (author-grouped share of the train rows), test {data['test']} "
         "(used only for this report).",
+        *([f"- Chat-length training sentences added from the training posts only (weak labels: crisis = a "
+            f"sentence of an r/SuicideWatch post with a strong Suicide Risk Lexicon hit; no_crisis = a sentence of "
+            f"another post with no hit): {meta['chat_sentences']}"] if meta.get("chat_sentences") else []),
         "- Primary data: Reddit Mental Health Dataset, 27-subreddit sample (Low et al. 2020, CC BY 4.0); crisis = "
         "a post in r/SuicideWatch, no_crisis = a post in 26 other subreddits, half of them mental-health "
         "subreddits (hard negatives). Labels are by subreddit, not by clinician.",
@@ -79,6 +84,7 @@ def write_model_card(out: Path, meta: dict[str, Any]) -> Path:
         "- Subreddit labels are noisy: some r/SuicideWatch posts are supportive, and posts in r/depression or "
         "r/lonely may contain suicidal ideation labelled no_crisis, so precision is a lower bound.",
         f"- Only {metrics[ev]['n_crisis']} crisis rows in the {ev} split: the recall interval is wide.",
+        *([f"- {meta['metrics_first_window_note']}"] if meta.get("metrics_first_window_note") else []),
         "- The threshold favours recall: most flagged messages are not crises; clinicians review them.",
         "- Sensitive content. Research data, not to be used to re-identify anyone.",
         "",

