@@ -85,6 +85,9 @@ def write_model_card(out: Path, meta: dict[str, Any]) -> Path:
         "r/lonely may contain suicidal ideation labelled no_crisis, so precision is a lower bound.",
         f"- Only {metrics[ev]['n_crisis']} crisis rows in the {ev} split: the recall interval is wide.",
         *([f"- {meta['metrics_first_window_note']}"] if meta.get("metrics_first_window_note") else []),
+        *([f"- Known false positives among short chat messages: "
+           f"{'; '.join(repr(t) for t in meta['known_false_positives'])}."]
+          if meta.get("known_false_positives") else []),
         "- The threshold favours recall: most flagged messages are not crises; clinicians review them.",
         "- Sensitive content. Research data, not to be used to re-identify anyone.",
         "",
