@@ -37,6 +37,7 @@ _TRANSITION = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur == ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if not cur and ARGV[2] == 'OK' then return 0 end  -- a rule starting out OK is no news
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'rule', ARGV[1], 'from', cur or '', 'to', ARGV[2],
            'alert', ARGV[3])
 return 1
@@ -80,7 +81,8 @@ class EvaluatorStore:
         state = self.conversations.read_many([conversation_id])[conversation_id]
         try:
             if not state.exists:
-                self._r.hincrby(self._k("unknown"), conversation_id, 1)
+                # kept aside, counted by its labels (not by join attempts), and joined when a prediction appears
+                self._r.hset(self._k("unknown"), conversation_id, len(self.labels(conversation_id)))
                 return False
             timely = False
             labels = self.labels(conversation_id)
