@@ -42,7 +42,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) bench/classifier.py
 	HF_HUB_OFFLINE=1 $(PY) bench/gate.py
-	HF_HUB_OFFLINE=1 $(PY) bench/pipeline.py
+	HF_HUB_OFFLINE=1 $(PY) bench/scoring_pipeline.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
