@@ -86,7 +86,6 @@ def split_rows(
     Without one, a seeded stratified 70/15/15 split.
     """
     rng = np.random.default_rng(seed)
-    n = len(data.ids)
     if split_file is not None:
         splits, groups = _read_split_file(split_file, data.ids)
         test = np.flatnonzero(splits == "test")
@@ -103,7 +102,6 @@ def split_rows(
         train_idx += rows[:a].tolist()
         val_idx += rows[a:b].tolist()
         test_idx += rows[b:].tolist()
-    del n
     return np.sort(train_idx), np.sort(val_idx), np.sort(test_idx)
 
 
@@ -237,11 +235,9 @@ def _fit_head_only(module: Any, data: Dataset, train_idx: np.ndarray, cfg: Train
 
     ids = _tokenize([data.texts[i] for i in train_idx], cfg.max_length)
     cache = _hidden_cache(module, ids, upto=len(module.layers()), progress=progress)
-    mask_len = [c.shape[0] for c in cache]
     emb = np.stack([
         torch.nn.functional.normalize(c.float().mean(0), dim=-1).numpy() for c in cache
     ]) * LOGIT_SCALE
-    del mask_len
     lr = LogisticRegression(C=1.0, max_iter=5000, class_weight="balanced", random_state=cfg.seed)
     lr.fit(emb, data.labels[train_idx])
     with torch.no_grad():

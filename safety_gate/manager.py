@@ -160,7 +160,7 @@ class IncidentManager:
         now = self.clock()
         out = []
         for inc in self.store.list(only_open=True):
-            if inc.state != "open" or not inc.deadline or datetime.fromisoformat(inc.deadline) > now:
+            if not deadline_passed(inc, now):
                 continue
             level = inc.escalation_level + 1
             # only one process escalates a given level: claim it
