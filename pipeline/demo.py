@@ -465,9 +465,16 @@ class Demo:
 
 def demo_command(args: argparse.Namespace, settings: Settings) -> int:
     """Run the demo; exit 0 when the halt tripped and a P0 report was written."""
+    import logging
+
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     live = not args.json and sys.stdout.isatty()
+    # The demo's own Kafka clients would print their connection chatter over the live view; the child
+    # processes' logs are in demo-out/logs.
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    if live:
+        logging.getLogger().setLevel(logging.WARNING)
     demo = Demo(args.duration, out, live=live, rate_per_s=args.rate)
 
     def interrupt(*_: object) -> None:
