@@ -36,8 +36,8 @@ from pipeline.contracts import (
     parse_event,
     utcnow,
 )
-from pipeline.errors import BrokerUnavailable, ContractError, StoreUnavailable
-from pipeline.kafka_io import OutRecord, RecordProducer, ensure_topics, make_consumer, rewind_to_committed
+from pipeline.errors import ContractError
+from pipeline.kafka_io import OutRecord, RecordProducer, consume, ensure_topics, make_consumer
 from pipeline.settings import Settings
 
 __all__ = ["Evaluator", "Evaluation", "Alert", "EvaluatorMetrics"]
@@ -176,27 +176,17 @@ class Evaluator:
         self._consumer = make_consumer(s, s.evaluator_group, [s.topic_labels, s.topic_events, s.topic_review])
         self.producer = RecordProducer(s)
         last: Evaluation | None = None
-        idle_since = time.monotonic()
         last_eval = 0.0
+
+        def periodic(had_records: bool) -> None:
+            nonlocal last, last_eval
+            if had_records or time.monotonic() - last_eval >= evaluate_every_s:
+                last = self.evaluate()
+                last_eval = time.monotonic()
+
         try:
-            while not self._stop.is_set():
-                try:
-                    polled = self._consumer.poll(timeout_ms=s.poll_timeout_ms, max_records=500)
-                    records = [r for part in polled.values() for r in part]
-                    if records:
-                        self.process(records)
-                        idle_since = time.monotonic()
-                    if records or time.monotonic() - last_eval >= evaluate_every_s:
-                        last = self.evaluate()
-                        last_eval = time.monotonic()
-                except (BrokerUnavailable, StoreUnavailable, KafkaError) as exc:
-                    log.warning("evaluator batch not completed, will retry: %s", exc)
-                    rewind_to_committed(self._consumer)
-                    self._stop.wait(1.0)
-                if not self._consumer.assignment():
-                    idle_since = time.monotonic()  # still joining the group: not idle yet
-                if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
-                    break
+            consume(self._consumer, self._stop, self.process, poll_timeout_ms=s.poll_timeout_ms, max_records=500,
+                    on_cycle=periodic, max_idle_s=max_idle_s, what="evaluator batch")
         finally:
             if self._consumer is not None:
                 try:

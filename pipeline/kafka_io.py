@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,11 +26,11 @@ from kafka.errors import (
     UnknownProducerIdError,
 )
 
-from pipeline.errors import BrokerUnavailable
+from pipeline.errors import BrokerUnavailable, StoreUnavailable
 from pipeline.settings import Settings
 
 __all__ = ["OutRecord", "RecordProducer", "make_consumer", "consumer_lag", "ensure_topics", "all_topics", "read_all",
-           "rewind_to_committed"]
+           "rewind_to_committed", "consume"]
 
 log = logging.getLogger(__name__)
 
@@ -258,3 +259,41 @@ def rewind_to_committed(consumer: KafkaConsumer) -> None:
             consumer.seek(tp, committed if committed is not None else 0)
     except Exception as exc:  # noqa: BLE001 - a broken broker connection; the group will reset us
         log.warning("could not rewind after a failed batch: %s", type(exc).__name__)
+
+
+def consume(
+    consumer: KafkaConsumer,
+    stop: threading.Event,
+    on_records: Callable[[list[Any]], None],
+    *,
+    poll_timeout_ms: int,
+    max_records: int,
+    on_cycle: Callable[[bool], None] | None = None,
+    max_idle_s: float | None = None,
+    what: str = "batch",
+) -> None:
+    """The at-least-once consumer loop of the scorer and the evaluator.
+
+    `on_records` must finish (outputs acknowledged, state written, offsets committed) or raise; on a
+    broker or Redis failure the consumer is rewound to its last commit and the records come again.
+    `on_cycle(had_records)` runs after every poll (periodic work). With `max_idle_s`, the loop ends once
+    the consumer has partitions and has seen no record for that long (replays, tests).
+    """
+    idle_since = time.monotonic()
+    while not stop.is_set():
+        try:
+            polled = consumer.poll(timeout_ms=poll_timeout_ms, max_records=max_records)
+            records = [r for part in polled.values() for r in part]
+            if records:
+                on_records(records)
+                idle_since = time.monotonic()
+            if on_cycle is not None:
+                on_cycle(bool(records))
+        except (BrokerUnavailable, StoreUnavailable, KafkaError) as exc:
+            log.warning("%s not completed, will retry: %s", what, exc)
+            rewind_to_committed(consumer)
+            stop.wait(1.0)
+        if not consumer.assignment():
+            idle_since = time.monotonic()  # still joining the group: not idle yet
+        if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+            break

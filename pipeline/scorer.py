@@ -34,14 +34,14 @@ from pipeline.contracts import (
     parse_event,
     utcnow,
 )
-from pipeline.errors import BrokerUnavailable, ContractError, StoreUnavailable
+from pipeline.errors import ContractError
 from pipeline.kafka_io import (
     OutRecord,
     RecordProducer,
+    consume,
     consumer_lag,
     ensure_topics,
     make_consumer,
-    rewind_to_committed,
 )
 from pipeline.metrics import ScorerMetrics
 from pipeline.sampling import SamplingPolicy
@@ -126,32 +126,15 @@ class Scorer:
             self.settings, self.settings.scorer_group, [self.settings.topic_events],
             listener=_CommitOnRevoke(self),
         )
-        idle_since = time.monotonic()
         try:
-            while not self._stop.is_set():
-                try:
-                    polled = self._consumer.poll(
-                        timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.batch_size
-                    )
-                    records = [r for part in polled.values() for r in part]
-                    if records:
-                        self.process(records)
-                        idle_since = time.monotonic()
-                    self._maybe_sweep()
-                    self._maybe_beat()
-                except (BrokerUnavailable, StoreUnavailable, KafkaError) as exc:
-                    # Nothing was committed: the batch is consumed again after recovery. Seek back to the
-                    # last commit so the records of the failed batch are not skipped by this consumer.
-                    log.warning("batch not completed, will retry: %s", exc)
-                    rewind_to_committed(self._consumer)
-                    self._stop.wait(1.0)
-                if not self._consumer.assignment():
-                    idle_since = time.monotonic()  # still joining the group: not idle yet
-                if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
-                    break
+            consume(self._consumer, self._stop, self.process, poll_timeout_ms=self.settings.poll_timeout_ms,
+                    max_records=self.settings.batch_size, on_cycle=self._periodic, max_idle_s=max_idle_s)
         finally:
             self._shutdown()
 
+    def _periodic(self, had_records: bool) -> None:
+        self._maybe_sweep()
+        self._maybe_beat()
 
     def _shutdown(self) -> None:
         if self._consumer is not None:
