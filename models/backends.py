@@ -7,7 +7,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -49,24 +49,59 @@ class TorchBackend:
 
 
 class OnnxBackend:
-    """ONNX Runtime on the CPU, usually with an int8-quantised graph."""
+    """ONNX Runtime on the CPU with the int8 graph, one row (text window) per run.
+
+    Dynamic int8 quantisation scales each activation tensor by its own range, so in a padded batch a
+    text's score would depend on the other texts of the batch (up to ~10% here): the same message
+    could be flagged in one batch and not in another, and a replay would not reproduce the scores.
+    One unpadded row per run gives every text the score of that text alone. Rows are spread over
+    `threads` worker threads calling one shared session (ONNX Runtime releases the GIL; a session is
+    safe to run concurrently), each run single-threaded: on a 2-core machine this outruns padded
+    batches on two intra-op threads (bench/RESULTS.md).
+    """
 
     name = "onnx"
 
     def __init__(self, path: Path, threads: int = 0) -> None:
+        import concurrent.futures
+
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        if threads > 0:
-            options.intra_op_num_threads = threads
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.threads = threads if threads > 0 else len(os.sched_getaffinity(0))
+
+        def session(intra_threads: int) -> ort.InferenceSession:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = intra_threads
+            options.inter_op_num_threads = 1
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+        self._session = session(1)
+        # a lone row (one message at low traffic) runs on all threads: lower latency
+        self._single = session(self.threads) if self.threads > 1 else self._session
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="vigil-ort")
         self.path = path
 
+    def _rows(self, rows: list[np.ndarray], session: Any = None) -> list[float]:
+        out = []
+        for ids in rows:
+            ids = ids.reshape(1, -1)
+            (logit,) = (session or self._session).run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+            out.append(float(np.asarray(logit).reshape(-1)[0]))
+        return out
+
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        """Crisis logits, shape (batch,)."""
-        (out,) = self._session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
-        return np.asarray(out, dtype=np.float64).reshape(-1)
+        """Crisis logits, shape (batch,); each row is run alone, without its padding."""
+        lengths = np.maximum(attention_mask.sum(axis=1), 1)
+        rows = [np.ascontiguousarray(input_ids[i, : lengths[i]]) for i in range(len(input_ids))]
+        if len(rows) <= 1 or self.threads == 1:
+            return np.asarray(self._rows(rows, self._single), dtype=np.float64)
+        chunks = [rows[k::self.threads] for k in range(self.threads)]
+        results = list(self._pool.map(self._rows, chunks))
+        out = np.empty(len(rows), dtype=np.float64)
+        for k, values in enumerate(results):
+            out[k::self.threads] = values
+        return out
 
 
 def export_onnx_int8(module: object, target: Path) -> Path:

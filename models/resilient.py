@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -13,7 +14,7 @@ import numpy as np
 
 from models.backup import BackupScorer
 
-__all__ = ["ResilientScorer", "ScoredBatch", "Predictor"]
+__all__ = ["ResilientScorer", "ScoredBatch", "Predictor", "PendingScores"]
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +53,26 @@ class ResilientScorer:
 
     def score(self, texts: Sequence[str]) -> ScoredBatch:
         """Scores for `texts`; `backup` is True when the lexicon produced them."""
+        return self.submit(texts).result()
+
+    def submit(self, texts: Sequence[str]) -> PendingScores:
+        """Start scoring `texts` on the model's thread; `.result()` waits (at most the timeout from now)."""
+        started = time.monotonic()
+        future = None
+        if texts and self.model is not None and (self._busy is None or self._busy.done()):
+            future = self._pool.submit(self.model.predict, list(texts))
+        return PendingScores(self, list(texts), future, started)
+
+    def _result(
+        self, texts: list[str], future: concurrent.futures.Future[np.ndarray] | None, started: float
+    ) -> ScoredBatch:
         if not texts:
             return ScoredBatch(np.zeros(0), False, self.model.model_version if self.model else "none")
         error = "no model loaded"
-        if self.model is not None and (self._busy is None or self._busy.done()):
-            future = self._pool.submit(self.model.predict, list(texts))
+        if future is not None and self.model is not None:
             try:
-                scores = np.asarray(future.result(timeout=self._timeout), dtype=np.float64)
+                remaining = max(0.0, self._timeout - (time.monotonic() - started))
+                scores = np.asarray(future.result(timeout=remaining), dtype=np.float64)
                 if scores.shape != (len(texts),) or not np.all(np.isfinite(scores)):
                     raise ValueError(f"model returned {scores.shape} non-finite or misshapen scores")
                 return ScoredBatch(np.clip(scores, 0.0, 1.0), False, self.model.model_version)
@@ -76,3 +90,21 @@ class ResilientScorer:
     def close(self) -> None:
         """Stop the worker thread (does not wait for a stuck model call)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class PendingScores:
+    """Scores being computed on the model's thread (see `ResilientScorer.submit`)."""
+
+    def __init__(
+        self, owner: ResilientScorer, texts: list[str], future: concurrent.futures.Future[np.ndarray] | None,
+        started: float,
+    ) -> None:
+        self._owner = owner
+        self._texts = texts
+        self._future = future
+        self._started = started
+        self.started_perf = time.perf_counter()
+
+    def result(self) -> ScoredBatch:
+        """The model's scores, or the backup scorer's when the model failed, timed out or was busy."""
+        return self._owner._result(self._texts, self._future, self._started)

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     max_text_bytes: int = Field(default=32 * 1024, ge=1)
     model_dir: Path | None = None
     model_backend: str = Field(default="auto", pattern="^(auto|torch|onnx)$")
-    torch_threads: int = Field(default=0, ge=0)  # 0: let torch decide
+    torch_threads: int = Field(default=0, ge=0)  # inference threads (torch, and ONNX Runtime workers); 0: every CPU
     threshold: float | None = Field(default=None, gt=0.0, lt=1.0)  # None: the model's own
     model_timeout_s: float = Field(default=10.0, gt=0)
     cache_dir: Path | None = None  # derived artifacts (int8 ONNX); None: $XDG_CACHE_HOME/vigil

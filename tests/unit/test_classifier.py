@@ -145,3 +145,46 @@ def test_model_eval_reproduces_the_cards_test_numbers(capsys, model_cache, monke
     assert abs(got["tp"] - card["tp"]) <= 1 and got["threshold"] == pytest.approx(meta["threshold"])
     assert set(got) >= {"n", "n_crisis", "roc_auc", "pr_auc", "threshold", "recall", "precision", "specificity",
                         "recall_ci", "model_version"}
+
+
+def test_a_texts_score_does_not_depend_on_the_batch_it_is_in(clf):
+    # Dynamic int8 quantisation would scale a padded batch by its widest activations; one row per run
+    # gives each text its own score, so a replay reproduces it exactly.
+    texts = CRISIS + BENIGN + ["x " * 400]
+    together = clf.predict(texts)
+    alone = np.array([clf.predict([t])[0] for t in texts])
+    reversed_batch = clf.predict(texts[::-1])[::-1]
+    tolerance = 0.0 if clf.backend.name == "onnx" else 1e-6
+    np.testing.assert_allclose(together, alone, rtol=0, atol=tolerance)
+    np.testing.assert_allclose(together, reversed_batch, rtol=0, atol=tolerance)
+
+
+class _Tok:
+    cls_token_id, sep_token_id, pad_token_id = 101, 102, 0
+
+    def __call__(self, texts, **_):
+        return {"input_ids": [[7] * len(t.split()) for t in texts]}
+
+
+class _ShapeBackend:
+    name = "shapes"
+
+    def __init__(self):
+        self.shapes = []
+
+    def logits(self, ids, mask):
+        self.shapes.append(ids.shape)
+        return mask.sum(axis=1).astype(float)  # a row's logit is its real length
+
+
+def test_windows_run_in_length_sorted_micro_batches_within_the_token_budget():
+    backend = _ShapeBackend()
+    info = ModelInfo(kind="pooled-head", model_version="t", threshold=0.5, calibration=ModelInfo.read(
+        DEFAULT_MODEL_DIR).calibration)
+    clf = CrisisClassifier(_Tok(), backend, info, batch_size=8, max_batch_tokens=64)
+    texts = [" ".join(["w"] * n) for n in (30, 3, 10, 3, 5, 12, 1, 4, 4, 9, 2, 20)]
+    logits = clf.logits(texts)
+    assert sum(rows for rows, _ in backend.shapes) == len(texts)
+    assert all(rows <= 8 and rows * width <= 64 or rows == 1 for rows, width in backend.shapes)
+    # each text got the logit of its own window (its length plus [CLS] and [SEP]), in input order
+    assert list(logits) == [n + 2 for n in (30, 3, 10, 3, 5, 12, 1, 4, 4, 9, 2, 20)]
