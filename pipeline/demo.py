@@ -53,6 +53,8 @@ __all__ = ["demo_command", "Demo"]
 CORPUS = Path(__file__).resolve().parent / "demo_data" / "conversations.json"
 BROKEN_THRESHOLD = "0.995"
 
+LABEL_GAP_S = 0.25  # the simulated clinicians' pace: one label per 0.25 s at most
+
 DEMO_THRESHOLDS = """
 [crisis_recall]
 window = 30
@@ -393,10 +395,11 @@ class Demo:
         consumer = make_consumer(s, "demo-clinicians", [s.topic_review, s.topic_scores])
         producer = RecordProducer(s)
         labelled: set[str] = set()
+        backlog: deque[OutRecord] = deque()
+        next_label = 0.0
         try:
             while not self._stop.is_set():
-                for records in consumer.poll(timeout_ms=300).values():
-                    out = []
+                for records in consumer.poll(timeout_ms=100).values():
                     for rec in records:
                         ev = parse_event(rec.value)
                         if isinstance(ev, SafetyScore):
@@ -415,11 +418,14 @@ class Demo:
                             level=truth["level"], first_crisis_turn=truth.get("first_crisis_turn"),
                             reviewer_id="demo-clinician", confidence=0.9, ts=utcnow(),
                         )
-                        out.append(OutRecord(s.topic_labels, ev.conversation_id, label.to_bytes()))
-                    if out:
-                        producer.send_all(out)
-                        self.stats.labels += len(out)
+                        backlog.append(OutRecord(s.topic_labels, ev.conversation_id, label.to_bytes()))
                 consumer.commit()
+                # A clinician submits one label at a time: the evaluator sees recall fall step by step
+                # (through WARNING before CRITICAL) instead of several misses landing in one batch.
+                if backlog and time.monotonic() >= next_label:
+                    producer.send_all([backlog.popleft()])
+                    self.stats.labels += 1
+                    next_label = time.monotonic() + LABEL_GAP_S
         finally:
             consumer.close()
             producer.close()

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -30,7 +30,7 @@ from pipeline.errors import BrokerUnavailable, StoreUnavailable
 from pipeline.settings import Settings
 
 __all__ = ["OutRecord", "RecordProducer", "make_consumer", "consumer_lag", "ensure_topics", "all_topics", "read_all",
-           "rewind_to_committed", "consume"]
+           "rewind_to_committed", "consume", "Pending"]
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +261,22 @@ def rewind_to_committed(consumer: KafkaConsumer) -> None:
         log.warning("could not rewind after a failed batch: %s", type(exc).__name__)
 
 
+class Pending(Protocol):
+    """A batch handed to `on_records` that finishes later, while the next batch is being scored."""
+
+    def waiting(self) -> bool:
+        """True while a handed-over batch is not finished (outputs acked, state written, committed)."""
+        ...
+
+    def flush(self) -> None:
+        """Finish the waiting batch now (raises like `on_records`)."""
+        ...
+
+    def discard(self) -> None:
+        """Forget the waiting batch after a failure: the consumer is rewound and its records come again."""
+        ...
+
+
 def consume(
     consumer: KafkaConsumer,
     stop: threading.Event,
@@ -271,29 +287,46 @@ def consume(
     on_cycle: Callable[[bool], None] | None = None,
     max_idle_s: float | None = None,
     what: str = "batch",
+    pending: Pending | None = None,
 ) -> None:
     """The at-least-once consumer loop of the scorer and the evaluator.
 
     `on_records` must finish (outputs acknowledged, state written, offsets committed) or raise; on a
     broker or Redis failure the consumer is rewound to its last commit and the records come again.
-    `on_cycle(had_records)` runs after every poll (periodic work). With `max_idle_s`, the loop ends once
-    the consumer has partitions and has seen no record for that long (replays, tests).
+    With `pending`, `on_records` may instead leave its batch waiting and finish it during the next call
+    (the scorer finishes batch N while the model scores batch N+1): the loop then polls without waiting,
+    flushes the batch at once when no further records are ready, and before it leaves. Periodic work
+    (`on_cycle(had_records)`) runs only when nothing is waiting. With `max_idle_s`, the loop ends once the
+    consumer has partitions and has seen no record for that long (replays, tests).
     """
     idle_since = time.monotonic()
-    while not stop.is_set():
-        try:
-            polled = consumer.poll(timeout_ms=poll_timeout_ms, max_records=max_records)
-            records = [r for part in polled.values() for r in part]
-            if records:
-                on_records(records)
-                idle_since = time.monotonic()
-            if on_cycle is not None:
-                on_cycle(bool(records))
-        except (BrokerUnavailable, StoreUnavailable, KafkaError) as exc:
-            log.warning("%s not completed, will retry: %s", what, exc)
-            rewind_to_committed(consumer)
-            stop.wait(1.0)
-        if not consumer.assignment():
-            idle_since = time.monotonic()  # still joining the group: not idle yet
-        if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
-            break
+    try:
+        while not stop.is_set():
+            try:
+                waiting = pending is not None and pending.waiting()
+                polled = consumer.poll(timeout_ms=0 if waiting else poll_timeout_ms, max_records=max_records)
+                records = [r for part in polled.values() for r in part]
+                if records:
+                    on_records(records)
+                    idle_since = time.monotonic()
+                elif waiting and pending is not None:
+                    pending.flush()
+                if on_cycle is not None and not (pending is not None and pending.waiting()):
+                    on_cycle(bool(records))
+            except (BrokerUnavailable, StoreUnavailable, KafkaError) as exc:
+                log.warning("%s not completed, will retry: %s", what, exc)
+                if pending is not None:
+                    pending.discard()
+                rewind_to_committed(consumer)
+                stop.wait(1.0)
+            if not consumer.assignment():
+                idle_since = time.monotonic()  # still joining the group: not idle yet
+            if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+                break
+    finally:
+        if pending is not None and pending.waiting():
+            try:
+                pending.flush()
+            except (BrokerUnavailable, StoreUnavailable, KafkaError) as exc:
+                log.warning("%s waiting at shutdown not completed, it will be replayed: %s", what, exc)
+                pending.discard()

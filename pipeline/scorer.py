@@ -56,6 +56,14 @@ EVENT_SCHEMAS = frozenset({"conversation.message/1", "conversation.feedback/1", 
 
 
 @dataclass
+class _Parsed:
+    messages: list[ConversationMessage] = field(default_factory=list)
+    closes: list[ConversationClosed] = field(default_factory=list)
+    dead: list[OutRecord] = field(default_factory=list)
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+
+
+@dataclass
 class _Batch:
     outputs: list[OutRecord] = field(default_factory=list)
     updates: dict[str, TurnUpdate] = field(default_factory=dict)
@@ -63,10 +71,16 @@ class _Batch:
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
 
 
+def _log_commit_failure(offsets: dict[TopicPartition, OffsetAndMetadata], result: object) -> None:
+    if isinstance(result, Exception):
+        log.warning("offset commit failed (the batch will be replayed, idempotently): %s", type(result).__name__)
+
+
 class _CommitOnRevoke(ConsumerRebalanceListener):
-    """Revocation needs no commit of its own: every batch is committed synchronously before the next
-    poll, and rebalances only run inside poll, so nothing processed is ever left uncommitted then.
-    (kafka-python 3 also forbids blocking commits inside a synchronous listener.)"""
+    """Revocation commits nothing of its own (kafka-python 3 forbids blocking commits inside a synchronous
+    listener). A batch waiting at a rebalance is finished afterwards, its offsets committed only for the
+    partitions still owned; the new owner of a revoked partition replays what was not committed, and
+    every effect of a batch is idempotent, so a replay changes nothing."""
 
     def __init__(self, scorer: Scorer) -> None:
         self._scorer = scorer
@@ -105,6 +119,7 @@ class Scorer:
         self._done: dict[TopicPartition, int] = {}  # next offset to commit, per partition
         self._last_beat = 0.0
         self._last_sweep = 0.0
+        self._waiting: _Batch | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -127,8 +142,9 @@ class Scorer:
             listener=_CommitOnRevoke(self),
         )
         try:
-            consume(self._consumer, self._stop, self.process, poll_timeout_ms=self.settings.poll_timeout_ms,
-                    max_records=self.settings.batch_size, on_cycle=self._periodic, max_idle_s=max_idle_s)
+            consume(self._consumer, self._stop, self.accept, poll_timeout_ms=self.settings.poll_timeout_ms,
+                    max_records=self.settings.batch_size, on_cycle=self._periodic, max_idle_s=max_idle_s,
+                    pending=self)
         finally:
             self._shutdown()
 
@@ -152,66 +168,113 @@ class Scorer:
         for tp in partitions:
             self._done.pop(tp, None)
 
-    def commit_done(self, partitions: set[TopicPartition] | None) -> None:
-        """Commit offsets of fully processed batches (all, or only the given partitions)."""
+    def commit_done(self, partitions: set[TopicPartition] | None, wait: bool = True) -> None:
+        """Commit offsets of fully processed batches (all, or only the given partitions).
+
+        Between batches the commit need not be waited for (`wait=False`): the batch's outputs are
+        already acknowledged and its state written, so a commit that is lost only replays records whose
+        effects are idempotent. Shutdown waits for its commit.
+        """
         offsets = {
             tp: OffsetAndMetadata(off, "", -1)
             for tp, off in self._done.items()
             if partitions is None or tp in partitions
         }
         if offsets and self._consumer is not None:
-            self._consumer.commit(offsets=offsets)
+            if wait:
+                self._consumer.commit(offsets=offsets)
+            else:
+                self._consumer.commit_async(offsets=offsets, callback=_log_commit_failure)
 
     # -- one batch ----------------------------------------------------------------------------------
     def process(self, records: list[Any]) -> None:
-        """Validate, score, publish (acked), write state, commit."""
+        """Validate, score, publish (acked), write state, commit: one batch, finished before returning."""
+        self.accept(records)
+        self.flush()
+
+    def accept(self, records: list[Any]) -> None:
+        """Take a polled batch: validate it and start scoring it; then finish the batch before it (its
+        outputs acked, state written, offsets committed) while the model works, and leave this one waiting.
+
+        The waiting batch is finished by the next `accept`, or by `flush` when no records follow at once
+        (the consume loop sees to that), so nothing waits for long and every commit follows its outputs.
+        """
+        parsed = self._parse(records)
+        pending_scores = self.scorer.submit([m.text for m in parsed.messages if m.role == "user"])
+        self.flush()
+        self._waiting = self._build(parsed, pending_scores)
+
+    def waiting(self) -> bool:
+        """A batch is scored but not yet published and committed."""
+        return self._waiting is not None
+
+    def flush(self) -> None:
+        """Finish the waiting batch: publish and wait for acks, write Redis, commit."""
+        batch, self._waiting = self._waiting, None
+        if batch is not None:
+            self._finish(batch)
+
+    def discard(self) -> None:
+        """Drop the waiting batch after a failure (the consumer is rewound; its records come again)."""
+        self._waiting = None
+
+    def _parse(self, records: list[Any]) -> _Parsed:
         s = self.settings
         self.metrics.batch_size.observe(len(records))
-        batch = _Batch()
-        messages: list[ConversationMessage] = []
-        closes: list[ConversationClosed] = []
+        parsed = _Parsed()
         for rec in records:
             tp = TopicPartition(rec.topic, rec.partition)
-            batch.offsets[tp] = max(batch.offsets.get(tp, 0), rec.offset + 1)
+            parsed.offsets[tp] = max(parsed.offsets.get(tp, 0), rec.offset + 1)
             try:
                 event = parse_event(rec.value, max_text_bytes=s.max_text_bytes, accept=EVENT_SCHEMAS)
             except ContractError as exc:
                 dl = dead_letter(exc.reason, topic=rec.topic, partition=rec.partition, offset=rec.offset,
                                  key=rec.key, raw=rec.value)
-                batch.outputs.append(OutRecord(s.topic_dlq, None if rec.key is None else dl.key, dl.to_bytes()))
+                parsed.dead.append(OutRecord(s.topic_dlq, None if rec.key is None else dl.key, dl.to_bytes()))
                 self.metrics.events.labels("invalid", "dlq").inc()
                 self.metrics.dlq.inc()
                 continue
             if isinstance(event, ConversationMessage):
-                messages.append(event)
+                parsed.messages.append(event)
             elif isinstance(event, ConversationClosed):
-                closes.append(event)
+                parsed.closes.append(event)
             elif isinstance(event, ConversationFeedback):
                 self.metrics.events.labels("feedback", "skipped").inc()
+        return parsed
 
+    def _build(self, parsed: _Parsed, pending_scores: Any) -> _Batch:
+        # The state is read after the batch before was written: "first time flagged" sees every earlier turn.
+        batch = _Batch(outputs=list(parsed.dead), offsets=dict(parsed.offsets))
+        messages, closes = parsed.messages, parsed.closes
         conversation_ids = sorted({m.conversation_id for m in messages} | {c.conversation_id for c in closes})
         states = self.store.read_many(conversation_ids)
-        self._score_messages(messages, states, batch)
+        self._score_messages(messages, states, batch, pending_scores)
         for event in closes:
             self._close(event.conversation_id, states, batch, how="event")
             self.metrics.events.labels("closed", "processed").inc()
+        return batch
 
+    def _finish(self, batch: _Batch) -> None:
         self.producer.send_all(batch.outputs)
         self.store.apply(list(batch.updates.values()))
         for cid, pi, review in batch.closes:
             self.store.close(cid, pi, review)
-        self._done.update(batch.offsets)
-        self.commit_done(set(batch.offsets))
+        owned = self._consumer.assignment() if self._consumer is not None else None
+        # A partition revoked while the batch waited is no longer ours to commit: its new owner replays
+        # those records, and every effect above is idempotent.
+        offsets = {tp: off for tp, off in batch.offsets.items() if owned is None or tp in owned}
+        self._done.update(offsets)
+        self.commit_done(set(offsets), wait=False)
         self.metrics.last_batch.set(time.time())
 
     def _score_messages(
-        self, messages: list[ConversationMessage], states: dict[str, ConversationState], batch: _Batch
+        self, messages: list[ConversationMessage], states: dict[str, ConversationState], batch: _Batch,
+        pending_scores: Any,
     ) -> None:
         s = self.settings
         user = [m for m in messages if m.role == "user"]
-        started = time.perf_counter()
-        scored = self.scorer.score([m.text for m in user])
-        self.metrics.scoring_seconds.observe(time.perf_counter() - started)
+        scored = pending_scores.result()
+        self.metrics.scoring_seconds.observe(time.perf_counter() - pending_scores.started_perf)
         if scored.backup:
             self.metrics.backup.inc(len(user))
         score_of = {m.event_id: float(v) for m, v in zip(user, scored.scores, strict=True)}

@@ -140,6 +140,9 @@ class NoClose:
     def score(self, texts: list[str]) -> Any:
         return self._inner.score(texts)
 
+    def submit(self, texts: list[str]) -> Any:
+        return self._inner.submit(texts)
+
     def close(self) -> None:
         pass
 
