@@ -1,10 +1,15 @@
 """End-to-end scorer throughput and publish-to-score latency on a local tansu broker and valkey.
 
-    python bench/pipeline.py [--events 3000]
+    python bench/scoring_pipeline.py [--events 3000] [--latency-seconds 20]
 
-1. Publishes N chat-length user messages, runs the scorer until all are scored, and reports events/s
-   end to end beside the classifier's raw messages/s on the same texts in the same run.
-2. Publishes at half the sustainable rate and reports publish-to-score latency p50/p99.
+1. Measures the classifier's raw messages/s on N chat-length messages in this process (batches of 64).
+2. Publishes the same N messages, starts `vigil score` in its own process (as in production), and reports
+   events/s end to end, from the first score to the last, beside the raw number.
+3. Publishes at half the sustainable rate and reports publish-to-score latency p50/p99 (the clock starts
+   before the publisher's acknowledged send and stops when a consumer in this process sees the score).
+
+(Issue 4 calls it `bench/pipeline.py`; run as a script from `bench/`, that name would shadow the `pipeline`
+package it imports.)
 """
 
 from __future__ import annotations
@@ -12,7 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -30,7 +38,6 @@ from pipeline.commands import load_resilient_scorer  # noqa: E402
 from pipeline.contracts import ConversationMessage, utcnow  # noqa: E402
 from pipeline.kafka_io import OutRecord, RecordProducer, ensure_topics  # noqa: E402
 from pipeline.local import LocalBroker, LocalRedis  # noqa: E402
-from pipeline.scorer import Scorer  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 
 
@@ -57,73 +64,100 @@ def count_scores(settings: Settings, want: int, timeout_s: float, seen_at: dict[
     return last
 
 
+def start_scorer(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+    """`vigil score` in its own process, configured by environment variables, as in production."""
+    env = {**os.environ, "VIGIL_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+           "VIGIL_REDIS_URL": settings.redis_url.get_secret_value(), "VIGIL_BATCH_SIZE": str(settings.batch_size),
+           "VIGIL_FETCH_MAX_WAIT_MS": str(settings.fetch_max_wait_ms),
+           "VIGIL_POLL_TIMEOUT_MS": str(settings.poll_timeout_ms), "VIGIL_TOPIC_PARTITIONS": "1",
+           "VIGIL_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
+           "VIGIL_HEARTBEAT_INTERVAL_MS": str(settings.heartbeat_interval_ms),
+           "VIGIL_LOG_LEVEL": "WARNING"}
+    vigil = Path(sys.executable).with_name("vigil")
+    return subprocess.Popen([str(vigil), "score"], env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     args = parser.parse_args()
     texts = chat_messages(args.events, seed=1)
-    with LocalBroker() as broker, LocalRedis() as server:
+    with LocalBroker() as broker, LocalRedis() as server, tempfile.TemporaryDirectory() as tmp:
         tag = uuid.uuid4().hex[:6]
         s = Settings(kafka_bootstrap=broker.bootstrap, redis_url=server.url, batch_size=64,  # type: ignore[arg-type]
                      topic_partitions=1, session_timeout_ms=6000, heartbeat_interval_ms=1000,
                      fetch_max_wait_ms=10, poll_timeout_ms=50)
         ensure_topics(s)
-        resilient = load_resilient_scorer(s)
-        # raw classifier throughput on the same texts, same batch size
-        clf = resilient.model
+        # Raw classifier throughput on the same texts, same batch size, same backend choice as the scorer,
+        # measured before and after the pipeline run (this machine's speed drifts by tens of percent).
+        clf = load_resilient_scorer(s).model
         clf.batch_size = s.batch_size
-        clf.predict(texts[:64])
-        t0 = time.perf_counter()
-        for i in range(0, len(texts), s.batch_size):
-            clf.predict(texts[i:i + s.batch_size])
-        raw = len(texts) / (time.perf_counter() - t0)
+
+        def raw_rate() -> float:
+            t0 = time.perf_counter()
+            for i in range(0, len(texts), s.batch_size):
+                clf.predict(texts[i:i + s.batch_size])
+            return len(texts) / (time.perf_counter() - t0)
+
+        raw_rate()  # warm-up: every batch shape once
+        raw_before = raw_rate()
+        backend, model_version = clf.backend.name, clf.model_version
 
         producer = RecordProducer(s)
         producer.send_all([OutRecord(s.topic_events, m.conversation_id, m.to_bytes()) for m in messages(texts, tag)])
-        scorer = Scorer(s, resilient)
-        thread = threading.Thread(target=scorer.run, daemon=True)
+        scorer = start_scorer(s, Path(tmp) / "scorer.log")
         started = time.monotonic()
-        thread.start()
-        # time from the first score to the last, so the group join is not counted
-        first_seen = {}
-        consumer = KafkaConsumer(s.topic_scores, bootstrap_servers=s.kafka_bootstrap, group_id=None,
-                                 auto_offset_reset="earliest", fetch_max_wait_ms=10)
-        got, first, last = 0, None, None
-        while got < len(texts) and time.monotonic() - started < 600:
-            for recs in consumer.poll(timeout_ms=100).values():
-                now = time.monotonic()
-                first = first or now
-                got += len(recs)
-                last = now
-                first_seen[recs[0].offset] = now
-        consumer.close()
-        end_to_end = (got - 1) / (last - first) if got > 1 and last and first else 0.0
+        try:
+            # Time from the first score to the last, so start-up and the group join are not counted.
+            # The watcher shares the 2 cores with the scorer, so it polls lazily (fetch wait 100 ms); the first
+            # and last arrival times are each late by at most that wait.
+            consumer = KafkaConsumer(s.topic_scores, bootstrap_servers=s.kafka_bootstrap, group_id=None,
+                                     auto_offset_reset="earliest", fetch_max_wait_ms=100)
+            got, first, last, first_batch = 0, None, None, 0
+            while got < len(texts) and time.monotonic() - started < 600:
+                for recs in consumer.poll(timeout_ms=500).values():
+                    now = time.monotonic()
+                    if first is None:
+                        first, first_batch = now, len(recs)
+                    got += len(recs)
+                    last = now
+            consumer.close()
+            # the scores seen at `first` were produced before the clock started: count only those after it
+            end_to_end = (got - first_batch) / (last - first) if got > first_batch and last and first else 0.0
+            scorer.send_signal(signal.SIGSTOP)  # the scorer idles: measure the classifier alone again
+            raw_after = raw_rate()
+            scorer.send_signal(signal.SIGCONT)
+            raw = (raw_before + raw_after) / 2
 
-        # latency at half the sustainable rate
-        rate = max(1.0, min(end_to_end, raw) / 2)
-        lat_texts = chat_messages(int(rate * args.latency_seconds), seed=2)
-        sent_at: dict[str, float] = {}
-        seen_at: dict[str, float] = {}
-        watcher = threading.Thread(target=count_scores, args=(s, got + len(lat_texts), 120.0, seen_at), daemon=True)
-        watcher.start()
-        time.sleep(1.0)
-        for m in messages(lat_texts, tag + "L"):
-            sent_at[m.event_id] = time.time()
-            producer.send_all([OutRecord(s.topic_events, m.conversation_id, m.to_bytes())])
-            time.sleep(1.0 / rate)
-        watcher.join(timeout=120)
-        lat = np.asarray([seen_at[k] - v for k, v in sent_at.items() if k in seen_at]) * 1000
-        scorer.stop()
-        thread.join(timeout=60)
-        producer.close()
+            # latency at half the sustainable rate
+            rate = max(1.0, min(end_to_end, raw) / 2)
+            lat_texts = chat_messages(int(rate * args.latency_seconds), seed=2)
+            sent_at: dict[str, float] = {}
+            seen_at: dict[str, float] = {}
+            watcher = threading.Thread(target=count_scores, args=(s, got + len(lat_texts), 120.0, seen_at),
+                                       daemon=True)
+            watcher.start()
+            time.sleep(1.0)
+            for m in messages(lat_texts, tag + "L"):
+                sent_at[m.event_id] = time.time()
+                producer.send_all([OutRecord(s.topic_events, m.conversation_id, m.to_bytes())])
+                time.sleep(1.0 / rate)
+            watcher.join(timeout=120)
+            lat = np.asarray([seen_at[k] - v for k, v in sent_at.items() if k in seen_at]) * 1000
+        finally:
+            scorer.send_signal(signal.SIGTERM)
+            scorer_rc = scorer.wait(timeout=60)
+            producer.close()
     print(json.dumps({
-        "events": len(texts), "backend": clf.backend.name, "model_version": clf.model_version,
-        "classifier_raw_messages_per_s": raw, "pipeline_events_per_s": end_to_end,
+        "events": len(texts), "backend": backend, "model_version": model_version,
+        "classifier_raw_messages_per_s": raw, "raw_before_and_after": [raw_before, raw_after],
+        "pipeline_events_per_s": end_to_end,
         "pipeline_over_raw": end_to_end / raw if raw else None,
         "latency_rate_per_s": rate, "latency_events": int(lat.size),
         "publish_to_score_p50_ms": float(np.percentile(lat, 50)) if lat.size else None,
         "publish_to_score_p99_ms": float(np.percentile(lat, 99)) if lat.size else None,
+        "scorer_exit_code": scorer_rc,
     }, indent=2))
 
 
