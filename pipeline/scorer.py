@@ -257,8 +257,7 @@ class Scorer:
     def _finish(self, batch: _Batch) -> None:
         self.producer.send_all(batch.outputs)
         self.store.apply(list(batch.updates.values()))
-        for cid, pi, review in batch.closes:
-            self.store.close(cid, pi, review)
+        self.store.close_many(batch.closes)
         owned = self._consumer.assignment() if self._consumer is not None else None
         # A partition revoked while the batch waited is no longer ours to commit: its new owner replays
         # those records, and every effect above is idempotent.
@@ -365,14 +364,14 @@ class Scorer:
             return
         batch = _Batch()
         states = self.store.read_many(idle)
+        expired = []
         for cid in idle:
             if states[cid].exists:
                 self._close(cid, states, batch, how="idle")
             else:
-                self.store.close(cid, 0.0, "")  # expired prediction: just leave the idle set
+                expired.append((cid, 0.0, ""))  # expired prediction: it only leaves the idle set
         self.producer.send_all(batch.outputs)
-        for cid, pi, review in batch.closes:
-            self.store.close(cid, pi, review)
+        self.store.close_many(expired + batch.closes)
 
     def _maybe_beat(self) -> None:
         now = time.monotonic()

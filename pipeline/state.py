@@ -176,6 +176,18 @@ class ConversationStore:
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
 
+    def close_many(self, decisions: list[tuple[str, float, str]]) -> None:
+        """`close` for several (conversation_id, pi, review) decisions in one pipelined round trip."""
+        if not decisions:
+            return
+        try:
+            pipe = self._r.pipeline(transaction=False)
+            for cid, pi, review in decisions:
+                self._close(keys=[self.pred_key(cid), self.active_key], args=[cid, repr(pi), review], client=pipe)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"conversation close not written: {exc}") from exc
+
     def idle(self, before: float, limit: int = 500) -> list[str]:
         """Conversations whose last activity is older than `before` (epoch seconds)."""
         try:
