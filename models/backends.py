@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -11,9 +12,25 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["Backend", "TorchBackend", "OnnxBackend", "export_onnx_int8"]
+__all__ = ["Backend", "TorchBackend", "OnnxBackend", "export_onnx_int8", "available_cpus"]
 
 log = logging.getLogger(__name__)
+
+
+def available_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (a container's `cpus:`).
+
+    A container limited to 2 CPUs on a 32-core host still sees 32 CPUs in its affinity mask; 32 inference
+    workers there would only contend for the quota.
+    """
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus
 
 
 class Backend(Protocol):
@@ -67,7 +84,7 @@ class OnnxBackend:
 
         import onnxruntime as ort
 
-        self.threads = threads if threads > 0 else len(os.sched_getaffinity(0))
+        self.threads = threads if threads > 0 else available_cpus()
 
         def session(intra_threads: int) -> ort.InferenceSession:
             options = ort.SessionOptions()

@@ -129,3 +129,17 @@ def test_a_submitted_batch_times_out_from_its_submission():
     assert batch.backup and "timed out" in batch.error and batch.scores[0] >= THRESHOLD
     assert time.monotonic() - started < 0.2  # the timeout had already run out: no second wait
     r.close()
+
+
+def test_inference_workers_follow_a_containers_cpu_quota(tmp_path):
+    import os
+
+    from models.backends import available_cpus
+
+    affinity = len(os.sched_getaffinity(0))
+    quota = tmp_path / "cpu.max"
+    quota.write_text("150000 100000\n")  # `cpus: 1.5`
+    assert available_cpus(quota) == min(affinity, 2)
+    quota.write_text("max 100000\n")
+    assert available_cpus(quota) == affinity
+    assert available_cpus(tmp_path / "missing") == affinity
