@@ -197,7 +197,6 @@ class Evaluator:
                 self.producer.close()
         return last
 
-
     def process(self, records: list[Any]) -> None:
         """Apply a batch of records to the Redis state, then commit (bad records to the DLQ first)."""
         s = self.settings

@@ -239,9 +239,10 @@ class CrisisClassifier:
         if len(texts) == 0:
             return np.zeros(0, dtype=np.float64)
         windows, owners = self._windows(texts)
-        order = np.argsort([len(w) for w in windows], kind="stable")
+        lengths = [len(w) for w in windows]
+        order = np.argsort(lengths, kind="stable")
         window_logits = np.empty(len(windows), dtype=np.float64)
-        for idx in self._micro_batches(order, [len(w) for w in windows]):
+        for idx in self._micro_batches(order, lengths):
             longest = max(len(windows[i]) for i in idx)
             ids = np.full((len(idx), longest), self._pad, dtype=np.int64)
             mask = np.zeros((len(idx), longest), dtype=np.int64)

@@ -57,7 +57,7 @@ class ResilientScorer:
 
     def submit(self, texts: Sequence[str]) -> PendingScores:
         """Start scoring `texts` on the model's thread; `.result()` waits (at most the timeout from now)."""
-        started = time.monotonic()
+        started = time.perf_counter()
         future = None
         if texts and self.model is not None and (self._busy is None or self._busy.done()):
             future = self._pool.submit(self.model.predict, list(texts))
@@ -71,7 +71,7 @@ class ResilientScorer:
         error = "no model loaded"
         if future is not None and self.model is not None:
             try:
-                remaining = max(0.0, self._timeout - (time.monotonic() - started))
+                remaining = max(0.0, self._timeout - (time.perf_counter() - started))
                 scores = np.asarray(future.result(timeout=remaining), dtype=np.float64)
                 if scores.shape != (len(texts),) or not np.all(np.isfinite(scores)):
                     raise ValueError(f"model returned {scores.shape} non-finite or misshapen scores")
@@ -102,9 +102,8 @@ class PendingScores:
         self._owner = owner
         self._texts = texts
         self._future = future
-        self._started = started
-        self.started_perf = time.perf_counter()
+        self.started = started  # time.perf_counter() at submission
 
     def result(self) -> ScoredBatch:
         """The model's scores, or the backup scorer's when the model failed, timed out or was busy."""
-        return self._owner._result(self._texts, self._future, self._started)
+        return self._owner._result(self._texts, self._future, self.started)

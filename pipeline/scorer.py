@@ -62,6 +62,11 @@ class _Parsed:
     dead: list[OutRecord] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
 
+    @property
+    def user(self) -> list[ConversationMessage]:
+        """The user turns: the ones the model scores, in this order."""
+        return [m for m in self.messages if m.role == "user"]
+
 
 @dataclass
 class _Batch:
@@ -187,11 +192,6 @@ class Scorer:
                 self._consumer.commit_async(offsets=offsets, callback=_log_commit_failure)
 
     # -- one batch ----------------------------------------------------------------------------------
-    def process(self, records: list[Any]) -> None:
-        """Validate, score, publish (acked), write state, commit: one batch, finished before returning."""
-        self.accept(records)
-        self.flush()
-
     def accept(self, records: list[Any]) -> None:
         """Take a polled batch: validate it and start scoring it; then finish the batch before it (its
         outputs acked, state written, offsets committed) while the model works, and leave this one waiting.
@@ -200,7 +200,7 @@ class Scorer:
         (the consume loop sees to that), so nothing waits for long and every commit follows its outputs.
         """
         parsed = self._parse(records)
-        pending_scores = self.scorer.submit([m.text for m in parsed.messages if m.role == "user"])
+        pending_scores = self.scorer.submit([m.text for m in parsed.user])
         self.flush()
         self._waiting = self._build(parsed, pending_scores)
 
@@ -245,11 +245,11 @@ class Scorer:
     def _build(self, parsed: _Parsed, pending_scores: Any) -> _Batch:
         # The state is read after the batch before was written: "first time flagged" sees every earlier turn.
         batch = _Batch(outputs=list(parsed.dead), offsets=dict(parsed.offsets))
-        messages, closes = parsed.messages, parsed.closes
-        conversation_ids = sorted({m.conversation_id for m in messages} | {c.conversation_id for c in closes})
+        conversation_ids = sorted({m.conversation_id for m in parsed.messages}
+                                  | {c.conversation_id for c in parsed.closes})
         states = self.store.read_many(conversation_ids)
-        self._score_messages(messages, states, batch, pending_scores)
-        for event in closes:
+        self._score_messages(parsed, states, batch, pending_scores)
+        for event in parsed.closes:
             self._close(event.conversation_id, states, batch, how="event")
             self.metrics.events.labels("closed", "processed").inc()
         return batch
@@ -267,18 +267,17 @@ class Scorer:
         self.metrics.last_batch.set(time.time())
 
     def _score_messages(
-        self, messages: list[ConversationMessage], states: dict[str, ConversationState], batch: _Batch,
-        pending_scores: Any,
+        self, parsed: _Parsed, states: dict[str, ConversationState], batch: _Batch, pending_scores: Any,
     ) -> None:
         s = self.settings
-        user = [m for m in messages if m.role == "user"]
+        user = parsed.user
         scored = pending_scores.result()
-        self.metrics.scoring_seconds.observe(time.perf_counter() - pending_scores.started_perf)
+        self.metrics.scoring_seconds.observe(time.perf_counter() - pending_scores.started)
         if scored.backup:
             self.metrics.backup.inc(len(user))
         score_of = {m.event_id: float(v) for m, v in zip(user, scored.scores, strict=True)}
         now = utcnow()
-        for m in messages:
+        for m in parsed.messages:
             u = batch.updates.setdefault(m.conversation_id, TurnUpdate(m.conversation_id))
             u.last_activity = max(u.last_activity, m.ts.timestamp())
             turn: dict[str, Any] = {"turn": m.turn, "role": m.role, "text": m.text,

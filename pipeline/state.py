@@ -168,16 +168,9 @@ class ConversationStore:
         except redis.RedisError as exc:
             raise StoreUnavailable(f"conversation state not written: {exc}") from exc
 
-    def close(self, conversation_id: str, pi: float, review: str) -> bool:
-        """Mark closed with its review decision and leave the idle set; False if unknown."""
-        try:
-            return bool(self._close(keys=[self.pred_key(conversation_id), self.active_key],
-                                    args=[conversation_id, repr(pi), review]))
-        except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
-
     def close_many(self, decisions: list[tuple[str, float, str]]) -> None:
-        """`close` for several (conversation_id, pi, review) decisions in one pipelined round trip."""
+        """Mark conversations closed with their review decisions (conversation_id, pi, review) and take them
+        out of the idle set, in one pipelined round trip; an unknown conversation only leaves the idle set."""
         if not decisions:
             return
         try:
