@@ -43,7 +43,14 @@ def write_model_card(out: Path, meta: dict[str, Any]) -> Path:
         f"- Base encoder: {meta['base']}, {'top layers ' + str(meta['trained_layers']) + ' fine-tuned' if meta['trained_layers'] else 'frozen'}; "  # noqa: E501
         "masked mean pooling, L2 normalisation, linear head; Platt calibration "
         f"(a={meta['calibration']['a']:.4f}, b={meta['calibration']['b']:.4f}).",
-        f"- Input: up to {meta['max_length']} tokens per window; longer texts are scored by their highest window.",
+        *([f"- Head: {len(meta['head_classes'])} source classes (column `{meta.get('class_column')}`); the crisis "
+           f"logit is the log-odds of {meta['crisis_classes']} against the other classes, so the model learns "
+           "what each kind of non-crisis post looks like. Trained on the crisis log-odds (weighted binary loss) "
+           "plus a cross-entropy over the classes."] if meta.get("head_classes") else []),
+        f"- Input: up to {meta['max_length']} tokens per window; a longer text scores "
+        + (f"the soft maximum of its windows (log-mean-exp at temperature {meta['window_temperature']}, chosen on "
+           f"validation: never more than {meta['window_temperature']} x ln(windows) under its highest window)."
+           if meta.get("window_temperature") else "its highest window."),
         f"- Operating threshold: **{meta['threshold']:.4f}** (calibrated probability), chosen on the validation "
         f"split so that crisis recall is >= {cfg['target_recall']:.2f} with the torch fp32 and the int8 backend alike "
         "(the lower of their two thresholds), set 0.02 log-odds under the deciding crisis post's score so "

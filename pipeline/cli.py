@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-recall", type=float, default=0.97)
     p.add_argument("--chat-sentences", type=int, default=0, metavar="N",
                    help="add up to N weakly labelled chat-length sentences from the training posts")
+    p.add_argument("--max-length", type=int, default=256, metavar="TOKENS",
+                   help="tokens per window, in training and in scoring (at most 512 for MiniLM)")
+    p.add_argument("--class-column", default=None, metavar="COL",
+                   help="train a multi-class head over this source-class column (data CSV or split file, "
+                        "e.g. subreddit); the crisis score is the log-odds of the crisis classes")
     p.set_defaults(handler=_lazy("models.commands:train_command"))
 
     model = sub.add_parser("model", help="evaluate or export the crisis model")

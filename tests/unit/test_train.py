@@ -1,0 +1,151 @@
+"""`vigil train` end to end on a small synthetic CSV (head on frozen embeddings), binary and multi-class."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from models.classifier import CrisisClassifier
+from models.encoder import PooledClassifier
+from models.train import Dataset, TrainConfig, attach_classes, load_dataset, train
+from pipeline.errors import VigilError
+
+CRISIS = [
+    "I want to end my life tonight", "I have the pills in my hand and I am going to take them all",
+    "I don't want to be alive anymore", "I am going to kill myself after everyone is asleep",
+    "I wrote my suicide note today", "nobody would miss me if I died, I'm ready to go",
+    "I keep thinking about jumping off the bridge", "I have a plan to end it this weekend",
+    "I cut myself again and I want to die", "tonight is the night I end everything",
+    "I can't stop thinking about killing myself", "I bought a rope, I'm done with living",
+    "I want to die, there's no point anymore", "goodbye everyone, I'm taking my life",
+    "I'm going to overdose tonight", "I just want to stop existing forever",
+    "I'm standing on the ledge right now", "I've decided to kill myself",
+    "I don't see a reason to stay alive", "my family will be better off when I'm dead",
+]
+MONEY = [
+    "how do I set a monthly budget", "is it worth paying off my credit card early", "best savings account rates",
+    "should I open an ISA this year", "my pension statement confuses me", "how much emergency fund is enough",
+    "tips for cutting my grocery bill", "is a fixed rate mortgage a good idea", "how do index funds work",
+    "I got a pay rise, what should I do with it", "splitting bills with a flatmate", "tax return deadline help",
+    "cheapest way to send money abroad", "should I lease or buy a car", "how to read a payslip",
+    "is it smart to invest in bonds now", "student loan repayment question", "help me plan my spending",
+    "saving for a house deposit", "what is a good credit score",
+]
+RUNNING = [
+    "training for my first marathon", "how many rest days per week", "best shoes for trail running",
+    "my knee hurts after long runs", "what to eat before a race", "how to pace a 10k",
+    "is running every day too much", "tips for running in the rain", "couch to 5k week three",
+    "how to breathe while running", "ran a personal best this morning", "stretching routine after runs",
+    "interval training ideas", "how to avoid shin splints", "running with a dog",
+    "should I use a heart rate monitor", "hill repeats for beginners", "how long to recover after a half marathon",
+    "easy run pace question", "what to wear for winter runs",
+]
+
+
+@pytest.fixture(scope="module")
+def data_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "train.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "text", "label", "topic"])
+        for topic, texts, label in (("crisis", CRISIS, "crisis"), ("money", MONEY, "no_crisis"),
+                                    ("running", RUNNING, "no_crisis")):
+            for k, text in enumerate(texts):
+                w.writerow([f"{topic}-{k}", text, label, topic])
+    return path
+
+
+@pytest.mark.parametrize("class_column", [None, "topic"])
+def test_training_a_head_writes_a_model_that_separates_crisis(tmp_path, data_csv, model_cache, class_column):
+    cfg = TrainConfig(target_recall=0.9, threads=1, class_column=class_column)
+    meta = train(data_csv, tmp_path / "model", cfg, progress=lambda _msg: None, cache_dir=model_cache)
+
+    saved = json.loads((tmp_path / "model" / "vigil_model.json").read_text())
+    assert saved["model_version"] == meta["model_version"]
+    assert (tmp_path / "model" / "MODEL_CARD.md").is_file()
+    if class_column:
+        assert saved["head_classes"] == ["crisis", "money", "running"]
+        assert saved["crisis_classes"] == ["crisis"]
+        assert "-mc-" in saved["model_version"]
+    else:
+        assert "head_classes" not in saved
+    clf = CrisisClassifier.load(tmp_path / "model", backend="torch", threads=1)
+    probs = clf.predict(["I am going to take all my pills tonight and end it", "what is a good savings rate",
+                         "how do I train for a 5k"])
+    assert probs[0] > probs[1] and probs[0] > probs[2]
+    assert meta["metrics"]["validation"]["recall"] >= 0.9  # the threshold was chosen for it
+    assert meta["metrics"]["test"]["roc_auc"] >= 0.9  # held-out rows are ranked, not just memorised
+    # The int8 graph computes the same crisis log-odds (the multi-class reduction is inside the graph).
+    onnx = CrisisClassifier.load(tmp_path / "model", backend="onnx", threads=1, cache_dir=model_cache)
+    assert np.allclose(onnx.logits(CRISIS[:3] + MONEY[:3]), clf.logits(CRISIS[:3] + MONEY[:3]), atol=0.5)
+
+
+def test_a_class_with_both_labels_is_refused(tmp_path):
+    path = tmp_path / "mixed.csv"
+    path.write_text("id,text,label,topic\na,I want to die,crisis,x\nb,hello,no_crisis,x\nc,hi,no_crisis,y\n")
+    with pytest.raises(VigilError, match="both crisis and no_crisis"):
+        attach_classes(load_dataset(path), "topic")
+
+
+def test_a_missing_class_column_is_refused(tmp_path, data_csv):
+    with pytest.raises(VigilError, match="neither"):
+        attach_classes(load_dataset(data_csv), "subreddit")
+
+
+def test_the_crisis_logit_is_the_log_odds_of_the_crisis_classes():
+    encoder = torch.nn.Module()
+    encoder.config = type("C", (), {"hidden_size": 4})()  # type: ignore[assignment]
+    module = PooledClassifier(encoder, n_classes=4, crisis_classes=[1, 3])
+    logits = torch.tensor([[0.5, 2.0, -1.0, 0.3], [3.0, -2.0, 0.0, -4.0]])
+    p = torch.softmax(logits, dim=-1)
+    crisis = p[:, 1] + p[:, 3]
+    assert torch.allclose(module.crisis_logit(logits), torch.log(crisis / (1 - crisis)), atol=1e-6)
+    with pytest.raises(ValueError):
+        PooledClassifier(encoder, n_classes=3, crisis_classes=[0, 1, 2])
+
+
+def test_chat_sentences_keep_the_class_of_their_post():
+    from models.train import add_chat_sentences
+
+    data = Dataset(
+        ids=["a", "b"], texts=["I want to kill myself tonight. Nobody cares.", "My budget is tight this month. Help."],
+        labels=np.array([True, False]), sha256="x", path=None,  # type: ignore[arg-type]
+        classes=np.array(["sw", "money"]),
+    )
+    out, rows, counts = add_chat_sentences(data, np.array([0, 1]), limit=10, seed=0)
+    assert counts["crisis_sentences"] >= 1
+    assert out.classes is not None and len(out.classes) == len(out.ids)
+    for i in rows[2:]:
+        assert out.classes[i] == ("sw" if out.labels[i] else "money")
+
+
+def test_a_texts_windows_combine_into_a_bounded_soft_maximum():
+    from models.classifier import window_logit
+
+    z = np.array([-3.0, 4.0, -2.0, 1.5, 0.2])
+    owners = np.array([0, 0, 0, 1, 2])
+    assert np.array_equal(window_logit(z, owners, 3, 0.0), [4.0, 1.5, 0.2])  # t = 0: the highest window
+    for t in (0.5, 1.0, 2.0):
+        got = window_logit(z, owners, 3, t)
+        assert got[1] == 1.5 and got[2] == 0.2  # one window: exactly its score
+        assert z[:3].mean() < got[0] < 4.0  # between the mean and the highest window
+        assert got[0] >= 4.0 - t * np.log(3)  # a crisis window is lowered by at most t ln n
+    assert window_logit(np.array([1000.0, 990.0]), np.array([0, 0]), 1, 1.0)[0] == pytest.approx(
+        1000 + np.log((1 + np.exp(-10)) / 2))  # no overflow
+
+
+def test_the_window_temperature_is_chosen_on_validation_and_ties_go_to_the_highest_window():
+    from models.train import choose_window_temperature
+
+    # Text 0 (no crisis) has one high window among many low ones; text 1 (crisis) is uniformly high:
+    # the highest window ranks them wrongly, a soft maximum ranks them right.
+    z = np.array([3.0, -5.0, -5.0, -5.0, 2.5, 2.5])
+    owners = np.array([0, 0, 0, 0, 1, 1])
+    t, aucs = choose_window_temperature(z, owners, np.array([False, True]))
+    assert t > 0 and aucs["0.0"] == 0.0
+    t, _ = choose_window_temperature(np.array([1.0, 2.0]), np.array([0, 1]), np.array([False, True]))
+    assert t == 0.0
