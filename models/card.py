@@ -56,7 +56,12 @@ def write_model_card(out: Path, meta: dict[str, Any]) -> Path:
         "(the lower of their two thresholds), set 0.02 log-odds under the deciding crisis post's score so "
         "rounding cannot flip that post.",
         f"- Training: seed {cfg['seed']}, {'fine-tune of ' + str(cfg['layers']) + ' layers, ' + str(cfg['epochs']) + ' epochs, batch ' + str(cfg['batch_size']) if cfg['fine_tune'] else 'logistic-regression head on frozen embeddings'}; "  # noqa: E501
-        f"{meta['train_seconds']} s of training on the machine that trained it.",
+        f"{meta['train_seconds']} s of training on the machine that trained it. Command: `vigil train --data "
+        f"{data['path']}" + (f" --split-file {data['split_file']}" if data.get("split_file") else "")
+        + (f" --class-column {cfg['class_column']}" if cfg.get("class_column") else "")
+        + (f" --fine-tune --layers {cfg['layers']} --epochs {cfg['epochs']}" if cfg["fine_tune"] else "")
+        + f" --max-length {cfg['max_length']} --target-recall {cfg['target_recall']} --seed {cfg['seed']}"
+        + (f" --chat-sentences {cfg['chat_sentences']}" if cfg.get("chat_sentences") else "") + "`.",
         f"- Default backend: {'ONNX Runtime int8' if meta['onnx_recall_ok'] else 'torch fp32'} "
         "(int8 is used only if its validation recall at the threshold stays within one point of fp32's; test rows "
         "decide nothing). The int8 backend runs each text window alone, unpadded, so a text's score never "

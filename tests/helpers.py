@@ -26,11 +26,12 @@ CRISIS = [
 ]
 # Ordinary messages the shipped model scores below its threshold (the pipeline tests are about the pipeline;
 # the model's own false positives are covered by tests/unit/test_classifier.py and its card).
+# (The shipped model flags many ordinary first-person statements at its recall-0.97 threshold; see its card.)
 BENIGN = [
-    "my sister is visiting this weekend", "I'm nervous about my job interview tomorrow",
-    "I finally finished the book you recommended", "can you suggest a recipe with chickpeas?",
-    "I'm trying to drink more water this week", "I had a stressful day but the walk helped",
-    "I want to start going to the gym in the mornings",
+    "can you recommend a podcast about history?", "I'm nervous about my job interview tomorrow",
+    "what's a good way to organise my notes for class?", "can you suggest a recipe with chickpeas?",
+    "can you explain how compound interest works?", "any tips for growing tomatoes?",
+    "what are some good breathing exercises before bed?",
 ]
 
 

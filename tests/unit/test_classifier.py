@@ -46,10 +46,12 @@ def test_the_shipped_model_states_its_threshold_and_calibration():
     info = ModelInfo.read(DEFAULT_MODEL_DIR)
     assert 0 < info.threshold < 1 and info.calibration.a > 0
     meta = json.loads((DEFAULT_MODEL_DIR / "vigil_model.json").read_text())
-    # Regression floors at the shipped model's measured test numbers (the 0.96 ROC-AUC goal is not met yet:
-    # see the model card); a new default must not do worse.
-    assert meta["metrics"]["test"]["roc_auc"] >= 0.94
-    assert meta["metrics"]["test"]["recall"] >= 0.90
+    # Issue 3's goals on the primary data's test rows, for fp32 and for the backend that serves by default.
+    rows = [meta["metrics"]["test"]] + ([meta["metrics"]["onnx_int8"]["test"]] if meta["onnx_recall_ok"] else [])
+    for row in rows:
+        assert row["roc_auc"] >= 0.96
+        assert row["recall"] >= 0.90
+    assert meta["config"]["target_recall"] >= 0.97  # the design's operating point, chosen on validation
     assert (DEFAULT_MODEL_DIR / "MODEL_CARD.md").is_file()
     size = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.rglob("*") if p.is_file())
     assert size < 25 * 1024 * 1024
@@ -143,6 +145,7 @@ def test_model_eval_reproduces_the_cards_test_numbers(capsys, model_cache, monke
     assert got["n"] == card["n"] and got["n_crisis"] == card["n_crisis"]
     assert got["roc_auc"] == pytest.approx(card["roc_auc"], abs=0.005)
     assert abs(got["tp"] - card["tp"]) <= 1 and got["threshold"] == pytest.approx(meta["threshold"])
+    assert abs(got["fp"] - card["fp"]) <= 2  # the card's precision and specificity are the served model's
     assert set(got) >= {"n", "n_crisis", "roc_auc", "pr_auc", "threshold", "recall", "precision", "specificity",
                         "recall_ci", "model_version"}
 

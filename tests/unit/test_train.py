@@ -25,6 +25,8 @@ CRISIS = [
     "I'm going to overdose tonight", "I just want to stop existing forever",
     "I'm standing on the ledge right now", "I've decided to kill myself",
     "I don't see a reason to stay alive", "my family will be better off when I'm dead",
+    "everything feels heavy lately", "I'm so tired of everything", "what's the point of trying",
+    "I gave away my things this week", "I just want the pain to stop",
 ]
 MONEY = [
     "how do I set a monthly budget", "is it worth paying off my credit card early", "best savings account rates",
@@ -34,6 +36,10 @@ MONEY = [
     "cheapest way to send money abroad", "should I lease or buy a car", "how to read a payslip",
     "is it smart to invest in bonds now", "student loan repayment question", "help me plan my spending",
     "saving for a house deposit", "what is a good credit score",
+    # hard negatives, so that the threshold has to cut through overlapping scores
+    "these fees are killing me", "my car died on the motorway, can I claim the repair?",
+    "I'm dying to pay off this loan", "my dad passed away, how do I handle his estate?",
+    "I feel hopeless about ever owning a home", "the stress of this debt keeps me up at night",
 ]
 RUNNING = [
     "training for my first marathon", "how many rest days per week", "best shoes for trail running",
@@ -79,6 +85,15 @@ def test_training_a_head_writes_a_model_that_separates_crisis(tmp_path, data_csv
     assert probs[0] > probs[1] and probs[0] > probs[2]
     assert meta["metrics"]["validation"]["recall"] >= 0.9  # the threshold was chosen for it
     assert meta["metrics"]["test"]["roc_auc"] >= 0.9  # held-out rows are ranked, not just memorised
+    # The card's numbers are those of the saved model as it is loaded and served.
+    from models.report import classification_report
+    from models.train import split_rows
+
+    data = load_dataset(data_csv)
+    _, _, test_idx = split_rows(data, cfg.seed)
+    served = classification_report(clf.predict([data.texts[i] for i in test_idx]), data.labels[test_idx],
+                                   clf.threshold)
+    assert (served["tp"], served["fp"]) == (meta["metrics"]["test"]["tp"], meta["metrics"]["test"]["fp"])
     # The int8 graph computes the same crisis log-odds (the multi-class reduction is inside the graph).
     onnx = CrisisClassifier.load(tmp_path / "model", backend="onnx", threads=1, cache_dir=model_cache)
     assert np.allclose(onnx.logits(CRISIS[:3] + MONEY[:3]), clf.logits(CRISIS[:3] + MONEY[:3]), atol=0.5)
