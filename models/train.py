@@ -79,16 +79,22 @@ def load_dataset(path: Path) -> Dataset:
     return Dataset(ids, texts, np.asarray(labels, dtype=bool), hashlib.sha256(raw).hexdigest(), Path(path))
 
 
+def _rows_by_id(path: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """A CSV's column names and its rows keyed by their `id`."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        return list(reader.fieldnames or []), {r["id"]: r for r in reader}
+
+
 def attach_classes(data: Dataset, column: str, split_file: Path | None = None) -> Dataset:
     """The source class of every row from `column` of the data CSV, or else of the split file."""
     for source in (data.path, split_file):
         if source is None:
             continue
-        with open(source, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if column not in (reader.fieldnames or []):
-                continue
-            values = {r["id"]: (r[column] or "").strip() for r in reader}
+        columns, rows = _rows_by_id(source)
+        if column not in columns:
+            continue
+        values = {i: (r[column] or "").strip() for i, r in rows.items()}
         missing = [i for i in data.ids if not values.get(i)]
         if missing:
             raise VigilError(f"{source}: no {column!r} for {len(missing)} ids, e.g. {missing[0]}")
@@ -99,13 +105,12 @@ def attach_classes(data: Dataset, column: str, split_file: Path | None = None) -
 
 
 def _read_split_file(path: Path, ids: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = {r["id"]: r for r in csv.DictReader(fh)}
+    columns, rows = _rows_by_id(path)
     missing = [i for i in ids if i not in rows]
     if missing:
         raise VigilError(f"{path}: no split for {len(missing)} ids, e.g. {missing[0]}")
     splits = np.asarray([rows[i]["split"] for i in ids])
-    group_col = next((c for c in ("author_hash", "group") if c in next(iter(rows.values()))), None)
+    group_col = next((c for c in ("author_hash", "group") if c in columns), None)
     groups = np.asarray([rows[i][group_col] for i in ids]) if group_col else None
     return splits, groups
 
@@ -270,6 +275,15 @@ def _top_forward(module: Any, cache: list[Any], idx: np.ndarray, first_layer: in
 _HEAD_C = (0.01, 0.03, 0.1, 0.3, 1.0)  # inverse regularisation strengths tried for a frozen-encoder head
 
 
+def _set_head(module: Any, lr: Any) -> None:
+    """Copy a fitted scikit-learn logistic regression into the module's linear head."""
+    import torch
+
+    with torch.no_grad():
+        module.head.weight.copy_(torch.as_tensor(lr.coef_, dtype=torch.float32))
+        module.head.bias.copy_(torch.as_tensor(lr.intercept_, dtype=torch.float32))
+
+
 def _fit_head_only(
     module: Any, data: Dataset, train_idx: np.ndarray, val_idx: np.ndarray, cfg: TrainConfig, progress: Progress
 ) -> list[dict[str, float]]:
@@ -297,19 +311,15 @@ def _fit_head_only(
         lr.fit(emb_train, target)
         if names and list(lr.classes_) != names:
             raise VigilError("every source class needs training rows")
+        _set_head(module, lr)
         with torch.no_grad():
-            module.head.weight.copy_(torch.as_tensor(lr.coef_, dtype=torch.float32))
-            module.head.bias.copy_(torch.as_tensor(lr.intercept_, dtype=torch.float32))
             val_logits = module.crisis_logit(module.head(torch.as_tensor(emb_val, dtype=torch.float32))).numpy()
         auc = float(roc_auc_score(data.labels[val_idx], val_logits))
         history.append({"C": c, "val_roc_auc": auc})
         progress(f"  head C={c}: validation ROC-AUC {auc:.4f}")
         if auc > best[0]:
             best = (auc, lr)
-    lr = best[1]
-    with torch.no_grad():
-        module.head.weight.copy_(torch.as_tensor(lr.coef_, dtype=torch.float32))
-        module.head.bias.copy_(torch.as_tensor(lr.intercept_, dtype=torch.float32))
+    _set_head(module, best[1])
     return history
 
 
@@ -512,11 +522,13 @@ def calibrate(
     val_windows, val_owners = clf.window_logits(val_texts)
     temperature, temperature_auc = choose_window_temperature(val_windows, val_owners, val_labels)
     progress(f"window soft-maximum temperature {temperature} (validation ROC-AUC {temperature_auc})")
-    meta["window_temperature"] = temperature
-    (out / ARTIFACT_FILE).write_text(json.dumps(meta, indent=2))
-    clf.info.window_temperature = temperature
     val_logits = window_logit(val_windows, val_owners, len(val_texts), temperature)
     calibration = PlattCalibration.fit(val_logits, val_labels)
+    # The model directory holds the fitted aggregation and calibration before the int8 backend loads it; the
+    # torch classifier, loaded before they existed, is given them too.
+    meta.update(window_temperature=temperature, calibration=calibration.to_dict())
+    (out / ARTIFACT_FILE).write_text(json.dumps(meta, indent=2))
+    clf.info.window_temperature, clf.info.calibration = temperature, calibration
     val_probs = calibration(val_logits)
     threshold = threshold_for_recall(val_probs, val_labels, cfg.target_recall)
 
@@ -529,29 +541,24 @@ def calibrate(
     try:
         progress("exporting the int8 ONNX backend and scoring validation rows with it")
         onnx = CrisisClassifier.load(out, backend="onnx", threads=cfg.threads, cache_dir=cache_dir)
-        onnx_val_probs = calibration(onnx.logits(val_texts))
+        onnx_val_probs = onnx.predict(val_texts)
         threshold = min(threshold, threshold_for_recall(onnx_val_probs, val_labels, cfg.target_recall))
     except Exception as exc:  # noqa: BLE001 - the torch model stands on its own
         progress(f"int8 ONNX backend unavailable: {exc}")
         onnx = None
-    meta.update(threshold=threshold, calibration=calibration.to_dict())
-    (out / ARTIFACT_FILE).write_text(json.dumps(meta, indent=2))
+    meta["threshold"] = threshold
 
     report: dict[str, Any] = {"validation": classification_report(val_probs, val_labels, threshold)}
     eval_idx = test_idx if len(test_idx) else val_idx
     eval_name = "test" if len(test_idx) else "validation"
     eval_texts = [data.texts[i] for i in eval_idx]
     progress(f"scoring {len(eval_idx)} {eval_name} rows (fp32 torch)")
-    # Probabilities through the calibration fitted above: the loaded classifiers still carry the one that was
-    # in the model directory when they were loaded (identity after training, the old one when recalibrating).
-    report[eval_name] = classification_report(
-        calibration(clf.logits(eval_texts)), data.labels[eval_idx], threshold
-    )
+    report[eval_name] = classification_report(clf.predict(eval_texts), data.labels[eval_idx], threshold)
     meta["onnx_recall_ok"] = False
     if onnx is not None and onnx_val_probs is not None:
         onnx_val = classification_report(onnx_val_probs, val_labels, threshold)
         progress(f"scoring {len(eval_idx)} {eval_name} rows (int8 ONNX)")
-        onnx_eval = classification_report(calibration(onnx.logits(eval_texts)), data.labels[eval_idx], threshold)
+        onnx_eval = classification_report(onnx.predict(eval_texts), data.labels[eval_idx], threshold)
         report["onnx_int8"] = {"validation": onnx_val, eval_name: onnx_eval}
         meta["onnx_recall_ok"] = bool(onnx_val["recall"] >= report["validation"]["recall"] - 0.01)
     meta.update(
