@@ -43,7 +43,8 @@ def write_model_card(out: Path, meta: dict[str, Any]) -> Path:
         f"- Base encoder: {meta['base']}, {'top layers ' + str(meta['trained_layers']) + ' fine-tuned' if meta['trained_layers'] else 'frozen'}; "  # noqa: E501
         "masked mean pooling, L2 normalisation, linear head; Platt calibration "
         f"(a={meta['calibration']['a']:.4f}, b={meta['calibration']['b']:.4f}).",
-        *([f"- Head: {len(meta['head_classes'])} source classes (column `{meta.get('class_column')}`); the crisis "
+        *([f"- Head: {len(meta['head_classes'])} source classes (column `{meta.get('class_column')}`"
+           + (", and the `class` column of the added rows" if meta.get("extra_train") else "") + "); the crisis "
            f"logit is the log-odds of {meta['crisis_classes']} against the other classes, so the model learns "
            "what each kind of non-crisis post looks like. Trained on the crisis log-odds (weighted binary loss) "
            "plus a cross-entropy over the classes."] if meta.get("head_classes") else []),
@@ -61,7 +62,9 @@ def write_model_card(out: Path, meta: dict[str, Any]) -> Path:
         + (f" --class-column {cfg['class_column']}" if cfg.get("class_column") else "")
         + (f" --fine-tune --layers {cfg['layers']} --epochs {cfg['epochs']}" if cfg["fine_tune"] else "")
         + f" --max-length {cfg['max_length']} --target-recall {cfg['target_recall']} --seed {cfg['seed']}"
-        + (f" --chat-sentences {cfg['chat_sentences']}" if cfg.get("chat_sentences") else "") + "`.",
+        + (f" --chat-sentences {cfg['chat_sentences']}" if cfg.get("chat_sentences") else "")
+        + "".join(f" --extra-train {path}" for path in cfg.get("extra_train", []))
+        + (f" --extra-repeat {cfg['extra_repeat']}" if cfg.get("extra_repeat", 1) != 1 else "") + "`.",
         f"- Default backend: {'ONNX Runtime int8' if meta['onnx_recall_ok'] else 'torch fp32'} "
         "(int8 is used only if its validation recall at the threshold stays within one point of fp32's; test rows "
         "decide nothing). The int8 backend runs each text window alone, unpadded, so a text's score never "
@@ -77,6 +80,13 @@ def write_model_card(out: Path, meta: dict[str, Any]) -> Path:
         *([f"- Chat-length training sentences added from the training posts only (weak labels: crisis = a "
             f"sentence of an r/SuicideWatch post with a strong Suicide Risk Lexicon hit; no_crisis = a sentence of "
             f"another post with no hit): {meta['chat_sentences']}"] if meta.get("chat_sentences") else []),
+        *[f"- Added for training only: `{e['path']}` (SHA-256 `{e['sha256']}`): its {e['rows']} train rows "
+          f"({e['crisis']} crisis) are trained on"
+          + (f", {e['repeat']} times per epoch" if e.get("repeat", 1) != 1 else "")
+          + (f"; its {e['selection_rows']} validation rows ({e['selection_crisis']} crisis) join the primary "
+             "validation rows to choose the epoch" if e.get("selection_rows") else "")
+          + "; its test rows are reported below. The calibration, the threshold and the validation and test "
+          "metrics use the primary data alone." for e in meta.get("extra_train", [])],
         "- Primary data: Reddit Mental Health Dataset, 27-subreddit sample (Low et al. 2020, CC BY 4.0); crisis = "
         "a post in r/SuicideWatch, no_crisis = a post in 26 other subreddits, half of them mental-health "
         "subreddits (hard negatives). Labels are by subreddit, not by clinician.",
@@ -91,13 +101,21 @@ def write_model_card(out: Path, meta: dict[str, Any]) -> Path:
     lines += _metrics_table(f"{ev} (torch fp32)", metrics[ev])
     if "onnx_int8" in metrics:
         lines += _metrics_table(f"{ev} (ONNX int8)", metrics["onnx_int8"][ev])
+    heldout = {k: v for k, v in metrics.get("extra_heldout", {}).items() if k != "backend"}
+    for name, m in heldout.items():
+        lines += _metrics_table(f"`{name}` test rows ({metrics['extra_heldout']['backend']})", m)
     lines += [
         "",
         f"`vigil model eval --data {data['path']} --split-file {data['split_file']} --split {ev} --json` "
-        "reproduces the test row (its backend column: `--backend torch` or `--backend onnx`).",
+        "reproduces the test row (its backend column: `--backend torch` or `--backend onnx`)"
+        + "".join(f"; `vigil model eval --data {path} --split-file {path} --split test --json` the `{n}` row"
+                  for n in heldout
+                  for path in [next((x for x in cfg.get("extra_train", []) if Path(x).name == n), n)]) + ".",
         "",
         "## Limits",
-        "- Trained on Reddit posts, scored on chat turns: short, informal messages, slang and languages other than "
+        "- Trained on Reddit posts" + (" (and a few hundred chat turns written by engineers)" if meta.get("extra_train")
+                                       else "")
+        + ", scored on chat turns: short, informal messages, slang and languages other than "
         "English are under-represented; the monitoring in Vigil exists because this model will miss crises.",
         "- Subreddit labels are noisy: some r/SuicideWatch posts are supportive, and posts in r/depression or "
         "r/lonely may contain suicidal ideation labelled no_crisis, so precision is a lower bound.",

@@ -14,7 +14,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,11 @@ class Dataset:
     sha256: str
     path: Path
     classes: np.ndarray | None = None  # optional source class per row (e.g. subreddit), for a multi-class head
+    n_primary: int | None = None  # rows read from `path`; rows after them were added for training only
+
+    @property
+    def primary_rows(self) -> int:
+        return len(self.ids) if self.n_primary is None else self.n_primary
 
     def class_names(self) -> tuple[list[str], list[str]]:
         """All source classes (sorted) and those that are crisis classes; every class must be one or the other."""
@@ -160,6 +165,8 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0
     chat_sentences: int = 0  # with > 0: add up to this many short sentences from training posts (see below)
+    extra_train: list[str] = field(default_factory=list)  # CSVs whose train rows join training (add_extra_rows)
+    extra_repeat: int = 1  # times each added training row is seen per epoch
     class_column: str | None = None  # with a name: a multi-class head over that column's source classes
 
 
@@ -201,8 +208,77 @@ def add_chat_sentences(
     if data.classes is not None:  # a sentence keeps the class of the post it came from
         sources = [i for _, i in pos + neg_keep]
         classes = np.concatenate([data.classes, data.classes[sources]])
-    out = Dataset(ids, texts, labels, data.sha256, data.path, classes)
+    out = Dataset(ids, texts, labels, data.sha256, data.path, classes, data.primary_rows)
     return out, np.concatenate([train_idx, extra]), {"crisis_sentences": len(pos), "no_crisis_sentences": len(neg_keep)}
+
+
+def _extra_rows(path: Path, split: str) -> tuple[Dataset, list[int], np.ndarray]:
+    """A labelled CSV's rows of one split (all rows if it has no `split` column) and their classes."""
+    extra = load_dataset(path)
+    columns, by_id = _rows_by_id(path)
+    keep = [k for k, i in enumerate(extra.ids) if "split" not in columns or by_id[i]["split"] == split]
+    default = np.where(extra.labels, "extra_crisis", "extra_no_crisis")
+    classes = np.asarray([(by_id[i].get("class") or "").strip() or default[k] for k, i in enumerate(extra.ids)])
+    return extra, keep, classes
+
+
+def add_extra_rows(
+    data: Dataset, train_idx: np.ndarray, paths: list[str], repeat: int = 1
+) -> tuple[Dataset, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """Rows of other labelled CSVs (`id,text,label[,class][,split]`) for training and model selection only.
+
+    For chat-length examples the primary data lacks (see data/chat_contrast). With a `split` column, its `train`
+    rows join training (each `repeat` times per epoch), its `validation` rows join the rows on which an epoch
+    (or a head's regularisation) is selected, and its `test` rows are reported by `calibrate`, never used. The
+    operating threshold, the calibration and the reported validation metrics stay on the primary data. With a
+    multi-class head an added row's class is its `class` column (else `extra_crisis` / `extra_no_crisis`).
+    Returns the data, the training rows and the added selection rows.
+    """
+    ids, texts, labels = list(data.ids), list(data.texts), [data.labels]
+    classes = [data.classes] if data.classes is not None else None
+    added: list[dict[str, Any]] = []
+    new_train: list[int] = []
+    new_select: list[int] = []
+    for path in paths:
+        extra, rows_train, extra_classes = _extra_rows(Path(path), "train")
+        _, rows_select, _ = _extra_rows(Path(path), "validation")
+        keep = rows_train + rows_select
+        clash = sorted(set(extra.ids[k] for k in keep) & set(ids))
+        if clash:
+            raise VigilError(f"{path}: id {clash[0]!r} is already a training row")
+        new_train += list(range(len(ids), len(ids) + len(rows_train)))
+        new_select += list(range(len(ids) + len(rows_train), len(ids) + len(keep)))
+        ids += [extra.ids[k] for k in keep]
+        texts += [extra.texts[k] for k in keep]
+        labels.append(extra.labels[keep])
+        if classes is not None:
+            classes.append(extra_classes[keep])
+        added.append({"path": Path(path).name, "sha256": extra.sha256, "rows": len(rows_train),
+                      "crisis": int(extra.labels[rows_train].sum()), "selection_rows": len(rows_select),
+                      "selection_crisis": int(extra.labels[rows_select].sum()), "repeat": repeat})
+    out = Dataset(ids, texts, np.concatenate(labels), data.sha256, data.path,
+                  np.concatenate(classes) if classes is not None else None, data.primary_rows)
+    train_rows = np.concatenate([train_idx] + [np.asarray(new_train, dtype=int)] * repeat)
+    return out, train_rows, np.asarray(new_select, dtype=int), added
+
+
+def extra_heldout_reports(
+    clf: CrisisClassifier, paths: list[str], threshold: float, progress: Progress
+) -> dict[str, dict[str, Any]]:
+    """Metrics on the `test` rows of each added CSV that has them (never trained on, never used to choose)."""
+    reports: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        if not Path(path).exists():
+            progress(f"{path} is not here: its held-out rows are not reported")
+            continue
+        extra, keep, _ = _extra_rows(Path(path), "test")
+        columns, _ = _rows_by_id(Path(path))
+        if "split" not in columns or not keep or extra.labels[keep].all() or not extra.labels[keep].any():
+            continue
+        progress(f"scoring {len(keep)} held-out rows of {Path(path).name}")
+        report = classification_report(clf.predict([extra.texts[k] for k in keep]), extra.labels[keep], threshold)
+        reports[Path(path).name] = {**report, "sha256": extra.sha256}
+    return reports
 
 
 def _seed_everything(seed: int) -> None:
@@ -336,7 +412,7 @@ def _fine_tune(
     trainable = [p for layer in module.layers()[first:] for p in layer.parameters()]
     for p in trainable + list(module.head.parameters()):
         p.requires_grad_(True)
-    rows = np.concatenate([train_idx, val_idx])
+    rows = np.unique(np.concatenate([train_idx, val_idx]))
     progress(f"caching frozen layers 1-{first} for {len(rows)} texts")
     ids = _tokenize([data.texts[i] for i in rows], cfg.max_length)
     cache_all = _hidden_cache(module, ids, upto=first, progress=progress)
@@ -390,7 +466,7 @@ def _fine_tune(
         ap = float(average_precision_score(data.labels[val_sorted], val_logits))
         auc = float(roc_auc_score(data.labels[val_sorted], val_logits))
         history.append({"epoch": epoch + 1, "loss": total / max(1, len(batches)), "val_pr_auc": ap, "val_roc_auc": auc})
-        progress(f"epoch {epoch + 1}: loss {total / max(1, len(batches)):.4f}, validation ROC-AUC {auc:.4f}, "
+        progress(f"epoch {epoch + 1}: loss {total / max(1, len(batches)):.4f}, selection ROC-AUC {auc:.4f}, "
                  f"PR-AUC {ap:.4f}")
         if auc > best_auc:  # the epoch that ranks validation crises best is kept
             best_auc = auc
@@ -445,6 +521,12 @@ def train(
         meta_extra: dict[str, Any] = {"chat_sentences": augmented}
     else:
         meta_extra = {}
+    select_idx = val_idx  # the rows an epoch or a head's regularisation is chosen on
+    if cfg.extra_train:
+        data, train_idx, extra_select, added = add_extra_rows(data, train_idx, cfg.extra_train, cfg.extra_repeat)
+        progress(f"added rows from other files: {added}")
+        meta_extra["extra_train"] = added
+        select_idx = np.concatenate([val_idx, extra_select])
     names, crisis_names = data.class_names()
     if names:
         progress(f"multi-class head over {len(names)} {cfg.class_column} classes; crisis classes {crisis_names}")
@@ -458,11 +540,11 @@ def train(
     started = time.monotonic()
     history: list[dict[str, float]] = []
     if cfg.fine_tune:
-        history = _fine_tune(module, data, train_idx, val_idx, cfg, progress)
+        history = _fine_tune(module, data, train_idx, select_idx, cfg, progress)
         trained = list(range(len(module.layers()) - cfg.layers, len(module.layers())))
     else:
         progress("fitting the head on frozen embeddings")
-        history = _fit_head_only(module, data, train_idx, val_idx, cfg, progress)
+        history = _fit_head_only(module, data, train_idx, select_idx, cfg, progress)
         trained = []
     train_seconds = time.monotonic() - started
     out.mkdir(parents=True, exist_ok=True)
@@ -561,17 +643,20 @@ def calibrate(
         onnx_eval = classification_report(onnx.predict(eval_texts), data.labels[eval_idx], threshold)
         report["onnx_int8"] = {"validation": onnx_val, eval_name: onnx_eval}
         meta["onnx_recall_ok"] = bool(onnx_val["recall"] >= report["validation"]["recall"] - 0.01)
+    served = onnx if onnx is not None and meta["onnx_recall_ok"] else clf
+    heldout = extra_heldout_reports(served, cfg.extra_train, threshold, progress)
+    if heldout:
+        report["extra_heldout"] = {"backend": served.backend.name, **heldout}
     meta.update(
         config={**meta.get("config", {}), **cfg.__dict__},
         history=history if history is not None else meta.get("history", []),
         train_seconds=round(train_seconds, 1) if train_seconds is not None else meta.get("train_seconds"),
         data={"path": data.path.name, "sha256": data.sha256,
-              "rows": sum(not i.startswith("chat-") for i in data.ids),
-              "crisis": int(sum(lab for i, lab in zip(data.ids, data.labels, strict=True)
-                                if not i.startswith("chat-"))),
+              "rows": data.primary_rows, "crisis": int(data.labels[:data.primary_rows].sum()),
               "split_file": split_file.name if split_file else None,
               "split_sha256": hashlib.sha256(split_file.read_bytes()).hexdigest() if split_file else None,
-              "train": len(train_idx), "validation": len(val_idx), "test": len(test_idx)},
+              "train": int((train_idx < data.primary_rows).sum()), "validation": len(val_idx),
+              "test": len(test_idx)},
         metrics=report,
         eval_split=eval_name,
     )

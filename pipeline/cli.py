@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-recall", type=float, default=0.97)
     p.add_argument("--chat-sentences", type=int, default=0, metavar="N",
                    help="add up to N weakly labelled chat-length sentences from the training posts")
+    p.add_argument("--extra-train", action="append", default=[], metavar="CSV",
+                   help="labelled CSV (id,text,label[,class][,split]) whose train rows join training only; its "
+                        "test rows are reported in the card (e.g. data/chat_contrast/chat_contrast.csv); repeatable")
+    p.add_argument("--extra-repeat", type=int, default=1, metavar="N",
+                   help="each --extra-train training row is seen N times per epoch")
     p.add_argument("--max-length", type=int, default=256, metavar="TOKENS",
                    help="tokens per window, in training and in scoring (at most 512 for MiniLM)")
     p.add_argument("--class-column", default=None, metavar="COL",

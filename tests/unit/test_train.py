@@ -11,7 +11,7 @@ import torch
 
 from models.classifier import CrisisClassifier
 from models.encoder import PooledClassifier
-from models.train import Dataset, TrainConfig, attach_classes, load_dataset, train
+from models.train import Dataset, TrainConfig, add_extra_rows, attach_classes, load_dataset, train
 from pipeline.errors import VigilError
 
 CRISIS = [
@@ -65,18 +65,66 @@ def data_csv(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def extra_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("extra") / "chat.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "text", "label", "class", "split"])
+        w.writerows([["x-0", "I want to kill myself tonight", "crisis", "chat_crisis", "train"],
+                     ["x-1", "my feet are killing me after that run", "no_crisis", "chat", "train"],
+                     ["x-2", "I had soup for lunch", "no_crisis", "", "train"],
+                     ["x-3", "I'm going to jump off the bridge", "crisis", "chat_crisis", "test"],
+                     ["x-4", "my phone died during the call", "no_crisis", "chat", "test"],
+                     ["x-5", "the traffic is killing me", "no_crisis", "chat", "test"],
+                     ["x-6", "I swallowed all the pills", "crisis", "chat_crisis", "validation"],
+                     ["x-7", "my laptop is dead again", "no_crisis", "chat", "validation"]])
+    return path
+
+
+def test_extra_rows_join_training_only_and_keep_their_classes(data_csv, extra_csv):
+    data = attach_classes(load_dataset(data_csv), "topic")
+    n = len(data.ids)
+    train_idx = np.arange(10)
+    out, rows, select, added = add_extra_rows(data, train_idx, [str(extra_csv)], repeat=2)
+    # its train rows are trained on (twice per epoch here), its validation rows only select; its test rows stay out
+    assert out.ids[n:] == ["x-0", "x-1", "x-2", "x-6", "x-7"]
+    assert rows.tolist() == list(range(10)) + [n, n + 1, n + 2] * 2
+    assert select.tolist() == [n + 3, n + 4]
+    assert out.labels[n:].tolist() == [True, False, False, True, False]
+    assert out.classes is not None
+    assert out.classes[n:].tolist() == ["chat_crisis", "chat", "extra_no_crisis", "chat_crisis", "chat"]
+    assert out.primary_rows == n and out.labels[:n].sum() == data.labels.sum()
+    assert added == [{"path": "chat.csv", "sha256": load_dataset(extra_csv).sha256, "rows": 3, "crisis": 1,
+                      "selection_rows": 2, "selection_crisis": 1, "repeat": 2}]
+    with pytest.raises(VigilError, match="already a training row"):
+        add_extra_rows(out, rows, [str(extra_csv)])
+
+
 @pytest.mark.parametrize("class_column", [None, "topic"])
-def test_training_a_head_writes_a_model_that_separates_crisis(tmp_path, data_csv, model_cache, class_column):
-    cfg = TrainConfig(target_recall=0.9, threads=1, class_column=class_column)
+def test_training_a_head_writes_a_model_that_separates_crisis(tmp_path, data_csv, extra_csv, model_cache,
+                                                              class_column):
+    extra = [str(extra_csv)] if class_column else []
+    cfg = TrainConfig(target_recall=0.9, threads=1, class_column=class_column, extra_train=extra)
     meta = train(data_csv, tmp_path / "model", cfg, progress=lambda _msg: None, cache_dir=model_cache)
 
     saved = json.loads((tmp_path / "model" / "vigil_model.json").read_text())
     assert saved["model_version"] == meta["model_version"]
     assert (tmp_path / "model" / "MODEL_CARD.md").is_file()
     if class_column:
-        assert saved["head_classes"] == ["crisis", "money", "running"]
-        assert saved["crisis_classes"] == ["crisis"]
+        assert saved["head_classes"] == ["chat", "chat_crisis", "crisis", "extra_no_crisis", "money", "running"]
+        assert saved["crisis_classes"] == ["chat_crisis", "crisis"]
         assert "-mc-" in saved["model_version"]
+        # The added file's test rows are reported (with the served backend), its train rows counted apart.
+        assert saved["data"]["rows"] == len(CRISIS) + len(MONEY) + len(RUNNING)
+        assert saved["extra_train"][0]["rows"] == 3
+        from models.train import split_rows as primary_split
+
+        assert saved["data"]["train"] == len(primary_split(load_dataset(data_csv), cfg.seed)[0])
+        heldout = saved["metrics"]["extra_heldout"]["chat.csv"]
+        assert (heldout["n"], heldout["n_crisis"]) == (3, 1)
+        card = (tmp_path / "model" / "MODEL_CARD.md").read_text()
+        assert f"--extra-train {extra_csv}" in card and "`chat.csv` test rows" in card
     else:
         assert "head_classes" not in saved
     clf = CrisisClassifier.load(tmp_path / "model", backend="torch", threads=1)
