@@ -26,12 +26,12 @@ CRISIS = [
 ]
 # Ordinary messages the shipped model scores below its threshold (the pipeline tests are about the pipeline;
 # the model's own false positives are covered by tests/unit/test_classifier.py and its card).
-# (The shipped model flags many ordinary first-person statements at its recall-0.97 threshold; see its card.)
+# (The shipped model still flags many ordinary chat turns at its recall-0.97 threshold; see its card.)
 BENIGN = [
     "can you recommend a podcast about history?", "I'm nervous about my job interview tomorrow",
     "what's a good way to organise my notes for class?", "can you suggest a recipe with chickpeas?",
     "can you explain how compound interest works?", "any tips for growing tomatoes?",
-    "what are some good breathing exercises before bed?",
+    "my sister is visiting this weekend",
 ]
 
 

@@ -105,8 +105,13 @@ def test_empty_and_very_long_texts(clf):
     benign = "I spent the afternoon reorganising the garden shed and sorting old paint tins. " * 120
     long_crisis = benign + " Honestly though, I want to die and I have the pills in my hand."
     scores = clf.predict([benign, long_crisis])
-    # a crisis sentence at the very end of a long message still counts (windows, not truncation)
-    assert scores[1] >= clf.threshold and scores[1] > 5 * scores[0]
+    # a crisis sentence at the very end of a long message still counts (windows, not truncation): its window is
+    # the text's highest and over the threshold on its own, and the whole text scores well above the same text
+    # without it (how far above depends on how high the filler's own windows score: 9x for the model before,
+    # whose filler scored a third of its threshold; 2.6x for the shipped one, whose filler is above its threshold)
+    windows, owners = clf.window_logits([long_crisis])
+    assert windows.argmax() == len(windows) - 1 and clf.info.calibration(windows[-1:])[0] >= clf.threshold
+    assert scores[1] >= clf.threshold and scores[1] > 2 * scores[0]
     first_window_only = clf.predict([long_crisis[:800]])[0]
     assert scores[1] > first_window_only
     assert clf.predict([]).shape == (0,)
@@ -148,6 +153,26 @@ def test_model_eval_reproduces_the_cards_test_numbers(capsys, model_cache, monke
     assert abs(got["fp"] - card["fp"]) <= 2  # the card's precision and specificity are the served model's
     assert set(got) >= {"n", "n_crisis", "roc_auc", "pr_auc", "threshold", "recall", "precision", "specificity",
                         "recall_ci", "model_version"}
+
+
+CONTRAST = Path(__file__).resolve().parents[2] / "data" / "chat_contrast" / "chat_contrast.csv"
+
+
+def test_model_eval_reproduces_the_cards_held_out_chat_turns(capsys, model_cache, monkeypatch):
+    import hashlib
+
+    from pipeline.cli import main
+
+    meta = json.loads((DEFAULT_MODEL_DIR / "vigil_model.json").read_text())
+    card = meta["metrics"]["extra_heldout"]["chat_contrast.csv"]
+    assert card["sha256"] == hashlib.sha256(CONTRAST.read_bytes()).hexdigest()  # the card's numbers are this file's
+    monkeypatch.setenv("VIGIL_CACHE_DIR", str(model_cache))
+    assert main(["model", "eval", "--data", str(CONTRAST), "--split-file", str(CONTRAST), "--split", "test",
+                 "--json"]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert got["backend"] == meta["metrics"]["extra_heldout"]["backend"]
+    assert (got["n"], got["n_crisis"], got["tp"], got["fp"]) == (card["n"], card["n_crisis"], card["tp"], card["fp"])
+    assert got["recall"] >= 0.9  # short crisis turns the model never saw are caught
 
 
 def test_a_texts_score_does_not_depend_on_the_batch_it_is_in(clf):
