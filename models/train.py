@@ -212,14 +212,14 @@ def add_chat_sentences(
     return out, np.concatenate([train_idx, extra]), {"crisis_sentences": len(pos), "no_crisis_sentences": len(neg_keep)}
 
 
-def _extra_rows(path: Path, split: str) -> tuple[Dataset, list[int], np.ndarray]:
-    """A labelled CSV's rows of one split (all rows if it has no `split` column) and their classes."""
+def _read_extra(path: Path) -> tuple[Dataset, np.ndarray | None, np.ndarray]:
+    """A labelled CSV, its `split` column (None without one) and each row's head class."""
     extra = load_dataset(path)
     columns, by_id = _rows_by_id(path)
-    keep = [k for k, i in enumerate(extra.ids) if "split" not in columns or by_id[i]["split"] == split]
+    split = np.asarray([by_id[i]["split"] for i in extra.ids]) if "split" in columns else None
     default = np.where(extra.labels, "extra_crisis", "extra_no_crisis")
     classes = np.asarray([(by_id[i].get("class") or "").strip() or default[k] for k, i in enumerate(extra.ids)])
-    return extra, keep, classes
+    return extra, split, classes
 
 
 def add_extra_rows(
@@ -227,27 +227,30 @@ def add_extra_rows(
 ) -> tuple[Dataset, np.ndarray, np.ndarray, list[dict[str, Any]]]:
     """Rows of other labelled CSVs (`id,text,label[,class][,split]`) for training and model selection only.
 
-    For chat-length examples the primary data lacks (see data/chat_contrast). With a `split` column, its `train`
-    rows join training (each `repeat` times per epoch), its `validation` rows join the rows on which an epoch
-    (or a head's regularisation) is selected, and its `test` rows are reported by `calibrate`, never used. The
-    operating threshold, the calibration and the reported validation metrics stay on the primary data. With a
+    For chat-length examples the primary data lacks (see data/chat_contrast). Its `train` rows (all rows without
+    a `split` column) join training, each `repeat` times per epoch; its `validation` rows join the rows on which
+    an epoch (or a head's regularisation) is selected; its `test` rows are only reported (`extra_heldout_reports`).
+    The calibration, the operating threshold and the reported validation metrics stay on the primary data. With a
     multi-class head an added row's class is its `class` column (else `extra_crisis` / `extra_no_crisis`).
-    Returns the data, the training rows and the added selection rows.
+    Returns the data, the training rows, the added selection rows and what was added from each file.
     """
+    if repeat < 1:
+        raise VigilError(f"extra_repeat must be at least 1, got {repeat}")
     ids, texts, labels = list(data.ids), list(data.texts), [data.labels]
     classes = [data.classes] if data.classes is not None else None
     added: list[dict[str, Any]] = []
     new_train: list[int] = []
     new_select: list[int] = []
     for path in paths:
-        extra, rows_train, extra_classes = _extra_rows(Path(path), "train")
-        _, rows_select, _ = _extra_rows(Path(path), "validation")
-        keep = rows_train + rows_select
+        extra, split, extra_classes = _read_extra(Path(path))
+        rows_train = np.flatnonzero(split == "train") if split is not None else np.arange(len(extra.ids))
+        rows_select = np.flatnonzero(split == "validation") if split is not None else np.arange(0)
+        keep = np.concatenate([rows_train, rows_select])
         clash = sorted(set(extra.ids[k] for k in keep) & set(ids))
         if clash:
             raise VigilError(f"{path}: id {clash[0]!r} is already a training row")
-        new_train += list(range(len(ids), len(ids) + len(rows_train)))
-        new_select += list(range(len(ids) + len(rows_train), len(ids) + len(keep)))
+        new_train += range(len(ids), len(ids) + len(rows_train))
+        new_select += range(len(ids) + len(rows_train), len(ids) + len(keep))
         ids += [extra.ids[k] for k in keep]
         texts += [extra.texts[k] for k in keep]
         labels.append(extra.labels[keep])
@@ -265,19 +268,19 @@ def add_extra_rows(
 def extra_heldout_reports(
     clf: CrisisClassifier, paths: list[str], threshold: float, progress: Progress
 ) -> dict[str, dict[str, Any]]:
-    """Metrics on the `test` rows of each added CSV that has them (never trained on, never used to choose)."""
+    """Metrics on the `test` rows of each added CSV that has both labels there (never trained on or chosen by)."""
     reports: dict[str, dict[str, Any]] = {}
-    for path in paths:
-        if not Path(path).exists():
+    for path in map(Path, paths):
+        if not path.exists():
             progress(f"{path} is not here: its held-out rows are not reported")
             continue
-        extra, keep, _ = _extra_rows(Path(path), "test")
-        columns, _ = _rows_by_id(Path(path))
-        if "split" not in columns or not keep or extra.labels[keep].all() or not extra.labels[keep].any():
+        extra, split, _ = _read_extra(path)
+        keep = np.flatnonzero(split == "test") if split is not None else np.arange(0)
+        if len(set(extra.labels[keep].tolist())) < 2:
             continue
-        progress(f"scoring {len(keep)} held-out rows of {Path(path).name}")
+        progress(f"scoring {len(keep)} held-out rows of {path.name}")
         report = classification_report(clf.predict([extra.texts[k] for k in keep]), extra.labels[keep], threshold)
-        reports[Path(path).name] = {**report, "sha256": extra.sha256}
+        reports[path.name] = {**report, "sha256": extra.sha256}
     return reports
 
 

@@ -99,6 +99,8 @@ def test_extra_rows_join_training_only_and_keep_their_classes(data_csv, extra_cs
                       "selection_rows": 2, "selection_crisis": 1, "repeat": 2}]
     with pytest.raises(VigilError, match="already a training row"):
         add_extra_rows(out, rows, [str(extra_csv)])
+    with pytest.raises(VigilError, match="at least 1"):
+        add_extra_rows(data, train_idx, [str(extra_csv)], repeat=0)
 
 
 @pytest.mark.parametrize("class_column", [None, "topic"])
