@@ -102,15 +102,15 @@ def write_model_card(out: Path, meta: dict[str, Any]) -> Path:
     if "onnx_int8" in metrics:
         lines += _metrics_table(f"{ev} (ONNX int8)", metrics["onnx_int8"][ev])
     heldout = {k: v for k, v in metrics.get("extra_heldout", {}).items() if k != "backend"}
+    extra_paths = {Path(x).name: x for x in cfg.get("extra_train", [])}  # the paths as given to `vigil train`
     for name, m in heldout.items():
         lines += _metrics_table(f"`{name}` test rows ({metrics['extra_heldout']['backend']})", m)
     lines += [
         "",
         f"`vigil model eval --data {data['path']} --split-file {data['split_file']} --split {ev} --json` "
         "reproduces the test row (its backend column: `--backend torch` or `--backend onnx`)"
-        + "".join(f"; `vigil model eval --data {path} --split-file {path} --split test --json` the `{n}` row"
-                  for n in heldout
-                  for path in [next((x for x in cfg.get("extra_train", []) if Path(x).name == n), n)]) + ".",
+        + "".join(f"; `vigil model eval --data {extra_paths.get(n, n)} --split-file {extra_paths.get(n, n)} --split "
+                  f"test --json` the `{n}` row" for n in heldout) + ".",
         "",
         "## Limits",
         "- Trained on Reddit posts" + (" (and a few hundred chat turns written by engineers)" if meta.get("extra_train")

@@ -50,6 +50,15 @@ class Dataset:
     def primary_rows(self) -> int:
         return len(self.ids) if self.n_primary is None else self.n_primary
 
+    def with_rows(
+        self, ids: list[str], texts: list[str], labels: np.ndarray, classes: np.ndarray | None
+    ) -> tuple[Dataset, np.ndarray]:
+        """This data with rows appended for training (classes kept when this data has them) and their indices."""
+        out = Dataset(self.ids + ids, self.texts + texts, np.concatenate([self.labels, labels]), self.sha256,
+                      self.path, np.concatenate([self.classes, classes]) if self.classes is not None else None,
+                      self.primary_rows)
+        return out, np.arange(len(self.ids), len(out.ids))
+
     def class_names(self) -> tuple[list[str], list[str]]:
         """All source classes (sorted) and those that are crisis classes; every class must be one or the other."""
         if self.classes is None:
@@ -200,23 +209,21 @@ def add_chat_sentences(
             elif not data.labels[i] and score < 0.5:
                 neg.append((sent.strip(), int(i)))
     neg_keep = [neg[k] for k in rng.permutation(len(neg))[: max(0, limit - len(pos))]]
-    texts = data.texts + [t for t, _ in pos + neg_keep]
-    labels = np.concatenate([data.labels, np.ones(len(pos), bool), np.zeros(len(neg_keep), bool)])
-    ids = data.ids + [f"chat-pos-{k}" for k in range(len(pos))] + [f"chat-neg-{k}" for k in range(len(neg_keep))]
-    extra = np.arange(len(data.ids), len(ids))
-    classes = None
-    if data.classes is not None:  # a sentence keeps the class of the post it came from
-        sources = [i for _, i in pos + neg_keep]
-        classes = np.concatenate([data.classes, data.classes[sources]])
-    out = Dataset(ids, texts, labels, data.sha256, data.path, classes, data.primary_rows)
+    sources = [i for _, i in pos + neg_keep]
+    out, extra = data.with_rows(
+        [f"chat-pos-{k}" for k in range(len(pos))] + [f"chat-neg-{k}" for k in range(len(neg_keep))],
+        [t for t, _ in pos + neg_keep],
+        np.concatenate([np.ones(len(pos), bool), np.zeros(len(neg_keep), bool)]),
+        data.classes[sources] if data.classes is not None else None,  # a sentence keeps its post's class
+    )
     return out, np.concatenate([train_idx, extra]), {"crisis_sentences": len(pos), "no_crisis_sentences": len(neg_keep)}
 
 
-def _read_extra(path: Path) -> tuple[Dataset, np.ndarray | None, np.ndarray]:
-    """A labelled CSV, its `split` column (None without one) and each row's head class."""
+def _read_extra(path: Path) -> tuple[Dataset, np.ndarray, np.ndarray]:
+    """A labelled CSV, each row's split (`train` for all without a `split` column) and head class."""
     extra = load_dataset(path)
     columns, by_id = _rows_by_id(path)
-    split = np.asarray([by_id[i]["split"] for i in extra.ids]) if "split" in columns else None
+    split = np.asarray([by_id[i]["split"] if "split" in columns else "train" for i in extra.ids])
     default = np.where(extra.labels, "extra_crisis", "extra_no_crisis")
     classes = np.asarray([(by_id[i].get("class") or "").strip() or default[k] for k, i in enumerate(extra.ids)])
     return extra, split, classes
@@ -236,33 +243,25 @@ def add_extra_rows(
     """
     if repeat < 1:
         raise VigilError(f"extra_repeat must be at least 1, got {repeat}")
-    ids, texts, labels = list(data.ids), list(data.texts), [data.labels]
-    classes = [data.classes] if data.classes is not None else None
     added: list[dict[str, Any]] = []
-    new_train: list[int] = []
-    new_select: list[int] = []
+    new_train: list[np.ndarray] = []
+    new_select: list[np.ndarray] = []
     for path in paths:
         extra, split, extra_classes = _read_extra(Path(path))
-        rows_train = np.flatnonzero(split == "train") if split is not None else np.arange(len(extra.ids))
-        rows_select = np.flatnonzero(split == "validation") if split is not None else np.arange(0)
+        rows_train, rows_select = np.flatnonzero(split == "train"), np.flatnonzero(split == "validation")
         keep = np.concatenate([rows_train, rows_select])
-        clash = sorted(set(extra.ids[k] for k in keep) & set(ids))
+        clash = sorted(set(extra.ids[k] for k in keep) & set(data.ids))
         if clash:
             raise VigilError(f"{path}: id {clash[0]!r} is already a training row")
-        new_train += range(len(ids), len(ids) + len(rows_train))
-        new_select += range(len(ids) + len(rows_train), len(ids) + len(keep))
-        ids += [extra.ids[k] for k in keep]
-        texts += [extra.texts[k] for k in keep]
-        labels.append(extra.labels[keep])
-        if classes is not None:
-            classes.append(extra_classes[keep])
+        data, rows = data.with_rows([extra.ids[k] for k in keep], [extra.texts[k] for k in keep], extra.labels[keep],
+                                    extra_classes[keep])
+        new_train.append(rows[: len(rows_train)])
+        new_select.append(rows[len(rows_train):])
         added.append({"path": Path(path).name, "sha256": extra.sha256, "rows": len(rows_train),
                       "crisis": int(extra.labels[rows_train].sum()), "selection_rows": len(rows_select),
                       "selection_crisis": int(extra.labels[rows_select].sum()), "repeat": repeat})
-    out = Dataset(ids, texts, np.concatenate(labels), data.sha256, data.path,
-                  np.concatenate(classes) if classes is not None else None, data.primary_rows)
-    train_rows = np.concatenate([train_idx] + [np.asarray(new_train, dtype=int)] * repeat)
-    return out, train_rows, np.asarray(new_select, dtype=int), added
+    train_rows = np.concatenate([train_idx, *new_train * repeat])
+    return data, train_rows, np.concatenate([np.zeros(0, dtype=int), *new_select]), added
 
 
 def extra_heldout_reports(
@@ -275,7 +274,7 @@ def extra_heldout_reports(
             progress(f"{path} is not here: its held-out rows are not reported")
             continue
         extra, split, _ = _read_extra(path)
-        keep = np.flatnonzero(split == "test") if split is not None else np.arange(0)
+        keep = np.flatnonzero(split == "test")
         if len(set(extra.labels[keep].tolist())) < 2:
             continue
         progress(f"scoring {len(keep)} held-out rows of {path.name}")
@@ -364,7 +363,8 @@ def _set_head(module: Any, lr: Any) -> None:
 
 
 def _fit_head_only(
-    module: Any, data: Dataset, train_idx: np.ndarray, val_idx: np.ndarray, cfg: TrainConfig, progress: Progress
+    module: Any, data: Dataset, names: list[str], train_idx: np.ndarray, val_idx: np.ndarray, cfg: TrainConfig,
+    progress: Progress,
 ) -> list[dict[str, float]]:
     """A logistic-regression head on frozen embeddings (multinomial over the source classes when given);
     its regularisation is the one with the best validation ROC-AUC of the crisis logit."""
@@ -381,7 +381,6 @@ def _fit_head_only(
         torch.nn.functional.normalize(c.float().mean(0), dim=-1).numpy() for c in cache
     ]) * LOGIT_SCALE
     emb_train, emb_val = emb[: len(train_idx)], emb[len(train_idx):]
-    names, _ = data.class_names()
     target = data.classes[train_idx] if data.classes is not None else data.labels[train_idx]
     history: list[dict[str, float]] = []
     best: tuple[float, Any] = (-1.0, None)
@@ -403,7 +402,8 @@ def _fit_head_only(
 
 
 def _fine_tune(
-    module: Any, data: Dataset, train_idx: np.ndarray, val_idx: np.ndarray, cfg: TrainConfig, progress: Progress
+    module: Any, data: Dataset, names: list[str], train_idx: np.ndarray, val_idx: np.ndarray, cfg: TrainConfig,
+    progress: Progress,
 ) -> list[dict[str, float]]:
     import torch
     from sklearn.metrics import average_precision_score, roc_auc_score
@@ -427,7 +427,6 @@ def _fine_tune(
     )
     labels = torch.as_tensor(data.labels, dtype=torch.float32)
     pos_weight = torch.tensor(cfg.pos_weight)
-    names, _ = data.class_names()
     class_of = torch.as_tensor(
         [names.index(c) for c in data.classes] if data.classes is not None else [0] * len(data.ids), dtype=torch.long
     )
@@ -543,11 +542,11 @@ def train(
     started = time.monotonic()
     history: list[dict[str, float]] = []
     if cfg.fine_tune:
-        history = _fine_tune(module, data, train_idx, select_idx, cfg, progress)
+        history = _fine_tune(module, data, names, train_idx, select_idx, cfg, progress)
         trained = list(range(len(module.layers()) - cfg.layers, len(module.layers())))
     else:
         progress("fitting the head on frozen embeddings")
-        history = _fit_head_only(module, data, train_idx, select_idx, cfg, progress)
+        history = _fit_head_only(module, data, names, train_idx, select_idx, cfg, progress)
         trained = []
     train_seconds = time.monotonic() - started
     out.mkdir(parents=True, exist_ok=True)
