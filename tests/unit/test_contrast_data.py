@@ -1,6 +1,6 @@
-"""The chat contrast set (data/chat_contrast) is well formed and holds none of the phrasings tests and the demo judge.
+"""The chat contrast files (data/chat_contrast) are well formed and hold none of the phrasings tests and the demo judge.
 
-Its rows train the shipped model, so a regression phrasing or demo turn inside it would turn those checks into
+Their rows train the shipped model, so a regression phrasing or demo turn inside them would turn those checks into
 memory tests.
 """
 
@@ -12,12 +12,14 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import BENIGN as PIPELINE_BENIGN
 from tests.helpers import CRISIS as PIPELINE_CRISIS
 from tests.unit.test_classifier import BENIGN, CRISIS
 
 ROOT = Path(__file__).resolve().parents[2]
-CONTRAST = ROOT / "data" / "chat_contrast" / "chat_contrast.csv"
+FILES = sorted((ROOT / "data" / "chat_contrast").glob("*.csv"))
 DEMO = ROOT / "pipeline" / "demo_data" / "conversations.json"
 
 
@@ -25,13 +27,22 @@ def _norm(text: str) -> str:
     return re.sub(r"[^a-z0-9 ]+", "", text.lower().replace("’", "'").replace("'", "")).strip()
 
 
-def _rows() -> list[dict[str, str]]:
-    with open(CONTRAST, newline="", encoding="utf-8") as fh:
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
 
 
-def test_rows_are_labelled_split_and_unique():
-    rows = _rows()
+def _all_rows() -> list[dict[str, str]]:
+    return [row for path in FILES for row in _rows(path)]
+
+
+def test_the_folder_holds_both_files():
+    assert [p.name for p in FILES] == ["chat_contrast.csv", "chat_coping.csv"]
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_rows_are_labelled_split_and_unique(path):
+    rows = _rows(path)
     assert len({r["id"] for r in rows}) == len(rows)
     assert len({_norm(r["text"]) for r in rows}) == len(rows)
     assert {r["label"] for r in rows} == {"crisis", "no_crisis"}
@@ -42,10 +53,16 @@ def test_rows_are_labelled_split_and_unique():
     assert all(len(r["text"].split()) <= 30 for r in rows)  # chat-length turns
 
 
+def test_no_turn_is_in_two_files():
+    rows = _all_rows()
+    assert len({r["id"] for r in rows}) == len(rows)
+    assert len({_norm(r["text"]) for r in rows}) == len(rows)
+
+
 def test_no_judged_phrasing_is_in_the_contrast_set():
     demo_user_turns = [turn for conv in json.loads(DEMO.read_text()) for turn in conv["turns"][::2]]
     judged = [_norm(t) for t in CRISIS + BENIGN + list(PIPELINE_CRISIS) + list(PIPELINE_BENIGN) + demo_user_turns]
-    for row in _rows():
+    for row in _all_rows():
         text = _norm(row["text"])
         clash = [j for j in judged if text in j or j in text]
         assert not clash, f"{row['id']} overlaps a judged phrasing: {clash[0]!r}"
