@@ -61,6 +61,7 @@ def write_model_card(out: Path, meta: dict[str, Any]) -> Path:
         f"{data['path']}" + (f" --split-file {data['split_file']}" if data.get("split_file") else "")
         + (f" --class-column {cfg['class_column']}" if cfg.get("class_column") else "")
         + (f" --fine-tune --layers {cfg['layers']} --epochs {cfg['epochs']}" if cfg["fine_tune"] else "")
+        + (f" --keep-epoch {cfg['keep_epoch']}" if cfg.get("keep_epoch", "best") != "best" else "")
         + f" --max-length {cfg['max_length']} --target-recall {cfg['target_recall']} --seed {cfg['seed']}"
         + (f" --chat-sentences {cfg['chat_sentences']}" if cfg.get("chat_sentences") else "")
         + "".join(f" --extra-train {path}" for path in cfg.get("extra_train", []))

@@ -177,6 +177,7 @@ class TrainConfig:
     extra_train: list[str] = field(default_factory=list)  # CSVs whose train rows join training (add_extra_rows)
     extra_repeat: int = 1  # times each added training row is seen per epoch
     class_column: str | None = None  # with a name: a multi-class head over that column's source classes
+    keep_epoch: str = "best"  # with --fine-tune: "best" (selection ROC-AUC) or "last" epoch is kept
 
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -432,7 +433,7 @@ def _fine_tune(
     )
     rng = np.random.default_rng(cfg.seed)
     history = []
-    best_state, best_auc = None, -1.0
+    best_state, best_auc, kept = None, -1.0, 0
     for epoch in range(cfg.epochs):
         for layer in module.layers()[first:]:
             layer.train()
@@ -470,11 +471,15 @@ def _fine_tune(
         history.append({"epoch": epoch + 1, "loss": total / max(1, len(batches)), "val_pr_auc": ap, "val_roc_auc": auc})
         progress(f"epoch {epoch + 1}: loss {total / max(1, len(batches)):.4f}, selection ROC-AUC {auc:.4f}, "
                  f"PR-AUC {ap:.4f}")
-        if auc > best_auc:  # the epoch that ranks validation crises best is kept
-            best_auc = auc
+        # The epoch that ranks validation crises best is kept, or with keep_epoch "last" the final one (the
+        # selection rows may not measure what added training rows teach: chat turns, say).
+        if auc > best_auc or cfg.keep_epoch == "last":
+            best_auc, kept = auc, epoch
             best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     if best_state is not None:
         module.load_state_dict(best_state)
+        history[kept]["kept"] = 1
+        progress(f"kept epoch {kept + 1} ({cfg.keep_epoch})")
     return history
 
 
@@ -505,6 +510,8 @@ def train(
 
     from models.encoder import PooledClassifier, load_base_encoder
 
+    if cfg.keep_epoch not in ("best", "last"):
+        raise VigilError(f"keep_epoch must be 'best' or 'last', got {cfg.keep_epoch!r}")
     _seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

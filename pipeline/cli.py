@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "test rows are reported in the card (e.g. data/chat_contrast/chat_contrast.csv); repeatable")
     p.add_argument("--extra-repeat", type=int, default=1, metavar="N",
                    help="each --extra-train training row is seen N times per epoch")
+    p.add_argument("--keep-epoch", choices=("best", "last"), default="best",
+                   help="with --fine-tune: keep the epoch with the best validation ROC-AUC, or the last one")
     p.add_argument("--max-length", type=int, default=256, metavar="TOKENS",
                    help="tokens per window, in training and in scoring (at most 512 for MiniLM)")
     p.add_argument("--class-column", default=None, metavar="COL",

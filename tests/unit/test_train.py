@@ -149,6 +149,32 @@ def test_training_a_head_writes_a_model_that_separates_crisis(tmp_path, data_csv
     assert np.allclose(onnx.logits(CRISIS[:3] + MONEY[:3]), clf.logits(CRISIS[:3] + MONEY[:3]), atol=0.5)
 
 
+@pytest.mark.parametrize("keep_epoch", ["best", "last"])
+def test_fine_tuning_keeps_the_chosen_epoch(tmp_path, data_csv, model_cache, keep_epoch):
+    cfg = TrainConfig(fine_tune=True, layers=1, epochs=3, max_length=32, target_recall=0.9, threads=1,
+                      class_column="topic", keep_epoch=keep_epoch)
+    meta = train(data_csv, tmp_path / "model", cfg, progress=lambda _msg: None, cache_dir=model_cache)
+    history = meta["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    kept = [h["epoch"] for h in history if h.get("kept")]
+    if keep_epoch == "last":
+        assert kept == [3]
+    else:  # the first epoch with the best selection ROC-AUC
+        best = max(h["val_roc_auc"] for h in history)
+        assert kept == [next(h["epoch"] for h in history if h["val_roc_auc"] == best)]
+    assert meta["trained_layers"] == [5]
+    card = (tmp_path / "model" / "MODEL_CARD.md").read_text()
+    assert ("--keep-epoch last" in card) == (keep_epoch == "last")
+    clf = CrisisClassifier.load(tmp_path / "model", backend="torch", threads=1)
+    probs = clf.predict(["I am going to take all my pills tonight and end it", "what is a good savings rate"])
+    assert probs[0] > probs[1]
+
+
+def test_an_unknown_keep_epoch_is_refused(tmp_path, data_csv):
+    with pytest.raises(VigilError, match="keep_epoch"):
+        train(data_csv, tmp_path / "m", TrainConfig(fine_tune=True, keep_epoch="worst"), progress=lambda _m: None)
+
+
 def test_a_class_with_both_labels_is_refused(tmp_path):
     path = tmp_path / "mixed.csv"
     path.write_text("id,text,label,topic\na,I want to die,crisis,x\nb,hello,no_crisis,x\nc,hi,no_crisis,y\n")
