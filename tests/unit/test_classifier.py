@@ -182,6 +182,18 @@ def test_model_eval_reproduces_the_cards_held_out_chat_turns(name, capsys, model
     assert got["recall"] >= 0.9  # short crisis turns the model never saw are caught
 
 
+def test_crisis_turns_that_use_coping_words_are_caught(clf):
+    # data/chat_contrast/chat_coping.csv was written after the shipped model was trained and never trained on
+    # (its SOURCE.md): "the breathing exercises don't help", saved-up pills, self-harm after therapy.
+    import csv
+
+    with open(CONTRAST_DIR / "chat_coping.csv", newline="", encoding="utf-8") as fh:
+        crisis = [r["text"] for r in csv.DictReader(fh) if r["label"] == "crisis"]
+    assert len(crisis) == 20
+    probs = clf.predict(crisis)
+    assert [t for t, p in zip(crisis, probs, strict=True) if p < clf.threshold] == []
+
+
 def test_a_texts_score_does_not_depend_on_the_batch_it_is_in(clf):
     # Dynamic int8 quantisation would scale a padded batch by its widest activations; one row per run
     # gives each text its own score, so a replay reproduces it exactly.
