@@ -1,7 +1,7 @@
 """The chat contrast files (data/chat_contrast) are well formed and hold none of the phrasings tests and the demo judge.
 
-Their rows train the shipped model, so a regression phrasing or demo turn inside them would turn those checks into
-memory tests.
+Their rows train models (chat_contrast.csv trained the shipped one) or measure them, so a regression phrasing or
+demo turn inside them would turn those checks into memory tests.
 """
 
 from __future__ import annotations
