@@ -433,7 +433,8 @@ def _fine_tune(
     )
     rng = np.random.default_rng(cfg.seed)
     history = []
-    best_state, best_auc, kept = None, -1.0, 0
+    best_state, best_auc = None, -1.0
+    kept = cfg.epochs - 1  # with keep_epoch "last" the final state is already in place
     for epoch in range(cfg.epochs):
         for layer in module.layers()[first:]:
             layer.train()
@@ -473,11 +474,12 @@ def _fine_tune(
                  f"PR-AUC {ap:.4f}")
         # The epoch that ranks validation crises best is kept, or with keep_epoch "last" the final one (the
         # selection rows may not measure what added training rows teach: chat turns, say).
-        if auc > best_auc or cfg.keep_epoch == "last":
+        if cfg.keep_epoch == "best" and auc > best_auc:
             best_auc, kept = auc, epoch
             best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     if best_state is not None:
         module.load_state_dict(best_state)
+    if history:
         history[kept]["kept"] = 1
         progress(f"kept epoch {kept + 1} ({cfg.keep_epoch})")
     return history
