@@ -32,6 +32,9 @@ BENIGN = [
 ]
 
 
+SHIPPED = json.loads((DEFAULT_MODEL_DIR / "vigil_model.json").read_text())  # the shipped model's metadata
+
+
 @pytest.fixture(scope="module")
 def clf(model_cache):
     return CrisisClassifier.load(cache_dir=model_cache)
@@ -45,7 +48,7 @@ def torch_clf(model_cache):
 def test_the_shipped_model_states_its_threshold_and_calibration():
     info = ModelInfo.read(DEFAULT_MODEL_DIR)
     assert 0 < info.threshold < 1 and info.calibration.a > 0
-    meta = json.loads((DEFAULT_MODEL_DIR / "vigil_model.json").read_text())
+    meta = SHIPPED
     # Issue 3's goals on the primary data's test rows, for fp32 and for the backend that serves by default.
     rows = [meta["metrics"]["test"]] + ([meta["metrics"]["onnx_int8"]["test"]] if meta["onnx_recall_ok"] else [])
     for row in rows:
@@ -62,8 +65,7 @@ def test_crisis_phrasings_score_above_the_threshold(clf, text):
     assert clf.predict([text])[0] >= clf.threshold
 
 
-KNOWN_FALSE_POSITIVES = set(json.loads((DEFAULT_MODEL_DIR / "vigil_model.json").read_text())
-                            .get("known_false_positives", []))
+KNOWN_FALSE_POSITIVES = set(SHIPPED.get("known_false_positives", []))
 
 
 @pytest.mark.parametrize("text", [
@@ -141,7 +143,7 @@ SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "rmhd2
 def test_model_eval_reproduces_the_cards_test_numbers(capsys, model_cache, monkeypatch):
     from pipeline.cli import main
 
-    meta = json.loads((DEFAULT_MODEL_DIR / "vigil_model.json").read_text())
+    meta = SHIPPED
     card = meta["metrics"]["onnx_int8"]["test"] if meta["onnx_recall_ok"] else meta["metrics"]["test"]
     monkeypatch.setenv("VIGIL_CACHE_DIR", str(model_cache))
     assert main(["model", "eval", "--data", str(SHARED / "rmhd27_suicidewatch.csv"), "--split-file",
@@ -156,8 +158,7 @@ def test_model_eval_reproduces_the_cards_test_numbers(capsys, model_cache, monke
 
 
 CONTRAST_DIR = Path(__file__).resolve().parents[2] / "data" / "chat_contrast"
-HELDOUT = sorted(k for k in json.loads((DEFAULT_MODEL_DIR / "vigil_model.json").read_text())
-                 ["metrics"].get("extra_heldout", {}) if k != "backend")
+HELDOUT = sorted(k for k in SHIPPED["metrics"].get("extra_heldout", {}) if k != "backend")
 
 
 def test_the_card_reports_held_out_chat_turns():
@@ -170,14 +171,13 @@ def test_model_eval_reproduces_the_cards_held_out_chat_turns(name, capsys, model
 
     from pipeline.cli import main
 
-    meta = json.loads((DEFAULT_MODEL_DIR / "vigil_model.json").read_text())
-    card = meta["metrics"]["extra_heldout"][name]
+    card = SHIPPED["metrics"]["extra_heldout"][name]
     path = CONTRAST_DIR / name
     assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()  # the card's numbers are this file's
     monkeypatch.setenv("VIGIL_CACHE_DIR", str(model_cache))
     assert main(["model", "eval", "--data", str(path), "--split-file", str(path), "--split", "test", "--json"]) == 0
     got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert got["backend"] == meta["metrics"]["extra_heldout"]["backend"]
+    assert got["backend"] == SHIPPED["metrics"]["extra_heldout"]["backend"]
     assert (got["n"], got["n_crisis"], got["tp"], got["fp"]) == (card["n"], card["n_crisis"], card["tp"], card["fp"])
     assert got["recall"] >= 0.9  # short crisis turns the model never saw are caught
 
@@ -185,10 +185,10 @@ def test_model_eval_reproduces_the_cards_held_out_chat_turns(name, capsys, model
 def test_crisis_turns_that_use_coping_words_are_caught(clf):
     # data/chat_contrast/chat_coping.csv was written after the shipped model was trained and never trained on
     # (its SOURCE.md): "the breathing exercises don't help", saved-up pills, self-harm after therapy.
-    import csv
+    from models.train import load_dataset
 
-    with open(CONTRAST_DIR / "chat_coping.csv", newline="", encoding="utf-8") as fh:
-        crisis = [r["text"] for r in csv.DictReader(fh) if r["label"] == "crisis"]
+    data = load_dataset(CONTRAST_DIR / "chat_coping.csv")
+    crisis = [t for t, is_crisis in zip(data.texts, data.labels, strict=True) if is_crisis]
     assert len(crisis) == 20
     probs = clf.predict(crisis)
     assert [t for t, p in zip(crisis, probs, strict=True) if p < clf.threshold] == []
