@@ -1,0 +1,252 @@
+"""Build the chat-form crisis data set (chat_train.csv, chat_validation.csv, chat_test.csv) from its sources.
+
+    python data/chat_form/build.py [--shared ../shared/data]
+
+Deterministic: the same sources give byte-identical files (fixed seed, sorted inputs). SOURCE.md beside this
+file says what each source contributes, how rows are labelled and how the splits are fixed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+
+from models.backup import BackupScorer  # noqa: E402
+from models.train import load_dataset, split_rows  # noqa: E402
+
+SEED = 20261202
+SPLITS = ("train", "validation", "test")
+COLUMNS = ["id", "text", "label", "conversation", "turn", "source", "category", "alone"]
+
+# Words of death, violence and self-harm. A GoEmotions comment or a DiaSafety context that uses one is left out:
+# its crisis level is not known (GoEmotions labels emotions, not risk), and a keyword is no label. Idioms of
+# killing and dying come from the team-written turns instead, where each was read and labelled.
+RISK_WORDS = re.compile(
+    r"\b(kill\w*|die|dies|dying|died|dead|death|suicid\w*|self[- ]?harm\w*|overdos\w*|hang\w*|end(ing)? it|"
+    r"off (my|him|her|them)sel\w*|kms|jump\w*|slit|wrists?|razors?|blades?|pills?|noose|funerals?|graves?|"
+    r"murder\w*|shoot\w*|guns?|alive|live|living|disappear\w*|wake up|worthless|hopeless\w*|burden\w*|"
+    r"cut(ting)? (my|him|her)sel\w*|hurt(ing)? (my|him|her)sel\w*|gone|goodbye|bridge|rope|unalive|lethal)\b",
+    re.IGNORECASE,
+)
+# A crisis sentence speaks of the writer's own state: a sentence about suicide in general ("sharing an article
+# on suicidal ideation") is not a person in crisis.
+FIRST_PERSON = re.compile(r"\b(i|i'm|im|i've|ive|i'll|me|my|myself)\b", re.IGNORECASE)
+NAMES = ("Alex", "Sam", "Jordan", "Maria", "Chris", "Priya", "Tom", "Lena", "Omar", "Kim")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+TEAM_SPLIT = {2: "validation", 4: "test"}  # every 5th row (by position in its category) from 2 and 4; rest train
+
+
+def team_split(k: int) -> str:
+    return TEAM_SPLIT.get(k % 5, "train")
+
+
+def goemotions(shared: Path) -> dict[str, list[str]]:
+    """Ordinary short comments by the authors' split, with no risk word and no masked religion."""
+    out: dict[str, list[str]] = {}
+    for split, name in (("train", "train"), ("validation", "dev"), ("test", "test")):
+        keep = []
+        with open(shared / "goemotions" / f"{name}.tsv", encoding="utf-8") as fh:
+            for line in fh:
+                text = line.split("\t")[0].strip()
+                if not text or "[RELIGION]" in text or RISK_WORDS.search(text):
+                    continue
+                text = re.sub(r"\[NAME\]", lambda m, t=text: NAMES[len(t) % len(NAMES)], text)
+                keep.append(text)
+        out[split] = sorted(set(keep))
+    return out
+
+
+def diasafety(shared: Path) -> dict[str, list[str]]:
+    """User contexts of the four categories that are not about personal risk, by the authors' split."""
+    out: dict[str, list[str]] = {}
+    for split, name in (("train", "train"), ("validation", "val"), ("test", "test")):
+        rows = json.loads((shared / "diasafety" / f"{name}.json").read_text())
+        texts = {r["context"].strip() for r in rows if r["category"] != "Risk Ignorance"}
+        out[split] = sorted(t for t in texts if t and len(t.split()) <= 80 and not RISK_WORDS.search(t))
+    return out
+
+
+def post_sentences(shared: Path, rng: np.random.Generator) -> dict[str, dict[str, list[str]]]:
+    """Sentences of the Reddit posts, by the post's split in Vigil's training (validation: the seed-0 author
+    share of the train rows, as `vigil train` draws it): a first-person sentence of an r/SuicideWatch post with a
+    strong Suicide Risk Lexicon hit is crisis; at most two sentences of every other post with no lexicon hit and no
+    risk word are no_crisis (many are mental-health talk: the hard negatives)."""
+    folder = shared / "rmhd27_suicidewatch"
+    data = load_dataset(folder / "rmhd27_suicidewatch.csv")
+    train_idx, val_idx, test_idx = split_rows(data, 0, folder / "rmhd27_suicidewatch_meta.csv")
+    lexicon = BackupScorer(0.5)
+    out: dict[str, dict[str, list[str]]] = {s: {"crisis": [], "no_crisis": []} for s in SPLITS}
+    for split, rows in zip(SPLITS, (train_idx, val_idx, test_idx), strict=True):
+        for i in rows:
+            sentences = [s.strip() for s in _SENTENCE.split(data.texts[i]) if 3 <= len(s.split()) <= 40]
+            if data.labels[i]:
+                out[split]["crisis"] += [s for s in sentences
+                                         if lexicon.predict([s])[0] >= 0.99 and FIRST_PERSON.search(s)]
+            else:
+                calm = [s for s in sentences if lexicon.predict([s])[0] < 0.5 and not RISK_WORDS.search(s)]
+                out[split]["no_crisis"] += [calm[k] for k in sorted(rng.permutation(len(calm))[:2])]
+    return out
+
+
+def team_turns() -> dict[str, dict[str, list[tuple[str, str]]]]:
+    """Team-written single turns by split: {split: {label: [(category, text)]}}."""
+    out: dict[str, dict[str, list[tuple[str, str]]]] = {s: {"crisis": [], "no_crisis": []} for s in SPLITS}
+    position: dict[str, int] = {}
+    with open(HERE / "team_turns.csv", newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            k = position.get(row["category"], 0)
+            position[row["category"]] = k + 1
+            out[team_split(k)][row["label"]].append((row["category"], row["text"]))
+    return out
+
+
+def team_conversations() -> dict[str, list[list[dict[str, str]]]]:
+    """Team-written multi-turn conversations by split."""
+    convs: dict[str, list[dict[str, str]]] = {}
+    with open(HERE / "team_conversations.csv", newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            convs.setdefault(row["conversation"], []).append(row)
+    out: dict[str, list[list[dict[str, str]]]] = {s: [] for s in SPLITS}
+    position: dict[str, int] = {}
+    for cid in sorted(convs):
+        category = convs[cid][0]["category"]
+        k = position.get(category, 0)
+        position[category] = k + 1
+        out[team_split(k)].append(convs[cid])
+    return out
+
+
+class Writer:
+    """Rows of one split: conversations of user turns."""
+
+    def __init__(self, split: str) -> None:
+        self.split = split
+        self.rows: list[dict[str, str]] = []
+        self.n = 0
+
+    def conversation(self, source: str, turns: Iterable[tuple[str, str, str, str]]) -> None:
+        """turns: (text, label, category, alone) in order."""
+        cid = f"{self.split[:3]}-{self.n:05d}"
+        self.n += 1
+        for t, (text, label, category, alone) in enumerate(turns):
+            self.rows.append({"id": f"{cid}-{t}", "text": text, "label": label, "conversation": cid, "turn": str(t),
+                              "source": source, "category": category, "alone": alone})
+
+    def write(self, path: Path) -> None:
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, COLUMNS, lineterminator="\n")
+            w.writeheader()
+            w.writerows(self.rows)
+
+
+LENGTHS = (1, 2, 3, 4, 5, 6)
+LENGTH_P = (0.25, 0.2, 0.2, 0.15, 0.1, 0.1)
+
+
+def build(shared: Path) -> dict[str, Writer]:
+    rng = np.random.default_rng(SEED)
+    pools = {"goemotions": goemotions(shared), "diasafety": diasafety(shared)}
+    posts = post_sentences(shared, rng)
+    team = team_turns()
+    team_conv = team_conversations()
+    writers = {}
+    for split in SPLITS:
+        w = Writer(split)
+        t_ord = team[split]["no_crisis"]
+        greetings = [t for c, t in t_ord if c == "greeting"] or ["hi"]
+        acks = [t for c, t in t_ord if c == "ack"] or ["ok"]
+
+        def ordinary(texts: list[str], source: str, category: str, w: Writer = w, greetings: list[str] = greetings,
+                     acks: list[str] = acks) -> None:
+            order = [texts[k] for k in rng.permutation(len(texts))]
+            while order:
+                n = int(rng.choice(LENGTHS, p=LENGTH_P))
+                body, order = order[:n], order[n:]
+                turns = [(t, "no_crisis", category, "no_crisis") for t in body]
+                if rng.random() < 0.4:
+                    turns.insert(0, (str(rng.choice(greetings)), "no_crisis", "greeting", "no_crisis"))
+                if rng.random() < 0.3:
+                    turns.append((str(rng.choice(acks)), "no_crisis", "ack", "no_crisis"))
+                w.conversation(source, turns)
+
+        ordinary(pools["goemotions"][split], "goemotions", "comment")
+        ordinary(pools["diasafety"][split], "diasafety", "context")
+        ordinary(posts[split]["no_crisis"], "posts", "post_sentence")
+        # Team-written ordinary turns: each alone, and again inside a conversation of other ordinary turns.
+        for category, text in t_ord:
+            w.conversation("team", [(text, "no_crisis", category, "no_crisis")])
+        filler = pools["goemotions"][split] + [t for _, t in t_ord if _ not in ("greeting", "ack")]
+        crisis = [("team", c, t) for c, t in team[split]["crisis"]] + [
+            ("posts", "post_crisis_sentence", t) for t in posts[split]["crisis"]]
+        for source, category, text in crisis:
+            turns = []
+            if rng.random() < 0.5:
+                turns.append((str(rng.choice(greetings)), "no_crisis", "greeting", "no_crisis"))
+            for _ in range(int(rng.integers(0, 3))):
+                turns.append((str(rng.choice(filler)), "no_crisis", "filler", "no_crisis"))
+            turns.append((text, "crisis", category, "crisis"))
+            if rng.random() < 0.3:
+                turns.append((str(rng.choice(acks)), "no_crisis", "ack", "no_crisis"))
+            w.conversation(source, turns)
+        for conv in team_conv[split]:
+            # A build-up turn is a crisis only read with the turns before it: its label alone is unknown.
+            w.conversation("team", [(r["text"], r["label"], r["category"],
+                                     "unknown" if r["label"] == "crisis" else "no_crisis") for r in conv])
+        writers[split] = w
+    return writers
+
+
+FINETUNE_ORDINARY = 12000  # ordinary train turns in chat_finetune.csv (all crisis and team turns are in it)
+FINETUNE_VALIDATION = 3000  # ordinary validation turns in it (all crisis ones)
+
+
+def finetune_rows(writers: dict[str, Writer]) -> list[dict[str, str]]:
+    """Turns for fine-tuning the encoder (`vigil train --extra-train`): `id,text,label,class,split`; every crisis
+    and team turn of train and validation with a known alone label, and a seeded sample of the other ordinary
+    ones (fine-tuning on all 69k turns takes hours on a CPU)."""
+    rng = np.random.default_rng(SEED + 1)
+    out = []
+    for split, limit in (("train", FINETUNE_ORDINARY), ("validation", FINETUNE_VALIDATION)):
+        rows = [r for r in writers[split].rows if r["alone"] != "unknown"]
+        keep = [r for r in rows if r["alone"] == "crisis" or r["source"] == "team"]
+        rest = [r for r in rows if not (r["alone"] == "crisis" or r["source"] == "team")]
+        keep += [rest[k] for k in sorted(rng.permutation(len(rest))[:limit])]
+        for r in sorted(keep, key=lambda r: r["id"]):
+            crisis = r["alone"] == "crisis"
+            out.append({"id": f"ft-{r['id']}", "text": r["text"], "label": "crisis" if crisis else "no_crisis",
+                        "class": "chat_crisis" if crisis else f"chat_{r['source']}", "split": split})
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--out", type=Path, default=HERE)
+    args = parser.parse_args()
+    writers = build(args.shared)
+    with open(args.out / "chat_finetune.csv", "w", newline="", encoding="utf-8") as fh:
+        ft = csv.DictWriter(fh, ["id", "text", "label", "class", "split"], lineterminator="\n")
+        ft.writeheader()
+        ft.writerows(finetune_rows(writers))
+    for split, w in writers.items():
+        w.write(args.out / f"chat_{split}.csv")
+        convs: dict[str, bool] = {}
+        for r in w.rows:
+            convs[r["conversation"]] = convs.get(r["conversation"], False) or r["label"] == "crisis"
+        print(f"{split}: {len(w.rows)} turns, {len(convs)} conversations, {sum(convs.values())} crisis")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
