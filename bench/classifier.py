@@ -1,12 +1,16 @@
 """Classifier throughput and latency on chat-length messages, per backend and batch size.
 
-    python bench/classifier.py [--backends torch onnx] [--messages 512] [--repeats 3]
+    python bench/classifier.py [--backends torch onnx] [--messages 512] [--repeats 3] [--no-context]
 
 Prints one JSON object: for each backend and batch size 1, 8, 32, 128, messages/s and per-batch latency
 p50/p99 in milliseconds, and the token-length range of the messages. Each configuration is warmed up with
 one full pass (a running scorer has long since seen every batch shape) and then measured `--repeats`
 times; the median run is reported with the lowest and highest messages/s, because this 2-vCPU machine's
 speed varies by tens of percent from minute to minute.
+
+By default each message is scored as the scorer scores it (`score_turns`): alone and in context, with the two
+messages before it in the stream as its conversation's earlier user turns (their embeddings, as the scorer keeps
+them). `--no-context` scores each message alone (`predict`), as before context scoring.
 """
 
 from __future__ import annotations
@@ -29,23 +33,30 @@ from common import chat_messages  # noqa: E402
 from models.classifier import CrisisClassifier  # noqa: E402
 
 
-def bench(clf: CrisisClassifier, texts: list[str], batch: int, repeats: int) -> dict[str, float]:
+def bench(clf: CrisisClassifier, texts: list[str], batch: int, repeats: int, context: bool) -> dict[str, float]:
     clf.batch_size = batch
-    once(clf, texts, batch)  # warm-up: every batch shape once
-    runs = sorted((once(clf, texts, batch) for _ in range(repeats)), key=lambda r: r["messages_per_s"])
+    once(clf, texts, batch, context)  # warm-up: every batch shape once
+    runs = sorted((once(clf, texts, batch, context) for _ in range(repeats)), key=lambda r: r["messages_per_s"])
     median = runs[len(runs) // 2]
     return {**median, "messages_per_s_min": runs[0]["messages_per_s"],
             "messages_per_s_max": runs[-1]["messages_per_s"], "repeats": repeats}
 
 
-def once(clf: CrisisClassifier, texts: list[str], batch: int) -> dict[str, float]:
+def once(clf: CrisisClassifier, texts: list[str], batch: int, context: bool) -> dict[str, float]:
     latencies = []
     done = 0
+    earlier: list[np.ndarray] = []  # embeddings of the stream's last messages before this chunk
     started = time.perf_counter()
     for i in range(0, len(texts), batch):
         chunk = texts[i:i + batch]
         t0 = time.perf_counter()
-        clf.predict(chunk)
+        if context:
+            histories = [([*earlier, *range(k)])[-2:] for k in range(len(chunk))]
+            scored = clf.score_turns(chunk, histories)
+            if scored.embeddings is not None:
+                earlier = [*earlier, *scored.embeddings][-2:]
+        else:
+            clf.predict(chunk)
         latencies.append(time.perf_counter() - t0)
         done += len(chunk)
     elapsed = time.perf_counter() - started
@@ -60,6 +71,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=512)
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32, 128])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-context", action="store_true", help="score each message alone (predict)")
     args = parser.parse_args()
     texts = chat_messages(args.messages)
     results: dict[str, object] = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "backends": {}}
@@ -68,7 +80,10 @@ def main() -> None:
         lengths = [len(t) for t in clf._tok(texts, add_special_tokens=True)["input_ids"]]
         results["tokens_min_max"] = [min(lengths), max(lengths)]
         results["model_version"] = clf.info.model_version
-        results["backends"][backend] = {str(b): bench(clf, texts, b, args.repeats) for b in args.batches}  # type: ignore[index]
+        results["context"] = {"turns": clf.info.context_turns, "aggregate": clf.info.context_aggregate,
+                              "used": clf.uses_context and not args.no_context}
+        results["backends"][backend] = {  # type: ignore[index]
+            str(b): bench(clf, texts, b, args.repeats, not args.no_context) for b in args.batches}
     print(json.dumps(results, indent=2))
 
 

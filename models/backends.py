@@ -1,4 +1,5 @@
-"""Inference backends: torch (fp32) and ONNX Runtime (int8). Both map padded token ids to crisis logits."""
+"""Inference backends: torch (fp32) and ONNX Runtime (int8). Both map padded token ids to one output row per text
+window (a pooled embedding, or a crisis logit)."""
 
 from __future__ import annotations
 
@@ -34,12 +35,13 @@ def available_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
 
 
 class Backend(Protocol):
-    """Anything that turns a padded batch into one crisis logit per row."""
+    """Anything that turns a padded batch into one output row per input row: a pooled embedding (the default
+    model, whose head runs in numpy) or a crisis logit (a Hugging Face checkpoint)."""
 
     name: str
 
-    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        """Crisis logits, shape (batch,)."""
+    def outputs(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """The module's outputs, shape (batch, width)."""
         ...
 
 
@@ -57,12 +59,12 @@ class TorchBackend:
         self._module = module
         module.eval()  # type: ignore[attr-defined]
 
-    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        """Crisis logits, shape (batch,)."""
+    def outputs(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """The module's outputs, shape (batch, width)."""
         torch = self._torch
         with torch.inference_mode():
             out = self._module(torch.from_numpy(input_ids), torch.from_numpy(attention_mask))  # type: ignore[operator]
-        return out.float().numpy().astype(np.float64)
+        return out.float().numpy().astype(np.float64).reshape(len(input_ids), -1)
 
 
 class OnnxBackend:
@@ -99,30 +101,32 @@ class OnnxBackend:
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="vigil-ort")
         self.path = path
 
-    def _rows(self, rows: list[np.ndarray], session: Any = None) -> list[float]:
+    def _rows(self, rows: list[np.ndarray], session: Any = None) -> list[np.ndarray]:
         out = []
         for ids in rows:
             ids = ids.reshape(1, -1)
-            (logit,) = (session or self._session).run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
-            out.append(float(np.asarray(logit).reshape(-1)[0]))
+            (value,) = (session or self._session).run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+            out.append(np.asarray(value, dtype=np.float64).reshape(-1))
         return out
 
-    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        """Crisis logits, shape (batch,); each row is run alone, without its padding."""
+    def outputs(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """The graph's outputs, shape (batch, width); each row is run alone, without its padding."""
         lengths = np.maximum(attention_mask.sum(axis=1), 1)
         rows = [np.ascontiguousarray(input_ids[i, : lengths[i]]) for i in range(len(input_ids))]
         if len(rows) <= 1 or self.threads == 1:
-            return np.asarray(self._rows(rows, self._single), dtype=np.float64)
+            return np.stack(self._rows(rows, self._single)) if rows else np.zeros((0, 1))
         chunks = [rows[k::self.threads] for k in range(self.threads)]
         results = list(self._pool.map(self._rows, chunks))
-        out = np.empty(len(rows), dtype=np.float64)
+        out = np.empty((len(rows), results[0][0].size), dtype=np.float64)
         for k, values in enumerate(results):
-            out[k::self.threads] = values
+            if values:
+                out[k::self.threads] = np.stack(values)
         return out
 
 
 def export_onnx_int8(module: object, target: Path) -> Path:
-    """Export `module(input_ids, attention_mask) -> logits` to ONNX and quantise its weights to int8.
+    """Export `module(input_ids, attention_mask) -> outputs` (one row per input row) to ONNX and quantise its
+    weights to int8.
 
     Writes to a temporary file first and renames, so concurrent exporters never leave a torn file.
     """
@@ -139,9 +143,9 @@ def export_onnx_int8(module: object, target: Path) -> Path:
             torch.onnx.export(
                 module, (ids, mask), str(fp32),  # type: ignore[arg-type]
                 input_names=["input_ids", "attention_mask"],
-                output_names=["logits"],
+                output_names=["outputs"],
                 dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
-                              "logits": {0: "batch"}},
+                              "outputs": {0: "batch"}},
                 opset_version=17, dynamo=False,
             )
         int8 = Path(tmp) / "model.int8.onnx"

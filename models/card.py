@@ -135,3 +135,172 @@ def write_model_card(out: Path, meta: dict[str, Any]) -> Path:
     path = out / "MODEL_CARD.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _rate(value: float | None, ci: list[float]) -> str:
+    return f"{_pct(value)} {_ci(ci)}"
+
+
+def _init_command(init: dict[str, Any]) -> str:
+    """The `vigil train` command that made the initial model, from its recorded config."""
+    cfg, data = init.get("config") or {}, init.get("data") or {}
+    if not cfg:
+        return "(its recipe is not recorded)."
+    return ("`vigil train --data " + str(data.get("path")) + " --split-file " + str(data.get("split_file"))
+            + (f" --class-column {cfg['class_column']}" if cfg.get("class_column") else "")
+            + (f" --fine-tune --layers {cfg['layers']} --epochs {cfg['epochs']}" if cfg.get("fine_tune") else "")
+            + f" --max-length {cfg['max_length']} --target-recall {cfg['target_recall']} --seed {cfg['seed']}"
+            + "".join(f" --extra-train {x}" for x in cfg.get("extra_train", []))
+            + " --out ENCODER_DIR`.")
+
+
+def write_chat_model_card(out: Path, meta: dict[str, Any]) -> Path:
+    """MODEL_CARD.md of a chat-head model (`models.chat_train`)."""
+    from models.plots import PLOT_FILES
+
+    metrics = meta["metrics"]
+    served = "onnx" if meta["onnx_recall_ok"] else "torch"
+    m = metrics[served]
+    cmd = meta.get("chat_command") or {}
+    init = meta["init_from"]
+    chat_data = meta["chat_data"]
+    k, how = meta["context_turns"], meta["context_aggregate"]
+    lines = [
+        f"# Model card: {meta['model_version']}",
+        "",
+        "## Intended use",
+        "Scores each user turn of an AI mental-health chat for crisis (suicidal ideation, self-harm, imminent "
+        "risk) so that Vigil can flag conversations for clinical review and measure its own crisis recall. It is "
+        "a screening signal for clinicians and for the safety halt, never a diagnosis, and never a reason to "
+        "withhold help: a conversation below the threshold is still sampled for review.",
+        "",
+        "## Model",
+        f"- Encoder: {meta['base']}, layers {meta['trained_layers']} as fine-tuned by `{init['model_version']}` "
+        "(on the Reddit posts, the team's contrast turns and a sample of the chat-form training turns, "
+        "`data/chat_form/chat_finetune.csv`; recipe below and in `init_from` of vigil_model.json); masked mean "
+        "pooling, L2 normalisation.",
+        f"- Head: an MLP (one hidden layer of {meta['chat_head']['hidden']} ReLU units) over "
+        f"{len(meta['head_classes'])} classes (the posts' subreddits, each chat source's ordinary turns, and chat "
+        "crisis turns), trained on frozen embeddings of the posts, the chat turns alone and the turns in context "
+        f"(cross-entropy over the classes plus a binary loss on the crisis log-odds); the crisis logit is the "
+        f"log-odds of {meta['crisis_classes']} against the rest. It runs in numpy after the encoder, so a turn's "
+        "context is scored by the same head. Platt calibration on the validation chat turns alone "
+        f"(a={meta['calibration']['a']:.4f}, b={meta['calibration']['b']:.4f}). A linear head on the same "
+        "embeddings was tried first: at its chat threshold it flagged 13-20% of ordinary validation conversations, "
+        "the MLP 5-7%.",
+        f"- **Context**: a user turn is scored alone and in context, the mean of its embedding and those of the "
+        f"previous {k - 1} user turn(s) of its conversation, through the same head; the turn's score is "
+        + {"max": "the higher of the two", "context": "the context score", "alone": "the alone score"}[how]
+        + ". Chosen on validation conversations (below): of the choices within one point of the fewest ordinary "
+        "conversations flagged (each at its own operating threshold), the safest (max over context over alone; "
+        "longer context). A content-free turn (\"hi\", \"ok\") is scored low "
+        "alone, and in context it only carries what the turns before it said.",
+        f"- Operating threshold: **{meta['threshold']:.4f}**, the highest that keeps crisis recall >= "
+        f"{meta['chat_config']['chat_recall']:.2f} on the chat-form validation crisis conversations with the torch "
+        f"fp32 and the int8 backend alike; the posts' floor (>= {meta['chat_config']['posts_recall']:.2f} on their "
+        "validation split) is then met through the posts head below rather than by lowering it (the lower of the "
+        "two backends' thresholds: "
+        + ", ".join(f"{b} {t:.4f}" for b, t in meta["thresholds_by_backend"].items()) + "). A conversation is "
+        "flagged when any of its user turns reaches it.",
+        f"- **Posts head**: a window of {meta['chat_head']['posts_min_tokens']} tokens or more is also scored by the "
+        f"linear head `{meta['chat_head']['posts_head']['from']}` was fine-tuned with (on the Reddit posts and chat "
+        f"turns), raised by {-meta['chat_head']['posts_shift']:.2f} log-odds, and takes the higher of the two "
+        "scores: the chat head alone misses posts (and post-like turns) that the posts head ranks well. The shift is "
+        "the largest that keeps the posts' validation recall at its floor with both backends at the chat "
+        "threshold; the length is chosen on validation among those where that is possible without flagging more "
+        "than 10% of ordinary conversations: the one with the highest chat crisis recall, then the fewest flags "
+        "(table below). Shorter windows (greetings, acknowledgements) are judged by the chat head alone.",
+        f"- Served by default: {'ONNX Runtime int8' if meta['onnx_recall_ok'] else 'torch fp32'} (int8 only if "
+        "its validation recall stays within one point of fp32's). Each text window runs alone, unpadded, and "
+        "context embeddings are kept at float16, so a replayed turn gets exactly the score it had.",
+        f"- Training, two steps. (1) The encoder layers and the posts head (`{init['model_version']}`): "
+        + _init_command(init) + f" (2) This head: `vigil train --init-from ENCODER_DIR --data {meta['data']['path']} "
+        f"--split-file {Path(cmd.get('split_file', '')).name} --class-column {cmd.get('class_column')} "
+        f"--chat-data data/chat_form --out MODEL_DIR` ({meta['train_seconds']} s on the machine that trained it, "
+        "with the rows' embeddings cached by an earlier run of the same encoder; embedding all 96k rows takes about "
+        "7 minutes on 2 cores; step 1 about 20 minutes).",
+        "",
+        "### Choices on validation (ordinary conversations flagged at each choice's own threshold)",
+        "| context turns | aggregate | flagged |",
+        "|---|---|---|",
+        *[f"| {c['context_turns']} | {c['aggregate']} | {_pct(c['validation_flag_rate'])} |"
+          for c in meta.get("chat_choices", [])],
+        "",
+        "### Posts head length on validation (the threshold fixed by the chat rule)",
+        "| from tokens | posts' floor met | shift | ordinary flagged | crisis recall |",
+        "|---|---|---|---|---|",
+        *[f"| {r['posts_min_tokens']} | {'yes' if r['feasible'] else 'no'} | "
+          + (f"{r['posts_shift']:.2f} | {_pct(r['validation_flag_rate'])} | {_pct(r['validation_recall'])} |"
+             if r["feasible"] else "- | - | - |") for r in meta.get("posts_head_choices", [])],
+        "",
+        "## Data",
+        f"- Posts: `{meta['data']['path']}` (SHA-256 `{meta['data']['sha256']}`), Reddit Mental Health Dataset, "
+        "27 subreddits (Low et al. 2020, CC BY 4.0); crisis = r/SuicideWatch. Split: train "
+        f"{meta['data']['train']}, validation {meta['data']['validation']}, test {meta['data']['test']} (the split "
+        "file's test rows; validation an author-grouped share of its train rows).",
+        *[f"- Chat {s}: `{d['path']}` (SHA-256 `{d['sha256']}`), {d['turns']} user turns in {d['conversations']} "
+          "conversations." for s, d in chat_data.items()],
+        "- The chat-form set (data/chat_form/SOURCE.md): GoEmotions comments and DiaSafety user contexts "
+        "(ordinary), sentences of the posts (crisis sentences of r/SuicideWatch posts with a strong Suicide Risk "
+        "Lexicon hit; ordinary sentences of the other posts), and turns and multi-turn conversations written by "
+        "the team (greetings, acknowledgements, questions to an assistant, idioms, therapy talk; crises said "
+        "plainly, indirectly, misspelled and across turns). Test rows were never used for a choice.",
+        "",
+        f"## Metrics ({served} backend; Wilson 95% intervals)",
+        "Conversations (chat-form): a conversation is a crisis when any turn is; it is flagged when any turn's "
+        "score reaches the threshold. *Ordinary flagged* is the reviewers' workload: the goal is <= 5%, never "
+        "above 10%.",
+        "",
+        "| split | conversations | crisis | ordinary flagged | crisis recall | precision | ROC-AUC |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for split in ("chat_validation", "chat_test"):
+        r = m[split]
+        lines.append(f"| {split.replace('chat_', '')} | {r['n']} | {r['n_crisis']} | "
+                     f"{_rate(r['flag_rate'], r['flag_rate_ci'])} | {_rate(r['recall'], r['recall_ci'])} | "
+                     f"{_pct(r['precision'])} | {r['roc_auc']:.4f} |")
+    lines += ["", "Per source (test conversations):", "",
+              "| source | conversations | ordinary | ordinary flagged | crisis | crisis recall |",
+              "|---|---|---|---|---|---|"]
+    for source, r in m["chat_test"]["by_source"].items():
+        recall = _rate(r["recall"], r["recall_ci"]) if "recall" in r else "-"
+        lines.append(f"| {source} | {r['n']} | {r['n_ordinary']} | {_rate(r['flag_rate'], r['flag_rate_ci'])} | "
+                     f"{r['n_crisis']} | {recall} |")
+    lines += ["", "Posts (each post alone) and chat turns alone:", "",
+              "| split | n | crisis | ROC-AUC | PR-AUC | recall | precision | specificity |",
+              "|---|---|---|---|---|---|---|---|"]
+    for backend in metrics:
+        lines += _metrics_table(f"posts validation ({backend})", metrics[backend]["posts_validation"])
+        lines += _metrics_table(f"posts test ({backend})", metrics[backend]["posts_test"])
+    lines += _metrics_table(f"chat test turns alone ({served})", m["chat_test_turns_alone"])
+    lines += [
+        "",
+        f"`vigil model eval --data data/chat_form/chat_test.csv --group-column conversation --json` reproduces the "
+        f"chat test row (`flag_rate`, `recall`; add `--by-column source` for the per-source rows); `vigil model eval "
+        f"--data {meta['data']['path']} --split-file rmhd27_suicidewatch_meta.csv --split test --json` the posts "
+        "test row.",
+        "",
+        "## Pictures (test split)",
+        *[f"![{name}]({name})" for name in PLOT_FILES],
+        "",
+        "## Limits",
+        "- No clinician-labelled chat: the chat-form set is public comments and dialogue contexts, sentences of "
+        "Reddit posts labelled by subreddit and lexicon, and turns the engineers wrote. Real users will phrase "
+        "crises in ways none of these do; the monitoring in Vigil exists because this model will miss some.",
+        "- The team-written crisis turns and conversations are few (tens per split): the crisis recall intervals "
+        "are wide, and the build-up conversations were written by the same people who wrote the training ones.",
+        "- Ordinary text that speaks of death or self-harm (GoEmotions and DiaSafety rows with such words) was left "
+        "out of the public sources rather than labelled; the team's idiom turns stand in for it.",
+        *([f"- Posts test recall {_pct(m['posts_test']['recall'])} is below the 90% floor that validation holds "
+           f"({_pct(m['posts_validation']['recall'])}): short r/SuicideWatch posts, which read like chat turns, are "
+           "judged by the chat threshold, and 43 validation crisis posts are few to set a floor on."]
+          if m["posts_test"]["recall"] < 0.90 else []),
+        *([f"- Chat test crisis recall {_pct(m['chat_test']['recall'])} is below the 95% that validation holds: "
+           "the validation split has 46 crisis conversations, so one miss moves its recall two points."]
+          if m["chat_test"]["recall"] < 0.95 else []),
+        "- English only. Sensitive content: research data, not to be used to re-identify anyone.",
+        "",
+    ]
+    path = out / "MODEL_CARD.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -7,6 +7,7 @@ import csv
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +18,8 @@ __all__ = ["train_command", "eval_command", "export_command", "calibrate_command
 
 def train_command(args: argparse.Namespace, settings: Settings) -> int:
     """Train a model directory from a CSV."""
+    if args.init_from or args.chat_data:
+        return _chat_train_command(args, settings)
     from models.train import TrainConfig, train
 
     cfg = TrainConfig(
@@ -32,31 +35,72 @@ def train_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def eval_command(args: argparse.Namespace, settings: Settings) -> int:
-    """Score a labelled CSV and print the metrics at the model's threshold."""
-    from models.classifier import CrisisClassifier
-    from models.report import classification_report, group_max
-    from models.train import load_dataset
+def _chat_train_command(args: argparse.Namespace, settings: Settings) -> int:
+    from models.chat_train import ChatTrainConfig, train_chat_head
+    from models.classifier import default_cache_dir
+    from models.train import _stderr
 
-    data = load_dataset(Path(args.data))
+    if not (args.init_from and args.chat_data and args.split_file and args.class_column):
+        raise SystemExit("vigil train: --init-from and --chat-data go together, with --split-file and --class-column")
+    meta = train_chat_head(Path(args.init_from), Path(args.data), Path(args.split_file), args.class_column,
+                           Path(args.chat_data), Path(args.out), ChatTrainConfig(threads=settings.torch_threads),
+                           _stderr, cache_dir=settings.cache_dir or default_cache_dir())
+    served = "onnx" if meta["onnx_recall_ok"] else "torch"
+    print(json.dumps({"out": str(args.out), "model_version": meta["model_version"], "threshold": meta["threshold"],
+                      "chat_test": meta["metrics"][served]["chat_test"],
+                      "posts_test": meta["metrics"][served]["posts_test"]}))
+    return 0
+
+
+def eval_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Score a labelled CSV and print the metrics at the model's threshold.
+
+    With `--group-column` the rows are conversations' user turns: each is scored as the scorer scores it (with
+    the earlier turns of its conversation as context), a conversation is flagged when any turn is, and
+    `flag_rate` is the share of no_crisis conversations flagged. With `--by-column` the same metrics are given
+    per value of that column (`by`).
+    """
+    from models.chat_train import load_chat, turn_scores
+    from models.classifier import CrisisClassifier
+    from models.report import classification_report, flag_rate, group_max
+
+    data = load_chat(Path(args.data))
     rows = np.arange(len(data.ids))
     if args.split_file:
         with open(args.split_file, newline="", encoding="utf-8") as fh:
             split = {r["id"]: r["split"] for r in csv.DictReader(fh)}
-        rows = np.asarray([i for i, row_id in enumerate(data.ids) if split.get(row_id) == args.split])
+        rows = np.asarray([i for i, row_id in enumerate(data.ids) if split.get(row_id) == args.split], dtype=int)
+    columns = _columns(Path(args.data), [c for c in (args.group_column, args.by_column) if c])
+    if args.group_column:
+        data.conversation = np.asarray(columns[args.group_column])
+    data = data.subset(rows)
+    by = np.asarray(columns[args.by_column])[rows] if args.by_column else None
     clf = CrisisClassifier.load(
         Path(args.model_dir) if args.model_dir else settings.model_dir, backend=args.backend or settings.model_backend,
         threads=settings.torch_threads, batch_size=settings.batch_size, threshold=settings.threshold,
         cache_dir=settings.cache_dir,
     )
-    scores = clf.predict([data.texts[i] for i in rows])
-    labels = data.labels[rows]
     if args.group_column:
-        csv.field_size_limit(10**8)
-        with open(args.data, newline="", encoding="utf-8") as fh:
-            groups_all = [r[args.group_column] for r in csv.DictReader(fh)]
-        scores, labels = group_max(np.asarray(groups_all)[rows], scores, labels)
-    report = classification_report(scores, labels, clf.threshold)
+        scores, _ = turn_scores(clf, data, progress=not args.json)
+    else:
+        scores = clf.predict(data.texts)
+
+    def report_of(keep: np.ndarray) -> dict[str, Any]:
+        s, y = scores[keep], data.labels[keep]
+        if args.group_column:
+            s, y = group_max(data.conversation[keep], s, y)
+        if not len(y):
+            return {"n": 0}
+        report = classification_report(s, y, clf.threshold)
+        if len(y):
+            flag = flag_rate(s, y, clf.threshold)
+            report["flag_rate"], report["flag_rate_ci"] = flag
+        return report
+
+    everything = np.ones(len(data), dtype=bool)
+    report = report_of(everything)
+    if by is not None:
+        report["by"] = {str(v): report_of(by == v) for v in sorted(set(by.tolist()))}
     report["model_version"] = clf.model_version
     report["backend"] = clf.backend.name
     if args.json:
@@ -65,6 +109,19 @@ def eval_command(args: argparse.Namespace, settings: Settings) -> int:
         for key, value in report.items():
             print(f"{key}: {value}")
     return 0
+
+
+def _columns(path: Path, names: list[str]) -> dict[str, list[str]]:
+    if not names:
+        return {}
+    csv.field_size_limit(10**8)
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = [n for n in names if n not in (reader.fieldnames or [])]
+        if missing:
+            raise SystemExit(f"{path}: no column {missing[0]!r}")
+        rows = list(reader)
+    return {n: [r[n] for r in rows] for n in names}
 
 
 def export_command(args: argparse.Namespace, settings: Settings) -> int:

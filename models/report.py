@@ -8,7 +8,7 @@ import numpy as np
 
 from evaluators.stats import rate
 
-__all__ = ["classification_report", "group_max"]
+__all__ = ["classification_report", "group_max", "flag_rate"]
 
 
 def classification_report(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -51,3 +51,11 @@ def group_max(groups: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> tup
     positive = np.zeros(uniq.size, dtype=bool)
     np.logical_or.at(positive, inverse, np.asarray(labels).astype(bool))
     return best, positive
+
+
+def flag_rate(scores: np.ndarray, labels: np.ndarray, threshold: float) -> tuple[float | None, list[float]]:
+    """The share of no_crisis items at or above the threshold (the reviewers' workload), with its Wilson 95%
+    interval."""
+    ordinary = ~np.asarray(labels, dtype=bool)
+    r = rate(int(np.sum(np.asarray(scores, dtype=np.float64)[ordinary] >= threshold)), int(ordinary.sum()))
+    return r.value, [r.lower, r.upper]

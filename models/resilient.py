@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -20,7 +20,11 @@ log = logging.getLogger(__name__)
 
 
 class Predictor(Protocol):
-    """Anything with calibrated `predict`, a `threshold` and a `model_version` (CrisisClassifier)."""
+    """Anything with calibrated `predict`, a `threshold` and a `model_version` (CrisisClassifier).
+
+    A predictor that also has `score_turns(texts, histories)` (CrisisClassifier) scores each turn with its
+    conversation's earlier user turns as context; `context_turns` says how many turns its context holds.
+    """
 
     threshold: float
     model_version: str
@@ -38,6 +42,7 @@ class ScoredBatch:
     backup: bool
     model_version: str
     error: str = ""
+    embeddings: np.ndarray | None = None  # float16 per text, the history of later turns (None: not kept)
 
 
 class ResilientScorer:
@@ -49,22 +54,35 @@ class ResilientScorer:
         self.backup = BackupScorer(threshold)
         self._timeout = timeout_s
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-model")
-        self._busy: concurrent.futures.Future[np.ndarray] | None = None
+        self._busy: concurrent.futures.Future[Any] | None = None
 
-    def score(self, texts: Sequence[str]) -> ScoredBatch:
+    @property
+    def context_turns(self) -> int:
+        """User turns in a turn's context, itself included (1: the model scores each turn alone)."""
+        if self.model is None or not getattr(self.model, "uses_context", False):
+            return 1
+        return int(self.model.info.context_turns)  # type: ignore[attr-defined]
+
+    def score(self, texts: Sequence[str], histories: Sequence[Sequence[Any]] | None = None) -> ScoredBatch:
         """Scores for `texts`; `backup` is True when the lexicon produced them."""
-        return self.submit(texts).result()
+        return self.submit(texts, histories).result()
 
-    def submit(self, texts: Sequence[str]) -> PendingScores:
-        """Start scoring `texts` on the model's thread; `.result()` waits (at most the timeout from now)."""
+    def submit(self, texts: Sequence[str], histories: Sequence[Sequence[Any]] | None = None) -> PendingScores:
+        """Start scoring `texts` (with their conversations' earlier user turns, see
+        `CrisisClassifier.score_turns`) on the model's thread; `.result()` waits (at most the timeout from now)."""
         started = time.perf_counter()
         future = None
         if texts and self.model is not None and (self._busy is None or self._busy.done()):
-            future = self._pool.submit(self.model.predict, list(texts))
+            future = self._pool.submit(self._run_model, list(texts), histories)
         return PendingScores(self, list(texts), future, started)
 
+    def _run_model(self, texts: list[str], histories: Sequence[Sequence[Any]] | None) -> Any:
+        if self.model is not None and hasattr(self.model, "score_turns"):
+            return self.model.score_turns(texts, histories)
+        return self.model.predict(texts) if self.model is not None else None
+
     def _result(
-        self, texts: list[str], future: concurrent.futures.Future[np.ndarray] | None, started: float
+        self, texts: list[str], future: concurrent.futures.Future[Any] | None, started: float
     ) -> ScoredBatch:
         if not texts:
             return ScoredBatch(np.zeros(0), False, self.model.model_version if self.model else "none")
@@ -72,10 +90,12 @@ class ResilientScorer:
         if future is not None and self.model is not None:
             try:
                 remaining = max(0.0, self._timeout - (time.perf_counter() - started))
-                scores = np.asarray(future.result(timeout=remaining), dtype=np.float64)
+                out = future.result(timeout=remaining)
+                embeddings = getattr(out, "embeddings", None)
+                scores = np.asarray(getattr(out, "scores", out), dtype=np.float64)
                 if scores.shape != (len(texts),) or not np.all(np.isfinite(scores)):
                     raise ValueError(f"model returned {scores.shape} non-finite or misshapen scores")
-                return ScoredBatch(np.clip(scores, 0.0, 1.0), False, self.model.model_version)
+                return ScoredBatch(np.clip(scores, 0.0, 1.0), False, self.model.model_version, embeddings=embeddings)
             except concurrent.futures.TimeoutError:
                 # The stuck call keeps its thread; later batches go to the backup until it returns.
                 self._busy = future
@@ -96,7 +116,7 @@ class PendingScores:
     """Scores being computed on the model's thread (see `ResilientScorer.submit`)."""
 
     def __init__(
-        self, owner: ResilientScorer, texts: list[str], future: concurrent.futures.Future[np.ndarray] | None,
+        self, owner: ResilientScorer, texts: list[str], future: concurrent.futures.Future[Any] | None,
         started: float,
     ) -> None:
         self._owner = owner

@@ -70,13 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-column", default=None, metavar="COL",
                    help="train a multi-class head over this source-class column (data CSV or split file, "
                         "e.g. subreddit); the crisis score is the log-odds of the crisis classes")
+    p.add_argument("--init-from", default=None, metavar="MODEL_DIR",
+                   help="keep this trained model's encoder and fit a chat head (needs --chat-data)")
+    p.add_argument("--chat-data", default=None, metavar="DIR",
+                   help="folder of chat_train/validation/test.csv (data/chat_form): the head, context and threshold "
+                        "are chosen on its conversations")
     p.set_defaults(handler=_lazy("models.commands:train_command"))
 
     model = sub.add_parser("model", help="evaluate or export the crisis model")
     model_sub = model.add_subparsers(dest="model_command", required=True)
     p = model_sub.add_parser("eval", help="metrics of the model on a labelled CSV")
     p.add_argument("--data", required=True)
-    p.add_argument("--group-column", default=None, help="rows sharing it are one conversation (max score)")
+    p.add_argument("--group-column", default=None,
+                   help="rows sharing it are one conversation, scored turn by turn in context (order: a `turn` "
+                        "column, else file order); flagged if any turn is")
+    p.add_argument("--by-column", default=None, metavar="COL", help="also report the metrics per value of COL")
     p.add_argument("--split-file", default=None)
     p.add_argument("--split", default="test")
     p.add_argument("--model-dir", default=None)

@@ -27,7 +27,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -328,6 +328,9 @@ class Demo:
         return {
             "events": self.stats.published,
             "flagged": len(self.stats.flagged_conversations),
+            # what the flagged conversations were (the scenario's truth): ordinary ones are the reviewers' waste
+            "flagged_by_level": dict(sorted(Counter(
+                self.truth[c]["level"] for c in self.stats.flagged_conversations if c in self.truth).items())),
             "labels": self.stats.labels,
             "states": self._recall_states(evaluator),
             "halt": halt.read().state,

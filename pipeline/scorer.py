@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import redis
 from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.errors import KafkaError
@@ -200,9 +201,36 @@ class Scorer:
         (the consume loop sees to that), so nothing waits for long and every commit follows its outputs.
         """
         parsed = self._parse(records)
-        pending_scores = self.scorer.submit([m.text for m in parsed.user])
+        pending_scores = self.scorer.submit([m.text for m in parsed.user], self._histories(parsed.user))
         self.flush()
         self._waiting = self._build(parsed, pending_scores)
+
+    def _histories(self, user: list[ConversationMessage]) -> list[list[Any]] | None:
+        """Each user turn's context: the embeddings of its conversation's previous user turns (by turn number),
+        from Redis, from the batch still waiting to be written, or (as an index) from this batch.
+
+        Every source holds the same float16 embedding of a turn, so a replayed turn, whichever batch it comes
+        in, gets the context, and so the score, it had. A turn the backup scorer scored has no embedding and
+        is left out of later contexts.
+        """
+        keep = self.scorer.context_turns - 1
+        if keep <= 0 or not user:
+            return None
+        stored = self.store.embeddings(sorted({m.conversation_id for m in user}))
+        if self._waiting is not None:
+            for cid, update in self._waiting.updates.items():
+                if cid in stored and update.embeddings:
+                    stored[cid] = {**stored[cid], **update.embeddings}
+        in_batch: dict[str, dict[int, int]] = {}
+        for i, m in enumerate(user):
+            in_batch.setdefault(m.conversation_id, {}).setdefault(m.turn, i)
+        histories: list[list[Any]] = []
+        for m in user:
+            earlier: dict[int, Any] = {t: np.frombuffer(e, dtype=np.float16)
+                                       for t, e in stored.get(m.conversation_id, {}).items() if t < m.turn}
+            earlier.update({t: i for t, i in in_batch[m.conversation_id].items() if t < m.turn})
+            histories.append([earlier[t] for t in sorted(earlier)[-keep:]])
+        return histories
 
     def waiting(self) -> bool:
         """A batch is scored but not yet published and committed."""
@@ -276,6 +304,10 @@ class Scorer:
         if scored.backup:
             self.metrics.backup.inc(len(user))
         score_of = {m.event_id: float(v) for m, v in zip(user, scored.scores, strict=True)}
+        embedding_of = {}
+        if scored.embeddings is not None:
+            embedding_of = {m.event_id: e.astype(np.float16).tobytes()
+                            for m, e in zip(user, scored.embeddings, strict=True)}
         now = utcnow()
         for m in parsed.messages:
             u = batch.updates.setdefault(m.conversation_id, TurnUpdate(m.conversation_id))
@@ -287,6 +319,8 @@ class Scorer:
                 self.metrics.events.labels("message", "context").inc()
                 continue
             score = score_of[m.event_id]
+            if m.event_id in embedding_of:
+                u.embeddings[m.turn] = embedding_of[m.event_id]
             flagged = score >= self.threshold
             turn["score"] = score
             u.turns[f"{m.turn:08d}:{m.role}"] = turn

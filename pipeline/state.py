@@ -2,7 +2,9 @@
 
 `pred:{conversation_id}` (hash): max_score, flagged, first_flagged_turn, pi, review, closed, backup,
 last_activity (conversation time), model_version, threshold. `turns:{conversation_id}` (hash): one field
-per turn and role, the turn as JSON, for the review request. `active` (sorted set by last activity):
+per turn and role, the turn as JSON, for the review request. `emb:{conversation_id}` (hash): one field per
+scored user turn (its number), the turn's float16 embedding, the context of the conversation's later turns.
+`active` (sorted set by last activity):
 conversations not yet closed, for the idle sweep. Every update is a join (max, min, or, set-by-key), so
 a replay after a crash leaves the same state as a run without one.
 """
@@ -70,6 +72,7 @@ class TurnUpdate:
     threshold: float = 0.0
     review: str = ""
     turns: dict[str, dict[str, Any]] = field(default_factory=dict)
+    embeddings: dict[int, bytes] = field(default_factory=dict)  # user turn -> float16 embedding bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,24 @@ class ConversationStore:
         """`{prefix}turns:{conversation_id}`."""
         return f"{self._prefix}turns:{conversation_id}"
 
+    def embeddings_key(self, conversation_id: str) -> str:
+        """`{prefix}emb:{conversation_id}`."""
+        return f"{self._prefix}emb:{conversation_id}"
+
+    def embeddings(self, conversation_ids: list[str]) -> dict[str, dict[int, bytes]]:
+        """The stored user-turn embeddings of several conversations (turn -> float16 bytes), one round trip."""
+        if not conversation_ids:
+            return {}
+        try:
+            pipe = self._r.pipeline(transaction=False)
+            for cid in conversation_ids:
+                pipe.hgetall(self.embeddings_key(cid))
+            raws = pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"cannot read turn embeddings: {exc}") from exc
+        return {cid: {int(k): bytes(v) for k, v in raw.items()}
+                for cid, raw in zip(conversation_ids, raws, strict=True)}
+
     def read_many(self, conversation_ids: list[str]) -> dict[str, ConversationState]:
         """States of several conversations in one round trip."""
         if not conversation_ids:
@@ -164,6 +185,10 @@ class ConversationStore:
                     keys=[self.pred_key(u.conversation_id), self.turns_key(u.conversation_id), self.active_key],
                     args=args, client=pipe,
                 )
+                if u.embeddings:
+                    key = self.embeddings_key(u.conversation_id)
+                    pipe.hset(key, mapping={str(t): e for t, e in u.embeddings.items()})
+                    pipe.expire(key, self._ttl)
             pipe.execute()
         except redis.RedisError as exc:
             raise StoreUnavailable(f"conversation state not written: {exc}") from exc

@@ -138,11 +138,15 @@ class NoClose:
         self.threshold = inner.threshold
         self.model = getattr(inner, "model", None)
 
-    def score(self, texts: list[str]) -> Any:
-        return self._inner.score(texts)
+    @property
+    def context_turns(self) -> int:
+        return int(getattr(self._inner, "context_turns", 1))
 
-    def submit(self, texts: list[str]) -> Any:
-        return self._inner.submit(texts)
+    def score(self, texts: list[str], histories: Any = None) -> Any:
+        return self._inner.score(texts, histories)
+
+    def submit(self, texts: list[str], histories: Any = None) -> Any:
+        return self._inner.submit(texts, histories)
 
     def close(self) -> None:
         pass

@@ -252,3 +252,48 @@ def _try_publish(s, events) -> bool:
         return True
     except Exception:  # noqa: BLE001 - the broker may still be coming back
         return False
+
+
+def _one_turn(cid: str, user_turn: int, text: str):
+    from datetime import UTC, datetime, timedelta
+
+    from pipeline.contracts import ConversationMessage
+
+    ts = datetime.now(UTC) - timedelta(minutes=10) + timedelta(seconds=user_turn)
+    return ConversationMessage(event_id=f"{cid}-u{user_turn}", conversation_id=cid, user_id="u1", turn=2 * user_turn,
+                               role="user", text=text, ts=ts)
+
+
+CONTEXT_TURNS = ["I feel heavy and slow lately", "like nothing I do matters", "I don't see the point in any of it"]
+
+
+def test_a_turn_is_scored_with_its_earlier_turns_across_batches_and_a_replay_gives_the_same_scores(
+    scorer_settings, resilient
+):
+    s = scorer_settings
+    clf = resilient.model
+    assert clf.uses_context  # the shipped model scores turns in context
+    history: list = []
+    expected = []
+    for text in CONTEXT_TURNS:  # the scorer's contract, computed directly
+        scored = clf.score_turns([text], [history])
+        expected.append(float(scored.scores[0]))
+        history.append(scored.embeddings[0])
+    alone = clf.predict(CONTEXT_TURNS)
+    assert expected[2] != alone[2]  # the last turn's score depends on the turns before it
+    # Each turn in its own batch and its own scorer run: the context comes from Redis.
+    for t, text in enumerate(CONTEXT_TURNS):
+        publish(s, [_one_turn("ctx1", t, text)])
+        run_scorer(s, resilient, max_idle_s=1.5)
+    # All three in one batch: the context comes from the batch itself.
+    publish(s, [_one_turn("ctx2", t, text) for t, text in enumerate(CONTEXT_TURNS)])
+    run_scorer(s, resilient, max_idle_s=1.5)
+    got = values(read_topic(s, s.topic_scores, expect=6))
+    for cid in ("ctx1", "ctx2"):
+        scores = [d["score"] for d in sorted((d for d in got if d["conversation_id"] == cid), key=lambda d: d["turn"])]
+        assert scores == expected, cid  # exactly: float16 context embeddings, one unpadded row per run
+    # A replay from the start (another group, the same Redis) publishes exactly the same scores again.
+    replay = s.model_copy(update={"scorer_group": s.scorer_group + "-replay", "topic_scores": s.topic_scores + "-r"})
+    run_scorer(replay, resilient)
+    again = values(read_topic(replay, replay.topic_scores, expect=6))
+    assert sorted((d["event_id"], d["score"]) for d in again) == sorted((d["event_id"], d["score"]) for d in got)

@@ -1,0 +1,101 @@
+"""The chat-form data set (data/chat_form) is well formed, its splits are fixed, it rebuilds byte for byte from its
+sources, and it holds none of the sentences the regression table and the other tests judge."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import BENIGN as PIPELINE_BENIGN
+from tests.helpers import CRISIS as PIPELINE_CRISIS
+from tests.unit.test_classifier import BENIGN, CRISIS
+
+ROOT = Path(__file__).resolve().parents[2]
+FOLDER = ROOT / "data" / "chat_form"
+SPLITS = ("train", "validation", "test")
+SHARED = ROOT.parent / "shared" / "data"
+REGRESSION = ROOT / "tests" / "data" / "chat_regression.csv"
+DEMO = ROOT / "pipeline" / "demo_data" / "conversations.json"
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"[^a-z0-9 ]+", "", text.lower().replace("’", "'").replace("'", "")).strip()
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def splits() -> dict[str, list[dict[str, str]]]:
+    return {s: _rows(FOLDER / f"chat_{s}.csv") for s in SPLITS}
+
+
+def test_every_split_has_ordinary_and_crisis_multi_turn_conversations(splits):
+    for split, rows in splits.items():
+        assert {r["label"] for r in rows} == {"crisis", "no_crisis"}
+        assert {r["alone"] for r in rows} <= {"crisis", "no_crisis", "unknown"}
+        turns = Counter(r["conversation"] for r in rows)
+        crisis = {r["conversation"] for r in rows if r["label"] == "crisis"}
+        assert len(crisis) >= 40, split
+        assert sum(n > 1 for n in turns.values()) > len(turns) / 2  # most conversations have several turns
+        assert {r["source"] for r in rows} == {"goemotions", "diasafety", "posts", "team"}
+        # turns of a conversation are numbered 0..n-1
+        by_conv: dict[str, list[int]] = {}
+        for r in rows:
+            by_conv.setdefault(r["conversation"], []).append(int(r["turn"]))
+        assert all(sorted(t) == list(range(len(t))) for t in by_conv.values())
+
+
+def test_a_conversation_and_a_team_text_sit_in_one_split(splits):
+    conversations = [{r["conversation"] for r in rows} for rows in splits.values()]
+    assert not (conversations[0] & conversations[1] or conversations[0] & conversations[2]
+                or conversations[1] & conversations[2])
+    # single team turns (a look-alike conversation shares its opening turns with its crisis twin on purpose)
+    shared = ("greeting", "ack", "filler", "buildup", "lookalike")
+    team = [{_norm(r["text"]) for r in rows if r["source"] == "team" and r["category"] not in shared}
+            for rows in splits.values()]
+    assert not (team[0] & team[2] or team[1] & team[2]), "a team-written turn is in the test split and another"
+
+
+def test_no_judged_sentence_is_in_the_chat_form_data(splits):
+    judged = set()
+    for row in _rows(REGRESSION):
+        judged |= {_norm(t) for t in row["text"].split("|")}
+    judged |= {_norm(t) for t in CRISIS + BENIGN + list(PIPELINE_CRISIS) + list(PIPELINE_BENIGN)}
+    judged |= {_norm(t) for conv in json.loads(DEMO.read_text()) for t in conv["turns"][::2]}
+    # Greetings and acknowledgements ("hi", "ok thanks") are what they are wherever they occur; a sentence of
+    # three words or more must be unseen by the model's training and choices.
+    judged = {j for j in judged if len(j.split()) >= 3}
+    # the team's rows, and the contrast turns the shipped encoder layers were fine-tuned on
+    team = _rows(FOLDER / "team_turns.csv") + _rows(FOLDER / "team_conversations.csv")
+    team += [row for path in sorted((ROOT / "data" / "chat_contrast").glob("*.csv")) for row in _rows(path)]
+    for row in team:
+        if row.get("category") in ("greeting", "ack"):
+            continue  # content-free turns ("how are you", "ok thanks") are the same everywhere
+        text = _norm(row["text"])
+        clash = [j for j in judged if text == j or (len(text.split()) >= 3 and (text in j or j in text))]
+        assert not clash, f"team row {row['text']!r} overlaps a judged sentence: {clash[0]!r}"
+    public = {_norm(r["text"]) for rows in splits.values() for r in rows if r["source"] != "team"}
+    # a few common crisis sentences ("i want to die") occur in the Reddit posts themselves; they stay there
+    allowed = {_norm(t) for t in CRISIS}
+    assert not (judged & public) - allowed
+
+
+def test_the_data_set_rebuilds_byte_for_byte(tmp_path):
+    if not (SHARED / "goemotions" / "train.tsv").is_file():
+        pytest.skip("../shared/data is not beside the repository")
+    subprocess.run([sys.executable, str(FOLDER / "build.py"), "--shared", str(SHARED), "--out", str(tmp_path)],
+                   check=True, capture_output=True)
+    for split in SPLITS:
+        built = hashlib.sha256((tmp_path / f"chat_{split}.csv").read_bytes()).hexdigest()
+        assert built == hashlib.sha256((FOLDER / f"chat_{split}.csv").read_bytes()).hexdigest(), split

@@ -1,0 +1,81 @@
+"""Context scoring: the numpy head matches the torch head, a turn's context is its and its earlier turns' mean
+embedding, and the bulk scoring `vigil model eval` uses gives exactly the scores the scorer's turn-by-turn path
+gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.classifier import CrisisHead, aggregate, context_embedding
+
+
+def _tiny_pooled_classifier(n_classes: int = 5):
+    from transformers import BertConfig, BertModel
+
+    from models.encoder import PooledClassifier
+
+    torch.manual_seed(0)
+    encoder = BertModel(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                   intermediate_size=32))
+    return PooledClassifier(encoder, n_classes=n_classes, crisis_classes=[1, 3])
+
+
+def test_the_numpy_head_gives_the_torch_heads_crisis_logits():
+    module = _tiny_pooled_classifier()
+    emb = torch.nn.functional.normalize(torch.randn(7, 16), dim=-1)
+    want = module.crisis_logit(module.class_logits(emb)).detach().numpy()
+    got = CrisisHead.from_module(module)(emb.numpy())
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_an_mlp_head_applies_relu_between_layers_and_the_posts_head_only_to_long_windows():
+    rng = np.random.default_rng(0)
+    w1, b1, w2, b2 = rng.normal(size=(8, 4)), rng.normal(size=8), rng.normal(size=(3, 8)), rng.normal(size=3)
+    posts = CrisisHead([(rng.normal(size=(2, 4)), np.array([50.0, 0.0]))], crisis_classes=[0])  # always high
+    head = CrisisHead([(w1, b1), (w2, b2)], crisis_classes=[2], posts_head=posts, posts_shift=1.0,
+                      posts_min_tokens=12)
+    x = rng.normal(size=(4, 4))
+    z = np.maximum(x @ w1.T + b1, 0) @ w2.T + b2
+    want = z[:, 2] - np.log(np.exp(z[:, 0]) + np.exp(z[:, 1]))
+    np.testing.assert_allclose(head(x), want, atol=1e-9)  # without token counts: the chat head alone
+    got = head(x, np.array([3, 11, 12, 200]))
+    np.testing.assert_allclose(got[:2], want[:2], atol=1e-9)  # short windows: the chat head alone
+    np.testing.assert_allclose(got[2:], posts(x[2:]) - 1.0, atol=1e-9)  # long: the higher, here the posts head
+
+
+def test_a_context_is_the_normalised_mean_of_the_turns():
+    a, b = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    np.testing.assert_allclose(context_embedding([a, b]), np.array([1, 1]) / np.sqrt(2))
+    np.testing.assert_allclose(context_embedding([a]), a)
+
+
+def test_aggregates():
+    alone, context = np.array([0.1, 0.5]), np.array([0.3, 0.2])
+    assert list(aggregate("max", alone, context)) == [0.3, 0.5]
+    assert list(aggregate("alone", alone, context)) == [0.1, 0.5]
+    assert list(aggregate("context", alone, context)) == [0.3, 0.2]
+    with pytest.raises(Exception, match="unknown context aggregate"):
+        aggregate("mean", alone, context)
+
+
+@pytest.mark.slow
+def test_bulk_conversation_scoring_equals_the_scorers_turn_by_turn_path(model_cache, tmp_path):
+    from models.chat_train import load_chat, turn_scores
+    from models.classifier import CrisisClassifier
+
+    clf = CrisisClassifier.load(cache_dir=model_cache)
+    path = tmp_path / "conv.csv"
+    path.write_text("id,text,label,conversation,turn\n"
+                    "a1,hi,no_crisis,a,0\na2,I feel heavy lately,no_crisis,a,1\na3,like nothing matters,crisis,a,2\n"
+                    "a4,ok,crisis,a,3\nb2,what's the weather,no_crisis,b,1\nb1,hello,no_crisis,b,0\n")
+    rows = load_chat(path)
+    bulk, _ = turn_scores(clf, rows)
+    for conversation in ("a", "b"):
+        idx = sorted(np.flatnonzero(rows.conversation == conversation), key=lambda i: rows.turn[i])
+        history: list = []
+        for i in idx:
+            scored = clf.score_turns([rows.texts[i]], [history])
+            assert scored.scores[0] == bulk[i], rows.texts[i]  # exactly the same
+            history.append(scored.embeddings[0])
