@@ -328,9 +328,12 @@ class Demo:
         return {
             "events": self.stats.published,
             "flagged": len(self.stats.flagged_conversations),
-            # what the flagged conversations were (the scenario's truth): ordinary ones are the reviewers' waste
+            # which of the corpus's conversations were flagged at least once, counted by their true level: ordinary
+            # ones are the reviewers' waste
             "flagged_by_level": dict(sorted(Counter(
-                self.truth[c]["level"] for c in self.stats.flagged_conversations if c in self.truth).items())),
+                level for _, level in {(id(self.truth[c]), self.truth[c]["level"])
+                                       for c in self.stats.flagged_conversations if c in self.truth}).items())),
+            "corpus_by_level": dict(sorted(Counter(t["level"] for t in self.corpus).items())),
             "labels": self.stats.labels,
             "states": self._recall_states(evaluator),
             "halt": halt.read().state,
