@@ -8,6 +8,14 @@ from typing import Any
 __all__ = ["write_model_card"]
 
 
+INTENDED_USE = (
+    "Scores each user turn of an AI mental-health chat for crisis (suicidal ideation, self-harm, imminent "
+    "risk) so that Vigil can flag conversations for clinical review and measure its own crisis recall. It is "
+    "a screening signal for clinicians and for the safety halt, never a diagnosis, and never a reason to "
+    "withhold help: a conversation below the threshold is still sampled for review."
+)
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
@@ -34,10 +42,7 @@ def write_model_card(out: Path, meta: dict[str, Any]) -> Path:
         f"# Model card: {meta['model_version']}",
         "",
         "## Intended use",
-        "Scores each user turn of an AI mental-health chat for crisis (suicidal ideation, self-harm, imminent "
-        "risk) so that Vigil can flag conversations for clinical review and measure its own crisis recall. It is "
-        "a screening signal for clinicians and for the safety halt, never a diagnosis, and never a reason to "
-        "withhold help: a conversation below the threshold is still sampled for review.",
+        INTENDED_USE,
         "",
         "## Model",
         f"- Base encoder: {meta['base']}, {'top layers ' + str(meta['trained_layers']) + ' fine-tuned' if meta['trained_layers'] else 'frozen'}; "  # noqa: E501
@@ -169,10 +174,7 @@ def write_chat_model_card(out: Path, meta: dict[str, Any]) -> Path:
         f"# Model card: {meta['model_version']}",
         "",
         "## Intended use",
-        "Scores each user turn of an AI mental-health chat for crisis (suicidal ideation, self-harm, imminent "
-        "risk) so that Vigil can flag conversations for clinical review and measure its own crisis recall. It is "
-        "a screening signal for clinicians and for the safety halt, never a diagnosis, and never a reason to "
-        "withhold help: a conversation below the threshold is still sampled for review.",
+        INTENDED_USE,
         "",
         "## Model",
         f"- Encoder: {meta['base']}, layers {meta['trained_layers']} as fine-tuned by `{init['model_version']}` "

@@ -134,29 +134,25 @@ class ConversationStore:
 
     def embeddings(self, conversation_ids: list[str]) -> dict[str, dict[int, bytes]]:
         """The stored user-turn embeddings of several conversations (turn -> float16 bytes), one round trip."""
-        if not conversation_ids:
-            return {}
-        try:
-            pipe = self._r.pipeline(transaction=False)
-            for cid in conversation_ids:
-                pipe.hgetall(self.embeddings_key(cid))
-            raws = pipe.execute()
-        except redis.RedisError as exc:
-            raise StoreUnavailable(f"cannot read turn embeddings: {exc}") from exc
+        raws = self._hgetall_many([self.embeddings_key(cid) for cid in conversation_ids], "turn embeddings")
         return {cid: {int(k): bytes(v) for k, v in raw.items()}
                 for cid, raw in zip(conversation_ids, raws, strict=True)}
 
-    def read_many(self, conversation_ids: list[str]) -> dict[str, ConversationState]:
-        """States of several conversations in one round trip."""
-        if not conversation_ids:
-            return {}
+    def _hgetall_many(self, keys: list[str], what: str) -> list[dict[bytes, bytes]]:
+        """HGETALL of several keys in one pipelined round trip."""
+        if not keys:
+            return []
         try:
             pipe = self._r.pipeline(transaction=False)
-            for cid in conversation_ids:
-                pipe.hgetall(self.pred_key(cid))
-            raws = pipe.execute()
+            for key in keys:
+                pipe.hgetall(key)
+            return list(pipe.execute())
         except redis.RedisError as exc:
-            raise StoreUnavailable(f"cannot read conversation state: {exc}") from exc
+            raise StoreUnavailable(f"cannot read {what}: {exc}") from exc
+
+    def read_many(self, conversation_ids: list[str]) -> dict[str, ConversationState]:
+        """States of several conversations in one round trip."""
+        raws = self._hgetall_many([self.pred_key(cid) for cid in conversation_ids], "conversation state")
         return {cid: ConversationState.from_hash(cid, raw) for cid, raw in zip(conversation_ids, raws, strict=True)}
 
     def turns(self, conversation_id: str) -> list[dict[str, Any]]:

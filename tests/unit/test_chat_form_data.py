@@ -3,10 +3,8 @@ sources, and it holds none of the sentences the regression table and the other t
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
-import re
 import subprocess
 import sys
 from collections import Counter
@@ -17,6 +15,7 @@ import pytest
 from tests.helpers import BENIGN as PIPELINE_BENIGN
 from tests.helpers import CRISIS as PIPELINE_CRISIS
 from tests.unit.test_classifier import BENIGN, CRISIS
+from tests.unit.test_contrast_data import _norm, _rows
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLDER = ROOT / "data" / "chat_form"
@@ -24,15 +23,6 @@ SPLITS = ("train", "validation", "test")
 SHARED = ROOT.parent / "shared" / "data"
 REGRESSION = ROOT / "tests" / "data" / "chat_regression.csv"
 DEMO = ROOT / "pipeline" / "demo_data" / "conversations.json"
-
-
-def _norm(text: str) -> str:
-    return re.sub(r"[^a-z0-9 ]+", "", text.lower().replace("’", "'").replace("'", "")).strip()
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
 
 
 @pytest.fixture(scope="module")
