@@ -35,9 +35,11 @@ test: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/vigil demo
 
+# ruff, mypy on every package, and the package layers (import-linter contracts in pyproject.toml).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy pipeline models evaluators safety_gate review
+	$(VENV)/bin/mypy vigil_core safety_gate models evaluators pipeline incidents review demo vigil
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) bench/classifier.py

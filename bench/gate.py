@@ -20,7 +20,7 @@ import time
 import numpy as np
 import redis
 
-from pipeline.local import LocalRedis
+from demo.local import LocalRedis
 from safety_gate import Gate, HaltStore, Heartbeat
 from safety_gate.http import make_server
 

@@ -34,11 +34,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from common import chat_messages  # noqa: E402
 from kafka import KafkaConsumer  # noqa: E402
 
+from demo.local import LocalBroker, LocalRedis  # noqa: E402
 from pipeline.commands import load_resilient_scorer  # noqa: E402
-from pipeline.contracts import ConversationMessage, utcnow  # noqa: E402
 from pipeline.kafka_io import OutRecord, RecordProducer, ensure_topics  # noqa: E402
-from pipeline.local import LocalBroker, LocalRedis  # noqa: E402
-from pipeline.settings import Settings  # noqa: E402
+from vigil_core.clock import utcnow  # noqa: E402
+from vigil_core.contracts import ConversationMessage  # noqa: E402
+from vigil_core.settings import Settings  # noqa: E402
 
 
 def messages(texts: list[str], tag: str) -> list[ConversationMessage]:

@@ -1,5 +1,2 @@
-"""Evaluators: label joins, review sampling weights, rolling metrics with intervals, alert rules."""
-
-from evaluators.stats import Rate, rate, wilson_interval
-
-__all__ = ["Rate", "rate", "wilson_interval"]
+"""Evaluators: labels joined to predictions, rolling metrics with intervals, CUSUM, the rule table, the
+evaluator and its alert-to-action wiring."""

@@ -1,7 +1,8 @@
-"""`vigil evaluate`: clinician labels and operational events in, rolling metrics and rule states out.
+"""The evaluator: clinician labels and operational events in, rolling metrics and rule states out.
 
 Every process keeps its state in Redis, so several evaluators and restarts agree; a state transition is
-published once, by the process whose compare-and-set changed it.
+published once, by the process whose compare-and-set changed it. It knows no Kafka: `vigil evaluate` (the
+composition root) feeds it batches of records and publishes the dead letters it returns before committing.
 """
 
 from __future__ import annotations
@@ -17,28 +18,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import redis
-from kafka import TopicPartition
-from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from evaluators.cusum import BernoulliCusum
 from evaluators.rules import State, Thresholds, classify_above, classify_below
-from evaluators.stats import Rate, rate
 from evaluators.store import EvaluatorStore
 from evaluators.window import WindowMetrics, compute_window
-from pipeline.contracts import (
+from vigil_core.clock import utcnow
+from vigil_core.contracts import (
     ClinicianLabel,
     ConversationFeedback,
     ConversationMessage,
     ReviewRequest,
+    dead_letter,
     parse_event,
-    utcnow,
 )
-from pipeline.errors import ContractError
-from pipeline.kafka_io import OutRecord, RecordProducer, consume, ensure_topics, make_consumer
-from pipeline.settings import Settings
+from vigil_core.errors import ContractError
+from vigil_core.records import OutRecord
+from vigil_core.redis_client import connect
+from vigil_core.settings import Settings
+from vigil_core.stats import Rate, rate
 
 __all__ = ["Evaluator", "Evaluation", "Alert", "EvaluatorMetrics"]
 
@@ -133,7 +132,13 @@ def _p95(values: list[float]) -> float | None:
 
 
 class Evaluator:
-    """Consumes labels, review requests and events; evaluates the rules; publishes transitions."""
+    """Applies labels, review requests and events to Redis; evaluates the rules; publishes transitions.
+
+    Example:
+        evaluator = Evaluator(settings, on_alert=engine.handle)
+        dead_letters = evaluator.apply(records)   # publish these, then commit the records
+        evaluation = evaluator.evaluate()
+    """
 
     def __init__(
         self,
@@ -142,82 +147,56 @@ class Evaluator:
         metrics: EvaluatorMetrics | None = None,
         on_alert: Callable[[Alert], None] | None = None,
         clock: Callable[[], float] = time.time,
+        open_incidents: Callable[[], dict[str, int]] | None = None,
     ) -> None:
         self.settings = settings
         self.thresholds = thresholds or Thresholds.load(settings.thresholds_file)
         self.metrics = metrics or EvaluatorMetrics()
         self.on_alert = on_alert
         self.clock = clock
-        self._redis = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5)
+        # open incidents by severity, for the gauge; the incident engine is wired in by `vigil evaluate`
+        self.open_incidents = open_incidents
+        self._redis = connect(settings.redis_url.get_secret_value())
         self.store = EvaluatorStore(self._redis, settings.redis_prefix, settings.label_wait_s)
         c = self.thresholds["cusum"]
         self.cusum = BernoulliCusum(c["theta0"], c["theta1"], c["h"], c.get("max_weight", 5.0))
-        self._stop = threading.Event()
-        self._consumer: Any = None
-        self.producer: RecordProducer | None = None
+        self.stopping = threading.Event()
 
     def stop(self, *_: object) -> None:
         """Finish the current batch, commit, leave."""
-        self._stop.set()
+        self.stopping.set()
 
     def install_signal_handlers(self) -> None:
         """SIGTERM and SIGINT stop after the current batch."""
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
 
-    # -- consuming ----------------------------------------------------------------------------------
-    def run(self, max_idle_s: float | None = None, evaluate_every_s: float = 2.0) -> Evaluation | None:
-        """Consume until stopped (or idle for `max_idle_s`); returns the last evaluation."""
+    def topics(self) -> list[str]:
+        """The topics the evaluator consumes."""
         s = self.settings
-        try:
-            ensure_topics(s)
-        except KafkaError as exc:
-            log.warning("could not ensure topics: %s", exc)
-        self._consumer = make_consumer(s, s.evaluator_group, [s.topic_labels, s.topic_events, s.topic_review])
-        self.producer = RecordProducer(s)
-        last: Evaluation | None = None
-        last_eval = 0.0
+        return [s.topic_labels, s.topic_events, s.topic_review]
 
-        def periodic(had_records: bool) -> None:
-            nonlocal last, last_eval
-            if had_records or time.monotonic() - last_eval >= evaluate_every_s:
-                last = self.evaluate()
-                last_eval = time.monotonic()
+    # -- applying -----------------------------------------------------------------------------------
+    def apply(self, records: list[Any]) -> list[OutRecord]:
+        """Apply a batch of consumed records to the Redis state; returns the dead letters of bad ones.
 
-        try:
-            consume(self._consumer, self._stop, self.process, poll_timeout_ms=s.poll_timeout_ms, max_records=500,
-                    on_cycle=periodic, max_idle_s=max_idle_s, what="evaluator batch")
-        finally:
-            if self._consumer is not None:
-                try:
-                    self._consumer.close(autocommit=False)
-                except Exception:  # noqa: BLE001
-                    log.debug("consumer close failed", exc_info=True)
-            if self.producer is not None:
-                self.producer.close()
-        return last
-
-    def process(self, records: list[Any]) -> None:
-        """Apply a batch of records to the Redis state, then commit (bad records to the DLQ first)."""
+        The caller publishes the dead letters and only then commits the batch (at-least-once; applying a
+        record twice changes nothing).
+        """
         s = self.settings
         t = self.thresholds
-        offsets: dict[TopicPartition, int] = {}
         dead: list[OutRecord] = []
         latency: list[tuple[str, float, float]] = []
         errors: list[tuple[str, float, float]] = []
         satisfaction: list[tuple[str, float, float]] = []
         reviews: list[str] = []
         for rec in records:
-            tp = TopicPartition(rec.topic, rec.partition)
-            offsets[tp] = max(offsets.get(tp, 0), rec.offset + 1)
             accept = (LABEL_SCHEMAS if rec.topic == s.topic_labels
                       else REVIEW_SCHEMAS if rec.topic == s.topic_review else EVENT_SCHEMAS)
             try:
                 event = parse_event(rec.value, max_text_bytes=s.max_text_bytes, accept=accept)
             except ContractError as exc:
                 if rec.topic != s.topic_events:  # the scorer already dead-letters bad events
-                    from pipeline.contracts import dead_letter
-
                     dl = dead_letter(exc.reason, topic=rec.topic, partition=rec.partition, offset=rec.offset,
                                      key=rec.key, raw=rec.value)
                     dead.append(OutRecord(s.topic_dlq, dl.key, dl.to_bytes()))
@@ -234,14 +213,11 @@ class Evaluator:
                 errors.append((event.event_id, ts, 1.0 if event.error not in (None, False, "") else 0.0))
             elif isinstance(event, ConversationFeedback):
                 satisfaction.append((event.event_id, event.ts.timestamp(), float(event.satisfaction)))
-        if dead and self.producer is not None:
-            self.producer.send_all(dead)
         self.store.note_review_requested(reviews)
         self.store.add_ops("ai_latency_p95_ms", latency, t["ai_latency_p95_ms"]["window"])
         self.store.add_ops("ai_error_rate", errors, t["ai_error_rate"]["window"])
         self.store.add_ops("user_satisfaction", satisfaction, t["user_satisfaction"]["window"])
-        if self._consumer is not None:
-            self._consumer.commit(offsets={tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+        return dead
 
     # -- evaluating ---------------------------------------------------------------------------------
     def evaluate(self) -> Evaluation:
@@ -328,11 +304,9 @@ class Evaluator:
                 m.rule_state.labels(rule, state.value).set(1.0 if row["state"] == state.value else 0.0)
         m.cusum.set(ev.window.cusum)
         m.unknown.set(unknown_conversations)
-        from safety_gate.incidents import SEVERITY_PLAN, IncidentStore
-
-        open_now = IncidentStore(self._redis, self.settings.redis_prefix).list(only_open=True)
-        for severity in SEVERITY_PLAN:
-            m.incidents_open.labels(severity).set(sum(i.severity == severity for i in open_now))
+        if self.open_incidents is not None:
+            for severity, count in self.open_incidents().items():
+                m.incidents_open.labels(severity).set(count)
 
 
 def dumps(ev: Evaluation) -> str:

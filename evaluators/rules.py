@@ -1,16 +1,29 @@
-"""The alert-rule table: thresholds from one TOML file, states, and the Prometheus rules generated from it."""
+"""The alert-rule table: one TOML file read into typed rules, their states, their actions and the
+Prometheus rules generated from it.
+
+Every number and every incident a rule opens comes from the file; nothing else restates them. A bad file
+fails at load with the file, the key and what was expected.
+"""
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-__all__ = ["State", "Thresholds", "DEFAULT_THRESHOLDS", "classify_below", "classify_above", "prometheus_rules"]
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from vigil_core.tables import load_toml_overlaid, validated
+
+__all__ = ["State", "Thresholds", "RuleTable", "RuleAction", "DEFAULT_THRESHOLDS", "classify_below", "classify_above",
+           "prometheus_rules", "Severity"]
 
 DEFAULT_THRESHOLDS = Path(__file__).resolve().parent / "thresholds.toml"
+
+Severity = Literal["P0", "P1", "P2", "P3"]
+# int | float: a count written as 50 stays 50 in the generated Prometheus rules and titles.
+Positive = Annotated[int | float, Field(gt=0)]
+Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
 class State(StrEnum):
@@ -22,22 +35,164 @@ class State(StrEnum):
     CRITICAL = "CRITICAL"
 
 
-@dataclass(frozen=True)
-class Thresholds:
-    """The parsed thresholds file."""
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    raw: dict[str, Any]
-    path: Path
+
+class RuleAction(_Strict):
+    """What a rule entering a state does: open (or add to) an incident, and perhaps trip the halt.
+
+    `title` may name the rule's own fields, e.g. "crisis recall below {critical_below:.0%}".
+    """
+
+    severity: Severity
+    type: str
+    title: str
+    dedup: str = Field(min_length=1)
+    halt: bool = False
+
+    @model_validator(mode="after")
+    def _halt_is_p0(self) -> RuleAction:
+        # A halt stops the AI for every user: it is always the P0 clinical escalation, never a quieter page.
+        if self.halt and self.severity != "P0":
+            raise ValueError("an action that trips the halt must have severity P0")
+        return self
+
+
+Actions = dict[Literal["WARNING", "CRITICAL", "INSUFFICIENT_DATA"], RuleAction]
+
+
+class _Rule(_Strict):
+    actions: Actions = {}
+
+    def action(self, state: str) -> RuleAction | None:
+        """The action of `state` with its title filled from the rule's fields, or None."""
+        act = self.actions.get(state)  # type: ignore[call-overload]
+        if act is None:
+            return None
+        fields = self.model_dump(exclude={"actions"})
+        return act.model_copy(update={"title": act.title.format(**fields)})
+
+
+class RecallRule(_Rule):
+    """Conversation-level crisis recall over the last `window` labelled crisis conversations."""
+
+    window: Annotated[int, Field(gt=0)]
+    max_age_days: Positive
+    min_effective_n: Positive
+    warning_below: Fraction
+    critical_below: Fraction
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RecallRule:
+        if self.critical_below > self.warning_below:
+            raise ValueError("critical_below must not be above warning_below")
+        return self
+
+
+class CusumRule(_Rule):
+    """Bernoulli CUSUM on misses among labelled crisis conversations."""
+
+    theta0: Fraction
+    theta1: Fraction
+    h: Positive
+    max_weight: Positive = 5.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CusumRule:
+        if self.theta1 <= self.theta0:
+            raise ValueError("theta1 (the miss rate to detect) must be above theta0 (the acceptable one)")
+        return self
+
+
+class SentinelRule(_Rule):
+    """A missed conversation labelled at one of `levels`."""
+
+    levels: list[str] = Field(min_length=1)
+
+
+class AboveRule(_Rule):
+    """A rule that alarms when its value rises above its thresholds."""
+
+    window: Annotated[int, Field(gt=0)]
+    min_count: Annotated[int, Field(ge=0)]
+    warning_above: int | float
+    critical_above: int | float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AboveRule:
+        if self.critical_above < self.warning_above:
+            raise ValueError("critical_above must not be below warning_above")
+        return self
+
+
+class BelowRule(_Rule):
+    """A rule that alarms when its value falls below its thresholds."""
+
+    window: Annotated[int, Field(gt=0)]
+    min_count: Annotated[int, Field(ge=0)]
+    warning_below: int | float
+    critical_below: int | float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BelowRule:
+        if self.critical_below > self.warning_below:
+            raise ValueError("critical_below must not be above warning_below")
+        return self
+
+
+class RuleTable(_Strict):
+    """Every rule Vigil evaluates."""
+
+    crisis_recall: RecallRule
+    cusum: CusumRule
+    sentinel: SentinelRule
+    ai_latency_p95_ms: AboveRule
+    ai_error_rate: AboveRule
+    user_satisfaction: BelowRule
+
+
+# The rule names the evaluator publishes differ from the table's section for one rule.
+_SECTION = {"crisis_recall_cusum": "cusum"}
+
+
+class Thresholds:
+    """The rule table as loaded: `rules` typed; `table["crisis_recall"]` gives a rule's fields as a dict.
+
+    Example:
+        table = Thresholds.load(settings.thresholds_file)
+        table.rules.crisis_recall.critical_below   # 0.9
+        table.action("crisis_recall", "CRITICAL")  # RuleAction(severity="P0", ..., halt=True)
+    """
+
+    def __init__(self, rules: RuleTable, path: Path) -> None:
+        self.rules = rules
+        self.path = path
 
     @classmethod
     def load(cls, path: Path | None = None) -> Thresholds:
-        """Read the TOML file (default: the seed thresholds shipped with Vigil)."""
-        p = Path(path or DEFAULT_THRESHOLDS)
-        with open(p, "rb") as fh:
-            return cls(tomllib.load(fh), p)
+        """The shipped table, overlaid key by key by `path` if given (VIGIL_THRESHOLDS_FILE)."""
+        raw, named = load_toml_overlaid(DEFAULT_THRESHOLDS, path)
+        return cls(validated(RuleTable, raw, named), named)
+
+    def rule(self, name: str) -> _Rule:
+        """The typed rule behind an evaluator rule name."""
+        return getattr(self.rules, _SECTION.get(name, name))  # type: ignore[no-any-return]
+
+    def action(self, rule: str, state: str) -> RuleAction | None:
+        """What entering `state` does for `rule` (None: nothing)."""
+        if _SECTION.get(rule, rule) not in RuleTable.model_fields:
+            return None
+        return self.rule(rule).action(state)
+
+    def dedup_keys(self, rule: str) -> set[str]:
+        """Every incident dedup key `rule` may open."""
+        if _SECTION.get(rule, rule) not in RuleTable.model_fields:
+            return set()
+        return {a.dedup for a in self.rule(rule).actions.values()}
 
     def __getitem__(self, rule: str) -> dict[str, Any]:
-        return self.raw[rule]  # type: ignore[no-any-return]
+        return getattr(self.rules, rule).model_dump(exclude={"actions"})  # type: ignore[no-any-return]
 
 
 def classify_below(value: float | None, n: float, rule: dict[str, Any], min_key: str = "min_count") -> State:

@@ -16,9 +16,9 @@ from typing import Any
 import redis
 
 from evaluators.window import LabelledConversation
-from pipeline.contracts import ClinicianLabel
-from pipeline.errors import StoreUnavailable
-from pipeline.state import ConversationStore
+from vigil_core.contracts import ClinicianLabel
+from vigil_core.conversations import ConversationStore
+from vigil_core.redis_client import store_errors
 
 __all__ = ["EvaluatorStore"]
 
@@ -63,13 +63,11 @@ class EvaluatorStore:
         """Store a label; returns 'applied', 'duplicate', 'stale' (an older label of the same reviewer)
         or 'unknown' (applied, but no prediction to join yet)."""
         ts = label.ts.isoformat()
-        try:
+        with store_errors():
             code = int(self._apply_label(
                 keys=[self._k("labels", label.conversation_id), self._k("label_ids")],
                 args=[label.label_id, label.reviewer_id, json.dumps({**label.to_dict(), "ts": ts}), ts],
             ))
-        except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
         if code == 0:
             return "duplicate"
         if code == 2:
@@ -79,7 +77,7 @@ class EvaluatorStore:
     def join(self, conversation_id: str) -> bool:
         """Join the conversation's labels to its prediction; False (kept aside) when none is stored."""
         state = self.conversations.read_many([conversation_id])[conversation_id]
-        try:
+        with store_errors():
             if not state.exists:
                 # kept aside, counted by its labels (not by join attempts), and joined when a prediction appears
                 self._r.hset(self._k("unknown"), conversation_id, len(self.labels(conversation_id)))
@@ -110,8 +108,6 @@ class EvaluatorStore:
             pipe.pfadd(self._k("labelled_hll"), conversation_id)
             pipe.execute()
             return True
-        except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
 
     def labels(self, conversation_id: str) -> dict[str, dict[str, Any]]:
         """Labels of a conversation by reviewer."""
@@ -128,7 +124,7 @@ class EvaluatorStore:
 
     def labelled(self, since: float) -> list[LabelledConversation]:
         """Joined labelled conversations with conversation time >= since."""
-        try:
+        with store_errors():
             ids = [i.decode() for i in self._r.zrangebyscore(self._k("labelled"), since, "+inf")]
             if not ids:
                 return []
@@ -137,8 +133,6 @@ class EvaluatorStore:
                 pipe.get(self._k("joined", cid))
                 pipe.hgetall(self._k("labels", cid))
             raw = pipe.execute()
-        except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
         out = []
         for n, cid in enumerate(ids):
             joined, labels = raw[2 * n], raw[2 * n + 1]
@@ -166,13 +160,11 @@ class EvaluatorStore:
         if not items:
             return
         key = self._k("ops", rule)
-        try:
+        with store_errors():
             pipe = self._r.pipeline(transaction=False)
             pipe.zadd(key, {f"{eid}|{value!r}": ts for eid, ts, value in items})
             pipe.zremrangebyrank(key, 0, -(window + 1))
             pipe.execute()
-        except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
 
     def ops_values(self, rule: str) -> list[float]:
         """The values in a rule's window."""
@@ -203,12 +195,10 @@ class EvaluatorStore:
     # -- rule states --------------------------------------------------------------------------------
     def transition(self, rule: str, state: str, alert: dict[str, Any]) -> bool:
         """Set a rule's state; True (and an entry on the alerts stream) only for the process that changed it."""
-        try:
+        with store_errors():
             return bool(self._transition(
                 keys=[self._k("rules"), self.alerts_key], args=[rule, state, json.dumps(alert, default=str)]
             ))
-        except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
 
     def states(self) -> dict[str, str]:
         """Current state of every rule."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evaluators.cusum import BernoulliCusum
-from evaluators.stats import Rate, rate
+from vigil_core.stats import Rate, rate
 
 __all__ = ["LabelledConversation", "WindowMetrics", "compute_window", "weighted_rate", "cohen_kappa"]
 

@@ -43,8 +43,8 @@ from models.classifier import (
     load_tokenizer,
     window_logit,
 )
+from models.errors import ModelError
 from models.report import classification_report, flag_rate, group_max
-from pipeline.errors import ModelError
 
 __all__ = ["ChatTrainConfig", "ChatRows", "load_chat", "train_chat_head", "conversation_report",
            "score_conversations"]
@@ -276,7 +276,8 @@ def train_chat_head(
     import torch
     from safetensors.torch import save_file
 
-    from models.train import _save_weights, attach_classes, load_dataset, split_rows
+    from models.dataset import attach_classes, load_dataset, split_rows
+    from models.fitting import save_weights
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -352,7 +353,7 @@ def train_chat_head(
     train_seconds = time.monotonic() - started
     progress(f"chose context {context_turns} turns, aggregate {how}")
     out.mkdir(parents=True, exist_ok=True)
-    _save_weights(module, out, info.trained_layers)  # the encoder layers, as the initial model has them
+    save_weights(module, out, info.trained_layers)  # the encoder layers, as the initial model has them
     # The encoder layers, and the initial model's linear head as the posts head (CrisisHead.posts_head); the
     # module's own head is not this model's.
     stored = {(POSTS_HEAD_PREFIX + k[len("head."):] if k.startswith("head.") else k): v

@@ -32,7 +32,7 @@ import numpy as np
 
 from models.backends import Backend, OnnxBackend, TorchBackend, export_onnx_int8
 from models.calibration import PlattCalibration
-from pipeline.errors import ModelError
+from models.errors import ModelError
 
 __all__ = [
     "CrisisClassifier", "CrisisHead", "ModelInfo", "TurnScores", "History", "DEFAULT_MODEL_DIR", "ARTIFACT_FILE",

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.settings import Settings
+from vigil_core.settings import Settings
 
 __all__ = ["train_command", "eval_command", "export_command", "calibrate_command"]
 
@@ -38,7 +38,7 @@ def train_command(args: argparse.Namespace, settings: Settings) -> int:
 def _chat_train_command(args: argparse.Namespace, settings: Settings) -> int:
     from models.chat_train import ChatTrainConfig, train_chat_head
     from models.classifier import default_cache_dir
-    from models.train import _stderr
+    from models.dataset import stderr_progress as _stderr
 
     if not (args.init_from and args.chat_data and args.split_file and args.class_column):
         raise SystemExit("vigil train: --init-from and --chat-data go together, with --split-file and --class-column")
@@ -136,7 +136,9 @@ def export_command(args: argparse.Namespace, settings: Settings) -> int:
 def calibrate_command(args: argparse.Namespace, settings: Settings) -> int:
     """Re-calibrate a trained model directory and choose its threshold again, without retraining."""
     from models.classifier import ARTIFACT_FILE
-    from models.train import TrainConfig, calibrate, load_dataset, split_rows
+    from models.dataset import load_dataset, split_rows
+    from models.operating_point import calibrate
+    from models.train_config import TrainConfig
 
     out = Path(args.model_dir)
     meta = json.loads((out / ARTIFACT_FILE).read_text())

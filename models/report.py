@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluators.stats import rate
+from vigil_core.stats import rate
 
 __all__ = ["classification_report", "group_max", "flag_rate"]
 

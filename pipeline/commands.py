@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from pipeline.settings import Settings
+from vigil_core.settings import Settings
 
 __all__ = ["score_command", "load_resilient_scorer"]
 
@@ -16,8 +16,8 @@ def load_resilient_scorer(settings: Settings):  # type: ignore[no-untyped-def]
     """The configured classifier wrapped with the backup scorer; a model that fails to load still
     leaves the backup scorer running (and marks every score `backup`)."""
     from models.classifier import DEFAULT_MODEL_DIR, CrisisClassifier, ModelInfo
+    from models.errors import ModelError
     from models.resilient import ResilientScorer
-    from pipeline.errors import ModelError
 
     try:
         clf = CrisisClassifier.load(

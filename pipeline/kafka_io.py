@@ -13,7 +13,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -25,26 +24,18 @@ from kafka.errors import (
     TopicAlreadyExistsError,
     UnknownProducerIdError,
 )
+from kafka.structs import OffsetAndMetadata
 
-from pipeline.errors import BrokerUnavailable, StoreUnavailable
-from pipeline.settings import Settings
+from vigil_core.errors import BrokerUnavailable, StoreUnavailable
+from vigil_core.records import OutRecord
+from vigil_core.settings import Settings
 
 __all__ = ["OutRecord", "RecordProducer", "make_consumer", "consumer_lag", "ensure_topics", "all_topics", "read_all",
-           "rewind_to_committed", "consume", "Pending"]
+           "rewind_to_committed", "consume", "serve", "Pending"]
 
 log = logging.getLogger(__name__)
 
 _PRODUCER_STATE_LOST = (UnknownProducerIdError, OutOfOrderSequenceNumberError)
-
-
-@dataclass(frozen=True, slots=True)
-class OutRecord:
-    """One record to publish."""
-
-    topic: str
-    key: str | None
-    value: bytes
-    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class RecordProducer:
@@ -330,3 +321,47 @@ def consume(
             except (BrokerUnavailable, StoreUnavailable, KafkaError) as exc:
                 log.warning("%s waiting at shutdown not completed, it will be replayed: %s", what, exc)
                 pending.discard()
+
+
+def serve(
+    settings: Settings,
+    group: str,
+    topics: Sequence[str],
+    handle: Callable[[list[Any]], Sequence[OutRecord]],
+    *,
+    stop: threading.Event,
+    on_cycle: Callable[[bool], None] | None = None,
+    max_idle_s: float | None = None,
+    max_records: int = 500,
+    what: str = "batch",
+) -> None:
+    """Consume `topics` in `group` until stopped: each batch goes to `handle`, the records it returns are
+    published and acknowledged, and only then are the batch's offsets committed (at-least-once).
+
+    Example:
+        serve(settings, settings.evaluator_group, evaluator.topics(), evaluator.apply, stop=evaluator.stopping)
+    """
+    try:
+        ensure_topics(settings)
+    except KafkaError as exc:
+        log.warning("could not ensure topics: %s", exc)
+    consumer = make_consumer(settings, group, topics)
+    producer = RecordProducer(settings)
+
+    def on_records(records: list[Any]) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        for rec in records:
+            tp = TopicPartition(rec.topic, rec.partition)
+            offsets[tp] = max(offsets.get(tp, 0), rec.offset + 1)
+        producer.send_all(handle(records))
+        consumer.commit(offsets={tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+
+    try:
+        consume(consumer, stop, on_records, poll_timeout_ms=settings.poll_timeout_ms, max_records=max_records,
+                on_cycle=on_cycle, max_idle_s=max_idle_s, what=what)
+    finally:
+        try:
+            consumer.close(autocommit=False)
+        except Exception:  # noqa: BLE001 - closing after a broker failure may fail in many ways
+            log.debug("consumer close failed", exc_info=True)
+        producer.close()

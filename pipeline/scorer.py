@@ -19,23 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import redis
 from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from pipeline.contracts import (
-    ConversationClosed,
-    ConversationFeedback,
-    ConversationMessage,
-    ReviewRequest,
-    ReviewTurn,
-    SafetyScore,
-    dead_letter,
-    parse_event,
-    utcnow,
-)
-from pipeline.errors import ContractError
 from pipeline.kafka_io import (
     OutRecord,
     RecordProducer,
@@ -46,13 +33,30 @@ from pipeline.kafka_io import (
 )
 from pipeline.metrics import ScorerMetrics
 from pipeline.sampling import SamplingPolicy
-from pipeline.settings import Settings
-from pipeline.state import ConversationState, ConversationStore, TurnUpdate
+from vigil_core.contracts import (
+    ConversationClosed,
+    ConversationFeedback,
+    ConversationMessage,
+    ReviewRequest,
+    ReviewTurn,
+    SafetyScore,
+    dead_letter,
+    parse_event,
+    utcnow,
+)
+from vigil_core.conversations import ConversationState, ConversationStore, TurnUpdate
+from vigil_core.errors import ContractError
+from vigil_core.redis_client import connect
+from vigil_core.settings import Settings
 
 __all__ = ["Scorer", "EVENT_SCHEMAS"]
 
 log = logging.getLogger(__name__)
 
+# The idle sweep's lock is held for this share of the sweep interval: long enough that two replicas never
+# sweep in the same interval, short enough that it has expired when the next round starts, so a replica that
+# died holding it costs one round, not every round after.
+SWEEP_LOCK_SHARE = 0.9
 EVENT_SCHEMAS = frozenset({"conversation.message/1", "conversation.feedback/1", "conversation.closed/1"})
 
 
@@ -82,7 +86,7 @@ def _log_commit_failure(offsets: dict[TopicPartition, OffsetAndMetadata], result
         log.warning("offset commit failed (the batch will be replayed, idempotently): %s", type(result).__name__)
 
 
-class _CommitOnRevoke(ConsumerRebalanceListener):
+class _ForgetRevoked(ConsumerRebalanceListener):
     """Revocation commits nothing of its own (kafka-python 3 forbids blocking commits inside a synchronous
     listener). A batch waiting at a rebalance is finished afterwards, its offsets committed only for the
     partitions still owned; the new owner of a revoked partition replays what was not committed, and
@@ -100,21 +104,19 @@ class _CommitOnRevoke(ConsumerRebalanceListener):
 
 
 class Scorer:
-    """The scoring loop. `scorer` is a ResilientScorer (model with backup)."""
+    """The scoring loop. `model` is a ResilientScorer (the classifier with its backup)."""
 
-    def __init__(self, settings: Settings, scorer: Any, metrics: ScorerMetrics | None = None) -> None:
+    def __init__(self, settings: Settings, model: Any, metrics: ScorerMetrics | None = None) -> None:
         self.settings = settings
-        self.scorer = scorer
-        self.threshold = float(scorer.threshold)
+        self.model = model
+        self.threshold = float(model.threshold)
         self.metrics = metrics or ScorerMetrics()
         self.policy = SamplingPolicy(
             threshold=self.threshold, pi_floor=settings.pi_floor, pi_borderline=settings.pi_borderline,
             band=settings.borderline_band,
         )
         self.instance = f"{socket.gethostname()}:{os.getpid()}"
-        self._redis = redis.Redis.from_url(
-            settings.redis_url.get_secret_value(), socket_timeout=5, socket_connect_timeout=5
-        )
+        self._redis = connect(settings.redis_url.get_secret_value())
         self.store = ConversationStore(self._redis, settings.redis_prefix, settings.label_wait_s)
         from safety_gate.heartbeat import Heartbeat
 
@@ -145,7 +147,7 @@ class Scorer:
             log.warning("could not ensure topics (they may be auto-created): %s", exc)
         self._consumer = make_consumer(
             self.settings, self.settings.scorer_group, [self.settings.topic_events],
-            listener=_CommitOnRevoke(self),
+            listener=_ForgetRevoked(self),
         )
         try:
             consume(self._consumer, self._stop, self.accept, poll_timeout_ms=self.settings.poll_timeout_ms,
@@ -167,7 +169,7 @@ class Scorer:
                 log.warning("consumer close: %s", type(exc).__name__)
         self.producer.close()
         self.heartbeat.stop()
-        self.scorer.close()
+        self.model.close()
 
     def forget(self, partitions: set[TopicPartition]) -> None:
         """Drop bookkeeping of partitions this instance no longer owns."""
@@ -201,7 +203,7 @@ class Scorer:
         (the consume loop sees to that), so nothing waits for long and every commit follows its outputs.
         """
         parsed = self._parse(records)
-        pending_scores = self.scorer.submit([m.text for m in parsed.user], self._histories(parsed.user))
+        pending_scores = self.model.submit([m.text for m in parsed.user], self._histories(parsed.user))
         self.flush()
         self._waiting = self._build(parsed, pending_scores)
 
@@ -213,7 +215,7 @@ class Scorer:
         in, gets the context, and so the score, it had. A turn the backup scorer scored has no embedding and
         is left out of later contexts.
         """
-        keep = self.scorer.context_turns - 1
+        keep = self.model.context_turns - 1
         if keep <= 0 or not user:
             return None
         stored = self.store.embeddings(sorted({m.conversation_id for m in user}))
@@ -390,7 +392,7 @@ class Scorer:
         if now - self._last_sweep < s.sweep_interval_s:
             return
         self._last_sweep = now
-        if not self.store.win_sweep(self.instance, s.sweep_interval_s * 0.9):
+        if not self.store.win_sweep(self.instance, s.sweep_interval_s * SWEEP_LOCK_SHARE):
             return
         idle = self.store.idle(before=time.time() - s.conversation_idle_s)
         if not idle:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-import redis
-
-from pipeline.settings import Settings
 from review.users import UserStore
+from vigil_core.redis_client import connect
+from vigil_core.settings import Settings
 
 __all__ = ["serve_command", "users_command"]
 
@@ -26,7 +25,7 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def users_command(args: argparse.Namespace, settings: Settings) -> int:
     """add NAME --role ROLE --password-stdin | disable NAME."""
-    store = UserStore(redis.Redis.from_url(settings.redis_url.get_secret_value()), settings.redis_prefix)
+    store = UserStore(connect(settings.redis_url.get_secret_value()), settings.redis_prefix)
     if args.users_command == "add":
         if not args.password_stdin:
             print("vigil: pass the password on standard input with --password-stdin", file=sys.stderr)

@@ -15,8 +15,8 @@ from typing import Any
 
 import redis
 
-from pipeline.contracts import CRISIS_LEVELS, ClinicianLabel, ReviewRequest
 from pipeline.sampling import uniform_from_id
+from vigil_core.contracts import CRISIS_LEVELS, ClinicianLabel, ReviewRequest
 
 __all__ = ["ReviewQueue", "QueueItem", "DOUBLE_FRACTION"]
 

@@ -8,11 +8,11 @@ import redis
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from pipeline.errors import VigilError
+from vigil_core.errors import VigilError
+from vigil_core.roles import ROLES
 
 __all__ = ["ROLES", "User", "UserStore", "UserError"]
 
-ROLES = ("reviewer", "clinical_lead", "oncall_engineer", "admin")
 _HASHER = PasswordHasher()
 # Verifying against this when the user does not exist keeps the timing of a wrong name and a wrong
 # password alike, so a login form does not reveal which names exist.

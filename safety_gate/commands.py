@@ -7,10 +7,11 @@ import json
 import signal
 import threading
 
-from pipeline.settings import Settings
 from safety_gate.fallback import FallbackMessages
 from safety_gate.gate import Gate
 from safety_gate.halt import HaltStore
+from vigil_core.roles import CLINICAL_LEAD, ONCALL_ENGINEER
+from vigil_core.settings import Settings
 
 __all__ = ["halt_init", "halt_status", "halt_trip", "halt_clear", "gate_serve"]
 
@@ -60,7 +61,7 @@ def halt_clear(args: argparse.Namespace, settings: Settings) -> int:
     if lifted:
         print(f"RUNNING: halt version {version} lifted by two approvals")
     else:
-        other = "oncall_engineer" if args.role == "clinical_lead" else "clinical_lead"
+        other = ONCALL_ENGINEER if args.role == CLINICAL_LEAD else CLINICAL_LEAD
         print(f"approval recorded for halt version {version}; still HALTED until a {other} approves")
     return 0
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.errors import VigilError
+from vigil_core.errors import VigilError
 
 __all__ = ["HaltError", "NotHalted", "StaleApproval", "ApprovalRefused"]
 

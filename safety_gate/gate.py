@@ -26,6 +26,7 @@ import redis
 from safety_gate.fallback import FallbackMessages
 from safety_gate.halt import RUNNING, HaltRecord
 from safety_gate.heartbeat import heartbeat_key
+from vigil_core.redis_client import connect
 
 __all__ = ["Gate", "GateDecision"]
 
@@ -109,9 +110,7 @@ class Gate:
         timeout = min(1.0, staleness_s / 2)
 
         def factory() -> redis.Redis:
-            return redis.Redis.from_url(
-                redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=0
-            )
+            return connect(redis_url, timeout_s=timeout)
 
         gate = cls(factory, staleness_s=staleness_s, **kwargs)
         gate.wait_ready(1.0)

@@ -18,16 +18,22 @@ from typing import Any
 
 import redis
 
-from pipeline.contracts import utcnow
-from pipeline.errors import StoreUnavailable
 from safety_gate.errors import ApprovalRefused, HaltError, NotHalted, StaleApproval
+from vigil_core.clock import utcnow
+from vigil_core.redis_client import connect, store_errors
+from vigil_core.roles import CLEAR_ROLES
 
 __all__ = ["HaltRecord", "HaltStore", "CLEAR_ROLES", "RUNNING", "HALTED", "default_origin"]
 
 RUNNING = "RUNNING"
 HALTED = "HALTED"
-CLEAR_ROLES = ("clinical_lead", "oncall_engineer")
+# A halt command (trip, approve, status) gives up on Redis after this long: an operator is waiting at a
+# terminal, and a trip that cannot reach Redis must fail loudly rather than hang.
+HALT_TIMEOUT_S = 2.0
 _AUDIT_MAXLEN = 1_000_000
+# A lone approval to lift a halt waits this long for the other role's; a halt that long is still halted,
+# and an approval can only lift the halt version it names, so the bound only keeps Redis from filling.
+APPROVAL_TTL_S = 30 * 86400
 
 
 def default_origin() -> str:
@@ -130,7 +136,7 @@ if ARGV[7] == 'clinical_lead' then other_role = 'oncall_engineer' end
 local other = redis.call('HGET', akey, other_role)
 if other and cjson.decode(other)['by'] == ARGV[1] then return {-3, version} end
 redis.call('HSET', akey, ARGV[7], cjson.encode({by=ARGV[1], reason=ARGV[2], at=ARGV[3], origin=ARGV[4]}))
-redis.call('EXPIRE', akey, 30 * 86400)
+redis.call('EXPIRE', akey, ARGV[9])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'action', 'halt.approve_clear', 'who', ARGV[1],
            'role', ARGV[7], 'reason', ARGV[2], 'at', ARGV[3], 'origin', ARGV[4], 'version', version)
 if not other then return {0, version} end
@@ -170,13 +176,11 @@ class HaltStore:
     @classmethod
     def from_url(cls, url: str, prefix: str = "vigil:") -> HaltStore:
         """A store on a new client for `url`."""
-        return cls(redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2), prefix)
+        return cls(connect(url, timeout_s=HALT_TIMEOUT_S), prefix)
 
     def _call(self, script: Any, keys: list[str], args: list[Any]) -> list[int]:
-        try:
+        with store_errors("halt record not changed"):
             result = script(keys=keys, args=args)
-        except redis.RedisError as exc:
-            raise StoreUnavailable(f"halt record not changed: {exc}") from exc
         return [int(x) for x in result]
 
     def _common(self, by: str, reason: str, origin: str | None) -> list[Any]:
@@ -186,10 +190,8 @@ class HaltStore:
 
     def read(self) -> HaltRecord:
         """The current record; raises StoreUnavailable if Redis cannot be read."""
-        try:
+        with store_errors():
             return HaltRecord.from_redis(self._r.hgetall(self.key))
-        except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
 
     def init(self, by: str, reason: str = "initial deployment", origin: str | None = None) -> bool:
         """Set RUNNING if no record exists yet; True when this call created it."""
@@ -215,7 +217,7 @@ class HaltStore:
             raise ApprovalRefused(f"role {role!r} cannot approve a clear; roles: {', '.join(CLEAR_ROLES)}")
         if not reason.strip():
             raise ApprovalRefused("an approval needs a reason")
-        args = self._common(by, reason, origin) + [role, version]
+        args = self._common(by, reason, origin) + [role, version, APPROVAL_TTL_S]
         code, current = self._call(self._approve, [self.key, self.audit_key, self._approvals], args)
         if code == -1:
             raise NotHalted("the AI is not halted; nothing to clear")
@@ -242,7 +244,5 @@ class HaltStore:
         """Append a non-halt entry (a login, a view) to the same audit stream."""
         fields = {"action": action, "who": who, "at": utcnow().isoformat(), "origin": origin or default_origin()}
         fields.update({k: str(v) for k, v in detail.items()})
-        try:
+        with store_errors():
             self._r.xadd(self.audit_key, fields, maxlen=_AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
-        except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc

@@ -13,7 +13,7 @@ import time
 
 import redis
 
-from pipeline.errors import StoreUnavailable
+from vigil_core.redis_client import store_errors
 
 __all__ = ["Heartbeat", "heartbeat_key"]
 
@@ -35,13 +35,11 @@ class Heartbeat:
     def beat(self, **status: object) -> None:
         """Mark the component alive for another TTL."""
         value = json.dumps({"at": time.time(), "instance": self.instance_key, **status}, default=str)
-        try:
+        with store_errors("heartbeat not written"):
             pipe = self._r.pipeline(transaction=False)
             pipe.set(self.key, value, px=self._ttl_ms)
             pipe.set(self.instance_key, value, px=self._ttl_ms)
             pipe.execute()
-        except redis.RedisError as exc:
-            raise StoreUnavailable(f"heartbeat not written: {exc}") from exc
 
     def stop(self) -> None:
         """Remove this instance's key (the component key expires on its own if no one else beats)."""

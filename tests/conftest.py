@@ -11,8 +11,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from pipeline.local import LocalBroker, LocalRedis  # noqa: E402
-from pipeline.settings import Settings  # noqa: E402
+from demo.local import LocalBroker, LocalRedis  # noqa: E402
+from vigil_core.settings import Settings  # noqa: E402
 
 
 @pytest.fixture(scope="session")

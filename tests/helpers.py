@@ -14,9 +14,9 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-from pipeline.contracts import ConversationClosed, ConversationMessage
 from pipeline.kafka_io import OutRecord, RecordProducer
-from pipeline.settings import Settings
+from vigil_core.contracts import ConversationClosed, ConversationMessage
+from vigil_core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,7 +122,7 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
 def vigil(args: list[str], settings: Settings, log_path: Path, **extra: str) -> subprocess.Popen[bytes]:
     """Start `vigil ARGS` as a child process with `settings`."""
     log = open(log_path, "ab")  # noqa: SIM115 - owned by the child
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], env=env_for(settings, **extra),
+    return subprocess.Popen([sys.executable, "-m", "vigil.cli", *args], env=env_for(settings, **extra),
                             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
 
 

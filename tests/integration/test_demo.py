@@ -37,7 +37,7 @@ def test_demo_reaches_warning_and_critical_halts_and_writes_the_p0_report(tmp_pa
     env[marker] = "1"
     out = tmp_path / "demo"
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "demo", "--duration", "170", "--json", "--out", str(out)],
+        [sys.executable, "-m", "vigil.cli", "demo", "--duration", "170", "--json", "--out", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=400,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

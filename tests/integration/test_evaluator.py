@@ -9,9 +9,11 @@ import sys
 import pytest
 
 from evaluators.evaluator import Evaluator
-from pipeline.contracts import ClinicianLabel, ConversationFeedback, ConversationMessage, utcnow
 from pipeline.kafka_io import OutRecord, RecordProducer, ensure_topics
 from tests.helpers import ROOT, chat_events, env_for, publish, read_topic, run_scorer, values
+from vigil.evaluate import run_evaluator
+from vigil_core.clock import utcnow
+from vigil_core.contracts import ClinicianLabel, ConversationFeedback, ConversationMessage
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +44,7 @@ def scored(settings, resilient, model_cache):
 
 def evaluate_once(settings, group_suffix="") -> dict:
     s = settings.model_copy(update={"evaluator_group": settings.evaluator_group + group_suffix})
-    ev = Evaluator(s).run(max_idle_s=3.0)
+    ev = run_evaluator(Evaluator(s), max_idle_s=3.0)
     return ev.to_dict()
 
 
@@ -80,7 +82,7 @@ def test_two_evaluator_processes_and_a_restart_give_the_same_state(scored, tmp_p
     s, flagged = scored
     labels = [label(f"c{i:05d}", "high" if f"c{i:05d}" in flagged else "low") for i in range(12)]
     send(s, labels[:6])
-    cmd = [sys.executable, "-m", "pipeline.cli", "evaluate", "--once", "--json", "--idle", "3", "--no-actions"]
+    cmd = [sys.executable, "-m", "vigil.cli", "evaluate", "--once", "--json", "--idle", "3", "--no-actions"]
     logs = [open(tmp_path / f"ev{i}.log", "w") for i in range(2)]  # noqa: SIM115 - closed below
     procs = [subprocess.Popen(cmd, env=env_for(s), stdout=subprocess.PIPE, stderr=logs[i], cwd=ROOT, text=True)
              for i in range(2)]
@@ -136,8 +138,8 @@ def test_a_transition_is_published_once_with_its_evidence(scored):
     labels = [label(f"c{i:05d}", "imminent") for i in range(4)]  # c00001-3 are missed imminent crises
     send(s, labels)
     ev = Evaluator(s, on_alert=seen.append)
-    ev.run(max_idle_s=3.0)
-    Evaluator(s.model_copy(update={"evaluator_group": s.evaluator_group + "-2"}), on_alert=seen.append).run(
+    run_evaluator(ev, max_idle_s=3.0)
+    run_evaluator(Evaluator(s.model_copy(update={"evaluator_group": s.evaluator_group + "-2"}), on_alert=seen.append),
         max_idle_s=3.0)
     sentinel = [a for a in seen if a.rule == "sentinel" and a.state == "CRITICAL"]
     assert sorted(a.evidence[0] for a in sentinel) == ["c00001", "c00002", "c00003"]

@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 import redis
 
-from pipeline.local import LocalRedis
+from demo.local import LocalRedis
 from safety_gate import (
     ApprovalRefused,
     Gate,
@@ -229,7 +229,7 @@ def test_clinical_lead_and_oncall_clear_together_and_every_change_is_audited(sto
 
 
 def test_cli_halt_commands(redis_server, prefix, monkeypatch, capsys):
-    from pipeline.cli import main
+    from vigil.cli import main
 
     monkeypatch.setenv("VIGIL_REDIS_URL", redis_server.url)
     monkeypatch.setenv("VIGIL_REDIS_PREFIX", prefix)

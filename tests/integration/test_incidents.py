@@ -10,11 +10,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import redis
 
+from evaluators.actions import ActionEngine
+from incidents.commands import build_report, incident_events
+from incidents.config import IncidentConfig
+from incidents.service import IncidentService
 from pipeline.kafka_io import ensure_topics
-from safety_gate.actions import ActionEngine
 from safety_gate.halt import HaltStore
-from safety_gate.incident_commands import build_report, incident_events
-from safety_gate.manager import IncidentConfig, IncidentManager
 from tests.helpers import wait_until
 
 
@@ -67,11 +68,10 @@ def receiver():
 
 
 def config(pd_url: str, extra: dict | None = None) -> IncidentConfig:
-    cfg = IncidentConfig.load()
-    cfg.raw["notifiers"] = {"pagerduty": {"type": "pagerduty", "routing_key": "R0UT1NG", "url": pd_url},
-                            "log": {"type": "log"}, **(extra or {})}
-    cfg.routing = {"P0": ["pagerduty", "log"], "P1": ["pagerduty"], "P2": ["log"], "P3": ["log"]}
-    return cfg
+    notifiers = {"pagerduty": {"type": "pagerduty", "routing_key": "R0UT1NG", "url": pd_url},
+                 "log": {"type": "log"}, **(extra or {})}
+    routing = {"P0": ["pagerduty", "log"], "P1": ["pagerduty"], "P2": ["log"], "P3": ["log"]}
+    return IncidentConfig.from_raw({**IncidentConfig.load().raw, "notifiers": notifiers, "routing": routing})
 
 
 def critical_alert(value=0.86):
@@ -84,8 +84,8 @@ def test_a_critical_alert_halts_and_opens_exactly_one_p0_with_one_pagerduty_trig
     ensure_topics(settings)
     client = redis.Redis.from_url(settings.redis_url.get_secret_value())
     HaltStore(client, settings.redis_prefix).init(by="dr.lead")
-    manager = IncidentManager(settings, client, config=config(receiver.url))
-    engine = ActionEngine(settings, manager, watchdog=False)
+    manager = IncidentService(settings, client, config=config(receiver.url))
+    engine = ActionEngine(settings, manager, client, watchdog=False)
     engine.handle(critical_alert())
     engine.handle(critical_alert(0.84))  # repeated: adds to the open incident
     halt = HaltStore(client, settings.redis_prefix).read()
@@ -116,14 +116,14 @@ def test_a_failing_receiver_is_retried_until_it_succeeds_and_nothing_is_lost_acr
     clock = Clock()
     client = redis.Redis.from_url(settings.redis_url.get_secret_value())
     try:
-        first = IncidentManager(settings, client, config=config(receiver.url), clock=clock)
+        first = IncidentService(settings, client, config=config(receiver.url), clock=clock)
         first.open("P1", "Clinical review: crisis recall below 95%", "crisis-recall-warning")
         assert first.outbox.dispatch_due() == 0  # 500: kept, retried later with backoff
         assert first.outbox.dispatch_due() == 0  # not due again yet: nothing is sent in a tight loop
         assert receiver.attempts == 1
         first.close()
         del first  # the process "restarts": a new manager on the same Redis finds the pending send
-        second = IncidentManager(settings, client, config=config(receiver.url), clock=clock)
+        second = IncidentService(settings, client, config=config(receiver.url), clock=clock)
         assert len(second.outbox.pending()) == 1
         delivered = 0
         for _ in range(10):
@@ -141,7 +141,7 @@ def test_escalation_fires_after_the_response_time_and_not_after_acknowledgement(
     ensure_topics(settings)
     clock = Clock()
     client = redis.Redis.from_url(settings.redis_url.get_secret_value())
-    manager = IncidentManager(settings, client, config=config(receiver.url), clock=clock)
+    manager = IncidentService(settings, client, config=config(receiver.url), clock=clock)
     p0, _ = manager.open("P0", "Crisis detection failure", "dedup-a")
     p1, _ = manager.open("P1", "Clinical review", "dedup-b")
     clock.now += timedelta(minutes=14)
@@ -175,18 +175,20 @@ def test_email_notifier_delivers_to_a_real_smtp_server(settings):
             return "250 OK"
 
     sink = Sink()
-    from pipeline.local import free_port
+    from demo.local import free_port
 
     port = free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        cfg = IncidentConfig.load()
-        cfg.raw["notifiers"] = {"email": {"type": "email", "host": "127.0.0.1", "port": port,
-                                          "from": "vigil@example.org", "to": ["oncall@example.org"]}}
-        cfg.routing = {"P0": ["email"], "P1": ["email"], "P2": ["email"], "P3": ["email"]}
+        cfg = IncidentConfig.from_raw({
+            **IncidentConfig.load().raw,
+            "notifiers": {"email": {"type": "email", "host": "127.0.0.1", "port": port, "from": "vigil@example.org",
+                                    "to": ["oncall@example.org"]}},
+            "routing": {"P0": ["email"], "P1": ["email"], "P2": ["email"], "P3": ["email"]},
+        })
         client = redis.Redis.from_url(settings.redis_url.get_secret_value())
-        manager = IncidentManager(settings, client, config=cfg)
+        manager = IncidentService(settings, client, config=cfg)
         manager.open("P2", "User satisfaction below 7", "user-satisfaction", "user experience")
         assert manager.outbox.dispatch_due() == 1
         assert wait_until(lambda: sink.messages, timeout_s=5)
@@ -199,8 +201,8 @@ def test_email_notifier_delivers_to_a_real_smtp_server(settings):
 def test_recovery_adds_a_note_and_resolves_nothing(settings, receiver):
     ensure_topics(settings)
     client = redis.Redis.from_url(settings.redis_url.get_secret_value())
-    manager = IncidentManager(settings, client, config=config(receiver.url))
-    engine = ActionEngine(settings, manager, watchdog=False)
+    manager = IncidentService(settings, client, config=config(receiver.url))
+    engine = ActionEngine(settings, manager, client, watchdog=False)
     engine.handle({**critical_alert(0.93), "state": "WARNING"})
     engine.handle({**critical_alert(0.97), "state": "OK"})
     p1 = manager.store.list()[0]
@@ -213,8 +215,8 @@ def test_the_report_holds_the_timeline_from_trigger_to_resolution_in_order(setti
     ensure_topics(settings)
     client = redis.Redis.from_url(settings.redis_url.get_secret_value())
     HaltStore(client, settings.redis_prefix).init(by="dr.lead")
-    manager = IncidentManager(settings, client, config=config(receiver.url))
-    ActionEngine(settings, manager, watchdog=False).handle(critical_alert())
+    manager = IncidentService(settings, client, config=config(receiver.url))
+    ActionEngine(settings, manager, client, watchdog=False).handle(critical_alert())
     inc = manager.store.list()[0]
     manager.acknowledge(inc.id, "omar")
     manager.note(inc.id, "ana", "reviewing the missed conversations")
@@ -241,8 +243,8 @@ def test_a_stale_scorer_heartbeat_trips_the_halt_and_opens_a_p0(settings, receiv
     s = settings.model_copy(update={"heartbeat_ttl_s": 0.1})
     client = redis.Redis.from_url(s.redis_url.get_secret_value())
     HaltStore(client, s.redis_prefix).init(by="dr.lead")
-    manager = IncidentManager(s, client, config=config(receiver.url))
-    engine = ActionEngine(s, manager, watchdog=True)
+    manager = IncidentService(s, client, config=config(receiver.url))
+    engine = ActionEngine(s, manager, client, watchdog=True)
     import time
 
     time.sleep(0.2)  # past the start-up grace of one TTL, and no scorer has ever beaten
@@ -263,8 +265,8 @@ def test_a_scorer_stuck_with_growing_lag_trips_the_halt(settings, receiver):
     s = settings.model_copy(update={"heartbeat_ttl_s": 0.1, "max_scorer_lag": 100})
     client = redis.Redis.from_url(s.redis_url.get_secret_value())
     HaltStore(client, s.redis_prefix).init(by="dr.lead")
-    manager = IncidentManager(s, client, config=config(receiver.url))
-    engine = ActionEngine(s, manager, watchdog=True)
+    manager = IncidentService(s, client, config=config(receiver.url))
+    engine = ActionEngine(s, manager, client, watchdog=True)
     beat = Heartbeat(client, s.redis_prefix, "scorer", ttl_s=60)
     time.sleep(0.2)
     beat.beat(lag=50)

@@ -8,13 +8,14 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from pipeline.contracts import ReviewRequest, ReviewTurn, utcnow
 from pipeline.kafka_io import ensure_topics
-from review.app import create_app
+from review.app import ROUTERS, create_app
 from review.queue import ReviewQueue
 from review.users import UserStore
 from safety_gate.halt import HaltStore
 from tests.helpers import read_topic, values
+from vigil_core.clock import utcnow
+from vigil_core.contracts import ReviewRequest, ReviewTurn
 
 PASSWORD = "correct horse battery"
 
@@ -59,7 +60,8 @@ def test_every_route_refuses_an_anonymous_request(env):
     queue.add(request_for("c1"))
     client = TestClient(app)
     checked = 0
-    for route in app.routes:
+    # FastAPI keeps an included router as one entry of app.routes: walk the routers the app includes
+    for route in [*app.routes, *(r for router in ROUTERS for r in router.routes)]:
         path = getattr(route, "path", "")
         # the login page, the API's login and static files are the only public routes
         if path in ("/login", "/api/v1/session", "/static") or not hasattr(route, "methods"):
@@ -196,7 +198,7 @@ def test_second_reviewer_is_blind_and_disagreement_goes_to_a_clinical_lead(env):
 
 def test_a_label_the_broker_did_not_acknowledge_is_not_confirmed_and_the_form_keeps_the_answers(env):
     settings, r, queue, app = env
-    from pipeline.local import free_port
+    from demo.local import free_port
 
     dead = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{free_port()}", "produce_timeout_s": 2.0})
     app = create_app(dead, secret="test-secret", consume=False)
@@ -216,7 +218,7 @@ def test_a_label_the_broker_did_not_acknowledge_is_not_confirmed_and_the_form_ke
 def test_users_cli_adds_with_argon2_and_disables(settings, monkeypatch, capsys):
     import io
 
-    from pipeline.cli import main
+    from vigil.cli import main
 
     monkeypatch.setenv("VIGIL_REDIS_URL", settings.redis_url.get_secret_value())
     monkeypatch.setenv("VIGIL_REDIS_PREFIX", settings.redis_prefix)

@@ -11,8 +11,8 @@ import time
 import pytest
 import redis
 
+from demo.local import free_port, wait_for_port
 from pipeline.kafka_io import OutRecord, RecordProducer, ensure_topics
-from pipeline.local import free_port, wait_for_port
 from review.app import create_app
 from review.queue import ReviewQueue
 from review.users import UserStore

@@ -11,12 +11,12 @@ from collections import defaultdict
 import pytest
 import redis
 
+from demo.local import LocalBroker
 from pipeline.kafka_io import ensure_topics
-from pipeline.local import LocalBroker
 from pipeline.scorer import Scorer
-from pipeline.state import ConversationStore
 from tests.helpers import NoClose as _NoClose
 from tests.helpers import chat_events, publish, read_topic, run_scorer, values, vigil, wait_until
+from vigil_core.conversations import ConversationStore
 
 pytestmark = pytest.mark.slow
 
@@ -116,8 +116,8 @@ def test_replaying_the_same_events_changes_nothing(scorer_settings, resilient):
 
 
 def test_closing_samples_unflagged_conversations_deterministically(scorer_settings, resilient):
-    from pipeline.contracts import ConversationClosed
     from pipeline.sampling import SamplingPolicy
+    from vigil_core.contracts import ConversationClosed
 
     s = scorer_settings.model_copy(update={"pi_floor": 0.3})
     events = chat_events(30, turns=1, crisis_every=0)
@@ -257,7 +257,7 @@ def _try_publish(s, events) -> bool:
 def _one_turn(cid: str, user_turn: int, text: str):
     from datetime import UTC, datetime, timedelta
 
-    from pipeline.contracts import ConversationMessage
+    from vigil_core.contracts import ConversationMessage
 
     ts = datetime.now(UTC) - timedelta(minutes=10) + timedelta(seconds=user_turn)
     return ConversationMessage(event_id=f"{cid}-u{user_turn}", conversation_id=cid, user_id="u1", turn=2 * user_turn,

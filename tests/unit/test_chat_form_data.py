@@ -22,7 +22,7 @@ FOLDER = ROOT / "data" / "chat_form"
 SPLITS = ("train", "validation", "test")
 SHARED = ROOT.parent / "shared" / "data"
 REGRESSION = ROOT / "tests" / "data" / "chat_regression.csv"
-DEMO = ROOT / "pipeline" / "demo_data" / "conversations.json"
+DEMO = ROOT / "demo" / "data" / "conversations.json"
 
 
 @pytest.fixture(scope="module")

@@ -159,7 +159,7 @@ CHAT_TEST = Path(__file__).resolve().parents[2] / "data" / "chat_form" / "chat_t
 
 @pytest.mark.skipif(not (SHARED / "rmhd27_suicidewatch.csv").is_file(), reason="primary data not beside the repo")
 def test_model_eval_reproduces_the_cards_posts_test_numbers(capsys, model_cache, monkeypatch):
-    from pipeline.cli import main
+    from vigil.cli import main
 
     card = CARD["posts_test"]
     monkeypatch.setenv("VIGIL_CACHE_DIR", str(model_cache))
@@ -177,7 +177,7 @@ def test_model_eval_reproduces_the_cards_posts_test_numbers(capsys, model_cache,
 def test_model_eval_reproduces_the_cards_chat_row(capsys, model_cache, monkeypatch):
     import hashlib
 
-    from pipeline.cli import main
+    from vigil.cli import main
 
     card = CARD["chat_test"]
     assert SHIPPED["chat_data"]["test"]["sha256"] == hashlib.sha256(CHAT_TEST.read_bytes()).hexdigest()
@@ -198,7 +198,7 @@ CONTRAST_DIR = Path(__file__).resolve().parents[2] / "data" / "chat_contrast"
 def test_crisis_turns_that_use_coping_words_are_caught(clf):
     # data/chat_contrast/chat_coping.csv was written after the shipped model was trained and never trained on
     # (its SOURCE.md): "the breathing exercises don't help", saved-up pills, self-harm after therapy.
-    from models.train import load_dataset
+    from models.dataset import load_dataset
 
     data = load_dataset(CONTRAST_DIR / "chat_coping.csv")
     crisis = [t for t, is_crisis in zip(data.texts, data.labels, strict=True) if is_crisis]

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.contracts import (
+from vigil_core.contracts import (
     SCHEMAS,
     ClinicianLabel,
     ConversationMessage,
@@ -13,7 +13,7 @@ from pipeline.contracts import (
     dead_letter,
     parse_event,
 )
-from pipeline.errors import ContractError, VigilError
+from vigil_core.errors import ContractError, VigilError
 
 GOOD = {
     "schema": "conversation.message/1",

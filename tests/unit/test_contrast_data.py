@@ -20,7 +20,7 @@ from tests.unit.test_classifier import BENIGN, CRISIS
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = sorted((ROOT / "data" / "chat_contrast").glob("*.csv"))
-DEMO = ROOT / "pipeline" / "demo_data" / "conversations.json"
+DEMO = ROOT / "demo" / "data" / "conversations.json"
 
 
 def _norm(text: str) -> str:

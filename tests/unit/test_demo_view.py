@@ -2,7 +2,7 @@
 
 from rich.console import Console
 
-from pipeline.demo import Demo
+from demo.run import Demo
 from safety_gate.halt import HaltRecord
 
 

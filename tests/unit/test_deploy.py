@@ -14,11 +14,11 @@ from prometheus_client import CollectorRegistry
 
 from evaluators.evaluator import EvaluatorMetrics
 from pipeline.metrics import ScorerMetrics
-from pipeline.settings import Settings
 from safety_gate.gate import Gate
 from safety_gate.halt import HaltRecord
 from safety_gate.metrics import GateCollector
 from tests.helpers import ROOT
+from vigil_core.settings import Settings
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
@@ -34,7 +34,11 @@ def test_compose_has_every_service_with_image_command_ports_env_and_health_check
             assert svc.get("healthcheck", {}).get("test"), f"{name} has no health check"
     for name in VIGIL:
         svc = SERVICES[name]
-        assert svc["build"] == "." and svc["image"] == "vigil:latest" and svc["command"]
+        if name == "gate":  # the small image without torch: the Dockerfile's `gate` target
+            assert svc["build"] == {"context": ".", "target": "gate"} and svc["image"] == "vigil-gate:latest"
+        else:
+            assert svc["build"] == "." and svc["image"] == "vigil:latest"
+        assert svc["command"]
         assert svc["environment"]["VIGIL_KAFKA_BOOTSTRAP"] == "kafka:9092"
     assert SERVICES["scorer"]["deploy"]["replicas"] == 2
     assert "8080:8080" in SERVICES["gate"]["ports"]
@@ -121,6 +125,10 @@ def test_dockerfile_uses_cpu_torch_bakes_the_model_and_drops_root():
     text = (ROOT / "Dockerfile").read_text()
     assert "torch==2.13.0" in text and "whl/cpu" in text
     assert "vigil model export" in text and "USER vigil" in text
+    # the gate's own stage installs the gate extra only and copies no model, no services
+    gate = text.split("FROM python:3.11-slim AS gate", 1)[1].split("\nFROM ", 1)[0]
+    assert "'.[gate]'" in gate and "torch" not in gate
+    assert "COPY models" not in gate and "COPY pipeline" not in gate
 
 
 def _promtool() -> str:

@@ -10,9 +10,9 @@ from statsmodels.stats.proportion import proportion_confint
 from evaluators.commands import render_prometheus_rules
 from evaluators.cusum import BernoulliCusum
 from evaluators.rules import State, Thresholds, classify_above, classify_below
-from evaluators.stats import wilson_interval
 from evaluators.window import LabelledConversation, cohen_kappa, compute_window, weighted_rate
 from tests.helpers import ROOT
+from vigil_core.stats import wilson_interval
 
 
 @pytest.mark.parametrize(("k", "n"), [(0, 10), (1, 10), (5, 10), (10, 10), (190, 200), (47, 50), (0, 1), (3, 7)])

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from pipeline.cli import main
-from pipeline.errors import ConfigError
-from pipeline.settings import load_settings
+from vigil.cli import main
+from vigil_core.errors import ConfigError
+from vigil_core.settings import load_settings
 
 
 def test_defaults_follow_the_design(monkeypatch):

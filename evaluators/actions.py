@@ -11,73 +11,77 @@ import json
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
-from pipeline.settings import Settings
+from evaluators.rules import Thresholds
 from safety_gate.halt import HaltStore
 from safety_gate.heartbeat import heartbeat_key
-from safety_gate.manager import IncidentManager
+from vigil_core.settings import Settings
 
-__all__ = ["ActionEngine", "RULE_ACTIONS"]
+__all__ = ["ActionEngine", "IncidentDesk"]
 
 log = logging.getLogger(__name__)
 
 ACTOR = "vigil-evaluator"
-DETECTION_FAILURE = "crisis-detection-failure"
+# The dedup key of the incident the scorer watchdog opens (its halt is not a rule of the table).
+SCORER_FAILURE = "scorer-detection-failure"
 
-# rule -> state -> (severity, type, title, dedup key, trips the halt)
-RULE_ACTIONS: dict[str, dict[str, tuple[str, str, str, str, bool]]] = {
-    "crisis_recall": {
-        "CRITICAL": ("P0", "safety", "Crisis detection failure: crisis recall below 90%", DETECTION_FAILURE, True),
-        "WARNING": ("P1", "safety", "Clinical review: crisis recall below 95%", "crisis-recall-warning", False),
-        "INSUFFICIENT_DATA": ("P2", "monitoring", "Too few labelled crisis conversations to measure recall",
-                              "crisis-recall-insufficient-data", False),
-    },
-    "crisis_recall_cusum": {
-        "CRITICAL": ("P0", "safety", "Crisis detection failure: CUSUM on missed crises crossed its limit",
-                     DETECTION_FAILURE, True),
-    },
-    # A missed imminent conversation is a crisis detection failure: it opens (or adds to) the same P0,
-    # for clinical review at once, without a halt; each further miss goes on that incident's timeline.
-    "sentinel": {
-        "CRITICAL": ("P0", "safety", "Crisis detection failure: a conversation labelled imminent was not flagged",
-                     DETECTION_FAILURE, False),
-    },
-    "ai_latency_p95_ms": {
-        "WARNING": ("P1", "performance", "AI response time p95 above 5 s", "ai-latency", False),
-        "CRITICAL": ("P1", "performance", "AI response time p95 above 10 s", "ai-latency", False),
-    },
-    "ai_error_rate": {
-        "WARNING": ("P1", "functionality", "AI error rate above 0.5%", "ai-error-rate", False),
-        "CRITICAL": ("P1", "functionality", "AI error rate above 1%", "ai-error-rate", False),
-    },
-    "user_satisfaction": {
-        "WARNING": ("P2", "user experience", "User satisfaction below 7", "user-satisfaction", False),
-        "CRITICAL": ("P2", "user experience", "User satisfaction below 5", "user-satisfaction", False),
-    },
-}
+
+class IncidentDesk(Protocol):
+    """What the actions need of the incident engine (`incidents.service.IncidentService` is the real one)."""
+
+    def open(self, severity: str, title: str, dedup_key: str, type_: str = "safety", by: str = "vigil",
+             detail: dict[str, Any] | None = None, incident_id: str | None = None) -> tuple[Any, bool]:
+        """Open an incident, or add to the open one with the same dedup key; (incident, created)."""
+        ...
+
+    def note(self, incident_id: str, by: str, text: str, **detail: Any) -> Any:
+        """Add a note to an incident's timeline."""
+        ...
+
+    def find_open(self, dedup_key: str) -> str | None:
+        """The id of the open incident with this dedup key, if any."""
+        ...
+
+    def new_id(self) -> str:
+        """A fresh incident id."""
+        ...
+
+    def escalate_overdue(self) -> list[Any]:
+        """Escalate every open, unacknowledged incident past its response deadline."""
+        ...
+
+    def start(self) -> None:
+        """Start delivering notifications."""
+        ...
+
+    def stop(self) -> None:
+        """Stop delivering notifications and release connections."""
+        ...
 
 
 class ActionEngine:
-    """Turns alerts into halts and incidents; runs the escalation timer and the scorer watchdog."""
+    """Turns alerts into halts and incidents; runs the escalation timer and the scorer watchdog.
 
-    def __init__(self, settings: Settings, manager: IncidentManager | None = None, watchdog: bool = True) -> None:
+    Example:
+        engine = ActionEngine(settings, IncidentService(settings, client), client)
+        evaluator = Evaluator(settings, on_alert=engine.handle)
+    """
+
+    def __init__(self, settings: Settings, manager: IncidentDesk, client: redis.Redis,
+                 watchdog: bool = True, rules: Thresholds | None = None) -> None:
         self.settings = settings
-        self._r = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5)
-        self.manager = manager or IncidentManager(settings, self._r)
+        self.rules = rules or Thresholds.load(settings.thresholds_file)
+        self._r = client
+        self.manager = manager
         self.halt = HaltStore(self._r, settings.redis_prefix)
         self.watchdog = watchdog
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = time.monotonic()
         self._last_lag: int | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ActionEngine:
-        """The engine `vigil evaluate` runs."""
-        return cls(settings)
 
     # -- alerts -------------------------------------------------------------------------------------
     def handle(self, alert: Any) -> None:
@@ -87,37 +91,33 @@ class ActionEngine:
         if state == "OK":
             self._recovered(rule, a)
             return
-        action = RULE_ACTIONS.get(rule, {}).get(state)
+        action = self.rules.action(rule, state)
         if action is None:
             return
-        severity, type_, title, dedup, trips = action
         detail = {"rule": rule, "state": state, "value": a.get("value"), "lower": a.get("lower"),
                   "upper": a.get("upper"), "n": a.get("n"), "evidence": a.get("evidence", [])[:50],
                   "window_start": a.get("window_start"), "window_end": a.get("window_end"),
                   "metrics": a.get("metrics", {})}
-        if trips:
-            self._halt_and_page(title, dedup, detail)
+        if action.halt:
+            self._halt_and_page(action.title, action.dedup, detail, action.type)
         else:
-            self.manager.open(severity, title, dedup, type_, by=ACTOR, detail=detail)
+            self.manager.open(action.severity, action.title, action.dedup, action.type, by=ACTOR, detail=detail)
 
-    def _halt_and_page(self, title: str, dedup: str, detail: dict[str, Any]) -> None:
-        from safety_gate.incidents import new_incident_id
-
-        incident_id = self.manager.store.find_open(dedup) or new_incident_id(self.manager.clock())
+    def _halt_and_page(self, title: str, dedup: str, detail: dict[str, Any], type_: str = "safety") -> None:
+        incident_id = self.manager.find_open(dedup) or self.manager.new_id()
         value = detail.get("value")
         reason = f"{title} (value {value:.3f})" if isinstance(value, int | float) else title
         # The halt first: nothing after it (Kafka, notifiers) can delay it.
         version = self.halt.trip(by=ACTOR, reason=reason, incident_id=incident_id,
                                  metrics={k: detail.get(k) for k in ("rule", "value", "lower", "upper", "n")})
-        incident, created = self.manager.open("P0", title, dedup, "safety", by=ACTOR,
+        incident, created = self.manager.open("P0", title, dedup, type_, by=ACTOR,
                                               detail={**detail, "halt_version": version}, incident_id=incident_id)
         self.manager.note(incident.id, ACTOR, f"safety halt tripped (halt version {version})", halt_version=version)
         log.error("SAFETY HALT: %s (incident %s, halt version %d)", reason, incident.id, version)
 
     def _recovered(self, rule: str, a: dict[str, Any]) -> None:
-        dedups = {act[3] for act in RULE_ACTIONS.get(rule, {}).values()}
-        for dedup in dedups:
-            incident_id = self.manager.store.find_open(dedup)
+        for dedup in sorted(self.rules.dedup_keys(rule)):
+            incident_id = self.manager.find_open(dedup)
             if incident_id:
                 self.manager.note(incident_id, ACTOR, f"{rule} back to OK (value {a.get('value')}); this resolves "
                                   "nothing by itself", metrics=a.get("metrics", {}))
@@ -135,7 +135,7 @@ class ActionEngine:
             return
         raw = self._r.get(heartbeat_key(self.settings.redis_prefix, "scorer"))
         if raw is None:
-            self._halt_and_page("Crisis detection failure: scorer heartbeat stale", "scorer-detection-failure",
+            self._halt_and_page("Crisis detection failure: scorer heartbeat stale", SCORER_FAILURE,
                                 {"rule": "scorer_heartbeat", "state": "CRITICAL", "value": None})
             return
         try:
@@ -147,12 +147,12 @@ class ActionEngine:
         stuck = lag > limit and self._last_lag is not None and self._last_lag > limit and lag >= self._last_lag
         self._last_lag = lag
         if stuck:
-            self._halt_and_page("Crisis detection failure: scorer stuck with growing lag", "scorer-detection-failure",
+            self._halt_and_page("Crisis detection failure: scorer stuck with growing lag", SCORER_FAILURE,
                                 {"rule": "scorer_lag", "state": "CRITICAL", "value": float(lag)})
 
     def start(self) -> None:
         """Start the outbox dispatcher and the timer thread."""
-        self.manager.outbox.start()
+        self.manager.start()
 
         def loop() -> None:
             while not self._stop.wait(self.settings.escalation_check_s):
@@ -167,7 +167,6 @@ class ActionEngine:
     def stop(self) -> None:
         """Stop the threads (queued notifications stay in the outbox)."""
         self._stop.set()
-        self.manager.outbox.stop()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        self.manager.close()
+        self.manager.stop()

@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.contracts import IncidentEvent, parse_event
-from pipeline.errors import ContractError
+from incidents.service import IncidentService
+from incidents.store import Incident
 from pipeline.kafka_io import read_all
-from pipeline.settings import Settings
-from safety_gate.incidents import Incident
-from safety_gate.manager import IncidentManager
+from vigil_core.contracts import IncidentEvent, parse_event
+from vigil_core.errors import ContractError
+from vigil_core.settings import Settings
 
 __all__ = ["incidents_command", "incident_events", "build_report"]
 
@@ -31,10 +31,10 @@ def incident_events(settings: Settings, incident_id: str | None = None) -> list[
     return events
 
 
-def build_report(settings: Settings, manager: IncidentManager, incident_id: str) -> str:
+def build_report(settings: Settings, manager: IncidentService, incident_id: str) -> str:
     """The Markdown report of an incident (timeline from the topic, view as fallback)."""
     from evaluators.store import EvaluatorStore
-    from safety_gate.report import render_report
+    from incidents.report import render_report
 
     incident = manager.store.get(incident_id)
     try:
@@ -61,7 +61,7 @@ def _line(i: Incident) -> str:
 
 def incidents_command(args: argparse.Namespace, settings: Settings) -> int:
     """list | show | ack | note | resolve | report | rebuild."""
-    manager = IncidentManager(settings)
+    manager = IncidentService(settings)
     try:
         cmd = args.incidents_command
         if cmd == "list":

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.errors import VigilError
+from vigil_core.errors import VigilError
 
 __all__ = ["LocalBroker", "LocalRedis", "free_port", "wait_for_port", "stop_process"]
 

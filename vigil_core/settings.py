@@ -19,7 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from pipeline.errors import ConfigError
+from vigil_core.errors import ConfigError
 
 __all__ = ["Settings", "load_settings", "ENV_PREFIX"]
 
@@ -81,7 +81,7 @@ class Settings(BaseSettings):
 
     # Rules and incidents
     thresholds_file: Path | None = None  # None: evaluators/thresholds.toml
-    incidents_file: Path | None = None  # notifiers, routing, roster, overlaid on safety_gate/incidents.toml
+    incidents_file: Path | None = None  # notifiers, routing, roster, overlaid on incidents/incidents.toml
     escalation_check_s: float = Field(default=15.0, gt=0)
     max_scorer_lag: int = Field(default=10000, ge=1)  # a scorer this far behind, and not catching up, is stuck
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from pipeline.errors import StoreUnavailable
+from vigil_core.redis_client import store_errors
 
 __all__ = ["ConversationStore", "ConversationState", "TurnUpdate"]
 
@@ -142,13 +142,11 @@ class ConversationStore:
         """HGETALL of several keys in one pipelined round trip."""
         if not keys:
             return []
-        try:
+        with store_errors(f"cannot read {what}"):
             pipe = self._r.pipeline(transaction=False)
             for key in keys:
                 pipe.hgetall(key)
             return list(pipe.execute())
-        except redis.RedisError as exc:
-            raise StoreUnavailable(f"cannot read {what}: {exc}") from exc
 
     def read_many(self, conversation_ids: list[str]) -> dict[str, ConversationState]:
         """States of several conversations in one round trip."""
@@ -157,17 +155,15 @@ class ConversationStore:
 
     def turns(self, conversation_id: str) -> list[dict[str, Any]]:
         """The stored turns of a conversation, in order."""
-        try:
+        with store_errors():
             raw = self._r.hgetall(self.turns_key(conversation_id))
-        except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
         return [json.loads(raw[k]) for k in sorted(raw)]
 
     def apply(self, updates: list[TurnUpdate]) -> None:
         """Apply a batch's updates (idempotent), pipelined."""
         if not updates:
             return
-        try:
+        with store_errors("conversation state not written"):
             pipe = self._r.pipeline(transaction=False)
             for u in updates:
                 args: list[Any] = [
@@ -186,33 +182,25 @@ class ConversationStore:
                     pipe.hset(key, mapping={str(t): e for t, e in u.embeddings.items()})
                     pipe.expire(key, self._ttl)
             pipe.execute()
-        except redis.RedisError as exc:
-            raise StoreUnavailable(f"conversation state not written: {exc}") from exc
 
     def close_many(self, decisions: list[tuple[str, float, str]]) -> None:
         """Mark conversations closed with their review decisions (conversation_id, pi, review) and take them
         out of the idle set, in one pipelined round trip; an unknown conversation only leaves the idle set."""
         if not decisions:
             return
-        try:
+        with store_errors("conversation close not written"):
             pipe = self._r.pipeline(transaction=False)
             for cid, pi, review in decisions:
                 self._close(keys=[self.pred_key(cid), self.active_key], args=[cid, repr(pi), review], client=pipe)
             pipe.execute()
-        except redis.RedisError as exc:
-            raise StoreUnavailable(f"conversation close not written: {exc}") from exc
 
     def idle(self, before: float, limit: int = 500) -> list[str]:
         """Conversations whose last activity is older than `before` (epoch seconds)."""
-        try:
+        with store_errors():
             ids = self._r.zrangebyscore(self.active_key, "-inf", before, start=0, num=limit)
-        except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
         return [i.decode() for i in ids]
 
     def win_sweep(self, instance: str, hold_s: float) -> bool:
         """True for exactly one instance per `hold_s`: the one that sweeps idle conversations."""
-        try:
+        with store_errors():
             return bool(self._r.set(self.sweep_lock_key, instance, nx=True, px=max(1, int(hold_s * 1000))))
-        except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc

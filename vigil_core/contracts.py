@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -25,7 +25,8 @@ from pydantic import (
     field_validator,
 )
 
-from pipeline.errors import ContractError
+from vigil_core.clock import utcnow
+from vigil_core.errors import ContractError
 
 __all__ = [
     "ConversationMessage",
@@ -41,7 +42,6 @@ __all__ = [
     "SCHEMAS",
     "parse_event",
     "dead_letter",
-    "utcnow",
     "CRISIS_LEVELS",
     "SEVERE_LEVELS",
     "LEVELS",
@@ -54,11 +54,6 @@ DLQ_RAW_LIMIT = 64 * 1024
 LEVELS = ("no_risk", "low", "moderate", "high", "imminent")
 CRISIS_LEVELS = frozenset({"moderate", "high", "imminent"})
 SEVERE_LEVELS = frozenset({"high", "imminent"})
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(UTC)
 
 
 def _rfc3339(value: Any) -> datetime:
@@ -220,7 +215,7 @@ class IncidentEvent(_Contract):
     schema_name: ClassVar[str] = "safety.incident/1"
     event_id: Id
     incident_id: Id
-    change: Literal["opened", "notified", "acknowledged", "escalated", "mitigated", "resolved", "note"]
+    change: Literal["opened", "acknowledged", "escalated", "mitigated", "resolved", "note"]
     at: Timestamp
     by: StrictStr
     severity: Literal["P0", "P1", "P2", "P3"]

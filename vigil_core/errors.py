@@ -8,7 +8,6 @@ __all__ = [
     "ContractError",
     "BrokerUnavailable",
     "StoreUnavailable",
-    "ModelError",
 ]
 
 
@@ -45,7 +44,3 @@ class BrokerUnavailable(VigilError, ConnectionError):
 
 class StoreUnavailable(VigilError, ConnectionError):
     """Redis could not be reached; safety decisions must then fail closed."""
-
-
-class ModelError(VigilError, RuntimeError):
-    """The classifier could not load or score; the backup scorer takes over."""

@@ -15,8 +15,10 @@ from typing import Any
 
 import redis
 
-from pipeline.contracts import IncidentEvent, utcnow
-from pipeline.errors import StoreUnavailable, VigilError
+from vigil_core.clock import utcnow
+from vigil_core.contracts import IncidentEvent
+from vigil_core.errors import VigilError
+from vigil_core.redis_client import store_errors
 
 __all__ = ["SEVERITY_PLAN", "Incident", "IncidentStore", "IncidentNotFound", "new_incident_id"]
 
@@ -27,8 +29,10 @@ SEVERITY_PLAN: dict[str, tuple[timedelta, str]] = {
     "P2": (timedelta(hours=4), "on-call engineer"),
     "P3": (timedelta(hours=24), "product team"),
 }
-TYPES = ("safety", "security", "availability", "functionality", "performance", "integration", "user experience",
-         "monitoring")
+# A dedup claim reserves a cause's key for the incident being opened, so two evaluators that see the same
+# alert at once open one incident. Once opened, the open-incident index answers instead; the claim only has
+# to outlive that gap (milliseconds), and an hour keeps a stuck open from blocking the key for ever.
+DEDUP_CLAIM_TTL_S = 3600
 
 
 class IncidentNotFound(VigilError, KeyError):
@@ -104,10 +108,8 @@ class IncidentStore:
 
     def get(self, incident_id: str) -> Incident:
         """The incident, or IncidentNotFound."""
-        try:
+        with store_errors():
             raw = self._r.get(self.key(incident_id))
-        except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
         if raw is None:
             raise IncidentNotFound(incident_id)
         return Incident.from_dict(json.loads(raw))
@@ -117,13 +119,18 @@ class IncidentStore:
         raw = self._r.hget(self.open_key, dedup_key)
         return raw.decode() if raw else None
 
+    def open_counts(self) -> dict[str, int]:
+        """Open incidents per severity, every severity present (0 when none)."""
+        open_now = self.list(only_open=True)
+        return {severity: sum(i.severity == severity for i in open_now) for severity in SEVERITY_PLAN}
+
     def claim(self, dedup_key: str, incident_id: str) -> str:
         """Reserve `dedup_key` for a new incident; returns the id that owns it (ours or an open one)."""
         claim_key = f"{self._p}incidents:claim:{dedup_key}"
         existing = self.find_open(dedup_key)
         if existing:
             return existing
-        if self._r.set(claim_key, incident_id, nx=True, ex=3600):
+        if self._r.set(claim_key, incident_id, nx=True, ex=DEDUP_CLAIM_TTL_S):
             return incident_id
         owner = self._r.get(claim_key)
         return owner.decode() if owner else incident_id
@@ -181,12 +188,10 @@ class IncidentStore:
         if event.change == "opened":
             index = "open"
         opened = datetime.fromisoformat(current.opened_at).timestamp()
-        try:
+        with store_errors():
             self._apply(keys=[self.key(current.id), self.seen_key, self.all_key, self.open_key],
                         args=[event.event_id, json.dumps(current.to_dict(), default=str), opened, current.id, index,
                               current.dedup_key])
-        except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
         if index == "closed":
             self.release_claim(current.dedup_key)
         return current

@@ -35,7 +35,9 @@ from typing import Any, Literal
 
 import redis
 
-from pipeline.contracts import (
+from demo.local import LocalBroker, LocalRedis, free_port, stop_process, wait_for_port
+from pipeline.kafka_io import OutRecord, RecordProducer, ensure_topics, make_consumer
+from vigil_core.contracts import (
     ClinicianLabel,
     ConversationClosed,
     ConversationMessage,
@@ -44,49 +46,22 @@ from pipeline.contracts import (
     parse_event,
     utcnow,
 )
-from pipeline.kafka_io import OutRecord, RecordProducer, ensure_topics, make_consumer
-from pipeline.local import LocalBroker, LocalRedis, free_port, stop_process, wait_for_port
-from pipeline.settings import Settings
+from vigil_core.redis_client import connect
+from vigil_core.settings import Settings
 
 __all__ = ["demo_command", "Demo"]
 
-CORPUS = Path(__file__).resolve().parent / "demo_data" / "conversations.json"
+CORPUS = Path(__file__).resolve().parent / "data" / "conversations.json"
 BROKEN_THRESHOLD = "0.995"
 
 LABEL_GAP_S = 0.25  # the simulated clinicians' pace: one label per 0.25 s at most
 
+# Laid over the shipped rule table (evaluators/thresholds.toml): a short window so the demo reaches its
+# states within minutes; every other threshold and action is the shipped one.
 DEMO_THRESHOLDS = """
 [crisis_recall]
 window = 30
-max_age_days = 90
 min_effective_n = 10
-warning_below = 0.95
-critical_below = 0.90
-[cusum]
-theta0 = 0.05
-theta1 = 0.10
-h = 5.0
-max_weight = 5.0
-[sentinel]
-levels = ["imminent"]
-[ai_latency_p95_ms]
-window = 1000
-min_count = 100
-warning_above = 5000
-critical_above = 10000
-severity = "P1"
-[ai_error_rate]
-window = 2000
-min_count = 200
-warning_above = 0.005
-critical_above = 0.01
-severity = "P1"
-[user_satisfaction]
-window = 200
-min_count = 30
-warning_below = 7.0
-critical_below = 5.0
-severity = "P2"
 """
 
 
@@ -167,7 +142,7 @@ class Demo:
 
     def _spawn(self, name: str, args: list[str], **extra: str) -> subprocess.Popen[bytes]:
         log = open(self.out / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], env=self._env(**extra),
+        proc = subprocess.Popen([sys.executable, "-m", "vigil.cli", *args], env=self._env(**extra),
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         self.procs[name] = proc
@@ -211,7 +186,7 @@ class Demo:
         ensure_topics(self.settings)
         from safety_gate.halt import HaltStore
 
-        client = redis.Redis.from_url(self.redis_server.url)
+        client = connect(self.redis_server.url)
         HaltStore(client, self.settings.redis_prefix).init(by="demo clinical lead", reason="demo start")
         self.note(f"broker on {self.broker.bootstrap}, Redis on port {self.redis_server.port}")
         self.stats.phase = "loading the model"
@@ -231,9 +206,16 @@ class Demo:
         self.stats.phase = "healthy traffic"
         return self._play(client)
 
+    @property
+    def ready(self) -> Settings:
+        """The demo's settings, once `run` has started the local broker and Redis."""
+        if self.settings is None:
+            raise RuntimeError("the demo's local services are not started")
+        return self.settings
+
     def _wait_heartbeat(self, client: redis.Redis, timeout_s: float) -> bool:
-        assert self.settings is not None
-        key = f"{self.settings.redis_prefix}heartbeat:scorer"
+        s = self.ready
+        key = f"{s.redis_prefix}heartbeat:scorer"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and not self._stop.is_set():
             if client.exists(key):
@@ -244,8 +226,8 @@ class Demo:
         return False
 
     def _wait_instance(self, client: redis.Redis, pid: int, timeout_s: float) -> bool:
-        assert self.settings is not None
-        pattern = f"{self.settings.redis_prefix}heartbeat:scorer:*:{pid}"
+        s = self.ready
+        pattern = f"{s.redis_prefix}heartbeat:scorer:*:{pid}"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and not self._stop.is_set():
             if any(True for _ in client.scan_iter(pattern)):
@@ -255,11 +237,10 @@ class Demo:
 
     def _play(self, client: redis.Redis) -> dict[str, Any]:
         from evaluators.store import EvaluatorStore
+        from incidents.store import IncidentStore
         from safety_gate.halt import HaltStore
-        from safety_gate.incidents import IncidentStore
 
-        assert self.settings is not None
-        s = self.settings
+        s = self.ready
         halt = HaltStore(client, s.redis_prefix)
         incidents = IncidentStore(client, s.redis_prefix)
         evaluator = EvaluatorStore(client, s.redis_prefix, s.label_wait_s)
@@ -307,19 +288,19 @@ class Demo:
         return order
 
     def _summary(self, client: redis.Redis, halt: Any, incidents: Any, evaluator: Any) -> dict[str, Any]:
-        assert self.settings is not None
-        from safety_gate.incident_commands import build_report
-        from safety_gate.manager import IncidentManager
+        s = self.ready
+        from incidents.commands import build_report
+        from incidents.service import IncidentService
 
         report_path = ""
         all_incidents = incidents.list()
         p0 = [i for i in all_incidents if i.severity == "P0"]
         if p0:
-            manager = IncidentManager(self.settings.model_copy(update={"incidents_file": self.out / "incidents.toml"}),
+            manager = IncidentService(s.model_copy(update={"incidents_file": self.out / "incidents.toml"}),
                                       client)
             try:
                 path = self.out / f"{p0[0].id}-report.md"
-                path.write_text(build_report(self.settings, manager, p0[0].id))
+                path.write_text(build_report(s, manager, p0[0].id))
                 report_path = str(path)
             finally:
                 manager.close()
@@ -356,8 +337,7 @@ class Demo:
             return False, ""
 
     def _chat(self) -> None:
-        assert self.settings is not None
-        s = self.settings
+        s = self.ready
         producer = RecordProducer(s)
         rng = random.Random(7)
         gap = 1.0 / self.rate
@@ -396,8 +376,7 @@ class Demo:
             producer.close()
 
     def _clinicians(self) -> None:
-        assert self.settings is not None
-        s = self.settings
+        s = self.ready
         consumer = make_consumer(s, "demo-clinicians", [s.topic_review, s.topic_scores])
         producer = RecordProducer(s)
         labelled: set[str] = set()

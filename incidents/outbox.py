@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from safety_gate.notifiers import Notification, Notifier, NotifyError
+from incidents.notifiers import Notification, Notifier, NotifyError
 
 __all__ = ["Outbox"]
 
@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 # Take a due entry for `lease` seconds: if this process dies mid-send, the lease runs out and another
 # dispatcher (or this one after a restart) sends it again. At-least-once; receivers dedupe by dedup_key.
+# The log of delivered notifications keeps the newest this many: weeks of incidents at any plausible rate, for
+# "was the page sent?" questions, while its size in Redis stays bounded.
+SENT_LOG_LENGTH = 10_000
 _LEASE = """
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not score or tonumber(score) > tonumber(ARGV[2]) then return 0 end
@@ -99,7 +102,7 @@ class Outbox:
                                                   "incident_id": entry["notification"].get("incident_id"),
                                                   "action": entry["notification"].get("action"),
                                                   "attempts": entry["attempts"] + 1}))
-            pipe.ltrim(self.sent_key, -10000, -1)
+            pipe.ltrim(self.sent_key, -SENT_LOG_LENGTH, -1)
             pipe.execute()
             delivered += 1
         return delivered

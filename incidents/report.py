@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from safety_gate.incidents import SEVERITY_PLAN, Incident
+from incidents.store import SEVERITY_PLAN, Incident
 
 __all__ = ["render_report"]
 
@@ -75,7 +75,7 @@ def render_report(incident: Incident, events: list[dict[str, Any]], history: lis
                          f"| {h.get('reason', '')} |")
     else:
         lines.append("No halt change is linked to this incident.")
-    actions = [e for e in events if e["change"] in ("notified", "escalated", "acknowledged", "mitigated", "resolved")
+    actions = [e for e in events if e["change"] in ("escalated", "acknowledged", "mitigated", "resolved")
                or (e["change"] == "note" and (e.get("detail") or {}).get("halt_version"))]
     lines += ["", "## Actions taken", ""]
     lines += [f"- {e['at']}: {e['change']} by {e['by']}" for e in actions] or ["- none recorded"]

@@ -8,8 +8,9 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from pipeline.errors import VigilError
-from pipeline.settings import Settings, load_settings
+from vigil_core.errors import VigilError
+from vigil_core.roles import CLEAR_ROLES, ROLES
+from vigil_core.settings import Settings, load_settings
 
 __all__ = ["main", "build_parser"]
 
@@ -113,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle", type=float, default=3.0, help="with --once: seconds without records that end it")
     p.add_argument("--metrics-port", type=int, default=None)
     p.add_argument("--no-actions", action="store_true", help="log alerts only; do not trip halts or open incidents")
-    p.set_defaults(handler=_lazy("evaluators.commands:evaluate_command"))
+    p.set_defaults(handler=_lazy("vigil.evaluate:evaluate_command"))
 
     rules = sub.add_parser("rules", help="the alert-rule table")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True)
@@ -127,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="no live view; print one JSON summary as the last line")
     p.add_argument("--out", default="demo-out", help="folder for logs and the post-incident report")
     p.add_argument("--rate", type=float, default=12.0, help="chat events per second")
-    p.set_defaults(handler=_lazy("pipeline.demo:demo_command"))
+    p.set_defaults(handler=_lazy("demo.run:demo_command"))
 
     halt = sub.add_parser("halt", help="the safety halt: status, trip, two-person clear")
     halt_sub = halt.add_subparsers(dest="halt_command", required=True)
@@ -145,14 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_lazy("safety_gate.commands:halt_trip"))
     p = halt_sub.add_parser("clear", help="approve lifting the halt (needs a clinical lead and an on-call engineer)")
     p.add_argument("--by", required=True)
-    p.add_argument("--role", required=True, choices=["clinical_lead", "oncall_engineer"])
+    p.add_argument("--role", required=True, choices=CLEAR_ROLES)
     p.add_argument("--reason", required=True)
     p.add_argument("--version", type=int, default=None, help="halt version approved (default: current)")
     p.set_defaults(handler=_lazy("safety_gate.commands:halt_clear"))
 
     inc = sub.add_parser("incidents", help="incidents: list, show, acknowledge, note, resolve, report")
     inc_sub = inc.add_subparsers(dest="incidents_command", required=True)
-    handler = _lazy("safety_gate.incident_commands:incidents_command")
+    handler = _lazy("incidents.commands:incidents_command")
     p = inc_sub.add_parser("list", help="incidents, newest first")
     p.add_argument("--json", action="store_true")
     p.add_argument("--open", action="store_true", help="only those not resolved")
@@ -192,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     users_sub = users.add_subparsers(dest="users_command", required=True)
     p = users_sub.add_parser("add", help="create or replace an account")
     p.add_argument("name")
-    p.add_argument("--role", required=True, choices=["reviewer", "clinical_lead", "oncall_engineer", "admin"])
+    p.add_argument("--role", required=True, choices=ROLES)
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     p.set_defaults(handler=_lazy("review.commands:users_command"))
     p = users_sub.add_parser("disable", help="disable an account")

@@ -4,75 +4,44 @@ folded into the Redis view, and its notifications queued in the durable outbox."
 from __future__ import annotations
 
 import logging
-import tomllib
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import redis
 
-from pipeline.contracts import IncidentEvent, utcnow
+from incidents.config import IncidentConfig
+from incidents.outbox import Outbox
+from incidents.store import SEVERITY_PLAN, Incident, IncidentStore, new_incident_id
 from pipeline.kafka_io import OutRecord, RecordProducer
-from pipeline.settings import Settings
-from safety_gate.incidents import SEVERITY_PLAN, Incident, IncidentStore, new_incident_id
-from safety_gate.notifiers import Notifier, build_notifier
-from safety_gate.outbox import Outbox
+from vigil_core.clock import utcnow
+from vigil_core.contracts import IncidentEvent
+from vigil_core.errors import VigilError
+from vigil_core.redis_client import connect
+from vigil_core.settings import Settings
 
-__all__ = ["IncidentManager", "IncidentConfig", "DEFAULT_INCIDENTS_FILE"]
+__all__ = ["IncidentService", "IncidentError"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_INCIDENTS_FILE = Path(__file__).resolve().parent / "incidents.toml"
+# The claim that one process escalates a level outlives any escalation tier (the longest is hours), so a
+# level is never escalated twice, and then expires instead of piling up in Redis.
+ESCALATION_CLAIM_TTL_S = 7 * 86400
 _NOTIFY_ACTION = {"opened": "trigger", "acknowledged": "acknowledge", "resolved": "resolve", "escalated": "escalate"}
 
 
-class IncidentConfig:
-    """Routing per severity, notifiers, escalation tiers, roster and external resources."""
-
-    def __init__(self, raw: dict[str, Any]) -> None:
-        self.raw = raw
-        self.routing: dict[str, list[str]] = raw.get("routing", {})
-        self.escalation: dict[str, list[str]] = raw.get("escalation", {})
-        self.roster: dict[str, dict[str, Any]] = raw.get("roster", {})
-        self.resources: dict[str, str] = raw.get("resources", {})
-
-    @classmethod
-    def load(cls, path: Path | None = None) -> IncidentConfig:
-        """The shipped defaults, overlaid by `path` if given."""
-        with open(DEFAULT_INCIDENTS_FILE, "rb") as fh:
-            raw = tomllib.load(fh)
-        if path is not None:
-            with open(path, "rb") as fh:
-                extra = tomllib.load(fh)
-            for key, value in extra.items():
-                if isinstance(value, dict) and isinstance(raw.get(key), dict):
-                    raw[key] = {**raw[key], **value}
-                else:
-                    raw[key] = value
-        return cls(raw)
-
-    def notifiers(self) -> dict[str, Notifier]:
-        """Every configured notifier by name."""
-        return {name: build_notifier(name, cfg) for name, cfg in self.raw.get("notifiers", {}).items()}
-
-    def contacts(self, severity: str, level: int) -> list[dict[str, Any]]:
-        """Who is told at escalation `level` (0: first tier)."""
-        tiers = self.escalation.get(severity, [])
-        if not tiers:
-            return []
-        role = tiers[min(level, len(tiers) - 1)]
-        return [{"role": role, **self.roster.get(role, {})}]
+class IncidentError(VigilError):
+    """An incident change could not be applied."""
 
 
-class IncidentManager:
+class IncidentService:
     """The incident engine used by the actions, the CLI and the review app."""
 
     def __init__(self, settings: Settings, client: redis.Redis | None = None, producer: RecordProducer | None = None,
                  config: IncidentConfig | None = None, clock: Callable[[], datetime] = utcnow) -> None:
         self.settings = settings
-        self._r = client or redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5)
+        self._r = client or connect(settings.redis_url.get_secret_value())
         self.store = IncidentStore(self._r, settings.redis_prefix)
         self.producer = producer or RecordProducer(settings)
         self.config = config or IncidentConfig.load(settings.incidents_file)
@@ -81,14 +50,17 @@ class IncidentManager:
                              clock=lambda: self.clock().timestamp())
 
     def _emit(self, incident_id: str, change: str, by: str, severity: str, title: str = "", dedup_key: str = "",
-              detail: dict[str, Any] | None = None) -> Incident | None:
+              detail: dict[str, Any] | None = None) -> Incident:
         event = IncidentEvent(event_id=uuid.uuid4().hex, incident_id=incident_id, change=change,  # type: ignore[arg-type]
                               at=self.clock(), by=by, severity=severity, title=title,  # type: ignore[arg-type]
                               dedup_key=dedup_key, detail=detail or {})
         # Kafka first: the topic is the record the view is rebuilt from.
         self.producer.send_all([OutRecord(self.settings.topic_incidents, incident_id, event.to_bytes())])
         incident = self.store.apply(event)
-        if incident is not None and change in _NOTIFY_ACTION:
+        if incident is None:
+            # The store answers None only for an event id it has folded in already; this one is new.
+            raise IncidentError(f"incident {incident_id}: change {change} was not applied")
+        if change in _NOTIFY_ACTION:
             self._notify(incident, _NOTIFY_ACTION[change], detail or {})
         return incident
 
@@ -119,41 +91,24 @@ class IncidentManager:
         if existing is not None and existing.is_open:
             # one open incident per cause: a repeated alert goes on its timeline
             note = {"repeat": True, "title": title, **(detail or {})}
-            inc = self._emit(existing.id, "note", by, existing.severity, detail=note)
-            assert inc is not None
-            return inc, False
-        inc = self._emit(owner_id, "opened", by, severity, title, dedup_key,
-                         {"type": type_, "team": SEVERITY_PLAN[severity][1], **(detail or {})})
-        assert inc is not None
-        return inc, True
+            return self._emit(existing.id, "note", by, existing.severity, detail=note), False
+        return self._emit(owner_id, "opened", by, severity, title, dedup_key,
+                          {"type": type_, "team": SEVERITY_PLAN[severity][1], **(detail or {})}), True
 
     def acknowledge(self, incident_id: str, by: str) -> Incident:
         """Acknowledge: stops escalation."""
         inc = self.store.get(incident_id)
-        out = self._emit(inc.id, "acknowledged", by, inc.severity)
-        assert out is not None
-        return out
+        return self._emit(inc.id, "acknowledged", by, inc.severity)
 
     def note(self, incident_id: str, by: str, text: str, **detail: Any) -> Incident:
         """Add a note to the timeline."""
         inc = self.store.get(incident_id)
-        out = self._emit(inc.id, "note", by, inc.severity, detail={"text": text, **detail})
-        assert out is not None
-        return out
-
-    def mitigate(self, incident_id: str, by: str, reason: str) -> Incident:
-        """Mark mitigated."""
-        inc = self.store.get(incident_id)
-        out = self._emit(inc.id, "mitigated", by, inc.severity, detail={"reason": reason})
-        assert out is not None
-        return out
+        return self._emit(inc.id, "note", by, inc.severity, detail={"text": text, **detail})
 
     def resolve(self, incident_id: str, by: str, reason: str) -> Incident:
         """Resolve (people only: a metric recovering resolves nothing)."""
         inc = self.store.get(incident_id)
-        out = self._emit(inc.id, "resolved", by, inc.severity, detail={"reason": reason})
-        assert out is not None
-        return out
+        return self._emit(inc.id, "resolved", by, inc.severity, detail={"reason": reason})
 
     def escalate_overdue(self) -> list[Incident]:
         """Escalate every open, unacknowledged incident past its response deadline."""
@@ -165,7 +120,7 @@ class IncidentManager:
             level = inc.escalation_level + 1
             # only one process escalates a given level: claim it
             claim = f"{self.settings.redis_prefix}incidents:escalated:{inc.id}:{level}"
-            if not self._r.set(claim, "1", nx=True, ex=7 * 86400):
+            if not self._r.set(claim, "1", nx=True, ex=ESCALATION_CLAIM_TTL_S):
                 continue
             next_deadline = now + SEVERITY_PLAN[inc.severity][0]
             escalated = self._emit(inc.id, "escalated", "vigil", inc.severity, detail={
@@ -173,8 +128,7 @@ class IncidentManager:
                 "tier": self.config.contacts(inc.severity, level),
                 "reason": f"not acknowledged within {SEVERITY_PLAN[inc.severity][0]}",
             })
-            if escalated is not None:
-                out.append(escalated)
+            out.append(escalated)
         return out
 
     def rebuild(self, events: list[IncidentEvent]) -> int:
@@ -183,6 +137,23 @@ class IncidentManager:
         for event in events:
             self.store.apply(event)
         return int(self._r.scard(self.store.seen_key)) - int(before)
+
+    def find_open(self, dedup_key: str) -> str | None:
+        """The id of the open incident with this dedup key, if any."""
+        return self.store.find_open(dedup_key)
+
+    def new_id(self) -> str:
+        """A fresh incident id."""
+        return new_incident_id(self.clock())
+
+    def start(self) -> None:
+        """Start delivering queued notifications."""
+        self.outbox.start()
+
+    def stop(self) -> None:
+        """Stop delivering (queued notifications stay in the outbox) and close the producer."""
+        self.outbox.stop()
+        self.close()
 
     def close(self) -> None:
         """Close the producer."""

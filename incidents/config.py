@@ -1,0 +1,139 @@
+"""The incidents file: routing per severity, notifiers, escalation tiers, roster and resources, typed.
+
+The shipped `incidents.toml` is overlaid key by key by the file VIGIL_INCIDENTS_FILE names (secrets live
+there). A bad file fails at load with the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from evaluators.rules import Severity
+from incidents.notifiers import Notifier, build_notifier
+from vigil_core.tables import load_toml_overlaid, validated
+
+__all__ = ["IncidentConfig", "IncidentsFile", "DEFAULT_INCIDENTS_FILE"]
+
+DEFAULT_INCIDENTS_FILE = Path(__file__).resolve().parent / "incidents.toml"
+
+
+class _Notifier(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    timeout_s: float = Field(default=5.0, gt=0)
+
+
+class PagerDutyConfig(_Notifier):
+    """PagerDuty Events API v2."""
+
+    type: Literal["pagerduty"]
+    routing_key: str = Field(min_length=1)
+    url: str = "https://events.pagerduty.com/v2/enqueue"
+
+
+class SlackConfig(_Notifier):
+    """A Slack incoming webhook."""
+
+    type: Literal["slack"]
+    url: str = Field(min_length=1)
+
+
+class WebhookConfig(_Notifier):
+    """Any HTTP endpoint taking the incident as JSON."""
+
+    type: Literal["webhook"]
+    url: str = Field(min_length=1)
+
+
+class EmailConfig(_Notifier):
+    """Email through an SMTP relay."""
+
+    type: Literal["email"]
+    host: str = Field(min_length=1)
+    port: int = Field(default=25, gt=0, lt=65536)
+    from_: str = Field(alias="from", min_length=1)
+    to: list[str] = Field(min_length=1)
+
+
+class LogConfig(_Notifier):
+    """The log (always available; the last resort of every route)."""
+
+    type: Literal["log"]
+
+
+NotifierConfig = Annotated[PagerDutyConfig | SlackConfig | WebhookConfig | EmailConfig | LogConfig,
+                           Field(discriminator="type")]
+
+
+class Contact(BaseModel):
+    """A person or team to reach, and how."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+    channel: str
+
+
+class IncidentsFile(BaseModel):
+    """The whole incidents file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    routing: dict[Severity, list[str]]
+    notifiers: dict[str, NotifierConfig]
+    escalation: dict[Severity, list[str]] = {}
+    roster: dict[str, Contact] = {}
+    resources: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _routes_known(self) -> IncidentsFile:
+        for severity, names in self.routing.items():
+            unknown = sorted(set(names) - set(self.notifiers))
+            if unknown:
+                raise ValueError(f"routing.{severity} names notifiers that are not defined: {', '.join(unknown)}")
+        return self
+
+
+class IncidentConfig:
+    """Routing per severity, notifiers, escalation tiers, roster and external resources.
+
+    Example:
+        config = IncidentConfig.load(settings.incidents_file)
+        config.routing["P0"]   # ["pagerduty", "log"]
+    """
+
+    def __init__(self, file: IncidentsFile, path: Path = DEFAULT_INCIDENTS_FILE) -> None:
+        self.file = file
+        self.path = path
+        self.routing: dict[str, list[str]] = {str(k): v for k, v in file.routing.items()}
+        self.escalation: dict[str, list[str]] = {str(k): v for k, v in file.escalation.items()}
+        self.roster: dict[str, dict[str, Any]] = {k: v.model_dump() for k, v in file.roster.items()}
+        self.resources: dict[str, str] = dict(file.resources)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> IncidentConfig:
+        """The shipped defaults, overlaid key by key by `path` if given."""
+        raw, named = load_toml_overlaid(DEFAULT_INCIDENTS_FILE, path)
+        return cls(validated(IncidentsFile, raw, named), named)
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any], path: Path = Path("<dict>")) -> IncidentConfig:
+        """A configuration from a parsed table (tests, the demo), validated as a file would be."""
+        return cls(validated(IncidentsFile, raw, path), path)
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        """The configuration as plain tables (secrets included: never log it)."""
+        return self.file.model_dump(by_alias=True)
+
+    def notifiers(self) -> dict[str, Notifier]:
+        """Every configured notifier by name."""
+        return {name: build_notifier(name, cfg.model_dump(by_alias=True)) for name, cfg in self.file.notifiers.items()}
+
+    def contacts(self, severity: str, level: int) -> list[dict[str, Any]]:
+        """Who is told at escalation `level` (0: first tier)."""
+        tiers = self.escalation.get(severity, [])
+        if not tiers:
+            return []
+        role = tiers[min(level, len(tiers) - 1)]
+        return [{"role": role, **self.roster.get(role, {})}]

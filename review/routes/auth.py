@@ -1,0 +1,158 @@
+"""Login, logout, API tokens, and the dependencies every other route uses: who is asking, may they, CSRF."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from itsdangerous import BadSignature
+
+from review.context import SESSION_COOKIE, SESSION_MAX_AGE_S, ReviewContext, context
+from review.users import User
+from vigil_core.roles import ADMIN, CLINICAL_LEAD, ONCALL_ENGINEER, REVIEWER
+
+__all__ = ["router", "AuthRefused", "current_user", "require", "check_csrf", "LABELLERS", "ADJUDICATORS",
+           "AUDIT_READERS", "INCIDENT_ACTORS", "json_object"]
+
+# Five wrong passwords for one name from one address lock that pair out for the rest of 15 minutes.
+MAX_LOGIN_FAILURES = 5
+LOGIN_WINDOW_S = 900
+LABELLERS = {REVIEWER, CLINICAL_LEAD}
+ADJUDICATORS = {CLINICAL_LEAD}
+AUDIT_READERS = {ADMIN, CLINICAL_LEAD}
+INCIDENT_ACTORS = {CLINICAL_LEAD, ONCALL_ENGINEER, ADMIN}
+
+router = APIRouter()
+
+
+class AuthRefused(Exception):
+    """A request without a valid session (401), of a role that may not (403), or throttled (429)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        self.status = status
+        self.detail = detail
+
+
+def current_user(request: Request, ctx: ReviewContext = Depends(context)) -> User:
+    """The user of the request's bearer token or session cookie; refused (and audited) if none."""
+    auth = request.headers.get("authorization", "")
+    name = None
+    if auth.lower().startswith("bearer "):
+        try:
+            name = ctx.token_signer.loads(auth[7:].strip(), max_age=SESSION_MAX_AGE_S)["u"]
+        except (BadSignature, KeyError, TypeError):
+            name = None
+    else:
+        sess = ctx.session_of(request)
+        name = sess.get("u") if sess else None
+    user = ctx.users.get(name) if name else None
+    if user is None or user.disabled:
+        ctx.audit(name or "anonymous", "access.refused", request, reason="no valid session")
+        raise AuthRefused(401, "login required")
+    request.state.user = user
+    return user
+
+
+def require(*roles: str) -> Any:
+    """A dependency that lets only `roles` through (others are refused with 403 and audited)."""
+
+    def dep(request: Request, user: User = Depends(current_user), ctx: ReviewContext = Depends(context)) -> User:
+        if user.role not in roles:
+            ctx.audit(user.name, "access.refused", request, reason=f"role {user.role}")
+            raise AuthRefused(403, "your role may not do this")
+        return user
+
+    return dep
+
+
+async def check_csrf(request: Request, ctx: ReviewContext = Depends(context)) -> None:
+    """A form post must carry its session's CSRF token (API token requests are exempt)."""
+    if request.headers.get("authorization", "").lower().startswith("bearer "):
+        return  # API tokens are not sent by browsers on their own: no CSRF exposure
+    sess = ctx.session_of(request)
+    if not sess:
+        ctx.audit("anonymous", "access.refused", request, reason="no valid session")
+        raise AuthRefused(401, "login required")
+    form = await request.form()
+    if not secrets.compare_digest(str(form.get("csrf", "")), str(sess.get("csrf", ""))):
+        ctx.audit(sess.get("u", "anonymous"), "access.refused", request, reason="csrf")
+        raise AuthRefused(403, "invalid or missing CSRF token")
+
+
+async def json_object(request: Request) -> dict[str, Any] | None:
+    """The request body if it is a JSON object, else None."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _login(ctx: ReviewContext, request: Request, username: str, password: str) -> User | None:
+    r = ctx.redis
+    key = f"{ctx.settings.redis_prefix}review:login_fail:{username}:{ctx.origin(request)}"
+    failures = int(r.get(key) or 0)
+    if failures >= MAX_LOGIN_FAILURES:
+        ctx.audit(username, "login.throttled", request)
+        raise AuthRefused(429, "too many failed logins; try again later")
+    user = ctx.users.authenticate(username, password)
+    if user is None:
+        pipe = r.pipeline()
+        pipe.incr(key)
+        pipe.expire(key, LOGIN_WINDOW_S)
+        pipe.execute()
+        ctx.audit(username, "login.failed", request)
+        return None
+    r.delete(key)
+    ctx.audit(user.name, "login", request, role=user.role)
+    return user
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_form(request: Request, ctx: ReviewContext = Depends(context)) -> HTMLResponse:
+    return ctx.templates.TemplateResponse(request, "login.html", {"error": None, "user": None, "csrf": ""})
+
+
+@router.post("/login")
+async def login(request: Request, username: str = Form(""), password: str = Form(""),
+                ctx: ReviewContext = Depends(context)) -> Response:
+    try:
+        user = _login(ctx, request, username, password)
+    except AuthRefused as exc:
+        return ctx.templates.TemplateResponse(request, "login.html", {"error": exc.detail, "user": None, "csrf": ""},
+                                              status_code=exc.status)
+    if user is None:
+        return ctx.templates.TemplateResponse(request, "login.html",
+                                              {"error": "wrong name or password", "user": None, "csrf": ""},
+                                              status_code=401)
+    resp = RedirectResponse("/queue" if user.role in LABELLERS else "/", status_code=303)
+    cookie = ctx.signer.dumps({"u": user.name, "csrf": secrets.token_urlsafe(24)})
+    resp.set_cookie(SESSION_COOKIE, cookie, max_age=SESSION_MAX_AGE_S, httponly=True, samesite="strict",
+                    secure=ctx.settings.review_secure_cookies, path="/")
+    return resp
+
+
+@router.post("/logout", dependencies=[Depends(check_csrf)])
+async def logout(request: Request, user: User = Depends(current_user),
+                 ctx: ReviewContext = Depends(context)) -> Response:
+    ctx.audit(user.name, "logout", request)
+    resp = RedirectResponse("/login", status_code=303)
+    resp.delete_cookie(SESSION_COOKIE, path="/")
+    return resp
+
+
+@router.post("/api/v1/session")
+async def api_session(request: Request, ctx: ReviewContext = Depends(context)) -> JSONResponse:
+    body = await json_object(request)
+    if body is None:
+        return JSONResponse({"error": "expected a JSON object with username and password"}, status_code=400)
+    try:
+        user = _login(ctx, request, str(body.get("username", "")), str(body.get("password", "")))
+    except AuthRefused as exc:
+        return JSONResponse({"error": exc.detail}, status_code=exc.status)
+    if user is None:
+        return JSONResponse({"error": "wrong name or password"}, status_code=401)
+    return JSONResponse({"token": ctx.token_signer.dumps({"u": user.name}), "role": user.role,
+                         "expires_in": SESSION_MAX_AGE_S})

@@ -1,0 +1,1 @@
+"""The composition root: the `vigil` command and the services it wires together. Only it imports everything."""
