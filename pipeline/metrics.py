@@ -31,13 +31,18 @@ class ScorerMetrics:
             registry=r,
         )
         self.closed = Counter("vigil_scorer_closed_conversations", "conversations closed", ["how"], registry=r)
+        self.review_truncated = Counter("vigil_scorer_review_requests_bounded",
+                                        "review requests that left turns out to stay under review_max_bytes",
+                                        registry=r)
+        self.failed = Counter("vigil_scorer_records_failed",
+                              "records dead-lettered after failing every bounded attempt", registry=r)
         # Series exist from the start (at 0), so dashboards and alerts see them before the first event.
         for kind, outcome in (("message", "scored"), ("message", "context"), ("invalid", "dlq"),
-                              ("feedback", "skipped"), ("closed", "processed")):
+                              ("feedback", "skipped"), ("closed", "processed"), ("failed", "dlq")):
             self.events.labels(kind, outcome)
         for reason in ("sampled", "borderline"):
             self.sampled.labels(reason)
-        for how in ("event", "idle"):
+        for how in ("event", "idle", "failed"):
             self.closed.labels(how)
         self.last_batch = Gauge("vigil_scorer_last_batch_timestamp", "unix time of the last committed batch",
                                 registry=r)

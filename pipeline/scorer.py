@@ -24,14 +24,18 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from pipeline.kafka_io import (
+    RECORD_ATTEMPTS,
     OutRecord,
     RecordProducer,
     consume,
     consumer_lag,
+    dead_letter_record,
     ensure_topics,
     make_consumer,
+    record_caused,
 )
 from pipeline.metrics import ScorerMetrics
+from pipeline.review_bounds import bound_turns
 from pipeline.sampling import SamplingPolicy
 from vigil_core.contracts import (
     ConversationClosed,
@@ -128,6 +132,7 @@ class Scorer:
         self._last_beat = 0.0
         self._last_sweep = 0.0
         self._waiting: _Batch | None = None
+        self._sweep_failures: dict[str, int] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -152,7 +157,7 @@ class Scorer:
         try:
             consume(self._consumer, self._stop, self.accept, poll_timeout_ms=self.settings.poll_timeout_ms,
                     max_records=self.settings.batch_size, on_cycle=self._periodic, max_idle_s=max_idle_s,
-                    pending=self)
+                    pending=self, on_dead=self.dead)
         finally:
             self._shutdown()
 
@@ -170,6 +175,16 @@ class Scorer:
         self.producer.close()
         self.heartbeat.stop()
         self.model.close()
+
+    def dead(self, rec: Any, exc: BaseException, attempts: int) -> None:
+        """Dead-letter a record that failed every attempt alone, and commit past it (the loop found it)."""
+        self.producer.send_all([dead_letter_record(self.settings, rec, exc, attempts)])
+        self.metrics.events.labels("failed", "dlq").inc()
+        self.metrics.dlq.inc()
+        self.metrics.failed.inc()
+        tp = TopicPartition(rec.topic, rec.partition)
+        self._done[tp] = max(self._done.get(tp, 0), rec.offset + 1)
+        self.commit_done({tp})
 
     def forget(self, partitions: set[TopicPartition]) -> None:
         """Drop bookkeeping of partitions this instance no longer owns."""
@@ -356,11 +371,15 @@ class Scorer:
         self, cid: str, reason: str, pi: float, max_score: float, first_flagged: int | None,
         turns: list[dict[str, Any]],
     ) -> OutRecord:
+        flagged_turn = first_flagged if first_flagged is not None and first_flagged >= 0 else None
+        kept, omitted = bound_turns(turns, flagged_turn, self.settings.review_max_bytes)
+        if omitted:
+            self.metrics.review_truncated.inc()
+            log.warning("review request for a conversation bounded: %d of %d turns omitted", omitted, len(turns))
         request = ReviewRequest(
             review_id=f"{cid}:{reason}"[:128], conversation_id=cid, reason=reason, pi=pi,  # type: ignore[arg-type]
-            max_score=min(1.0, max(0.0, max_score)),
-            first_flagged_turn=first_flagged if first_flagged is not None and first_flagged >= 0 else None,
-            turns=[ReviewTurn(**t) for t in turns], requested_at=utcnow(),
+            max_score=min(1.0, max(0.0, max_score)), first_flagged_turn=flagged_turn,
+            turns=[ReviewTurn(**t) for t in kept], requested_at=utcnow(), omitted_turns=omitted,
         )
         return OutRecord(self.settings.topic_review, cid, request.to_bytes())
 
@@ -397,6 +416,22 @@ class Scorer:
         idle = self.store.idle(before=time.time() - s.conversation_idle_s)
         if not idle:
             return
+        try:
+            self._sweep(idle)
+        except Exception as exc:
+            if not record_caused(exc):
+                raise
+            # One conversation's state (or its review request) may be the cause: close them one at a time.
+            log.warning("idle sweep failed (%s); closing its conversations one at a time", type(exc).__name__)
+            for cid in idle:
+                try:
+                    self._sweep([cid])
+                except Exception as one:
+                    if not record_caused(one):
+                        raise
+                    self._sweep_failed(cid, one)
+
+    def _sweep(self, idle: list[str]) -> None:
         batch = _Batch()
         states = self.store.read_many(idle)
         expired = []
@@ -407,6 +442,18 @@ class Scorer:
                 expired.append((cid, 0.0, ""))  # expired prediction: it only leaves the idle set
         self.producer.send_all(batch.outputs)
         self.store.close_many(expired + batch.closes)
+
+    def _sweep_failed(self, cid: str, exc: BaseException) -> None:
+        failures = self._sweep_failures[cid] = self._sweep_failures.get(cid, 0) + 1
+        if failures < RECORD_ATTEMPTS:
+            return
+        # Closed without a review decision, so the sweep moves on; its turns were scored and a flagged one
+        # already had its review request when it was flagged.
+        log.error("conversation closed by the idle sweep without a review decision after %d failures: %s",
+                  failures, type(exc).__name__)
+        self.store.close_many([(cid, self.settings.pi_floor, "failed")])
+        self.metrics.closed.labels("failed").inc()
+        del self._sweep_failures[cid]
 
     def _maybe_beat(self) -> None:
         now = time.monotonic()

@@ -176,6 +176,8 @@ class ReviewRequest(_Contract):
     first_flagged_turn: Annotated[StrictInt, Field(ge=0)] | None = None
     turns: list[ReviewTurn]
     requested_at: Timestamp
+    # Turns left out to keep the request under `review_max_bytes` (the flagged turn and its neighbours are kept).
+    omitted_turns: Annotated[StrictInt, Field(ge=0)] = 0
 
 
 class ClinicianLabel(_Contract):

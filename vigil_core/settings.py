@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=64, ge=1, le=4096)
     poll_timeout_ms: int = Field(default=200, ge=1)
     max_text_bytes: int = Field(default=32 * 1024, ge=1)
+    # A review request carries at most this many bytes of turns: the flagged turn and its neighbours, the rest
+    # counted as omitted. Kafka refuses a record over about 1 MiB, and one that is refused must never be able
+    # to stop scoring (one long conversation would otherwise jam its partition).
+    review_max_bytes: int = Field(default=256 * 1024, ge=4096, le=768 * 1024)
     model_dir: Path | None = None
     model_backend: str = Field(default="auto", pattern="^(auto|torch|onnx)$")
     torch_threads: int = Field(default=0, ge=0)  # inference threads (torch, and ONNX Runtime workers); 0: every CPU

@@ -43,6 +43,7 @@ def _view_model(ctx: ReviewContext, cid: str, user: User) -> dict[str, Any]:
               "flagged": first_flagged is not None and t["turn"] == first_flagged} for t in req["turns"]]
     return {"cid": cid, "reason": req["reason"], "pi": req["pi"], "max_score": req["max_score"],
             "first_flagged_turn": first_flagged, "turns": turns, "stage": item.stage,
+            "omitted_turns": int(req.get("omitted_turns", 0)),
             "labels": ctx.queue.visible_labels(item, user.name, user.role in ADJUDICATORS),
             "can_label": ctx.queue.can_label(cid, user.name, user.role in ADJUDICATORS)}
 
