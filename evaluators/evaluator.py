@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +53,10 @@ RECALL_RULE = "crisis_recall"
 CUSUM_RULE = "crisis_recall_cusum"
 SENTINEL_RULE = "sentinel"
 OPS_RULES = ("ai_latency_p95_ms", "ai_error_rate", "user_satisfaction")
+# One process at a time runs a transition's actions; a process that dies holding the lease delays the retry by
+# at most this long (a failed attempt gives the lease up at once). Longer than one action can take (a halt,
+# a Kafka send of the incident with its bounded timeout).
+ACTION_LEASE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,9 @@ class EvaluatorMetrics:
         self.unknown = Gauge("vigil_labels_unknown_conversations", "labelled conversations with no prediction",
                              registry=r)
         self.alerts = Counter("vigil_alerts", "rule state transitions published", ["rule", "state"], registry=r)
+        self.actions_failed = Counter("vigil_alert_actions_failed",
+                                      "attempts at a transition's actions (halt, incident) that failed; retried",
+                                      ["rule", "state"], registry=r)
         self.incidents_open = Gauge("vigil_incidents_open", "open incidents by severity", ["severity"], registry=r)
         # Series exist from the start (at 0), so dashboards and alerts see them before the first event.
         for rule in (RECALL_RULE, CUSUM_RULE, SENTINEL_RULE, *OPS_RULES):
@@ -161,6 +170,7 @@ class Evaluator:
         c = self.thresholds["cusum"]
         self.cusum = BernoulliCusum(c["theta0"], c["theta1"], c["h"], c.get("max_weight", 5.0))
         self.stopping = threading.Event()
+        self.instance = f"{socket.gethostname()}:{os.getpid()}"
 
     def stop(self, *_: object) -> None:
         """Finish the current batch, commit, leave."""
@@ -226,6 +236,7 @@ class Evaluator:
         rc = t["crisis_recall"]
         now = self.clock()
         max_age = float(rc["max_age_days"]) * 86400.0
+        self.run_pending_actions()
         self.store.retry_unknown()
         items = self.store.labelled(since=now - max_age)
         window = compute_window(items, now, window=int(rc["window"]), max_age_s=max_age, cusum=self.cusum,
@@ -283,12 +294,39 @@ class Evaluator:
         alert = Alert(rule=rule, state=row["state"], previous=previous, value=row["value"], lower=row["lower"],
                       upper=row["upper"], n=row["n"], window_start=ev.window.window_start,
                       window_end=ev.window.window_end, evidence=evidence[-50:], at=at, metrics=snapshot)
-        if self.store.transition(key, row["state"], alert.to_dict()):
+        action_id = self.store.transition(key, row["state"], alert.to_dict(), pending=self.on_alert is not None)
+        if action_id:
             ev.alerts.append(alert)
             self.metrics.alerts.labels(rule, row["state"]).inc()
             log.warning("rule %s: %s -> %s (value %s, n %.1f)", key, previous, row["state"], row["value"], row["n"])
-            if self.on_alert is not None:
-                self.on_alert(alert)
+            self._act(action_id, alert)
+
+    def _act(self, action_id: str, alert: Alert) -> None:
+        """Run one transition's actions; on failure they stay pending and the next evaluation runs them again."""
+        if self.on_alert is None or not self.store.claim_action(action_id, self.instance, ACTION_LEASE_S):
+            return
+        try:
+            self.on_alert(alert)
+        except Exception as exc:  # noqa: BLE001 - any failure leaves the action pending; the rules go on
+            self.metrics.actions_failed.labels(alert.rule, alert.state).inc()
+            log.error("actions of rule %s -> %s failed, retried at the next evaluation: %s", alert.rule,
+                      alert.state, type(exc).__name__)
+            self.store.release_action(action_id)
+            return
+        self.store.action_done(action_id)
+
+    def run_pending_actions(self) -> int:
+        """Run the actions of transitions whose actions did not complete (a failure, or a process that died
+        between a transition and its actions); returns how many completed now."""
+        if self.on_alert is None:
+            return 0
+        done = 0
+        for action_id, raw in self.store.pending_actions().items():
+            alert = Alert(**raw)
+            log.warning("running the pending actions of rule %s -> %s (%s)", alert.rule, alert.state, action_id)
+            self._act(action_id, alert)
+            done += action_id not in self.store.pending_actions()
+        return done
 
     def _export(self, ev: Evaluation, unknown_conversations: int) -> None:
         m = self.metrics

@@ -22,8 +22,10 @@ from vigil_core.redis_client import store_errors
 
 __all__ = ["EvaluatorStore"]
 
+# A label is marked seen (KEYS[2]) only after its join (`apply_label`): a join that fails leaves it unseen,
+# so the replayed record stores and joins it again instead of being skipped as a duplicate.
 _APPLY_LABEL = """
-if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 0 end
 local old = redis.call('HGET', KEYS[1], ARGV[2])
 if old then
   local prev = cjson.decode(old)
@@ -33,14 +35,17 @@ redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 return 1
 """
 
+# The state change, its entry on the alerts stream and (when actions are wired) its pending action are one
+# atomic step: a process that dies after it leaves the action pending for the next evaluation to run.
 _TRANSITION = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur == ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if not cur and ARGV[2] == 'OK' then return 0 end  -- a rule starting out OK is no news
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'rule', ARGV[1], 'from', cur or '', 'to', ARGV[2],
-           'alert', ARGV[3])
-return 1
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'rule', ARGV[1], 'from', cur or '', 'to',
+                      ARGV[2], 'alert', ARGV[3])
+if ARGV[4] == '1' then redis.call('HSET', KEYS[3], id, ARGV[3]) end
+return id
 """
 
 
@@ -54,6 +59,7 @@ class EvaluatorStore:
         self.conversations = ConversationStore(client, prefix, label_wait_s)
         self._apply_label = client.register_script(_APPLY_LABEL)
         self._transition = client.register_script(_TRANSITION)
+        self.pending_key = self._k("actions", "pending")
 
     def _k(self, *parts: str) -> str:
         return self._p + ":".join(parts)
@@ -70,9 +76,10 @@ class EvaluatorStore:
             ))
         if code == 0:
             return "duplicate"
-        if code == 2:
-            return "stale"
-        return "applied" if self.join(label.conversation_id) else "unknown"
+        outcome = "stale" if code == 2 else "applied" if self.join(label.conversation_id) else "unknown"
+        with store_errors():
+            self._r.sadd(self._k("label_ids"), label.label_id)
+        return outcome
 
     def join(self, conversation_id: str) -> bool:
         """Join the conversation's labels to its prediction; False (kept aside) when none is stored."""
@@ -193,12 +200,42 @@ class EvaluatorStore:
         return out
 
     # -- rule states --------------------------------------------------------------------------------
-    def transition(self, rule: str, state: str, alert: dict[str, Any]) -> bool:
-        """Set a rule's state; True (and an entry on the alerts stream) only for the process that changed it."""
+    def transition(self, rule: str, state: str, alert: dict[str, Any], pending: bool = False) -> str | None:
+        """Set a rule's state; the id of its entry on the alerts stream only for the process that changed it.
+
+        With `pending`, the alert is also left as a pending action under that id until `action_done`.
+        """
         with store_errors():
-            return bool(self._transition(
-                keys=[self._k("rules"), self.alerts_key], args=[rule, state, json.dumps(alert, default=str)]
-            ))
+            result = self._transition(keys=[self._k("rules"), self.alerts_key, self.pending_key],
+                                      args=[rule, state, json.dumps(alert, default=str), "1" if pending else "0"])
+        if not result:
+            return None
+        return result.decode() if isinstance(result, bytes) else str(result)
+
+    def pending_actions(self) -> dict[str, dict[str, Any]]:
+        """Alerts whose actions have not completed, by id (oldest first)."""
+        with store_errors():
+            raw = self._r.hgetall(self.pending_key)
+        return {k.decode(): json.loads(v) for k, v in sorted(raw.items())}
+
+    def claim_action(self, action_id: str, owner: str, lease_s: float) -> bool:
+        """Take the lease on running one pending action (one process at a time)."""
+        with store_errors():
+            return bool(self._r.set(self._k("actions", "lease", action_id), owner, nx=True,
+                                    px=max(1, int(lease_s * 1000))))
+
+    def release_action(self, action_id: str) -> None:
+        """Give up the lease after a failed attempt, so the next evaluation retries at once."""
+        with store_errors():
+            self._r.delete(self._k("actions", "lease", action_id))
+
+    def action_done(self, action_id: str) -> None:
+        """The action completed: it is no longer pending."""
+        with store_errors():
+            pipe = self._r.pipeline(transaction=True)
+            pipe.hdel(self.pending_key, action_id)
+            pipe.delete(self._k("actions", "lease", action_id))
+            pipe.execute()
 
     def states(self) -> dict[str, str]:
         """Current state of every rule."""

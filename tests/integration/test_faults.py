@@ -90,3 +90,95 @@ def test_a_corrupt_stored_state_dead_letters_only_its_own_records(fault_settings
     # Offsets moved past the dead records: a restarted scorer finds nothing left to do.
     run_scorer(s, resilient, max_idle_s=4.0)
     assert len(values(read_topic(s, s.topic_dlq, settle_s=0.5))) == len(dead)
+
+
+def _critical_alert():
+    from evaluators.evaluator import Alert
+    from vigil_core.clock import utcnow
+
+    return Alert(rule="crisis_recall", state="CRITICAL", previous="WARNING", value=0.86, lower=0.80, upper=0.91,
+                 n=120.0, window_start=1.0, window_end=2.0, evidence=["c1", "c2"], at=utcnow().isoformat(),
+                 metrics={"crisis_recall": {"value": 0.86}})
+
+
+def test_an_evaluator_killed_between_a_critical_transition_and_its_actions_halts_on_the_next_evaluation(settings):
+    """The state said CRITICAL and nothing ever tripped the halt or paged: the transition is now recorded with
+    its action pending, atomically, and whichever evaluator evaluates next runs it."""
+    from evaluators.actions import ActionEngine
+    from evaluators.evaluator import Evaluator
+    from evaluators.store import EvaluatorStore
+    from incidents.service import IncidentService
+    from incidents.store import IncidentStore
+    from safety_gate.halt import HaltStore
+
+    ensure_topics(settings)
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    halt = HaltStore(client, settings.redis_prefix)
+    halt.init(by="clinical lead", reason="test start")
+    # The dying process: its compare-and-set recorded CRITICAL (and the pending action), then it was killed.
+    store = EvaluatorStore(client, settings.redis_prefix, settings.label_wait_s)
+    assert store.transition("crisis_recall", "CRITICAL", _critical_alert().to_dict(), pending=True)
+    assert halt.read().state == "RUNNING"
+
+    engine = ActionEngine(settings, IncidentService(settings, client), client, watchdog=False)
+    try:
+        restarted = Evaluator(settings, on_alert=engine.handle)
+        assert restarted.run_pending_actions() == 1
+    finally:
+        engine.stop()
+    assert halt.read().state == "HALTED"
+    p0 = [i for i in IncidentStore(client, settings.redis_prefix).list(only_open=True) if i.severity == "P0"]
+    assert len(p0) == 1 and p0[0].dedup_key == "crisis-detection-failure"
+    assert store.pending_actions() == {}
+    assert restarted.run_pending_actions() == 0  # done once: nothing runs twice
+
+
+def test_actions_that_fail_stay_pending_and_run_again_until_they_complete(settings):
+    from evaluators.evaluator import Evaluator
+    from evaluators.store import EvaluatorStore
+    from vigil_core.errors import StoreUnavailable
+
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    seen: list = []
+
+    def flaky(alert):
+        seen.append(alert.state)
+        if len(seen) == 1:
+            raise StoreUnavailable("Redis blip while tripping the halt")
+
+    evaluator = Evaluator(settings, on_alert=flaky)
+    store = EvaluatorStore(client, settings.redis_prefix, settings.label_wait_s)
+    action_id = store.transition("crisis_recall", "CRITICAL", _critical_alert().to_dict(), pending=True)
+    assert evaluator.run_pending_actions() == 0 and action_id in store.pending_actions()
+    assert evaluator.run_pending_actions() == 1 and store.pending_actions() == {}
+    assert seen == ["CRITICAL", "CRITICAL"]
+
+
+def test_a_label_whose_join_failed_is_joined_when_its_record_comes_again(settings):
+    """A label was marked seen before its join: a join that failed (Redis blip) lost it for good, because
+    the replayed record was then skipped as a duplicate."""
+    from evaluators.store import EvaluatorStore
+    from vigil_core.clock import utcnow
+    from vigil_core.contracts import ClinicianLabel
+    from vigil_core.errors import StoreUnavailable
+
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    now = utcnow()
+    client.hset(f"{settings.redis_prefix}pred:c1", mapping={
+        "conversation_id": "c1", "max_score": "0.9", "flagged": "1", "first_flagged_turn": "0", "pi": "1.0",
+        "last_activity": str(now.timestamp())})
+    store = EvaluatorStore(client, settings.redis_prefix, settings.label_wait_s)
+    label = ClinicianLabel(label_id="c1:ann:1", conversation_id="c1", level="high", first_crisis_turn=0,
+                           reviewer_id="ann", confidence=0.9, ts=now)
+    join = store.join
+
+    def blip(conversation_id):
+        raise StoreUnavailable("Redis blip during the join")
+
+    store.join = blip  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailable):
+        store.apply_label(label)
+    store.join = join  # type: ignore[method-assign]
+    assert store.apply_label(label) == "applied"  # the replayed record (before the fix: "duplicate", never joined)
+    assert [c.conversation_id for c in store.labelled(since=0)] == ["c1"]
+    assert store.apply_label(label) == "duplicate"
