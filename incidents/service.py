@@ -54,14 +54,18 @@ class IncidentService:
         event = IncidentEvent(event_id=uuid.uuid4().hex, incident_id=incident_id, change=change,  # type: ignore[arg-type]
                               at=self.clock(), by=by, severity=severity, title=title,  # type: ignore[arg-type]
                               dedup_key=dedup_key, detail=detail or {})
-        # Kafka first: the topic is the record the view is rebuilt from.
+        # Kafka first: the topic is the record the view is rebuilt from. Then the notifications are queued
+        # before the view is written: if the write fails, the caller's retry (a pending action, the next
+        # escalation round, a person) emits again and may page twice, but a change is never left unannounced.
         self.producer.send_all([OutRecord(self.settings.topic_incidents, incident_id, event.to_bytes())])
-        incident = self.store.apply(event)
-        if incident is None:
-            # The store answers None only for an event id it has folded in already; this one is new.
-            raise IncidentError(f"incident {incident_id}: change {change} was not applied")
+        folded = self.store.fold(event)
+        if folded is None:
+            raise IncidentError(f"incident {incident_id}: no such incident for change {change}")
+        incident, index = folded
         if change in _NOTIFY_ACTION:
             self._notify(incident, _NOTIFY_ACTION[change], detail or {})
+        if index is not None:
+            self.store.write(event, incident, index)
         return incident
 
     def _notify(self, incident: Incident, action: str, detail: dict[str, Any]) -> None:
@@ -123,11 +127,16 @@ class IncidentService:
             if not self._r.set(claim, "1", nx=True, ex=ESCALATION_CLAIM_TTL_S):
                 continue
             next_deadline = now + SEVERITY_PLAN[inc.severity][0]
-            escalated = self._emit(inc.id, "escalated", "vigil", inc.severity, detail={
-                "level": level, "next_deadline": next_deadline.isoformat(),
-                "tier": self.config.contacts(inc.severity, level),
-                "reason": f"not acknowledged within {SEVERITY_PLAN[inc.severity][0]}",
-            })
+            try:
+                escalated = self._emit(inc.id, "escalated", "vigil", inc.severity, detail={
+                    "level": level, "next_deadline": next_deadline.isoformat(),
+                    "tier": self.config.contacts(inc.severity, level),
+                    "reason": f"not acknowledged within {SEVERITY_PLAN[inc.severity][0]}",
+                })
+            except Exception:
+                # Not escalated: give the claim back so the next round (any process) escalates this level.
+                self._r.delete(claim)
+                raise
             out.append(escalated)
         return out
 

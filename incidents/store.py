@@ -154,6 +154,17 @@ class IncidentStore:
 
     def apply(self, event: IncidentEvent) -> Incident | None:
         """Fold one event into the view (idempotent per event id); returns the incident, None if unknown."""
+        folded = self.fold(event)
+        if folded is None:
+            return None
+        incident, index = folded
+        if index is not None:
+            self.write(event, incident, index)
+        return incident
+
+    def fold(self, event: IncidentEvent) -> tuple[Incident, str | None] | None:
+        """The incident as it is after `event`, and the index to write it to (None: the event was folded in
+        already); None if the incident is unknown. Writes nothing."""
         try:
             current = self.get(event.incident_id)
         except IncidentNotFound:
@@ -170,7 +181,7 @@ class IncidentStore:
         if current is None:
             return None
         if any(t["event_id"] == event.event_id for t in current.timeline):
-            return current
+            return current, None
         current.timeline.append({"event_id": event.event_id, "change": event.change, "at": at, "by": event.by,
                                  "detail": event.detail})
         index = "none"
@@ -187,11 +198,14 @@ class IncidentStore:
             current.deadline = str(event.detail.get("next_deadline", current.deadline))
         if event.change == "opened":
             index = "open"
-        opened = datetime.fromisoformat(current.opened_at).timestamp()
+        return current, index
+
+    def write(self, event: IncidentEvent, incident: Incident, index: str) -> None:
+        """Store a folded incident (idempotent per event id)."""
+        opened = datetime.fromisoformat(incident.opened_at).timestamp()
         with store_errors():
-            self._apply(keys=[self.key(current.id), self.seen_key, self.all_key, self.open_key],
-                        args=[event.event_id, json.dumps(current.to_dict(), default=str), opened, current.id, index,
-                              current.dedup_key])
+            self._apply(keys=[self.key(incident.id), self.seen_key, self.all_key, self.open_key],
+                        args=[event.event_id, json.dumps(incident.to_dict(), default=str), opened, incident.id,
+                              index, incident.dedup_key])
         if index == "closed":
-            self.release_claim(current.dedup_key)
-        return current
+            self.release_claim(incident.dedup_key)

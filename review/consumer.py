@@ -1,43 +1,55 @@
-"""The review-request consumer: `safety.review` into the review queue, in the review app's process."""
+"""The review-request consumer: `safety.review` into the review queue, in the review app's process.
+
+At least once, like every consumer of Vigil: a batch is committed only once every request of it is stored;
+a request that is not valid goes to the dead-letter topic with its reason (never skipped in silence); one that
+cannot be stored however often it is tried goes there too, and the partition moves on.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
-from pipeline.kafka_io import make_consumer
+from pipeline.kafka_io import serve
 from review.queue import ReviewQueue
-from vigil_core.contracts import ReviewRequest, parse_event
-from vigil_core.errors import VigilError
+from vigil_core.contracts import ReviewRequest, dead_letter, parse_event
+from vigil_core.errors import ContractError
+from vigil_core.records import OutRecord
 from vigil_core.settings import Settings
 
 __all__ = ["consume_review_requests"]
 
 log = logging.getLogger(__name__)
 
-# How long one poll waits for review requests, and how long to wait after a broker or Redis failure.
-POLL_TIMEOUT_MS = 500
+# How long to wait before joining the group again after the broker could not be reached at all.
 RETRY_AFTER_S = 1.0
+REVIEW_SCHEMAS = frozenset({"safety.review_request/1"})
 
 
 def consume_review_requests(settings: Settings, queue: ReviewQueue, stop: threading.Event) -> None:
     """Add every review request to the queue until `stop` is set (adding one twice changes nothing)."""
-    consumer = None
+
+    def handle(records: list[Any]) -> list[OutRecord]:
+        dead: list[OutRecord] = []
+        for rec in records:
+            try:
+                event = parse_event(rec.value, accept=REVIEW_SCHEMAS)
+            except ContractError as exc:
+                dl = dead_letter(exc.reason, topic=rec.topic, partition=rec.partition, offset=rec.offset,
+                                 key=rec.key, raw=rec.value)
+                dead.append(OutRecord(settings.topic_dlq, dl.key, dl.to_bytes()))
+                log.warning("invalid review request at %s/%d@%d sent to the dead-letter topic: %s", rec.topic,
+                            rec.partition, rec.offset, exc.field)
+                continue
+            if isinstance(event, ReviewRequest):
+                queue.add(event)
+        return dead
+
     while not stop.is_set():
         try:
-            if consumer is None:
-                consumer = make_consumer(settings, settings.review_group, [settings.topic_review])
-            for records in consumer.poll(timeout_ms=POLL_TIMEOUT_MS).values():
-                for rec in records:
-                    try:
-                        event = parse_event(rec.value, accept=frozenset({"safety.review_request/1"}))
-                    except VigilError:
-                        continue
-                    if isinstance(event, ReviewRequest):
-                        queue.add(event)
-                consumer.commit()
-        except Exception as exc:  # noqa: BLE001 - keep consuming after broker or Redis trouble
-            log.warning("review consumer: %s", exc)
+            serve(settings, settings.review_group, [settings.topic_review], handle, stop=stop,
+                  what="review requests")
+        except Exception as exc:  # noqa: BLE001 - no broker at start: try again, the app keeps serving
+            log.warning("review consumer: %s", type(exc).__name__)
             stop.wait(RETRY_AFTER_S)
-    if consumer is not None:
-        consumer.close()

@@ -24,7 +24,7 @@ from typing import Any
 import redis
 
 from safety_gate.fallback import FallbackMessages
-from safety_gate.halt import RUNNING, HaltRecord
+from safety_gate.halt import HALTED, RUNNING, HaltRecord
 from safety_gate.heartbeat import heartbeat_key
 from vigil_core.redis_client import connect
 
@@ -68,6 +68,16 @@ _NEVER = _View(
 )
 
 
+def _decoded(raw: Any) -> HaltRecord:
+    """The halt record from a hash or a change message; an unreadable one (a malformed field written by hand
+    or by a bug) reads as HALTED, never as an error that could stop the refresher."""
+    try:
+        return HaltRecord.from_redis(raw)
+    except (ValueError, TypeError, AttributeError) as exc:
+        log.error("halt record unreadable (%s): the gate answers halted until it is fixed", type(exc).__name__)
+        return HaltRecord(state=HALTED, reason=f"halt record unreadable ({type(exc).__name__})", version=-1)
+
+
 class Gate:
     """Fail-closed, in-memory view of the halt record; thread-safe, non-blocking `check()`."""
 
@@ -101,6 +111,7 @@ class Gate:
         self.allowed_count = 0
         self.denied_count = 0
         self.changes_seen = 0
+        self.refresh_failures = 0
         if start:
             self.start()
 
@@ -163,6 +174,11 @@ class Gate:
         return self._clock() - self._view.at
 
     @property
+    def refresher_alive(self) -> bool:
+        """Whether the thread that keeps the view fresh is running."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def record(self) -> HaltRecord | None:
         """The last halt record read, if any."""
         return self._view.record
@@ -186,8 +202,10 @@ class Gate:
                     if time.monotonic() >= next_poll:
                         self.refresh(client)
                         next_poll = time.monotonic() + self._poll_s
-            except (redis.RedisError, OSError) as exc:
-                # The view is not refreshed, so it goes stale after staleness_s and the gate halts.
+            except Exception as exc:  # noqa: BLE001 - the refresher must outlive anything Redis can send it
+                # The view is not refreshed, so it goes stale after staleness_s and the gate halts; the loop
+                # goes on, so the gate resumes by itself once the record can be read again.
+                self.refresh_failures += 1
                 log.warning("gate cannot read the halt record: %s", type(exc).__name__)
                 self._first.set()
                 self._stop.wait(backoff)
@@ -207,7 +225,7 @@ class Gate:
             # A halt applies at once from the message; a resume is re-read from the record itself, so
             # a forged or garbled message can only ever stop the AI, never start it.
             metrics = change.get("metrics") or "{}"
-            record = HaltRecord.from_redis({
+            record = _decoded({
                 "state": str(change.get("state", "HALTED")), "reason": str(change.get("reason", "")),
                 "incident_id": str(change.get("incident_id", "")), "since": str(change.get("since", "")),
                 "by": str(change.get("by", "")), "version": str(change.get("version", 0)),
@@ -224,7 +242,7 @@ class Gate:
         pipe.hgetall(self._halt_key)
         pipe.exists(self._heartbeat_key)
         raw, beats = pipe.execute()
-        self._install(HaltRecord.from_redis(raw), bool(beats), at=started)
+        self._install(_decoded(raw), bool(beats), at=started)
         self._first.set()
 
     def _install(self, record: HaltRecord, heartbeat_ok: bool, at: float) -> None:

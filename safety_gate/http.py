@@ -1,7 +1,9 @@
 """`vigil gate serve`: the gate over HTTP for services not written in Python.
 
 GET /v1/gate  -> 200 with the decision when allowed; 503 with the decision and the fallback when not.
-GET /healthz  -> 200 while the server runs (the gate itself may still answer halted).
+GET /healthz  -> 200 while the gate's refresher runs and its view is younger than `HEALTHZ_STALE_FACTOR` times
+                 the staleness bound; 503 otherwise (restart me). Both report the view's age. The gate itself
+                 may answer halted either way.
 GET /metrics  -> Prometheus metrics.
 """
 
@@ -20,6 +22,10 @@ from safety_gate.metrics import GateCollector
 __all__ = ["GateHTTPServer", "make_server"]
 
 log = logging.getLogger(__name__)
+# /healthz fails once the view is this many staleness bounds old: a gate that cannot refresh for that long
+# (a dead thread, a wedged connection) is restarted by its supervisor; a Redis outage also trips it, and a
+# restart then costs nothing (the gate answers halted either way).
+HEALTHZ_STALE_FACTOR = 6
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -53,7 +59,13 @@ class _Handler(BaseHTTPRequestHandler):
                 body["fallback"] = self.server.gate.fallback(locale)
                 self._send(503, json.dumps(body).encode())
         elif url.path == "/healthz":
-            self._send(200, b'{"status": "ok"}')
+            gate = self.server.gate
+            age = gate.view_age_s
+            healthy = gate.refresher_alive and age <= HEALTHZ_STALE_FACTOR * gate.staleness_s
+            body = {"status": "ok" if healthy else "unhealthy", "refresher_alive": gate.refresher_alive,
+                    "view_age_s": round(age, 3) if age != float("inf") else None,
+                    "staleness_s": gate.staleness_s, "refresh_failures": gate.refresh_failures}
+            self._send(200 if healthy else 503, json.dumps(body).encode())
         elif url.path == "/metrics":
             self._send(200, generate_latest(self.server.registry), CONTENT_TYPE_LATEST)
         else:

@@ -271,7 +271,9 @@ def test_http_gate_answers_200_when_allowed_and_503_with_the_fallback_when_not(r
         assert wait_until(lambda: _get(base + "/v1/gate")[0] == 503)
         status, body = _get(base + "/v1/gate")
         assert body["allowed"] is False and body["incident_id"] == "INC-3" and "988" in body["fallback"]
-        assert _get(base + "/healthz") == (200, {"status": "ok"})
+        status, health = _get(base + "/healthz")
+        assert status == 200 and health["status"] == "ok" and health["refresher_alive"] is True
+        assert 0 <= health["view_age_s"] <= STALENESS
         with urllib.request.urlopen(base + "/metrics", timeout=5) as resp:
             metrics = resp.read().decode()
         assert "vigil_halt_state 1.0" in metrics
@@ -280,3 +282,37 @@ def test_http_gate_answers_200_when_allowed_and_503_with_the_fallback_when_not(r
         server.shutdown()
         server.server_close()
         gate.close()
+
+
+def test_a_malformed_halt_record_halts_without_killing_the_refresher(redis_server, client, store, beat, prefix):
+    """A malformed `version` (one bad HSET or PUBLISH) used to kill the refresher thread for good."""
+    store.init(by="dr.lead")
+    with make_gate(redis_server.url, prefix) as gate:
+        assert wait_until(lambda: gate.check().allowed)
+        client.publish(f"{prefix}halt:changes", json.dumps({"state": "HALTED", "version": "not a number"}))
+        assert wait_until(lambda: not gate.check().allowed)
+        assert gate.refresher_alive
+        client.hset(f"{prefix}halt", "version", "garbage")
+        assert wait_until(lambda: "unreadable" in gate.check().reason)
+        assert not gate.check().allowed and gate.refresher_alive
+        client.hset(f"{prefix}halt", "version", "1")  # repaired by hand: the same refresher reads it again
+        assert wait_until(lambda: gate.check().allowed)
+
+
+def test_healthz_fails_when_the_refresher_is_gone_so_the_gate_is_restarted(redis_server, store, beat, prefix):
+    import threading
+
+    store.init(by="dr.lead")
+    gate = make_gate(redis_server.url, prefix)
+    server = make_server(gate)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert wait_until(lambda: _get(base + "/healthz")[0] == 200)
+        gate.close()  # the refresher stops, as a thread that died would
+        status, health = _get(base + "/healthz")
+        assert status == 503 and health["refresher_alive"] is False
+        assert _get(base + "/v1/gate")[0] == 503 or wait_until(lambda: _get(base + "/v1/gate")[0] == 503)
+    finally:
+        server.shutdown()
+        server.server_close()

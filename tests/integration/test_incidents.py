@@ -279,3 +279,51 @@ def test_a_scorer_stuck_with_growing_lag_trips_the_halt(settings, receiver):
     record = HaltStore(client, s.redis_prefix).read()
     assert record.halted and "lag" in record.reason
     manager.close()
+
+
+def test_an_escalation_that_fails_is_escalated_again_next_round(settings, receiver):
+    """The escalation claim used to be taken before the notice was sent: one failure, and that level never
+    escalated."""
+    from vigil_core.errors import StoreUnavailable
+
+    ensure_topics(settings)
+    clock = Clock()
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    manager = IncidentService(settings, client, config=config(receiver.url), clock=clock)
+    p0, _ = manager.open("P0", "Crisis detection failure", "dedup-esc")
+    clock.now += timedelta(minutes=16)
+    write = manager.store.write
+
+    def blip(*args, **kwargs):
+        raise StoreUnavailable("Redis blip while writing the escalation")
+
+    manager.store.write = blip  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailable):
+        manager.escalate_overdue()
+    manager.store.write = write  # type: ignore[method-assign]
+    assert [i.id for i in manager.escalate_overdue()] == [p0.id]
+    assert manager.store.get(p0.id).escalation_level == 1
+    manager.close()
+
+
+def test_a_change_whose_view_write_fails_is_still_announced(settings, receiver):
+    """An incident acked by Kafka whose Redis write then failed was never notified."""
+    from vigil_core.errors import StoreUnavailable
+
+    ensure_topics(settings)
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    manager = IncidentService(settings, client, config=config(receiver.url))
+    write = manager.store.write
+
+    def blip(*args, **kwargs):
+        raise StoreUnavailable("Redis blip while writing the incident")
+
+    manager.store.write = blip  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailable):
+        manager.open("P0", "Crisis detection failure", "dedup-write")
+    manager.store.write = write  # type: ignore[method-assign]
+    manager.outbox.dispatch_due()
+    assert any(b["event_action"] == "trigger" for b in receiver.bodies)  # the page went out regardless
+    incident, created = manager.open("P0", "Crisis detection failure", "dedup-write")  # the caller's retry
+    assert created and manager.store.get(incident.id).state == "open"
+    manager.close()

@@ -231,3 +231,30 @@ def test_users_cli_adds_with_argon2_and_disables(settings, monkeypatch, capsys):
     assert store.authenticate("nina", "a long enough password") is not None
     assert main(["users", "disable", "nina"]) == 0
     assert store.authenticate("nina", "a long enough password") is None
+
+
+def test_the_review_consumer_queues_valid_requests_and_dead_letters_invalid_ones(env):
+    """Invalid review requests used to be skipped in silence."""
+    import threading
+
+    from pipeline.kafka_io import OutRecord, RecordProducer
+    from review.consumer import consume_review_requests
+    from tests.helpers import read_topic, values, wait_until
+
+    settings, r, queue, app = env
+    ensure_topics(settings, [settings.topic_review, settings.topic_dlq])
+    producer = RecordProducer(settings)
+    producer.send_all([OutRecord(settings.topic_review, "c7", request_for("c7").to_bytes()),
+                       OutRecord(settings.topic_review, "c8", b"{not json")])
+    producer.close()
+    stop = threading.Event()
+    thread = threading.Thread(target=consume_review_requests, args=(settings, queue, stop), daemon=True)
+    thread.start()
+    try:
+        assert wait_until(lambda: queue.get("c7") is not None, timeout_s=30)
+        dead = values(read_topic(settings, settings.topic_dlq, expect=1, timeout_s=30))
+        assert len(dead) == 1 and dead[0]["topic"] == settings.topic_review and dead[0]["key"] == "c8"
+    finally:
+        stop.set()
+        thread.join(timeout=15)
+    assert not thread.is_alive()
