@@ -131,7 +131,7 @@ def main() -> None:
         client = redis.Redis.from_url(server.url)
         store = HaltStore(client, prefix)
         store.init(by="bench")
-        Heartbeat(client, prefix, "scorer", ttl_s=3600).beat()
+        Heartbeat(client, prefix, "scorer", ttl_s=3600).beat(partitions={0: 0}, partition_count=1)
         gate = Gate.from_url(server.url, prefix=prefix, staleness_s=5.0)
         assert gate.check().allowed
         results = {

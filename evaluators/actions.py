@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 ACTOR = "vigil-evaluator"
 # The dedup key of the incident the scorer watchdog opens (its halt is not a rule of the table).
 SCORER_FAILURE = "scorer-detection-failure"
+BACKUP_IN_USE = "backup-scorer-in-use"
 
 
 class IncidentDesk(Protocol):
@@ -82,6 +83,7 @@ class ActionEngine:
         self._thread: threading.Thread | None = None
         self._started = time.monotonic()
         self._last_lag: int | None = None
+        self._backup_since: dict[str, float] = {}  # scorer instance -> when its backup share first reached the limit
 
     # -- alerts -------------------------------------------------------------------------------------
     def handle(self, alert: Any) -> None:
@@ -128,6 +130,32 @@ class ActionEngine:
         self.manager.escalate_overdue()
         if self.watchdog:
             self._watch_scorer()
+            self._watch_backup()
+
+    def _watch_backup(self) -> None:
+        """A P1 when a scorer instance has scored mostly with the backup lexicon for too long."""
+        s = self.settings
+        now = time.monotonic()
+        prefix = heartbeat_key(s.redis_prefix, "scorer") + ":"
+        for key in self._r.scan_iter(match=prefix + "*", count=100):
+            instance = key.decode()[len(prefix):]
+            if instance == "owners":
+                continue
+            try:
+                share = json.loads(self._r.get(key) or b"{}").get("backup_share")
+            except ValueError:
+                continue
+            if share is None:
+                continue  # nothing scored since its last beat: no evidence either way
+            if float(share) < s.backup_share_limit:
+                self._backup_since.pop(instance, None)
+                continue
+            since = self._backup_since.setdefault(instance, now)
+            if now - since >= s.backup_alert_after_s and self.manager.find_open(BACKUP_IN_USE) is None:
+                self.manager.open("P1", f"Backup scorer in use: the crisis model has not scored "
+                                  f"{float(share):.0%} of turns for {s.backup_alert_after_s:.0f} s", BACKUP_IN_USE,
+                                  "functionality", by=ACTOR,
+                                  detail={"rule": "backup_share", "value": float(share), "instance": instance})
 
     def _watch_scorer(self) -> None:
         # Give scorers one TTL after our start to appear before calling them dead.

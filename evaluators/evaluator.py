@@ -26,6 +26,7 @@ from evaluators.cusum import BernoulliCusum
 from evaluators.rules import State, Thresholds, classify_above, classify_below
 from evaluators.store import EvaluatorStore
 from evaluators.window import WindowMetrics, compute_window
+from safety_gate.heartbeat import Heartbeat
 from vigil_core.clock import utcnow
 from vigil_core.contracts import (
     ClinicianLabel,
@@ -119,6 +120,8 @@ class EvaluatorMetrics:
         self.rule_value = Gauge("vigil_rule_value", "value a rule compares", ["rule"], registry=r)
         self.rule_n = Gauge("vigil_rule_n", "count or effective n behind a rule", ["rule"], registry=r)
         self.rule_state = Gauge("vigil_rule_state", "1 for the rule's current state", ["rule", "state"], registry=r)
+        self.last_evaluation = Gauge("vigil_evaluator_last_evaluation_timestamp",
+                                     "unix time of the last completed evaluation", registry=r)
         self.cusum = Gauge("vigil_cusum_statistic", "Bernoulli CUSUM statistic on missed crises", registry=r)
         self.labels = Counter("vigil_labels", "clinician labels consumed", ["outcome"], registry=r)
         self.unknown = Gauge("vigil_labels_unknown_conversations", "labelled conversations with no prediction",
@@ -167,6 +170,8 @@ class Evaluator:
         self.open_incidents = open_incidents
         self._redis = connect(settings.redis_url.get_secret_value())
         self.store = EvaluatorStore(self._redis, settings.redis_prefix, settings.label_wait_s)
+        # Refreshed at every evaluation: the scorers open a P1 when it goes silent (vigil score's watch).
+        self.heartbeat = Heartbeat(self._redis, settings.redis_prefix, "evaluator", settings.evaluator_heartbeat_ttl_s)
         c = self.thresholds["cusum"]
         self.cusum = BernoulliCusum(c["theta0"], c["theta1"], c["h"], c.get("max_weight", 5.0))
         self.stopping = threading.Event()
@@ -267,6 +272,8 @@ class Evaluator:
         evaluation = Evaluation(window, rules, [], sum(unknown.values()), coverage)
         self._publish(evaluation)
         self._export(evaluation, len(unknown))
+        self.heartbeat.beat()
+        self.metrics.last_evaluation.set(time.time())
         self.store.record_history(now, {k: v.to_dict() for k, v in window.rates.items()},
                                   {k: v["state"] for k, v in rules.items()})
         return evaluation

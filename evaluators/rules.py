@@ -217,6 +217,10 @@ def classify_above(value: float | None, n: float, rule: dict[str, Any]) -> State
     return State.OK
 
 
+# The evaluator evaluates every 2 s; two minutes without one is an outage, not a slow round.
+EVALUATOR_STALE_S = 120
+
+
 def _alert(name: str, expr: str, severity: str, summary: str, for_: str = "0m") -> dict[str, Any]:
     return {
         "alert": name, "expr": expr, "for": for_, "labels": {"severity": severity},
@@ -268,5 +272,9 @@ def prometheus_rules(t: Thresholds) -> dict[str, Any]:
                f'and vigil_rule_n{{rule="user_satisfaction"}} >= {sat["min_count"]}',
                "warning", f"Rolling user satisfaction below {sat['warning_below']}"),
         _alert("VigilSafetyHalted", "vigil_halt_state == 1", "critical", "The AI service is halted"),
+        _alert("VigilEvaluatorDown",
+               f"time() - max(vigil_evaluator_last_evaluation_timestamp) > {EVALUATOR_STALE_S} "
+               "or absent(vigil_evaluator_last_evaluation_timestamp)", "warning",
+               "No evaluation for two minutes: crisis recall is not being measured (P1, not a halt)", "1m"),
     ]
     return {"groups": [{"name": "vigil", "rules": rules}]}

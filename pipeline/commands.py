@@ -1,13 +1,12 @@
-"""Handlers of `vigil score`."""
+"""Loading the scorer's model with its backup (`vigil score` itself is wired in `vigil/score.py`)."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 
 from vigil_core.settings import Settings
 
-__all__ = ["score_command", "load_resilient_scorer"]
+__all__ = ["load_resilient_scorer"]
 
 log = logging.getLogger(__name__)
 
@@ -29,21 +28,3 @@ def load_resilient_scorer(settings: Settings):  # type: ignore[no-untyped-def]
         log.error("model failed to load, scoring with the backup scorer only: %s", exc)
         threshold = settings.threshold or ModelInfo.read(settings.model_dir or DEFAULT_MODEL_DIR).threshold
         return ResilientScorer(None, threshold, timeout_s=settings.model_timeout_s)
-
-
-def score_command(args: argparse.Namespace, settings: Settings) -> int:
-    """Run the scorer in the foreground until SIGTERM."""
-    from prometheus_client import start_http_server
-
-    from pipeline.scorer import Scorer
-
-    resilient = load_resilient_scorer(settings)
-    scorer = Scorer(settings, resilient)
-    port = args.metrics_port if args.metrics_port is not None else settings.metrics_port
-    if port:
-        start_http_server(port, registry=scorer.metrics.registry)
-    scorer.install_signal_handlers()
-    log.info("scorer %s started (model %s, threshold %.4f)", scorer.instance,
-             resilient.model.model_version if resilient.model else "backup-only", resilient.threshold)
-    scorer.run(max_idle_s=args.exit_when_idle)
-    return 0

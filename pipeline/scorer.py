@@ -130,6 +130,8 @@ class Scorer:
         self._consumer: Any = None
         self._done: dict[TopicPartition, int] = {}  # next offset to commit, per partition
         self._last_beat = 0.0
+        self._scored_since_beat = 0
+        self._backup_since_beat = 0
         self._last_sweep = 0.0
         self._waiting: _Batch | None = None
         self._sweep_failures: dict[str, int] = {}
@@ -320,6 +322,8 @@ class Scorer:
         self.metrics.scoring_seconds.observe(time.perf_counter() - pending_scores.started)
         if scored.backup:
             self.metrics.backup.inc(len(user))
+            self._backup_since_beat += len(user)
+        self._scored_since_beat += len(user)
         score_of = {m.event_id: float(v) for m, v in zip(user, scored.scores, strict=True)}
         embedding_of = {}
         if scored.embeddings is not None:
@@ -462,7 +466,16 @@ class Scorer:
         # Healthy means: a member of the group with partitions, and the last cycle went through.
         if not self._consumer.assignment():
             return
-        lag = sum(consumer_lag(self._consumer).values())
+        topic = self.settings.topic_events
+        lags = consumer_lag(self._consumer)
+        lag = sum(lags.values())
         self.metrics.lag.set(lag)
-        self.heartbeat.beat(lag=lag)
+        # Each partition this instance owns, with its lag (0 until the first fetch tells), so the gate can see
+        # a partition without a live owner even while other replicas are healthy.
+        owned = {tp.partition: lags.get(tp, 0) for tp in self._consumer.assignment() if tp.topic == topic}
+        count = len(self._consumer.partitions_for_topic(topic) or ())
+        # The share of turns the backup lexicon scored since the last beat (None: none scored), for the watchdog.
+        share = self._backup_since_beat / self._scored_since_beat if self._scored_since_beat else None
+        self.heartbeat.beat(lag=lag, partitions=owned, partition_count=count or None, backup_share=share)
+        self._scored_since_beat = self._backup_since_beat = 0
         self._last_beat = now

@@ -76,6 +76,7 @@ def gate_serve(args: argparse.Namespace, settings: Settings) -> int:
         prefix=settings.redis_prefix,
         poll_s=min(settings.gate_poll_s, settings.staleness_s / 4),
         require_heartbeat=settings.require_scorer_heartbeat,
+        max_partition_lag=settings.gate_max_partition_lag,
         fallback=FallbackMessages.from_file(settings.fallback_file),
     )
     server = make_server(gate, host=args.host, port=args.port)

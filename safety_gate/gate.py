@@ -25,7 +25,7 @@ import redis
 
 from safety_gate.fallback import FallbackMessages
 from safety_gate.halt import HALTED, RUNNING, HaltRecord
-from safety_gate.heartbeat import heartbeat_key
+from safety_gate.heartbeat import heartbeat_key, owners_key, partitions_problem
 from vigil_core.redis_client import connect
 
 __all__ = ["Gate", "GateDecision"]
@@ -57,7 +57,7 @@ class _View:
     stale_decision: GateDecision
     at: float  # monotonic time the view was read from Redis
     record: HaltRecord | None
-    heartbeat_ok: bool = False
+    liveness: str | None = "not read yet"  # None: the scorer is alive on every partition; else why not
 
 
 _NEVER = _View(
@@ -90,6 +90,7 @@ class Gate:
         poll_s: float | None = None,
         require_heartbeat: bool = True,
         heartbeat_component: str = "scorer",
+        max_partition_lag: int | None = None,
         fallback: FallbackMessages | None = None,
         clock: Callable[[], float] = time.monotonic,
         start: bool = True,
@@ -98,6 +99,8 @@ class Gate:
         self._halt_key = f"{prefix}halt"
         self._channel = f"{prefix}halt:changes"
         self._heartbeat_key = heartbeat_key(prefix, heartbeat_component)
+        self._owners_key = owners_key(prefix, heartbeat_component)
+        self._max_partition_lag = max_partition_lag
         self.staleness_s = staleness_s
         # Poll well inside the staleness bound so a healthy gate never goes stale between polls.
         self._poll_s = poll_s if poll_s is not None else max(0.05, staleness_s / 4)
@@ -231,7 +234,7 @@ class Gate:
                 "by": str(change.get("by", "")), "version": str(change.get("version", 0)),
                 "metrics": metrics if isinstance(metrics, str) else json.dumps(metrics),
             })
-            self._install(record, self._view.heartbeat_ok, at=self._clock())
+            self._install(record, self._view.liveness, at=self._clock())
         else:
             self.refresh(client)
 
@@ -241,24 +244,28 @@ class Gate:
         pipe = client.pipeline(transaction=False)
         pipe.hgetall(self._halt_key)
         pipe.exists(self._heartbeat_key)
-        raw, beats = pipe.execute()
-        self._install(_decoded(raw), bool(beats), at=started)
+        pipe.hgetall(self._owners_key)
+        raw, beats, owners = pipe.execute()
+        if not beats:
+            liveness: str | None = "scorer heartbeat stale: crisis detection is not running"
+        else:
+            problem = partitions_problem(owners, time.time(), self._max_partition_lag)
+            liveness = None if problem is None else f"crisis detection does not cover every conversation: {problem}"
+        self._install(_decoded(raw), liveness, at=started)
         self._first.set()
 
-    def _install(self, record: HaltRecord, heartbeat_ok: bool, at: float) -> None:
+    def _install(self, record: HaltRecord, liveness: str | None, at: float) -> None:
         previous = self._view.record
         if previous is not None and previous.version != record.version:
             self.changes_seen += 1
         if record.halted:
             decision = GateDecision(False, f"halted: {record.reason}", record.incident_id, False, record.version)
-        elif self._require_heartbeat and not heartbeat_ok:
-            decision = GateDecision(
-                False, "scorer heartbeat stale: crisis detection is not running", "", False, record.version
-            )
+        elif self._require_heartbeat and liveness is not None:
+            decision = GateDecision(False, liveness, "", False, record.version)
         else:
             decision = GateDecision(True, "running", "", False, record.version)
         stale = GateDecision(
             False, f"gate view older than {self.staleness_s:g} s: halt state unknown", record.incident_id, True,
             record.version,
         )
-        self._view = _View(decision=decision, stale_decision=stale, at=at, record=record, heartbeat_ok=heartbeat_ok)
+        self._view = _View(decision=decision, stale_decision=stale, at=at, record=record, liveness=liveness)

@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port")
     p.add_argument("--exit-when-idle", type=float, default=None, metavar="S",
                    help="exit after S seconds without records (replays, tests)")
-    p.set_defaults(handler=_lazy("pipeline.commands:score_command"))
+    p.set_defaults(handler=_lazy("vigil.score:score_command"))
 
     p = sub.add_parser("evaluate", help="run the evaluator: labels -> rolling recall, rule states, actions")
     p.add_argument("--once", action="store_true", help="consume what is there, evaluate once, print, exit")

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(default=2.0, gt=0)
     gate_poll_s: float = Field(default=1.0, gt=0)
     require_scorer_heartbeat: bool = True
+    # The gate halts when a partition of conversation.events is this many events behind: its conversations are
+    # then not watched in time (at 300 events/s per partition, about half a minute).
+    gate_max_partition_lag: int = Field(default=10_000, ge=1)
     fallback_file: Path | None = None  # TOML [messages] locale = text, over the built-in en-US text
 
     # Rules and incidents
@@ -88,6 +91,12 @@ class Settings(BaseSettings):
     incidents_file: Path | None = None  # notifiers, routing, roster, overlaid on incidents/incidents.toml
     escalation_check_s: float = Field(default=15.0, gt=0)
     max_scorer_lag: int = Field(default=10000, ge=1)  # a scorer this far behind, and not catching up, is stuck
+    # A scorer instance whose share of turns scored by the backup lexicon stays at or above this for
+    # `backup_alert_after_s` opens a P1: the crisis model is not doing the scoring (the backup's recall is lower).
+    backup_share_limit: float = Field(default=0.5, gt=0.0, le=1.0)
+    backup_alert_after_s: float = Field(default=300.0, gt=0)
+    # The evaluator refreshes its heartbeat at every evaluation; silent this long, the scorers open a P1.
+    evaluator_heartbeat_ttl_s: float = Field(default=60.0, gt=0)
 
     # Review app
     review_group: str = "vigil-review"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -182,3 +183,69 @@ def test_a_label_whose_join_failed_is_joined_when_its_record_comes_again(setting
     assert store.apply_label(label) == "applied"  # the replayed record (before the fix: "duplicate", never joined)
     assert [c.conversation_id for c in store.labelled(since=0)] == ["c1"]
     assert store.apply_label(label) == "duplicate"
+
+
+def test_a_silent_evaluator_opens_one_p1_and_no_halt(settings):
+    """Nothing watched the evaluator: if it died, recall stopped being measured and nothing paged."""
+    from incidents.service import IncidentService
+    from incidents.store import IncidentStore
+    from incidents.watch import EVALUATOR_DOWN, EvaluatorWatch
+    from safety_gate.halt import HaltStore
+    from safety_gate.heartbeat import Heartbeat
+
+    ensure_topics(settings)
+    s = settings.model_copy(update={"evaluator_heartbeat_ttl_s": 0.5})
+    client = redis.Redis.from_url(s.redis_url.get_secret_value())
+    HaltStore(client, s.redis_prefix).init(by="clinical lead", reason="test start")
+    service = IncidentService(s, client)
+    now = [0.0]
+    watches = [EvaluatorWatch(s, client, service.open, service.find_open, clock=lambda: now[0]) for _ in range(2)]
+    beat = Heartbeat(client, s.redis_prefix, "evaluator", s.evaluator_heartbeat_ttl_s)
+    beat.beat()
+    now[0] = 1.0  # past the start-up grace
+    assert not any(w.check() for w in watches)  # alive: nothing
+    client.delete(beat.key)  # the evaluator died: its heartbeat is gone
+    assert all(w.check() for w in watches)  # two scorer replicas see it ...
+    opened = [i for i in IncidentStore(client, s.redis_prefix).list(only_open=True) if i.dedup_key == EVALUATOR_DOWN]
+    assert len(opened) == 1 and opened[0].severity == "P1"  # ... and open one P1 between them
+    assert HaltStore(client, s.redis_prefix).read().state == "RUNNING"  # not a halt (incidents/watch.py says why)
+    service.close()
+
+
+def test_the_evaluator_refreshes_its_heartbeat_at_every_evaluation(settings):
+    from evaluators.evaluator import Evaluator
+
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    Evaluator(settings).evaluate()
+    assert 0 < client.pttl(f"{settings.redis_prefix}heartbeat:evaluator") <= settings.evaluator_heartbeat_ttl_s * 1000
+
+
+def test_a_scorer_on_its_backup_for_too_long_opens_a_p1(settings):
+    """The backup scorer could stand in for a failed model indefinitely without anyone being told."""
+    from evaluators.actions import BACKUP_IN_USE, ActionEngine
+    from incidents.service import IncidentService
+    from incidents.store import IncidentStore
+    from safety_gate.heartbeat import Heartbeat
+
+    ensure_topics(settings)
+    s = settings.model_copy(update={"backup_alert_after_s": 0.3, "backup_share_limit": 0.5})
+    client = redis.Redis.from_url(s.redis_url.get_secret_value())
+    engine = ActionEngine(s, IncidentService(s, client), client, watchdog=True)
+    scorer = Heartbeat(client, s.redis_prefix, "scorer", ttl_s=60)
+
+    def open_p1s():
+        return [i for i in IncidentStore(client, s.redis_prefix).list(only_open=True) if i.dedup_key == BACKUP_IN_USE]
+
+    scorer.beat(backup_share=0.2)
+    engine.tick()
+    scorer.beat(backup_share=1.0)  # the model failed: every turn is scored by the backup lexicon
+    engine.tick()
+    assert open_p1s() == []  # not yet: a passing failure is not an incident
+    time.sleep(0.4)
+    scorer.beat(backup_share=None)  # no traffic in that interval: no evidence either way
+    engine.tick()
+    scorer.beat(backup_share=0.9)
+    engine.tick()
+    engine.tick()
+    assert len(open_p1s()) == 1 and open_p1s()[0].severity == "P1"
+    engine.manager.stop()

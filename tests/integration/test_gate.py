@@ -56,7 +56,7 @@ def store(client, prefix):
 @pytest.fixture
 def beat(client, prefix):
     hb = Heartbeat(client, prefix, "scorer", ttl_s=30)
-    hb.beat()
+    hb.beat(partitions={0: 0}, partition_count=1)  # one partition, owned by this live "scorer"
     return hb
 
 
@@ -152,13 +152,13 @@ def test_stopping_the_redis_server_halts_within_staleness(tmp_path, uid):
 def test_a_stale_scorer_heartbeat_halts(redis_server, client, store, prefix):
     store.init(by="dr.lead")
     hb = Heartbeat(client, prefix, "scorer", ttl_s=0.3)
-    hb.beat()
+    hb.beat(partitions={0: 0}, partition_count=1)
     with make_gate(redis_server.url, prefix) as gate:
         assert wait_until(lambda: gate.check().allowed)
         # no more beats: the key expires
         assert wait_until(lambda: not gate.check().allowed, timeout_s=2)
         assert "heartbeat" in gate.check().reason
-        hb.beat()
+        hb.beat(partitions={0: 0}, partition_count=1)
         assert wait_until(lambda: gate.check().allowed)
 
 
@@ -316,3 +316,27 @@ def test_healthz_fails_when_the_refresher_is_gone_so_the_gate_is_restarted(redis
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_wedged_replica_halts_the_gate_although_another_replica_beats(redis_server, client, store, prefix):
+    """Every replica refreshed one shared key, so a healthy replica hid a wedged one whose partitions went
+    unscored. Now each partition needs a live owner within the lag bound."""
+    store.init(by="dr.lead")
+    healthy = Heartbeat(client, prefix, "scorer", ttl_s=30)
+    wedged = Heartbeat(client, prefix, "scorer", ttl_s=0.3)
+    healthy.beat(partitions={0: 0, 1: 3}, partition_count=4)
+    wedged.beat(partitions={2: 0, 3: 0}, partition_count=4)
+    with make_gate(redis_server.url, prefix, max_partition_lag=1000) as gate:
+        assert wait_until(lambda: gate.check().allowed)
+        # the wedged replica stops beating; the healthy one goes on
+        def halted_while_healthy_beats() -> bool:
+            healthy.beat(partitions={0: 0, 1: 3}, partition_count=4)
+            return not gate.check().allowed
+
+        assert wait_until(halted_while_healthy_beats, timeout_s=3)
+        assert "partition 2" in gate.check().reason
+        healthy.beat(partitions={0: 0, 1: 3, 2: 0, 3: 0}, partition_count=4)  # the group gave it 2 and 3
+        assert wait_until(lambda: gate.check().allowed)
+        healthy.beat(partitions={0: 0, 1: 5000, 2: 0, 3: 0}, partition_count=4)  # alive, but far behind
+        assert wait_until(lambda: not gate.check().allowed)
+        assert "partition 1 is 5000 events behind" in gate.check().reason

@@ -95,7 +95,7 @@ def _exported_metric_names() -> set[str]:
     """Names as Prometheus sees them, collected from the registries the services really serve."""
     registries = [ScorerMetrics().registry, EvaluatorMetrics().registry]
     gate = Gate(lambda: None, start=False)  # type: ignore[arg-type]
-    gate._install(HaltRecord(state="RUNNING"), heartbeat_ok=True, at=0.0)
+    gate._install(HaltRecord(state="RUNNING"), liveness=None, at=0.0)
     gate_registry = CollectorRegistry()
     gate_registry.register(GateCollector(gate))
     registries.append(gate_registry)

@@ -12,6 +12,9 @@ class Clock:
         return self.now
 
 
+STALE = "scorer heartbeat stale: crisis detection is not running"
+
+
 def test_gate_without_any_reading_is_not_allowed():
     gate = Gate(lambda: None, start=False)  # type: ignore[arg-type]
     decision = gate.check()
@@ -21,7 +24,7 @@ def test_gate_without_any_reading_is_not_allowed():
 def test_cached_running_is_trusted_only_for_staleness_s():
     clock = Clock()
     gate = Gate(lambda: None, start=False, staleness_s=5.0, clock=clock)  # type: ignore[arg-type]
-    gate._install(HaltRecord(state="RUNNING", version=3), heartbeat_ok=True, at=clock.now)
+    gate._install(HaltRecord(state="RUNNING", version=3), liveness=None, at=clock.now)
     assert gate.check().allowed
     clock.now += 5.0
     assert gate.check().allowed
@@ -33,12 +36,12 @@ def test_cached_running_is_trusted_only_for_staleness_s():
 def test_missing_record_and_missing_heartbeat_are_not_allowed():
     clock = Clock()
     gate = Gate(lambda: None, start=False, clock=clock)  # type: ignore[arg-type]
-    gate._install(HaltRecord.from_redis({}), heartbeat_ok=True, at=clock.now)
+    gate._install(HaltRecord.from_redis({}), liveness=None, at=clock.now)
     assert not gate.check().allowed
-    gate._install(HaltRecord(state="RUNNING"), heartbeat_ok=False, at=clock.now)
+    gate._install(HaltRecord(state="RUNNING"), liveness=STALE, at=clock.now)
     assert "heartbeat" in gate.check().reason and not gate.check().allowed
     relaxed = Gate(lambda: None, start=False, clock=clock, require_heartbeat=False)  # type: ignore[arg-type]
-    relaxed._install(HaltRecord(state="RUNNING"), heartbeat_ok=False, at=clock.now)
+    relaxed._install(HaltRecord(state="RUNNING"), liveness=STALE, at=clock.now)
     assert relaxed.check().allowed
 
 

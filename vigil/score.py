@@ -1,0 +1,44 @@
+"""`vigil score`: the scorer (pipeline), with the watch on the evaluator (incidents) in the same process."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from incidents.service import IncidentService
+from incidents.watch import EvaluatorWatch
+from pipeline.commands import load_resilient_scorer
+from pipeline.scorer import Scorer
+from vigil_core.redis_client import connect
+from vigil_core.settings import Settings
+
+__all__ = ["score_command"]
+
+log = logging.getLogger(__name__)
+
+
+def score_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the scorer in the foreground until SIGTERM."""
+    from prometheus_client import start_http_server
+
+    resilient = load_resilient_scorer(settings)
+    scorer = Scorer(settings, resilient)
+    port = args.metrics_port if args.metrics_port is not None else settings.metrics_port
+    if port:
+        start_http_server(port, registry=scorer.metrics.registry)
+    scorer.install_signal_handlers()
+    client = connect(settings.redis_url.get_secret_value())
+    incidents = IncidentService(settings, client)
+    watch = EvaluatorWatch(settings, client, incidents.open, incidents.find_open)
+    # The outbox is dispatched here too: when the evaluator (its usual dispatcher) is the one that is down, the
+    # P1 about it must still go out. Dispatchers take leases, so several never send one notice twice.
+    incidents.start()
+    watch.start()
+    log.info("scorer %s started (model %s, threshold %.4f)", scorer.instance,
+             resilient.model.model_version if resilient.model else "backup-only", resilient.threshold)
+    try:
+        scorer.run(max_idle_s=args.exit_when_idle)
+    finally:
+        watch.stop()
+        incidents.stop()
+    return 0
