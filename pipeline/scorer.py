@@ -110,8 +110,12 @@ class _ForgetRevoked(ConsumerRebalanceListener):
 class Scorer:
     """The scoring loop. `model` is a ResilientScorer (the classifier with its backup)."""
 
-    def __init__(self, settings: Settings, model: Any, metrics: ScorerMetrics | None = None) -> None:
+    def __init__(self, settings: Settings, model: Any, metrics: ScorerMetrics | None = None,
+                 replay: bool = False) -> None:
         self.settings = settings
+        # A replay (`vigil replay`) rebuilds Redis state only: it publishes nothing (the topics already hold
+        # every score, review request and dead letter) and does not beat (it must not vouch for the live scorers).
+        self.replay = replay
         self.model = model
         self.threshold = float(model.threshold)
         self.metrics = metrics or ScorerMetrics()
@@ -180,7 +184,8 @@ class Scorer:
 
     def dead(self, rec: Any, exc: BaseException, attempts: int) -> None:
         """Dead-letter a record that failed every attempt alone, and commit past it (the loop found it)."""
-        self.producer.send_all([dead_letter_record(self.settings, rec, exc, attempts)])
+        if not self.replay:
+            self.producer.send_all([dead_letter_record(self.settings, rec, exc, attempts)])
         self.metrics.events.labels("failed", "dlq").inc()
         self.metrics.dlq.inc()
         self.metrics.failed.inc()
@@ -302,7 +307,8 @@ class Scorer:
         return batch
 
     def _finish(self, batch: _Batch) -> None:
-        self.producer.send_all(batch.outputs)
+        if not self.replay:
+            self.producer.send_all(batch.outputs)
         self.store.apply(list(batch.updates.values()))
         self.store.close_many(batch.closes)
         owned = self._consumer.assignment() if self._consumer is not None else None
@@ -444,7 +450,8 @@ class Scorer:
                 self._close(cid, states, batch, how="idle")
             else:
                 expired.append((cid, 0.0, ""))  # expired prediction: it only leaves the idle set
-        self.producer.send_all(batch.outputs)
+        if not self.replay:
+            self.producer.send_all(batch.outputs)
         self.store.close_many(expired + batch.closes)
 
     def _sweep_failed(self, cid: str, exc: BaseException) -> None:
@@ -460,6 +467,8 @@ class Scorer:
         del self._sweep_failures[cid]
 
     def _maybe_beat(self) -> None:
+        if self.replay:
+            return
         now = time.monotonic()
         if now - self._last_beat < self.settings.heartbeat_interval_s:
             return

@@ -144,6 +144,8 @@ class ReviewQueue:
         item = self.get(cid)
         if item is None:
             return "unknown"
+        if any(old.get("label_id") == label.label_id for old in item.labels):
+            return item.stage  # recorded already (a replay): nothing moves
         labels = item.labels + [label.to_dict()]
         if item.stage == "first":
             needs_second = label.level in CRISIS_LEVELS or uniform_from_id(cid, "vigil-double-v1") < DOUBLE_FRACTION

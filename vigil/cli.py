@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit after S seconds without records (replays, tests)")
     p.set_defaults(handler=_lazy("vigil.score:score_command"))
 
+    p = sub.add_parser("replay", help="rebuild every piece of derived Redis state from the topics (after a Redis loss)")
+    p.add_argument("--from-beginning", action="store_true", default=True,
+                   help="read every topic from its beginning (the only mode; replaying is idempotent)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(handler=_lazy("vigil.replay:replay_command"))
+
     p = sub.add_parser("evaluate", help="run the evaluator: labels -> rolling recall, rule states, actions")
     p.add_argument("--once", action="store_true", help="consume what is there, evaluate once, print, exit")
     p.add_argument("--json", action="store_true", help="with --once: one JSON object")

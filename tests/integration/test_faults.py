@@ -249,3 +249,54 @@ def test_a_scorer_on_its_backup_for_too_long_opens_a_p1(settings):
     engine.tick()
     assert len(open_p1s()) == 1 and open_p1s()[0].severity == "P1"
     engine.manager.stop()
+
+
+def test_after_redis_is_lost_vigil_replay_rebuilds_what_was_there_and_the_halt_stays_halted(settings, model_cache,
+                                                                                               resilient):
+    """DESIGN section 1: Redis holds only derived state, rebuilt from the topics. Before `vigil replay`,
+    a Redis loss lost conversation state, label joins, rule windows and the review queue."""
+    from evaluators.evaluator import Evaluator
+    from review.queue import ReviewQueue
+    from safety_gate.halt import HaltStore
+    from vigil.evaluate import run_evaluator
+    from vigil.replay import replay, state_summary
+    from vigil_core.contracts import ReviewRequest
+
+    s = settings.model_copy(update={"cache_dir": model_cache, "batch_size": 32, "pi_floor": 1.0,
+                                    "conversation_idle_s": 1.0, "sweep_interval_s": 0.2})
+    ensure_topics(s)
+    client = redis.Redis.from_url(s.redis_url.get_secret_value())
+    HaltStore(client, s.redis_prefix).init(by="clinical lead", reason="test start")
+    publish(s, chat_events(12, turns=2, crisis_every=3))
+    run_scorer(s, resilient, max_idle_s=4.0)
+    queue = ReviewQueue(client, s.redis_prefix)
+    for rec in read_topic(s, s.topic_review, settle_s=0.5):
+        queue.add(ReviewRequest.model_validate_json(rec.value))
+    from pipeline.kafka_io import OutRecord, RecordProducer
+    from vigil_core.clock import utcnow
+    from vigil_core.contracts import ClinicianLabel
+
+    labelled = [ClinicianLabel(label_id=f"{cid}-r1", conversation_id=cid, level=level, reviewer_id="r1",
+                               confidence=0.9, ts=utcnow())
+                for cid, level in {"c00000": "high", "c00003": "imminent", "c00001": "no_risk",
+                                   "c00002": "low"}.items()]
+    producer = RecordProducer(s)
+    producer.send_all([OutRecord(s.topic_labels, lab.conversation_id, lab.to_bytes()) for lab in labelled])
+    producer.close()
+    for label in labelled:
+        queue.record(label)
+    run_evaluator(Evaluator(s), max_idle_s=3.0)
+    before = state_summary(s)
+    assert before["conversations"] == 12 and before["flagged"] >= 3 and before["labels_joined"] == 4
+
+    for key in client.scan_iter(match=f"{s.redis_prefix}*", count=1000):  # Redis is lost
+        client.delete(key)
+    assert state_summary(s)["conversations"] == 0
+
+    after = replay(s, stamp="t1")
+    assert after["replayed"]["events"] == 48 and after["replayed"]["labels"] == 4
+    same = ("conversations", "flagged", "closed", "labels_joined", "rule_states", "review_pending")
+    assert {k: after["state"][k] for k in same} == {k: before[k] for k in same}
+    assert before["halt"] == "RUNNING" and after["state"]["halt"] == "HALTED"  # never rebuilt to RUNNING
+    again = replay(s, stamp="t2")  # replaying over rebuilt state changes nothing
+    assert {k: again["state"][k] for k in same} == {k: before[k] for k in same}

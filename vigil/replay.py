@@ -1,0 +1,154 @@
+"""`vigil replay`: rebuild every piece of derived Redis state from the topics after a Redis loss.
+
+Kafka is the system of record; Redis holds what was derived from it. Replay reads each topic from its
+beginning under fresh consumer groups (the live groups' offsets are not touched) and applies it with the same
+idempotent code the services run, so replaying over state that survived changes nothing:
+
+1. incidents: the incident view, from `safety.incidents`;
+2. scorer: conversation state and turn embeddings, from `conversation.events` (scored again, in order, so
+   every turn gets the context and the score it had; nothing is published, no heartbeat is written);
+3. evaluator: labels joined to predictions, operational windows, rule states, from `clinician.labels`,
+   `conversation.events` and `safety.review` (no actions: nothing pages again, nothing trips);
+4. review queue: requests from `safety.review`, then the labels recorded on them.
+
+The halt record is **not** rebuilt: after a Redis loss the gate answers halted until a clinical lead and the
+on-call engineer clear it (`vigil halt init`). The summary it prints (events, conversations, flagged, labels
+joined, rule states) is `state_summary`, which a test compares with the same summary taken before the loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from typing import Any
+
+from evaluators.evaluator import Evaluator
+from evaluators.store import EvaluatorStore
+from incidents.commands import incident_events
+from incidents.service import IncidentService
+from incidents.store import IncidentStore
+from pipeline.commands import load_resilient_scorer
+from pipeline.kafka_io import read_all
+from pipeline.scorer import Scorer
+from review.queue import ReviewQueue
+from safety_gate.halt import HaltStore
+from vigil.evaluate import run_evaluator
+from vigil_core.contracts import ClinicianLabel, ReviewRequest, parse_event
+from vigil_core.errors import ContractError
+from vigil_core.redis_client import connect
+from vigil_core.settings import Settings
+
+__all__ = ["replay", "state_summary", "replay_command"]
+
+# Each stage ends once its consumer has seen nothing new for this long (the topics are read to their end).
+IDLE_END_S = 5.0
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def state_summary(settings: Settings) -> dict[str, Any]:
+    """What Redis holds, in numbers a person can compare before a loss and after a replay."""
+    r = connect(settings.redis_url.get_secret_value())
+    p = settings.redis_prefix
+    conversations = flagged = closed = 0
+    for key in r.scan_iter(match=f"{p}pred:*", count=1000):
+        conversations += 1
+        fields = r.hmget(key, "flagged", "closed")
+        flagged += fields[0] == b"1"
+        closed += fields[1] == b"1"
+    store = EvaluatorStore(r, p, settings.label_wait_s)
+    queue = ReviewQueue(r, p)
+    return {
+        "conversations": conversations, "flagged": flagged, "closed": closed,
+        "labels_joined": int(r.zcard(f"{p}eval:labelled")),
+        "rule_states": dict(sorted(store.states().items())),
+        "review_pending": len(queue.pending(100_000)),
+        "incidents_open": len(IncidentStore(r, p).list(only_open=True)),
+        "halt": HaltStore(r, p).read().state,
+    }
+
+
+def _progress(label: str, count: Any, done: threading.Event, every_s: float = 2.0) -> threading.Thread:
+    def loop() -> None:
+        started = time.monotonic()
+        while not done.wait(every_s):
+            _say(f"  {label}: {int(count())} records so far ({time.monotonic() - started:.0f} s)")
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    return thread
+
+
+def _events_seen(scorer: Scorer) -> float:
+    return sum(sample.value for metric in scorer.metrics.events.collect() for sample in metric.samples
+               if sample.name.endswith("_total"))
+
+
+def replay(settings: Settings, stamp: str | None = None) -> dict[str, Any]:
+    """Rebuild the derived state; returns the counts of what was replayed and the state summary after it."""
+    stamp = stamp or time.strftime("%Y%m%dT%H%M%S")
+    counts: dict[str, int] = {}
+
+    _say("1/4 incidents from " + settings.topic_incidents)
+    service = IncidentService(settings)
+    try:
+        counts["incident_events"] = service.rebuild(incident_events(settings))
+    finally:
+        service.close()
+
+    _say("2/4 conversation state from " + settings.topic_events + " (scored again, in order)")
+    scorer_settings = settings.model_copy(update={"scorer_group": f"{settings.scorer_group}-replay-{stamp}"})
+    scorer = Scorer(scorer_settings, load_resilient_scorer(scorer_settings), replay=True)
+    done = threading.Event()
+    _progress(settings.topic_events, lambda: _events_seen(scorer), done)
+    try:
+        scorer.run(max_idle_s=IDLE_END_S)
+    finally:
+        done.set()
+    counts["events"] = int(_events_seen(scorer))
+
+    _say("3/4 labels, operational windows and rule states (no actions)")
+    evaluator_settings = settings.model_copy(update={"evaluator_group": f"{settings.evaluator_group}-replay-{stamp}"})
+    evaluator = Evaluator(evaluator_settings, on_alert=None)
+    run_evaluator(evaluator, max_idle_s=IDLE_END_S)
+    evaluator.evaluate()
+
+    _say("4/4 review queue from " + settings.topic_review + " and " + settings.topic_labels)
+    r = connect(settings.redis_url.get_secret_value())
+    queue = ReviewQueue(r, settings.redis_prefix)
+    requests = labels = 0
+    for topic, accept in ((settings.topic_review, "safety.review_request/1"), (settings.topic_labels,
+                                                                               "clinician.label/1")):
+        for rec in read_all(settings, topic):
+            try:
+                event = parse_event(rec.value, accept=frozenset({accept}))
+            except ContractError:
+                continue  # already dead-lettered by its consumer
+            if isinstance(event, ReviewRequest):
+                queue.add(event)
+                requests += 1
+            elif isinstance(event, ClinicianLabel):
+                queue.record(event)
+                labels += 1
+    counts["review_requests"], counts["labels"] = requests, labels
+    return {"replayed": counts, "state": state_summary(settings)}
+
+
+def replay_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Replay from the beginning of the topics and print the verification summary."""
+    result = replay(settings)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        for section, values in result.items():
+            print(section)
+            for key, value in values.items():
+                print(f"  {key:<16} {value}")
+    if result["state"]["halt"] != "RUNNING":
+        _say("the halt record is not rebuilt: the gate answers halted until `vigil halt init` (two people)")
+    return 0
