@@ -73,3 +73,12 @@ def resilient(model_cache):
     from pipeline.commands import load_resilient_scorer
 
     return load_resilient_scorer(Settings(cache_dir=model_cache))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fault suite's table of figures (tests/faults), when any of it ran."""
+    from tests.faults.results import RESULTS, table
+
+    if RESULTS:
+        terminalreporter.write_sep("=", "fault suite: figures (docs/reliability.md)")
+        terminalreporter.write_line(table())

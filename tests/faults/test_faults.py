@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -13,10 +14,11 @@ import pytest
 import redis
 
 from pipeline.kafka_io import ensure_topics
+from tests.faults.results import RESULTS, Figures
 from tests.helpers import chat_events, publish, read_topic, run_scorer, values
 from vigil_core.contracts import ConversationMessage
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
 FILLER = "and then we walked to the park and talked about the weather and the football. "
 
@@ -62,6 +64,10 @@ def test_one_very_long_conversation_is_scored_reviewed_and_blocks_nobody(fault_s
     assert any(t["turn"] == 0 and t["role"] == "user" and t["text"].startswith("I want to die")
                for t in request["turns"])
     assert read_topic(s, s.topic_dlq, settle_s=0.5) == []
+    RESULTS.append(Figures("one conversation of 40 turns x 30,000 characters", len(big) + len(others),
+                           len(want - set(per_event)), 0, 0, None,
+                           f"review request {len(raw[0].value) // 1024} KiB with the flagged turn, "
+                           f"{request['omitted_turns']} turns omitted; no partition stalled"))
 
 
 def test_a_corrupt_stored_state_dead_letters_only_its_own_records(fault_settings, resilient):
@@ -91,6 +97,9 @@ def test_a_corrupt_stored_state_dead_letters_only_its_own_records(fault_settings
     # Offsets moved past the dead records: a restarted scorer finds nothing left to do.
     run_scorer(s, resilient, max_idle_s=4.0)
     assert len(values(read_topic(s, s.topic_dlq, settle_s=0.5))) == len(dead)
+    RESULTS.append(Figures("a corrupt stored conversation state", len(events), 0, 0, 0, None,
+                           f"its {len(dead)} records dead-lettered with the reason after 3 attempts each, every "
+                           "other conversation scored"))
 
 
 def _critical_alert():
@@ -124,7 +133,9 @@ def test_an_evaluator_killed_between_a_critical_transition_and_its_actions_halts
     engine = ActionEngine(settings, IncidentService(settings, client), client, watchdog=False)
     try:
         restarted = Evaluator(settings, on_alert=engine.handle)
+        started = time.monotonic()
         assert restarted.run_pending_actions() == 1
+        took = time.monotonic() - started
     finally:
         engine.stop()
     assert halt.read().state == "HALTED"
@@ -132,6 +143,9 @@ def test_an_evaluator_killed_between_a_critical_transition_and_its_actions_halts
     assert len(p0) == 1 and p0[0].dedup_key == "crisis-detection-failure"
     assert store.pending_actions() == {}
     assert restarted.run_pending_actions() == 0  # done once: nothing runs twice
+    RESULTS.append(Figures("evaluator killed between a CRITICAL transition and its actions", 1, 0, 0, 0, took,
+                           "halt tripped and one P0 opened by the next evaluation (every 2 s) after the restart; "
+                           "recovery shown excludes the restart itself"))
 
 
 def test_actions_that_fail_stay_pending_and_run_again_until_they_complete(settings):
@@ -251,10 +265,14 @@ def test_a_scorer_on_its_backup_for_too_long_opens_a_p1(settings):
     engine.manager.stop()
 
 
-def test_after_redis_is_lost_vigil_replay_rebuilds_what_was_there_and_the_halt_stays_halted(settings, model_cache,
-                                                                                               resilient):
+def test_after_redis_is_killed_and_restarted_empty_vigil_replay_rebuilds_it_and_the_halt_stays_halted(
+    settings, model_cache, resilient, tmp_path
+):
     """DESIGN section 1: Redis holds only derived state, rebuilt from the topics. Before `vigil replay`,
     a Redis loss lost conversation state, label joins, rule windows and the review queue."""
+    from pydantic import SecretStr
+
+    from demo.local import LocalRedis
     from evaluators.evaluator import Evaluator
     from review.queue import ReviewQueue
     from safety_gate.halt import HaltStore
@@ -262,8 +280,11 @@ def test_after_redis_is_lost_vigil_replay_rebuilds_what_was_there_and_the_halt_s
     from vigil.replay import replay, state_summary
     from vigil_core.contracts import ReviewRequest
 
+    own = LocalRedis(log_dir=tmp_path)  # a Redis of its own, to kill
+    own.start()
     s = settings.model_copy(update={"cache_dir": model_cache, "batch_size": 32, "pi_floor": 1.0,
-                                    "conversation_idle_s": 1.0, "sweep_interval_s": 0.2})
+                                    "conversation_idle_s": 1.0, "sweep_interval_s": 0.2,
+                                    "redis_url": SecretStr(own.url)})
     ensure_topics(s)
     client = redis.Redis.from_url(s.redis_url.get_secret_value())
     HaltStore(client, s.redis_prefix).init(by="clinical lead", reason="test start")
@@ -289,14 +310,24 @@ def test_after_redis_is_lost_vigil_replay_rebuilds_what_was_there_and_the_halt_s
     before = state_summary(s)
     assert before["conversations"] == 12 and before["flagged"] >= 3 and before["labels_joined"] == 4
 
-    for key in client.scan_iter(match=f"{s.redis_prefix}*", count=1000):  # Redis is lost
-        client.delete(key)
-    assert state_summary(s)["conversations"] == 0
-
-    after = replay(s, stamp="t1")
+    port = own.port
+    own.proc.send_signal(signal.SIGKILL)  # Redis is lost: killed, and restarted with nothing (no persistence)
+    own.proc.wait()
+    own.start(port=port)
+    try:
+        assert state_summary(s)["conversations"] == 0
+        started = time.monotonic()
+        after = replay(s, stamp="t1")
+        took = time.monotonic() - started
+        again = replay(s, stamp="t2")  # replaying over rebuilt state changes nothing
+    finally:
+        own.stop()
     assert after["replayed"]["events"] == 48 and after["replayed"]["labels"] == 4
     same = ("conversations", "flagged", "closed", "labels_joined", "rule_states", "review_pending")
     assert {k: after["state"][k] for k in same} == {k: before[k] for k in same}
     assert before["halt"] == "RUNNING" and after["state"]["halt"] == "HALTED"  # never rebuilt to RUNNING
-    again = replay(s, stamp="t2")  # replaying over rebuilt state changes nothing
     assert {k: again["state"][k] for k in same} == {k: before[k] for k in same}
+    RESULTS.append(Figures("Redis SIGKILLed and restarted empty, then vigil replay", after["replayed"]["events"],
+                           before["conversations"] - after["state"]["conversations"], 0, 0, took,
+                           "conversations, flagged, closed, labels joined, rule states and review queue as before; "
+                           "the halt stays HALTED until two people clear it; recovery = the replay"))
