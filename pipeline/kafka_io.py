@@ -59,6 +59,7 @@ class RecordProducer:
             "retries": 5,
             "request_timeout_ms": 15000,
             "compression_type": None,
+            "enable_idempotence": settings.kafka_idempotent_producer,
         }
         self._config.update(overrides)
         self._producer: KafkaProducer | None = None
@@ -236,8 +237,12 @@ def read_all(settings: Settings, topic: str, timeout_s: float = 10.0) -> list[An
                 if high is not None and consumer.position(tp) >= high:
                     done.add(tp)
             if quiet >= 5 and not got:
-                # partitions that never returned a fetch have no highwater: an empty partition
-                done.update(tp for tp in tps if consumer.highwater(tp) is None)
+                # A partition that never returned a fetch has no highwater: done if it is empty. A slow broker
+                # (tansu's s3 engine) can take seconds to answer a partition's first fetch: not empty, wait.
+                silent = [tp for tp in tps if tp not in done and consumer.highwater(tp) is None]
+                if silent:
+                    ends, starts = consumer.end_offsets(silent), consumer.beginning_offsets(silent)
+                    done.update(tp for tp in silent if ends.get(tp, 0) <= starts.get(tp, 0))
         return out
     finally:
         consumer.close()

@@ -63,10 +63,10 @@ def publish(settings: Settings, events: list[Any], raw: list[tuple[str | None, b
 
 
 def read_topic(settings: Settings, topic: str, expect: int | None = None, timeout_s: float = 60.0,
-               settle_s: float = 1.0) -> list[Any]:
+               settle_s: float = 1.0, fetch_max_wait_ms: int = 10) -> list[Any]:
     """Every record of `topic` from the beginning (no group); waits for `expect` records if given."""
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-                             fetch_max_wait_ms=10, consumer_timeout_ms=200)
+                             fetch_max_wait_ms=fetch_max_wait_ms, consumer_timeout_ms=200)
     deadline = time.monotonic() + timeout_s
     while True:
         parts = consumer.partitions_for_topic(topic)

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from vigil_core.errors import VigilError
 from vigil_core.roles import CLEAR_ROLES, ROLES
@@ -109,8 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_lazy("vigil.score:score_command"))
 
     p = sub.add_parser("replay", help="rebuild every piece of derived Redis state from the topics (after a Redis loss)")
-    p.add_argument("--from-beginning", action="store_true", default=True,
-                   help="read every topic from its beginning (the only mode; replaying is idempotent)")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--from-beginning", action="store_true", default=True,
+                       help="read every topic from its beginning (the default; replaying is idempotent)")
+    start.add_argument("--since", type=_iso_time, default=None, metavar="TS",
+                       help="replay only records at or after TS (ISO 8601 with a zone), onto state restored from "
+                            "a snapshot taken before TS")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(handler=_lazy("vigil.replay:replay_command"))
 
@@ -197,9 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     users = sub.add_parser("users", help="review app accounts")
     users_sub = users.add_subparsers(dest="users_command", required=True)
-    p = users_sub.add_parser("add", help="create or replace an account")
+    p = users_sub.add_parser("add", help="create an account (or replace one, with --replace)")
     p.add_argument("name")
     p.add_argument("--role", required=True, choices=ROLES)
+    p.add_argument("--replace", action="store_true",
+                   help="replace an existing account's role and password (refused without it)")
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     p.set_defaults(handler=_lazy("review.commands:users_command"))
     p = users_sub.add_parser("disable", help="disable an account")
@@ -214,6 +221,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_lazy("safety_gate.commands:gate_serve"))
 
     return parser
+
+
+def _iso_time(text: str) -> datetime:
+    try:
+        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
+    if ts.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give a time zone (for example {text}Z): {text!r}")
+    return ts
 
 
 def _lazy(target: str) -> Handler:

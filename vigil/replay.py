@@ -11,6 +11,10 @@ idempotent code the services run, so replaying over state that survived changes 
    `conversation.events` and `safety.review` (no actions: nothing pages again, nothing trips);
 4. review queue: requests from `safety.review`, then the labels recorded on them.
 
+`--since TS` replays only records at or after TS (onto state restored from a snapshot taken before TS): each
+fresh group starts at the first offset at or after TS on every partition (`offsets_for_times`). Replaying from
+an earlier time than needed only does again what is idempotent; from a later time it misses what lay between.
+
 The halt record is **not** rebuilt: after a Redis loss the gate answers halted until a clinical lead and the
 on-call engineer clear it (`vigil halt init`). The summary it prints (events, conversations, flagged, labels
 joined, rule states) is `state_summary`, which a test compares with the same summary taken before the loss.
@@ -23,7 +27,12 @@ import json
 import sys
 import threading
 import time
+from datetime import datetime
 from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+from tqdm import tqdm
 
 from evaluators.evaluator import Evaluator
 from evaluators.store import EvaluatorStore
@@ -38,6 +47,7 @@ from safety_gate.halt import HaltStore
 from vigil.evaluate import run_evaluator
 from vigil_core.contracts import ClinicianLabel, ReviewRequest, parse_event
 from vigil_core.errors import ContractError
+from vigil_core.records import OutRecord
 from vigil_core.redis_client import connect
 from vigil_core.settings import Settings
 
@@ -73,11 +83,48 @@ def state_summary(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _progress(label: str, count: Any, done: threading.Event, every_s: float = 2.0) -> threading.Thread:
+def _log_ends(consumer: KafkaConsumer, tps: list[TopicPartition], timeout_s: float = 10.0) -> dict[TopicPartition, int]:
+    """The next offset of each partition. tansu reports `end_offsets` as the last batch's base offset + 1
+    (shared BROKER.md); the highwater mark of a fetch is right, so fetch each partition's last batch."""
+    ends = consumer.end_offsets(tps)
+    live = [tp for tp in tps if ends[tp] > 0]
+    consumer.assign(live)
+    for tp in live:
+        consumer.seek(tp, ends[tp] - 1)
+    deadline = time.monotonic() + timeout_s
+    while any(consumer.highwater(tp) is None for tp in live) and time.monotonic() < deadline:
+        consumer.poll(timeout_ms=200)
+    return {tp: consumer.highwater(tp) or ends[tp] for tp in tps}
+
+
+def _start_at(settings: Settings, group: str | None, topics: list[str], since_ms: int | None) -> int:
+    """Records from `since_ms` (None: the beginning) to the end of `topics`; with a `group`, commit those start
+    offsets for it first, so a consumer of that fresh group begins there."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","), group_id=group,
+                             enable_auto_commit=False, fetch_max_wait_ms=settings.fetch_max_wait_ms)
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        if not tps:
+            return 0
+        starts, ends = consumer.beginning_offsets(tps), _log_ends(consumer, tps)
+        if since_ms is not None:
+            found = consumer.offsets_for_times({tp: since_ms for tp in tps})
+            # No record at or after the time: Kafka answers None, tansu offset 0 with timestamp -1.
+            starts = {tp: hit.offset if (hit := found.get(tp)) is not None and hit.timestamp >= 0 else ends[tp]
+                      for tp in tps}
+            if group is not None:
+                consumer.commit({tp: OffsetAndMetadata(starts[tp], None, -1) for tp in tps})
+        return sum(max(0, ends[tp] - starts[tp]) for tp in tps)
+    finally:
+        consumer.close()
+
+
+def _progress(label: str, total: int, count: Any, done: threading.Event, every_s: float = 0.5) -> threading.Thread:
     def loop() -> None:
-        started = time.monotonic()
-        while not done.wait(every_s):
-            _say(f"  {label}: {int(count())} records so far ({time.monotonic() - started:.0f} s)")
+        with tqdm(total=total or None, desc=label, unit="rec", file=sys.stderr, dynamic_ncols=True) as bar:
+            while not done.wait(every_s):
+                bar.update(int(count()) - bar.n)
+            bar.update(int(count()) - bar.n)
 
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
@@ -89,34 +136,59 @@ def _events_seen(scorer: Scorer) -> float:
                if sample.name.endswith("_total"))
 
 
-def replay(settings: Settings, stamp: str | None = None) -> dict[str, Any]:
-    """Rebuild the derived state; returns the counts of what was replayed and the state summary after it."""
+class _CountingEvaluator(Evaluator):
+    """The evaluator, counting the records it applies (the progress bar)."""
+
+    applied = 0
+
+    def apply(self, records: list[Any]) -> list[OutRecord]:
+        self.applied += len(records)
+        return super().apply(records)
+
+
+def replay(settings: Settings, stamp: str | None = None, since: datetime | None = None) -> dict[str, Any]:
+    """Rebuild the derived state (from `since`, or the beginning); returns the counts of what was replayed and
+    the state summary after it."""
     stamp = stamp or time.strftime("%Y%m%dT%H%M%S")
+    since_ms = None if since is None else int(since.timestamp() * 1000)
     counts: dict[str, int] = {}
+
+    def recent(rec: Any) -> bool:
+        return since_ms is None or rec.timestamp >= since_ms
 
     _say("1/4 incidents from " + settings.topic_incidents)
     service = IncidentService(settings)
     try:
-        counts["incident_events"] = service.rebuild(incident_events(settings))
+        events = [e for e in incident_events(settings) if since is None or e.at >= since]
+        counts["incident_events"] = service.rebuild(events)
     finally:
         service.close()
 
     _say("2/4 conversation state from " + settings.topic_events + " (scored again, in order)")
     scorer_settings = settings.model_copy(update={"scorer_group": f"{settings.scorer_group}-replay-{stamp}"})
+    total = _start_at(settings, scorer_settings.scorer_group, [settings.topic_events], since_ms)
     scorer = Scorer(scorer_settings, load_resilient_scorer(scorer_settings), replay=True)
     done = threading.Event()
-    _progress(settings.topic_events, lambda: _events_seen(scorer), done)
+    bar = _progress(settings.topic_events, total, lambda: _events_seen(scorer), done)
     try:
         scorer.run(max_idle_s=IDLE_END_S)
     finally:
         done.set()
+        bar.join()
     counts["events"] = int(_events_seen(scorer))
 
     _say("3/4 labels, operational windows and rule states (no actions)")
     evaluator_settings = settings.model_copy(update={"evaluator_group": f"{settings.evaluator_group}-replay-{stamp}"})
-    evaluator = Evaluator(evaluator_settings, on_alert=None)
-    run_evaluator(evaluator, max_idle_s=IDLE_END_S)
-    evaluator.evaluate()
+    evaluator = _CountingEvaluator(evaluator_settings, on_alert=None)
+    total = _start_at(settings, evaluator_settings.evaluator_group, evaluator.topics(), since_ms)
+    done = threading.Event()
+    bar = _progress("labels, events, reviews", total, lambda: evaluator.applied, done)
+    try:
+        run_evaluator(evaluator, max_idle_s=IDLE_END_S)
+        evaluator.evaluate()
+    finally:
+        done.set()
+        bar.join()
 
     _say("4/4 review queue from " + settings.topic_review + " and " + settings.topic_labels)
     r = connect(settings.redis_url.get_secret_value())
@@ -125,6 +197,8 @@ def replay(settings: Settings, stamp: str | None = None) -> dict[str, Any]:
     for topic, accept in ((settings.topic_review, "safety.review_request/1"), (settings.topic_labels,
                                                                                "clinician.label/1")):
         for rec in read_all(settings, topic):
+            if not recent(rec):
+                continue
             try:
                 event = parse_event(rec.value, accept=frozenset({accept}))
             except ContractError:
@@ -140,8 +214,8 @@ def replay(settings: Settings, stamp: str | None = None) -> dict[str, Any]:
 
 
 def replay_command(args: argparse.Namespace, settings: Settings) -> int:
-    """Replay from the beginning of the topics and print the verification summary."""
-    result = replay(settings)
+    """Replay from the beginning of the topics (or `--since`) and print the verification summary."""
+    result = replay(settings, since=args.since)
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
@@ -150,5 +224,7 @@ def replay_command(args: argparse.Namespace, settings: Settings) -> int:
             for key, value in values.items():
                 print(f"  {key:<16} {value}")
     if result["state"]["halt"] != "RUNNING":
-        _say("the halt record is not rebuilt: the gate answers halted until `vigil halt init` (two people)")
+        _say("the halt record is not rebuilt: the gate answers halted until it is cleared (`vigil halt clear` by a "
+             "clinical lead and the on-call engineer where the halt history survived, `vigil halt init` where Redis "
+             "lost everything)")
     return 0

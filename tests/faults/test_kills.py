@@ -30,19 +30,22 @@ class ScoreWatch:
 
     def __init__(self, settings) -> None:
         self.consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-                                      fetch_max_wait_ms=10)
+                                      fetch_max_wait_ms=settings.fetch_max_wait_ms)
         ensure_topics(settings)
         parts = wait_until(lambda: self.consumer.partitions_for_topic(settings.topic_scores), timeout_s=30)
         tps = [TopicPartition(settings.topic_scores, p) for p in sorted(parts)]
         self.consumer.assign(tps)
         self.consumer.seek_to_beginning(*tps)
         self.scores: dict[str, list[float]] = defaultdict(list)
+        self.flagged: set[str] = set()  # conversation ids with a flagged turn
 
     def count(self) -> int:
         for records in self.consumer.poll(timeout_ms=100).values():
             for rec in records:
                 d = json.loads(rec.value)
                 self.scores[d["event_id"]].append(round(d["score"], 5))
+                if d["flagged"]:
+                    self.flagged.add(d["conversation_id"])
         return sum(len(v) for v in self.scores.values())
 
     def close(self) -> None:
