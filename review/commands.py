@@ -31,7 +31,7 @@ def users_command(args: argparse.Namespace, settings: Settings) -> int:
             print("vigil: pass the password on standard input with --password-stdin", file=sys.stderr)
             return 2
         password = sys.stdin.readline().rstrip("\n")
-        user = store.add(args.name, args.role, password)
+        user = store.add(args.name, args.role, password, replace=args.replace)
         print(f"user {user.name} ({user.role}) saved")
     else:
         store.disable(args.name)

@@ -38,16 +38,25 @@ class UserStore:
     def __init__(self, client: redis.Redis, prefix: str = "vigil:") -> None:
         self._r = client
         self._p = f"{prefix}users:"
+        # create only if absent, atomically (two admins adding the same name: one wins, one is told)
+        self._create = client.register_script(
+            "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end redis.call('HSET', KEYS[1], unpack(ARGV)) "
+            "return 1")
 
-    def add(self, name: str, role: str, password: str) -> User:
-        """Create or replace an account."""
+    def add(self, name: str, role: str, password: str, replace: bool = False) -> User:
+        """Create an account; an existing one (its role, its password) is replaced only with `replace`, so a
+        typo or a reused name cannot silently take over someone's account."""
         if role not in ROLES:
             raise UserError(f"role must be one of {', '.join(ROLES)}")
         if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum() or len(name) > 64:
             raise UserError("a user name is 1-64 letters, digits, '.', '-' or '_'")
         if len(password) < 12:
             raise UserError("a password has at least 12 characters")
-        self._r.hset(self._p + name, mapping={"role": role, "hash": _HASHER.hash(password), "disabled": "0"})
+        fields = {"role": role, "hash": _HASHER.hash(password), "disabled": "0"}
+        if replace:
+            self._r.hset(self._p + name, mapping=fields)
+        elif not self._create(keys=[self._p + name], args=[v for kv in fields.items() for v in kv]):
+            raise UserError(f"user {name!r} exists: pass --replace to replace its role and password")
         return User(name, role)
 
     def disable(self, name: str) -> None:

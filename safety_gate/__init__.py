@@ -3,7 +3,7 @@
 Importing this package pulls in no torch and no transformers.
 """
 
-from safety_gate.errors import ApprovalRefused, HaltError, NotHalted, StaleApproval
+from safety_gate.errors import ApprovalRefused, HaltError, InitRefused, NotHalted, StaleApproval
 from safety_gate.fallback import FallbackMessages
 from safety_gate.gate import Gate, GateDecision
 from safety_gate.halt import CLEAR_ROLES, HALTED, RUNNING, HaltRecord, HaltStore
@@ -20,6 +20,7 @@ __all__ = [
     "HaltError",
     "HaltRecord",
     "HaltStore",
+    "InitRefused",
     "Heartbeat",
     "NotHalted",
     "StaleApproval",

@@ -21,7 +21,7 @@ def _store(settings: Settings) -> HaltStore:
 
 
 def halt_init(args: argparse.Namespace, settings: Settings) -> int:
-    """Set RUNNING the first time; a second init changes nothing."""
+    """Set RUNNING the first time; a second init changes nothing; after a lost record it is refused."""
     store = _store(settings)
     created = store.init(by=args.by, reason=args.reason)
     record = store.read()

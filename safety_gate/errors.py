@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from vigil_core.errors import VigilError
 
-__all__ = ["HaltError", "NotHalted", "StaleApproval", "ApprovalRefused"]
+__all__ = ["HaltError", "InitRefused", "NotHalted", "StaleApproval", "ApprovalRefused"]
 
 
 class HaltError(VigilError):
     """A halt-record change was refused."""
+
+
+class InitRefused(HaltError):
+    """`init` on a deployment that has had halt records: a missing record is lifted by the two-person clear."""
 
 
 class NotHalted(HaltError):

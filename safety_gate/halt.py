@@ -10,6 +10,7 @@ Rules this module enforces (DESIGN.md section 5):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -18,7 +19,7 @@ from typing import Any
 
 import redis
 
-from safety_gate.errors import ApprovalRefused, HaltError, NotHalted, StaleApproval
+from safety_gate.errors import ApprovalRefused, HaltError, InitRefused, NotHalted, StaleApproval
 from vigil_core.clock import utcnow
 from vigil_core.redis_client import connect, store_errors
 from vigil_core.roles import CLEAR_ROLES
@@ -89,22 +90,47 @@ class HaltRecord:
         }
 
 
-# KEYS: halt, audit, channel-name-as-key-not-used | ARGV: by, reason, now, origin, channel, maxlen
+# KEYS: halt, audit, version counter | ARGV: by, reason, now, origin, channel, maxlen
+# A deployment that has had a halt record (the counter exists) is never initialised again by one person:
+# deleting the record and running init was a one-person clear. A missing record reads as HALTED; lifting it
+# takes the two-person clear.
 _INIT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return {0, redis.call('HGET', KEYS[1], 'version')}
+-- The next halt version: above both the record's and the counter's, so versions never repeat, even after the
+-- record was deleted (an approval given for an old version can then never lift a new halt).
+local function next_version(halt, seq)
+  local v = math.max(tonumber(redis.call('HGET', halt, 'version') or '0'), tonumber(redis.call('GET', seq) or '0'))
+  redis.call('SET', seq, v + 1)
+  return v + 1
 end
+
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {0, tonumber(redis.call('HGET', KEYS[1], 'version'))}
+end
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'action', 'halt.init_refused', 'who', ARGV[1],
+             'reason', ARGV[2], 'at', ARGV[3], 'origin', ARGV[4])
+  return {-1, tonumber(redis.call('GET', KEYS[3]))}
+end
+local version = next_version(KEYS[1], KEYS[3])
 redis.call('HSET', KEYS[1], 'state', 'RUNNING', 'reason', ARGV[2], 'incident_id', '', 'since', ARGV[3],
-           'by', ARGV[1], 'metrics', '{}', 'version', 1)
+           'by', ARGV[1], 'metrics', '{}', 'version', version)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'action', 'halt.init', 'who', ARGV[1],
-           'reason', ARGV[2], 'at', ARGV[3], 'origin', ARGV[4], 'version', 1, 'state', 'RUNNING')
-redis.call('PUBLISH', ARGV[5], cjson.encode({state='RUNNING', version=1, reason=ARGV[2], by=ARGV[1],
+           'reason', ARGV[2], 'at', ARGV[3], 'origin', ARGV[4], 'version', version, 'state', 'RUNNING')
+redis.call('PUBLISH', ARGV[5], cjson.encode({state='RUNNING', version=version, reason=ARGV[2], by=ARGV[1],
            since=ARGV[3], incident_id='', metrics='{}'}))
-return {1, 1}
+return {1, version}
 """
 
-# KEYS: halt, audit | ARGV: by, reason, now, origin, channel, maxlen, incident_id, metrics_json
+# KEYS: halt, audit, version counter | ARGV: by, reason, now, origin, channel, maxlen, incident_id, metrics_json
 _TRIP = """
+-- The next halt version: above both the record's and the counter's, so versions never repeat, even after the
+-- record was deleted (an approval given for an old version can then never lift a new halt).
+local function next_version(halt, seq)
+  local v = math.max(tonumber(redis.call('HGET', halt, 'version') or '0'), tonumber(redis.call('GET', seq) or '0'))
+  redis.call('SET', seq, v + 1)
+  return v + 1
+end
+
 local state = redis.call('HGET', KEYS[1], 'state')
 local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
 if state == 'HALTED' then
@@ -113,7 +139,7 @@ if state == 'HALTED' then
              'incident_id', ARGV[7])
   return {0, version}
 end
-version = version + 1
+version = next_version(KEYS[1], KEYS[3])
 redis.call('HSET', KEYS[1], 'state', 'HALTED', 'reason', ARGV[2], 'incident_id', ARGV[7], 'since', ARGV[3],
            'by', ARGV[1], 'metrics', ARGV[8], 'version', version)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'action', 'halt.trip', 'who', ARGV[1],
@@ -124,10 +150,19 @@ redis.call('PUBLISH', ARGV[5], cjson.encode({state='HALTED', version=version, re
 return {1, version}
 """
 
-# KEYS: halt, audit, approvals-prefix | ARGV: by, reason, now, origin, channel, maxlen, role, version
+# KEYS: halt, audit, approvals-prefix, version counter | ARGV: by, reason, now, origin, channel, maxlen, role,
+# version. A missing record is HALTED (as the gate reads it) at the counter's version.
 _APPROVE = """
-local state = redis.call('HGET', KEYS[1], 'state')
-local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+-- The next halt version: above both the record's and the counter's, so versions never repeat, even after the
+-- record was deleted (an approval given for an old version can then never lift a new halt).
+local function next_version(halt, seq)
+  local v = math.max(tonumber(redis.call('HGET', halt, 'version') or '0'), tonumber(redis.call('GET', seq) or '0'))
+  redis.call('SET', seq, v + 1)
+  return v + 1
+end
+
+local state = redis.call('HGET', KEYS[1], 'state') or 'HALTED'
+local version = tonumber(redis.call('HGET', KEYS[1], 'version') or redis.call('GET', KEYS[4]) or '0')
 if state ~= 'HALTED' then return {-1, version} end
 if tonumber(ARGV[8]) ~= version then return {-2, version} end
 local akey = KEYS[3] .. version
@@ -141,7 +176,7 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'action', 'halt.approve
            'role', ARGV[7], 'reason', ARGV[2], 'at', ARGV[3], 'origin', ARGV[4], 'version', version)
 if not other then return {0, version} end
 local o = cjson.decode(other)
-version = version + 1
+version = next_version(KEYS[1], KEYS[4])
 local reason = other_role .. ' ' .. o['by'] .. ': ' .. o['reason'] .. ' | '
                .. ARGV[7] .. ' ' .. ARGV[1] .. ': ' .. ARGV[2]
 local by = o['by'] .. '+' .. ARGV[1]
@@ -169,6 +204,7 @@ class HaltStore:
         self.channel = f"{prefix}halt:changes"
         self.audit_key = f"{prefix}audit"
         self._approvals = f"{prefix}halt:approvals:"
+        self.version_key = f"{prefix}halt:version"  # the last version given; outlives the record
         self._init = client.register_script(_INIT)
         self._trip = client.register_script(_TRIP)
         self._approve = client.register_script(_APPROVE)
@@ -191,12 +227,21 @@ class HaltStore:
     def read(self) -> HaltRecord:
         """The current record; raises StoreUnavailable if Redis cannot be read."""
         with store_errors():
-            return HaltRecord.from_redis(self._r.hgetall(self.key))
+            record = HaltRecord.from_redis(self._r.hgetall(self.key))
+            if not record.present:  # a lost record is HALTED at the last version given: clear that one
+                record = dataclasses.replace(record, version=int(self._r.get(self.version_key) or 0))
+            return record
 
     def init(self, by: str, reason: str = "initial deployment", origin: str | None = None) -> bool:
-        """Set RUNNING if no record exists yet; True when this call created it."""
-        created, _ = self._call(self._init, [self.key, self.audit_key], self._common(by, reason, origin))
-        return bool(created)
+        """Set RUNNING on a deployment that never had a halt record; True when this call created it, False
+        when a record exists. Raises InitRefused where a record existed and is gone: that takes the clear."""
+        code, version = self._call(self._init, [self.key, self.audit_key, self.version_key],
+                                   self._common(by, reason, origin))
+        if code == -1:
+            raise InitRefused(
+                f"this deployment has had halt records (last version {version}) and the record is missing: it "
+                "reads as HALTED, and lifting it takes the two-person clear (vigil halt clear), not init")
+        return code == 1
 
     def trip(
         self,
@@ -208,7 +253,7 @@ class HaltStore:
     ) -> int:
         """Halt the AI (idempotent while halted); returns the halt version."""
         args = self._common(by, reason, origin) + [incident_id, json.dumps(metrics or {}, default=str)]
-        _, version = self._call(self._trip, [self.key, self.audit_key], args)
+        _, version = self._call(self._trip, [self.key, self.audit_key, self.version_key], args)
         return version
 
     def approve_clear(self, by: str, role: str, reason: str, version: int, origin: str | None = None) -> bool:
@@ -218,7 +263,8 @@ class HaltStore:
         if not reason.strip():
             raise ApprovalRefused("an approval needs a reason")
         args = self._common(by, reason, origin) + [role, version, APPROVAL_TTL_S]
-        code, current = self._call(self._approve, [self.key, self.audit_key, self._approvals], args)
+        code, current = self._call(self._approve, [self.key, self.audit_key, self._approvals, self.version_key],
+                                   args)
         if code == -1:
             raise NotHalted("the AI is not halted; nothing to clear")
         if code == -2:

@@ -19,6 +19,7 @@ from safety_gate import (
     Gate,
     HaltStore,
     Heartbeat,
+    InitRefused,
     NotHalted,
     StaleApproval,
 )
@@ -118,9 +119,43 @@ def test_losing_the_record_halts_within_staleness_and_stays_halted(redis_server,
         assert time.monotonic() - lost_at <= STALENESS + 0.05
         time.sleep(3 * STALENESS)
         assert not gate.check().allowed
-        # back and RUNNING: allowed again
-        store.init(by="dr.lead", reason="restored after loss")
+        # back and RUNNING: after a flush a fresh init; after the record alone was deleted, init is refused
+        # (it was a one-person clear) and the two-person clear lifts it
+        if loss == "flushall":
+            store.init(by="dr.lead", reason="restored after loss")
+        else:
+            with pytest.raises(InitRefused):
+                store.init(by="dr.lead", reason="restored after loss")
+            version = store.read().version
+            assert version == 1 and not store.read().present
+            assert not store.approve_clear("dr.lead", "clinical_lead", "record lost; checked", version)
+            assert store.approve_clear("eng.oncall", "oncall_engineer", "record lost; checked", version)
+            assert store.read().version == 2
         assert wait_until(lambda: gate.check().allowed)
+
+
+def test_a_deleted_record_and_init_is_no_one_person_clear(store, client):
+    """Issue 20: deleting the key and running `vigil halt init` lifted a halt with one person."""
+    store.init(by="dr.lead")
+    store.trip(by="evaluator", reason="recall 0.86 < 0.90")
+    client.delete(store.key)
+    with pytest.raises(InitRefused, match="two-person"):
+        store.init(by="mallory")
+    assert store.read().halted and not store.read().present
+    assert any(e["action"] == "halt.init_refused" and e["who"] == "mallory" for e in store.audit())
+
+
+def test_versions_never_repeat_so_an_old_approval_cannot_complete_a_new_clear(store, client):
+    """Issue 20: after the record was lost the version restarted at 1, and a surviving approval of an earlier
+    halt with the same number completed the clear of a new one with a single further approval."""
+    store.init(by="dr.lead")  # version 1
+    old = store.trip(by="evaluator", reason="recall 0.86 < 0.90")  # version 2
+    assert not store.approve_clear("dr.lead", "clinical_lead", "reviewed the misses", old)  # one of two, kept 30 d
+    client.delete(store.key)  # the record is lost
+    new = store.trip(by="evaluator", reason="recall 0.84 < 0.90")  # a new halt
+    assert new > old
+    assert not store.approve_clear("eng.oncall", "oncall_engineer", "looks fine", new)  # the old one does not count
+    assert store.read().halted
 
 
 def test_stopping_the_redis_server_halts_within_staleness(tmp_path, uid):

@@ -258,3 +258,25 @@ def test_the_review_consumer_queues_valid_requests_and_dead_letters_invalid_ones
         stop.set()
         thread.join(timeout=15)
     assert not thread.is_alive()
+
+
+def test_an_existing_account_is_not_replaced_without_replace(env):
+    """`vigil users add cleo --role admin` used to overwrite the clinical lead's account (role and password):
+    one command turned anyone with the CLI into her."""
+    import subprocess
+    import sys
+
+    from review.users import UserError
+    from tests.helpers import ROOT, env_for
+
+    settings, r, _, _ = env
+    users = UserStore(r, settings.redis_prefix)
+    with pytest.raises(UserError, match="--replace"):
+        users.add("cleo", "admin", "another long password")
+    done = subprocess.run([sys.executable, "-m", "vigil.cli", "users", "add", "cleo", "--role", "admin",
+                           "--password-stdin"], input="another long password\n", env=env_for(settings), cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "--replace" in done.stderr
+    assert users.get("cleo").role == "clinical_lead" and users.authenticate("cleo", PASSWORD)
+    users.add("cleo", "admin", "another long password", replace=True)  # said out loud: replaced
+    assert users.get("cleo").role == "admin" and users.authenticate("cleo", PASSWORD) is None

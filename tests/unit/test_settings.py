@@ -71,3 +71,18 @@ def test_vigil_help_lists_every_command(capsys):
     for command in ("config", "topics", "train", "model", "score", "evaluate", "rules", "demo", "halt", "incidents",
                     "review", "users", "gate"):
         assert f"    {command}" in out, command
+
+
+def test_config_show_masks_every_secret():
+    """`vigil config show` printed the review secret in clear and a password given in the Redis URL's query."""
+    from vigil_core.settings import Settings
+
+    shown = Settings(review_secret="sign-sessions-with-this",
+                     redis_url="rediss://vigil:hunter2hunter2@redis.internal:6380/0?password=qwerty123&ssl_cert_reqs=none",
+                     ).redacted()
+    text = repr(shown)
+    for secret in ("sign-sessions-with-this", "hunter2hunter2", "qwerty123"):
+        assert secret not in text
+    assert shown["review_secret"] == "***"
+    assert shown["redis_url"].startswith("rediss://vigil:***@redis.internal:6380/0?")
+    assert "ssl_cert_reqs=none" in shown["redis_url"]  # what is not secret stays readable
