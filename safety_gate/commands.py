@@ -1,4 +1,5 @@
-"""Handlers of `vigil halt ...` and `vigil gate serve`."""
+"""Handlers of `vigil halt status` and `vigil gate serve` (the manual changes, which authenticate people, are in
+vigil/halt.py)."""
 
 from __future__ import annotations
 
@@ -10,23 +11,13 @@ import threading
 from safety_gate.fallback import FallbackMessages
 from safety_gate.gate import Gate
 from safety_gate.halt import HaltStore
-from vigil_core.roles import CLINICAL_LEAD, ONCALL_ENGINEER
 from vigil_core.settings import Settings
 
-__all__ = ["halt_init", "halt_status", "halt_trip", "halt_clear", "gate_serve"]
+__all__ = ["halt_status", "gate_serve"]
 
 
 def _store(settings: Settings) -> HaltStore:
     return HaltStore.from_url(settings.redis_url.get_secret_value(), settings.redis_prefix)
-
-
-def halt_init(args: argparse.Namespace, settings: Settings) -> int:
-    """Set RUNNING the first time; a second init changes nothing; after a lost record it is refused."""
-    store = _store(settings)
-    created = store.init(by=args.by, reason=args.reason)
-    record = store.read()
-    print(("initialised: " if created else "already initialised: ") + f"{record.state} (version {record.version})")
-    return 0
 
 
 def halt_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -44,26 +35,6 @@ def halt_status(args: argparse.Namespace, settings: Settings) -> int:
         for role, a in approvals.items():
             print(f"approved by {a['by']} as {role}: {a['reason']}")
     return 0 if not record.halted else 3
-
-
-def halt_trip(args: argparse.Namespace, settings: Settings) -> int:
-    """Halt the AI by hand."""
-    version = _store(settings).trip(by=args.by, reason=args.reason, incident_id=args.incident or "")
-    print(f"HALTED (version {version})")
-    return 0
-
-
-def halt_clear(args: argparse.Namespace, settings: Settings) -> int:
-    """One person's approval to lift the current halt."""
-    store = _store(settings)
-    version = args.version if args.version is not None else store.read().version
-    lifted = store.approve_clear(by=args.by, role=args.role, reason=args.reason, version=version)
-    if lifted:
-        print(f"RUNNING: halt version {version} lifted by two approvals")
-    else:
-        other = ONCALL_ENGINEER if args.role == CLINICAL_LEAD else CLINICAL_LEAD
-        print(f"approval recorded for halt version {version}; still HALTED until a {other} approves")
-    return 0
 
 
 def gate_serve(args: argparse.Namespace, settings: Settings) -> int:

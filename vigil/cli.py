@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from vigil_core.errors import VigilError
-from vigil_core.roles import CLEAR_ROLES, ROLES
+from vigil_core.roles import ROLES
 from vigil_core.settings import Settings, load_settings
 
 __all__ = ["main", "build_parser"]
@@ -143,24 +143,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     halt = sub.add_parser("halt", help="the safety halt: status, trip, two-person clear")
     halt_sub = halt.add_subparsers(dest="halt_command", required=True)
-    p = halt_sub.add_parser("init", help="set RUNNING the first time (a fresh deployment reads HALTED)")
-    p.add_argument("--by", required=True, help="the clinical lead who initialises")
+    auth = argparse.ArgumentParser(add_help=False)
+    auth.add_argument("--by", required=True, help="your review-app account; its role is what you act as")
+    auth.add_argument("--password-stdin", action="store_true",
+                      help="read your password from standard input (default: a prompt)")
+    p = halt_sub.add_parser("init", parents=[auth],
+                            help="a clinical lead sets RUNNING on a deployment that never had a halt record")
     p.add_argument("--reason", default="initial deployment")
-    p.set_defaults(handler=_lazy("safety_gate.commands:halt_init"))
+    p.set_defaults(handler=_lazy("vigil.halt:halt_init"))
     p = halt_sub.add_parser("status", help="print the halt record (exit 3 when halted)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_lazy("safety_gate.commands:halt_status"))
-    p = halt_sub.add_parser("trip", help="halt the AI now")
+    p = halt_sub.add_parser("trip", parents=[auth], help="halt the AI now (a clinical lead or the on-call engineer)")
     p.add_argument("--reason", required=True)
     p.add_argument("--incident", default=None)
-    p.add_argument("--by", default="cli")
-    p.set_defaults(handler=_lazy("safety_gate.commands:halt_trip"))
-    p = halt_sub.add_parser("clear", help="approve lifting the halt (needs a clinical lead and an on-call engineer)")
-    p.add_argument("--by", required=True)
-    p.add_argument("--role", required=True, choices=CLEAR_ROLES)
+    p.set_defaults(handler=_lazy("vigil.halt:halt_trip"))
+    p = halt_sub.add_parser("clear", parents=[auth],
+                            help="approve lifting the halt, in your account's role (a clinical lead and an on-call "
+                                 "engineer, two people)")
     p.add_argument("--reason", required=True)
     p.add_argument("--version", type=int, default=None, help="halt version approved (default: current)")
-    p.set_defaults(handler=_lazy("safety_gate.commands:halt_clear"))
+    p.set_defaults(handler=_lazy("vigil.halt:halt_clear"))
 
     inc = sub.add_parser("incidents", help="incidents: list, show, acknowledge, note, resolve, report")
     inc_sub = inc.add_subparsers(dest="incidents_command", required=True)

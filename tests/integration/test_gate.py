@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from safety_gate import (
     StaleApproval,
 )
 from safety_gate.http import make_server
+from tests.helpers import read_topic
 
 STALENESS = 0.6
 
@@ -263,23 +265,77 @@ def test_clinical_lead_and_oncall_clear_together_and_every_change_is_audited(sto
     assert trip["reason"] == "recall 0.86" and trip["origin"] == "10.0.0.7" and trip["at"]
 
 
-def test_cli_halt_commands(redis_server, prefix, monkeypatch, capsys):
+def test_cli_halt_commands(redis_server, settings, prefix, monkeypatch, capsys):
+    from review.users import UserStore
     from vigil.cli import main
 
+    users = UserStore(redis.Redis.from_url(redis_server.url), prefix)
+    users.add("dr.lead", "clinical_lead", "lead password 123")
+    users.add("ana", "clinical_lead", "ana password 1234")
+    users.add("omar", "oncall_engineer", "omar password 123")
     monkeypatch.setenv("VIGIL_REDIS_URL", redis_server.url)
     monkeypatch.setenv("VIGIL_REDIS_PREFIX", prefix)
+    monkeypatch.setenv("VIGIL_KAFKA_BOOTSTRAP", settings.kafka_bootstrap)
+    monkeypatch.setenv("VIGIL_TOPIC_INCIDENTS", settings.topic_incidents)
+
+    def as_(password: str, *argv: str) -> int:
+        monkeypatch.setattr("sys.stdin", io.StringIO(password + "\n"))
+        return main([*argv, "--password-stdin"])
+
     assert main(["halt", "status"]) == 3  # missing record: halted
-    assert main(["halt", "init", "--by", "dr.lead"]) == 0
+    assert as_("lead password 123", "halt", "init", "--by", "dr.lead") == 0
     assert main(["halt", "status"]) == 0
-    assert main(["halt", "trip", "--reason", "manual test", "--incident", "INC-9"]) == 0
+    assert as_("omar password 123", "halt", "trip", "--by", "omar", "--reason", "manual test", "--incident",
+               "INC-9") == 0
     capsys.readouterr()
     assert main(["halt", "status", "--json"]) == 3
     status = json.loads(capsys.readouterr().out)
     assert status["state"] == "HALTED" and status["incident_id"] == "INC-9"
-    assert main(["halt", "clear", "--by", "ana", "--role", "clinical_lead", "--reason", "ok"]) == 0
+    assert as_("ana password 1234", "halt", "clear", "--by", "ana", "--reason", "ok") == 0
     assert main(["halt", "status"]) == 3
-    assert main(["halt", "clear", "--by", "omar", "--role", "oncall_engineer", "--reason", "ok"]) == 0
+    assert as_("omar password 123", "halt", "clear", "--by", "omar", "--reason", "ok") == 0
     assert main(["halt", "status"]) == 0
+    # every manual change is on the incident timeline in Kafka too (INC-9 is unknown here: its own P2)
+    events = [json.loads(r.value) for r in read_topic(settings, settings.topic_incidents, settle_s=0.5)]
+    texts = [e["detail"].get("text", "") for e in events]
+    assert any("initialised" in t for t in texts) and any("tripped by hand" in t for t in texts)
+    assert any("lifted" in t for t in texts)
+
+
+def test_one_person_cannot_clear_a_halt_from_the_cli(redis_server, settings, prefix, monkeypatch, capsys):
+    """Issue 20: `vigil halt clear --by ana --role clinical_lead` then `--by omar --role oncall_engineer` from one
+    terminal lifted a halt: the CLI believed the names and roles it was given."""
+    from review.users import UserStore
+    from vigil.cli import main
+
+    client = redis.Redis.from_url(redis_server.url)
+    UserStore(client, prefix).add("ana", "clinical_lead", "ana password 1234")
+    UserStore(client, prefix).add("omar", "oncall_engineer", "omar password 123")
+    UserStore(client, prefix).add("rita", "reviewer", "rita password 123")
+    store = HaltStore(client, prefix)
+    store.init(by="dr.lead")
+    store.trip(by="evaluator", reason="recall 0.86 < 0.90")
+    monkeypatch.setenv("VIGIL_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("VIGIL_REDIS_PREFIX", prefix)
+    monkeypatch.setenv("VIGIL_KAFKA_BOOTSTRAP", settings.kafka_bootstrap)
+    monkeypatch.setenv("VIGIL_TOPIC_INCIDENTS", settings.topic_incidents)
+
+    def clear(by: str, password: str, *extra: str) -> int:
+        monkeypatch.setattr("sys.stdin", io.StringIO(password + "\n"))
+        return main(["halt", "clear", "--by", by, "--reason", "ok", "--password-stdin", *extra])
+
+    with pytest.raises(SystemExit):  # the role is the account's: there is no --role to claim one
+        clear("ana", "ana password 1234", "--role", "oncall_engineer")
+    assert clear("omar", "ana password 1234") != 0  # Ana's password does not make her Omar
+    assert clear("rita", "rita password 123") != 0  # a reviewer may not approve a clear
+    assert clear("nobody", "whatever password") != 0
+    assert store.approvals(store.read().version) == {} and store.read().halted
+    clear("ana", "ana password 1234")
+    with pytest.raises(ApprovalRefused):  # nor can she approve again in another role
+        store.approve_clear(by="ana", role="oncall_engineer", reason="me again", version=store.read().version)
+    assert store.read().halted
+    refused = [e for e in store.audit() if e["action"] == "halt.clear_refused"]
+    assert [e["who"] for e in refused] == ["omar", "rita", "nobody"]
 
 
 def _get(url: str) -> tuple[int, dict]:

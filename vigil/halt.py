@@ -1,0 +1,121 @@
+"""`vigil halt init|trip|clear`: manual halt changes by authenticated people.
+
+The CLI used to believe the `--by` and `--role` it was given, so one person at one terminal could clear a halt
+as "ana, clinical_lead" and then as "omar, oncall_engineer". Now every manual change names an account of the
+review app (`--by`) and proves it with that account's password (a prompt, or `--password-stdin`), checked with
+the same argon2 hashes the review app uses; the role is the account's, never a flag. Why a password and not a
+token issued by the review app: the halt must stay clearable when the review app is down (the halt is what is
+wrong at that moment), and both read the same accounts in Redis, so a disabled account is refused at once.
+
+Every manual change, and every refused attempt, is in the audit stream (HaltStore writes it in the same Lua
+step as the change) and on the incident timeline in Kafka (`safety.incidents`): on the incident the halt record
+names, or else on one P2 incident per halt version ("Safety halt changed by hand").
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+from review.users import UserStore
+from safety_gate.halt import HaltStore
+from vigil_core.errors import VigilError
+from vigil_core.redis_client import connect
+from vigil_core.roles import CLINICAL_LEAD, ONCALL_ENGINEER
+from vigil_core.settings import Settings
+
+__all__ = ["halt_init", "halt_trip", "halt_clear", "AuthenticationFailed"]
+
+# Who may change the halt by hand (the role comes from the account).
+INIT_ROLES = (CLINICAL_LEAD,)
+TRIP_ROLES = (CLINICAL_LEAD, ONCALL_ENGINEER)
+
+
+class AuthenticationFailed(VigilError):
+    """The account does not exist, is disabled, its password is wrong, or its role may not do this."""
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return getpass.getpass(f"password of {args.by}: ")
+
+
+def _authenticate(args: argparse.Namespace, settings: Settings, store: HaltStore, action: str,
+                  roles: tuple[str, ...]) -> str:
+    """The account's role, once `args.by` proved who they are and the role may do `action`."""
+    users = UserStore(connect(settings.redis_url.get_secret_value()), settings.redis_prefix)
+    user = users.authenticate(args.by, _password(args))
+    if user is None or user.role not in roles:
+        why = "wrong name or password, or disabled account" if user is None else f"role {user.role}"
+        store.audit_event(args.by, f"halt.{action}_refused", why=why)
+        raise AuthenticationFailed(f"halt {action} refused for {args.by!r}: {why}"
+                                   + ("" if user is None else f" (needs {' or '.join(roles)})"))
+    return user.role
+
+
+def _on_timeline(settings: Settings, incident_id: str, version: int, by: str, text: str) -> int:
+    """Put a manual change of halt `version` on the incident timeline in Kafka; 1 (and a message) if that
+    failed: the change itself is done and audited either way."""
+    from incidents.service import IncidentService
+
+    service = IncidentService(settings)
+    try:
+        if incident_id:
+            try:
+                service.note(incident_id, by, text, halt_version=version)
+                return 0
+            except KeyError:
+                pass  # an incident this deployment does not know: the change gets one of its own
+        service.open("P2", "Safety halt changed by hand", f"halt-manual-v{version}", type_="safety", by=by,
+                     detail={"text": text, "halt_version": version})
+        return 0
+    except Exception as exc:  # noqa: BLE001 - the halt change is done and audited; say that Kafka missed it
+        print(f"vigil: the halt change is done and audited, but not on the incident timeline: {exc}",
+              file=sys.stderr)
+        return 1
+    finally:
+        service.close()
+
+
+def _store(settings: Settings) -> HaltStore:
+    return HaltStore.from_url(settings.redis_url.get_secret_value(), settings.redis_prefix)
+
+
+def halt_init(args: argparse.Namespace, settings: Settings) -> int:
+    """A clinical lead sets RUNNING on a deployment that never had a halt record."""
+    store = _store(settings)
+    _authenticate(args, settings, store, "init", INIT_ROLES)
+    created = store.init(by=args.by, reason=args.reason)
+    record = store.read()
+    print(("initialised: " if created else "already initialised: ") + f"{record.state} (version {record.version})")
+    if not created:
+        return 0
+    return _on_timeline(settings, "", record.version, args.by, f"halt initialised: {args.reason}")
+
+
+def halt_trip(args: argparse.Namespace, settings: Settings) -> int:
+    """A clinical lead or the on-call engineer halts the AI by hand."""
+    store = _store(settings)
+    _authenticate(args, settings, store, "trip", TRIP_ROLES)
+    version = store.trip(by=args.by, reason=args.reason, incident_id=args.incident or "")
+    print(f"HALTED (version {version})")
+    return _on_timeline(settings, args.incident or "", version, args.by, f"halt tripped by hand: {args.reason}")
+
+
+def halt_clear(args: argparse.Namespace, settings: Settings) -> int:
+    """One authenticated person's approval to lift the current halt, in the role of their account."""
+    store = _store(settings)
+    role = _authenticate(args, settings, store, "clear", (CLINICAL_LEAD, ONCALL_ENGINEER))
+    before = store.read()
+    version = args.version if args.version is not None else before.version
+    lifted = store.approve_clear(by=args.by, role=role, reason=args.reason, version=version)
+    if lifted:
+        print(f"RUNNING: halt version {version} lifted by two approvals")
+        text = f"halt version {version} lifted; last approval by {args.by} ({role}): {args.reason}"
+    else:
+        other = ONCALL_ENGINEER if role == CLINICAL_LEAD else CLINICAL_LEAD
+        print(f"approval recorded for halt version {version} as {role}; still HALTED until a {other} approves")
+        text = f"clear approved by {args.by} ({role}) for halt version {version}: {args.reason}"
+    return _on_timeline(settings, before.incident_id, version, args.by, text)
