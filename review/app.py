@@ -23,11 +23,17 @@ from itsdangerous import URLSafeTimedSerializer
 
 from evaluators.rules import Thresholds
 from pipeline.kafka_io import RecordProducer
+from review.access import AccessAudit, LoginThrottle, Sessions
 from review.consumer import consume_review_requests
-from review.context import HERE, SESSION_COOKIE, ReviewContext
+from review.context import HERE, SESSION_COOKIE, SESSION_MAX_AGE_S, ReviewContext
 from review.queue import ReviewQueue
 from review.routes import auth, halt, incidents, labels, overview
-from review.routes.auth import AuthRefused
+from review.routes.auth import (
+    LOGIN_ATTEMPTS_PER_ACCOUNT,
+    LOGIN_ATTEMPTS_PER_ADDRESS,
+    LOGIN_WINDOW_S,
+    AuthRefused,
+)
 from review.routes.labels import LEVEL_DEFINITIONS
 from review.users import UserStore
 from safety_gate.halt import HaltStore
@@ -51,7 +57,10 @@ def create_app(settings: Settings, secret: str | None = None, consume: bool = Tr
         queue=ReviewQueue(r, settings.redis_prefix), halt=HaltStore(r, settings.redis_prefix),
         producer=RecordProducer(settings), signer=URLSafeTimedSerializer(key, salt="vigil-review-session"),
         token_signer=URLSafeTimedSerializer(key, salt="vigil-review-api"), templates=templates,
-        rules=Thresholds.load(settings.thresholds_file),
+        rules=Thresholds.load(settings.thresholds_file), access=AccessAudit(r, settings.redis_prefix),
+        sessions=Sessions(r, settings.redis_prefix, SESSION_MAX_AGE_S),
+        throttle=LoginThrottle(r, settings.redis_prefix, LOGIN_ATTEMPTS_PER_ACCOUNT, LOGIN_ATTEMPTS_PER_ADDRESS,
+                               LOGIN_WINDOW_S),
     )
     stop = threading.Event()
 

@@ -14,6 +14,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from evaluators.rules import Thresholds
 from pipeline.kafka_io import RecordProducer
+from review.access import AccessAudit, LoginThrottle, Sessions
 from review.queue import ReviewQueue
 from review.users import UserStore
 from safety_gate.halt import HaltStore
@@ -41,6 +42,9 @@ class ReviewContext:
     token_signer: URLSafeTimedSerializer
     templates: Jinja2Templates
     rules: Thresholds
+    access: AccessAudit
+    sessions: Sessions
+    throttle: LoginThrottle
 
     @staticmethod
     def origin(request: Request) -> str:
@@ -48,8 +52,8 @@ class ReviewContext:
         return request.client.host if request.client else "unknown"
 
     def audit(self, who: str, action: str, request: Request, **detail: Any) -> None:
-        """Append who did what, from where, on which path, to the audit stream."""
-        self.halt.audit_event(who, action, origin=self.origin(request), path=request.url.path, **detail)
+        """Append who did what, from where, on which path, to the access audit stream."""
+        self.access.record(who, action, self.origin(request), path=request.url.path, **detail)
 
     def session_of(self, request: Request) -> dict[str, Any] | None:
         """The signed session of the request's cookie, or None (missing, forged or expired)."""
@@ -57,9 +61,12 @@ class ReviewContext:
         if not raw:
             return None
         try:
-            return self.signer.loads(raw, max_age=SESSION_MAX_AGE_S)  # type: ignore[no-any-return]
+            sess = self.signer.loads(raw, max_age=SESSION_MAX_AGE_S)
         except BadSignature:
             return None
+        if not isinstance(sess, dict) or not self.sessions.valid(sess.get("sid"), str(sess.get("u", ""))):
+            return None  # logged out (or a cookie from before server-side sessions)
+        return sess
 
     def page(self, request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
         """A rendered template with the user and the session's CSRF token."""

@@ -7,9 +7,9 @@ the same argon2 hashes the review app uses; the role is the account's, never a f
 token issued by the review app: the halt must stay clearable when the review app is down (the halt is what is
 wrong at that moment), and both read the same accounts in Redis, so a disabled account is refused at once.
 
-Every manual change, and every refused attempt, is in the audit stream (HaltStore writes it in the same Lua
-step as the change) and on the incident timeline in Kafka (`safety.incidents`): on the incident the halt record
-names, or else on one P2 incident per halt version ("Safety halt changed by hand").
+Every manual change is in the halt's audit stream (HaltStore writes it in the same Lua step as the change) and
+on the incident timeline in Kafka (`safety.incidents`): on the incident the halt record names, or else on one
+P2 incident per halt version ("Safety halt changed by hand"). Every refused attempt is in the access audit.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import argparse
 import getpass
 import sys
 
+from review.access import AccessAudit
 from review.users import UserStore
-from safety_gate.halt import HaltStore
+from safety_gate.halt import HaltStore, default_origin
 from vigil_core.errors import VigilError
 from vigil_core.redis_client import connect
 from vigil_core.roles import CLINICAL_LEAD, ONCALL_ENGINEER
@@ -42,14 +43,15 @@ def _password(args: argparse.Namespace) -> str:
     return getpass.getpass(f"password of {args.by}: ")
 
 
-def _authenticate(args: argparse.Namespace, settings: Settings, store: HaltStore, action: str,
-                  roles: tuple[str, ...]) -> str:
+def _authenticate(args: argparse.Namespace, settings: Settings, action: str, roles: tuple[str, ...]) -> str:
     """The account's role, once `args.by` proved who they are and the role may do `action`."""
-    users = UserStore(connect(settings.redis_url.get_secret_value()), settings.redis_prefix)
-    user = users.authenticate(args.by, _password(args))
+    client = connect(settings.redis_url.get_secret_value())
+    user = UserStore(client, settings.redis_prefix).authenticate(args.by, _password(args))
     if user is None or user.role not in roles:
         why = "wrong name or password, or disabled account" if user is None else f"role {user.role}"
-        store.audit_event(args.by, f"halt.{action}_refused", why=why)
+        # in the access audit, apart from the halt history: a flood of refusals cannot trim the halt's record
+        AccessAudit(client, settings.redis_prefix).record(args.by, f"halt.{action}_refused", default_origin(),
+                                                          why=why)
         raise AuthenticationFailed(f"halt {action} refused for {args.by!r}: {why}"
                                    + ("" if user is None else f" (needs {' or '.join(roles)})"))
     return user.role
@@ -86,7 +88,7 @@ def _store(settings: Settings) -> HaltStore:
 def halt_init(args: argparse.Namespace, settings: Settings) -> int:
     """A clinical lead sets RUNNING on a deployment that never had a halt record."""
     store = _store(settings)
-    _authenticate(args, settings, store, "init", INIT_ROLES)
+    _authenticate(args, settings, "init", INIT_ROLES)
     created = store.init(by=args.by, reason=args.reason)
     record = store.read()
     print(("initialised: " if created else "already initialised: ") + f"{record.state} (version {record.version})")
@@ -98,7 +100,7 @@ def halt_init(args: argparse.Namespace, settings: Settings) -> int:
 def halt_trip(args: argparse.Namespace, settings: Settings) -> int:
     """A clinical lead or the on-call engineer halts the AI by hand."""
     store = _store(settings)
-    _authenticate(args, settings, store, "trip", TRIP_ROLES)
+    _authenticate(args, settings, "trip", TRIP_ROLES)
     version = store.trip(by=args.by, reason=args.reason, incident_id=args.incident or "")
     print(f"HALTED (version {version})")
     return _on_timeline(settings, args.incident or "", version, args.by, f"halt tripped by hand: {args.reason}")
@@ -107,7 +109,7 @@ def halt_trip(args: argparse.Namespace, settings: Settings) -> int:
 def halt_clear(args: argparse.Namespace, settings: Settings) -> int:
     """One authenticated person's approval to lift the current halt, in the role of their account."""
     store = _store(settings)
-    role = _authenticate(args, settings, store, "clear", (CLINICAL_LEAD, ONCALL_ENGINEER))
+    role = _authenticate(args, settings, "clear", (CLINICAL_LEAD, ONCALL_ENGINEER))
     before = store.read()
     version = args.version if args.version is not None else before.version
     lifted = store.approve_clear(by=args.by, role=role, reason=args.reason, version=version)

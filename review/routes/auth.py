@@ -8,16 +8,20 @@ from typing import Any
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from itsdangerous import BadSignature
+from starlette.concurrency import run_in_threadpool
 
 from review.context import SESSION_COOKIE, SESSION_MAX_AGE_S, ReviewContext, context
 from review.users import User
 from vigil_core.roles import ADMIN, CLINICAL_LEAD, ONCALL_ENGINEER, REVIEWER
 
-__all__ = ["router", "AuthRefused", "current_user", "require", "check_csrf", "LABELLERS", "ADJUDICATORS",
-           "AUDIT_READERS", "INCIDENT_ACTORS", "json_object"]
+__all__ = ["router", "AuthRefused", "current_user", "require", "check_csrf", "check_csrf_header", "LABELLERS",
+           "ADJUDICATORS", "AUDIT_READERS", "INCIDENT_ACTORS", "json_object", "LOGIN_ATTEMPTS_PER_ACCOUNT",
+           "LOGIN_ATTEMPTS_PER_ADDRESS", "LOGIN_WINDOW_S"]
 
-# Five wrong passwords for one name from one address lock that pair out for the rest of 15 minutes.
-MAX_LOGIN_FAILURES = 5
+# Five failed logins for one name (from anywhere), or twenty attempts from one address (any names), lock it out
+# for the rest of 15 minutes. A right password forgives the name's failures.
+LOGIN_ATTEMPTS_PER_ACCOUNT = 5
+LOGIN_ATTEMPTS_PER_ADDRESS = 20
 LOGIN_WINDOW_S = 900
 LABELLERS = {REVIEWER, CLINICAL_LEAD}
 ADJUDICATORS = {CLINICAL_LEAD}
@@ -36,13 +40,15 @@ class AuthRefused(Exception):
 
 
 def current_user(request: Request, ctx: ReviewContext = Depends(context)) -> User:
-    """The user of the request's bearer token or session cookie; refused (and audited) if none."""
+    """The user of the request's bearer token or session cookie; refused (and audited) if none. Every page or
+    API read by a user is audited as a view: who saw what, and when."""
     auth = request.headers.get("authorization", "")
     name = None
     if auth.lower().startswith("bearer "):
         try:
-            name = ctx.token_signer.loads(auth[7:].strip(), max_age=SESSION_MAX_AGE_S)["u"]
-        except (BadSignature, KeyError, TypeError):
+            token = ctx.token_signer.loads(auth[7:].strip(), max_age=SESSION_MAX_AGE_S)
+            name = token["u"] if ctx.sessions.valid(token.get("sid"), str(token["u"])) else None
+        except (BadSignature, KeyError, TypeError, AttributeError):
             name = None
     else:
         sess = ctx.session_of(request)
@@ -52,6 +58,8 @@ def current_user(request: Request, ctx: ReviewContext = Depends(context)) -> Use
         ctx.audit(name or "anonymous", "access.refused", request, reason="no valid session")
         raise AuthRefused(401, "login required")
     request.state.user = user
+    if request.method == "GET":
+        ctx.audit(user.name, "view", request)
     return user
 
 
@@ -81,6 +89,20 @@ async def check_csrf(request: Request, ctx: ReviewContext = Depends(context)) ->
         raise AuthRefused(403, "invalid or missing CSRF token")
 
 
+async def check_csrf_header(request: Request, ctx: ReviewContext = Depends(context)) -> None:
+    """A JSON post with a session cookie must carry its CSRF token in `X-CSRF-Token` (as forms carry theirs);
+    API token requests are exempt."""
+    if request.headers.get("authorization", "").lower().startswith("bearer "):
+        return
+    sess = ctx.session_of(request)
+    if not sess:
+        ctx.audit("anonymous", "access.refused", request, reason="no valid session")
+        raise AuthRefused(401, "login required")
+    if not secrets.compare_digest(request.headers.get("x-csrf-token", ""), str(sess.get("csrf", ""))):
+        ctx.audit(sess.get("u", "anonymous"), "access.refused", request, reason="csrf")
+        raise AuthRefused(403, "invalid or missing CSRF token")
+
+
 async def json_object(request: Request) -> dict[str, Any] | None:
     """The request body if it is a JSON object, else None."""
     try:
@@ -90,22 +112,17 @@ async def json_object(request: Request) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def _login(ctx: ReviewContext, request: Request, username: str, password: str) -> User | None:
-    r = ctx.redis
-    key = f"{ctx.settings.redis_prefix}review:login_fail:{username}:{ctx.origin(request)}"
-    failures = int(r.get(key) or 0)
-    if failures >= MAX_LOGIN_FAILURES:
+async def _login(ctx: ReviewContext, request: Request, username: str, password: str) -> User | None:
+    address = ctx.origin(request)
+    if not ctx.throttle.attempt(username, address):
         ctx.audit(username, "login.throttled", request)
         raise AuthRefused(429, "too many failed logins; try again later")
-    user = ctx.users.authenticate(username, password)
+    # argon2 takes tens of milliseconds of CPU: off the event loop, so other requests go on meanwhile
+    user = await run_in_threadpool(ctx.users.authenticate, username, password)
     if user is None:
-        pipe = r.pipeline()
-        pipe.incr(key)
-        pipe.expire(key, LOGIN_WINDOW_S)
-        pipe.execute()
         ctx.audit(username, "login.failed", request)
         return None
-    r.delete(key)
+    ctx.throttle.succeeded(username, address)
     ctx.audit(user.name, "login", request, role=user.role)
     return user
 
@@ -119,7 +136,7 @@ async def login_form(request: Request, ctx: ReviewContext = Depends(context)) ->
 async def login(request: Request, username: str = Form(""), password: str = Form(""),
                 ctx: ReviewContext = Depends(context)) -> Response:
     try:
-        user = _login(ctx, request, username, password)
+        user = await _login(ctx, request, username, password)
     except AuthRefused as exc:
         return ctx.templates.TemplateResponse(request, "login.html", {"error": exc.detail, "user": None, "csrf": ""},
                                               status_code=exc.status)
@@ -128,7 +145,7 @@ async def login(request: Request, username: str = Form(""), password: str = Form
                                               {"error": "wrong name or password", "user": None, "csrf": ""},
                                               status_code=401)
     resp = RedirectResponse("/queue" if user.role in LABELLERS else "/", status_code=303)
-    cookie = ctx.signer.dumps({"u": user.name, "csrf": secrets.token_urlsafe(24)})
+    cookie = ctx.signer.dumps({"u": user.name, "csrf": secrets.token_urlsafe(24), "sid": ctx.sessions.start(user.name)})
     resp.set_cookie(SESSION_COOKIE, cookie, max_age=SESSION_MAX_AGE_S, httponly=True, samesite="strict",
                     secure=ctx.settings.review_secure_cookies, path="/")
     return resp
@@ -137,6 +154,7 @@ async def login(request: Request, username: str = Form(""), password: str = Form
 @router.post("/logout", dependencies=[Depends(check_csrf)])
 async def logout(request: Request, user: User = Depends(current_user),
                  ctx: ReviewContext = Depends(context)) -> Response:
+    ctx.sessions.end((ctx.session_of(request) or {}).get("sid"))  # the cookie is dead wherever it is
     ctx.audit(user.name, "logout", request)
     resp = RedirectResponse("/login", status_code=303)
     resp.delete_cookie(SESSION_COOKIE, path="/")
@@ -149,10 +167,24 @@ async def api_session(request: Request, ctx: ReviewContext = Depends(context)) -
     if body is None:
         return JSONResponse({"error": "expected a JSON object with username and password"}, status_code=400)
     try:
-        user = _login(ctx, request, str(body.get("username", "")), str(body.get("password", "")))
+        user = await _login(ctx, request, str(body.get("username", "")), str(body.get("password", "")))
     except AuthRefused as exc:
         return JSONResponse({"error": exc.detail}, status_code=exc.status)
     if user is None:
         return JSONResponse({"error": "wrong name or password"}, status_code=401)
-    return JSONResponse({"token": ctx.token_signer.dumps({"u": user.name}), "role": user.role,
-                         "expires_in": SESSION_MAX_AGE_S})
+    return JSONResponse({"token": ctx.token_signer.dumps({"u": user.name, "sid": ctx.sessions.start(user.name)}),
+                         "role": user.role, "expires_in": SESSION_MAX_AGE_S})
+
+
+@router.delete("/api/v1/session")
+async def api_logout(request: Request, user: User = Depends(current_user),
+                     ctx: ReviewContext = Depends(context)) -> Response:
+    """End the API session of this token."""
+    try:
+        token = ctx.token_signer.loads(request.headers.get("authorization", "")[7:].strip(),
+                                       max_age=SESSION_MAX_AGE_S)
+        ctx.sessions.end(token.get("sid"))
+    except (BadSignature, AttributeError):
+        pass  # a cookie session: logged out with POST /logout
+    ctx.audit(user.name, "logout", request, via="api")
+    return Response(status_code=204)

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from review.context import ReviewContext, context
 from review.redaction import redact
-from review.routes.auth import ADJUDICATORS, LABELLERS, check_csrf, json_object, require
+from review.routes.auth import ADJUDICATORS, LABELLERS, check_csrf, check_csrf_header, json_object, require
 from review.users import User
 from vigil_core.clock import utcnow
 from vigil_core.contracts import LEVELS, ClinicianLabel
@@ -120,7 +120,7 @@ async def api_conversation(request: Request, cid: str, user: User = Depends(requ
     return JSONResponse(vm)
 
 
-@router.post("/api/v1/labels")
+@router.post("/api/v1/labels", dependencies=[Depends(check_csrf_header)])
 async def api_label(request: Request, user: User = Depends(require(*LABELLERS)),
                     ctx: ReviewContext = Depends(context)) -> JSONResponse:
     body = await json_object(request)

@@ -35,4 +35,11 @@ async def overview(request: Request, user: User = Depends(current_user),
 @router.get("/audit", response_class=HTMLResponse)
 async def audit_page(request: Request, user: User = Depends(require(*AUDIT_READERS)),
                      ctx: ReviewContext = Depends(context)) -> HTMLResponse:
-    return ctx.page(request, "audit.html", entries=list(reversed(ctx.halt.audit(AUDIT_SHOWN))))
+    # the halt history and the access audit are two streams; shown together, newest first (ids are times)
+    merged = sorted(ctx.halt.audit(AUDIT_SHOWN) + ctx.access.entries(AUDIT_SHOWN), key=_stream_order)
+    return ctx.page(request, "audit.html", entries=list(reversed(merged))[:AUDIT_SHOWN])
+
+
+def _stream_order(entry: dict[str, str]) -> tuple[int, int]:
+    ms, _, seq = entry["id"].partition("-")
+    return int(ms), int(seq or 0)

@@ -52,7 +52,10 @@ def csrf_of(client: TestClient, path: str = "/halt") -> str:
 
 
 def audit_actions(settings, r) -> list[dict]:
-    return HaltStore(r, settings.redis_prefix).audit(1000)
+    """The halt history and the access audit, together."""
+    from review.access import AccessAudit
+
+    return HaltStore(r, settings.redis_prefix).audit(1000) + AccessAudit(r, settings.redis_prefix).entries(1000)
 
 
 def test_every_route_refuses_an_anonymous_request(env):
@@ -280,3 +283,84 @@ def test_an_existing_account_is_not_replaced_without_replace(env):
     assert users.get("cleo").role == "clinical_lead" and users.authenticate("cleo", PASSWORD)
     users.add("cleo", "admin", "another long password", replace=True)  # said out loud: replaced
     assert users.get("cleo").role == "admin" and users.authenticate("cleo", PASSWORD) is None
+
+
+def test_logout_ends_the_session_everywhere(env):
+    """Issue 20: logout only deleted the browser's cookie; a copy of it (stolen, or another tab's) still worked."""
+    _, _, _, app = env
+    client = TestClient(app)
+    login(client, "cleo")
+    stolen = client.cookies.get("vigil_session")
+    assert client.get("/halt", follow_redirects=False).status_code == 200
+    assert client.post("/logout", data={"csrf": csrf_of(client)}, follow_redirects=False).status_code == 303
+    thief = TestClient(app, cookies={"vigil_session": stolen})
+    assert thief.get("/halt", follow_redirects=False).status_code == 303  # to /login: the session is gone
+    assert thief.get("/api/v1/queue").status_code == 401
+
+
+def test_an_api_token_is_revoked_by_its_logout(env):
+    _, _, _, app = env
+    client = TestClient(app)
+    token = client.post("/api/v1/session", json={"username": "rita", "password": PASSWORD}).json()["token"]
+    auth = {"authorization": f"Bearer {token}"}
+    assert client.get("/api/v1/queue", headers=auth).status_code == 200
+    assert client.delete("/api/v1/session", headers=auth).status_code == 204
+    assert client.get("/api/v1/queue", headers=auth).status_code == 401
+
+
+def test_the_json_label_api_checks_the_csrf_token_of_a_cookie_session(env):
+    """Issue 20: the JSON label API took a cookie session without the CSRF check the forms have."""
+    settings, _, queue, app = env
+    queue.add(request_for("c-json"))
+    client = TestClient(app)
+    login(client, "rita")
+    label = {"conversation_id": "c-json", "level": "high", "first_crisis_turn": 0, "confidence": 0.9}
+    assert client.post("/api/v1/labels", json=label).status_code == 403  # a forged cross-site post
+    assert client.post("/api/v1/labels", json=label, headers={"x-csrf-token": "guess"}).status_code == 403
+    token = csrf_of(client, "/queue")
+    assert client.post("/api/v1/labels", json=label, headers={"x-csrf-token": token}).status_code == 201
+
+
+def test_every_page_view_is_audited(env):
+    """Issue 20: /, /queue, /halt, /incidents and /audit were read without an audit entry."""
+    settings, r, _, app = env
+    client = TestClient(app)
+    login(client, "cleo")
+    for path in ("/", "/queue", "/halt", "/incidents", "/audit"):
+        assert client.get(path, follow_redirects=False).status_code == 200, path
+    viewed = {a["path"] for a in audit_actions(settings, r) if a["action"] == "view" and a["who"] == "cleo"}
+    assert {"/", "/queue", "/halt", "/incidents", "/audit"} <= viewed
+
+
+def test_a_flood_of_refused_requests_never_reaches_the_halt_history(env):
+    """Issue 20: access and halt entries shared one capped stream, so refused requests could trim the halt
+    history."""
+    settings, r, _, app = env
+    store = HaltStore(r, settings.redis_prefix)
+    store.init(by="cleo")
+    anonymous = TestClient(app)
+    for _ in range(50):
+        anonymous.get("/api/v1/queue")
+    assert [e["action"] for e in store.audit()] == ["halt.init"]
+    assert sum(a["action"] == "access.refused" for a in audit_actions(settings, r)) >= 50
+
+
+def test_login_throttling_counts_attempts_atomically_per_account_and_per_address(env):
+    """Issue 20: the failure count was read, then the password checked, then counted: parallel guesses all
+    passed the check. And it was per name-and-address pair: one address could try every name."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from review.routes.auth import LOGIN_ATTEMPTS_PER_ACCOUNT, LOGIN_ATTEMPTS_PER_ADDRESS
+
+    _, _, _, app = env
+    client = TestClient(app, client=("10.0.0.1", 40000))
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        codes = list(pool.map(lambda _: login(client, "rob", "wrong password!!").status_code, range(12)))
+    assert codes.count(401) == LOGIN_ATTEMPTS_PER_ACCOUNT and codes.count(429) == 12 - LOGIN_ATTEMPTS_PER_ACCOUNT
+    elsewhere = TestClient(app, client=("10.0.0.2", 40000))
+    assert login(elsewhere, "rob").status_code == 429  # the account is locked from any address
+    assert login(elsewhere, "rita").status_code == 303  # not the others
+    sprayer = TestClient(app, client=("10.0.0.3", 40000))
+    codes = [login(sprayer, f"guess{i}", "wrong password!!").status_code for i in range(LOGIN_ATTEMPTS_PER_ADDRESS)]
+    assert set(codes) == {401}
+    assert login(sprayer, "cleo").status_code == 429  # one address cannot try every name

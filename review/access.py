@@ -1,0 +1,108 @@
+"""Who came in, and what they saw: the access audit, server-side sessions and the login throttle, in Redis.
+
+- **Access audit** (`audit:access` stream): logins, refusals, page and conversation views, labels. It is a stream
+  of its own, apart from the halt history (`audit`), so a flood of refused requests can trim only itself.
+- **Sessions** (`review:session:{sid}`): the signed cookie or API token carries a session id; the session
+  lives in Redis until it expires or its user logs out, so logging out ends it everywhere at once (a stolen
+  cookie stops working), not only in the browser that held it.
+- **Login throttle** (`review:login:user:{name}`, `review:login:addr:{address}`): each attempt is checked against
+  both limits and counted in one Lua step, so parallel guesses cannot slip past the check between read and
+  write; a successful login takes its attempt back.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import redis
+
+from vigil_core.clock import utcnow
+from vigil_core.redis_client import store_errors
+
+__all__ = ["AccessAudit", "Sessions", "LoginThrottle"]
+
+ACCESS_AUDIT_MAXLEN = 1_000_000
+
+# KEYS: per-account counter, per-address counter | ARGV: account limit, address limit, window seconds
+_ATTEMPT = """
+local user = tonumber(redis.call('GET', KEYS[1]) or '0')
+local addr = tonumber(redis.call('GET', KEYS[2]) or '0')
+if user >= tonumber(ARGV[1]) or addr >= tonumber(ARGV[2]) then return 0 end
+redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3], 'NX')
+redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3], 'NX')
+return 1
+"""
+
+
+class AccessAudit:
+    """The access audit stream."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "vigil:") -> None:
+        self._r = client
+        self.key = f"{prefix}audit:access"
+
+    def record(self, who: str, action: str, origin: str, **detail: Any) -> None:
+        """Append who did what, from where."""
+        fields = {"action": action, "who": who, "at": utcnow().isoformat(), "origin": origin}
+        fields.update({k: str(v) for k, v in detail.items()})
+        with store_errors():
+            self._r.xadd(self.key, fields, maxlen=ACCESS_AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
+
+    def entries(self, count: int = 100) -> list[dict[str, str]]:
+        """The newest entries, oldest first."""
+        raw: Any = self._r.xrevrange(self.key, count=count)
+        return [{"id": eid.decode(), **{k.decode(): v.decode() for k, v in fields.items()}}
+                for eid, fields in reversed(raw)]
+
+
+class Sessions:
+    """Server-side sessions: an id is valid while its key lives and names the same user."""
+
+    def __init__(self, client: redis.Redis, prefix: str, max_age_s: int) -> None:
+        self._r = client
+        self._p = f"{prefix}review:session:"
+        self._max_age_s = max_age_s
+
+    def start(self, user: str) -> str:
+        """A new session id for `user`."""
+        sid = secrets.token_urlsafe(24)
+        self._r.set(self._p + sid, user, ex=self._max_age_s)
+        return sid
+
+    def valid(self, sid: object, user: str) -> bool:
+        """True while session `sid` is open and belongs to `user`."""
+        return isinstance(sid, str) and bool(sid) and self._r.get(self._p + sid) == user.encode()
+
+    def end(self, sid: object) -> None:
+        """Close a session (logout)."""
+        if isinstance(sid, str) and sid:
+            self._r.delete(self._p + sid)
+
+
+class LoginThrottle:
+    """At most `per_account` attempts for one name and `per_address` from one address per window."""
+
+    def __init__(self, client: redis.Redis, prefix: str, per_account: int, per_address: int, window_s: int) -> None:
+        self._p = f"{prefix}review:login:"
+        self._limits = (per_account, per_address, window_s)
+        self._r = client
+        self._attempt = client.register_script(_ATTEMPT)
+
+    def _keys(self, name: str, address: str) -> list[str]:
+        return [f"{self._p}user:{name}", f"{self._p}addr:{address}"]
+
+    def attempt(self, name: str, address: str) -> bool:
+        """Count one attempt; False (and nothing counted) when either limit is reached."""
+        return bool(self._attempt(keys=self._keys(name, address), args=list(self._limits)))
+
+    def succeeded(self, name: str, address: str) -> None:
+        """A right password: the account's failures are forgiven and the attempt is taken back from the
+        address (a busy ward's shared address is not locked out by its own successful logins)."""
+        user_key, addr_key = self._keys(name, address)
+        pipe = self._r.pipeline()
+        pipe.delete(user_key)
+        pipe.decr(addr_key)
+        pipe.execute()
