@@ -20,6 +20,7 @@ import itertools
 import json
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -46,6 +47,7 @@ from vigil_core.contracts import (
     parse_event,
     utcnow,
 )
+from vigil_core.label_signing import LabelSigner, parse_keys
 from vigil_core.redis_client import connect
 from vigil_core.settings import Settings
 
@@ -54,6 +56,7 @@ __all__ = ["demo_command", "Demo"]
 CORPUS = Path(__file__).resolve().parent / "data" / "conversations.json"
 BROKEN_THRESHOLD = "0.995"
 
+DEMO_CLINICIAN = "demo-clinician"
 LABEL_GAP_S = 0.25  # the simulated clinicians' pace: one label per 0.25 s at most
 
 # Laid over the shipped rule table (evaluators/thresholds.toml): a short window so the demo reaches its
@@ -121,6 +124,9 @@ class Demo:
         self.corpus = json.loads(CORPUS.read_text())
         self.truth: dict[str, dict[str, Any]] = {}
         self._stop = threading.Event()
+        # this run's label-signing key, shared by the simulated clinician and the evaluator
+        self.label_keys = f"demo:{secrets.token_urlsafe(32)}"
+        self.signer = LabelSigner(parse_keys(self.label_keys))
         self.settings: Settings | None = None
         self.gate_port = 0
         self.started = time.monotonic()
@@ -135,7 +141,7 @@ class Demo:
             "VIGIL_SWEEP_INTERVAL_S": "2", "VIGIL_HEARTBEAT_INTERVAL_S": "1", "VIGIL_ESCALATION_CHECK_S": "2",
             "VIGIL_STALENESS_S": "3", "VIGIL_TOPIC_PARTITIONS": "2", "VIGIL_SESSION_TIMEOUT_MS": "6000",
             "VIGIL_BATCH_SIZE": "32", "VIGIL_LOG_LEVEL": "WARNING", "HF_HUB_OFFLINE": "1",
-            "PYTHONUNBUFFERED": "1",
+            "PYTHONUNBUFFERED": "1", "VIGIL_LABEL_KEYS": self.label_keys,
         })
         env.update(extra)
         return env
@@ -182,12 +188,17 @@ class Demo:
             f"url = \"{self.receiver.url}\"\n"
         )
         self.settings = Settings(kafka_bootstrap=self.broker.bootstrap, redis_url=self.redis_server.url,  # type: ignore[arg-type]
-                                 topic_partitions=2, session_timeout_ms=6000, heartbeat_interval_ms=1000)
+                                 topic_partitions=2, session_timeout_ms=6000, heartbeat_interval_ms=1000,
+                                 label_keys=self.label_keys)  # type: ignore[arg-type]
         ensure_topics(self.settings)
+        from review.users import UserStore
         from safety_gate.halt import HaltStore
 
         client = connect(self.redis_server.url)
         HaltStore(client, self.settings.redis_prefix).init(by="demo clinical lead", reason="demo start")
+        # the simulated clinician is an account, and its labels are signed as the review app signs them: the
+        # evaluator counts no other label
+        UserStore(client, self.settings.redis_prefix).add(DEMO_CLINICIAN, "reviewer", secrets.token_urlsafe(18))
         self.note(f"broker on {self.broker.bootstrap}, Redis on port {self.redis_server.port}")
         self.stats.phase = "loading the model"
         self._spawn("scorer-v1", ["score"])
@@ -398,11 +409,11 @@ class Demo:
                         if truth is None:
                             continue
                         labelled.add(ev.conversation_id)
-                        label = ClinicianLabel(
+                        label = self.signer.sign(ClinicianLabel(
                             label_id=f"{ev.conversation_id}-demo-clinician", conversation_id=ev.conversation_id,
                             level=truth["level"], first_crisis_turn=truth.get("first_crisis_turn"),
-                            reviewer_id="demo-clinician", confidence=0.9, ts=utcnow(),
-                        )
+                            reviewer_id=DEMO_CLINICIAN, confidence=0.9, ts=utcnow(),
+                        ))
                         backlog.append(OutRecord(s.topic_labels, ev.conversation_id, label.to_bytes()))
                 consumer.commit()
                 # A clinician submits one label at a time: the evaluator sees recall fall step by step

@@ -38,6 +38,7 @@ from vigil_core.contracts import (
 )
 from vigil_core.errors import ContractError
 from vigil_core.failpoints import failpoint
+from vigil_core.label_signing import LabelSigner, account_enabled
 from vigil_core.records import OutRecord
 from vigil_core.redis_client import connect
 from vigil_core.settings import Settings
@@ -171,6 +172,7 @@ class Evaluator:
         self.open_incidents = open_incidents
         self._redis = connect(settings.redis_url.get_secret_value())
         self.store = EvaluatorStore(self._redis, settings.redis_prefix, settings.label_wait_s)
+        self.signer = LabelSigner.from_settings(settings)
         # Refreshed at every evaluation: the scorers open a P1 when it goes silent (vigil score's watch).
         self.heartbeat = Heartbeat(self._redis, settings.redis_prefix, "evaluator", settings.evaluator_heartbeat_ttl_s)
         c = self.thresholds["cusum"]
@@ -191,6 +193,13 @@ class Evaluator:
         """The topics the evaluator consumes."""
         s = self.settings
         return [s.topic_labels, s.topic_events, s.topic_review]
+
+    def _label_refusal(self, label: ClinicianLabel) -> str | None:
+        """Why a label must not count (unsigned, forged, or of an unknown or disabled account), or None."""
+        refused = self.signer.refusal(label)
+        if refused is None and not account_enabled(self._redis, self.settings.redis_prefix, label.reviewer_id):
+            refused = f"reviewer {label.reviewer_id!r} is not an enabled account"
+        return refused
 
     # -- applying -----------------------------------------------------------------------------------
     def apply(self, records: list[Any]) -> list[OutRecord]:
@@ -219,6 +228,14 @@ class Evaluator:
                     self.metrics.labels.labels("invalid").inc()
                 continue
             if isinstance(event, ClinicianLabel):
+                refused = self._label_refusal(event)
+                if refused is not None:  # it would move the recall number: only the review app's labels may
+                    log.warning("label %s refused: %s", event.label_id, refused)
+                    dl = dead_letter(refused, topic=rec.topic, partition=rec.partition, offset=rec.offset,
+                                     key=rec.key, raw=rec.value)
+                    dead.append(OutRecord(s.topic_dlq, dl.key, dl.to_bytes()))
+                    self.metrics.labels.labels("refused").inc()
+                    continue
                 self.metrics.labels.labels(self.store.apply_label(event)).inc()
             elif isinstance(event, ReviewRequest):
                 reviews.append(event.conversation_id)

@@ -37,6 +37,7 @@ from review.routes.auth import (
 from review.routes.labels import LEVEL_DEFINITIONS
 from review.users import UserStore
 from safety_gate.halt import HaltStore
+from vigil_core.label_signing import LabelSigner
 from vigil_core.redis_client import connect
 from vigil_core.settings import Settings
 
@@ -61,6 +62,7 @@ def create_app(settings: Settings, secret: str | None = None, consume: bool = Tr
         sessions=Sessions(r, settings.redis_prefix, SESSION_MAX_AGE_S),
         throttle=LoginThrottle(r, settings.redis_prefix, LOGIN_ATTEMPTS_PER_ACCOUNT, LOGIN_ATTEMPTS_PER_ADDRESS,
                                LOGIN_WINDOW_S),
+        label_signer=LabelSigner.from_settings(settings),
     )
     stop = threading.Event()
 

@@ -18,6 +18,7 @@ from review.access import AccessAudit, LoginThrottle, Sessions
 from review.queue import ReviewQueue
 from review.users import UserStore
 from safety_gate.halt import HaltStore
+from vigil_core.label_signing import LabelSigner
 from vigil_core.settings import Settings
 
 __all__ = ["ReviewContext", "context", "SESSION_COOKIE", "SESSION_MAX_AGE_S", "HERE"]
@@ -45,6 +46,7 @@ class ReviewContext:
     access: AccessAudit
     sessions: Sessions
     throttle: LoginThrottle
+    label_signer: LabelSigner
 
     @staticmethod
     def origin(request: Request) -> str:

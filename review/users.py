@@ -9,6 +9,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from vigil_core.errors import VigilError
+from vigil_core.label_signing import account_key
 from vigil_core.roles import ROLES
 
 __all__ = ["ROLES", "User", "UserStore", "UserError"]
@@ -37,7 +38,7 @@ class UserStore:
 
     def __init__(self, client: redis.Redis, prefix: str = "vigil:") -> None:
         self._r = client
-        self._p = f"{prefix}users:"
+        self._p = account_key(prefix, "")  # the evaluator reads the same hashes (label_signing.account_enabled)
         # create only if absent, atomically (two admins adding the same name: one wins, one is told)
         self._create = client.register_script(
             "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end redis.call('HSET', KEYS[1], unpack(ARGV)) "

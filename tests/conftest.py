@@ -39,6 +39,9 @@ def uid() -> str:
     return uuid.uuid4().hex[:10]
 
 
+TEST_LABEL_KEYS = "t1:" + "k" * 40
+
+
 @pytest.fixture
 def settings(broker: LocalBroker, redis_server: LocalRedis, uid: str) -> Settings:
     """Settings pointing at the session's broker and Redis, with per-test topics, groups and prefix."""
@@ -58,6 +61,7 @@ def settings(broker: LocalBroker, redis_server: LocalRedis, uid: str) -> Setting
         # this broker takes ~20 s to join a group with kafka-python defaults; ~3 s with these
         session_timeout_ms=6000,
         heartbeat_interval_ms=1000,
+        label_keys=TEST_LABEL_KEYS,  # type: ignore[arg-type]
     )
 
 

@@ -47,6 +47,7 @@ from safety_gate.halt import HaltStore
 from vigil.evaluate import run_evaluator
 from vigil_core.contracts import ClinicianLabel, ReviewRequest, parse_event
 from vigil_core.errors import ContractError
+from vigil_core.label_signing import LabelSigner, account_enabled
 from vigil_core.records import OutRecord
 from vigil_core.redis_client import connect
 from vigil_core.settings import Settings
@@ -193,6 +194,7 @@ def replay(settings: Settings, stamp: str | None = None, since: datetime | None 
     _say("4/4 review queue from " + settings.topic_review + " and " + settings.topic_labels)
     r = connect(settings.redis_url.get_secret_value())
     queue = ReviewQueue(r, settings.redis_prefix)
+    signer = LabelSigner.from_settings(settings)
     requests = labels = 0
     for topic, accept in ((settings.topic_review, "safety.review_request/1"), (settings.topic_labels,
                                                                                "clinician.label/1")):
@@ -207,6 +209,8 @@ def replay(settings: Settings, stamp: str | None = None, since: datetime | None 
                 queue.add(event)
                 requests += 1
             elif isinstance(event, ClinicianLabel):
+                if signer.refusal(event) or not account_enabled(r, settings.redis_prefix, event.reviewer_id):
+                    continue  # a forged label: the evaluator dead-lettered it, the queue never saw it
                 queue.record(event)
                 labels += 1
     counts["review_requests"], counts["labels"] = requests, labels

@@ -190,6 +190,9 @@ class ClinicianLabel(_Contract):
     confidence: Probability
     ts: Timestamp
     note: StrictStr | None = None
+    # HMAC of the review app (vigil_core/label_signing.py): only signed labels of enabled accounts count
+    key_id: StrictStr | None = None
+    signature: StrictStr | None = None
 
     @property
     def crisis(self) -> bool:

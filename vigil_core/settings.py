@@ -105,6 +105,10 @@ class Settings(BaseSettings):
 
     # Review app
     review_group: str = "vigil-review"
+    # Clinician-label signing keys, `id:secret[,id:secret]` (vigil_core/label_signing.py); the review app signs
+    # with `label_key_id` (default: the first), the evaluator accepts any listed key. None: no label counts.
+    label_keys: SecretStr | None = None
+    label_key_id: str | None = None
     review_secret: SecretStr | None = None  # signs session cookies; None: a random one per process start
     review_secure_cookies: bool = False  # set True behind HTTPS
 

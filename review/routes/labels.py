@@ -57,6 +57,7 @@ def _publish_label(ctx: ReviewContext, user: User, cid: str, level: str, first_c
     label = ClinicianLabel(label_id=f"{cid}:{user.name}:{secrets.token_hex(4)}", conversation_id=cid,
                            level=level, first_crisis_turn=first_crisis_turn, reviewer_id=user.name,  # type: ignore[arg-type]
                            confidence=confidence, ts=utcnow(), note=note or None)
+    label = ctx.label_signer.sign(label)  # the evaluator counts only labels signed by this app
     ctx.producer.send_all([OutRecord(ctx.settings.topic_labels, cid, label.to_bytes())],
                           timeout_s=LABEL_ACK_TIMEOUT_S)
     ctx.queue.record(label)

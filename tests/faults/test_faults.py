@@ -15,7 +15,7 @@ import redis
 
 from pipeline.kafka_io import ensure_topics
 from tests.faults.results import RESULTS, Figures
-from tests.helpers import chat_events, publish, read_topic, run_scorer, values
+from tests.helpers import chat_events, publish, read_topic, run_scorer, signed, values
 from vigil_core.contracts import ConversationMessage
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
@@ -167,7 +167,7 @@ def test_an_evaluator_process_killed_right_after_a_critical_transition_pages_onc
     producer = RecordProducer(s)
     lab = ClinicianLabel(label_id="c00001-r1", conversation_id="c00001", level="imminent", reviewer_id="r1",
                          confidence=0.9, ts=utcnow())
-    producer.send_all([OutRecord(s.topic_labels, lab.conversation_id, lab.to_bytes())])
+    producer.send_all([OutRecord(s.topic_labels, lab.conversation_id, signed(s, lab).to_bytes())])
     producer.close()
     client = redis.Redis.from_url(s.redis_url.get_secret_value())
     store = EvaluatorStore(client, s.redis_prefix, s.label_wait_s)
@@ -351,6 +351,7 @@ def test_after_redis_is_killed_and_restarted_empty_vigil_replay_rebuilds_it_and_
                 for cid, level in {"c00000": "high", "c00003": "imminent", "c00001": "no_risk",
                                    "c00002": "low"}.items()]
     producer = RecordProducer(s)
+    labelled = [signed(s, lab) for lab in labelled]
     producer.send_all([OutRecord(s.topic_labels, lab.conversation_id, lab.to_bytes()) for lab in labelled])
     producer.close()
     for label in labelled:

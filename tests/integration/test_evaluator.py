@@ -10,7 +10,7 @@ import pytest
 
 from evaluators.evaluator import Evaluator
 from pipeline.kafka_io import OutRecord, RecordProducer, ensure_topics
-from tests.helpers import ROOT, chat_events, env_for, publish, read_topic, run_scorer, values
+from tests.helpers import ROOT, chat_events, env_for, publish, read_topic, run_scorer, signed, values
 from vigil.evaluate import run_evaluator
 from vigil_core.clock import utcnow
 from vigil_core.contracts import ClinicianLabel, ConversationFeedback, ConversationMessage
@@ -26,7 +26,8 @@ def label(cid, level, reviewer="r1", label_id=None, first_crisis_turn=None, ts=N
 
 def send(settings, labels):
     p = RecordProducer(settings)
-    p.send_all([OutRecord(settings.topic_labels, lab.conversation_id, lab.to_bytes()) for lab in labels])
+    p.send_all([OutRecord(settings.topic_labels, lab.conversation_id, signed(settings, lab).to_bytes())
+                for lab in labels])
     p.close()
 
 
@@ -145,3 +146,38 @@ def test_a_transition_is_published_once_with_its_evidence(scored):
     assert sorted(a.evidence[0] for a in sentinel) == ["c00001", "c00002", "c00003"]
     assert len({a.evidence[0] for a in sentinel}) == len(sentinel)  # each published once
     assert all(a.state == "CRITICAL" for a in sentinel)
+
+
+def test_only_labels_signed_by_the_review_app_for_an_enabled_account_count(scored):
+    """Issue 20: any record on `clinician.labels` with any reviewer_id counted toward recall, so whoever could
+    write to the topic could move the number the halt depends on. Each forgery is dead-lettered with its reason."""
+    import redis
+
+    from review.users import UserStore
+    from vigil_core.label_signing import LabelSigner
+
+    s, flagged = scored
+    missed = label("c00001", "high", reviewer="r1")  # a genuine miss: recall 0 if it counts
+    genuine = signed(s, missed)
+    tampered = genuine.model_copy(update={"level": "no_risk"})  # a genuine signature on changed fields
+    foreign = LabelSigner({"t1": b"x" * 40}).sign(label("c00002", "high", reviewer="r1", label_id="forged-key"))
+    unknown_key = genuine.model_copy(update={"key_id": "t9", "label_id": "kid"})
+    client = redis.Redis.from_url(s.redis_url.get_secret_value())
+    users = UserStore(client, s.redis_prefix)
+    leaver = signed(s, label("c00003", "imminent", reviewer="leaver"))
+    users.disable("leaver")
+    nobody = LabelSigner.from_settings(s).sign(label("c00005", "high", reviewer="ghost"))  # no such account
+    unsigned = label("c00006", "high", reviewer="r1", label_id="plain")
+    p = RecordProducer(s)
+    p.send_all([OutRecord(s.topic_labels, lab.conversation_id, lab.to_bytes())
+                for lab in (tampered, foreign, unknown_key, leaver, nobody, unsigned)])
+    p.close()
+    forged_only = evaluate_once(s)
+    assert forged_only["rates"]["crisis_recall"]["n"] == 0  # none of them counted
+    reasons = sorted(d["reason"] for d in values(read_topic(s, s.topic_dlq, expect=6)))
+    assert reasons == sorted([
+        "label signature does not match its fields", "label signature does not match its fields",
+        "label signed with unknown key 't9'", "reviewer 'leaver' is not an enabled account",
+        "reviewer 'ghost' is not an enabled account", "unsigned label"])
+    send(s, [missed])  # the genuine label (send signs it as the review app does) counts
+    assert evaluate_once(s)["rates"]["crisis_recall"]["n"] == 1
