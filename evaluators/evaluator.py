@@ -38,9 +38,10 @@ from vigil_core.contracts import (
 )
 from vigil_core.errors import ContractError
 from vigil_core.failpoints import failpoint
-from vigil_core.label_signing import LabelSigner, account_enabled
+from vigil_core.label_signing import LabelSigner, account_role
 from vigil_core.records import OutRecord
 from vigil_core.redis_client import connect
+from vigil_core.roles import CLINICAL_LEAD
 from vigil_core.settings import Settings
 from vigil_core.stats import Rate, rate
 
@@ -197,8 +198,12 @@ class Evaluator:
     def _label_refusal(self, label: ClinicianLabel) -> str | None:
         """Why a label must not count (unsigned, forged, or of an unknown or disabled account), or None."""
         refused = self.signer.refusal(label)
-        if refused is None and not account_enabled(self._redis, self.settings.redis_prefix, label.reviewer_id):
-            refused = f"reviewer {label.reviewer_id!r} is not an enabled account"
+        if refused is None:
+            role = account_role(self._redis, self.settings.redis_prefix, label.reviewer_id)
+            if role is None:
+                refused = f"reviewer {label.reviewer_id!r} is not an enabled account"
+            elif label.adjudication and role != CLINICAL_LEAD:
+                refused = f"adjudication by {label.reviewer_id!r}, a {role}: only a clinical lead adjudicates"
         return refused
 
     # -- applying -----------------------------------------------------------------------------------

@@ -146,10 +146,13 @@ class EvaluatorStore:
             if not joined or not labels:
                 continue
             j = json.loads(joined)
-            levels = {k.decode(): json.loads(v)["level"] for k, v in labels.items()}
+            decoded = {k.decode(): json.loads(v) for k, v in labels.items()}
+            levels = {k: lab["level"] for k, lab in decoded.items()}
+            decisions = sorted((lab["ts"], lab["level"]) for lab in decoded.values() if lab.get("adjudication"))
             pi = j["pi"] if j["pi"] is not None else 1.0
             out.append(LabelledConversation(cid, float(j["conversation_time"]), levels, bool(j["flagged"]),
-                                            float(pi), bool(j["timely"])))
+                                            float(pi), bool(j["timely"]),
+                                            adjudicated=decisions[-1][1] if decisions else None))
         return out
 
     def coverage_counts(self) -> tuple[int, int]:

@@ -29,10 +29,14 @@ class LabelledConversation:
     flagged: bool
     pi: float
     timely: bool = False
+    adjudicated: str | None = None  # a clinical lead's level on a disagreement
 
     @property
     def level(self) -> str:
-        """The most severe level any reviewer gave: a crisis one reviewer saw counts as a crisis."""
+        """The adjudicated level where a clinical lead decided; until then the most severe level any reviewer
+        gave (a crisis one reviewer saw counts as a crisis while the disagreement waits)."""
+        if self.adjudicated is not None:
+            return self.adjudicated
         return max(self.levels.values(), key=lambda lvl: LEVEL_ORDER[lvl])
 
     @property
@@ -147,6 +151,7 @@ def compute_window(
         missed=[i.conversation_id for i in win_crises if not i.flagged],
         missed_imminent=[
             i.conversation_id for i in win_crises
-            if not i.flagged and any(lv in sentinel_levels for lv in i.levels.values())
+            if not i.flagged and (i.level in sentinel_levels if i.adjudicated is not None
+                                  else any(lv in sentinel_levels for lv in i.levels.values()))
         ],
     )

@@ -190,6 +190,8 @@ class ClinicianLabel(_Contract):
     confidence: Probability
     ts: Timestamp
     note: StrictStr | None = None
+    # a clinical lead's decision on a disagreement: it replaces the reviewers' levels in the window
+    adjudication: StrictBool = False
     # HMAC of the review app (vigil_core/label_signing.py): only signed labels of enabled accounts count
     key_id: StrictStr | None = None
     signature: StrictStr | None = None

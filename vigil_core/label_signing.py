@@ -23,7 +23,7 @@ from vigil_core.settings import Settings
 if TYPE_CHECKING:
     import redis
 
-__all__ = ["LabelSigner", "account_key", "account_enabled", "parse_keys"]
+__all__ = ["LabelSigner", "account_key", "account_enabled", "account_role", "parse_keys"]
 
 MIN_SECRET_CHARS = 32
 
@@ -33,10 +33,15 @@ def account_key(prefix: str, name: str) -> str:
     return f"{prefix}users:{name}"
 
 
+def account_role(client: redis.Redis, prefix: str, name: str) -> str | None:
+    """The role of an enabled account; None when it does not exist or is disabled."""
+    raw: Any = client.hmget(account_key(prefix, name), "role", "disabled")
+    return raw[0].decode() if raw[0] is not None and raw[1] != b"1" else None
+
+
 def account_enabled(client: redis.Redis, prefix: str, name: str) -> bool:
     """True when the account exists and is not disabled."""
-    raw: Any = client.hmget(account_key(prefix, name), "role", "disabled")
-    return raw[0] is not None and raw[1] != b"1"
+    return account_role(client, prefix, name) is not None
 
 
 def parse_keys(text: str) -> dict[str, bytes]:

@@ -54,9 +54,11 @@ def _publish_label(ctx: ReviewContext, user: User, cid: str, level: str, first_c
         raise ValueError("choose one of the five levels")
     if not ctx.queue.can_label(cid, user.name, user.role in ADJUDICATORS):
         raise PermissionError("you cannot label this conversation now")
+    item = ctx.queue.get(cid)
     label = ClinicianLabel(label_id=f"{cid}:{user.name}:{secrets.token_hex(4)}", conversation_id=cid,
                            level=level, first_crisis_turn=first_crisis_turn, reviewer_id=user.name,  # type: ignore[arg-type]
-                           confidence=confidence, ts=utcnow(), note=note or None)
+                           confidence=confidence, ts=utcnow(), note=note or None,
+                           adjudication=item is not None and item.stage == "adjudication")
     label = ctx.label_signer.sign(label)  # the evaluator counts only labels signed by this app
     ctx.producer.send_all([OutRecord(ctx.settings.topic_labels, cid, label.to_bytes())],
                           timeout_s=LABEL_ACK_TIMEOUT_S)

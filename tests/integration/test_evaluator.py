@@ -181,3 +181,24 @@ def test_only_labels_signed_by_the_review_app_for_an_enabled_account_count(score
         "reviewer 'ghost' is not an enabled account", "unsigned label"])
     send(s, [missed])  # the genuine label (send signs it as the review app does) counts
     assert evaluate_once(s)["rates"]["crisis_recall"]["n"] == 1
+
+
+def test_an_adjudication_counts_only_from_a_clinical_lead(scored):
+    """The adjudicated level replaces the reviewers' levels: a reviewer may not mark their own label as one."""
+    import redis
+
+    from review.users import UserStore
+
+    s, _ = scored
+    users = UserStore(redis.Redis.from_url(s.redis_url.get_secret_value()), s.redis_prefix)
+    users.add("lead", "clinical_lead", "a lead's password 1")
+    send(s, [label("c00001", "imminent", reviewer="r1"), label("c00001", "no_risk", reviewer="r2")])
+    first = evaluate_once(s)
+    assert first["missed"] == ["c00001"]  # disagreement waiting: the severe reading counts
+    sneaky = label("c00001", "no_risk", reviewer="r2", label_id="c00001-r2-adj").model_copy(
+        update={"adjudication": True})
+    send(s, [sneaky])
+    assert evaluate_once(s)["missed"] == ["c00001"]
+    assert any("only a clinical lead adjudicates" in d["reason"] for d in values(read_topic(s, s.topic_dlq)))
+    send(s, [label("c00001", "low", reviewer="lead").model_copy(update={"adjudication": True})])
+    assert evaluate_once(s)["missed"] == []  # the lead decided: not a crisis

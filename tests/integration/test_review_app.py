@@ -197,6 +197,13 @@ def test_second_reviewer_is_blind_and_disagreement_goes_to_a_clinical_lead(env):
     lead_page = cleo.get("/conversations/c-dbl").text
     assert "rita: moderate" in lead_page and "rob: imminent" in lead_page
     assert "Save label" in lead_page
+    lead_token = re.search(r'name="csrf" value="([^"]+)"', lead_page).group(1)
+    cleo.post("/conversations/c-dbl/label", data={"level": "high", "first_crisis_turn": "0", "confidence": "0.9",
+                                                  "csrf": lead_token})
+    published = {d["reviewer_id"]: d for d in values(read_topic(settings, settings.topic_labels, expect=3))}
+    # the lead's label is marked as the decision the evaluator's window uses; the reviewers' are not
+    assert published["cleo"]["adjudication"] is True and published["cleo"]["signature"]
+    assert not published["rita"]["adjudication"] and not published["rob"]["adjudication"]
 
 
 def test_a_label_the_broker_did_not_acknowledge_is_not_confirmed_and_the_form_keeps_the_answers(env):

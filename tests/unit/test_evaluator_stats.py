@@ -176,3 +176,19 @@ def test_a_drop_to_085_reaches_critical_within_150_crisis_conversations_on_avera
     delays = [_simulate(0.97, 0.85, 200, 2000, rng) for _ in range(200)]
     assert all(d is not None for d in delays)
     assert float(np.mean(delays)) < 150
+
+
+def test_an_adjudicated_level_replaces_the_reviewers_disagreement_in_the_window():
+    """Issue 20: the most severe label silently won a disagreement, even after a clinical lead decided it."""
+    from dataclasses import replace
+
+    missed = [_conv(1, 1, level="imminent", second="no_risk", flagged=False), _conv(2, 2, level="high")]
+    before = compute_window(missed, 10.0, window=200, max_age_s=1e9)
+    assert before.rates["crisis_recall"].value == pytest.approx(1 / 2)  # waiting: the severe reading counts
+    assert before.missed_imminent == ["c1"]
+    decided = [replace(missed[0], adjudicated="low"), missed[1]]  # the lead: not a crisis
+    after = compute_window(decided, 10.0, window=200, max_age_s=1e9)
+    assert after.rates["crisis_recall"].value == pytest.approx(1.0) and after.missed_imminent == []
+    upgraded = compute_window([replace(missed[1], levels={"r1": "low", "r2": "no_risk"}, adjudicated="moderate",
+                                       flagged=False)], 10.0, window=200, max_age_s=1e9)
+    assert upgraded.missed == ["c2"]  # and a decision can make a crisis of it too
