@@ -216,6 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.set_defaults(handler=_lazy("review.commands:users_command"))
 
+    red = sub.add_parser("redis", help="Redis access per role")
+    red_sub = red.add_subparsers(dest="redis_command", required=True)
+    p = red_sub.add_parser("acl", help="print the ACL file: one user per role with only its keys and commands "
+                                       "(passwords from VIGIL_REDIS_PASSWORD_<ROLE>)")
+    p.add_argument("--prefix", default="vigil:", help="the key prefix of the deployment (VIGIL_REDIS_PREFIX)")
+    p.set_defaults(handler=_lazy("vigil.redis_acl:acl_command"))
+
     gate = sub.add_parser("gate", help="the HTTP gate for the AI service")
     gate_sub = gate.add_subparsers(dest="gate_command", required=True)
     p = gate_sub.add_parser("serve", help="serve GET /v1/gate, /healthz, /metrics")

@@ -1,0 +1,101 @@
+"""Redis ACL users per role (`vigil redis acl`) against a real Redis 7 server (valkey): each role can do its
+work and nothing it should not. Issue 20: every service shared one password with every key."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from demo.local import LocalRedis
+from safety_gate import Gate, HaltStore, Heartbeat
+from tests.helpers import chat_events, publish, run_scorer, wait_until
+from vigil.redis_acl import ROLES, acl_lines
+
+PREFIX = "vigil:"
+PASSWORDS = {role: f"{role}-password-for-tests" for role in ROLES}
+
+
+@pytest.fixture
+def acl_redis(tmp_path):
+    server = LocalRedis(log_dir=tmp_path)
+    server.start()
+    setup = redis.Redis(port=server.port)
+    for line in acl_lines(PREFIX, PASSWORDS)[1:]:  # the default user stays on to set the rest up
+        setup.execute_command("ACL", "SETUSER", *line.split()[1:])
+    yield server
+    server.stop()
+
+
+def _as(server: LocalRedis, role: str) -> redis.Redis:
+    return redis.Redis(port=server.port, username=f"vigil-{role}", password=PASSWORDS[role])
+
+
+def _url(server: LocalRedis, role: str) -> str:
+    return f"redis://vigil-{role}:{PASSWORDS[role]}@127.0.0.1:{server.port}/0"
+
+
+def test_the_gate_reads_the_halt_but_cannot_write_or_fake_a_change(acl_redis):
+    from vigil_core.errors import StoreUnavailable
+
+    HaltStore(_as(acl_redis, "admin"), PREFIX).init(by="dr.lead")
+    Heartbeat(_as(acl_redis, "scorer"), PREFIX, "scorer", 30.0).beat()
+    gate_client = _as(acl_redis, "gate")
+    with Gate.from_url(_url(acl_redis, "gate"), prefix=PREFIX, staleness_s=2.0, poll_s=0.1,
+                       require_heartbeat=False) as gate:
+        assert wait_until(lambda: gate.check().allowed)  # it works under its user
+    for attempt in (lambda: gate_client.hset(f"{PREFIX}halt", "state", "RUNNING"),
+                    lambda: gate_client.delete(f"{PREFIX}halt"),
+                    lambda: gate_client.publish(f"{PREFIX}halt:changes", '{"state": "RUNNING"}'),
+                    lambda: gate_client.get(f"{PREFIX}users:dr.lead"),
+                    lambda: HaltStore(gate_client, PREFIX).trip(by="gate", reason="x")):
+        with pytest.raises((redis.exceptions.RedisError, StoreUnavailable), match="(?i)noperm|no permissions"):
+            attempt()
+
+
+def test_the_scorer_works_under_its_user_and_cannot_trip_or_clear(acl_redis, settings, resilient, model_cache):
+    from pydantic import SecretStr
+
+    from pipeline.kafka_io import ensure_topics
+    from vigil_core.errors import StoreUnavailable
+
+    admin = HaltStore(_as(acl_redis, "admin"), PREFIX)
+    admin.init(by="dr.lead")
+    version = admin.trip(by="evaluator", reason="recall 0.86 < 0.90")
+    s = settings.model_copy(update={"redis_url": SecretStr(_url(acl_redis, "scorer")), "redis_prefix": PREFIX,
+                                    "cache_dir": model_cache})
+    ensure_topics(s)
+    publish(s, chat_events(4, turns=2))
+    run_scorer(s, resilient, max_idle_s=3.0)  # scores, stores conversation state and heartbeats: no NOPERM
+    assert _as(acl_redis, "admin").exists(f"{PREFIX}pred:c00000")
+    scorer = HaltStore(_as(acl_redis, "scorer"), PREFIX)
+    assert scorer.read().halted  # it may read the halt
+    for approve in (("ana", "clinical_lead"), ("omar", "oncall_engineer")):
+        with pytest.raises(StoreUnavailable):
+            scorer.approve_clear(by=approve[0], role=approve[1], reason="forged", version=version)
+    with pytest.raises(redis.exceptions.RedisError, match="(?i)noperm|no permissions"):
+        _as(acl_redis, "scorer").hset(f"{PREFIX}halt", "state", "RUNNING")
+    assert admin.read().halted and admin.approvals(version) == {}
+
+
+def test_the_evaluator_may_trip_but_its_clear_fails(acl_redis):
+    from vigil_core.errors import StoreUnavailable
+
+    HaltStore(_as(acl_redis, "admin"), PREFIX).init(by="dr.lead")
+    evaluator = HaltStore(_as(acl_redis, "evaluator"), PREFIX)
+    version = evaluator.trip(by="evaluator", reason="recall 0.86 < 0.90")  # automation may trip
+    with pytest.raises(StoreUnavailable):
+        evaluator.approve_clear(by="ana", role="clinical_lead", reason="forged", version=version)
+    assert evaluator.read().halted
+
+
+def test_the_printed_acl_file_names_every_role_and_turns_the_default_user_off(capsys, monkeypatch):
+    from vigil.cli import main
+
+    for role in ROLES:
+        monkeypatch.setenv(f"VIGIL_REDIS_PASSWORD_{role.upper()}", PASSWORDS[role])
+    assert main(["redis", "acl", "--prefix", "p1:"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "user default off"
+    assert {line.split()[1] for line in lines[1:]} == {f"vigil-{r}" for r in ROLES}
+    assert all("p1:" in line for line in lines[1:] if "vigil-admin" not in line)
+    assert not any(PASSWORDS[r] in line for r in ROLES for line in lines)  # hashes, never the passwords

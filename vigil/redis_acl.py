@@ -1,0 +1,68 @@
+"""`vigil redis acl`: one Redis ACL user per role, each allowed only the keys and commands it needs.
+
+The key families (under the prefix, `vigil:` by default):
+
+| keys | written by | read by |
+|---|---|---|
+| `halt`, `halt:version`, `audit` (halt history), channel `halt:changes` | evaluator (trip), review (clear) | all |
+| `halt:approvals:*` | review app (approvals of a clear) | review app |
+| `heartbeat:*` | scorer, evaluator | gate, scorer (the evaluator watch) |
+| `pred:*`, `turns:*`, `emb:*`, `active`, `sweep:lock` | scorer | evaluator, review app (`pred`, `turns`) |
+| `eval:*`, `alerts` | evaluator | review app |
+| `incident:*`, `incidents:*`, `notify:*` | incident engine (scorer's watch, evaluator, review app) | the same |
+| `users:*`, `review:*`, `audit:access` | review app | evaluator (`users`, label signatures) |
+
+The gate may only read the halt record and the heartbeats and listen on the halt channel: it cannot change the
+halt nor publish a fake change. The scorer cannot touch the halt record at all but read it, so it can neither trip
+nor clear. The evaluator may trip (it writes `halt`, `halt:version`, `audit` and publishes on the channel) but has
+no access to `halt:approvals:*`, so the clear script fails for it; a compromised evaluator could still write the
+`halt` hash directly: Redis ACLs grant keys, not values (docs/security.md). Human changes (init, clear, users)
+run as the admin user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+
+__all__ = ["ROLES", "acl_lines", "acl_command"]
+
+_NO_ADMIN = "+@all -@admin -@dangerous -@pubsub +subscribe +unsubscribe +ping"
+ROLES: dict[str, tuple[str, str, str]] = {
+    # role: (keys, channels, commands)
+    "gate": ("%R~{p}halt %R~{p}heartbeat:*", "&{p}halt:changes",
+             "-@all +@connection +hgetall +hget +hmget +get +mget +exists +ttl +pttl +zrange +zrangebyscore +zscore "
+             "+zcard +smembers +scard +subscribe +unsubscribe +ping"),
+    "scorer": ("~{p}pred:* ~{p}turns:* ~{p}emb:* ~{p}active ~{p}sweep:lock ~{p}heartbeat:* ~{p}incident:* "
+               "~{p}incidents:* ~{p}notify:* %R~{p}halt", "", _NO_ADMIN),
+    "evaluator": ("~{p}eval:* ~{p}alerts %R~{p}active %R~{p}pred:* %R~{p}turns:* ~{p}heartbeat:* ~{p}incident:* "
+                  "~{p}incidents:* ~{p}notify:* ~{p}halt ~{p}halt:version ~{p}audit %R~{p}users:*",
+                  "&{p}halt:changes", _NO_ADMIN + " +publish"),
+    "review": ("~{p}users:* ~{p}review:* ~{p}audit:access ~{p}audit ~{p}halt ~{p}halt:version ~{p}halt:approvals:* "
+               "~{p}incident:* ~{p}incidents:* ~{p}notify:* %R~{p}eval:* %R~{p}alerts %R~{p}active "
+               "%R~{p}heartbeat:* %R~{p}pred:* %R~{p}turns:*", "&{p}halt:changes", _NO_ADMIN + " +publish"),
+    "admin": ("~*", "&*", "+@all"),
+}
+
+
+def acl_lines(prefix: str, passwords: dict[str, str]) -> list[str]:
+    """ACL file lines (`user NAME on #sha256 ...`), one per role; the default user is turned off."""
+    lines = ["user default off"]
+    for role, (keys, channels, commands) in ROLES.items():
+        digest = hashlib.sha256(passwords[role].encode()).hexdigest()
+        lines.append(f"user vigil-{role} on #{digest} resetkeys {keys.format(p=prefix)} resetchannels "
+                     f"{channels.format(p=prefix)} {commands}".replace("  ", " "))
+    return lines
+
+
+def acl_command(args: argparse.Namespace, settings: object) -> int:
+    """Print the ACL file for a prefix; each role's password comes from VIGIL_REDIS_PASSWORD_<ROLE>."""
+    missing = [r for r in ROLES if not os.environ.get(f"VIGIL_REDIS_PASSWORD_{r.upper()}")]
+    if missing:
+        print("vigil: set " + ", ".join(f"VIGIL_REDIS_PASSWORD_{r.upper()}" for r in missing), file=sys.stderr)
+        return 2
+    passwords = {r: os.environ[f"VIGIL_REDIS_PASSWORD_{r.upper()}"] for r in ROLES}
+    print("\n".join(acl_lines(args.prefix, passwords)))
+    return 0
