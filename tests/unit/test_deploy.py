@@ -152,3 +152,12 @@ def test_promtool_unit_tests_prove_each_seed_threshold_fires_at_the_right_value(
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SUCCESS" in out.stdout
+
+
+def test_only_the_gate_and_the_review_app_face_other_hosts():
+    """Issue 20: Kafka (PLAINTEXT, no authentication) and Redis were published on every interface of the host."""
+    published = {name: svc.get("ports", []) for name, svc in SERVICES.items()}
+    assert published["kafka"] == []  # its clients join the compose network
+    for name, ports in published.items():
+        if name not in ("gate", "review"):
+            assert all(str(p).startswith("127.0.0.1:") for p in ports), (name, ports)
