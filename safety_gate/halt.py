@@ -90,11 +90,8 @@ class HaltRecord:
         }
 
 
-# KEYS: halt, audit, version counter | ARGV: by, reason, now, origin, channel, maxlen
-# A deployment that has had a halt record (the counter exists) is never initialised again by one person:
-# deleting the record and running init was a one-person clear. A missing record reads as HALTED; lifting it
-# takes the two-person clear.
-_INIT = """
+# Shared by every script that gives a new version.
+_NEXT_VERSION = """
 -- The next halt version: above both the record's and the counter's, so versions never repeat, even after the
 -- record was deleted (an approval given for an old version can then never lift a new halt).
 local function next_version(halt, seq)
@@ -102,6 +99,13 @@ local function next_version(halt, seq)
   redis.call('SET', seq, v + 1)
   return v + 1
 end
+"""
+
+# KEYS: halt, audit, version counter | ARGV: by, reason, now, origin, channel, maxlen
+# A deployment that has had a halt record (the counter exists) is never initialised again by one person:
+# deleting the record and running init was a one-person clear. A missing record reads as HALTED; lifting it
+# takes the two-person clear.
+_INIT = _NEXT_VERSION + """
 
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {0, tonumber(redis.call('HGET', KEYS[1], 'version'))}
@@ -122,14 +126,7 @@ return {1, version}
 """
 
 # KEYS: halt, audit, version counter | ARGV: by, reason, now, origin, channel, maxlen, incident_id, metrics_json
-_TRIP = """
--- The next halt version: above both the record's and the counter's, so versions never repeat, even after the
--- record was deleted (an approval given for an old version can then never lift a new halt).
-local function next_version(halt, seq)
-  local v = math.max(tonumber(redis.call('HGET', halt, 'version') or '0'), tonumber(redis.call('GET', seq) or '0'))
-  redis.call('SET', seq, v + 1)
-  return v + 1
-end
+_TRIP = _NEXT_VERSION + """
 
 local state = redis.call('HGET', KEYS[1], 'state')
 local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
@@ -152,14 +149,7 @@ return {1, version}
 
 # KEYS: halt, audit, approvals-prefix, version counter | ARGV: by, reason, now, origin, channel, maxlen, role,
 # version. A missing record is HALTED (as the gate reads it) at the counter's version.
-_APPROVE = """
--- The next halt version: above both the record's and the counter's, so versions never repeat, even after the
--- record was deleted (an approval given for an old version can then never lift a new halt).
-local function next_version(halt, seq)
-  local v = math.max(tonumber(redis.call('HGET', halt, 'version') or '0'), tonumber(redis.call('GET', seq) or '0'))
-  redis.call('SET', seq, v + 1)
-  return v + 1
-end
+_APPROVE = _NEXT_VERSION + """
 
 local state = redis.call('HGET', KEYS[1], 'state') or 'HALTED'
 local version = tonumber(redis.call('HGET', KEYS[1], 'version') or redis.call('GET', KEYS[4]) or '0')
@@ -285,10 +275,3 @@ class HaltStore:
             {"id": eid.decode(), **{k.decode(): v.decode() for k, v in fields.items()}}
             for eid, fields in reversed(entries)
         ]
-
-    def audit_event(self, who: str, action: str, origin: str | None = None, **detail: Any) -> None:
-        """Append a non-halt entry (a login, a view) to the same audit stream."""
-        fields = {"action": action, "who": who, "at": utcnow().isoformat(), "origin": origin or default_origin()}
-        fields.update({k: str(v) for k, v in detail.items()})
-        with store_errors():
-            self._r.xadd(self.audit_key, fields, maxlen=_AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]

@@ -75,32 +75,38 @@ def require(*roles: str) -> Any:
     return dep
 
 
-async def check_csrf(request: Request, ctx: ReviewContext = Depends(context)) -> None:
-    """A form post must carry its session's CSRF token (API token requests are exempt)."""
+def _cookie_session(request: Request, ctx: ReviewContext) -> dict[str, Any] | None:
+    """The cookie session a CSRF token is checked against; None for API token requests (browsers do not send
+    them on their own: no CSRF exposure); refused (and audited) without a valid session."""
     if request.headers.get("authorization", "").lower().startswith("bearer "):
-        return  # API tokens are not sent by browsers on their own: no CSRF exposure
+        return None
     sess = ctx.session_of(request)
     if not sess:
         ctx.audit("anonymous", "access.refused", request, reason="no valid session")
         raise AuthRefused(401, "login required")
-    form = await request.form()
-    if not secrets.compare_digest(str(form.get("csrf", "")), str(sess.get("csrf", ""))):
+    return sess
+
+
+def _match_csrf(request: Request, ctx: ReviewContext, sess: dict[str, Any], supplied: str) -> None:
+    if not secrets.compare_digest(supplied, str(sess.get("csrf", ""))):
         ctx.audit(sess.get("u", "anonymous"), "access.refused", request, reason="csrf")
         raise AuthRefused(403, "invalid or missing CSRF token")
+
+
+async def check_csrf(request: Request, ctx: ReviewContext = Depends(context)) -> None:
+    """A form post must carry its session's CSRF token (API token requests are exempt)."""
+    sess = _cookie_session(request, ctx)
+    if sess is not None:
+        form = await request.form()
+        _match_csrf(request, ctx, sess, str(form.get("csrf", "")))
 
 
 async def check_csrf_header(request: Request, ctx: ReviewContext = Depends(context)) -> None:
     """A JSON post with a session cookie must carry its CSRF token in `X-CSRF-Token` (as forms carry theirs);
     API token requests are exempt."""
-    if request.headers.get("authorization", "").lower().startswith("bearer "):
-        return
-    sess = ctx.session_of(request)
-    if not sess:
-        ctx.audit("anonymous", "access.refused", request, reason="no valid session")
-        raise AuthRefused(401, "login required")
-    if not secrets.compare_digest(request.headers.get("x-csrf-token", ""), str(sess.get("csrf", ""))):
-        ctx.audit(sess.get("u", "anonymous"), "access.refused", request, reason="csrf")
-        raise AuthRefused(403, "invalid or missing CSRF token")
+    sess = _cookie_session(request, ctx)
+    if sess is not None:
+        _match_csrf(request, ctx, sess, request.headers.get("x-csrf-token", ""))
 
 
 async def json_object(request: Request) -> dict[str, Any] | None:
