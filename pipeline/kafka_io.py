@@ -53,7 +53,7 @@ class RecordProducer:
     def __init__(self, settings: Settings, **overrides: Any) -> None:
         self._settings = settings
         self._config: dict[str, Any] = {
-            "bootstrap_servers": settings.kafka_bootstrap.split(","),
+            **settings.kafka_client_config(),
             "acks": "all",
             "linger_ms": 2,
             "retries": 5,
@@ -142,7 +142,7 @@ class RecordProducer:
 def make_consumer(settings: Settings, group: str | None, topics: Iterable[str], **overrides: Any) -> KafkaConsumer:
     """A manually committed consumer subscribed to `topics` in `group` (None: no group, no commits)."""
     config: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap.split(","),
+        **settings.kafka_client_config(),
         "group_id": group,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
@@ -194,7 +194,7 @@ def all_topics(settings: Settings) -> list[str]:
 
 def ensure_topics(settings: Settings, topics: Iterable[str] | None = None, partitions: int | None = None) -> None:
     """Create the topics that do not exist yet (idempotent)."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap.split(","))
+    admin = KafkaAdminClient(**settings.kafka_client_config())
     try:
         existing = set(admin.list_topics())
         wanted = [
@@ -214,7 +214,7 @@ def read_all(settings: Settings, topic: str, timeout_s: float = 10.0) -> list[An
 
     Reads until each partition's highwater mark (not `end_offsets()`, which this broker misreports).
     """
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","), enable_auto_commit=False,
+    consumer = KafkaConsumer(**settings.kafka_client_config(), enable_auto_commit=False,
                              fetch_max_wait_ms=settings.fetch_max_wait_ms, group_id=None)
     try:
         parts = consumer.partitions_for_topic(topic) or set()

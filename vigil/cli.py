@@ -223,6 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default="vigil:", help="the key prefix of the deployment (VIGIL_REDIS_PREFIX)")
     p.set_defaults(handler=_lazy("vigil.redis_acl:acl_command"))
 
+    kaf = sub.add_parser("kafka", help="Kafka access per service")
+    kaf_sub = kaf.add_subparsers(dest="kafka_command", required=True)
+    p = kaf_sub.add_parser("acl", help="print the script that creates one SASL/SCRAM user per service and its ACLs "
+                                       "(runs in the apache/kafka image; docker-compose's kafka-setup)")
+    p.set_defaults(handler=_lazy("vigil.kafka_acl:acl_command"))
+
     gate = sub.add_parser("gate", help="the HTTP gate for the AI service")
     gate_sub = gate.add_subparsers(dest="gate_command", required=True)
     p = gate_sub.add_parser("serve", help="serve GET /v1/gate, /healthz, /metrics")

@@ -101,7 +101,7 @@ def _log_ends(consumer: KafkaConsumer, tps: list[TopicPartition], timeout_s: flo
 def _start_at(settings: Settings, group: str | None, topics: list[str], since_ms: int | None) -> int:
     """Records from `since_ms` (None: the beginning) to the end of `topics`; with a `group`, commit those start
     offsets for it first, so a consumer of that fresh group begins there."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","), group_id=group,
+    consumer = KafkaConsumer(**settings.kafka_client_config(), group_id=group,
                              enable_auto_commit=False, fetch_max_wait_ms=settings.fetch_max_wait_ms)
     try:
         tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]

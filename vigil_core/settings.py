@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     # (docs/reliability.md): against that broker turn it off; every consumer of Vigil's topics is idempotent by
     # event_id, so a duplicate record changes nothing.
     kafka_idempotent_producer: bool = True
+    # Authentication to the broker (docs/security.md): production runs SASL/SCRAM, over TLS outside one host.
+    # Each service has its own Kafka user, so the broker's ACLs decide which topics it may write.
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_username: str | None = None
+    kafka_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
 
     # Redis
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
@@ -157,6 +164,22 @@ class Settings(BaseSettings):
         import secrets
 
         return secrets.token_urlsafe(32)
+
+    def kafka_client_config(self) -> dict[str, Any]:
+        """Connection and authentication arguments shared by every Kafka client Vigil makes (kafka-python)."""
+        config: dict[str, Any] = {
+            "bootstrap_servers": [s.strip() for s in self.kafka_bootstrap.split(",")],
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_security_protocol.startswith("SASL"):
+            if not self.kafka_username or self.kafka_password is None:
+                raise ConfigError("VIGIL_KAFKA_USERNAME", f"{self.kafka_security_protocol} needs "
+                                  "VIGIL_KAFKA_USERNAME and VIGIL_KAFKA_PASSWORD")
+            config.update(sasl_mechanism=self.kafka_sasl_mechanism, sasl_plain_username=self.kafka_username,
+                          sasl_plain_password=self.kafka_password.get_secret_value())
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL") and self.kafka_ssl_cafile is not None:
+            config["ssl_cafile"] = str(self.kafka_ssl_cafile)
+        return config
 
     def key(self, *parts: str) -> str:
         """A namespaced Redis key: `key("halt")` is `vigil:halt` with the default prefix."""

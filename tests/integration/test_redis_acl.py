@@ -99,3 +99,74 @@ def test_the_printed_acl_file_names_every_role_and_turns_the_default_user_off(ca
     assert {line.split()[1] for line in lines[1:]} == {f"vigil-{r}" for r in ROLES}
     assert all("p1:" in line for line in lines[1:] if "vigil-admin" not in line)
     assert not any(PASSWORDS[r] in line for r in ROLES for line in lines)  # hashes, never the passwords
+
+
+def test_every_service_does_its_whole_work_under_its_own_user(acl_redis, settings, resilient, model_cache):
+    """The scorer scores, the evaluator (with its safety actions) sees missed imminent crises, trips the halt and
+    opens the P0, and the review app queues, labels and lets two people clear it: each under its own ACL user,
+    so a NOPERM anywhere fails the test. Compose runs them this way (docker-compose.yml)."""
+    from fastapi.testclient import TestClient
+    from pydantic import SecretStr
+
+    from evaluators.actions import ActionEngine
+    from evaluators.evaluator import Evaluator
+    from incidents.service import IncidentService
+    from incidents.store import IncidentStore
+    from pipeline.kafka_io import OutRecord, RecordProducer, ensure_topics
+    from review.app import create_app
+    from review.queue import ReviewQueue
+    from review.users import UserStore
+    from tests.integration.test_review_app import csrf_of, login, request_for
+    from vigil.evaluate import run_evaluator
+    from vigil_core.clock import utcnow
+    from vigil_core.contracts import ClinicianLabel
+    from vigil_core.label_signing import LabelSigner
+
+    def as_role(role: str):
+        return settings.model_copy(update={"redis_url": SecretStr(_url(acl_redis, role)), "redis_prefix": PREFIX,
+                                           "cache_dir": model_cache})
+
+    admin = _as(acl_redis, "admin")
+    users = UserStore(admin, PREFIX)
+    for name, role in (("rita", "reviewer"), ("cleo", "clinical_lead"), ("omar", "oncall_engineer")):
+        users.add(name, role, "correct horse battery")
+    HaltStore(admin, PREFIX).init(by="cleo")
+
+    scorer = as_role("scorer")
+    ensure_topics(scorer)
+    publish(scorer, chat_events(12, turns=2, crisis_every=4))
+    run_scorer(scorer, resilient, max_idle_s=3.0)
+
+    signer = LabelSigner.from_settings(settings)
+    labels = [signer.sign(ClinicianLabel(label_id=f"l{i}", conversation_id=f"c{i:05d}", level="imminent",
+                                         reviewer_id="rita", confidence=0.9, ts=utcnow())) for i in range(4)]
+    producer = RecordProducer(settings)
+    producer.send_all([OutRecord(settings.topic_labels, lab.conversation_id, lab.to_bytes()) for lab in labels])
+    producer.close()
+
+    ev = as_role("evaluator")
+    ev_client = redis.Redis.from_url(ev.redis_url.get_secret_value())
+    actions = ActionEngine(ev, IncidentService(ev, ev_client), ev_client)
+    run_evaluator(Evaluator(ev, on_alert=actions.handle, open_incidents=IncidentStore(ev_client, PREFIX).open_counts),
+                  max_idle_s=3.0)
+    # the missed imminent crises opened their P0s, under the evaluator's user
+    assert any(i.severity == "P0" for i in IncidentStore(admin, PREFIX).list(only_open=True))
+    actions.handle({"rule": "crisis_recall", "state": "CRITICAL", "value": 0.86, "lower": 0.8, "upper": 0.9,
+                    "n": 200.0})  # the recall rule's transition, as the evaluator hands it over
+    halt = HaltStore(admin, PREFIX)
+    assert halt.read().halted
+
+    rv = as_role("review")
+    rv_client = redis.Redis.from_url(rv.redis_url.get_secret_value())
+    ReviewQueue(rv_client, PREFIX).add(request_for("c00001"))
+    app = create_app(rv, secret="test-secret", consume=False)
+    with TestClient(app) as client:
+        assert login(client, "rita").status_code == 303
+        assert client.get("/queue").status_code == 200
+    version = halt.read().version
+    for name in ("cleo", "omar"):
+        with TestClient(app) as client:
+            login(client, name)
+            client.post("/halt/approve", data={"reason": "model rolled back", "version": version,
+                                               "csrf": csrf_of(client)})
+    assert not halt.read().halted  # the two-person clear works under the review app's user

@@ -30,7 +30,7 @@ def test_compose_has_every_service_with_image_command_ports_env_and_health_check
     assert SERVICES["review"]["command"][:2] == ["review", "serve"] and "8000:8000" in SERVICES["review"]["ports"]
     for name, svc in SERVICES.items():
         assert svc.get("image") or svc.get("build"), name
-        if name != "topics":
+        if name not in ("topics", "kafka-setup", "redis-acl"):  # one-shot jobs
             assert svc.get("healthcheck", {}).get("test"), f"{name} has no health check"
     for name in VIGIL:
         svc = SERVICES[name]
@@ -45,7 +45,7 @@ def test_compose_has_every_service_with_image_command_ports_env_and_health_check
     kafka = SERVICES["kafka"]
     assert kafka["image"].startswith("apache/kafka:") and "controller" in kafka["environment"]["KAFKA_PROCESS_ROLES"]
     redis_cmd = " ".join(SERVICES["redis"]["command"])
-    assert "--appendonly yes" in redis_cmd and "--requirepass" in redis_cmd
+    assert "--appendonly yes" in redis_cmd and "--aclfile /acl/users.acl" in redis_cmd
     assert SERVICES["topics"]["command"] == ["topics", "create"]
 
 
@@ -53,13 +53,14 @@ def test_every_vigil_environment_variable_in_compose_is_a_known_setting():
     known = {f"VIGIL_{name.upper()}" for name in Settings.model_fields}
     for name, svc in SERVICES.items():
         for var in (svc.get("environment") or {}):
-            if var.startswith("VIGIL_"):
+            if var.startswith("VIGIL_") and not var.startswith(("VIGIL_REDIS_PASSWORD_", "VIGIL_KAFKA_PASSWORD_")):
                 assert var in known, f"{name}: {var} is not a Settings field"
 
 
 def test_no_secret_is_written_in_the_compose_file():
     text = (ROOT / "docker-compose.yml").read_text()
-    assert "${REDIS_PASSWORD:?" in text and "${GRAFANA_ADMIN_PASSWORD:?" in text
+    assert "${KAFKA_ADMIN_PASSWORD:?" in text and "${GRAFANA_ADMIN_PASSWORD:?" in text
+    assert "${VIGIL_REDIS_PASSWORD_ADMIN:?" in text and "${VIGIL_KAFKA_PASSWORD_SCORER:?" in text
     assert not re.search(r"(password|secret|routing_key)\s*[:=]\s*['\"]?[A-Za-z0-9]{8,}", text, re.I)
 
 
@@ -161,3 +162,43 @@ def test_only_the_gate_and_the_review_app_face_other_hosts():
     for name, ports in published.items():
         if name not in ("gate", "review"):
             assert all(str(p).startswith("127.0.0.1:") for p in ports), (name, ports)
+
+
+def test_each_vigil_service_logs_in_to_kafka_and_redis_as_its_own_user():
+    """Issue 20: every service shared one Redis password, and Kafka took any client without authentication."""
+    kafka = SERVICES["kafka"]["environment"]
+    assert kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"] == "CONTROLLER:PLAINTEXT,SASL:SASL_PLAINTEXT"
+    assert "CONTROLLER://localhost:" in kafka["KAFKA_LISTENERS"]  # the PLAINTEXT listener faces nobody else
+    assert kafka["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    assert kafka["KAFKA_AUTHORIZER_CLASS_NAME"].endswith("StandardAuthorizer")
+    assert "SCRAM-SHA-512" in kafka["KAFKA_SASL_ENABLED_MECHANISMS"]
+    for name in ("scorer", "evaluator", "review"):
+        env = SERVICES[name]["environment"]
+        assert env["VIGIL_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
+        assert env["VIGIL_KAFKA_USERNAME"] == f"vigil-{name}"
+        assert f"VIGIL_KAFKA_PASSWORD_{name.upper()}" in env["VIGIL_KAFKA_PASSWORD"]
+    for name in ("scorer", "evaluator", "review", "gate"):
+        assert SERVICES[name]["environment"]["VIGIL_REDIS_URL"].startswith(f"redis://vigil-{name}:"), name
+    assert SERVICES["redis"]["depends_on"]["redis-acl"] == {"condition": "service_completed_successfully"}
+    assert "vigil redis acl" in " ".join(SERVICES["redis-acl"]["entrypoint"])
+    assert SERVICES["topics"]["depends_on"]["kafka-setup"] == {"condition": "service_completed_successfully"}
+
+
+def test_the_kafka_setup_script_is_what_vigil_kafka_acl_prints_and_parses(capsys):
+    from vigil.cli import main
+
+    assert main(["kafka", "acl"]) == 0
+    assert (ROOT / "deploy/kafka/setup-users.sh").read_text() == capsys.readouterr().out
+    assert subprocess.run(["sh", "-n", str(ROOT / "deploy/kafka/setup-users.sh")]).returncode == 0
+
+
+def test_only_the_review_app_writes_labels_and_only_the_chat_backend_writes_events():
+    from vigil.kafka_acl import kafka_users
+
+    s = Settings()
+    writers = {topic: {u.name for u in kafka_users(s) if topic in u.writes}
+               for topic in (s.topic_labels, s.topic_events, s.topic_scores, s.topic_review)}
+    assert writers == {s.topic_labels: {"vigil-review"}, s.topic_events: {"vigil-chat"},
+                       s.topic_scores: {"vigil-scorer"}, s.topic_review: {"vigil-scorer"}}
+    script = (ROOT / "deploy/kafka/setup-users.sh").read_text()
+    assert "password=" not in script.replace("password=${", "").replace('password="${KAFKA_ADMIN', "")

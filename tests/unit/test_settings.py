@@ -77,12 +77,29 @@ def test_config_show_masks_every_secret():
     """`vigil config show` printed the review secret in clear and a password given in the Redis URL's query."""
     from vigil_core.settings import Settings
 
-    shown = Settings(review_secret="sign-sessions-with-this",
+    shown = Settings(review_secret="sign-sessions-with-this", kafka_password="kafka-scram-pass",
                      redis_url="rediss://vigil:hunter2hunter2@redis.internal:6380/0?password=qwerty123&ssl_cert_reqs=none",
                      ).redacted()
     text = repr(shown)
-    for secret in ("sign-sessions-with-this", "hunter2hunter2", "qwerty123"):
+    for secret in ("sign-sessions-with-this", "hunter2hunter2", "qwerty123", "kafka-scram-pass"):
         assert secret not in text
     assert shown["review_secret"] == "***"
     assert shown["redis_url"].startswith("rediss://vigil:***@redis.internal:6380/0?")
     assert "ssl_cert_reqs=none" in shown["redis_url"]  # what is not secret stays readable
+
+
+def test_every_kafka_client_gets_the_sasl_credentials_or_refuses_to_start(monkeypatch):
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+
+    from vigil_core.settings import Settings
+
+    plain = Settings(kafka_bootstrap="k1:9092,k2:9092").kafka_client_config()
+    assert plain == {"bootstrap_servers": ["k1:9092", "k2:9092"], "security_protocol": "PLAINTEXT"}
+    sasl = Settings(kafka_security_protocol="SASL_SSL", kafka_username="vigil-scorer", kafka_password="s3cret-s3cret",
+                    kafka_ssl_cafile="/etc/kafka/ca.pem").kafka_client_config()
+    assert sasl["sasl_mechanism"] == "SCRAM-SHA-512" and sasl["sasl_plain_username"] == "vigil-scorer"
+    assert sasl["sasl_plain_password"] == "s3cret-s3cret" and sasl["ssl_cafile"] == "/etc/kafka/ca.pem"
+    for client in (KafkaConsumer, KafkaProducer, KafkaAdminClient):  # names kafka-python knows
+        assert set(sasl) <= set(client.DEFAULT_CONFIG), client
+    with pytest.raises(ConfigError, match="VIGIL_KAFKA_PASSWORD"):
+        Settings(kafka_security_protocol="SASL_PLAINTEXT", kafka_username="vigil-scorer").kafka_client_config()
