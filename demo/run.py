@@ -57,6 +57,16 @@ CORPUS = Path(__file__).resolve().parent / "data" / "conversations.json"
 BROKEN_THRESHOLD = "0.995"
 
 DEMO_CLINICIAN = "demo-clinician"
+# A person at imminent risk, early in the demo (issue 22): the scorer pages a clinician (P0) and hands this one
+# conversation to a human; the AI keeps answering every other conversation.
+URGENT_AT = 8
+URGENT_CONVERSATION = {
+    "level": "imminent", "first_crisis_turn": 4,
+    "turns": ["hi", "Hi, I'm here. How are you feeling tonight?", "not good. i'm so tired of everything",
+              "That sounds really heavy. Do you want to tell me more?", "i have the pills in my hand. this is goodbye",
+              "Please stay with me.", "i don't know", "I'm here.", "ok", "Someone is on the way to talk with you.",
+              "...", "You're not alone."],
+}
 LABEL_GAP_S = 0.25  # the simulated clinicians' pace: one label per 0.25 s at most
 
 # Laid over the shipped rule table (evaluators/thresholds.toml): a short window so the demo reaches its
@@ -104,6 +114,9 @@ class _Stats:
     labels: int = 0
     ai_lines: deque[str] = field(default_factory=lambda: deque(maxlen=6))
     fallbacks: int = 0
+    handoff_replies: int = 0  # replies in the urgent conversation served by the handoff, not the AI
+    answered_during_handoff: int = 0  # AI replies in other conversations while it was handed off
+    urgent_cid: str = ""
     phase: str = "starting"
     notes: deque[str] = field(default_factory=lambda: deque(maxlen=8))
 
@@ -258,6 +271,7 @@ class Demo:
         deadline = self.started + self.duration_s
         degraded_at: float | None = None
         finished_at: float | None = None
+        urgent_told = False
         live = self._live_view() if self.live else contextlib.nullcontext()
         with live as view:
             while time.monotonic() < deadline and not self._stop.is_set():
@@ -274,7 +288,12 @@ class Demo:
                     self._wait_instance(client, v2.pid, timeout_s=90)
                     self._terminate("scorer-v1")
                 record = halt.read()
-                p0 = [i for i in incidents.list() if i.severity == "P0"]
+                at_risk = [i for i in incidents.list() if i.dedup_key.startswith("person_at_risk:")]
+                if at_risk and not urgent_told and self.stats.handoff_replies:
+                    urgent_told = True
+                    self.note(f"{self.stats.urgent_cid}: P0 {at_risk[0].id} 'person at risk' paged to the clinical "
+                              "on-call; the conversation is handed to a human, every other one still gets the AI")
+                p0 = [i for i in incidents.list() if i.severity == "P0" and not i.dedup_key.startswith("person_at")]
                 delivered = [e for e in (self.receiver.events if self.receiver else []) if e.get("event_action")
                              == "trigger" and e.get("payload", {}).get("severity") == "critical"]
                 if record.halted and p0 and delivered and finished_at is None:
@@ -305,7 +324,7 @@ class Demo:
 
         report_path = ""
         all_incidents = incidents.list()
-        p0 = [i for i in all_incidents if i.severity == "P0"]
+        p0 = [i for i in all_incidents if i.severity == "P0" and not i.dedup_key.startswith("person_at_risk:")]
         if p0:
             manager = IncidentService(s.model_copy(update={"incidents_file": self.out / "incidents.toml"}),
                                       client)
@@ -334,18 +353,24 @@ class Demo:
             "recall": recall,
             "fallback_replies": self.stats.fallbacks,
             "pager_events": len(self.receiver.events) if self.receiver else 0,
+            "urgent": {"conversation_id": self.stats.urgent_cid, "handoff_replies": self.stats.handoff_replies,
+                       "answered_elsewhere_meanwhile": self.stats.answered_during_handoff,
+                       "paged": [i.id for i in all_incidents
+                                 if i.dedup_key == f"person_at_risk:{self.stats.urgent_cid}"]},
         }
 
     # -- the simulated chat backend and AI service --------------------------------------------------
-    def _gate_allows(self) -> tuple[bool, str]:
+    def _gate_allows(self, cid: str) -> tuple[bool, str, bool]:
+        """(allowed, fallback text or reason, handed to a human) for one reply in conversation `cid`."""
+        url = f"http://127.0.0.1:{self.gate_port}/v1/gate?conversation_id={cid}"
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.gate_port}/v1/gate", timeout=2) as resp:
-                return True, json.loads(resp.read())["reason"]
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return True, json.loads(resp.read())["reason"], False
         except urllib.error.HTTPError as err:
             body = json.loads(err.read() or b"{}")
-            return False, body.get("fallback", "")
+            return False, body.get("fallback", ""), bool(body.get("handoff"))
         except OSError:
-            return False, ""
+            return False, "", False
 
     def _chat(self) -> None:
         s = self.ready
@@ -358,6 +383,9 @@ class Demo:
                     return
                 template = self.corpus[rng.randrange(len(self.corpus))]
                 cid = f"demo-{n:05d}"
+                if n == URGENT_AT:
+                    template, self.stats.urgent_cid = URGENT_CONVERSATION, cid
+                    self.note(f"{cid}: a person says they have the means at hand")
                 self.truth[cid] = template
                 turns = template["turns"]
                 for turn, text in enumerate(turns):
@@ -366,14 +394,20 @@ class Demo:
                     role: Literal["user", "assistant"] = "user" if turn % 2 == 0 else "assistant"
                     latency = None
                     if role == "assistant":
-                        allowed, info = self._gate_allows()
+                        allowed, info, handoff = self._gate_allows(cid)
                         latency = rng.uniform(600, 2400)
-                        if not allowed:
+                        if handoff:
+                            self.stats.handoff_replies += 1
+                            text = "[handed to a human] " + (info.splitlines()[0] if info else "")
+                            self.stats.ai_lines.append(f"{cid} HUMAN HANDOFF: {text[:60]}")
+                        elif not allowed:
                             self.stats.fallbacks += 1
                             text = info.splitlines()[0] if info else "[crisis resources fallback]"
                             self.stats.ai_lines.append(f"{cid} AI (halted, fallback): {text[:70]}")
                         else:
                             self.stats.ai_lines.append(f"{cid} AI: {text[:70]}")
+                            if self.stats.handoff_replies and cid != self.stats.urgent_cid:
+                                self.stats.answered_during_handoff += 1
                     msg = ConversationMessage(event_id=f"{cid}-{turn}", conversation_id=cid, user_id=f"user-{n % 97}",
                                               turn=turn, role=role, text=text, ts=utcnow(), latency_ms=latency,
                                               model_version="chat-ai-1")  # type: ignore[arg-type]
@@ -448,6 +482,8 @@ class Demo:
         top.add_row("turns scored", str(self.stats.scores), "conversations flagged",
                     str(len(self.stats.flagged_conversations)))
         top.add_row("clinician labels", str(self.stats.labels), "AI fallback replies", str(self.stats.fallbacks))
+        top.add_row("person at risk", self.stats.urgent_cid or "-", "replies handed to a human",
+                    f"{self.stats.handoff_replies} (AI answered {self.stats.answered_during_handoff} others meanwhile)")
         if recall.get("value") is not None:
             rtext = (f"{recall['value']:.3f}  [{recall['lower']:.3f}, {recall['upper']:.3f}]  "
                      f"n={recall['n']:.0f}")
@@ -498,6 +534,10 @@ def demo_command(args: argparse.Namespace, settings: Settings) -> int:
         print()
         print(f"events {summary['events']}, flagged conversations {summary['flagged']}, labels {summary['labels']}")
         print(f"recall states: {' -> '.join(summary['states'])}; halt: {summary['halt']}")
+        u = summary["urgent"]
+        print(f"person at risk: {u['conversation_id']} paged ({', '.join(u['paged']) or 'not paged'}), "
+              f"{u['handoff_replies']} replies handed to a human while the AI answered "
+              f"{u['answered_elsewhere_meanwhile']} in other conversations")
         for i in summary["incidents"]:
             print(f"  {i['severity']} {i['id']}: {i['title']}")
         print(f"post-incident report: {summary['report_path'] or '(none: no P0 was opened)'}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["BackupScorer", "STRONG_SCORE", "MEDIUM_SCORE"]
+__all__ = ["BackupScorer", "ImminentPhrases", "STRONG_SCORE", "MEDIUM_SCORE"]
 
 LEXICON_DIR = Path(__file__).resolve().parent / "lexicon"
 STRONG_SCORE = 0.99
@@ -30,6 +30,20 @@ def _pattern(phrases: Sequence[str]) -> re.Pattern[str]:
     # Longest first so a long phrase wins over its prefix; \b keeps "kill me" out of "killing me".
     alternatives = sorted({re.escape(_normalise(p)) for p in phrases if p.strip()}, key=len, reverse=True)
     return re.compile(r"(?<![\w'])(?:" + "|".join(alternatives) + r")(?![\w'])")
+
+
+class ImminentPhrases:
+    """Phrases of imminent risk (means at hand, a time, a goodbye, an act under way): `lexicon/imminent.csv`,
+    written by the team for the urgent level (issue 22). A match makes a conversation urgent whatever its score.
+    """
+
+    def __init__(self, path: Path = LEXICON_DIR / "imminent" / "imminent.csv") -> None:
+        with open(path, newline="", encoding="utf-8") as fh:
+            self._pattern = _pattern([row["phrase"] for row in csv.DictReader(fh)])
+
+    def search(self, text: str) -> bool:
+        """Whether `text` holds an imminent phrase."""
+        return self._pattern.search(_normalise(text)) is not None
 
 
 class BackupScorer:

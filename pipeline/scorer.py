@@ -14,7 +14,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from models.backup import ImminentPhrases
 from pipeline.kafka_io import (
     RECORD_ATTEMPTS,
     OutRecord,
@@ -53,7 +54,7 @@ from vigil_core.errors import ContractError
 from vigil_core.redis_client import connect
 from vigil_core.settings import Settings
 
-__all__ = ["Scorer", "EVENT_SCHEMAS"]
+__all__ = ["Scorer", "EVENT_SCHEMAS", "UrgentCase"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,17 @@ class _Batch:
     updates: dict[str, TurnUpdate] = field(default_factory=dict)
     closes: list[tuple[str, float, str]] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    urgent: list[UrgentCase] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class UrgentCase:
+    """A conversation that just crossed the urgent level: page a clinician, hand it to a human."""
+
+    conversation_id: str
+    turn: int
+    score: float
+    why: str  # "score" or "imminent phrase" (never the text)
 
 
 def _log_commit_failure(offsets: dict[TopicPartition, OffsetAndMetadata], result: object) -> None:
@@ -118,6 +130,11 @@ class Scorer:
         self.replay = replay
         self.model = model
         self.threshold = float(model.threshold)
+        self.urgent_threshold = settings.urgent_threshold
+        self.imminent = ImminentPhrases()
+        # Called for each new urgent conversation once the batch's outputs are acknowledged and before its state
+        # is written (so a crash in between repeats it; it must be idempotent). `vigil score` pages and hands off.
+        self.on_urgent: Callable[[UrgentCase], None] | None = None
         self.metrics = metrics or ScorerMetrics()
         self.policy = SamplingPolicy(
             threshold=self.threshold, pi_floor=settings.pi_floor, pi_borderline=settings.pi_borderline,
@@ -309,6 +326,9 @@ class Scorer:
     def _finish(self, batch: _Batch) -> None:
         if not self.replay:
             self.producer.send_all(batch.outputs)
+            if self.on_urgent is not None:
+                for case in batch.urgent:
+                    self.on_urgent(case)
         self.store.apply(list(batch.updates.values()))
         self.store.close_many(batch.closes)
         owned = self._consumer.assignment() if self._consumer is not None else None
@@ -348,7 +368,14 @@ class Scorer:
             score = score_of[m.event_id]
             if m.event_id in embedding_of:
                 u.embeddings[m.turn] = embedding_of[m.event_id]
-            flagged = score >= self.threshold
+            urgent_why = ("score" if score >= self.urgent_threshold
+                          else "imminent phrase" if self.imminent.search(m.text) else "")
+            # an urgent turn is flagged whatever its score: the lexicon's imminent phrases catch what the model
+            # might score low, and Vigil caught the crisis either way
+            flagged = score >= self.threshold or bool(urgent_why)
+            if urgent_why and (u.urgent_turn < 0 or m.turn < u.urgent_turn):
+                u.urgent_turn = m.turn
+                u.urgent_score, u.urgent_why = score, urgent_why
             turn["score"] = score
             u.turns[f"{m.turn:08d}:{m.role}"] = turn
             u.max_score = score if u.max_score is None else max(u.max_score, score)
@@ -362,15 +389,24 @@ class Scorer:
                 threshold=self.threshold, model_version=scored.model_version, scored_at=now, backup=scored.backup,
             ).to_bytes()))
             self.metrics.events.labels("message", "scored").inc()
-        # The first time a conversation is flagged: one review request with the turns so far.
+        # The first time a conversation is flagged: one review request with the turns so far; the first time it
+        # is urgent: an urgent one (it replaces the flagged item at the top of the queue) and the urgent case.
         for cid, u in batch.updates.items():
             state = states.get(cid) or ConversationState(cid, exists=False)
-            if u.first_flagged_turn >= 0 and not state.flagged and state.review != "flagged":
+            newly_urgent = u.urgent_turn >= 0 and state.urgent_turn is None
+            newly_flagged = u.first_flagged_turn >= 0 and not state.flagged and state.review != "flagged"
+            if newly_urgent or newly_flagged:
                 turns = self._turns_so_far(cid, state, u)
                 max_score = max(state.max_score if state.exists else 0.0, u.max_score or 0.0)
-                batch.outputs.append(self._review(cid, "flagged", 1.0, max_score, u.first_flagged_turn, turns))
+                first = u.first_flagged_turn if newly_flagged else state.first_flagged_turn
+                reason = "urgent" if newly_urgent else "flagged"
+                batch.outputs.append(self._review(cid, reason, 1.0, max_score, first, turns))
                 u.review = "flagged"
-                self.metrics.flagged.inc()
+                if newly_flagged:
+                    self.metrics.flagged.inc()
+            if newly_urgent:
+                batch.urgent.append(UrgentCase(cid, u.urgent_turn, u.urgent_score, u.urgent_why))
+                self.metrics.urgent.inc()
 
     def _turns_so_far(self, cid: str, state: ConversationState, update: TurnUpdate) -> list[dict[str, Any]]:
         stored = {f"{t['turn']:08d}:{t['role']}": t for t in self.store.turns(cid)} if state.exists else {}

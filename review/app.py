@@ -26,8 +26,9 @@ from pipeline.kafka_io import RecordProducer
 from review.access import AccessAudit, LoginThrottle, Sessions
 from review.consumer import consume_review_requests
 from review.context import HERE, SESSION_COOKIE, SESSION_MAX_AGE_S, ReviewContext
+from review.outcomes import OutcomeStore, ReviewMetrics
 from review.queue import ReviewQueue
-from review.routes import auth, halt, incidents, labels, overview
+from review.routes import auth, halt, handoff, incidents, labels, overview
 from review.routes.auth import (
     LOGIN_ATTEMPTS_PER_ACCOUNT,
     LOGIN_ATTEMPTS_PER_ADDRESS,
@@ -37,6 +38,7 @@ from review.routes.auth import (
 from review.routes.labels import LEVEL_DEFINITIONS
 from review.users import UserStore
 from safety_gate.halt import HaltStore
+from safety_gate.handoff import HandoffStore
 from vigil_core.label_signing import LabelSigner
 from vigil_core.redis_client import connect
 from vigil_core.settings import Settings
@@ -44,10 +46,11 @@ from vigil_core.settings import Settings
 __all__ = ["create_app", "ROUTERS", "LEVEL_DEFINITIONS", "SESSION_COOKIE"]
 
 # Every area's routes; the app includes exactly these.
-ROUTERS = (auth.router, overview.router, labels.router, halt.router, incidents.router)
+ROUTERS = (auth.router, overview.router, labels.router, halt.router, incidents.router, handoff.router)
 
 
-def create_app(settings: Settings, secret: str | None = None, consume: bool = True) -> FastAPI:
+def create_app(settings: Settings, secret: str | None = None, consume: bool = True,
+               metrics: ReviewMetrics | None = None) -> FastAPI:
     """The app; `consume` starts a thread that feeds `safety.review` into the queue."""
     r = connect(settings.redis_url.get_secret_value())
     key = secret or settings.review_secret_value()
@@ -63,6 +66,7 @@ def create_app(settings: Settings, secret: str | None = None, consume: bool = Tr
         throttle=LoginThrottle(r, settings.redis_prefix, LOGIN_ATTEMPTS_PER_ACCOUNT, LOGIN_ATTEMPTS_PER_ADDRESS,
                                LOGIN_WINDOW_S),
         label_signer=LabelSigner.from_settings(settings),
+        handoffs=HandoffStore(r, settings.redis_prefix), outcomes=OutcomeStore(r, settings.redis_prefix, metrics),
     )
     stop = threading.Event()
 

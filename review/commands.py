@@ -15,10 +15,15 @@ __all__ = ["serve_command", "users_command"]
 def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     """Serve the review app with uvicorn until SIGTERM."""
     import uvicorn
+    from prometheus_client import start_http_server
 
     from review.app import create_app
+    from review.outcomes import ReviewMetrics
 
-    app = create_app(settings)
+    metrics = ReviewMetrics()
+    if args.metrics_port:
+        start_http_server(args.metrics_port, registry=metrics.registry)
+    app = create_app(settings, metrics=metrics)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 

@@ -15,9 +15,11 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from evaluators.rules import Thresholds
 from pipeline.kafka_io import RecordProducer
 from review.access import AccessAudit, LoginThrottle, Sessions
+from review.outcomes import OutcomeStore
 from review.queue import ReviewQueue
 from review.users import UserStore
 from safety_gate.halt import HaltStore
+from safety_gate.handoff import HandoffStore
 from vigil_core.label_signing import LabelSigner
 from vigil_core.settings import Settings
 
@@ -47,6 +49,8 @@ class ReviewContext:
     sessions: Sessions
     throttle: LoginThrottle
     label_signer: LabelSigner
+    handoffs: HandoffStore
+    outcomes: OutcomeStore
 
     @staticmethod
     def origin(request: Request) -> str:

@@ -1,7 +1,9 @@
 """The review queue in Redis: items from `safety.review`, claims that expire, blind double labelling,
 and adjudication of disagreements by a clinical lead.
 
-Order: flagged conversations first (highest score first), then borderline, then sampled. At least 20% of
+Order: urgent conversations first (a person at imminent risk; oldest first), then flagged (highest score first),
+then borderline, then sampled. Each item has a deadline: its request time plus the response time of its kind
+(urgent: the P0 response time, 15 min; flagged: 1 h; borderline and sampled: 24 h). At least 20% of
 items (a hash of the conversation id) and every item first labelled moderate or above go to a second
 reviewer, who does not see the first label; when the two disagree on the level, the item goes to a
 clinical lead.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import redis
@@ -21,7 +24,11 @@ from vigil_core.contracts import CRISIS_LEVELS, ClinicianLabel, ReviewRequest
 __all__ = ["ReviewQueue", "QueueItem", "DOUBLE_FRACTION"]
 
 DOUBLE_FRACTION = 0.2
-_REASON_RANK = {"flagged": 0, "borderline": 1, "sampled": 2}
+_REASON_RANK = {"urgent": -1, "flagged": 0, "borderline": 1, "sampled": 2}
+# How soon a clinician must look at an item of each kind (urgent: the P0 response time).
+REVIEW_DEADLINE = {"urgent": timedelta(minutes=15), "flagged": timedelta(hours=1),
+                   "borderline": timedelta(hours=24), "sampled": timedelta(hours=24)}
+_URGENT_BASE = -1e11  # urgent items sort below every other rank, by request time (oldest first)
 
 # Claim the first unclaimed item the reviewer may label (not one they labelled already).
 _CLAIM = """
@@ -60,6 +67,24 @@ class QueueItem:
         """The conversation's highest score."""
         return float(self.request.get("max_score", 0.0))
 
+    @property
+    def requested_at(self) -> datetime:
+        """When the scorer asked for the review."""
+        return datetime.fromisoformat(str(self.request["requested_at"]).replace("Z", "+00:00"))
+
+    @property
+    def deadline(self) -> datetime:
+        """When a clinician must have looked at it."""
+        return self.requested_at + REVIEW_DEADLINE.get(self.reason, timedelta(hours=24))
+
+    def age_s(self, now: datetime) -> float:
+        """Seconds since the request."""
+        return (now - self.requested_at).total_seconds()
+
+    def overdue(self, now: datetime) -> bool:
+        """Past its deadline and not yet labelled."""
+        return self.stage != "done" and now > self.deadline
+
 
 class ReviewQueue:
     """Queue operations; every method is safe to call from several app processes."""
@@ -89,7 +114,10 @@ class ReviewQueue:
         pipe = self._r.pipeline(transaction=True)
         pipe.hset(key, mapping={"request": json.dumps(request.to_dict())})
         pipe.hsetnx(key, "stage", "first")
-        rank = _REASON_RANK[request.reason] * 10 + (1.0 - request.max_score)
+        if request.reason == "urgent":
+            rank = _URGENT_BASE + request.requested_at.timestamp()
+        else:
+            rank = _REASON_RANK[request.reason] * 10 + (1.0 - request.max_score)
         pipe.zadd(self.queue_key, {cid: rank})
         pipe.execute()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-__all__ = ["FallbackMessages", "DEFAULT_FALLBACK"]
+__all__ = ["FallbackMessages", "DEFAULT_FALLBACK", "DEFAULT_HANDOFF"]
 
 DEFAULT_FALLBACK: dict[str, str] = {
     "en-US": (
@@ -23,13 +23,26 @@ DEFAULT_FALLBACK: dict[str, str] = {
     ),
 }
 
+# What a person whose conversation was handed to a human sees while one joins.
+DEFAULT_HANDOFF: dict[str, str] = {
+    "en-US": (
+        "A member of our human support team is joining this conversation now. While you wait, if you are in "
+        "danger or thinking about ending your life, please reach out right away:\n"
+        "- Call or text 988 (Suicide & Crisis Lifeline, 24/7)\n"
+        "- Text HOME to 741741 (Crisis Text Line)\n"
+        "- If you are in immediate danger, call 911."
+    ),
+}
+
 
 class FallbackMessages:
     """Per-locale fallback texts; unknown locales get the language's or the en-US text."""
 
-    def __init__(self, messages: dict[str, str] | None = None) -> None:
+    def __init__(self, messages: dict[str, str] | None = None, handoff: dict[str, str] | None = None) -> None:
         self._messages = dict(DEFAULT_FALLBACK)
         self._messages.update(messages or {})
+        self._handoff = dict(DEFAULT_HANDOFF)
+        self._handoff.update(handoff or {})
 
     @classmethod
     def from_file(cls, path: Path | None) -> FallbackMessages:
@@ -38,14 +51,23 @@ class FallbackMessages:
             return cls()
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
-        return cls({str(k): str(v) for k, v in data.get("messages", {}).items()})
+        return cls({str(k): str(v) for k, v in data.get("messages", {}).items()},
+                   {str(k): str(v) for k, v in data.get("handoff", {}).items()})
 
     def get(self, locale: str = "en-US") -> str:
         """The message for `locale`, its language, or en-US."""
-        if locale in self._messages:
-            return self._messages[locale]
-        lang = locale.split("-")[0].lower()
-        for key, text in self._messages.items():
-            if key.split("-")[0].lower() == lang:
-                return text
-        return self._messages["en-US"]
+        return _pick(self._messages, locale)
+
+    def handoff(self, locale: str = "en-US") -> str:
+        """The handoff message (`[handoff]` in the file) for `locale`, its language, or en-US."""
+        return _pick(self._handoff, locale)
+
+
+def _pick(messages: dict[str, str], locale: str) -> str:
+    if locale in messages:
+        return messages[locale]
+    lang = locale.split("-")[0].lower()
+    for key, text in messages.items():
+        if key.split("-")[0].lower() == lang:
+            return text
+    return messages["en-US"]

@@ -4,10 +4,19 @@
 the `halt:changes` channel and a poll. The gate fails closed: a view older than `staleness_s`, a missing
 record, an unreachable Redis or a stale scorer heartbeat all answer `allowed=False`.
 
+Per conversation, `check(conversation_id=...)` also answers `handoff` for a conversation handed to a human
+(safety_gate/handoff.py): the set of handed-off ids is kept in memory from the `handoff:changes` channel and
+re-read whenever its change counter moved, so the check stays a set lookup.
+
 Example:
     gate = Gate.from_url("redis://127.0.0.1:6379/0", staleness_s=5.0)
-    decision = gate.check()
-    reply = generate(...) if decision.allowed else gate.fallback("en-US")
+    decision = gate.check(conversation_id="conv-7")
+    if decision.allowed:
+        reply = generate(...)
+    elif decision.handoff:
+        reply = gate.handoff_message("en-US")   # and route the conversation to the human team
+    else:
+        reply = gate.fallback("en-US")
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import redis
 
 from safety_gate.fallback import FallbackMessages
 from safety_gate.halt import HALTED, RUNNING, HaltRecord
+from safety_gate.handoff import handoff_channel, handoff_key, handoff_version_key
 from safety_gate.heartbeat import heartbeat_key, owners_key, partitions_problem
 from vigil_core.redis_client import connect
 
@@ -42,13 +52,17 @@ class GateDecision:
     incident_id: str = ""
     stale: bool = False
     version: int = 0
+    handoff: bool = False  # this conversation is handed to a human: serve the handoff message
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the HTTP gate's body)."""
         return {
             "allowed": self.allowed, "reason": self.reason, "incident_id": self.incident_id,
-            "stale": self.stale, "version": self.version,
+            "stale": self.stale, "version": self.version, "handoff": self.handoff,
         }
+
+
+_HANDOFF = GateDecision(False, "handoff: this conversation is with a human", handoff=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +112,13 @@ class Gate:
         self._client_factory = client_factory
         self._halt_key = f"{prefix}halt"
         self._channel = f"{prefix}halt:changes"
+        self._handoff_key = handoff_key(prefix)
+        self._handoff_version_key = handoff_version_key(prefix)
+        self._handoff_channel = handoff_channel(prefix)
+        # Conversation ids under handoff. Replaced whole on a full read, changed in place by a message: a set's
+        # add/discard and a reference swap are each atomic under the GIL, so check() needs no lock.
+        self._handoffs: set[str] = set()
+        self._handoff_version = -1
         self._heartbeat_key = heartbeat_key(prefix, heartbeat_component)
         self._owners_key = owners_key(prefix, heartbeat_component)
         self._max_partition_lag = max_partition_lag
@@ -131,13 +152,19 @@ class Gate:
         return gate
 
     # -- hot path ---------------------------------------------------------------------------------
-    def check(self) -> GateDecision:
-        """May the AI answer now? Never touches Redis."""
+    def check(self, conversation_id: str | None = None) -> GateDecision:
+        """May the AI answer now (in this conversation)? Never touches Redis.
+
+        A stale view answers halted for everyone; a fresh one answers `handoff` for a conversation handed to a
+        human, and the halt record's answer for the rest."""
         view = self._view
         if self._clock() - view.at > self.staleness_s:
             self.denied_count += 1
             return view.stale_decision
         decision = view.decision
+        if decision.allowed and conversation_id is not None and conversation_id in self._handoffs:
+            self.denied_count += 1
+            return _HANDOFF
         if decision.allowed:
             self.allowed_count += 1
         else:
@@ -147,6 +174,15 @@ class Gate:
     def fallback(self, locale: str = "en-US") -> str:
         """The clinician-approved crisis-resources message; works with Redis down."""
         return self._fallback.get(locale)
+
+    def handoff_message(self, locale: str = "en-US") -> str:
+        """What a person handed to a human sees: a person is joining, and the crisis resources meanwhile."""
+        return self._fallback.handoff(locale)
+
+    @property
+    def handoffs(self) -> int:
+        """How many conversations are under handoff in the current view."""
+        return len(self._handoffs)
 
     # -- background refresh -------------------------------------------------------------------------
     def start(self) -> None:
@@ -194,14 +230,17 @@ class Gate:
             try:
                 client = self._client_factory()
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(self._channel)
+                pubsub.subscribe(self._channel, self._handoff_channel)
                 self.refresh(client)
                 backoff = 0.05
                 next_poll = time.monotonic() + self._poll_s
                 while not self._stop.is_set():
                     msg = pubsub.get_message(timeout=max(0.0, next_poll - time.monotonic()))
                     if msg is not None and msg.get("type") == "message":
-                        self._on_change(client, msg["data"])
+                        if msg.get("channel") == self._handoff_channel.encode():
+                            self._on_handoff(client, msg["data"])
+                        else:
+                            self._on_change(client, msg["data"])
                     if time.monotonic() >= next_poll:
                         self.refresh(client)
                         next_poll = time.monotonic() + self._poll_s
@@ -238,14 +277,41 @@ class Gate:
         else:
             self.refresh(client)
 
+    def _on_handoff(self, client: redis.Redis, data: bytes) -> None:
+        try:
+            change = json.loads(data)
+            op, cid, version = change["op"], str(change["conversation_id"]), int(change["version"])
+        except (ValueError, KeyError, TypeError):
+            self._read_handoffs(client)  # unreadable: read the whole set
+            return
+        if version != self._handoff_version + 1:
+            self._read_handoffs(client)  # missed a change (or a reconnect): read the whole set
+            return
+        if op == "start":
+            self._handoffs.add(cid)
+        else:
+            self._handoffs.discard(cid)
+        self._handoff_version = version
+
+    def _read_handoffs(self, client: redis.Redis) -> None:
+        pipe = client.pipeline(transaction=True)
+        pipe.get(self._handoff_version_key)
+        pipe.hkeys(self._handoff_key)
+        version, keys = pipe.execute()
+        self._handoffs = {k.decode() for k in keys}
+        self._handoff_version = int(version or 0)
+
     def refresh(self, client: redis.Redis) -> None:
-        """Read the record and the heartbeat from Redis and install the new view."""
+        """Read the record, the heartbeat and the handoff counter from Redis and install the new view."""
         started = self._clock()
         pipe = client.pipeline(transaction=False)
         pipe.hgetall(self._halt_key)
         pipe.exists(self._heartbeat_key)
         pipe.hgetall(self._owners_key)
-        raw, beats, owners = pipe.execute()
+        pipe.get(self._handoff_version_key)
+        raw, beats, owners, handoff_version = pipe.execute()
+        if int(handoff_version or 0) != self._handoff_version:
+            self._read_handoffs(client)
         if not beats:
             liveness: str | None = "scorer heartbeat stale: crisis detection is not running"
         else:

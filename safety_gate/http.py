@@ -1,6 +1,8 @@
 """`vigil gate serve`: the gate over HTTP for services not written in Python.
 
-GET /v1/gate  -> 200 with the decision when allowed; 503 with the decision and the fallback when not.
+GET /v1/gate[?conversation_id=ID&locale=L]
+              -> 200 with the decision when allowed; 503 with the decision and the fallback when not: the crisis
+                 resources when halted, the handoff message (`"handoff": true`) for a conversation with a human.
 GET /healthz  -> 200 while the gate's refresher runs and its view is younger than `HEALTHZ_STALE_FACTOR` times
                  the staleness bound; 503 otherwise (restart me). Both report the view's age. The gate itself
                  may answer halted either way.
@@ -50,13 +52,16 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
         url = urlsplit(self.path)
         if url.path == "/v1/gate":
-            decision = self.server.gate.check()
+            query = parse_qs(url.query)
+            cid = query.get("conversation_id", [None])[0]
+            decision = self.server.gate.check(conversation_id=cid)
             body = decision.to_dict()
             if decision.allowed:
                 self._send(200, json.dumps(body).encode())
             else:
-                locale = parse_qs(url.query).get("locale", ["en-US"])[0]
-                body["fallback"] = self.server.gate.fallback(locale)
+                locale = query.get("locale", ["en-US"])[0]
+                gate = self.server.gate
+                body["fallback"] = gate.handoff_message(locale) if decision.handoff else gate.fallback(locale)
                 self._send(503, json.dumps(body).encode())
         elif url.path == "/healthz":
             gate = self.server.gate

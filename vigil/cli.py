@@ -201,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = review_sub.add_parser("serve", help="serve the review web app")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--metrics-port", type=int, default=0,
+                   help="serve the review app's Prometheus metrics (outcomes, time to human contact) here")
     p.set_defaults(handler=_lazy("review.commands:serve_command"))
 
     users = sub.add_parser("users", help="review app accounts")

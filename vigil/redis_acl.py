@@ -7,6 +7,7 @@ The key families (under the prefix, `vigil:` by default):
 | `halt`, `halt:version`, `audit` (halt history), channel `halt:changes` | evaluator (trip), review (clear) | all |
 | `halt:approvals:*` | review app (approvals of a clear) | review app |
 | `heartbeat:*` | scorer, evaluator | gate, scorer (the evaluator watch) |
+| `handoff`, `handoff:version`, `handoff:audit`, `handoff:changes` | scorer, evaluator, review (start, end) | gate |
 | `pred:*`, `turns:*`, `emb:*`, `active`, `sweep:lock` | scorer | evaluator, review app (`pred`, `turns`) |
 | `eval:*`, `alerts` | evaluator | review app |
 | `incident:*`, `incidents:*`, `notify:*` | incident engine (scorer's watch, evaluator, review app) | the same |
@@ -30,19 +31,22 @@ import sys
 __all__ = ["ROLES", "acl_lines", "acl_command"]
 
 _NO_ADMIN = "+@all -@admin -@dangerous -@pubsub +subscribe +unsubscribe +ping"
+_HANDOFF = "~{p}handoff ~{p}handoff:version ~{p}handoff:audit"  # start (scorer, evaluator) and end (review app)
 ROLES: dict[str, tuple[str, str, str]] = {
     # role: (keys, channels, commands)
-    "gate": ("%R~{p}halt %R~{p}heartbeat:*", "&{p}halt:changes",
-             "-@all +@connection +hgetall +hget +hmget +get +mget +exists +ttl +pttl +zrange +zrangebyscore +zscore "
+    "gate": ("%R~{p}halt %R~{p}heartbeat:* %R~{p}handoff %R~{p}handoff:version", "&{p}halt:changes &{p}handoff:changes",
+             "-@all +@connection +hgetall +hget +hmget +hkeys +get +mget +exists +ttl +pttl +zrange +zrangebyscore "
+             "+zscore +multi +exec "
              "+zcard +smembers +scard +subscribe +unsubscribe +ping"),
     "scorer": ("~{p}pred:* ~{p}turns:* ~{p}emb:* ~{p}active ~{p}sweep:lock ~{p}heartbeat:* ~{p}incident:* "
-               "~{p}incidents:* ~{p}notify:* %R~{p}halt", "", _NO_ADMIN),
+               "~{p}incidents:* ~{p}notify:* %R~{p}halt " + _HANDOFF, "&{p}handoff:changes", _NO_ADMIN + " +publish"),
     "evaluator": ("~{p}eval:* ~{p}alerts %R~{p}active %R~{p}pred:* %R~{p}turns:* ~{p}heartbeat:* ~{p}incident:* "
-                  "~{p}incidents:* ~{p}notify:* ~{p}halt ~{p}halt:version ~{p}audit %R~{p}users:*",
-                  "&{p}halt:changes", _NO_ADMIN + " +publish"),
+                  "~{p}incidents:* ~{p}notify:* ~{p}halt ~{p}halt:version ~{p}audit %R~{p}users:* " + _HANDOFF,
+                  "&{p}halt:changes &{p}handoff:changes", _NO_ADMIN + " +publish"),
     "review": ("~{p}users:* ~{p}review:* ~{p}audit:access ~{p}audit ~{p}halt ~{p}halt:version ~{p}halt:approvals:* "
                "~{p}incident:* ~{p}incidents:* ~{p}notify:* %R~{p}eval:* %R~{p}alerts %R~{p}active "
-               "%R~{p}heartbeat:* %R~{p}pred:* %R~{p}turns:*", "&{p}halt:changes", _NO_ADMIN + " +publish"),
+               "%R~{p}heartbeat:* %R~{p}pred:* %R~{p}turns:* " + _HANDOFF, "&{p}halt:changes &{p}handoff:changes",
+               _NO_ADMIN + " +publish"),
     "admin": ("~*", "&*", "+@all"),
 }
 

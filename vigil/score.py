@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from incidents.service import IncidentService
+from incidents.urgent import PersonAtRisk
 from incidents.watch import EvaluatorWatch
 from pipeline.commands import load_resilient_scorer
 from pipeline.scorer import Scorer
@@ -30,6 +31,7 @@ def score_command(args: argparse.Namespace, settings: Settings) -> int:
     client = connect(settings.redis_url.get_secret_value())
     incidents = IncidentService(settings, client)
     watch = EvaluatorWatch(settings, client, incidents.open, incidents.find_open)
+    scorer.on_urgent = PersonAtRisk(settings, client, incidents).respond  # a person at imminent risk
     # The outbox is dispatched here too: when the evaluator (its usual dispatcher) is the one that is down, the
     # P1 about it must still go out. Dispatchers take leases, so several never send one notice twice.
     incidents.start()

@@ -170,7 +170,8 @@ class ReviewRequest(_Contract):
     schema_name: ClassVar[str] = "safety.review_request/1"
     review_id: Id
     conversation_id: Id
-    reason: Literal["flagged", "sampled", "borderline"]
+    # urgent: crossed the urgent level (imminent risk): top of the queue, paged, handed to a human (issue 22)
+    reason: Literal["urgent", "flagged", "sampled", "borderline"]
     pi: Annotated[float, Field(gt=0.0, le=1.0)]
     max_score: Probability
     first_flagged_turn: Annotated[StrictInt, Field(ge=0)] | None = None

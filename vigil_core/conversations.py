@@ -1,12 +1,12 @@
 """Conversation state in Redis, written so that applying the same events twice changes nothing.
 
 `pred:{conversation_id}` (hash): max_score, flagged, first_flagged_turn, pi, review, closed, backup,
-last_activity (conversation time), model_version, threshold. `turns:{conversation_id}` (hash): one field
-per turn and role, the turn as JSON, for the review request. `emb:{conversation_id}` (hash): one field per
-scored user turn (its number), the turn's float16 embedding, the context of the conversation's later turns.
-`active` (sorted set by last activity):
-conversations not yet closed, for the idle sweep. Every update is a join (max, min, or, set-by-key), so
-a replay after a crash leaves the same state as a run without one.
+last_activity (conversation time), model_version, threshold, urgent_turn (set once). `turns:{conversation_id}`
+(hash): one field per turn and role, the turn as JSON, for the review request. `emb:{conversation_id}` (hash):
+one field per scored user turn (its number), the turn's float16 embedding, the context of the conversation's
+later turns. `active` (sorted set by last activity): conversations not yet closed, for the idle sweep. Every
+update is a join (max, min, or, set-by-key), so a replay after a crash leaves the same state as a run without
+one.
 """
 
 from __future__ import annotations
@@ -71,6 +71,9 @@ class TurnUpdate:
     model_version: str = ""
     threshold: float = 0.0
     review: str = ""
+    urgent_turn: int = -1  # the first user turn at the urgent level in this batch, -1 none
+    urgent_score: float = 0.0  # that turn's score
+    urgent_why: str = ""  # "score" or "imminent phrase"
     turns: dict[str, dict[str, Any]] = field(default_factory=dict)
     embeddings: dict[int, bytes] = field(default_factory=dict)  # user turn -> float16 embedding bytes
 
@@ -91,6 +94,7 @@ class ConversationState:
     last_activity: float = 0.0
     model_version: str = ""
     threshold: float = 0.0
+    urgent_turn: int | None = None  # the first turn that made it urgent (issue 22), None: never urgent
 
     @classmethod
     def from_hash(cls, conversation_id: str, raw: dict[bytes, bytes]) -> ConversationState:
@@ -105,6 +109,7 @@ class ConversationState:
             pi=float(d["pi"]) if "pi" in d else None, review=d.get("review", ""), closed=d.get("closed") == "1",
             backup=d.get("backup") == "1", last_activity=float(d.get("last_activity", "0")),
             model_version=d.get("model_version", ""), threshold=float(d.get("threshold", "0")),
+            urgent_turn=int(d["urgent_turn"]) if "urgent_turn" in d else None,
         )
 
 
@@ -177,6 +182,8 @@ class ConversationStore:
                     keys=[self.pred_key(u.conversation_id), self.turns_key(u.conversation_id), self.active_key],
                     args=args, client=pipe,
                 )
+                if u.urgent_turn >= 0:  # the first urgent turn recorded stays (a replay changes nothing)
+                    pipe.hsetnx(self.pred_key(u.conversation_id), "urgent_turn", u.urgent_turn)
                 if u.embeddings:
                     key = self.embeddings_key(u.conversation_id)
                     pipe.hset(key, mapping={str(t): e for t, e in u.embeddings.items()})

@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     # The evaluator refreshes its heartbeat at every evaluation; silent this long, the scorers open a P1.
     evaluator_heartbeat_ttl_s: float = Field(default=60.0, gt=0)
 
+    # A person at imminent risk (issue 22): a user turn scoring at least this (calibrated), or naming means at
+    # hand or a time (models/lexicon/imminent.csv), makes an urgent review: paged as a P0 and handed to a human.
+    # Chosen on the chat-form validation conversations (the model card, "Urgent level").
+    urgent_threshold: float = Field(default=0.95, gt=0.0, le=1.0)
+
     # Review app
     review_group: str = "vigil-review"
     # Clinician-label signing keys, `id:secret[,id:secret]` (vigil_core/label_signing.py); the review app signs
@@ -118,6 +123,8 @@ class Settings(BaseSettings):
     label_key_id: str | None = None
     review_secret: SecretStr | None = None  # signs session cookies; None: a random one per process start
     review_secure_cookies: bool = False  # set True behind HTTPS
+    # Where people reach the review app: pages link to a conversation or an incident there.
+    review_url: str = "http://127.0.0.1:8000"
 
     # Services
     metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no metrics endpoint

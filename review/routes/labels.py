@@ -9,8 +9,10 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from review.context import ReviewContext, context
+from review.outcomes import OUTCOMES
 from review.redaction import redact
 from review.routes.auth import ADJUDICATORS, LABELLERS, check_csrf, check_csrf_header, json_object, require
+from review.routes.handoff import CLINICIANS
 from review.users import User
 from vigil_core.clock import utcnow
 from vigil_core.contracts import LEVELS, ClinicianLabel
@@ -42,6 +44,8 @@ def _view_model(ctx: ReviewContext, cid: str, user: User) -> dict[str, Any]:
     turns = [{"turn": t["turn"], "role": t["role"], "text": redact(t["text"]), "score": t.get("score"),
               "flagged": first_flagged is not None and t["turn"] == first_flagged} for t in req["turns"]]
     return {"cid": cid, "reason": req["reason"], "pi": req["pi"], "max_score": req["max_score"],
+            "handoff": ctx.handoffs.get(cid), "outcome": ctx.outcomes.get(cid), "outcomes": OUTCOMES,
+            "may_act": user.role in CLINICIANS, "deadline": item.deadline, "overdue": item.overdue(utcnow()),
             "first_flagged_turn": first_flagged, "turns": turns, "stage": item.stage,
             "omitted_turns": int(req.get("omitted_turns", 0)),
             "labels": ctx.queue.visible_labels(item, user.name, user.role in ADJUDICATORS),
@@ -69,7 +73,7 @@ def _publish_label(ctx: ReviewContext, user: User, cid: str, level: str, first_c
 @router.get("/queue", response_class=HTMLResponse)
 async def queue_page(request: Request, user: User = Depends(require(*LABELLERS)),
                      ctx: ReviewContext = Depends(context)) -> HTMLResponse:
-    return ctx.page(request, "queue.html", items=ctx.queue.pending(100))
+    return ctx.page(request, "queue.html", items=ctx.queue.pending(100), now=utcnow())
 
 
 @router.post("/queue/claim", dependencies=[Depends(check_csrf)])

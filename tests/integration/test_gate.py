@@ -433,3 +433,48 @@ def test_a_wedged_replica_halts_the_gate_although_another_replica_beats(redis_se
         healthy.beat(partitions={0: 0, 1: 5000, 2: 0, 3: 0}, partition_count=4)  # alive, but far behind
         assert wait_until(lambda: not gate.check().allowed)
         assert "partition 1 is 5000 events behind" in gate.check().reason
+
+
+def test_a_handed_off_conversation_gets_the_handoff_and_everyone_else_the_ai(redis_server, client, store, beat,
+                                                                            prefix):
+    """Issue 22: a person at risk is handed to a human while the AI keeps answering everyone else."""
+    import threading
+
+    from safety_gate.handoff import HandoffStore
+
+    store.init(by="dr.lead")
+    handoffs = HandoffStore(client, prefix)
+    handoffs.start("c-early", by="scorer", reason="urgent")  # before the gate starts: read at its first refresh
+    gate = make_gate(redis_server.url, prefix, poll_s=5.0)  # changes must arrive by message, not by the poll
+    server = make_server(gate)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert wait_until(lambda: gate.check().allowed)
+        assert gate.check(conversation_id="c-early").handoff
+        assert handoffs.start("c-risk", by="scorer", reason="urgent: imminent risk", incident_id="INC-9")
+        assert not handoffs.start("c-risk", by="scorer", reason="replayed")  # idempotent: first reason stays
+        assert wait_until(lambda: gate.check(conversation_id="c-risk").handoff, timeout_s=1.0)
+        decision = gate.check(conversation_id="c-risk")
+        assert not decision.allowed and decision.handoff
+        assert gate.check(conversation_id="c-other").allowed and gate.check().allowed
+        status, body = _get(base + "/v1/gate?conversation_id=c-risk")
+        assert status == 503 and body["handoff"] is True and "joining this conversation" in body["fallback"]
+        status, body = _get(base + "/v1/gate?conversation_id=c-other")
+        assert status == 200 and body["handoff"] is False
+        assert handoffs.end("c-risk", by="cleo", reason="spoke with the person; safe plan agreed")
+        assert wait_until(lambda: gate.check(conversation_id="c-risk").allowed, timeout_s=1.0)
+        actions = [(e["action"], e["conversation_id"], e["by"]) for e in handoffs.audit()]
+        assert actions[:2] == [("handoff_end", "c-risk", "cleo"), ("handoff_start", "c-risk", "scorer")]
+        # a lost message (the gate was away): the counter moved, so the next poll re-reads the whole set
+        client.hset(f"{prefix}handoff", "c-silent", "{}")
+        client.incr(f"{prefix}handoff:version")
+        gate.refresh(client)
+        assert gate.check(conversation_id="c-silent").handoff
+        # a stale view answers halted for everyone, handed off or not
+        gate.close()
+        assert wait_until(lambda: gate.check(conversation_id="c-other").stale, timeout_s=2 * STALENESS + 1)
+    finally:
+        server.shutdown()
+        server.server_close()
+        gate.close()

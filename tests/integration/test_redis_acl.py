@@ -8,6 +8,7 @@ import redis
 
 from demo.local import LocalRedis
 from safety_gate import Gate, HaltStore, Heartbeat
+from safety_gate.handoff import HandoffStore
 from tests.helpers import chat_events, publish, run_scorer, wait_until
 from vigil.redis_acl import ROLES, acl_lines
 
@@ -47,7 +48,8 @@ def test_the_gate_reads_the_halt_but_cannot_write_or_fake_a_change(acl_redis):
                     lambda: gate_client.delete(f"{PREFIX}halt"),
                     lambda: gate_client.publish(f"{PREFIX}halt:changes", '{"state": "RUNNING"}'),
                     lambda: gate_client.get(f"{PREFIX}users:dr.lead"),
-                    lambda: HaltStore(gate_client, PREFIX).trip(by="gate", reason="x")):
+                    lambda: HaltStore(gate_client, PREFIX).trip(by="gate", reason="x"),
+                    lambda: HandoffStore(gate_client, PREFIX).end("c-risk", by="gate", reason="x")):
         with pytest.raises((redis.exceptions.RedisError, StoreUnavailable), match="(?i)noperm|no permissions"):
             attempt()
 
@@ -170,3 +172,11 @@ def test_every_service_does_its_whole_work_under_its_own_user(acl_redis, setting
             client.post("/halt/approve", data={"reason": "model rolled back", "version": version,
                                                "csrf": csrf_of(client)})
     assert not halt.read().halted  # the two-person clear works under the review app's user
+    # a person at risk: the scorer's user hands the conversation off, the review app's user ends it
+    assert HandoffStore(_as(acl_redis, "scorer"), PREFIX).start("c00001", by="vigil-scorer", reason="urgent")
+    with TestClient(app) as client:
+        login(client, "cleo")
+        token = csrf_of(client, "/conversations/c00001")
+        client.post("/conversations/c00001/outcome", data={"outcome": "contacted", "csrf": token})
+        client.post("/conversations/c00001/handoff/end", data={"reason": "safe", "csrf": token})
+    assert HandoffStore(admin, PREFIX).get("c00001") is None

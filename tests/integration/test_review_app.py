@@ -371,3 +371,33 @@ def test_login_throttling_counts_attempts_atomically_per_account_and_per_address
     codes = [login(sprayer, f"guess{i}", "wrong password!!").status_code for i in range(LOGIN_ATTEMPTS_PER_ADDRESS)]
     assert set(codes) == {401}
     assert login(sprayer, "cleo").status_code == 429  # one address cannot try every name
+
+
+def test_urgent_items_come_first_oldest_first_and_show_their_deadline(redis_server, uid):
+    """Issue 22: the queue is ordered by urgency, then age; an urgent item's deadline is the P0 response time."""
+    from datetime import timedelta
+
+    import redis
+
+    from review.queue import ReviewQueue
+    from vigil_core.clock import utcnow
+    from vigil_core.contracts import ReviewRequest, ReviewTurn
+
+    queue = ReviewQueue(redis.Redis.from_url(redis_server.url), f"q{uid}:")
+    now = utcnow()
+
+    def request(cid, reason, score, minutes_ago):
+        at = now - timedelta(minutes=minutes_ago)
+        return ReviewRequest(review_id=f"{cid}:{reason}", conversation_id=cid, reason=reason, pi=1.0, max_score=score,
+                             first_flagged_turn=0, turns=[ReviewTurn(turn=0, role="user", text="x", ts=at)],
+                             requested_at=at)
+
+    queue.add(request("flag-high", "flagged", 0.99, 1))
+    queue.add(request("urgent-new", "urgent", 0.96, 2))
+    queue.add(request("urgent-old", "urgent", 0.97, 20))
+    queue.add(request("sampled", "sampled", 0.01, 60))
+    items = queue.pending(10)
+    assert [i.conversation_id for i in items] == ["urgent-old", "urgent-new", "flag-high", "sampled"]
+    assert items[0].overdue(now) and not items[1].overdue(now)  # 20 min > 15 min; 2 min is not
+    assert items[0].deadline - items[0].requested_at == timedelta(minutes=15)
+    assert not items[2].overdue(now)  # flagged: 1 h

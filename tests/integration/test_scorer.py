@@ -88,10 +88,13 @@ def test_every_user_turn_is_scored_once_keyed_and_in_order_and_bad_records_go_to
     reasons = sorted(d["reason"].split(":")[0] for d in dlq)
     assert reasons == sorted(["<json>", "schema", "text", "<record>", "turn"])
     assert all(d["schema"] == "safety.dlq/1" and d["raw"] and d["topic"] == s.topic_events for d in dlq)
-    # one review request per flagged conversation, pi 1, with the turns so far
+    # one review request per flagged conversation, pi 1, with the turns so far (urgent when the turn scored at the
+    # urgent level: these crisis turns are explicit)
     reviews = values(read_topic(s, s.topic_review))
     flagged_convs = {d["conversation_id"] for d in decoded if d["flagged"]}
-    assert sorted(r["conversation_id"] for r in reviews if r["reason"] == "flagged") == sorted(flagged_convs)
+    assert sorted(r["conversation_id"] for r in reviews if r["reason"] in ("flagged", "urgent")) == sorted(
+        flagged_convs)
+    assert len(reviews) == len(flagged_convs)  # one each: urgent replaced flagged in the same batch
     r0 = next(r for r in reviews if r["conversation_id"] == "c00000")
     assert r0["pi"] == 1 and r0["first_flagged_turn"] == 4 and [t["turn"] for t in r0["turns"]] == [0, 1, 2, 3, 4, 5]
     # redis state
@@ -134,7 +137,7 @@ def test_closing_samples_unflagged_conversations_deterministically(scorer_settin
     assert 0 < len(expected) < 30
     for r in reviews:
         if states[r["conversation_id"]].flagged:
-            assert r["reason"] == "flagged" and r["pi"] == 1
+            assert r["reason"] in ("flagged", "urgent") and r["pi"] == 1
         else:
             assert r["reason"] in ("sampled", "borderline") and r["pi"] >= 0.3
     assert all(st.closed and st.pi is not None and st.pi >= 0.3 for st in states.values())

@@ -143,3 +143,19 @@ def test_inference_workers_follow_a_containers_cpu_quota(tmp_path):
     quota.write_text("max 100000\n")
     assert available_cpus(quota) == affinity
     assert available_cpus(tmp_path / "missing") == affinity
+
+
+@pytest.mark.parametrize("text", ["I have the pills in my hand", "this is goodbye, everyone", "gonna end it tonight",
+                                  "I'm standing on the bridge right now", "I Took All My Pills"])
+def test_imminent_phrases_make_a_turn_urgent(text):
+    from models.backup import ImminentPhrases
+
+    assert ImminentPhrases().search(text)
+
+
+@pytest.mark.parametrize("text", ["I killed it at the gym tonight", "goodbye for now, see you tomorrow",
+                                  "I have the pills my doctor prescribed for my back", "we walked over the bridge"])
+def test_ordinary_turns_hold_no_imminent_phrase(text):
+    from models.backup import ImminentPhrases
+
+    assert not ImminentPhrases().search(text)

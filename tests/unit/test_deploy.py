@@ -78,7 +78,7 @@ def test_every_prometheus_scrape_target_is_a_metrics_port_a_service_opens():
             targets.update(sc["targets"])
         for dns in job.get("dns_sd_configs", []):
             targets.update(f"{n}:{dns['port']}" for n in dns["names"])
-    opened = {f"{name}:{_metrics_port(SERVICES[name]['command'])}" for name in VIGIL}
+    opened = {f"{name}:{_metrics_port(SERVICES[name]['command'])}" for name in (*VIGIL, "review")}
     assert targets == opened
     assert prom["rule_files"] == ["/etc/prometheus/alerts.yml"]
 
@@ -94,7 +94,9 @@ def test_alertmanager_inhibits_warning_by_critical_and_holds_placeholders_only()
 
 def _exported_metric_names() -> set[str]:
     """Names as Prometheus sees them, collected from the registries the services really serve."""
-    registries = [ScorerMetrics().registry, EvaluatorMetrics().registry]
+    from review.outcomes import ReviewMetrics
+
+    registries = [ScorerMetrics().registry, EvaluatorMetrics().registry, ReviewMetrics().registry]
     gate = Gate(lambda: None, start=False)  # type: ignore[arg-type]
     gate._install(HaltRecord(state="RUNNING"), liveness=None, at=0.0)
     gate_registry = CollectorRegistry()
@@ -118,7 +120,8 @@ def test_grafana_dashboard_queries_name_only_metrics_vigil_exports():
     assert used <= exported, sorted(used - exported)
     titles = " ".join(p["title"] for p in dash["panels"]).lower()
     for needle in ("crisis recall", "halt", "precision", "label coverage", "agreement", "backup", "lag",
-                   "response time", "error rate", "satisfaction", "incidents"):
+                   "response time", "error rate", "satisfaction", "incidents", "referral rate",
+                   "flag to human contact"):
         assert needle in titles, needle
 
 

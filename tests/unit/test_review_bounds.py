@@ -61,3 +61,4 @@ def test_the_bounded_request_is_a_valid_contract_with_its_omitted_count():
                             omitted_turns=omitted)
     assert len(request.to_bytes()) < 300 * 1024  # far under Kafka's 1 MiB record limit
     assert json.loads(request.to_bytes())["omitted_turns"] == omitted
+

@@ -1,0 +1,127 @@
+"""A person at imminent risk (issue 22), against the real broker, Redis and review app: the urgent conversation is
+paged as a P0 and handed to a human within one scorer batch, the others keep the AI; a replay pages nobody twice;
+the clinician's outcome moves the referral metrics and ends the handoff."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from incidents.service import IncidentService
+from incidents.store import IncidentStore
+from incidents.urgent import PersonAtRisk, person_at_risk_dedup
+from pipeline.kafka_io import ensure_topics
+from pipeline.scorer import Scorer
+from review.app import create_app
+from review.outcomes import ReviewMetrics
+from review.queue import ReviewQueue
+from review.users import UserStore
+from safety_gate import Gate, HaltStore, Heartbeat
+from safety_gate.handoff import HandoffStore
+from tests.helpers import NoClose, chat_events, publish, read_topic, values, wait_until
+from tests.integration.test_review_app import csrf_of, login
+from vigil_core.contracts import ConversationMessage, ReviewRequest
+
+pytestmark = pytest.mark.slow
+
+URGENT = ["hey", "I can't do this anymore", "I have the pills in my hand, this is goodbye"]
+
+
+def urgent_conversation(cid: str) -> list[ConversationMessage]:
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    events = []
+    for t, text in enumerate(URGENT):
+        events.append(ConversationMessage(event_id=f"{cid}-u{t}", conversation_id=cid, user_id="u-risk", turn=2 * t,
+                                          role="user", text=text, ts=start + timedelta(seconds=t)))
+    return events
+
+
+def scorer_with_responder(settings, resilient, client) -> tuple[Scorer, IncidentService]:
+    incidents = IncidentService(settings, client)
+    scorer = Scorer(settings, NoClose(resilient))
+    scorer.on_urgent = PersonAtRisk(settings, client, incidents).respond
+    return scorer, incidents
+
+
+def test_an_urgent_conversation_is_paged_and_handed_off_while_others_keep_the_ai(settings, resilient, model_cache):
+    s = settings.model_copy(update={"cache_dir": model_cache})
+    ensure_topics(s)
+    client = redis.Redis.from_url(s.redis_url.get_secret_value())
+    HaltStore(client, s.redis_prefix).init(by="dr.lead")
+    Heartbeat(client, s.redis_prefix, "scorer", 60).beat()
+    gate = Gate.from_url(s.redis_url.get_secret_value(), prefix=s.redis_prefix, staleness_s=5.0,
+                         require_heartbeat=False)
+    try:
+        publish(s, chat_events(6, turns=2, crisis_every=0) + urgent_conversation("risk-1"))
+        started = time.monotonic()
+        scorer, _ = scorer_with_responder(s, resilient, client)
+        scorer.run(max_idle_s=2.0)
+        # handed off: the gate answers handoff for that person only
+        assert wait_until(lambda: gate.check(conversation_id="risk-1").handoff, timeout_s=5)
+        assert gate.check(conversation_id="c00001").allowed and gate.check().allowed
+        handoff = HandoffStore(client, s.redis_prefix).get("risk-1")
+        assert handoff is not None and handoff.by == "vigil-scorer" and handoff.reason.startswith("urgent review")
+        # paged: one P0 with a link to the conversation and no message text
+        store = IncidentStore(client, s.redis_prefix)
+        p0 = store.get(store.find_open(person_at_risk_dedup("risk-1")))
+        assert p0.severity == "P0" and p0.title == "Person at risk: urgent review"
+        assert handoff.incident_id == p0.id
+        opened = [e for e in values(read_topic(s, s.topic_incidents)) if e["change"] == "opened"]
+        assert [e["incident_id"] for e in opened] == [p0.id]
+        assert opened[0]["detail"]["link"].endswith("/conversations/risk-1")
+        assert "pills" not in str(opened[0]) and "goodbye" not in str(opened[0])
+        assert time.monotonic() - started < 30  # within the scorer's run, not the review queue's pace
+        # the urgent review request, on top of the queue
+        requests = [ReviewRequest.model_validate(v) for v in values(read_topic(s, s.topic_review))]
+        urgent = [r for r in requests if r.reason == "urgent"]
+        assert [r.conversation_id for r in urgent] == ["risk-1"]
+        queue = ReviewQueue(client, s.redis_prefix)
+        for r in requests:
+            queue.add(r)
+        assert queue.pending(10)[0].conversation_id == "risk-1"
+        # a replay of the same events (a fresh consumer group) pages nobody twice and hands off nothing new
+        again, _ = scorer_with_responder(s.model_copy(update={"scorer_group": s.scorer_group + "-replay"}), resilient,
+                                         client)
+        again.run(max_idle_s=2.0)
+        opened = [e for e in values(read_topic(s, s.topic_incidents)) if e["change"] == "opened"]
+        assert len(opened) == 1
+        assert [h.conversation_id for h in HandoffStore(client, s.redis_prefix).active()] == ["risk-1"]
+
+        # the clinician: records the outcome (the metrics move), then ends the handoff
+        UserStore(client, s.redis_prefix).add("cleo", "clinical_lead", "correct horse battery")
+        UserStore(client, s.redis_prefix).add("omar", "oncall_engineer", "correct horse battery")
+        metrics = ReviewMetrics()
+        app = create_app(s, secret="test-secret", consume=False, metrics=metrics)
+        with TestClient(app) as web:
+            login(web, "omar", "correct horse battery")
+            refused = web.post("/conversations/risk-1/handoff/end", data={"reason": "x", "csrf": csrf_of(web, "/")},
+                               follow_redirects=False)
+            assert refused.status_code == 403  # an engineer does not end a clinical handoff
+        with TestClient(app) as web:
+            login(web, "cleo", "correct horse battery")
+            page = web.get("/queue").text
+            assert "URGENT: person at risk" in page and "min" in page
+            token = csrf_of(web, "/conversations/risk-1")
+            early = web.post("/conversations/risk-1/handoff/end", data={"reason": "fine", "csrf": token},
+                             follow_redirects=False)
+            assert early.status_code == 409  # no outcome recorded yet
+            done = web.post("/conversations/risk-1/outcome", data={"outcome": "referred", "note": "crisis team",
+                                                                 "csrf": token}, follow_redirects=False)
+            assert done.status_code == 303
+            assert metrics.registry.get_sample_value("vigil_review_outcomes_total", {"outcome": "referred"}) == 1
+            assert metrics.registry.get_sample_value("vigil_flag_to_human_contact_seconds_count") == 1
+            assert 0 < metrics.registry.get_sample_value("vigil_flag_to_human_contact_seconds_sum") < 3600
+            ended = web.post("/conversations/risk-1/handoff/end",
+                             data={"reason": "safety plan agreed with the crisis team", "csrf": token},
+                             follow_redirects=False)
+            assert ended.status_code == 303
+        assert wait_until(lambda: gate.check(conversation_id="risk-1").allowed, timeout_s=5)
+        actions = [e["action"] for e in HandoffStore(client, s.redis_prefix).audit()]
+        assert actions[:2] == ["handoff_end", "handoff_start"]
+    finally:
+        gate.close()
+        client.close()
