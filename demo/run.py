@@ -38,6 +38,7 @@ import redis
 
 from demo.local import LocalBroker, LocalRedis, free_port, stop_process, wait_for_port
 from pipeline.kafka_io import OutRecord, RecordProducer, ensure_topics, make_consumer
+from safety_gate.fallback import FALLBACK_MODEL_VERSION, HANDOFF_MODEL_VERSION
 from vigil_core.contracts import (
     ClinicianLabel,
     ConversationClosed,
@@ -66,6 +67,14 @@ URGENT_CONVERSATION = {
               "That sounds really heavy. Do you want to tell me more?", "i have the pills in my hand. this is goodbye",
               "Please stay with me.", "i don't know", "I'm here.", "ok", "Someone is on the way to talk with you.",
               "...", "You're not alone."],
+}
+# A simulated AI that answers a person in distress with a dismissive joke: the response-safety model catches the
+# reply, a P0 "harmful AI response" opens and the conversation goes to a human.
+HARMFUL_AT = 14
+HARMFUL_CONVERSATION = {
+    "level": "moderate", "first_crisis_turn": 2,
+    "turns": ["hey", "Hi! How's your day going?", "everything feels pointless and i am so tired of it all",
+              "lol same, mondays am i right", "wow. ok", "Sorry, what else can I help with?", "nothing", "Okay!"],
 }
 LABEL_GAP_S = 0.25  # the simulated clinicians' pace: one label per 0.25 s at most
 
@@ -117,6 +126,7 @@ class _Stats:
     handoff_replies: int = 0  # replies in the urgent conversation served by the handoff, not the AI
     answered_during_handoff: int = 0  # AI replies in other conversations while it was handed off
     urgent_cid: str = ""
+    harmful_cid: str = ""
     phase: str = "starting"
     notes: deque[str] = field(default_factory=lambda: deque(maxlen=8))
 
@@ -272,6 +282,7 @@ class Demo:
         degraded_at: float | None = None
         finished_at: float | None = None
         urgent_told = False
+        harmful_told = False
         live = self._live_view() if self.live else contextlib.nullcontext()
         with live as view:
             while time.monotonic() < deadline and not self._stop.is_set():
@@ -289,11 +300,17 @@ class Demo:
                     self._terminate("scorer-v1")
                 record = halt.read()
                 at_risk = [i for i in incidents.list() if i.dedup_key.startswith("person_at_risk:")]
+                harmful = [i for i in incidents.list() if i.dedup_key.startswith("harmful_response:")]
+                if harmful and not harmful_told:
+                    harmful_told = True
+                    self.note(f"{self.stats.harmful_cid}: the AI's reply judged unsafe: P0 {harmful[0].id} 'harmful AI "
+                              "response', the conversation handed to a human")
                 if at_risk and not urgent_told and self.stats.handoff_replies:
                     urgent_told = True
                     self.note(f"{self.stats.urgent_cid}: P0 {at_risk[0].id} 'person at risk' paged to the clinical "
                               "on-call; the conversation is handed to a human, every other one still gets the AI")
-                p0 = [i for i in incidents.list() if i.severity == "P0" and not i.dedup_key.startswith("person_at")]
+                p0 = [i for i in incidents.list() if i.severity == "P0" and i.dedup_key.split(":")[0]
+                      not in ("person_at_risk", "harmful_response")]
                 delivered = [e for e in (self.receiver.events if self.receiver else []) if e.get("event_action")
                              == "trigger" and e.get("payload", {}).get("severity") == "critical"]
                 if record.halted and p0 and delivered and finished_at is None:
@@ -324,7 +341,8 @@ class Demo:
 
         report_path = ""
         all_incidents = incidents.list()
-        p0 = [i for i in all_incidents if i.severity == "P0" and not i.dedup_key.startswith("person_at_risk:")]
+        p0 = [i for i in all_incidents if i.severity == "P0" and i.dedup_key.split(":")[0]
+              not in ("person_at_risk", "harmful_response")]
         if p0:
             manager = IncidentService(s.model_copy(update={"incidents_file": self.out / "incidents.toml"}),
                                       client)
@@ -357,6 +375,9 @@ class Demo:
                        "answered_elsewhere_meanwhile": self.stats.answered_during_handoff,
                        "paged": [i.id for i in all_incidents
                                  if i.dedup_key == f"person_at_risk:{self.stats.urgent_cid}"]},
+            "harmful": {"conversation_id": self.stats.harmful_cid,
+                        "paged": [i.id for i in all_incidents
+                                  if i.dedup_key == f"harmful_response:{self.stats.harmful_cid}"]},
         }
 
     # -- the simulated chat backend and AI service --------------------------------------------------
@@ -386,6 +407,9 @@ class Demo:
                 if n == URGENT_AT:
                     template, self.stats.urgent_cid = URGENT_CONVERSATION, cid
                     self.note(f"{cid}: a person says they have the means at hand")
+                elif n == HARMFUL_AT:
+                    template, self.stats.harmful_cid = HARMFUL_CONVERSATION, cid
+                    self.note(f"{cid}: the AI answers a person in distress with a joke")
                 self.truth[cid] = template
                 turns = template["turns"]
                 for turn, text in enumerate(turns):
@@ -393,9 +417,12 @@ class Demo:
                         return
                     role: Literal["user", "assistant"] = "user" if turn % 2 == 0 else "assistant"
                     latency = None
+                    served_by = "chat-ai-1"
                     if role == "assistant":
                         allowed, info, handoff = self._gate_allows(cid)
                         latency = rng.uniform(600, 2400)
+                        if not allowed:  # the gate's text: published as such, so Vigil does not judge it
+                            served_by = HANDOFF_MODEL_VERSION if handoff else FALLBACK_MODEL_VERSION
                         if handoff:
                             self.stats.handoff_replies += 1
                             text = "[handed to a human] " + (info.splitlines()[0] if info else "")
@@ -406,11 +433,12 @@ class Demo:
                             self.stats.ai_lines.append(f"{cid} AI (halted, fallback): {text[:70]}")
                         else:
                             self.stats.ai_lines.append(f"{cid} AI: {text[:70]}")
-                            if self.stats.handoff_replies and cid != self.stats.urgent_cid:
+                            if self.stats.handoff_replies and cid not in (self.stats.urgent_cid,
+                                                                          self.stats.harmful_cid):
                                 self.stats.answered_during_handoff += 1
                     msg = ConversationMessage(event_id=f"{cid}-{turn}", conversation_id=cid, user_id=f"user-{n % 97}",
                                               turn=turn, role=role, text=text, ts=utcnow(), latency_ms=latency,
-                                              model_version="chat-ai-1")  # type: ignore[arg-type]
+                                              model_version=served_by)  # type: ignore[arg-type]
                     producer.send_all([OutRecord(s.topic_events, cid, msg.to_bytes())])
                     self.stats.published += 1
                     time.sleep(gap)
@@ -538,6 +566,8 @@ def demo_command(args: argparse.Namespace, settings: Settings) -> int:
         print(f"person at risk: {u['conversation_id']} paged ({', '.join(u['paged']) or 'not paged'}), "
               f"{u['handoff_replies']} replies handed to a human while the AI answered "
               f"{u['answered_elsewhere_meanwhile']} in other conversations")
+        h = summary["harmful"]
+        print(f"harmful AI reply: {h['conversation_id']} ({', '.join(h['paged']) or 'not caught'})")
         for i in summary["incidents"]:
             print(f"  {i['severity']} {i['id']}: {i['title']}")
         print(f"post-incident report: {summary['report_path'] or '(none: no P0 was opened)'}")

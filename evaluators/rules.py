@@ -150,6 +150,7 @@ class RuleTable(_Strict):
     ai_latency_p95_ms: AboveRule
     ai_error_rate: AboveRule
     user_satisfaction: BelowRule
+    harmful_response_rate: AboveRule
 
 
 # The rule names the evaluator publishes differ from the table's section for one rule.

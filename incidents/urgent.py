@@ -25,9 +25,9 @@ from safety_gate.handoff import HandoffStore
 from vigil_core.settings import Settings
 
 if TYPE_CHECKING:
-    from pipeline.scorer import UrgentCase
+    from pipeline.scorer import HarmfulCase, UrgentCase
 
-__all__ = ["PersonAtRisk", "person_at_risk_dedup"]
+__all__ = ["PersonAtRisk", "person_at_risk_dedup", "harmful_response_dedup"]
 
 log = logging.getLogger(__name__)
 ACTOR = "vigil-scorer"
@@ -36,6 +36,11 @@ ACTOR = "vigil-scorer"
 def person_at_risk_dedup(conversation_id: str) -> str:
     """The dedup key of a conversation's person-at-risk incident."""
     return f"person_at_risk:{conversation_id}"
+
+
+def harmful_response_dedup(conversation_id: str) -> str:
+    """The dedup key of a conversation's harmful-AI-response incident."""
+    return f"harmful_response:{conversation_id}"
 
 
 class PersonAtRisk:
@@ -64,3 +69,18 @@ class PersonAtRisk:
                                                  detail=detail, incident_id=incident_id)
         if created:
             log.error("PERSON AT RISK: conversation handed off, P0 %s paged", incident.id)
+
+    def harmful(self, case: HarmfulCase) -> None:
+        """The AI said something unsafe to a person in crisis: hand the conversation off, then a P0."""
+        cid = case.conversation_id
+        dedup = harmful_response_dedup(cid)
+        incident_id = self.incidents.find_open(dedup) or self.incidents.new_id()
+        self.handoffs.start(cid, by=ACTOR, reason="harmful AI response", incident_id=incident_id)
+        detail: dict[str, Any] = {
+            "rule": "harmful_response", "conversation_id": cid, "turn": case.turn, "score": round(case.score, 4),
+            "model_version": case.model_version, "link": self.link(cid), "handoff": True,
+        }
+        incident, created = self.incidents.open("P0", "Harmful AI response to a person in crisis", dedup, "safety",
+                                                by=ACTOR, detail=detail, incident_id=incident_id)
+        if created:
+            log.error("HARMFUL AI RESPONSE: conversation handed off, P0 %s paged", incident.id)

@@ -26,6 +26,11 @@ class ScorerMetrics:
         self.lag = Gauge("vigil_scorer_consumer_lag", "records not yet consumed (from highwater)", registry=r)
         self.backup = Counter("vigil_scorer_backup_scored", "messages scored by the backup scorer", registry=r)
         self.flagged = Counter("vigil_scorer_flagged_conversations", "conversations flagged", registry=r)
+        self.replies = Counter("vigil_scorer_replies_scored",
+                               "AI replies in conversations with crisis signs scored for response safety",
+                               ["verdict"], registry=r)
+        for verdict in ("safe", "unsafe"):
+            self.replies.labels(verdict)
         self.urgent = Counter("vigil_scorer_urgent_conversations",
                               "conversations that crossed the urgent level (paged, handed to a human)", registry=r)
         self.sampled = Counter(

@@ -38,6 +38,7 @@ from pipeline.kafka_io import (
 from pipeline.metrics import ScorerMetrics
 from pipeline.review_bounds import bound_turns
 from pipeline.sampling import SamplingPolicy
+from safety_gate.fallback import is_gate_reply
 from vigil_core.contracts import (
     ConversationClosed,
     ConversationFeedback,
@@ -54,7 +55,11 @@ from vigil_core.errors import ContractError
 from vigil_core.redis_client import connect
 from vigil_core.settings import Settings
 
-__all__ = ["Scorer", "EVENT_SCHEMAS", "UrgentCase"]
+__all__ = ["Scorer", "EVENT_SCHEMAS", "UrgentCase", "HarmfulCase", "HARMFUL_RULE"]
+
+HARMFUL_RULE = "harmful_response_rate"
+# The user turns before an AI reply that the response-safety model reads with it.
+REPLY_CONTEXT_TURNS = 2
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +90,8 @@ class _Batch:
     closes: list[tuple[str, float, str]] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     urgent: list[UrgentCase] = field(default_factory=list)
+    harmful: list[HarmfulCase] = field(default_factory=list)
+    replies: list[tuple[str, float, float]] = field(default_factory=list)  # (event_id, ts, 1.0 unsafe / 0.0)
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,16 @@ class UrgentCase:
     turn: int
     score: float
     why: str  # "score" or "imminent phrase" (never the text)
+
+
+@dataclass(frozen=True)
+class HarmfulCase:
+    """An AI reply judged unsafe (page level) in a conversation with crisis signs: P0 and handoff."""
+
+    conversation_id: str
+    turn: int
+    score: float
+    model_version: str
 
 
 def _log_commit_failure(offsets: dict[TopicPartition, OffsetAndMetadata], result: object) -> None:
@@ -123,7 +140,7 @@ class Scorer:
     """The scoring loop. `model` is a ResilientScorer (the classifier with its backup)."""
 
     def __init__(self, settings: Settings, model: Any, metrics: ScorerMetrics | None = None,
-                 replay: bool = False) -> None:
+                 replay: bool = False, response_model: Any = None) -> None:
         self.settings = settings
         # A replay (`vigil replay`) rebuilds Redis state only: it publishes nothing (the topics already hold
         # every score, review request and dead letter) and does not beat (it must not vouch for the live scorers).
@@ -135,6 +152,16 @@ class Scorer:
         # Called for each new urgent conversation once the batch's outputs are acknowledged and before its state
         # is written (so a crash in between repeats it; it must be idempotent). `vigil score` pages and hands off.
         self.on_urgent: Callable[[UrgentCase], None] | None = None
+        # The response-safety model (models/response_safety.py): AI replies in conversations with crisis signs are
+        # scored; None scores no reply. `on_harmful` is called like `on_urgent` for a reply at its page level.
+        self.response_model = response_model
+        self.on_harmful: Callable[[HarmfulCase], None] | None = None
+        self._harmful_window = 0
+        self._evals: Any = None
+        if response_model is not None:
+            from evaluators.rules import Thresholds
+
+            self._harmful_window = int(Thresholds.load(settings.thresholds_file)[HARMFUL_RULE]["window"])
         self.metrics = metrics or ScorerMetrics()
         self.policy = SamplingPolicy(
             threshold=self.threshold, pi_floor=settings.pi_floor, pi_borderline=settings.pi_borderline,
@@ -329,6 +356,11 @@ class Scorer:
             if self.on_urgent is not None:
                 for case in batch.urgent:
                     self.on_urgent(case)
+            if self.on_harmful is not None:
+                for harm in batch.harmful:
+                    self.on_harmful(harm)
+        if batch.replies:  # the harmful-response rate's window (idempotent by event id)
+            self._eval_store().add_ops(HARMFUL_RULE, batch.replies, self._harmful_window)
         self.store.apply(list(batch.updates.values()))
         self.store.close_many(batch.closes)
         owned = self._consumer.assignment() if self._consumer is not None else None
@@ -407,6 +439,51 @@ class Scorer:
             if newly_urgent:
                 batch.urgent.append(UrgentCase(cid, u.urgent_turn, u.urgent_score, u.urgent_why))
                 self.metrics.urgent.inc()
+        if self.response_model is not None:
+            self._score_replies(parsed, states, batch)
+
+    def _eval_store(self) -> Any:
+        if self._evals is None:
+            from evaluators.store import EvaluatorStore
+
+            self._evals = EvaluatorStore(self._redis, self.settings.redis_prefix, self.settings.label_wait_s)
+        return self._evals
+
+    def _score_replies(self, parsed: _Parsed, states: dict[str, ConversationState], batch: _Batch) -> None:
+        """Score the AI's replies in conversations with crisis signs (flagged before or in this batch) with the
+        response-safety model, each with the user turns just before it."""
+        replies = []
+        for m in parsed.messages:
+            if m.role != "assistant" or is_gate_reply(m.model_version):
+                continue  # the gate's fallback and handoff messages are Vigil's own text, not the AI's
+            state = states.get(m.conversation_id) or ConversationState(m.conversation_id, exists=False)
+            update = batch.updates.get(m.conversation_id)
+            first = state.first_flagged_turn if state.flagged else None
+            if update is not None and update.first_flagged_turn >= 0:
+                first = update.first_flagged_turn if first is None else min(first, update.first_flagged_turn)
+            if first is None or first > m.turn:
+                continue  # no crisis sign before this reply
+            replies.append(m)
+        if not replies:
+            return
+        contexts = []
+        for m in replies:
+            state = states.get(m.conversation_id) or ConversationState(m.conversation_id, exists=False)
+            update = batch.updates.get(m.conversation_id) or TurnUpdate(m.conversation_id)
+            turns = self._turns_so_far(m.conversation_id, state, update)
+            before = [t["text"] for t in turns if t["role"] == "user" and t["turn"] < m.turn]
+            contexts.append(" ".join(before[-REPLY_CONTEXT_TURNS:]))
+        scores = self.response_model.score(contexts, [m.text for m in replies])
+        page = float(self.response_model.page_threshold)
+        for m, p in zip(replies, scores, strict=True):
+            unsafe = float(p) >= page
+            batch.replies.append((m.event_id, m.ts.timestamp(), 1.0 if unsafe else 0.0))
+            stored = batch.updates[m.conversation_id].turns.get(f"{m.turn:08d}:{m.role}")
+            if stored is not None:
+                stored["response_risk"] = round(float(p), 4)  # shown to the clinician beside the reply
+            self.metrics.replies.labels("unsafe" if unsafe else "safe").inc()
+            if unsafe:
+                batch.harmful.append(HarmfulCase(m.conversation_id, m.turn, float(p), self.response_model.version))
 
     def _turns_so_far(self, cid: str, state: ConversationState, update: TurnUpdate) -> list[dict[str, Any]]:
         stored = {f"{t['turn']:08d}:{t['role']}": t for t in self.store.turns(cid)} if state.exists else {}

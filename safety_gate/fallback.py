@@ -9,7 +9,18 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-__all__ = ["FallbackMessages", "DEFAULT_FALLBACK", "DEFAULT_HANDOFF"]
+__all__ = ["FallbackMessages", "DEFAULT_FALLBACK", "DEFAULT_HANDOFF", "FALLBACK_MODEL_VERSION",
+           "HANDOFF_MODEL_VERSION", "is_gate_reply"]
+
+# The AI service publishes a reply it served from the gate with this `model_version`, so Vigil knows it is its own
+# clinician-approved text, not the AI's: the response-safety model does not judge it (pipeline/scorer.py).
+FALLBACK_MODEL_VERSION = "vigil-fallback"
+HANDOFF_MODEL_VERSION = "vigil-handoff"
+
+
+def is_gate_reply(model_version: str | None) -> bool:
+    """Whether a published reply was served from the gate (the fallback or the handoff message)."""
+    return model_version in (FALLBACK_MODEL_VERSION, HANDOFF_MODEL_VERSION)
 
 DEFAULT_FALLBACK: dict[str, str] = {
     "en-US": (

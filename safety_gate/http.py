@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from safety_gate.fallback import FALLBACK_MODEL_VERSION, HANDOFF_MODEL_VERSION
 from safety_gate.gate import Gate
 from safety_gate.metrics import GateCollector
 
@@ -62,6 +63,8 @@ class _Handler(BaseHTTPRequestHandler):
                 locale = query.get("locale", ["en-US"])[0]
                 gate = self.server.gate
                 body["fallback"] = gate.handoff_message(locale) if decision.handoff else gate.fallback(locale)
+                # publish the served reply with this model_version: Vigil does not judge its own text as the AI's
+                body["model_version"] = HANDOFF_MODEL_VERSION if decision.handoff else FALLBACK_MODEL_VERSION
                 self._send(503, json.dumps(body).encode())
         elif url.path == "/healthz":
             gate = self.server.gate

@@ -152,11 +152,12 @@ class NoClose:
         pass
 
 
-def run_scorer(settings: Settings, resilient: Any, max_idle_s: float = 4.0) -> Any:
-    """Run the scorer in this process until it has been idle for `max_idle_s`."""
+def run_scorer(settings: Settings, resilient: Any, max_idle_s: float = 4.0, response_model: Any = None) -> Any:
+    """Run the scorer in this process until it has been idle for `max_idle_s` (with `response_model`, the AI's
+    replies in conversations with crisis signs are scored too, as `vigil score` does)."""
     from pipeline.scorer import Scorer
 
-    scorer = Scorer(settings, NoClose(resilient))
+    scorer = Scorer(settings, NoClose(resilient), response_model=response_model)
     scorer.run(max_idle_s=max_idle_s)
     return scorer
 

@@ -9,7 +9,7 @@ The key families (under the prefix, `vigil:` by default):
 | `heartbeat:*` | scorer, evaluator | gate, scorer (the evaluator watch) |
 | `handoff`, `handoff:version`, `handoff:audit`, `handoff:changes` | scorer, evaluator, review (start, end) | gate |
 | `pred:*`, `turns:*`, `emb:*`, `active`, `sweep:lock` | scorer | evaluator, review app (`pred`, `turns`) |
-| `eval:*`, `alerts` | evaluator | review app |
+| `eval:*`, `alerts` | evaluator (scorer: `eval:ops:harmful_response_rate`) | review app |
 | `incident:*`, `incidents:*`, `notify:*` | incident engine (scorer's watch, evaluator, review app) | the same |
 | `users:*`, `review:*`, `audit:access` | review app | evaluator (`users`, label signatures) |
 
@@ -39,7 +39,8 @@ ROLES: dict[str, tuple[str, str, str]] = {
              "+zscore +multi +exec "
              "+zcard +smembers +scard +subscribe +unsubscribe +ping"),
     "scorer": ("~{p}pred:* ~{p}turns:* ~{p}emb:* ~{p}active ~{p}sweep:lock ~{p}heartbeat:* ~{p}incident:* "
-               "~{p}incidents:* ~{p}notify:* %R~{p}halt " + _HANDOFF, "&{p}handoff:changes", _NO_ADMIN + " +publish"),
+               "~{p}incidents:* ~{p}notify:* %R~{p}halt ~{p}eval:ops:harmful_response_rate " + _HANDOFF,
+               "&{p}handoff:changes", _NO_ADMIN + " +publish"),
     "evaluator": ("~{p}eval:* ~{p}alerts %R~{p}active %R~{p}pred:* %R~{p}turns:* ~{p}heartbeat:* ~{p}incident:* "
                   "~{p}incidents:* ~{p}notify:* ~{p}halt ~{p}halt:version ~{p}audit %R~{p}users:* " + _HANDOFF,
                   "&{p}halt:changes &{p}handoff:changes", _NO_ADMIN + " +publish"),

@@ -168,7 +168,13 @@ def replay(settings: Settings, stamp: str | None = None, since: datetime | None 
     _say("2/4 conversation state from " + settings.topic_events + " (scored again, in order)")
     scorer_settings = settings.model_copy(update={"scorer_group": f"{settings.scorer_group}-replay-{stamp}"})
     total = _start_at(settings, scorer_settings.scorer_group, [settings.topic_events], since_ms)
-    scorer = Scorer(scorer_settings, load_resilient_scorer(scorer_settings), replay=True)
+    response_model = None
+    if settings.response_safety:  # the harmful-response window and the replies' risk are derived state too
+        from models.response_safety import ResponseSafetyModel
+
+        response_model = ResponseSafetyModel.load()
+    scorer = Scorer(scorer_settings, load_resilient_scorer(scorer_settings), replay=True,
+                    response_model=response_model)
     done = threading.Event()
     bar = _progress(settings.topic_events, total, lambda: _events_seen(scorer), done)
     try:

@@ -23,7 +23,12 @@ def score_command(args: argparse.Namespace, settings: Settings) -> int:
     from prometheus_client import start_http_server
 
     resilient = load_resilient_scorer(settings)
-    scorer = Scorer(settings, resilient)
+    response_model = None
+    if settings.response_safety:
+        from models.response_safety import ResponseSafetyModel
+
+        response_model = ResponseSafetyModel.load()
+    scorer = Scorer(settings, resilient, response_model=response_model)
     port = args.metrics_port if args.metrics_port is not None else settings.metrics_port
     if port:
         start_http_server(port, registry=scorer.metrics.registry)
@@ -31,7 +36,9 @@ def score_command(args: argparse.Namespace, settings: Settings) -> int:
     client = connect(settings.redis_url.get_secret_value())
     incidents = IncidentService(settings, client)
     watch = EvaluatorWatch(settings, client, incidents.open, incidents.find_open)
-    scorer.on_urgent = PersonAtRisk(settings, client, incidents).respond  # a person at imminent risk
+    responder = PersonAtRisk(settings, client, incidents)
+    scorer.on_urgent = responder.respond  # a person at imminent risk
+    scorer.on_harmful = responder.harmful  # an unsafe AI reply to a person in crisis
     # The outbox is dispatched here too: when the evaluator (its usual dispatcher) is the one that is down, the
     # P1 about it must still go out. Dispatchers take leases, so several never send one notice twice.
     incidents.start()

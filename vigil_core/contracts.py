@@ -164,6 +164,7 @@ class ReviewTurn(BaseModel):
     text: StrictStr
     ts: Timestamp
     score: Probability | None = None
+    response_risk: Probability | None = None  # an AI reply's P(unsafe) (models/response_safety.py), if scored
 
 
 class ReviewRequest(_Contract):

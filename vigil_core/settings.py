@@ -114,6 +114,8 @@ class Settings(BaseSettings):
     # hand or a time (models/lexicon/imminent.csv), makes an urgent review: paged as a P0 and handed to a human.
     # Chosen on the chat-form validation conversations (the model card, "Urgent level").
     urgent_threshold: float = Field(default=0.95, gt=0.0, le=1.0)
+    # Score the AI's replies in conversations with crisis signs for harm (models/response_safety.py).
+    response_safety: bool = True
 
     # Review app
     review_group: str = "vigil-review"

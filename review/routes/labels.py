@@ -42,6 +42,7 @@ def _view_model(ctx: ReviewContext, cid: str, user: User) -> dict[str, Any]:
     req = item.request
     first_flagged = req.get("first_flagged_turn")
     turns = [{"turn": t["turn"], "role": t["role"], "text": redact(t["text"]), "score": t.get("score"),
+              "response_risk": t.get("response_risk"),
               "flagged": first_flagged is not None and t["turn"] == first_flagged} for t in req["turns"]]
     return {"cid": cid, "reason": req["reason"], "pi": req["pi"], "max_score": req["max_score"],
             "handoff": ctx.handoffs.get(cid), "outcome": ctx.outcomes.get(cid), "outcomes": OUTCOMES,

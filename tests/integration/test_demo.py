@@ -53,12 +53,15 @@ def test_demo_reaches_warning_and_critical_halts_and_writes_the_p0_report(tmp_pa
     assert "WARNING" in states and "CRITICAL" in states
     assert states.index("WARNING") < len(states) - 1 - states[::-1].index("CRITICAL")
     assert summary["halt"] == "HALTED"
-    p0 = [i for i in summary["incidents"] if i["severity"] == "P0" and "Person at risk" not in i["title"]]
+    p0 = [i for i in summary["incidents"] if i["severity"] == "P0" and "Crisis detection" in i["title"]]
     assert len(p0) == 1 and "Crisis detection failure" in p0[0]["title"]
     # issue 22: the person at risk was paged and handed to a human, while other conversations kept the AI
     urgent = summary["urgent"]
     assert len(urgent["paged"]) == 1 and urgent["handoff_replies"] >= 1, urgent
     assert urgent["answered_elsewhere_meanwhile"] >= 1, urgent
+    assert len(summary["harmful"]["paged"]) == 1, summary["harmful"]  # and the AI's unsafe reply was caught
+    p0_titles = {i["title"] for i in summary["incidents"] if i["severity"] == "P0"}
+    assert {"Person at risk: urgent review", "Harmful AI response to a person in crisis"} <= p0_titles
     assert summary["pager_events"] >= 1 and summary["fallback_replies"] >= 1
     report = Path(summary["report_path"]).read_text()
     assert p0[0]["id"] in report and "## Timeline" in report and "| opened |" in report
