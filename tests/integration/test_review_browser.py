@@ -122,3 +122,41 @@ def test_the_second_reviewer_of_a_double_labelled_item_does_not_see_the_first_la
         browser.close()
     time.sleep(0.1)
     assert queue.get("c-two").stage == "second"
+
+
+def test_a_clinician_sees_the_urgent_item_first_records_the_outcome_and_ends_the_handoff(served):
+    """Issue 22 in the browser: the urgent item is on top with its deadline; the clinician records the referral
+    and gives the conversation back to the AI."""
+    from playwright.sync_api import sync_playwright
+
+    from safety_gate.handoff import HandoffStore
+
+    settings, base, queue = served
+    r = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    queue.add(request_for("c-flag", text="I feel hopeless", score=0.9))
+    queue.add(request_for("c-urgent", text="I have the pills in my hand", reason="urgent", score=0.99))
+    handoffs = HandoffStore(r, settings.redis_prefix)
+    handoffs.start("c-urgent", by="vigil-scorer", reason="urgent review (score)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 800})
+        _login(page, base, "rita")
+        page.wait_for_url("**/queue")
+        assert page.locator("table.queue tr td:first-child").all_inner_texts()[0] == "c-urgent"
+        assert "URGENT: person at risk" in page.locator("table.queue tr.urgent").inner_text()
+        assert page.locator("table.queue tr.urgent td.deadline").inner_text().endswith("UTC")
+        page.goto(base + "/conversations/c-urgent")
+        assert "Handed to a human" in page.locator("#handoff-state").inner_text()
+        page.screenshot(path=str(SHOTS / "review-urgent.png"), full_page=True)
+        page.select_option("#outcome-form select[name=outcome]", "referred")
+        page.fill("#outcome-form input[name=note]", "crisis team took over")
+        page.click("#outcome-form button[type=submit]")
+        page.wait_for_url("**/conversations/c-urgent")
+        assert "referred to a professional service" in page.locator("#outcome").inner_text()
+        page.fill("#handoff-end-form input[name=reason]", "safety plan agreed")
+        page.click("#handoff-end-form button[type=submit]")
+        page.wait_for_url("**/conversations/c-urgent")
+        assert "The AI answers this conversation" in page.locator("#handoff-state").inner_text()
+        browser.close()
+    assert handoffs.get("c-urgent") is None
+    assert [e["action"] for e in handoffs.audit()][:1] == ["handoff_end"]
