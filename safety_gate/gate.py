@@ -134,6 +134,7 @@ class Gate:
         self._thread: threading.Thread | None = None
         self.allowed_count = 0
         self.denied_count = 0
+        self.handoff_count = 0  # decisions that sent a conversation to its human (not counted as halted)
         self.changes_seen = 0
         self.refresh_failures = 0
         if start:
@@ -163,7 +164,7 @@ class Gate:
             return view.stale_decision
         decision = view.decision
         if decision.allowed and conversation_id is not None and conversation_id in self._handoffs:
-            self.denied_count += 1
+            self.handoff_count += 1
             return _HANDOFF
         if decision.allowed:
             self.allowed_count += 1

@@ -1,4 +1,5 @@
-"""Prometheus metrics of a gate: halt state, halt changes seen, decisions by outcome, view age."""
+"""Prometheus metrics of a gate: halt state, halt changes seen, decisions by outcome (allowed, halted, handoff),
+conversations handed off, view age."""
 
 from __future__ import annotations
 
@@ -34,7 +35,12 @@ class GateCollector(Collector):
         decisions = CounterMetricFamily("vigil_gate_decisions", "gate decisions by outcome", labels=["outcome"])
         decisions.add_metric(["allowed"], float(gate.allowed_count))
         decisions.add_metric(["halted"], float(gate.denied_count))
+        decisions.add_metric(["handoff"], float(gate.handoff_count))
         yield decisions
+        handed = GaugeMetricFamily("vigil_gate_conversations_handed_off",
+                                   "conversations under handoff to a human in the gate's view")
+        handed.add_metric([], float(gate.handoffs))
+        yield handed
         age = GaugeMetricFamily("vigil_gate_view_age_seconds", "seconds since the gate last read the halt record")
         age.add_metric([], min(gate.view_age_s, 1e9))
         yield age

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -462,6 +463,12 @@ def test_a_handed_off_conversation_gets_the_handoff_and_everyone_else_the_ai(red
         assert status == 503 and body["handoff"] is True and "joining this conversation" in body["fallback"]
         status, body = _get(base + "/v1/gate?conversation_id=c-other")
         assert status == 200 and body["handoff"] is False
+        with urllib.request.urlopen(base + "/metrics", timeout=5) as resp:
+            metrics = resp.read().decode()
+        counted = dict(re.findall(r'vigil_gate_decisions_total\{outcome="(\w+)"\} ([0-9.]+)', metrics))
+        assert float(counted["handoff"]) == gate.handoff_count >= 3  # counted apart, never as halted
+        assert float(counted["halted"]) == gate.denied_count
+        assert "vigil_gate_conversations_handed_off 2.0" in metrics
         assert handoffs.end("c-risk", by="cleo", reason="spoke with the person; safe plan agreed")
         assert wait_until(lambda: gate.check(conversation_id="c-risk").allowed, timeout_s=1.0)
         actions = [(e["action"], e["conversation_id"], e["by"]) for e in handoffs.audit()]
