@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import smtplib
+import socket
 import urllib.error
 import urllib.request
 from email.message import EmailMessage
@@ -15,6 +16,8 @@ __all__ = ["Notifier", "Notification", "PagerDutyNotifier", "SlackNotifier", "We
            "LogNotifier", "NotifyError", "build_notifier"]
 
 log = logging.getLogger(__name__)
+# PagerDuty's `source`: the host that raised the event (where to look), not a constant.
+_SOURCE = f"vigil@{socket.gethostname()}"
 
 Notification = dict[str, Any]  # action, incident_id, dedup_key, severity, title, state, metrics, contacts, ...
 
@@ -51,6 +54,18 @@ def _summary(n: Notification) -> str:
     return f"[{n['severity']}] {n['title']} ({n['incident_id']}): {n['action']}"
 
 
+_SAID = {"trigger": "opened", "escalate": "ESCALATED (not acknowledged in time)", "acknowledge": "acknowledged",
+         "resolve": "resolved"}
+
+
+def _readable(n: Notification) -> str:
+    """What a person reads in Slack or an email subject line: what happened, who must act by when, where."""
+    text = f"{n['severity']} incident {_SAID.get(n['action'], n['action'])}: {n['title']} ({n['incident_id']})."
+    if n["action"] in ("trigger", "escalate") and n.get("response_time_min"):
+        text += f" Respond within {n['response_time_min']:.0f} min ({n.get('team', 'on-call')})."
+    return text
+
+
 class PagerDutyNotifier:
     """PagerDuty Events API v2: trigger / acknowledge / resolve, the incident's dedup key as `dedup_key`."""
 
@@ -67,9 +82,12 @@ class PagerDutyNotifier:
         if action is None:
             return
         body: dict[str, Any] = {"routing_key": self._key, "event_action": action, "dedup_key": n["dedup_key"]}
+        if n.get("link"):
+            body["links"] = [{"href": n["link"], "text": "Open in Vigil's review app"}]
         if action == "trigger":
             body["payload"] = {
-                "summary": _summary(n)[:1024], "source": "vigil", "severity": self._SEVERITY[n["severity"]],
+                "summary": _summary(n)[:1024], "source": _SOURCE, "severity": self._SEVERITY[n["severity"]],
+                "timestamp": n.get("at") or None,
                 "component": "crisis-detection", "custom_details": {
                     "incident_id": n["incident_id"], "state": n.get("state"), "metrics": n.get("metrics", {}),
                     "escalation_level": n.get("escalation_level", 0), "contacts": n.get("contacts", []),
@@ -85,8 +103,11 @@ class SlackNotifier:
         self.name, self._url, self._timeout = name, url, timeout_s
 
     def send(self, n: Notification) -> None:
-        """POST the summary."""
-        _post_json(self._url, {"text": _summary(n)}, self._timeout)
+        """POST a sentence a person reads, with a link to act on (Slack's `<url|text>` form)."""
+        text = _readable(n)
+        if n.get("link"):
+            text += f" <{n['link']}|Open in Vigil>"
+        _post_json(self._url, {"text": text}, self._timeout)
 
 
 class WebhookNotifier:
@@ -110,12 +131,13 @@ class EmailNotifier:
     def send(self, n: Notification) -> None:
         """Send one message."""
         msg = EmailMessage()
-        msg["Subject"] = _summary(n)
+        msg["Subject"] = _readable(n)
         msg["From"] = self._from
         msg["To"] = ", ".join(self._to)
-        msg.set_content(json.dumps({k: n.get(k) for k in ("incident_id", "severity", "title", "state", "action",
-                                                           "dedup_key", "metrics", "escalation_level")},
-                                   indent=2, default=str))
+        details = json.dumps({k: n.get(k) for k in ("incident_id", "severity", "title", "state", "action",
+                                                     "dedup_key", "metrics", "escalation_level")},
+                             indent=2, default=str)
+        msg.set_content(f"{_readable(n)}\n{('Open it: ' + n['link']) if n.get('link') else ''}\n\n{details}")
         try:
             with smtplib.SMTP(self._host, self._port, timeout=self._timeout) as smtp:
                 smtp.send_message(msg)

@@ -73,7 +73,9 @@ class IncidentService:
             "action": action, "incident_id": incident.id, "dedup_key": incident.dedup_key,
             "severity": incident.severity, "title": incident.title, "state": incident.state,
             "type": incident.type, "escalation_level": incident.escalation_level,
-            "metrics": detail.get("metrics", {}), "link": detail.get("link", ""),
+            "metrics": detail.get("metrics", {}), "at": utcnow().isoformat(),
+            # where a person acts on it: the conversation for a person at risk, else the incidents page
+            "link": detail.get("link") or f"{self.settings.review_url.rstrip('/')}/incidents#{incident.id}",
             "contacts": self.config.contacts(incident.severity, incident.escalation_level),
             "response_time_min": SEVERITY_PLAN[incident.severity][0].total_seconds() / 60,
             "team": SEVERITY_PLAN[incident.severity][1],

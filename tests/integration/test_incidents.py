@@ -99,6 +99,10 @@ def test_a_critical_alert_halts_and_opens_exactly_one_p0_with_one_pagerduty_trig
     assert triggers[0]["dedup_key"] == "crisis-detection-failure" and triggers[0]["routing_key"] == "R0UT1NG"
     assert triggers[0]["payload"]["severity"] == "critical"
     assert "text" not in json.dumps(triggers[0]["payload"]["custom_details"]).lower().replace("context", "")
+    # what PagerDuty shows: when, where from, and a link to act on
+    assert triggers[0]["payload"]["timestamp"].startswith(str(p0s[0].opened_at)[:10])
+    assert triggers[0]["payload"]["source"].startswith("vigil@")
+    assert triggers[0]["links"][0]["href"] == f"{settings.review_url}/incidents#{p0s[0].id}"
     # acknowledging and resolving reach PagerDuty with the same dedup key
     manager.acknowledge(p0s[0].id, "omar")
     manager.resolve(p0s[0].id, "ana", "model rolled back")
@@ -327,3 +331,22 @@ def test_a_change_whose_view_write_fails_is_still_announced(settings, receiver):
     incident, created = manager.open("P0", "Crisis detection failure", "dedup-write")  # the caller's retry
     assert created and manager.store.get(incident.id).state == "open"
     manager.close()
+
+
+def test_slack_reads_as_a_person_would_with_a_link_to_act_on(receiver):
+    """Issue 22 (and 23): the Slack message says what happened, who responds by when, and where to act; for a
+    person at risk the link is the conversation's page, never its text."""
+    from incidents.notifiers import SlackNotifier
+
+    slack = SlackNotifier(receiver.url)
+    slack.send({"action": "trigger", "incident_id": "INC-1", "dedup_key": "person_at_risk:c-7", "severity": "P0",
+                "title": "Person at risk: urgent review", "response_time_min": 15.0, "team": "full team",
+                "link": "https://review.example/conversations/c-7"})
+    slack.send({"action": "escalate", "incident_id": "INC-1", "dedup_key": "person_at_risk:c-7", "severity": "P0",
+                "title": "Person at risk: urgent review", "response_time_min": 15.0, "team": "full team",
+                "link": "https://review.example/conversations/c-7"})
+    first, second = (b["text"] for b in receiver.bodies)
+    assert first == ("P0 incident opened: Person at risk: urgent review (INC-1). Respond within 15 min (full team)."
+                     " <https://review.example/conversations/c-7|Open in Vigil>")
+    assert second.startswith("P0 incident ESCALATED (not acknowledged in time)")
+    assert "trigger" not in first
