@@ -55,6 +55,12 @@ class EmailConfig(_Notifier):
     port: int = Field(default=25, gt=0, lt=65536)
     from_: str = Field(alias="from", min_length=1)
     to: list[str] = Field(min_length=1)
+    # STARTTLS before anything else is sent (the certificate is verified; `cafile` for a private CA), then
+    # LOGIN as `username` with the password in the environment variable `password_env` (never in this file).
+    starttls: bool = False
+    cafile: str | None = None
+    username: str | None = None
+    password_env: str | None = None
 
 
 class LogConfig(_Notifier):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import smtplib
 import socket
 import urllib.error
@@ -125,8 +126,12 @@ class EmailNotifier:
     """SMTP email to the configured recipients."""
 
     def __init__(self, host: str, port: int, sender: str, to: list[str], timeout_s: float = 10.0,
-                 name: str = "email") -> None:
+                 name: str = "email", starttls: bool = False, cafile: str | None = None,
+                 username: str | None = None, password: str | None = None) -> None:
         self.name, self._host, self._port, self._from, self._to, self._timeout = name, host, port, sender, to, timeout_s
+        self._starttls, self._cafile, self._user, self._password = starttls, cafile, username, password
+        if username and not starttls:
+            raise ValueError("email: a login without STARTTLS would send the password in clear; set starttls")
 
     def send(self, n: Notification) -> None:
         """Send one message."""
@@ -140,6 +145,12 @@ class EmailNotifier:
         msg.set_content(f"{_readable(n)}\n{('Open it: ' + n['link']) if n.get('link') else ''}\n\n{details}")
         try:
             with smtplib.SMTP(self._host, self._port, timeout=self._timeout) as smtp:
+                if self._starttls:
+                    import ssl
+
+                    smtp.starttls(context=ssl.create_default_context(cafile=self._cafile))
+                if self._user:
+                    smtp.login(self._user, self._password or "")
                 smtp.send_message(msg)
         except (OSError, smtplib.SMTPException) as exc:
             raise NotifyError(f"smtp {self._host}:{self._port}: {exc}") from exc
@@ -167,8 +178,13 @@ def build_notifier(name: str, cfg: dict[str, Any]) -> Notifier:
     if kind == "webhook":
         return WebhookNotifier(str(cfg["url"]), timeout, name)
     if kind == "email":
+        password_env = cfg.get("password_env")
+        password = os.environ.get(str(password_env)) if password_env else None
+        if password_env and password is None:
+            raise ValueError(f"email notifier {name}: the environment variable {password_env} is not set")
         return EmailNotifier(str(cfg["host"]), int(cfg.get("port", 25)), str(cfg["from"]), list(cfg["to"]), timeout,
-                             name)
+                             name, starttls=bool(cfg.get("starttls", False)), cafile=cfg.get("cafile"),
+                             username=cfg.get("username"), password=password)
     if kind == "log":
         return LogNotifier()
     raise ValueError(f"unknown notifier type {kind!r}")

@@ -350,3 +350,77 @@ def test_slack_reads_as_a_person_would_with_a_link_to_act_on(receiver):
                      " <https://review.example/conversations/c-7|Open in Vigil>")
     assert second.startswith("P0 incident ESCALATED (not acknowledged in time)")
     assert "trigger" not in first
+
+
+def _self_signed(tmp_path):
+    """A certificate for 127.0.0.1 and its key (the test's private CA is the certificate itself)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "smtp.pem", tmp_path / "smtp.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_email_goes_over_starttls_with_a_login_and_a_wrong_password_is_refused(settings, tmp_path, monkeypatch):
+    """Issue 23's email point, with issue 22's pages: a relay that requires STARTTLS and authentication."""
+    import ssl
+
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    from demo.local import free_port
+    from incidents.notifiers import NotifyError, build_notifier
+
+    cert, key = _self_signed(tmp_path)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    seen: list[str] = []
+
+    class Sink:
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802
+            seen.append(envelope.content.decode())
+            return "250 OK"
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        return AuthResult(success=auth_data.login == b"vigil" and auth_data.password == b"relay-secret-123")
+
+    port = free_port()
+    controller = Controller(Sink(), hostname="127.0.0.1", port=port, tls_context=tls, require_starttls=True,
+                            authenticator=authenticator, auth_require_tls=True)
+    controller.start()
+    try:
+        base = {"type": "email", "host": "127.0.0.1", "port": port, "from": "vigil@example.org",
+                "to": ["oncall@example.org"], "starttls": True, "cafile": str(cert), "username": "vigil",
+                "password_env": "VIGIL_TEST_SMTP_PASSWORD"}
+        note = {"action": "trigger", "incident_id": "INC-9", "dedup_key": "person_at_risk:c-1", "severity": "P0",
+                "title": "Person at risk: urgent review", "response_time_min": 15.0, "team": "full team",
+                "link": "https://review.example/conversations/c-1"}
+        monkeypatch.setenv("VIGIL_TEST_SMTP_PASSWORD", "wrong-password")
+        with pytest.raises(NotifyError):
+            build_notifier("email", base).send(note)
+        assert seen == []
+        monkeypatch.setenv("VIGIL_TEST_SMTP_PASSWORD", "relay-secret-123")
+        build_notifier("email", base).send(note)
+        assert len(seen) == 1 and "Person at risk" in seen[0] and "conversations/c-1" in seen[0]
+        plain = {k: v for k, v in base.items() if k not in ("starttls", "cafile")}
+        with pytest.raises(ValueError, match="STARTTLS"):  # a login in clear is refused before connecting
+            build_notifier("email", plain)
+    finally:
+        controller.stop()
