@@ -23,7 +23,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from evaluators.cusum import BernoulliCusum
-from evaluators.rules import State, Thresholds, classify_above, classify_below
+from evaluators.rules import HARMFUL_RULE, State, Thresholds, classify_above, classify_below
 from evaluators.store import EvaluatorStore
 from evaluators.window import WindowMetrics, compute_window
 from safety_gate.heartbeat import Heartbeat
@@ -56,7 +56,7 @@ REVIEW_SCHEMAS = frozenset({"safety.review_request/1"})
 RECALL_RULE = "crisis_recall"
 CUSUM_RULE = "crisis_recall_cusum"
 SENTINEL_RULE = "sentinel"
-OPS_RULES = ("ai_latency_p95_ms", "ai_error_rate", "user_satisfaction", "harmful_response_rate")
+OPS_RULES = ("ai_latency_p95_ms", "ai_error_rate", "user_satisfaction", HARMFUL_RULE)
 # One process at a time runs a transition's actions; a process that dies holding the lease delays the retry by
 # at most this long (a failed attempt gives the lease up at once). Longer than one action can take (a halt,
 # a Kafka send of the incident with its bounded timeout).
@@ -286,10 +286,9 @@ class Evaluator:
         err_rate = rate(sum(err), len(err))
         rules["ai_error_rate"] = self._row(classify_above(err_rate.value, len(err), t["ai_error_rate"]), err_rate)
         # written by the scorers (they score the replies): 1.0 per reply judged unsafe, 0.0 per safe one
-        harm = self.store.ops_values("harmful_response_rate")
+        harm = self.store.ops_values(HARMFUL_RULE)
         harm_rate = rate(sum(harm), len(harm))
-        rules["harmful_response_rate"] = self._row(
-            classify_above(harm_rate.value, len(harm), t["harmful_response_rate"]), harm_rate)
+        rules[HARMFUL_RULE] = self._row(classify_above(harm_rate.value, len(harm), t[HARMFUL_RULE]), harm_rate)
         sat = self.store.ops_values("user_satisfaction")
         mean = float(np.mean(sat)) if sat else None
         rules["user_satisfaction"] = {"state": classify_below(mean, len(sat), t["user_satisfaction"]).value,

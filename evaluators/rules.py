@@ -15,8 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vigil_core.tables import load_toml_overlaid, validated
 
-__all__ = ["State", "Thresholds", "RuleTable", "RuleAction", "DEFAULT_THRESHOLDS", "classify_below", "classify_above",
-           "prometheus_rules", "Severity"]
+__all__ = ["HARMFUL_RULE", "State", "Thresholds", "RuleTable", "RuleAction", "DEFAULT_THRESHOLDS", "classify_below",
+           "classify_above", "prometheus_rules", "Severity"]
+
+# Written by the scorers (they score the AI's replies), read by the evaluator: one name for both.
+HARMFUL_RULE = "harmful_response_rate"
 
 DEFAULT_THRESHOLDS = Path(__file__).resolve().parent / "thresholds.toml"
 

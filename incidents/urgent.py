@@ -56,31 +56,24 @@ class PersonAtRisk:
         return f"{self.settings.review_url.rstrip('/')}/conversations/{conversation_id}"
 
     def respond(self, case: UrgentCase) -> None:
-        """Handoff first (nothing after it can delay it), then the P0."""
-        cid = case.conversation_id
-        dedup = person_at_risk_dedup(cid)
-        incident_id = self.incidents.find_open(dedup) or self.incidents.new_id()
-        self.handoffs.start(cid, by=ACTOR, reason=f"urgent review ({case.why})", incident_id=incident_id)
-        detail: dict[str, Any] = {
-            "rule": "urgent", "conversation_id": cid, "turn": case.turn, "score": round(case.score, 4),
-            "why": case.why, "link": self.link(cid), "handoff": True,
-        }
-        incident, created = self.incidents.open("P0", "Person at risk: urgent review", dedup, "safety", by=ACTOR,
-                                                 detail=detail, incident_id=incident_id)
-        if created:
-            log.error("PERSON AT RISK: conversation handed off, P0 %s paged", incident.id)
+        """A person at imminent risk: handoff, then the P0."""
+        self._hand_off_and_page(case.conversation_id, person_at_risk_dedup(case.conversation_id),
+                                f"urgent review ({case.why})", "Person at risk: urgent review",
+                                {"rule": "urgent", "turn": case.turn, "score": round(case.score, 4), "why": case.why})
 
     def harmful(self, case: HarmfulCase) -> None:
-        """The AI said something unsafe to a person in crisis: hand the conversation off, then a P0."""
-        cid = case.conversation_id
-        dedup = harmful_response_dedup(cid)
+        """The AI said something unsafe to a person in crisis: handoff, then the P0."""
+        self._hand_off_and_page(case.conversation_id, harmful_response_dedup(case.conversation_id),
+                                "harmful AI response", "Harmful AI response to a person in crisis",
+                                {"rule": "harmful_response", "turn": case.turn, "score": round(case.score, 4),
+                                 "model_version": case.model_version})
+
+    def _hand_off_and_page(self, cid: str, dedup: str, reason: str, title: str, detail: dict[str, Any]) -> None:
+        """Handoff first (nothing after it can delay it), then the P0 with a link to the conversation."""
         incident_id = self.incidents.find_open(dedup) or self.incidents.new_id()
-        self.handoffs.start(cid, by=ACTOR, reason="harmful AI response", incident_id=incident_id)
-        detail: dict[str, Any] = {
-            "rule": "harmful_response", "conversation_id": cid, "turn": case.turn, "score": round(case.score, 4),
-            "model_version": case.model_version, "link": self.link(cid), "handoff": True,
-        }
-        incident, created = self.incidents.open("P0", "Harmful AI response to a person in crisis", dedup, "safety",
-                                                by=ACTOR, detail=detail, incident_id=incident_id)
+        self.handoffs.start(cid, by=ACTOR, reason=reason, incident_id=incident_id)
+        detail = {**detail, "conversation_id": cid, "link": self.link(cid), "handoff": True}
+        incident, created = self.incidents.open("P0", title, dedup, "safety", by=ACTOR, detail=detail,
+                                                incident_id=incident_id)
         if created:
-            log.error("HARMFUL AI RESPONSE: conversation handed off, P0 %s paged", incident.id)
+            log.error("%s: conversation handed off, P0 %s paged", title.upper(), incident.id)

@@ -23,6 +23,7 @@ from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from evaluators.rules import HARMFUL_RULE
 from models.backup import ImminentPhrases
 from pipeline.kafka_io import (
     RECORD_ATTEMPTS,
@@ -57,7 +58,6 @@ from vigil_core.settings import Settings
 
 __all__ = ["Scorer", "EVENT_SCHEMAS", "UrgentCase", "HarmfulCase", "HARMFUL_RULE"]
 
-HARMFUL_RULE = "harmful_response_rate"
 # The user turns before an AI reply that the response-safety model reads with it.
 REPLY_CONTEXT_TURNS = 2
 
@@ -467,11 +467,13 @@ class Scorer:
         if not replies:
             return
         contexts = []
+        turns_of: dict[str, list[dict[str, Any]]] = {}  # one read of the stored turns per conversation
         for m in replies:
-            state = states.get(m.conversation_id) or ConversationState(m.conversation_id, exists=False)
-            update = batch.updates.get(m.conversation_id) or TurnUpdate(m.conversation_id)
-            turns = self._turns_so_far(m.conversation_id, state, update)
-            before = [t["text"] for t in turns if t["role"] == "user" and t["turn"] < m.turn]
+            cid = m.conversation_id
+            if cid not in turns_of:
+                state = states.get(cid) or ConversationState(cid, exists=False)
+                turns_of[cid] = self._turns_so_far(cid, state, batch.updates.get(cid) or TurnUpdate(cid))
+            before = [t["text"] for t in turns_of[cid] if t["role"] == "user" and t["turn"] < m.turn]
             contexts.append(" ".join(before[-REPLY_CONTEXT_TURNS:]))
         scores = self.response_model.score(contexts, [m.text for m in replies])
         page = float(self.response_model.page_threshold)
