@@ -374,14 +374,18 @@ class CrisisClassifier:
         batch_size: int = 64,
         threshold: float | None = None,
         cache_dir: Path | None = None,
+        version: str | None = None,
     ) -> CrisisClassifier:
         """Load a model directory (default: the shipped model) with the chosen backend.
 
         backend "auto" uses ONNX Runtime int8 when the model's card showed it keeps recall at the
-        operating threshold within one point of fp32, else torch.
+        operating threshold within one point of fp32, else torch. `version` (a model store's version id) replaces
+        the directory's own model_version: the name every score carries and the key of its ONNX cache.
         """
         model_dir = Path(model_dir or DEFAULT_MODEL_DIR)
         info = ModelInfo.read(model_dir)
+        if version:
+            info.model_version = version
         tokenizer = load_tokenizer(model_dir, info)
         chosen = backend
         if backend == "auto":

@@ -185,6 +185,7 @@ def all_topics(settings: Settings) -> list[str]:
     return [
         settings.topic_events,
         settings.topic_scores,
+        settings.topic_scores_shadow,
         settings.topic_review,
         settings.topic_labels,
         settings.topic_dlq,

@@ -47,9 +47,24 @@ class ScorerMetrics:
         for kind, outcome in (("message", "scored"), ("message", "context"), ("invalid", "dlq"),
                               ("feedback", "skipped"), ("closed", "processed"), ("failed", "dlq")):
             self.events.labels(kind, outcome)
-        for reason in ("sampled", "borderline"):
+        for reason in ("sampled", "borderline", "disagreement"):
             self.sampled.labels(reason)
         for how in ("event", "idle", "failed"):
             self.closed.labels(how)
         self.last_batch = Gauge("vigil_scorer_last_batch_timestamp", "unix time of the last committed batch",
                                 registry=r)
+        # The model lifecycle (DESIGN section 8): which version scores live and which in shadow, the shadow's work.
+        self.model_info = Gauge("vigil_model_info", "the crisis model versions this scorer runs (value 1)",
+                                ["version", "role"], registry=r)
+        self.model_switches = Counter("vigil_scorer_model_switches", "champion or shadow changes applied",
+                                      registry=r)
+        self.model_load_failures = Counter(
+            "vigil_scorer_model_load_failures",
+            "model versions the live record named that this scorer could not load (it kept the model it had)",
+            registry=r)
+        self.shadow_scored = Counter("vigil_scorer_shadow_scored", "user turns scored by the shadow candidate",
+                                     registry=r)
+        self.shadow_skipped = Counter(
+            "vigil_scorer_shadow_skipped",
+            "user turns the shadow candidate did not score (its queue was full; their conversations leave the "
+            "comparison)", registry=r)

@@ -37,6 +37,7 @@ class SamplingPolicy:
     pi_floor: float = 0.002
     pi_borderline: float = 0.5
     band: float = 0.5  # the borderline band starts at threshold * (1 - band)
+    pi_disagreement: float = 0.5  # a candidate in shadow flagged it, the champion did not (DESIGN section 8)
 
     def inclusion_probability(self, max_score: float, flagged: bool, backup: bool = False) -> tuple[float, str]:
         """(pi, reason) for a conversation."""
@@ -52,7 +53,11 @@ class SamplingPolicy:
             return max(self.pi_floor, min(1.0, pi)), "borderline"
         return self.pi_floor, "sampled"
 
-    def decide(self, conversation_id: str, max_score: float, flagged: bool, backup: bool = False) -> SamplingDecision:
-        """The deterministic review decision for a closed conversation."""
+    def decide(self, conversation_id: str, max_score: float, flagged: bool, backup: bool = False,
+               disagreement: bool = False) -> SamplingDecision:
+        """The deterministic review decision for a closed conversation; `disagreement` (a shadow candidate
+        flagged it and the champion did not) raises its inclusion probability to at least `pi_disagreement`."""
         pi, reason = self.inclusion_probability(max_score, flagged, backup)
+        if disagreement and not flagged and pi < self.pi_disagreement:
+            pi, reason = self.pi_disagreement, "disagreement"
         return SamplingDecision(pi=pi, reason=reason, selected=flagged or uniform_from_id(conversation_id) < pi)

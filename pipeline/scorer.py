@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -53,6 +53,7 @@ from vigil_core.contracts import (
 )
 from vigil_core.conversations import ConversationState, ConversationStore, TurnUpdate
 from vigil_core.errors import ContractError
+from vigil_core.model_record import ShadowStore
 from vigil_core.redis_client import connect
 from vigil_core.settings import Settings
 
@@ -140,7 +141,7 @@ class Scorer:
     """The scoring loop. `model` is a ResilientScorer (the classifier with its backup)."""
 
     def __init__(self, settings: Settings, model: Any, metrics: ScorerMetrics | None = None,
-                 replay: bool = False, response_model: Any = None) -> None:
+                 replay: bool = False, response_model: Any = None, switch: Any = None) -> None:
         self.settings = settings
         # A replay (`vigil replay`) rebuilds Redis state only: it publishes nothing (the topics already hold
         # every score, review request and dead letter) and does not beat (it must not vouch for the live scorers).
@@ -165,7 +166,7 @@ class Scorer:
         self.metrics = metrics or ScorerMetrics()
         self.policy = SamplingPolicy(
             threshold=self.threshold, pi_floor=settings.pi_floor, pi_borderline=settings.pi_borderline,
-            band=settings.borderline_band,
+            band=settings.borderline_band, pi_disagreement=settings.pi_disagreement,
         )
         self.instance = f"{socket.gethostname()}:{os.getpid()}"
         self._redis = connect(settings.redis_url.get_secret_value())
@@ -183,6 +184,12 @@ class Scorer:
         self._last_sweep = 0.0
         self._waiting: _Batch | None = None
         self._sweep_failures: dict[str, int] = {}
+        # The live-model record (pipeline.live_models.LiveModelSwitch): None keeps `model` for good (tests, tools).
+        self.switch = switch
+        self.shadow: Any = None  # a ShadowScorer while a candidate is in shadow
+        self._replay_shadow = ""  # in a replay: the candidate whose restored shadow scores decide disagreements
+        self._shadows = ShadowStore(self._redis, settings.redis_prefix, settings.label_wait_s)
+        self._show_models()
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -212,6 +219,7 @@ class Scorer:
             self._shutdown()
 
     def _periodic(self, had_records: bool) -> None:
+        self._maybe_switch()
         self._maybe_sweep()
         self._maybe_beat()
 
@@ -225,6 +233,58 @@ class Scorer:
         self.producer.close()
         self.heartbeat.stop()
         self.model.close()
+        if self.shadow is not None:
+            self.shadow.close()
+        if self.switch is not None:
+            self.switch.close()
+
+    # -- the live model -----------------------------------------------------------------------------
+    @property
+    def model_version(self) -> str:
+        """The champion's version as its scores name it ("none" while only the backup scorer runs)."""
+        model = getattr(self.model, "model", None)
+        return str(model.model_version) if model is not None else "none"
+
+    def _show_models(self) -> None:
+        self.metrics.model_info.clear()
+        self.metrics.model_info.labels(self.model_version, "champion").set(1)
+        if self.shadow is not None:
+            self.metrics.model_info.labels(self.shadow.version, "shadow").set(1)
+
+    def _maybe_switch(self) -> None:
+        if self.switch is None:
+            return
+        switch = self.switch.poll()
+        if switch is not None:
+            self.apply_switch(switch)
+
+    def apply_switch(self, switch: Any) -> None:
+        """Run what the live record names from the next batch on: the batch held now is finished (published,
+        written, committed) by the model that scored it, so no event is lost or scored twice by the swap."""
+        from models.resilient import ResilientScorer
+
+        self.flush()
+        if switch.champion is not None and switch.champion is not self.model.model:
+            old, self.model = self.model, ResilientScorer(switch.champion, switch.champion.threshold,
+                                                          timeout_s=self.settings.model_timeout_s)
+            old.close()
+            self.threshold = float(self.model.threshold)
+            self.policy = replace(self.policy, threshold=self.threshold)
+            log.info("champion is now %s (threshold %.4f)", self.model_version, self.threshold)
+        self._replay_shadow = switch.record.shadow if self.replay else ""
+        want = None if self.replay or switch.shadow is None else (switch.record.shadow, switch.record.shadow_share)
+        have = None if self.shadow is None else (self.shadow.version, self.shadow.share)
+        if want != have or (self.shadow is not None and self.shadow.classifier is not switch.shadow):
+            if self.shadow is not None:
+                self.shadow.close()
+                self.shadow = None
+            if want is not None:
+                from pipeline.shadow import ShadowScorer
+
+                self.shadow = ShadowScorer(self.settings, switch.shadow, want[0], want[1], self._redis, self.metrics)
+                log.info("shadow candidate %s on %.0f%% of conversations", want[0], 100 * want[1])
+        self.metrics.model_switches.inc()
+        self._show_models()
 
     def dead(self, rec: Any, exc: BaseException, attempts: int) -> None:
         """Dead-letter a record that failed every attempt alone, and commit past it (the loop found it)."""
@@ -270,6 +330,8 @@ class Scorer:
         """
         parsed = self._parse(records)
         pending_scores = self.model.submit([m.text for m in parsed.user], self._histories(parsed.user))
+        if self.shadow is not None and parsed.user:
+            self.shadow.submit(parsed.user, self.model_version)
         self.flush()
         self._waiting = self._build(parsed, pending_scores)
 
@@ -345,6 +407,8 @@ class Scorer:
                                   | {c.conversation_id for c in parsed.closes})
         states = self.store.read_many(conversation_ids)
         self._score_messages(parsed, states, batch, pending_scores)
+        if parsed.closes and self.shadow is not None:
+            self.shadow.drain(self.settings.model_timeout_s)  # a close asks whether the two versions disagree
         for event in parsed.closes:
             self._close(event.conversation_id, states, batch, how="event")
             self.metrics.events.labels("closed", "processed").inc()
@@ -518,7 +582,7 @@ class Scorer:
         max_score = max(state.max_score if state.exists else 0.0, (update.max_score or 0.0) if update else 0.0)
         flagged = state.flagged or (update is not None and update.first_flagged_turn >= 0)
         backup = state.backup or (update is not None and update.backup)
-        decision = self.policy.decide(cid, max_score, flagged, backup)
+        decision = self.policy.decide(cid, max_score, flagged, backup, disagreement=self._disagree(cid, flagged))
         review = decision.reason if decision.selected else "not_sampled"
         if flagged:
             review = "flagged"
@@ -528,6 +592,17 @@ class Scorer:
             self.metrics.sampled.labels(decision.reason).inc()
         batch.closes.append((cid, decision.pi, review))
         self.metrics.closed.labels(how).inc()
+
+    def _disagree(self, cid: str, flagged: bool) -> bool:
+        """The candidate in shadow flagged a conversation the champion did not (its review sampling rises).
+
+        A replay runs no shadow: it reads the shadow scores `vigil replay` restored, of the candidate the live
+        record names, so a close decides as it did (when that candidate is the one that was in shadow then)."""
+        version = self.shadow.version if self.shadow is not None else self._replay_shadow
+        if flagged or not version:
+            return False
+        reading = self._shadows.read_many([cid], version)[cid]
+        return bool(reading.flagged) and not reading.skipped
 
     # -- periodic work ------------------------------------------------------------------------------
     def _maybe_sweep(self) -> None:
@@ -557,6 +632,8 @@ class Scorer:
                     self._sweep_failed(cid, one)
 
     def _sweep(self, idle: list[str]) -> None:
+        if self.shadow is not None:
+            self.shadow.drain(self.settings.model_timeout_s)
         batch = _Batch()
         states = self.store.read_many(idle)
         expired = []

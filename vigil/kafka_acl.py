@@ -3,7 +3,7 @@
 | user | writes | reads |
 |---|---|---|
 | `vigil-chat` (the chat backend) | conversation.events | - |
-| `vigil-scorer` | safety.scores, safety.review, safety.dlq, safety.incidents | conversation.events, safety.incidents |
+| `vigil-scorer` | safety.scores, safety.scores.shadow, safety.review, safety.dlq, safety.incidents | conversation.events, safety.incidents |
 | `vigil-evaluator` | safety.dlq, safety.incidents | clinician.labels, conversation.events, safety.review, incidents |
 | `vigil-review` | clinician.labels, safety.dlq, safety.incidents | safety.review, safety.incidents |
 
@@ -48,7 +48,8 @@ def kafka_users(s: Settings) -> list[KafkaUser]:
     """Each service's user for the topic and group names of `s`."""
     return [
         KafkaUser("vigil-chat", writes=(s.topic_events,), reads=()),
-        KafkaUser("vigil-scorer", writes=(s.topic_scores, s.topic_review, s.topic_dlq, s.topic_incidents),
+        KafkaUser("vigil-scorer",
+                  writes=(s.topic_scores, s.topic_scores_shadow, s.topic_review, s.topic_dlq, s.topic_incidents),
                   reads=(s.topic_events, s.topic_incidents), groups=(s.scorer_group,)),
         KafkaUser("vigil-evaluator", writes=(s.topic_dlq, s.topic_incidents),
                   reads=(s.topic_labels, s.topic_events, s.topic_review, s.topic_incidents),

@@ -12,6 +12,8 @@ The key families (under the prefix, `vigil:` by default):
 | `eval:*`, `alerts` | evaluator (scorer: `eval:ops:harmful_response_rate`) | review app |
 | `incident:*`, `incidents:*`, `notify:*` | incident engine (scorer's watch, evaluator, review app) | the same |
 | `users:*`, `review:*`, `audit:access` | review app | evaluator (`users`, label signatures) |
+| `model:live` (and `audit`), channel `model:changes` | people: CLI (admin), review app (rollback) | scorer, review |
+| `shadow:*` | scorer (the candidate in shadow) | review app (the comparison) |
 
 The gate may only read the halt record and the heartbeats and listen on the halt channel: it cannot change the
 halt nor publish a fake change. The scorer cannot touch the halt record at all but read it, so it can neither trip
@@ -39,14 +41,16 @@ ROLES: dict[str, tuple[str, str, str]] = {
              "+zscore +multi +exec "
              "+zcard +smembers +scard +subscribe +unsubscribe +ping"),
     "scorer": ("~{p}pred:* ~{p}turns:* ~{p}emb:* ~{p}active ~{p}sweep:lock ~{p}heartbeat:* ~{p}incident:* "
-               "~{p}incidents:* ~{p}notify:* %R~{p}halt ~{p}eval:ops:harmful_response_rate " + _HANDOFF,
+               "~{p}incidents:* ~{p}notify:* %R~{p}halt ~{p}eval:ops:harmful_response_rate %R~{p}model:live "
+               "~{p}shadow:* " + _HANDOFF,
                "&{p}handoff:changes", _NO_ADMIN + " +publish"),
     "evaluator": ("~{p}eval:* ~{p}alerts %R~{p}active %R~{p}pred:* %R~{p}turns:* ~{p}heartbeat:* ~{p}incident:* "
                   "~{p}incidents:* ~{p}notify:* ~{p}halt ~{p}halt:version ~{p}audit %R~{p}users:* " + _HANDOFF,
                   "&{p}halt:changes &{p}handoff:changes", _NO_ADMIN + " +publish"),
     "review": ("~{p}users:* ~{p}review:* ~{p}audit:access ~{p}audit ~{p}halt ~{p}halt:version ~{p}halt:approvals:* "
                "~{p}incident:* ~{p}incidents:* ~{p}notify:* %R~{p}eval:* %R~{p}alerts %R~{p}active "
-               "%R~{p}heartbeat:* %R~{p}pred:* %R~{p}turns:* " + _HANDOFF, "&{p}halt:changes &{p}handoff:changes",
+               "%R~{p}heartbeat:* %R~{p}pred:* %R~{p}turns:* ~{p}model:live %R~{p}shadow:* " + _HANDOFF,
+               "&{p}halt:changes &{p}handoff:changes &{p}model:changes",
                _NO_ADMIN + " +publish"),
     "admin": ("~*", "&*", "+@all"),
 }

@@ -39,15 +39,16 @@ from evaluators.store import EvaluatorStore
 from incidents.commands import incident_events
 from incidents.service import IncidentService
 from incidents.store import IncidentStore
-from pipeline.commands import load_resilient_scorer
 from pipeline.kafka_io import read_all
+from pipeline.live_models import LiveModelSwitch, champion_scorer
 from pipeline.scorer import Scorer
 from review.queue import ReviewQueue
 from safety_gate.halt import HaltStore
 from vigil.evaluate import run_evaluator
-from vigil_core.contracts import ClinicianLabel, ReviewRequest, parse_event
+from vigil_core.contracts import ClinicianLabel, ReviewRequest, ShadowScore, parse_event
 from vigil_core.errors import ContractError
 from vigil_core.label_signing import LabelSigner, account_enabled
+from vigil_core.model_record import ModelRecord, ShadowStore
 from vigil_core.records import OutRecord
 from vigil_core.redis_client import connect
 from vigil_core.settings import Settings
@@ -147,6 +148,26 @@ class _CountingEvaluator(Evaluator):
         return super().apply(records)
 
 
+def _replay_shadow(settings: Settings, recent: Any) -> int:
+    """`shadow:*` from `safety.scores.shadow` (idempotent: each turn writes its own field)."""
+    shadows = ShadowStore(connect(settings.redis_url.get_secret_value()), settings.redis_prefix, settings.label_wait_s)
+    by_version: dict[tuple[str, float], list[tuple[str, int, float, bool]]] = {}
+    for rec in read_all(settings, settings.topic_scores_shadow):
+        if not recent(rec):
+            continue
+        try:
+            score = parse_event(rec.value, accept=frozenset({"safety.shadow_score/1"}))
+        except ContractError:
+            continue
+        assert isinstance(score, ShadowScore)
+        by_version.setdefault((score.model_version, score.threshold), []).append(
+            (score.conversation_id, score.turn, score.score, score.flagged))
+    for (version, threshold), rows in by_version.items():
+        for start in range(0, len(rows), 1000):
+            shadows.write(version, threshold, rows[start:start + 1000])
+    return sum(len(rows) for rows in by_version.values())
+
+
 def replay(settings: Settings, stamp: str | None = None, since: datetime | None = None) -> dict[str, Any]:
     """Rebuild the derived state (from `since`, or the beginning); returns the counts of what was replayed and
     the state summary after it."""
@@ -165,6 +186,10 @@ def replay(settings: Settings, stamp: str | None = None, since: datetime | None 
     finally:
         service.close()
 
+    # A candidate's shadow scores (the model comparison, and whether a closed conversation was a disagreement
+    # sampled for review) come back first, from their own topic.
+    counts["shadow_scores"] = _replay_shadow(settings, recent)
+
     _say("2/4 conversation state from " + settings.topic_events + " (scored again, in order)")
     scorer_settings = settings.model_copy(update={"scorer_group": f"{settings.scorer_group}-replay-{stamp}"})
     total = _start_at(settings, scorer_settings.scorer_group, [settings.topic_events], since_ms)
@@ -173,8 +198,13 @@ def replay(settings: Settings, stamp: str | None = None, since: datetime | None 
         from models.response_safety import ResponseSafetyModel
 
         response_model = ResponseSafetyModel.load()
-    scorer = Scorer(scorer_settings, load_resilient_scorer(scorer_settings), replay=True,
-                    response_model=response_model)
+    # The champion the live-model record names (after a rollback, the version rolled back to), so replayed
+    # turns get the scores that version gives; the configured model when no record survived.
+    champion, start = champion_scorer(scorer_settings, LiveModelSwitch(
+        scorer_settings, ModelRecord(connect(settings.redis_url.get_secret_value()), settings.redis_prefix)),
+        shadow=False)
+    scorer = Scorer(scorer_settings, champion, replay=True, response_model=response_model)
+    scorer.apply_switch(start)
     done = threading.Event()
     bar = _progress(settings.topic_events, total, lambda: _events_seen(scorer), done)
     try:

@@ -8,8 +8,9 @@ import logging
 from incidents.service import IncidentService
 from incidents.urgent import PersonAtRisk
 from incidents.watch import EvaluatorWatch
-from pipeline.commands import load_resilient_scorer
+from pipeline.live_models import LiveModelSwitch, champion_scorer
 from pipeline.scorer import Scorer
+from vigil_core.model_record import ModelRecord
 from vigil_core.redis_client import connect
 from vigil_core.settings import Settings
 
@@ -22,18 +23,25 @@ def score_command(args: argparse.Namespace, settings: Settings) -> int:
     """Run the scorer in the foreground until SIGTERM."""
     from prometheus_client import start_http_server
 
-    resilient = load_resilient_scorer(settings)
+    client = connect(settings.redis_url.get_secret_value())
+    # The champion (and any shadow candidate) the live-model record names; the configured model when none was
+    # ever promoted, or when the named one cannot be loaded here (said in the log and the load-failure counter).
+    switch = LiveModelSwitch(settings, ModelRecord(client, settings.redis_prefix))
+    resilient, start = champion_scorer(settings, switch)
     response_model = None
     if settings.response_safety:
         from models.response_safety import ResponseSafetyModel
 
         response_model = ResponseSafetyModel.load()
-    scorer = Scorer(settings, resilient, response_model=response_model)
+    scorer = Scorer(settings, resilient, response_model=response_model, switch=switch)
+    switch.metrics = scorer.metrics
+    if start.champion is None:
+        scorer.metrics.model_load_failures.inc()
+    scorer.apply_switch(start)  # the shadow candidate, if one is named
     port = args.metrics_port if args.metrics_port is not None else settings.metrics_port
     if port:
         start_http_server(port, registry=scorer.metrics.registry)
     scorer.install_signal_handlers()
-    client = connect(settings.redis_url.get_secret_value())
     incidents = IncidentService(settings, client)
     watch = EvaluatorWatch(settings, client, incidents.open, incidents.find_open)
     responder = PersonAtRisk(settings, client, incidents)
@@ -43,8 +51,8 @@ def score_command(args: argparse.Namespace, settings: Settings) -> int:
     # P1 about it must still go out. Dispatchers take leases, so several never send one notice twice.
     incidents.start()
     watch.start()
-    log.info("scorer %s started (model %s, threshold %.4f)", scorer.instance,
-             resilient.model.model_version if resilient.model else "backup-only", resilient.threshold)
+    log.info("scorer %s started (model %s, threshold %.4f)", scorer.instance, scorer.model_version,
+             scorer.threshold)
     try:
         scorer.run(max_idle_s=args.exit_when_idle)
     finally:

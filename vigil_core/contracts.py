@@ -33,6 +33,8 @@ __all__ = [
     "ConversationFeedback",
     "ConversationClosed",
     "SafetyScore",
+    "ShadowScore",
+    "DEFAULT_MODEL_VERSION",
     "ReviewTurn",
     "ReviewRequest",
     "ClinicianLabel",
@@ -157,6 +159,26 @@ class SafetyScore(_Contract):
     backup: StrictBool = False
 
 
+# The configured model (`VIGIL_MODEL_DIR` or the shipped one) as a version name: the champion until a first
+# promotion from the model store (DESIGN section 8).
+DEFAULT_MODEL_VERSION = "default"
+
+
+class ShadowScore(_Contract):
+    """A candidate model's score of a user turn (`safety.scores.shadow`): never flags, only compared."""
+
+    schema_name: ClassVar[str] = "safety.shadow_score/1"
+    event_id: Id
+    conversation_id: Id
+    turn: Annotated[StrictInt, Field(ge=0)]
+    score: Probability
+    flagged: StrictBool  # at the candidate's own threshold; it raises nothing
+    threshold: Probability
+    model_version: StrictStr  # the candidate's version in the model store
+    champion_version: StrictStr  # the version that scored the same turn live
+    scored_at: Timestamp
+
+
 class ReviewTurn(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
     turn: Annotated[StrictInt, Field(ge=0)]
@@ -172,7 +194,7 @@ class ReviewRequest(_Contract):
     review_id: Id
     conversation_id: Id
     # urgent: crossed the urgent level (imminent risk): top of the queue, paged, handed to a human (issue 22)
-    reason: Literal["urgent", "flagged", "sampled", "borderline"]
+    reason: Literal["urgent", "flagged", "sampled", "borderline", "disagreement"]
     pi: Annotated[float, Field(gt=0.0, le=1.0)]
     max_score: Probability
     first_flagged_turn: Annotated[StrictInt, Field(ge=0)] | None = None
@@ -238,6 +260,7 @@ Event = (
     | ConversationFeedback
     | ConversationClosed
     | SafetyScore
+    | ShadowScore
     | ReviewRequest
     | ClinicianLabel
     | DeadLetter
@@ -251,6 +274,7 @@ SCHEMAS: dict[str, type[_Contract]] = {
         ConversationFeedback,
         ConversationClosed,
         SafetyScore,
+        ShadowScore,
         ReviewRequest,
         ClinicianLabel,
         DeadLetter,

@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     topic_events: str = "conversation.events"
     topic_scores: str = "safety.scores"
+    topic_scores_shadow: str = "safety.scores.shadow"  # a candidate model's scores (DESIGN section 8)
     topic_review: str = "safety.review"
     topic_labels: str = "clinician.labels"
     topic_dlq: str = "safety.dlq"
@@ -78,6 +79,16 @@ class Settings(BaseSettings):
     threshold: float | None = Field(default=None, gt=0.0, lt=1.0)  # None: the model's own
     model_timeout_s: float = Field(default=10.0, gt=0)
     cache_dir: Path | None = None  # derived artifacts (int8 ONNX); None: $XDG_CACHE_HOME/vigil
+    # The model store (`vigil model register`): versions every scorer can read. None: $XDG_DATA_HOME/vigil/models
+    model_store: Path | None = None
+    # A candidate in shadow: batches of its work queued at most (more are skipped, never waited for), and the
+    # inclusion probability of a conversation it flags and the champion does not (so the comparison gets labels).
+    shadow_queue_batches: int = Field(default=8, ge=1)
+    pi_disagreement: float = Field(default=0.5, gt=0.0, le=1.0)
+    # Promotion (`vigil model promote`): the candidate's recall drop at the upper end of its 95% interval may be at
+    # most this, on at least `promote_min_crisis` labelled crisis conversations both versions scored.
+    promote_max_recall_drop: float = Field(default=0.02, ge=0.0, le=1.0)
+    promote_min_crisis: int = Field(default=30, ge=1)
 
     # Review sampling
     pi_floor: float = Field(default=0.002, gt=0.0, le=1.0)

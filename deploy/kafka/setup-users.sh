@@ -19,6 +19,7 @@ acl --allow-principal User:vigil-chat --operation Write --operation Describe --t
 # vigil-scorer
 "$BIN/kafka-configs.sh" --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_CONFIG" --alter --entity-type users --entity-name vigil-scorer --add-config "SCRAM-SHA-512=[iterations=8192,password=${VIGIL_KAFKA_PASSWORD_SCORER:?set VIGIL_KAFKA_PASSWORD_SCORER}]"
 acl --allow-principal User:vigil-scorer --operation Write --operation Describe --topic safety.scores
+acl --allow-principal User:vigil-scorer --operation Write --operation Describe --topic safety.scores.shadow
 acl --allow-principal User:vigil-scorer --operation Write --operation Describe --topic safety.review
 acl --allow-principal User:vigil-scorer --operation Write --operation Describe --topic safety.dlq
 acl --allow-principal User:vigil-scorer --operation Write --operation Describe --topic safety.incidents
