@@ -68,6 +68,12 @@ class Incident:
         """JSON-ready form."""
         return dict(self.__dict__)
 
+    @property
+    def tripped_halt(self) -> bool:
+        """Whether a safety halt was tripped for this incident (when it opened, or later on its timeline)."""
+        return self.halt_version is not None or any(
+            isinstance(t.get("detail"), dict) and t["detail"].get("halt_version") is not None for t in self.timeline)
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Incident:
         """Inverse of to_dict."""

@@ -77,7 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chat-data", default=None, metavar="DIR",
                    help="folder of chat_train/validation/test.csv (data/chat_form): the head, context and threshold "
                         "are chosen on its conversations")
-    p.set_defaults(handler=_lazy("models.commands:train_command"))
+    p.add_argument("--from-labels", action="store_true",
+                   help="add the clinicians' labelled conversations (from clinician.labels and safety.review, "
+                        "redacted) to --chat-data (default data/chat_form) and fit the chat head from --init-from "
+                        "(default: the shipped model); --out must lie outside the repository")
+    p.set_defaults(handler=_train)
 
     model = sub.add_parser("model", help="evaluate or export the crisis model")
     model_sub = model.add_subparsers(dest="model_command", required=True)
@@ -165,6 +169,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", type=int, default=None, help="halt version approved (default: current)")
     p.set_defaults(handler=_lazy("vigil.halt:halt_clear"))
 
+    # The model lifecycle (DESIGN section 8): the store, the shadow, the comparison, promotion and rollback.
+    life = "vigil.model_lifecycle:"
+    p = model_sub.add_parser("register", help="copy a trained model directory into the model store (version = hash)")
+    p.add_argument("model_dir", metavar="DIR", help="a `vigil train` output or a Hugging Face checkpoint folder")
+    p.add_argument("--note", default="", help="why this version exists (shown by `vigil model list`)")
+    p.add_argument("--json", action="store_true", help="print the entry as JSON")
+    p.set_defaults(handler=_lazy(life + "register_command"))
+    p = model_sub.add_parser("list", help="registered versions, their key metrics, the champion and the shadow")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(handler=_lazy(life + "list_command"))
+    p = model_sub.add_parser("shadow", parents=[auth],
+                             help="score a registered version in shadow beside the champion (it never flags)")
+    p.add_argument("version", nargs="?", metavar="VERSION", help="a version of the model store")
+    p.add_argument("--share", type=float, default=1.0,
+                   help="share of conversations shadowed, chosen by a hash of their id (default 1: all)")
+    p.add_argument("--stop", action="store_true", help="end the shadow")
+    p.add_argument("--reason", default="candidate evaluation", help="why (audited)")
+    p.add_argument("--json", action="store_true", help="print the new record as JSON")
+    p.set_defaults(handler=_lazy(life + "shadow_command"))
+    p = model_sub.add_parser("compare", help="champion against the shadow candidate on the clinicians' labels")
+    p.add_argument("--candidate", default=None, metavar="VERSION", help="default: the version in shadow")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(handler=_lazy(life + "compare_command"))
+    p = model_sub.add_parser("promote", parents=[auth],
+                             help="a clinical lead makes a candidate the champion (its recall must be no worse)")
+    p.add_argument("version", metavar="VERSION", help="a version of the model store, compared in shadow")
+    p.add_argument("--reason", required=True, help="why (audited)")
+    p.add_argument("--incident", default=None, help="announce on this incident's timeline")
+    p.add_argument("--json", action="store_true", help="print the new record and the comparison as JSON")
+    p.set_defaults(handler=_lazy(life + "promote_command"))
+    p = model_sub.add_parser("rollback", parents=[auth],
+                             help="return to the previous champion now (a clinical lead or the on-call engineer)")
+    p.add_argument("--reason", required=True, help="why (audited)")
+    p.add_argument("--incident", default=None, help="announce on this incident's timeline (the P0 of a halt)")
+    p.add_argument("--json", action="store_true", help="print the new record as JSON")
+    p.set_defaults(handler=_lazy(life + "rollback_command"))
+
     inc = sub.add_parser("incidents", help="incidents: list, show, acknowledge, note, resolve, report")
     inc_sub = inc.add_subparsers(dest="incidents_command", required=True)
     handler = _lazy("incidents.commands:incidents_command")
@@ -249,6 +290,12 @@ def _iso_time(text: str) -> datetime:
     if ts.tzinfo is None:
         raise argparse.ArgumentTypeError(f"give a time zone (for example {text}Z): {text!r}")
     return ts
+
+
+def _train(args: argparse.Namespace, settings: Settings) -> int:
+    if args.from_labels:
+        return _lazy("vigil.train_from_labels:from_labels_command")(args, settings)
+    return _lazy("models.commands:train_command")(args, settings)
 
 
 def _lazy(target: str) -> Handler:

@@ -26,7 +26,7 @@ from vigil_core.redis_client import connect
 from vigil_core.roles import CLINICAL_LEAD, ONCALL_ENGINEER
 from vigil_core.settings import Settings
 
-__all__ = ["halt_init", "halt_trip", "halt_clear", "AuthenticationFailed"]
+__all__ = ["halt_init", "halt_trip", "halt_clear", "AuthenticationFailed", "authenticate"]
 
 # Who may change the halt by hand (the role comes from the account).
 INIT_ROLES = (CLINICAL_LEAD,)
@@ -44,15 +44,20 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def _authenticate(args: argparse.Namespace, settings: Settings, action: str, roles: tuple[str, ...]) -> str:
-    """The account's role, once `args.by` proved who they are and the role may do `action`."""
+    """The account's role, once `args.by` proved who they are and the role may do halt `action`."""
+    return authenticate(args, settings, f"halt.{action}", roles)
+
+
+def authenticate(args: argparse.Namespace, settings: Settings, action: str, roles: tuple[str, ...]) -> str:
+    """The account's role, once `args.by` proved who they are and the role may do `action` ("halt.clear",
+    "model.promote"); a refusal is written to the access audit and raised."""
     client = connect(settings.redis_url.get_secret_value())
     user = UserStore(client, settings.redis_prefix).authenticate(args.by, _password(args))
     if user is None or user.role not in roles:
         why = "wrong name or password, or disabled account" if user is None else f"role {user.role}"
         # in the access audit, apart from the halt history: a flood of refusals cannot trim the halt's record
-        AccessAudit(client, settings.redis_prefix).record(args.by, f"halt.{action}_refused", default_origin(),
-                                                          why=why)
-        raise AuthenticationFailed(f"halt {action} refused for {args.by!r}: {why}"
+        AccessAudit(client, settings.redis_prefix).record(args.by, f"{action}_refused", default_origin(), why=why)
+        raise AuthenticationFailed(f"{action.replace('.', ' ')} refused for {args.by!r}: {why}"
                                    + ("" if user is None else f" (needs {' or '.join(roles)})"))
     return user.role
 

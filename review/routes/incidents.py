@@ -10,6 +10,7 @@ from incidents.store import IncidentStore
 from review.context import ReviewContext, context
 from review.routes.auth import INCIDENT_ACTORS, check_csrf, current_user, require
 from review.users import User
+from vigil_core.model_record import ModelRecord
 
 __all__ = ["router"]
 
@@ -27,7 +28,10 @@ def _service(ctx: ReviewContext) -> IncidentService:
 async def incidents_page(request: Request, user: User = Depends(current_user),
                          ctx: ReviewContext = Depends(context)) -> HTMLResponse:
     incidents = IncidentStore(ctx.redis, ctx.settings.redis_prefix).list()[:INCIDENTS_SHOWN]
-    return ctx.page(request, "incidents.html", incidents=incidents)
+    # A P0 that tripped the halt offers the first recovery step: the champion before the current one
+    live = ModelRecord(ctx.redis, ctx.settings.redis_prefix).read()
+    return ctx.page(request, "incidents.html", incidents=incidents, model=live,
+                    message=request.query_params.get("message"))
 
 
 @router.post("/incidents/{incident_id}/ack", dependencies=[Depends(check_csrf)])

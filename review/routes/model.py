@@ -1,0 +1,58 @@
+"""The crisis model on the overview (champion, shadow, their comparison) and the rollback a halt's P0 offers."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import RedirectResponse, Response
+
+from evaluators.compare import compare_live, promotion_check
+from incidents.service import IncidentService
+from review.context import ReviewContext, context
+from review.routes.auth import check_csrf, require
+from review.users import User
+from vigil_core.model_record import ModelChangeRefused, ModelRecord
+from vigil_core.roles import CLINICAL_LEAD, ONCALL_ENGINEER
+
+__all__ = ["router", "model_view", "ROLLBACK_ROLES"]
+
+# Who may roll back (DESIGN section 8): a clinical lead or the on-call engineer, as `vigil model rollback`.
+ROLLBACK_ROLES = (CLINICAL_LEAD, ONCALL_ENGINEER)
+
+router = APIRouter()
+
+
+def model_view(ctx: ReviewContext) -> dict[str, Any]:
+    """The live record and, with a candidate in shadow, its comparison and whether it may be promoted."""
+    s = ctx.settings
+    live = ModelRecord(ctx.redis, s.redis_prefix).read()
+    view: dict[str, Any] = {"live": live.to_dict(), "comparison": None, "promotion": None}
+    if live.shadow:
+        comparison = compare_live(ctx.redis, s.redis_prefix, s.label_wait_s, live.shadow)
+        if comparison is not None:
+            view["comparison"] = comparison.to_dict()
+            view["promotion"] = promotion_check(comparison, s.promote_max_recall_drop, s.promote_min_crisis).to_dict()
+    return view
+
+
+@router.post("/model/rollback", dependencies=[Depends(check_csrf)])
+async def model_rollback(request: Request, reason: str = Form(""), incident_id: str = Form(""),
+                         user: User = Depends(require(*ROLLBACK_ROLES)),
+                         ctx: ReviewContext = Depends(context)) -> Response:
+    if not reason.strip():
+        return RedirectResponse("/incidents?message=" + quote("a reason is required"), status_code=303)
+    try:
+        live = ModelRecord(ctx.redis, ctx.settings.redis_prefix).rollback(user.name, reason)
+    except ModelChangeRefused as exc:
+        return RedirectResponse("/incidents?message=" + quote(f"not rolled back: {exc}"), status_code=303)
+    ctx.audit(user.name, "model.rollback", request, incident_id=incident_id, champion=live.champion)
+    text = f"crisis model rolled back to {live.champion} by {user.name}: {reason}"
+    service = IncidentService(ctx.settings, ctx.redis, ctx.producer)
+    try:
+        service.note(incident_id, user.name, text, model_record=live.to_dict())
+    except KeyError:
+        service.open("P3", "Crisis model changed", f"model-change-v{live.version}", type_="model", by=user.name,
+                     detail={"text": text, "model_record": live.to_dict()})
+    return RedirectResponse("/incidents?message=" + quote(f"rolled back to {live.champion}"), status_code=303)
