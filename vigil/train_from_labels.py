@@ -1,0 +1,172 @@
+"""`vigil train --from-labels`: the clinicians' labelled conversations as chat-form training data, and a model.
+
+The only clinician-labelled chat Vigil will ever have is what its reviewers label. This reads every review request
+(`safety.review`: a conversation's turns) and every signed label of an enabled account (`clinician.labels`), and
+makes one row per user turn of each labelled conversation: crisis when the conversation's level is moderate or
+above and the turn is at or after its first crisis turn (every user turn when the clinicians named none), else
+no_crisis. A conversation's level is read as the evaluator reads it: a clinical lead's adjudication, else the most
+severe level a reviewer gave; its first crisis turn the earliest any reviewer named.
+
+**Identifiers are redacted before any text is written to disk** (review.redaction: phone numbers, e-mail
+addresses, URLs, handles, names after "my name is"), and the output directory must lie outside the repository
+(the text is health data, and a repository is copied, pushed and shared).
+
+The rows join the chat-form data the shipped model was trained on (`--chat-data`, default data/chat_form): a
+hash-chosen quarter of the labelled conversations goes to validation (where the threshold is chosen), the rest to
+training; the team's test split is left as it is, so the card's test row stays comparable between versions. Then
+the chat head is fitted as `vigil train --init-from` fits it, and the model directory (with its card) is ready for
+`vigil model register` and `vigil model shadow`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.kafka_io import read_all
+from pipeline.sampling import uniform_from_id
+from review.redaction import redact
+from vigil_core.contracts import ClinicianLabel, ReviewRequest, parse_event
+from vigil_core.errors import ContractError, VigilError
+from vigil_core.label_signing import LabelSigner, account_enabled
+from vigil_core.redis_client import connect
+from vigil_core.settings import Settings
+
+__all__ = ["labelled_turns", "write_training_data", "from_labels_command", "REPOSITORY", "LabelledTurn"]
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+LEVEL_ORDER = {"no_risk": 0, "low": 1, "moderate": 2, "high": 3, "imminent": 4}
+VALIDATION_SHARE = 0.25
+SOURCE = "clinician_labels"
+FIELDS = ["id", "text", "label", "conversation", "turn", "source", "category", "alone"]
+
+
+class OutputInRepository(VigilError):
+    """Training data from labels is health data: it is never written inside the repository."""
+
+
+@dataclass(frozen=True, slots=True)
+class LabelledTurn:
+    """One user turn of a labelled conversation, its text already redacted."""
+
+    conversation_id: str
+    turn: int
+    text: str
+    crisis: bool
+    level: str
+
+
+def _resolve(labels: list[ClinicianLabel]) -> tuple[str, int | None]:
+    """(level, first crisis turn) of a conversation from its labels (module docstring)."""
+    latest: dict[str, ClinicianLabel] = {}
+    for label in sorted(labels, key=lambda lab: lab.ts):
+        latest[label.reviewer_id] = label
+    decisions = [lab for lab in labels if lab.adjudication]
+    level = (max(decisions, key=lambda lab: lab.ts).level if decisions
+             else max((lab.level for lab in latest.values()), key=lambda lvl: LEVEL_ORDER[lvl]))
+    turns = [lab.first_crisis_turn for lab in latest.values() if lab.first_crisis_turn is not None]
+    return level, (min(turns) if turns else None)
+
+
+def labelled_turns(settings: Settings) -> list[LabelledTurn]:
+    """Every user turn of every labelled conversation that has a review request, redacted."""
+    client = connect(settings.redis_url.get_secret_value())
+    signer = LabelSigner.from_settings(settings)
+    labels: dict[str, list[ClinicianLabel]] = {}
+    for rec in read_all(settings, settings.topic_labels, timeout_s=60.0):
+        try:
+            label = parse_event(rec.value, accept=frozenset({"clinician.label/1"}))
+        except ContractError:
+            continue  # dead-lettered by the evaluator
+        assert isinstance(label, ClinicianLabel)
+        if signer.refusal(label) or not account_enabled(client, settings.redis_prefix, label.reviewer_id):
+            continue  # unsigned, forged, or from a disabled account: the evaluator never counted it either
+        labels.setdefault(label.conversation_id, []).append(label)
+    turns: dict[str, dict[int, str]] = {}
+    for rec in read_all(settings, settings.topic_review, timeout_s=60.0):
+        try:
+            request = parse_event(rec.value, accept=frozenset({"safety.review_request/1"}))
+        except ContractError:
+            continue
+        assert isinstance(request, ReviewRequest)
+        if request.conversation_id in labels:  # a later request of a conversation holds at least its turns
+            turns.setdefault(request.conversation_id, {}).update(
+                {t.turn: t.text for t in request.turns if t.role == "user"})
+    out = []
+    for cid in sorted(set(labels) & set(turns)):
+        level, first = _resolve(labels[cid])
+        crisis = LEVEL_ORDER[level] >= LEVEL_ORDER["moderate"]
+        for turn in sorted(turns[cid]):
+            is_crisis = crisis and (first is None or turn >= first)
+            out.append(LabelledTurn(cid, turn, redact(turns[cid][turn]), is_crisis, level))
+    return out
+
+
+def _outside_repository(path: Path) -> Path:
+    resolved = path.resolve()
+    if resolved == REPOSITORY or REPOSITORY in resolved.parents:
+        raise OutputInRepository(f"{path} is inside the repository ({REPOSITORY}); training data from clinicians' "
+                                 "labels is health data: write it outside (e.g. /var/lib/vigil/train)")
+    return resolved
+
+
+def write_training_data(rows: list[LabelledTurn], base_chat: Path, out: Path) -> dict[str, Any]:
+    """The chat-form folder (chat_train/validation/test.csv) of `base_chat` with the labelled turns added
+    (module docstring); returns counts."""
+    out = _outside_repository(out)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {"train": 0, "validation": 0, "conversations": len({r.conversation_id for r in rows}),
+              "crisis_turns": sum(r.crisis for r in rows)}
+    for split in ("train", "validation", "test"):
+        shutil.copyfile(base_chat / f"chat_{split}.csv", out / f"chat_{split}.csv")
+    handles = {split: open(out / f"chat_{split}.csv", "a", newline="", encoding="utf-8")  # noqa: SIM115
+               for split in ("train", "validation")}
+    try:
+        writers = {split: csv.DictWriter(fh, fieldnames=FIELDS) for split, fh in handles.items()}
+        for r in rows:
+            split = "validation" if uniform_from_id(r.conversation_id, "vigil-from-labels-v1") < VALIDATION_SHARE \
+                else "train"
+            label = "crisis" if r.crisis else "no_crisis"
+            writers[split].writerow({"id": f"lab-{r.conversation_id}-{r.turn}", "text": r.text, "label": label,
+                                     "conversation": f"lab-{r.conversation_id}", "turn": r.turn, "source": SOURCE,
+                                     "category": r.level, "alone": "unknown"})
+            counts[split] += 1
+    finally:
+        for fh in handles.values():
+            fh.close()
+    (out / "SOURCE.md").write_text(
+        "# Chat-form training data with clinicians' labels\n\n"
+        f"Built by `vigil train --from-labels` from {base_chat} and {counts['conversations']} conversations labelled "
+        f"in the review app ({counts['train']} turns in chat_train.csv, {counts['validation']} in "
+        "chat_validation.csv; source `clinician_labels`). Identifiers were redacted before writing. This is "
+        "sensitive health data: keep it out of repositories and delete it with the model it trained.\n")
+    return counts
+
+
+def from_labels_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Build the training data from labels, fit the chat head, write the model directory with its card."""
+    from models.chat_train import ChatTrainConfig, train_chat_head
+    from models.classifier import DEFAULT_MODEL_DIR, default_cache_dir
+    from models.dataset import stderr_progress
+
+    out = _outside_repository(Path(args.out))
+    if not (args.split_file and args.class_column):
+        raise SystemExit("vigil train --from-labels: needs --data (the posts), --split-file and --class-column")
+    rows = labelled_turns(settings)
+    if not rows:
+        raise SystemExit("vigil train --from-labels: no labelled conversation with its turns in the topics")
+    data_dir = out.parent / f"{out.name}-data"
+    counts = write_training_data(rows, Path(args.chat_data or REPOSITORY / "data" / "chat_form"), data_dir)
+    meta = train_chat_head(Path(args.init_from or DEFAULT_MODEL_DIR), Path(args.data), Path(args.split_file),
+                           args.class_column, data_dir, out, ChatTrainConfig(threads=settings.torch_threads),
+                           stderr_progress, cache_dir=settings.cache_dir or default_cache_dir())
+    served = "onnx" if meta["onnx_recall_ok"] else "torch"
+    print(json.dumps({"out": str(out), "data": str(data_dir), "labelled": counts,
+                      "model_version": meta["model_version"], "threshold": meta["threshold"],
+                      "chat_test": meta["metrics"][served]["chat_test"]}))
+    return 0
