@@ -172,6 +172,24 @@ def test_every_service_does_its_whole_work_under_its_own_user(acl_redis, setting
             client.post("/halt/approve", data={"reason": "model rolled back", "version": version,
                                                "csrf": csrf_of(client)})
     assert not halt.read().halted  # the two-person clear works under the review app's user
+    # the model lifecycle: people change the live-model record (the CLI runs as admin), the scorer reads it and
+    # writes a shadow's scores, the review app shows the comparison and rolls back from the halt's P0
+    from vigil_core.model_record import ModelRecord, ShadowStore
+
+    ModelRecord(admin, PREFIX).promote("v-candidate", by="cleo", reason="compared")
+    ModelRecord(admin, PREFIX).set_shadow("v-next", 1.0, by="cleo", reason="evaluate")
+    assert ModelRecord(_as(acl_redis, "scorer"), PREFIX).read().champion == "v-candidate"
+    ShadowStore(_as(acl_redis, "scorer"), PREFIX, 3600).write("v-next", 0.5, [("c00001", 0, 0.9, True)])
+    p0 = next(i for i in IncidentStore(admin, PREFIX).list(only_open=True) if i.severity == "P0" and i.tripped_halt)
+    with TestClient(app) as client:
+        login(client, "omar")
+        assert "v-next" in client.get("/").text
+        assert "Roll back the crisis model to default" in client.get("/incidents").text
+        client.post("/model/rollback", data={"reason": "recall collapse", "incident_id": p0.id,
+                                             "csrf": csrf_of(client, "/incidents")})
+    assert ModelRecord(admin, PREFIX).read().champion == "default"
+    assert any("rolled back" in str(e.get("detail", {}).get("text", ""))
+               for e in IncidentStore(admin, PREFIX).get(p0.id).timeline)
     # a person at risk: the scorer's user hands the conversation off, the review app's user ends it
     assert HandoffStore(_as(acl_redis, "scorer"), PREFIX).start("c00001", by="vigil-scorer", reason="urgent")
     with TestClient(app) as client:
