@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from pipeline.kafka_io import serve
@@ -28,7 +29,25 @@ REVIEW_SCHEMAS = frozenset({"safety.review_request/1"})
 
 
 def consume_review_requests(settings: Settings, queue: ReviewQueue, stop: threading.Event) -> None:
-    """Add every review request to the queue until `stop` is set (adding one twice changes nothing)."""
+    """Add every review request to the queue until `stop` is set (adding one twice changes nothing).
+
+    While it consumes, the review app beats (`heartbeat:review`): the gate's public status (/v1/status) reads
+    clinical review as degraded without it."""
+    from safety_gate.heartbeat import Heartbeat
+    from vigil_core.redis_client import connect
+
+    heartbeat = Heartbeat(connect(settings.redis_url.get_secret_value()), settings.redis_prefix, "review",
+                          settings.heartbeat_ttl_s)
+    last_beat = [0.0]
+
+    def beat(_: bool) -> None:
+        now = time.monotonic()
+        if now - last_beat[0] >= settings.heartbeat_interval_s:
+            try:
+                heartbeat.beat()
+                last_beat[0] = now
+            except Exception as exc:  # noqa: BLE001 - a missed beat shows as degraded; consuming goes on
+                log.warning("review heartbeat: %s", type(exc).__name__)
 
     def handle(records: list[Any]) -> list[OutRecord]:
         dead: list[OutRecord] = []
@@ -49,7 +68,7 @@ def consume_review_requests(settings: Settings, queue: ReviewQueue, stop: thread
     while not stop.is_set():
         try:
             serve(settings, settings.review_group, [settings.topic_review], handle, stop=stop,
-                  what="review requests")
+                  what="review requests", on_cycle=beat)
         except Exception as exc:  # noqa: BLE001 - no broker at start: try again, the app keeps serving
             log.warning("review consumer: %s", type(exc).__name__)
             stop.wait(RETRY_AFTER_S)

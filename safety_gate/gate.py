@@ -38,7 +38,10 @@ from safety_gate.handoff import handoff_channel, handoff_key, handoff_version_ke
 from safety_gate.heartbeat import heartbeat_key, owners_key, partitions_problem
 from vigil_core.redis_client import connect
 
-__all__ = ["Gate", "GateDecision"]
+__all__ = ["Gate", "GateDecision", "OTHER_COMPONENTS"]
+
+# Components whose heartbeat the gate also reads, for the public status (/v1/status); only the scorer's halts.
+OTHER_COMPONENTS = ("evaluator", "review")
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,7 @@ class _View:
     at: float  # monotonic time the view was read from Redis
     record: HaltRecord | None
     liveness: str | None = "not read yet"  # None: the scorer is alive on every partition; else why not
+    alive: frozenset[str] = frozenset()  # the other components beating (STATUS_COMPONENTS), for /v1/status
 
 
 _NEVER = _View(
@@ -120,6 +124,7 @@ class Gate:
         self._handoffs: set[str] = set()
         self._handoff_version = -1
         self._heartbeat_key = heartbeat_key(prefix, heartbeat_component)
+        self._other_beats = {name: heartbeat_key(prefix, name) for name in OTHER_COMPONENTS}
         self._owners_key = owners_key(prefix, heartbeat_component)
         self._max_partition_lag = max_partition_lag
         self.staleness_s = staleness_s
@@ -274,7 +279,7 @@ class Gate:
                 "by": str(change.get("by", "")), "version": str(change.get("version", 0)),
                 "metrics": metrics if isinstance(metrics, str) else json.dumps(metrics),
             })
-            self._install(record, self._view.liveness, at=self._clock())
+            self._install(record, self._view.liveness, at=self._clock(), alive=self._view.alive)
         else:
             self.refresh(client)
 
@@ -310,7 +315,10 @@ class Gate:
         pipe.exists(self._heartbeat_key)
         pipe.hgetall(self._owners_key)
         pipe.get(self._handoff_version_key)
-        raw, beats, owners, handoff_version = pipe.execute()
+        for key in self._other_beats.values():
+            pipe.exists(key)
+        raw, beats, owners, handoff_version, *others = pipe.execute()
+        alive = frozenset(name for name, up in zip(self._other_beats, others, strict=True) if up)
         if int(handoff_version or 0) != self._handoff_version:
             self._read_handoffs(client)
         if not beats:
@@ -318,10 +326,28 @@ class Gate:
         else:
             problem = partitions_problem(owners, time.time(), self._max_partition_lag)
             liveness = None if problem is None else f"crisis detection does not cover every conversation: {problem}"
-        self._install(_decoded(raw), liveness, at=started)
+        self._install(_decoded(raw), liveness, at=started, alive=alive)
         self._first.set()
 
-    def _install(self, record: HaltRecord, liveness: str | None, at: float) -> None:
+    def status(self) -> dict[str, str]:
+        """Each public component's state now: `operational`, `degraded` or `halted` (a status page's view: no
+        reason, no internal detail). AI responses are halted whenever the gate would answer halted; crisis
+        monitoring is halted without a live scorer on every partition and degraded without the evaluator (labels
+        wait: detection goes on, its measurement does not); clinical review is degraded without the review app."""
+        view = self._view
+        stale = self._clock() - view.at > self.staleness_s
+        ai = "halted" if stale or not view.decision.allowed else "operational"
+        if stale:
+            monitoring = "degraded"  # this gate cannot tell
+        elif view.liveness is not None:
+            monitoring = "halted"
+        else:
+            monitoring = "operational" if "evaluator" in view.alive else "degraded"
+        review = "operational" if not stale and "review" in view.alive else "degraded"
+        return {"ai_responses": ai, "crisis_monitoring": monitoring, "clinical_review": review}
+
+    def _install(self, record: HaltRecord, liveness: str | None, at: float,
+                 alive: frozenset[str] = frozenset()) -> None:
         previous = self._view.record
         if previous is not None and previous.version != record.version:
             self.changes_seen += 1
@@ -335,4 +361,5 @@ class Gate:
             False, f"gate view older than {self.staleness_s:g} s: halt state unknown", record.incident_id, True,
             record.version,
         )
-        self._view = _View(decision=decision, stale_decision=stale, at=at, record=record, liveness=liveness)
+        self._view = _View(decision=decision, stale_decision=stale, at=at, record=record, liveness=liveness,
+                           alive=alive)

@@ -6,6 +6,10 @@ GET /v1/gate[?conversation_id=ID&locale=L]
 GET /healthz  -> 200 while the gate's refresher runs and its view is younger than `HEALTHZ_STALE_FACTOR` times
                  the staleness bound; 503 otherwise (restart me). Both report the view's age. The gate itself
                  may answer halted either way.
+GET /v1/status -> the public status of Vigil's components for a status page (the incident plan's "communicate"
+                 step): AI responses, crisis monitoring, clinical review, each `operational`, `degraded` or `halted`
+                 with the time it has been so (as this gate saw it; a halt's own start time for AI responses), and
+                 the worst of them. No reasons, no incident ids, no internal detail; cacheable for 10 s.
 GET /metrics  -> Prometheus metrics.
 """
 
@@ -13,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -22,7 +28,7 @@ from safety_gate.fallback import FALLBACK_MODEL_VERSION, HANDOFF_MODEL_VERSION
 from safety_gate.gate import Gate
 from safety_gate.metrics import GateCollector
 
-__all__ = ["GateHTTPServer", "make_server"]
+__all__ = ["GateHTTPServer", "make_server", "StatusPage"]
 
 log = logging.getLogger(__name__)
 # /healthz fails once the view is this many staleness bounds old: a gate that cannot refresh for that long
@@ -42,11 +48,12 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s " + format, self.client_address[0], *args)
 
-    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+    def _send(self, status: int, body: bytes, content_type: str = "application/json",
+              cache: str = "no-store") -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
+        self.send_header("Cache-Control", cache)
         self.end_headers()
         self.wfile.write(body)
 
@@ -74,10 +81,51 @@ class _Handler(BaseHTTPRequestHandler):
                     "view_age_s": round(age, 3) if age != float("inf") else None,
                     "staleness_s": gate.staleness_s, "refresh_failures": gate.refresh_failures}
             self._send(200 if healthy else 503, json.dumps(body).encode())
+        elif url.path == "/v1/status":
+            self._send(200, json.dumps(self.server.status_page.read()).encode(),
+                       cache=f"public, max-age={STATUS_MAX_AGE_S}")
         elif url.path == "/metrics":
             self._send(200, generate_latest(self.server.registry), CONTENT_TYPE_LATEST)
         else:
             self._send(404, b'{"error": "not found"}')
+
+
+STATUS_MAX_AGE_S = 10
+COMPONENT_NAMES = {"ai_responses": "AI responses", "crisis_monitoring": "Crisis monitoring",
+                   "clinical_review": "Clinical review"}
+_ORDER = {"operational": 0, "degraded": 1, "halted": 2}
+
+
+def _iso(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+
+
+class StatusPage:
+    """The public status, with since when each component is in its state (tracked from this gate's start)."""
+
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+        self._since: dict[str, tuple[str, str]] = {}
+        self._lock = threading.Lock()
+
+    def read(self) -> dict[str, object]:
+        """`{"status": worst, "components": [{"id", "name", "status", "since"}], "updated_at"}`."""
+        now = time.time()
+        states = self.gate.status()
+        record = self.gate.record
+        components = []
+        with self._lock:
+            for cid, state in states.items():
+                known = self._since.get(cid)
+                if known is None or known[0] != state:
+                    known = self._since[cid] = (state, _iso(now))
+                since = known[1]
+                if cid == "ai_responses" and state == "halted" and record is not None and record.halted \
+                        and record.since:
+                    since = record.since  # the halt's own start, whoever saw it first
+                components.append({"id": cid, "name": COMPONENT_NAMES[cid], "status": state, "since": since})
+        worst = max(states.values(), key=lambda st: _ORDER[st])
+        return {"status": worst, "components": components, "updated_at": _iso(now)}
 
 
 class GateHTTPServer(ThreadingHTTPServer):
@@ -88,6 +136,7 @@ class GateHTTPServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], gate: Gate) -> None:
         super().__init__(address, _Handler)
         self.gate = gate
+        self.status_page = StatusPage(gate)
         self.registry = CollectorRegistry()
         self.registry.register(GateCollector(gate))
 

@@ -6,7 +6,7 @@ The key families (under the prefix, `vigil:` by default):
 |---|---|---|
 | `halt`, `halt:version`, `audit` (halt history), channel `halt:changes` | evaluator (trip), review (clear) | all |
 | `halt:approvals:*` | review app (approvals of a clear) | review app |
-| `heartbeat:*` | scorer, evaluator | gate, scorer (the evaluator watch) |
+| `heartbeat:*` | scorer, evaluator, review app | gate, scorer (the evaluator watch) |
 | `handoff`, `handoff:version`, `handoff:audit`, `handoff:changes` | scorer, evaluator, review (start, end) | gate |
 | `pred:*`, `turns:*`, `emb:*`, `active`, `sweep:lock` | scorer | evaluator, review app (`pred`, `turns`) |
 | `eval:*`, `alerts` | evaluator (scorer: `eval:ops:harmful_response_rate`) | review app |
@@ -49,7 +49,8 @@ ROLES: dict[str, tuple[str, str, str]] = {
                   "&{p}halt:changes &{p}handoff:changes", _NO_ADMIN + " +publish"),
     "review": ("~{p}users:* ~{p}review:* ~{p}audit:access ~{p}audit ~{p}halt ~{p}halt:version ~{p}halt:approvals:* "
                "~{p}incident:* ~{p}incidents:* ~{p}notify:* %R~{p}eval:* %R~{p}alerts %R~{p}active "
-               "%R~{p}heartbeat:* %R~{p}pred:* %R~{p}turns:* ~{p}model:live %R~{p}shadow:* " + _HANDOFF,
+               "%R~{p}heartbeat:* ~{p}heartbeat:review* %R~{p}pred:* %R~{p}turns:* ~{p}model:live %R~{p}shadow:* "
+               + _HANDOFF,
                "&{p}halt:changes &{p}handoff:changes &{p}model:changes",
                _NO_ADMIN + " +publish"),
     "admin": ("~*", "&*", "+@all"),

@@ -485,3 +485,54 @@ def test_a_handed_off_conversation_gets_the_handoff_and_everyone_else_the_ai(red
         server.shutdown()
         server.server_close()
         gate.close()
+
+
+def test_public_status_in_each_state(redis_server, client, store, beat, prefix):
+    """GET /v1/status: operational, then each component degraded or halted in turn, with no internal detail and a
+    cache header a status page can use."""
+    import threading
+
+    store.init(by="dr.lead")
+    evaluator, review = Heartbeat(client, prefix, "evaluator", ttl_s=30), Heartbeat(client, prefix, "review", ttl_s=30)
+    evaluator.beat()
+    review.beat()
+    gate = make_gate(redis_server.url, prefix)
+    server = make_server(gate)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1/status"
+
+    def states() -> dict[str, str]:
+        return {c["id"]: c["status"] for c in _get(url)[1]["components"]}
+
+    try:
+        assert wait_until(lambda: set(states().values()) == {"operational"})
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            assert resp.status == 200 and "max-age" in resp.headers["Cache-Control"]
+            body = json.loads(resp.read())
+        assert body["status"] == "operational" and [c["name"] for c in body["components"]] == [
+            "AI responses", "Crisis monitoring", "Clinical review"]
+        # the review app stops beating: clinical review degraded, the AI still answers
+        client.delete(review.key)
+        assert wait_until(lambda: states() == {"ai_responses": "operational", "crisis_monitoring": "operational",
+                                               "clinical_review": "degraded"})
+        # the evaluator stops: crisis monitoring degraded (labels wait), not halted
+        client.delete(evaluator.key)
+        assert wait_until(lambda: states()["crisis_monitoring"] == "degraded")
+        assert _get(url)[1]["status"] == "degraded"
+        evaluator.beat()
+        review.beat()
+        assert wait_until(lambda: set(states().values()) == {"operational"})
+        # a halt: AI responses halted since the halt's own time; the reason and incident stay private
+        store.trip(by="evaluator", reason="recall 0.86 < 0.90", incident_id="INC-SECRET")
+        assert wait_until(lambda: states()["ai_responses"] == "halted")
+        status, body = _get(url)
+        ai = next(c for c in body["components"] if c["id"] == "ai_responses")
+        assert body["status"] == "halted" and ai["since"] == store.read().since
+        assert "INC-SECRET" not in json.dumps(body) and "recall" not in json.dumps(body)
+        # the scorer gone: crisis monitoring halted too
+        client.delete(beat.key)
+        assert wait_until(lambda: states()["crisis_monitoring"] == "halted")
+    finally:
+        server.shutdown()
+        server.server_close()
+        gate.close()
