@@ -73,12 +73,11 @@ def incidents_command(args: argparse.Namespace, settings: Settings) -> int:
                     print(_line(i))
         elif cmd == "show":
             print(json.dumps(manager.store.get(args.id).to_dict(), indent=2, default=str))
-        elif cmd == "ack":
-            print(_line(manager.acknowledge(args.id, args.by)))
-        elif cmd == "note":
-            print(_line(manager.note(args.id, args.by, args.text)))
-        elif cmd == "resolve":
-            print(_line(manager.resolve(args.id, args.by, args.reason)))
+        elif cmd in ("ack", "note", "resolve"):
+            changed = (manager.acknowledge(args.id, args.by) if cmd == "ack"
+                       else manager.note(args.id, args.by, args.text) if cmd == "note"
+                       else manager.resolve(args.id, args.by, args.reason))
+            print(json.dumps(changed.to_dict(), default=str) if args.json else _line(changed))
         elif cmd == "report":
             text = build_report(settings, manager, args.id)
             if args.out:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from review.users import UserStore
@@ -37,8 +38,9 @@ def users_command(args: argparse.Namespace, settings: Settings) -> int:
             return 2
         password = sys.stdin.readline().rstrip("\n")
         user = store.add(args.name, args.role, password, replace=args.replace)
-        print(f"user {user.name} ({user.role}) saved")
+        print(json.dumps({"name": user.name, "role": user.role, "saved": True}) if args.json
+              else f"user {user.name} ({user.role}) saved")
     else:
         store.disable(args.name)
-        print(f"user {args.name} disabled")
+        print(json.dumps({"name": args.name, "disabled": True}) if args.json else f"user {args.name} disabled")
     return 0

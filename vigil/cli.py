@@ -11,7 +11,7 @@ from datetime import datetime
 
 from vigil_core.errors import VigilError
 from vigil_core.roles import ROLES
-from vigil_core.settings import Settings, load_settings
+from vigil_core.settings import Settings, load_settings, misspelt_variables
 
 __all__ = ["main", "build_parser"]
 
@@ -27,13 +27,25 @@ def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.kafka_io import all_topics, ensure_topics
 
     ensure_topics(settings, partitions=args.partitions)
-    print("topics ready: " + ", ".join(all_topics(settings)))
+    topics = all_topics(settings)
+    print(json.dumps({"topics": topics}) if args.json else "topics ready: " + ", ".join(topics))
     return 0
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vigil")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand that exists."""
     parser = argparse.ArgumentParser(prog="vigil", description="Vigil: safety monitor for an AI chat service.")
+    parser.add_argument("--version", action="version", version=f"vigil {_version()}",
+                        help="print Vigil's version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -46,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="Kafka topics")
     topics_sub = topics.add_subparsers(dest="topics_command", required=True)
     create = topics_sub.add_parser("create", help="create every Vigil topic that does not exist")
-    create.add_argument("--partitions", type=int, default=None)
+    create.add_argument("--json", action="store_true", help="print the topics as one JSON object")
+    create.add_argument("--partitions", type=int, default=None,
+                        help="partitions of each new topic (default VIGIL_TOPIC_PARTITIONS)")
     create.set_defaults(handler=_topics_create)
 
     p = sub.add_parser("train", help="train a crisis model from a CSV of id,text,label")
@@ -55,9 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-file", default=None, help="CSV id,split[,author_hash]: its test rows are held out")
     p.add_argument("--fine-tune", action="store_true", help="fine-tune the top encoder layers (slower, better)")
     p.add_argument("--layers", type=int, default=2, help="top layers fine-tuned with --fine-tune")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--target-recall", type=float, default=0.97)
+    p.add_argument("--epochs", type=int, default=3, help="training epochs")
+    p.add_argument("--seed", type=int, default=0, help="random seed (splits, initialisation, batches)")
+    p.add_argument("--target-recall", type=float, default=0.97,
+                   help="recall the threshold is chosen for on the validation split")
     p.add_argument("--chat-sentences", type=int, default=0, metavar="N",
                    help="add up to N weakly labelled chat-length sentences from the training posts")
     p.add_argument("--extra-train", action="append", default=[], metavar="CSV",
@@ -86,22 +101,23 @@ def build_parser() -> argparse.ArgumentParser:
     model = sub.add_parser("model", help="evaluate or export the crisis model")
     model_sub = model.add_subparsers(dest="model_command", required=True)
     p = model_sub.add_parser("eval", help="metrics of the model on a labelled CSV")
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", required=True, help="labelled CSV (id,text,label[,conversation,turn,...])")
     p.add_argument("--group-column", default=None,
                    help="rows sharing it are one conversation, scored turn by turn in context (order: a `turn` "
                         "column, else file order); flagged if any turn is")
     p.add_argument("--by-column", default=None, metavar="COL", help="also report the metrics per value of COL")
-    p.add_argument("--split-file", default=None)
-    p.add_argument("--split", default="test")
-    p.add_argument("--model-dir", default=None)
-    p.add_argument("--backend", choices=["auto", "torch", "onnx"], default=None)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--split-file", default=None, help="CSV id,split: only rows of --split are scored")
+    p.add_argument("--split", default="test", help="with --split-file: which split to score (default test)")
+    p.add_argument("--model-dir", default=None, help="model directory (default: VIGIL_MODEL_DIR or the shipped model)")
+    p.add_argument("--backend", choices=["auto", "torch", "onnx"], default=None,
+                   help="inference backend (default VIGIL_MODEL_BACKEND)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=_lazy("models.commands:eval_command"))
     p = model_sub.add_parser("calibrate", help="re-calibrate a trained model and choose its threshold again")
-    p.add_argument("--model-dir", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--split-file", default=None)
-    p.add_argument("--target-recall", type=float, default=0.97)
+    p.add_argument("--model-dir", required=True, help="the trained model directory to re-calibrate")
+    p.add_argument("--data", required=True, help="the labelled CSV it was trained on")
+    p.add_argument("--split-file", default=None, help="CSV id,split[,author_hash] it was trained with")
+    p.add_argument("--target-recall", type=float, default=0.97, help="recall the threshold is chosen for")
     p.add_argument("--note", default=None, help="why this operating point (written to the model card)")
     p.set_defaults(handler=_lazy("models.commands:calibrate_command"))
     p = model_sub.add_parser("export", help="build the int8 ONNX graph into the cache now")
@@ -124,17 +140,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_lazy("vigil.replay:replay_command"))
 
     p = sub.add_parser("evaluate", help="run the evaluator: labels -> rolling recall, rule states, actions")
-    p.add_argument("--once", action="store_true", help="consume what is there, evaluate once, print, exit")
+    p.add_argument("--once", action="store_true",
+                   help="consume what is there, evaluate once, print, exit (3 when a rule is CRITICAL, else 0)")
     p.add_argument("--json", action="store_true", help="with --once: one JSON object")
     p.add_argument("--idle", type=float, default=3.0, help="with --once: seconds without records that end it")
-    p.add_argument("--metrics-port", type=int, default=None)
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="serve Prometheus metrics on this port (default VIGIL_METRICS_PORT)")
     p.add_argument("--no-actions", action="store_true", help="log alerts only; do not trip halts or open incidents")
     p.set_defaults(handler=_lazy("vigil.evaluate:evaluate_command"))
 
     rules = sub.add_parser("rules", help="the alert-rule table")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True)
     p = rules_sub.add_parser("export", help="write Prometheus alert rules generated from the thresholds file")
-    p.add_argument("--prometheus", action="store_true", required=True)
+    p.add_argument("--prometheus", action="store_true", required=True,
+                   help="write the Prometheus alert rules (deploy/prometheus/alerts.yml) to stdout")
     p.add_argument("--out", default="deploy/prometheus/alerts.yml", help="file to write, or - for stdout")
     p.set_defaults(handler=_lazy("evaluators.commands:rules_export_command"))
 
@@ -149,23 +168,24 @@ def build_parser() -> argparse.ArgumentParser:
     halt_sub = halt.add_subparsers(dest="halt_command", required=True)
     auth = argparse.ArgumentParser(add_help=False)
     auth.add_argument("--by", required=True, help="your review-app account; its role is what you act as")
+    auth.add_argument("--json", action="store_true", help="print the result as one JSON object")
     auth.add_argument("--password-stdin", action="store_true",
                       help="read your password from standard input (default: a prompt)")
     p = halt_sub.add_parser("init", parents=[auth],
                             help="a clinical lead sets RUNNING on a deployment that never had a halt record")
-    p.add_argument("--reason", default="initial deployment")
+    p.add_argument("--reason", default="initial deployment", help="why (audited)")
     p.set_defaults(handler=_lazy("vigil.halt:halt_init"))
     p = halt_sub.add_parser("status", help="print the halt record (exit 3 when halted)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the record as JSON")
     p.set_defaults(handler=_lazy("safety_gate.commands:halt_status"))
     p = halt_sub.add_parser("trip", parents=[auth], help="halt the AI now (a clinical lead or the on-call engineer)")
-    p.add_argument("--reason", required=True)
-    p.add_argument("--incident", default=None)
+    p.add_argument("--reason", required=True, help="why (audited)")
+    p.add_argument("--incident", default=None, help="the incident this halt belongs to (its timeline gets the change)")
     p.set_defaults(handler=_lazy("vigil.halt:halt_trip"))
     p = halt_sub.add_parser("clear", parents=[auth],
                             help="approve lifting the halt, in your account's role (a clinical lead and an on-call "
                                  "engineer, two people)")
-    p.add_argument("--reason", required=True)
+    p.add_argument("--reason", required=True, help="why (audited)")
     p.add_argument("--version", type=int, default=None, help="halt version approved (default: current)")
     p.set_defaults(handler=_lazy("vigil.halt:halt_clear"))
 
@@ -186,7 +206,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of conversations shadowed, chosen by a hash of their id (default 1: all)")
     p.add_argument("--stop", action="store_true", help="end the shadow")
     p.add_argument("--reason", default="candidate evaluation", help="why (audited)")
-    p.add_argument("--json", action="store_true", help="print the new record as JSON")
     p.set_defaults(handler=_lazy(life + "shadow_command"))
     p = model_sub.add_parser("compare", help="champion against the shadow candidate on the clinicians' labels")
     p.add_argument("--candidate", default=None, metavar="VERSION", help="default: the version in shadow")
@@ -197,41 +216,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("version", metavar="VERSION", help="a version of the model store, compared in shadow")
     p.add_argument("--reason", required=True, help="why (audited)")
     p.add_argument("--incident", default=None, help="announce on this incident's timeline")
-    p.add_argument("--json", action="store_true", help="print the new record and the comparison as JSON")
     p.set_defaults(handler=_lazy(life + "promote_command"))
     p = model_sub.add_parser("rollback", parents=[auth],
                              help="return to the previous champion now (a clinical lead or the on-call engineer)")
     p.add_argument("--reason", required=True, help="why (audited)")
     p.add_argument("--incident", default=None, help="announce on this incident's timeline (the P0 of a halt)")
-    p.add_argument("--json", action="store_true", help="print the new record as JSON")
     p.set_defaults(handler=_lazy(life + "rollback_command"))
 
     inc = sub.add_parser("incidents", help="incidents: list, show, acknowledge, note, resolve, report")
     inc_sub = inc.add_subparsers(dest="incidents_command", required=True)
     handler = _lazy("incidents.commands:incidents_command")
     p = inc_sub.add_parser("list", help="incidents, newest first")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print as JSON")
     p.add_argument("--open", action="store_true", help="only those not resolved")
     p.set_defaults(handler=handler)
     p = inc_sub.add_parser("show", help="one incident with its timeline (JSON)")
-    p.add_argument("id")
+    p.add_argument("id", help="incident id")
     p.set_defaults(handler=handler)
     p = inc_sub.add_parser("ack", help="acknowledge (stops escalation)")
-    p.add_argument("id")
-    p.add_argument("--by", required=True)
+    p.add_argument("id", help="incident id")
+    p.add_argument("--by", required=True, help="who acknowledges (owner from now on)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(handler=handler)
     p = inc_sub.add_parser("note", help="add a note to the timeline")
-    p.add_argument("id")
-    p.add_argument("text")
-    p.add_argument("--by", required=True)
+    p.add_argument("id", help="incident id")
+    p.add_argument("text", help="the note")
+    p.add_argument("--by", required=True, help="who writes it")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(handler=handler)
     p = inc_sub.add_parser("resolve", help="resolve (a person decides; metrics recovering resolve nothing)")
-    p.add_argument("id")
-    p.add_argument("--by", required=True)
-    p.add_argument("--reason", required=True)
+    p.add_argument("id", help="incident id")
+    p.add_argument("--by", required=True, help="who resolves it")
+    p.add_argument("--reason", required=True, help="why it is resolved")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(handler=handler)
     p = inc_sub.add_parser("report", help="the post-incident report in Markdown")
-    p.add_argument("id")
+    p.add_argument("id", help="incident id")
     p.add_argument("--out", default=None, help="write to this file instead of stdout")
     p.set_defaults(handler=handler)
     p = inc_sub.add_parser("rebuild", help="rebuild the Redis view from the safety.incidents topic")
@@ -240,8 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     review = sub.add_parser("review", help="the clinicians' review app")
     review_sub = review.add_subparsers(dest="review_command", required=True)
     p = review_sub.add_parser("serve", help="serve the review web app")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--metrics-port", type=int, default=0,
                    help="serve the review app's Prometheus metrics (outcomes, time to human contact) here")
     p.set_defaults(handler=_lazy("review.commands:serve_command"))
@@ -249,14 +269,16 @@ def build_parser() -> argparse.ArgumentParser:
     users = sub.add_parser("users", help="review app accounts")
     users_sub = users.add_subparsers(dest="users_command", required=True)
     p = users_sub.add_parser("add", help="create an account (or replace one, with --replace)")
-    p.add_argument("name")
-    p.add_argument("--role", required=True, choices=ROLES)
+    p.add_argument("name", help="account name")
+    p.add_argument("--role", required=True, choices=ROLES, help="what the account may do (docs/security.md)")
     p.add_argument("--replace", action="store_true",
                    help="replace an existing account's role and password (refused without it)")
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(handler=_lazy("review.commands:users_command"))
     p = users_sub.add_parser("disable", help="disable an account")
-    p.add_argument("name")
+    p.add_argument("name", help="account name")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(handler=_lazy("review.commands:users_command"))
 
     red = sub.add_parser("redis", help="Redis access per role")
@@ -275,8 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     gate = sub.add_parser("gate", help="the HTTP gate for the AI service")
     gate_sub = gate.add_subparsers(dest="gate_command", required=True)
     p = gate_sub.add_parser("serve", help="serve GET /v1/gate, /healthz, /metrics")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.set_defaults(handler=_lazy("safety_gate.commands:gate_serve"))
 
     return parser
@@ -320,6 +342,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VigilError as exc:
         print(f"vigil: configuration error: {exc}", file=sys.stderr)
         return 2
+    for name, meant in misspelt_variables():
+        print(f"vigil: warning: {name} is not a Vigil setting and is ignored; did you mean {meant}?",
+              file=sys.stderr)
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )

@@ -22,6 +22,8 @@ __all__ = ["run_evaluator", "evaluate_command"]
 
 log = logging.getLogger(__name__)
 
+CRITICAL_EXIT = 3
+
 # Evaluate at least this often when no record arrives, so time-based rules (a label arriving late, a window
 # ageing out, a sentinel) move without traffic.
 EVALUATE_EVERY_S = 2.0
@@ -71,7 +73,8 @@ def evaluate_command(args: argparse.Namespace, settings: Settings) -> int:
         else:
             for row in evaluation.to_dict()["rules"]:
                 print(f"{row['rule']:<22} {row['state']:<18} value={row['value']} n={row['n']:.1f}")
-        return 0
+        # exit 3 when a rule is CRITICAL (a cron job or a deploy check can act on it), as `vigil halt status`
+        return CRITICAL_EXIT if any(row["state"] == "CRITICAL" for row in evaluation.to_dict()["rules"]) else 0
     port = args.metrics_port if args.metrics_port is not None else settings.metrics_port
     if port:
         start_http_server(port, registry=evaluator.metrics.registry)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import sys
 
 from review.access import AccessAudit
@@ -86,6 +87,10 @@ def _on_timeline(settings: Settings, incident_id: str, version: int, by: str, te
         service.close()
 
 
+def _say(args: argparse.Namespace, data: dict[str, object], text: str) -> None:
+    print(json.dumps(data, default=str) if getattr(args, "json", False) else text)
+
+
 def _store(settings: Settings) -> HaltStore:
     return HaltStore.from_url(settings.redis_url.get_secret_value(), settings.redis_prefix)
 
@@ -96,7 +101,8 @@ def halt_init(args: argparse.Namespace, settings: Settings) -> int:
     _authenticate(args, settings, "init", INIT_ROLES)
     created = store.init(by=args.by, reason=args.reason)
     record = store.read()
-    print(("initialised: " if created else "already initialised: ") + f"{record.state} (version {record.version})")
+    _say(args, {"initialised": created, "record": record.to_dict()},
+         ("initialised: " if created else "already initialised: ") + f"{record.state} (version {record.version})")
     if not created:
         return 0
     return _on_timeline(settings, "", record.version, args.by, f"halt initialised: {args.reason}")
@@ -107,7 +113,7 @@ def halt_trip(args: argparse.Namespace, settings: Settings) -> int:
     store = _store(settings)
     _authenticate(args, settings, "trip", TRIP_ROLES)
     version = store.trip(by=args.by, reason=args.reason, incident_id=args.incident or "")
-    print(f"HALTED (version {version})")
+    _say(args, {"state": "HALTED", "version": version}, f"HALTED (version {version})")
     return _on_timeline(settings, args.incident or "", version, args.by, f"halt tripped by hand: {args.reason}")
 
 
@@ -119,10 +125,12 @@ def halt_clear(args: argparse.Namespace, settings: Settings) -> int:
     version = args.version if args.version is not None else before.version
     lifted = store.approve_clear(by=args.by, role=role, reason=args.reason, version=version)
     if lifted:
-        print(f"RUNNING: halt version {version} lifted by two approvals")
+        _say(args, {"state": "RUNNING", "version": version, "lifted": True, "role": role},
+             f"RUNNING: halt version {version} lifted by two approvals")
         text = f"halt version {version} lifted; last approval by {args.by} ({role}): {args.reason}"
     else:
         other = ONCALL_ENGINEER if role == CLINICAL_LEAD else CLINICAL_LEAD
-        print(f"approval recorded for halt version {version} as {role}; still HALTED until a {other} approves")
+        _say(args, {"state": "HALTED", "version": version, "lifted": False, "role": role, "waiting_for": other},
+             f"approval recorded for halt version {version} as {role}; still HALTED until a {other} approves")
         text = f"clear approved by {args.by} ({role}) for halt version {version}: {args.reason}"
     return _on_timeline(settings, before.incident_id, version, args.by, text)

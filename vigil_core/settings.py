@@ -21,7 +21,7 @@ from pydantic_settings import (
 
 from vigil_core.errors import ConfigError
 
-__all__ = ["Settings", "load_settings", "ENV_PREFIX"]
+__all__ = ["Settings", "load_settings", "ENV_PREFIX", "misspelt_variables"]
 
 ENV_PREFIX = "VIGIL_"
 
@@ -238,10 +238,56 @@ def _mask_url(url: str) -> str:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build the settings, turning any validation failure into a ConfigError naming the variable."""
+    """Build the settings, turning any failure into a ConfigError that names what to fix: the variable, or the
+    TOML file with its line and key (never a traceback)."""
+    import tomllib
+
+    config = os.environ.get(f"{ENV_PREFIX}CONFIG")
     try:
         return Settings(**overrides)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{ENV_PREFIX}CONFIG={config}", f"not valid TOML: {exc}") from None
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "?"
-        raise ConfigError(f"{ENV_PREFIX}{field.upper()}", err["msg"]) from None
+        variable = f"{ENV_PREFIX}{field.upper()}"
+        if config and variable not in os.environ and field not in overrides:
+            line = _toml_line(Path(config), field)
+            raise ConfigError(f"{config}{f' line {line}' if line else ''}, key {field!r}", err["msg"]) from None
+        raise ConfigError(variable, err["msg"]) from None
+
+
+def _toml_line(path: Path, key: str) -> int | None:
+    """The line of `path` where `key = ...` is set (1-based), if it is there."""
+    import re
+
+    pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if pattern.match(line):
+            return number
+    return None
+
+
+# Variables read outside the Settings object (their own modules say where).
+_OTHER_VARIABLES = ("CONFIG", "FAILPOINTS")
+_OTHER_PREFIXES = ("REDIS_PASSWORD_", "KAFKA_PASSWORD_")
+
+
+def misspelt_variables(environ: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """`VIGIL_*` variables that are no setting but look like one: (name, the setting it probably means). A
+    variable that resembles none (a secret a notifier names, say) is left alone."""
+    import difflib
+
+    environ = dict(os.environ if environ is None else environ)
+    known = [f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields]
+    known += [f"{ENV_PREFIX}{name}" for name in _OTHER_VARIABLES]
+    out = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in known:
+            continue
+        if name[len(ENV_PREFIX):].startswith(_OTHER_PREFIXES):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+        if close:
+            out.append((name, close[0]))
+    return out
