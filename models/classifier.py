@@ -174,7 +174,7 @@ class CrisisHead:
 
     A window of `posts_min_tokens` tokens or more is also scored by `posts_head` (the linear head the encoder was
     fine-tuned with, on the Reddit posts and chat turns) lowered by `posts_shift` log-odds, and takes the higher of
-    the two: the posts' recall floor (DESIGN section 7) is met by the head trained on posts without setting the
+    the two: the posts' recall floor (docs/design.md section 7) is met by the head trained on posts without setting the
     threshold that every chat turn is held to, and a content-free turn (shorter than `posts_min_tokens`) is judged
     by the chat head alone.
     """

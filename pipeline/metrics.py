@@ -53,7 +53,7 @@ class ScorerMetrics:
             self.closed.labels(how)
         self.last_batch = Gauge("vigil_scorer_last_batch_timestamp", "unix time of the last committed batch",
                                 registry=r)
-        # The model lifecycle (DESIGN section 8): which version scores live and which in shadow, the shadow's work.
+        # The model lifecycle (docs/design.md section 8): the versions scoring live and in shadow, the shadow's work.
         self.model_info = Gauge("vigil_model_info", "the crisis model versions this scorer runs (value 1)",
                                 ["version", "role"], registry=r)
         self.model_switches = Counter("vigil_scorer_model_switches", "champion or shadow changes applied",

@@ -37,7 +37,7 @@ class SamplingPolicy:
     pi_floor: float = 0.002
     pi_borderline: float = 0.5
     band: float = 0.5  # the borderline band starts at threshold * (1 - band)
-    pi_disagreement: float = 0.5  # a candidate in shadow flagged it, the champion did not (DESIGN section 8)
+    pi_disagreement: float = 0.5  # a candidate in shadow flagged it, the champion did not (docs/design.md section 8)
 
     def inclusion_probability(self, max_score: float, flagged: bool, backup: bool = False) -> tuple[float, str]:
         """(pi, reason) for a conversation."""

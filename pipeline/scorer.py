@@ -385,6 +385,10 @@ class Scorer:
             parsed.offsets[tp] = max(parsed.offsets.get(tp, 0), rec.offset + 1)
             try:
                 event = parse_event(rec.value, max_text_bytes=s.max_text_bytes, accept=EVENT_SCHEMAS)
+                if rec.key != getattr(event, "conversation_id", "").encode():
+                    # The key places a conversation on one partition, so its turns are scored in order by one
+                    # scorer; a record keyed otherwise would race its own conversation on another partition.
+                    raise ContractError("<key>", "the record key must be its conversation_id")
             except ContractError as exc:
                 dl = dead_letter(exc.reason, topic=rec.topic, partition=rec.partition, offset=rec.offset,
                                  key=rec.key, raw=rec.value)

@@ -1,6 +1,6 @@
 """The halt record in Redis: RUNNING or HALTED, changed atomically, announced, audited.
 
-Rules this module enforces (DESIGN.md section 5):
+Rules this module enforces (docs/design.md section 5):
 - a missing record reads as HALTED, so a Redis flush can never resume the AI;
 - automation may trip a halt but nothing clears one except two different people, a clinical lead and
   the on-call engineer, approving the same halt version;

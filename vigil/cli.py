@@ -23,6 +23,28 @@ def _config_show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _schema_export(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from vigil_core.contracts import TOPIC_SCHEMAS, json_schema
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    topics: dict[str, list[str]] = {}
+    for field, models in TOPIC_SCHEMAS.items():
+        names = []
+        for model in models:
+            name = f"{model.schema_name.replace('/', '-')}.schema.json"
+            (out / name).write_text(json.dumps(json_schema(model), indent=2, sort_keys=True) + "\n")
+            names.append(name)
+        topics[str(getattr(settings, field))] = names
+    (out / "topics.json").write_text(json.dumps({"key": "conversation_id (every topic but safety.dlq and "
+                                                        "safety.incidents)", "topics": topics}, indent=2) + "\n")
+    print(json.dumps({"out": str(out), "topics": topics}) if args.json else
+          f"{sum(len(v) for v in topics.values())} schemas for {len(topics)} topics in {out}")
+    return 0
+
+
 def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.kafka_io import all_topics, ensure_topics
 
@@ -62,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--partitions", type=int, default=None,
                         help="partitions of each new topic (default VIGIL_TOPIC_PARTITIONS)")
     create.set_defaults(handler=_topics_create)
+
+    schema = sub.add_parser("schema", help="the record contracts of every topic")
+    schema_sub = schema.add_subparsers(dest="schema_command", required=True)
+    p = schema_sub.add_parser("export", help="write JSON Schema for every topic's records (and topics.json)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write the schemas into")
+    p.add_argument("--json", action="store_true", help="print what was written as one JSON object")
+    p.set_defaults(handler=_schema_export)
 
     p = sub.add_parser("train", help="train a crisis model from a CSV of id,text,label")
     p.add_argument("--data", required=True, help="CSV with columns id,text,label (crisis|no_crisis)")
@@ -153,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     rules_sub = rules.add_subparsers(dest="rules_command", required=True)
     p = rules_sub.add_parser("export", help="write Prometheus alert rules generated from the thresholds file")
     p.add_argument("--prometheus", action="store_true", required=True,
-                   help="write the Prometheus alert rules (deploy/prometheus/alerts.yml) to stdout")
+                   help="regenerate deploy/prometheus/alerts.yml from the rule table")
     p.add_argument("--out", default="deploy/prometheus/alerts.yml", help="file to write, or - for stdout")
     p.set_defaults(handler=_lazy("evaluators.commands:rules_export_command"))
 
@@ -189,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", type=int, default=None, help="halt version approved (default: current)")
     p.set_defaults(handler=_lazy("vigil.halt:halt_clear"))
 
-    # The model lifecycle (DESIGN section 8): the store, the shadow, the comparison, promotion and rollback.
+    # The model lifecycle (docs/design.md section 8): the store, the shadow, the comparison, promotion and rollback.
     life = "vigil.model_lifecycle:"
     p = model_sub.add_parser("register", help="copy a trained model directory into the model store (version = hash)")
     p.add_argument("model_dir", metavar="DIR", help="a `vigil train` output or a Hugging Face checkpoint folder")

@@ -1,4 +1,4 @@
-"""`vigil model register|list|shadow|compare|promote|rollback`: the model lifecycle (DESIGN section 8).
+"""`vigil model register|list|shadow|compare|promote|rollback`: the model lifecycle (docs/design.md section 8).
 
 A trained model directory is registered into the model store under its content hash; a clinical lead or the
 on-call engineer puts a registered version in shadow; `compare` reads both versions' verdicts on the labels the

@@ -1,4 +1,4 @@
-"""Event contracts (DESIGN.md section 3): parse from bytes, validate, serialise.
+"""Event contracts (docs/design.md section 3): parse from bytes, validate, serialise.
 
 Every parse failure raises `ContractError` naming the field and the problem; that text becomes the
 dead-letter reason, so a bad record is explained, never silently dropped.
@@ -34,6 +34,8 @@ __all__ = [
     "ConversationClosed",
     "SafetyScore",
     "ShadowScore",
+    "TOPIC_SCHEMAS",
+    "json_schema",
     "DEFAULT_MODEL_VERSION",
     "ReviewTurn",
     "ReviewRequest",
@@ -160,7 +162,7 @@ class SafetyScore(_Contract):
 
 
 # The configured model (`VIGIL_MODEL_DIR` or the shipped one) as a version name: the champion until a first
-# promotion from the model store (DESIGN section 8).
+# promotion from the model store (docs/design.md section 8).
 DEFAULT_MODEL_VERSION = "default"
 
 
@@ -360,3 +362,26 @@ def dead_letter(
         raw=base64.b64encode((raw or b"")[:DLQ_RAW_LIMIT]).decode("ascii"),
         at=utcnow(),
     )
+
+
+# Which record schemas each topic carries (by the Settings field naming the topic): `vigil schema export`.
+TOPIC_SCHEMAS: dict[str, tuple[type[_Contract], ...]] = {
+    "topic_events": (ConversationMessage, ConversationFeedback, ConversationClosed),
+    "topic_scores": (SafetyScore,),
+    "topic_scores_shadow": (ShadowScore,),
+    "topic_review": (ReviewRequest,),
+    "topic_labels": (ClinicianLabel,),
+    "topic_dlq": (DeadLetter,),
+    "topic_incidents": (IncidentEvent,),
+}
+
+
+def json_schema(model: type[_Contract]) -> dict[str, Any]:
+    """The JSON Schema of a record as it is on the wire: the model's fields and its `schema` name (a const)."""
+    schema = model.model_json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"https://vigil.invalid/schemas/{model.schema_name.replace('/', '-')}.schema.json"
+    schema["title"] = model.schema_name
+    schema.setdefault("properties", {})["schema"] = {"const": model.schema_name}
+    schema["required"] = ["schema", *[r for r in schema.get("required", []) if r != "schema"]]
+    return schema

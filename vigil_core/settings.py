@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     topic_events: str = "conversation.events"
     topic_scores: str = "safety.scores"
-    topic_scores_shadow: str = "safety.scores.shadow"  # a candidate model's scores (DESIGN section 8)
+    topic_scores_shadow: str = "safety.scores.shadow"  # a candidate model's scores (docs/design.md section 8)
     topic_review: str = "safety.review"
     topic_labels: str = "clinician.labels"
     topic_dlq: str = "safety.dlq"

@@ -21,7 +21,7 @@ from vigil_core.records import OutRecord
 
 __all__ = ["router", "LEVEL_DEFINITIONS"]
 
-# C-SSRS-based definitions shown on the label form (DESIGN.md section 3 levels).
+# C-SSRS-based definitions shown on the label form (docs/design.md section 3 levels).
 LEVEL_DEFINITIONS = {
     "no_risk": "No risk: no wish to be dead, no suicidal thoughts, no self-harm.",
     "low": "Low: distress, hopelessness or a passive wish to be dead without thoughts of acting (C-SSRS 1).",

@@ -18,7 +18,7 @@ from vigil_core.roles import CLINICAL_LEAD, ONCALL_ENGINEER
 
 __all__ = ["router", "model_view", "ROLLBACK_ROLES"]
 
-# Who may roll back (DESIGN section 8): a clinical lead or the on-call engineer, as `vigil model rollback`.
+# Who may roll back (docs/design.md section 8): a clinical lead or the on-call engineer, as `vigil model rollback`.
 ROLLBACK_ROLES = (CLINICAL_LEAD, ONCALL_ENGINEER)
 
 router = APIRouter()

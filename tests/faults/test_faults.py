@@ -317,7 +317,7 @@ def test_a_scorer_on_its_backup_for_too_long_opens_a_p1(settings):
 def test_after_redis_is_killed_and_restarted_empty_vigil_replay_rebuilds_it_and_the_halt_stays_halted(
     settings, model_cache, resilient, tmp_path
 ):
-    """DESIGN section 1: Redis holds only derived state, rebuilt from the topics. Before `vigil replay`,
+    """docs/design.md section 1: Redis holds only derived state, rebuilt from the topics. Before `vigil replay`,
     a Redis loss lost conversation state, label joins, rule windows and the review queue."""
     from pydantic import SecretStr
 

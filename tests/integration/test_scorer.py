@@ -66,6 +66,7 @@ def test_every_user_turn_is_scored_once_keyed_and_in_order_and_bad_records_go_to
                                 "text": "x" * (s.max_text_bytes + 1)}).encode()),
         (None, b"\xff\xfe"),
         ("c-bad-4", json.dumps({**json.loads(events[0].to_bytes()), "turn": "two"}).encode()),
+        ("not-its-conversation", events[1].to_bytes()),  # valid, but keyed off its conversation's partition
     ]
     publish(s, events, raw=bad)
     run_scorer(s, resilient)
@@ -87,7 +88,7 @@ def test_every_user_turn_is_scored_once_keyed_and_in_order_and_bad_records_go_to
     dlq = values(read_topic(s, s.topic_dlq, expect=len(bad)))
     assert len(dlq) == len(bad)
     reasons = sorted(d["reason"].split(":")[0] for d in dlq)
-    assert reasons == sorted(["<json>", "schema", "text", "<record>", "turn"])
+    assert reasons == sorted(["<json>", "schema", "text", "<record>", "turn", "<key>"])
     assert all(d["schema"] == "safety.dlq/1" and d["raw"] and d["topic"] == s.topic_events for d in dlq)
     # one review request per flagged conversation, pi 1, with the turns so far (urgent when the turn scored at the
     # urgent level: these crisis turns are explicit)
