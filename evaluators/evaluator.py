@@ -27,6 +27,7 @@ from evaluators.rules import HARMFUL_RULE, State, Thresholds, classify_above, cl
 from evaluators.store import EvaluatorStore
 from evaluators.window import WindowMetrics, compute_window
 from safety_gate.heartbeat import Heartbeat
+from vigil_core.build import register_build_info
 from vigil_core.clock import utcnow
 from vigil_core.contracts import (
     ClinicianLabel,
@@ -116,6 +117,7 @@ class EvaluatorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        register_build_info(r)
         self.rate_value = Gauge("vigil_metric_value", "rolling rate", ["metric"], registry=r)
         self.rate_lower = Gauge("vigil_metric_lower", "Wilson 95% lower bound", ["metric"], registry=r)
         self.rate_upper = Gauge("vigil_metric_upper", "Wilson 95% upper bound", ["metric"], registry=r)

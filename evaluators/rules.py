@@ -225,10 +225,38 @@ def classify_above(value: float | None, n: float, rule: dict[str, Any]) -> State
 EVALUATOR_STALE_S = 120
 
 
+# Where each alert's runbook section is: docs/runbook.md, one section per alert, its anchor the lower-cased name.
+RUNBOOK = "docs/runbook.md"
+
+# One condition, one page (docs/runbook.md, "Who pages"): the rules of this table are acted on by Vigil's own incident
+# engine, which pages through its notifiers with one dedup key per cause; their Prometheus mirrors carry
+# `pager: vigil` and Alertmanager sends them to chat only. The blind-spot rules (deploy/prometheus/blindspots.yml),
+# conditions Vigil cannot see in itself, carry `pager: prometheus` and page from Alertmanager.
+_DESCRIPTIONS = {
+    "VigilCrisisRecallCritical": "Of the conversations clinicians labelled crisis, Vigil flagged fewer than the "
+                                 "critical share: the evaluator tripped the safety halt and opened the P0.",
+    "VigilCrisisRecallWarning": "Crisis recall is below the warning line: the evaluator opened a P1 clinical review.",
+    "VigilCrisisRecallInsufficientData": "Too few labelled crisis conversations in the window to measure recall: "
+                                         "review throughput or sampling is too low.",
+    "VigilCusumCritical": "Missed crises are coming faster than the window shows: the CUSUM tripped the halt.",
+    "VigilAILatencyCritical": "The AI service's p95 response time is above the critical line (P1).",
+    "VigilAILatencyWarning": "The AI service's p95 response time is above the warning line (P1).",
+    "VigilAIErrorRateCritical": "The AI service's error rate is above the critical line (P1).",
+    "VigilAIErrorRateWarning": "The AI service's error rate is above the warning line (P1).",
+    "VigilSatisfactionCritical": "Users' rolling satisfaction is below the critical line (P2).",
+    "VigilSatisfactionWarning": "Users' rolling satisfaction is below the warning line (P2).",
+    "VigilSafetyHalted": "The gate answers halted: the AI serves the crisis resources to everyone until two people "
+                         "clear the halt.",
+    "VigilEvaluatorDown": "The evaluator has not evaluated for two minutes: labels wait, recall is not measured. "
+                          "The scorer's watch opens a P1; the live flagging goes on.",
+}
+
+
 def _alert(name: str, expr: str, severity: str, summary: str, for_: str = "0m") -> dict[str, Any]:
     return {
-        "alert": name, "expr": expr, "for": for_, "labels": {"severity": severity},
-        "annotations": {"summary": summary},
+        "alert": name, "expr": expr, "for": for_, "labels": {"severity": severity, "pager": "vigil"},
+        "annotations": {"summary": summary, "description": _DESCRIPTIONS[name],
+                        "runbook_url": f"{RUNBOOK}#{name.lower()}"},
     }
 
 

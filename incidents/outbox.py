@@ -125,3 +125,24 @@ class Outbox:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+
+class OutboxCollector:
+    """The notification outbox at scrape time: entries not yet delivered and the oldest one's age (a page that
+    cannot be delivered must itself be seen)."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self._outbox = outbox
+
+    def collect(self) -> Any:
+        """Yield the outbox's metric families."""
+        from prometheus_client.core import GaugeMetricFamily
+
+        pending = self._outbox.pending()
+        now = time.time()
+        depth = GaugeMetricFamily("vigil_outbox_entries", "notifications not yet delivered")
+        depth.add_metric([], float(len(pending)))
+        yield depth
+        age = GaugeMetricFamily("vigil_outbox_oldest_age_seconds", "age of the oldest undelivered notification")
+        age.add_metric([], max((now - float(e.get("created", now)) for e in pending), default=0.0))
+        yield age

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from vigil_core.build import register_build_info
+
 __all__ = ["ScorerMetrics"]
 
 
@@ -13,6 +15,7 @@ class ScorerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        register_build_info(r)
         self.events = Counter("vigil_scorer_events", "events consumed", ["kind", "outcome"], registry=r)
         self.dlq = Counter("vigil_scorer_dlq", "records sent to the dead-letter topic", registry=r)
         self.batch_size = Histogram(
@@ -24,6 +27,8 @@ class ScorerMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r,
         )
         self.lag = Gauge("vigil_scorer_consumer_lag", "records not yet consumed (from highwater)", registry=r)
+        self.partition_lag = Gauge("vigil_scorer_partition_lag", "records not yet consumed, per owned partition",
+                                   ["partition"], registry=r)
         self.backup = Counter("vigil_scorer_backup_scored", "messages scored by the backup scorer", registry=r)
         self.flagged = Counter("vigil_scorer_flagged_conversations", "conversations flagged", registry=r)
         self.replies = Counter("vigil_scorer_replies_scored",

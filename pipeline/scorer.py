@@ -678,6 +678,9 @@ class Scorer:
         # Each partition this instance owns, with its lag (0 until the first fetch tells), so the gate can see
         # a partition without a live owner even while other replicas are healthy.
         owned = {tp.partition: lags.get(tp, 0) for tp in self._consumer.assignment() if tp.topic == topic}
+        self.metrics.partition_lag.clear()  # only the partitions this instance owns now
+        for partition, partition_lag in owned.items():
+            self.metrics.partition_lag.labels(str(partition)).set(partition_lag)
         count = len(self._consumer.partitions_for_topic(topic) or ())
         # The share of turns the backup lexicon scored since the last beat (None: none scored), for the watchdog.
         share = self._backup_since_beat / self._scored_since_beat if self._scored_since_beat else None

@@ -19,9 +19,12 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     from prometheus_client import start_http_server
 
     from review.app import create_app
-    from review.outcomes import ReviewMetrics
+    from review.outcomes import QueueCollector, ReviewMetrics
+    from review.queue import ReviewQueue
 
     metrics = ReviewMetrics()
+    metrics.registry.register(QueueCollector(ReviewQueue(connect(settings.redis_url.get_secret_value()),
+                                                         settings.redis_prefix)))
     if args.metrics_port:
         start_http_server(args.metrics_port, registry=metrics.registry)
     app = create_app(settings, metrics=metrics)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from vigil_core.build import register_build_info
 from vigil_core.clock import utcnow
 from vigil_core.redis_client import store_errors
 
@@ -35,6 +37,7 @@ class ReviewMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        register_build_info(self.registry)
         self.outcomes = Counter("vigil_review_outcomes", "outcomes recorded by clinicians", ["outcome"],
                                 registry=self.registry)
         self.flag_to_contact = Histogram(
@@ -92,3 +95,41 @@ class OutcomeStore:
             return None
         d = {k.decode(): v.decode() for k, v in raw.items()}
         return Outcome(d["outcome"], d.get("by", ""), d.get("at", ""), d.get("first_contact_at", ""))
+
+
+class QueueCollector:
+    """The review queue at scrape time, per reason: items waiting, the oldest one's age and how many are past their
+    clinical deadline (urgent 15 min, flagged 1 h, the rest 24 h): the alert on conversations waiting too long."""
+
+    def __init__(self, queue: Any, limit: int = 5000) -> None:
+        self._queue = queue
+        self._limit = limit
+
+    def collect(self) -> Any:
+        """Yield the queue's metric families."""
+        from datetime import UTC, datetime
+
+        from prometheus_client.core import GaugeMetricFamily
+
+        from review.queue import REVIEW_DEADLINE
+
+        now = datetime.now(UTC)
+        reasons = sorted(set(REVIEW_DEADLINE) | {"sampled"})
+        items = {r: 0.0 for r in reasons}
+        oldest = {r: 0.0 for r in reasons}
+        overdue = {r: 0.0 for r in reasons}
+        for item in self._queue.pending(self._limit):
+            if item.stage == "done":
+                continue
+            reason = item.reason if item.reason in items else "sampled"
+            items[reason] += 1
+            oldest[reason] = max(oldest[reason], item.age_s(now))
+            overdue[reason] += item.overdue(now)
+        for name, doc, values in (
+                ("vigil_review_queue_items", "conversations waiting for review", items),
+                ("vigil_review_queue_oldest_age_seconds", "age of the oldest waiting conversation", oldest),
+                ("vigil_review_queue_overdue_items", "waiting conversations past their clinical deadline", overdue)):
+            family = GaugeMetricFamily(name, doc, labels=["reason"])
+            for reason, value in values.items():
+                family.add_metric([reason], value)
+            yield family

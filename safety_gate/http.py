@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from safety_gate.fallback import FALLBACK_MODEL_VERSION, HANDOFF_MODEL_VERSION
 from safety_gate.gate import Gate
 from safety_gate.metrics import GateCollector
+from vigil_core.build import register_build_info
 
 __all__ = ["GateHTTPServer", "make_server", "StatusPage"]
 
@@ -139,6 +140,7 @@ class GateHTTPServer(ThreadingHTTPServer):
         self.status_page = StatusPage(gate)
         self.registry = CollectorRegistry()
         self.registry.register(GateCollector(gate))
+        register_build_info(self.registry)
 
 
 def make_server(gate: Gate, host: str = "127.0.0.1", port: int = 0) -> GateHTTPServer:

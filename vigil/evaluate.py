@@ -77,6 +77,10 @@ def evaluate_command(args: argparse.Namespace, settings: Settings) -> int:
         return CRITICAL_EXIT if any(row["state"] == "CRITICAL" for row in evaluation.to_dict()["rules"]) else 0
     port = args.metrics_port if args.metrics_port is not None else settings.metrics_port
     if port:
+        from incidents.outbox import OutboxCollector
+
+        outbox = IncidentService(settings, client).outbox  # the shared outbox in Redis
+        evaluator.metrics.registry.register(OutboxCollector(outbox))
         start_http_server(port, registry=evaluator.metrics.registry)
     evaluator.install_signal_handlers()
     if actions is not None:

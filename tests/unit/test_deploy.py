@@ -80,7 +80,7 @@ def test_every_prometheus_scrape_target_is_a_metrics_port_a_service_opens():
             targets.update(f"{n}:{dns['port']}" for n in dns["names"])
     opened = {f"{name}:{_metrics_port(SERVICES[name]['command'])}" for name in (*VIGIL, "review")}
     assert targets == opened
-    assert prom["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    assert prom["rule_files"] == ["/etc/prometheus/alerts.yml", "/etc/prometheus/blindspots.yml"]
 
 
 def test_alertmanager_inhibits_warning_by_critical_and_holds_placeholders_only():
@@ -205,3 +205,64 @@ def test_only_the_review_app_writes_labels_and_only_the_chat_backend_writes_even
                        s.topic_scores: {"vigil-scorer"}, s.topic_review: {"vigil-scorer"}}
     script = (ROOT / "deploy/kafka/setup-users.sh").read_text()
     assert "password=" not in script.replace("password=${", "").replace('password="${KAFKA_ADMIN', "")
+
+
+def _rules() -> dict[str, dict]:
+    out = {}
+    for name in ("alerts.yml", "blindspots.yml"):
+        for group in yaml.safe_load((ROOT / "deploy" / "prometheus" / name).read_text())["groups"]:
+            out.update({rule["alert"]: rule for rule in group["rules"]})
+    return out
+
+
+def test_promtool_checks_and_unit_tests_the_blind_spot_rules():
+    check = subprocess.run([_promtool(), "check", "rules", "blindspots.yml"], cwd=ROOT / "deploy" / "prometheus",
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    test = subprocess.run([_promtool(), "test", "rules", "blindspots_test.yml"], cwd=ROOT / "deploy" / "prometheus",
+                          capture_output=True, text=True)
+    assert test.returncode == 0 and "SUCCESS" in test.stdout, test.stdout + test.stderr
+    tested = set(re.findall(r"alertname: (\w+)", (ROOT / "deploy" / "prometheus" / "blindspots_test.yml").read_text()))
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "blindspots.yml").read_text())["groups"][0]["rules"]
+    assert {r["alert"] for r in rules} <= tested  # every blind-spot rule has a promtool test
+
+
+def test_every_alert_has_summary_description_and_a_runbook_section():
+    runbook = (ROOT / "docs" / "runbook.md").read_text()
+    anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in re.findall(r"^## (.+)$", runbook, re.M)}
+    for name, rule in _rules().items():
+        ann = rule["annotations"]
+        assert ann.get("summary") and ann.get("description"), name
+        path, _, anchor = ann["runbook_url"].partition("#")
+        assert path == "docs/runbook.md" and anchor in anchors, name
+
+
+def _route(route: dict, labels: dict[str, str]) -> list[str]:
+    """Alertmanager's routing (matchers `a="b"` / `a=~"b|c"`), enough for this config: the receivers an alert
+    reaches."""
+    def matches(matcher: str) -> bool:
+        name, op, value = re.match(r'(\w+)(=~|=)"(.*)"', matcher).groups()
+        got = labels.get(name, "")
+        return re.fullmatch(value, got) is not None if op == "=~" else got == value
+
+    reached = []
+    for child in route.get("routes", []):
+        if all(matches(m) for m in child.get("matchers", [])):
+            reached.append(child["receiver"])
+            if not child.get("continue"):
+                return reached
+    return reached or [route["receiver"]]
+
+
+def test_one_condition_one_page():
+    """What Vigil's incident engine pages (pager: vigil) never pages again from Alertmanager; the blind spots that
+    are critical do."""
+    am = yaml.safe_load((ROOT / "deploy" / "alertmanager" / "alertmanager.yml").read_text())
+    for name, rule in _rules().items():
+        labels = {**rule["labels"], "alertname": name}
+        assert labels["pager"] in ("vigil", "prometheus"), name
+        receivers = _route(am["route"], labels)
+        pages = "pagerduty-safety" in receivers
+        assert pages == (labels["pager"] == "prometheus" and labels["severity"] == "critical"), (name, receivers)
+    assert _rules()["VigilCrisisRecallCritical"]["labels"]["pager"] == "vigil"  # Vigil's P0 is the one page
+    assert _rules()["VigilOutboxStuck"]["labels"] == {"severity": "critical", "pager": "prometheus"}
