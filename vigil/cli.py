@@ -45,6 +45,27 @@ def _schema_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _health(args: argparse.Namespace, settings: Settings) -> int:
+    """Exit 0 when a process of COMPONENT on this host beat within its TTL (a container's healthcheck: the process
+    does its work, not only serves /metrics), else 1."""
+    import socket
+
+    from vigil_core.redis_client import connect
+
+    client = connect(settings.redis_url.get_secret_value())
+    pattern = f"{settings.redis_prefix}heartbeat:{args.component}:{socket.gethostname()}:*"
+    try:
+        alive = next(client.scan_iter(match=pattern, count=1000), None) is not None
+    except Exception as exc:  # noqa: BLE001 - Redis unreachable: not healthy, say why
+        print(f"vigil: health: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"component": args.component, "host": socket.gethostname(), "healthy": alive}))
+    elif not alive:
+        print(f"vigil: no {args.component} heartbeat from this host", file=sys.stderr)
+    return 0 if alive else 1
+
+
 def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.kafka_io import all_topics, ensure_topics
 
@@ -84,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--partitions", type=int, default=None,
                         help="partitions of each new topic (default VIGIL_TOPIC_PARTITIONS)")
     create.set_defaults(handler=_topics_create)
+
+    p = sub.add_parser("health", help="exit 0 when COMPONENT on this host is beating (container healthchecks)")
+    p.add_argument("component", choices=["scorer", "evaluator", "review"], help="the process to check")
+    p.add_argument("--json", action="store_true", help="print the answer as one JSON object")
+    p.set_defaults(handler=_health)
 
     schema = sub.add_parser("schema", help="the record contracts of every topic")
     schema_sub = schema.add_subparsers(dest="schema_command", required=True)

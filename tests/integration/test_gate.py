@@ -536,3 +536,19 @@ def test_public_status_in_each_state(redis_server, client, store, beat, prefix):
         server.shutdown()
         server.server_close()
         gate.close()
+
+
+def test_vigil_health_answers_for_this_hosts_process(redis_server, client, prefix, monkeypatch, capsys):
+    """The containers' healthcheck (`vigil health COMPONENT`): 0 while a process of it on this host beats."""
+    from vigil.cli import main
+
+    monkeypatch.setenv("VIGIL_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("VIGIL_REDIS_PREFIX", prefix)
+    assert main(["health", "evaluator"]) == 1  # nothing beats yet
+    hb = Heartbeat(client, prefix, "evaluator", ttl_s=0.5)
+    hb.beat()
+    assert main(["health", "evaluator", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["healthy"] is True
+    assert main(["health", "scorer"]) == 1  # another component's beat does not count
+    time.sleep(0.7)
+    assert main(["health", "evaluator"]) == 1  # its TTL passed: the process stopped doing its work

@@ -161,7 +161,7 @@ def test_promtool_unit_tests_prove_each_seed_threshold_fires_at_the_right_value(
 def test_only_the_gate_and_the_review_app_face_other_hosts():
     """Issue 20: Kafka (PLAINTEXT, no authentication) and Redis were published on every interface of the host."""
     published = {name: svc.get("ports", []) for name, svc in SERVICES.items()}
-    assert published["kafka"] == []  # its clients join the compose network
+    assert published["kafka"] == ["127.0.0.1:29092:29092"]  # the host listener, on this host's loopback only
     for name, ports in published.items():
         if name not in ("gate", "review"):
             assert all(str(p).startswith("127.0.0.1:") for p in ports), (name, ports)
@@ -170,7 +170,8 @@ def test_only_the_gate_and_the_review_app_face_other_hosts():
 def test_each_vigil_service_logs_in_to_kafka_and_redis_as_its_own_user():
     """Issue 20: every service shared one Redis password, and Kafka took any client without authentication."""
     kafka = SERVICES["kafka"]["environment"]
-    assert kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"] == "CONTROLLER:PLAINTEXT,SASL:SASL_PLAINTEXT"
+    assert kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"] == (
+        "CONTROLLER:PLAINTEXT,SASL:SASL_PLAINTEXT,HOST:SASL_PLAINTEXT")
     assert "CONTROLLER://localhost:" in kafka["KAFKA_LISTENERS"]  # the PLAINTEXT listener faces nobody else
     assert kafka["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
     assert kafka["KAFKA_AUTHORIZER_CLASS_NAME"].endswith("StandardAuthorizer")
@@ -266,3 +267,28 @@ def test_one_condition_one_page():
         assert pages == (labels["pager"] == "prometheus" and labels["severity"] == "critical"), (name, receivers)
     assert _rules()["VigilCrisisRecallCritical"]["labels"]["pager"] == "vigil"  # Vigil's P0 is the one page
     assert _rules()["VigilOutboxStuck"]["labels"] == {"severity": "critical", "pager": "prometheus"}
+
+
+def test_kafka_advertises_an_address_each_of_its_clients_can_reach():
+    """Issue 23: one listener advertised `kafka:9092` on a published port, so a host producer was sent to a name it
+    cannot resolve. Each listener now advertises what its own clients reach, and every one authenticates."""
+    kafka = SERVICES["kafka"]["environment"]
+    listeners = dict(item.split("://") for item in kafka["KAFKA_LISTENERS"].split(","))
+    advertised = dict(item.split("://") for item in kafka["KAFKA_ADVERTISED_LISTENERS"].split(","))
+    protocols = dict(item.split(":") for item in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    assert advertised == {"SASL": "kafka:9092", "HOST": "localhost:29092"}
+    assert listeners["HOST"] == ":29092" and SERVICES["kafka"]["ports"] == ["127.0.0.1:29092:29092"]
+    assert protocols["SASL"] == protocols["HOST"] == "SASL_PLAINTEXT"  # no unauthenticated client listener
+    for name in ("SASL", "HOST"):  # both take the admin (PLAIN) and the services (SCRAM)
+        assert f"KAFKA_LISTENER_NAME_{name}_PLAIN_SASL_JAAS_CONFIG" in kafka
+        assert f"KAFKA_LISTENER_NAME_{name}_SCRAM___SHA___512_SASL_JAAS_CONFIG" in kafka
+
+
+def test_every_service_restarts_and_its_healthcheck_tests_its_function():
+    for name, svc in SERVICES.items():
+        assert svc.get("restart") in ("unless-stopped", "on-failure"), name
+    for name in ("scorer", "evaluator", "review"):
+        test = " ".join(SERVICES[name]["healthcheck"]["test"])
+        assert f"vigil health {name}" in test, name  # its work goes through, not only /metrics answering
+    assert "/healthz" in " ".join(SERVICES["gate"]["healthcheck"]["test"])
+    assert "kafka-topics.sh" in SERVICES["kafka"]["healthcheck"]["test"][1]
