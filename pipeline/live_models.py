@@ -36,18 +36,28 @@ def model_store(settings: Settings) -> Any:
     return ModelStore(settings.model_store or default_store_dir())
 
 
-def load_version(settings: Settings, version: str) -> Any:
+def load_version(settings: Settings, version: str, shadow: bool = False) -> Any:
     """A CrisisClassifier of a version: "default" is the configured model (`VIGIL_MODEL_DIR`, `VIGIL_THRESHOLD`),
-    any other a model store version, scoring under its version id at its own threshold."""
-    from models.classifier import CrisisClassifier
+    any other a model store version, scoring under its version id at its own threshold.
 
+    A shadow candidate served by ONNX Runtime runs each row on its calling thread alone (one intra-op thread, no
+    worker pool), so the shadow thread's lowered priority (pipeline/shadow.py) covers all of its work. (torch's
+    thread count is one global setting: a torch-served shadow keeps the process's.)"""
+    from models.classifier import DEFAULT_MODEL_DIR, CrisisClassifier, ModelInfo
+
+    default = version == DEFAULT_VERSION
+    path = (settings.model_dir or DEFAULT_MODEL_DIR) if default else model_store(settings).path(version)
+    threads = settings.torch_threads
+    if shadow:
+        onnx = settings.model_backend == "onnx" or (settings.model_backend == "auto"
+                                                     and ModelInfo.read(path).onnx_recall_ok)
+        threads = 1 if onnx else 0
     if version == DEFAULT_VERSION:
-        return CrisisClassifier.load(settings.model_dir, backend=settings.model_backend, threads=settings.torch_threads,
+        return CrisisClassifier.load(path, backend=settings.model_backend, threads=threads,
                                      batch_size=settings.batch_size, threshold=settings.threshold,
                                      cache_dir=settings.cache_dir)
-    return CrisisClassifier.load(model_store(settings).path(version), backend=settings.model_backend,
-                                 threads=settings.torch_threads, batch_size=settings.batch_size,
-                                 cache_dir=settings.cache_dir, version=version)
+    return CrisisClassifier.load(path, backend=settings.model_backend, threads=threads,
+                                 batch_size=settings.batch_size, cache_dir=settings.cache_dir, version=version)
 
 
 @dataclass(frozen=True)
@@ -68,22 +78,22 @@ class LiveModelSwitch:
         self.record = record
         self.metrics = metrics
         self.seen = -1  # the record version last handed over (or being loaded)
-        self._loaded: OrderedDict[str, Any] = OrderedDict()
+        self._loaded: OrderedDict[tuple[str, bool], Any] = OrderedDict()  # (version, as shadow) -> classifier
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-model-load")
         self._loading: concurrent.futures.Future[Switch] | None = None
 
-    def _get(self, version: str) -> Any:
-        if version in self._loaded:
-            self._loaded.move_to_end(version)
-            return self._loaded[version]
+    def _get(self, version: str, shadow: bool = False) -> Any:
+        if (version, shadow) in self._loaded:
+            self._loaded.move_to_end((version, shadow))
+            return self._loaded[(version, shadow)]
         try:
-            clf = load_version(self.settings, version)
+            clf = load_version(self.settings, version, shadow=shadow)
         except Exception as exc:  # noqa: BLE001 - a version that cannot load leaves the scorer on what it has
             log.error("model version %s could not be loaded: %s: %s", version, type(exc).__name__, exc)
             if self.metrics is not None:
                 self.metrics.model_load_failures.inc()
             return None
-        self._loaded[version] = clf
+        self._loaded[(version, shadow)] = clf
         while len(self._loaded) > KEEP_LOADED:
             self._loaded.popitem(last=False)
         return clf
@@ -92,7 +102,8 @@ class LiveModelSwitch:
         """Load what the record names now (blocking): at start, before the first batch (`shadow=False`: the
         champion only, for a replay)."""
         live = live or self.record.read()
-        switch = Switch(live, self._get(live.champion), self._get(live.shadow) if live.shadow and shadow else None)
+        switch = Switch(live, self._get(live.champion),
+                        self._get(live.shadow, shadow=True) if live.shadow and shadow else None)
         self.seen = live.version
         return switch
 

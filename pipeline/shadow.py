@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
+import threading
 from collections import OrderedDict, deque
 from typing import Any
 
@@ -43,6 +45,18 @@ SHADOW_SALT = "vigil-shadow-v1"
 _KEEP_CONVERSATIONS = 50_000  # conversations whose candidate embeddings stay in memory
 
 
+SHADOW_NICE = 19  # the lowest CPU priority: the shadow runs on what the champion leaves
+
+
+def _lower_priority() -> None:
+    """Give this thread (and the threads it starts) the lowest CPU priority: on a busy machine the champion keeps
+    the CPU and the shadow falls behind (and skips), instead of slowing live scoring. Linux sets nice per thread."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SHADOW_NICE)
+    except (AttributeError, OSError) as exc:  # not Linux, or not permitted: the share alone bounds the cost
+        log.warning("shadow thread priority not lowered: %s", exc)
+
+
 class ShadowScorer:
     """Scores user turns with a candidate on a thread of its own (see the module docstring)."""
 
@@ -58,7 +72,8 @@ class ShadowScorer:
         self.turns = ConversationStore(redis_client, settings.redis_prefix, settings.label_wait_s)
         self.producer = producer if producer is not None else RecordProducer(settings)
         self.imminent = ImminentPhrases()
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-shadow")
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-shadow",
+                                                           initializer=_lower_priority)
         self._pending: deque[concurrent.futures.Future[None]] = deque()
         self._history: OrderedDict[str, dict[int, np.ndarray]] = OrderedDict()
 
