@@ -31,6 +31,8 @@ class PagerDutyConfig(_Notifier):
     type: Literal["pagerduty"]
     routing_key: str = Field(min_length=1)
     url: str = "https://events.pagerduty.com/v2/enqueue"
+    # where an escalation pages (the next tier's service); default: the same service, as a page of its own
+    escalation_routing_key: str | None = None
 
 
 class SlackConfig(_Notifier):

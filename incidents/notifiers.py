@@ -14,7 +14,7 @@ from email.message import EmailMessage
 from typing import Any, Protocol
 
 __all__ = ["Notifier", "Notification", "PagerDutyNotifier", "SlackNotifier", "WebhookNotifier", "EmailNotifier",
-           "LogNotifier", "NotifyError", "build_notifier"]
+           "LogNotifier", "NotifyError", "build_notifier", "escalation_key", "ESCALATION_SEPARATOR"]
 
 log = logging.getLogger(__name__)
 # PagerDuty's `source`: the host that raised the event (where to look), not a constant.
@@ -67,27 +67,53 @@ def _readable(n: Notification) -> str:
     return text
 
 
+def escalation_key(dedup_key: str, level: int) -> str:
+    """The PagerDuty dedup key of an incident's escalation to `level` (a page of its own: see PagerDutyNotifier)."""
+    return f"{dedup_key}{ESCALATION_SEPARATOR}{level}"
+
+
+ESCALATION_SEPARATOR = ":escalation-"
+
+
 class PagerDutyNotifier:
-    """PagerDuty Events API v2: trigger / acknowledge / resolve, the incident's dedup key as `dedup_key`."""
+    """PagerDuty Events API v2: trigger / acknowledge / resolve, the incident's dedup key as `dedup_key`.
+
+    Re-escalation: a second `trigger` with the same dedup key only adds to the open PagerDuty incident's log (nobody
+    new is paged), so an escalation triggers a page of its own, dedup key `{dedup}:escalation-{level}`, with its
+    summary saying so, sent to `escalation_routing_key` when set (the next tier's service) or else to the same
+    service. Acknowledging or resolving in Vigil acknowledges or resolves every one of them.
+    """
 
     _ACTIONS = {"trigger": "trigger", "escalate": "trigger", "acknowledge": "acknowledge", "resolve": "resolve"}
     _SEVERITY = {"P0": "critical", "P1": "error", "P2": "warning", "P3": "info"}
 
     def __init__(self, routing_key: str, url: str = "https://events.pagerduty.com/v2/enqueue",
-                 timeout_s: float = 5.0, name: str = "pagerduty") -> None:
+                 timeout_s: float = 5.0, name: str = "pagerduty", escalation_routing_key: str | None = None) -> None:
         self.name, self._key, self._url, self._timeout = name, routing_key, url, timeout_s
+        self._escalation_key = escalation_routing_key or routing_key
 
     def send(self, n: Notification) -> None:
-        """POST one event."""
+        """POST the event (an escalation: its own page; an acknowledgement or resolution: one per page sent)."""
         action = self._ACTIONS.get(n["action"])
         if action is None:
             return
-        body: dict[str, Any] = {"routing_key": self._key, "event_action": action, "dedup_key": n["dedup_key"]}
+        level = int(n.get("escalation_level") or 0)
+        if n["action"] == "escalate" and level > 0:
+            self._post(n, "trigger", escalation_key(n["dedup_key"], level), self._escalation_key,
+                       prefix=f"ESCALATED (level {level}, not acknowledged in time): ")
+            return
+        self._post(n, action, n["dedup_key"], self._key)
+        if action in ("acknowledge", "resolve"):
+            for earlier in range(1, level + 1):
+                self._post(n, action, escalation_key(n["dedup_key"], earlier), self._escalation_key)
+
+    def _post(self, n: Notification, action: str, dedup_key: str, routing_key: str, prefix: str = "") -> None:
+        body: dict[str, Any] = {"routing_key": routing_key, "event_action": action, "dedup_key": dedup_key}
         if n.get("link"):
             body["links"] = [{"href": n["link"], "text": "Open in Vigil's review app"}]
         if action == "trigger":
             body["payload"] = {
-                "summary": _summary(n)[:1024], "source": _SOURCE, "severity": self._SEVERITY[n["severity"]],
+                "summary": (prefix + _summary(n))[:1024], "source": _SOURCE, "severity": self._SEVERITY[n["severity"]],
                 "timestamp": n.get("at") or None,
                 "component": "crisis-detection", "custom_details": {
                     "incident_id": n["incident_id"], "state": n.get("state"), "metrics": n.get("metrics", {}),
@@ -172,7 +198,7 @@ def build_notifier(name: str, cfg: dict[str, Any]) -> Notifier:
     timeout = float(cfg.get("timeout_s", 5.0))
     if kind == "pagerduty":
         return PagerDutyNotifier(str(cfg["routing_key"]), str(cfg.get("url", "https://events.pagerduty.com/v2/enqueue")),
-                                 timeout, name)
+                                 timeout, name, escalation_routing_key=cfg.get("escalation_routing_key"))
     if kind == "slack":
         return SlackNotifier(str(cfg["url"]), timeout, name)
     if kind == "webhook":

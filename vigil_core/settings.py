@@ -137,6 +137,9 @@ class Settings(BaseSettings):
     review_secret: SecretStr | None = None  # signs session cookies; None: a random one per process start
     review_secure_cookies: bool = False  # set True behind HTTPS
     # Where people reach the review app: pages link to a conversation or an incident there.
+    # PagerDuty v3 webhook subscriptions' signing secrets (comma-separated, for rotation): the review app accepts
+    # acknowledged / resolved / escalated from PagerDuty at POST /webhooks/pagerduty. None: the endpoint is off.
+    pagerduty_webhook_secrets: SecretStr | None = None
     review_url: str = "http://127.0.0.1:8000"
 
     # Services

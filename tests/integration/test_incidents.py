@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import redis
+from pydantic import SecretStr
 
 from evaluators.actions import ActionEngine
 from incidents.commands import build_report, incident_events
@@ -424,3 +425,64 @@ def test_email_goes_over_starttls_with_a_login_and_a_wrong_password_is_refused(s
             build_notifier("email", plain)
     finally:
         controller.stop()
+
+
+def test_pagerduty_both_ways_escalation_pages_anew_and_its_webhooks_reach_vigils_incident(settings, receiver):
+    """A repeated trigger with the same dedup key pages nobody: an escalation is a page of its own. What people do
+    in PagerDuty (v3 webhooks, signature verified) acknowledges, notes and resolves Vigil's incident, which then
+    stops escalating."""
+    import hashlib
+    import hmac
+
+    from fastapi.testclient import TestClient
+
+    from review.app import create_app
+
+    ensure_topics(settings)
+    secret = "pd-subscription-secret"
+    s = settings.model_copy(update={"pagerduty_webhook_secrets": SecretStr(f"old-secret, {secret}")})
+    client = redis.Redis.from_url(s.redis_url.get_secret_value())
+    clock = Clock()
+    manager = IncidentService(s, client, config=config(receiver.url), clock=clock)
+    incident, _ = manager.open("P1", "Clinical review: crisis recall below 95%", "crisis-recall-warning")
+    clock.now += timedelta(hours=2)  # past its 1 h response time, unacknowledged
+    assert [i.id for i in manager.escalate_overdue()] == [incident.id]
+    manager.outbox.dispatch_due()
+    keys = [(b["event_action"], b["dedup_key"]) for b in receiver.bodies]
+    assert keys == [("trigger", "crisis-recall-warning"), ("trigger", "crisis-recall-warning:escalation-1")]
+    assert receiver.bodies[1]["payload"]["summary"].startswith("ESCALATED (level 1")
+
+    app = create_app(s, secret="test-secret", consume=False)
+
+    def deliver(event_id: str, event_type: str, key: str, sign_with: str = secret) -> object:
+        body = json.dumps({"event": {"id": event_id, "event_type": event_type, "resource_type": "incident",
+                                     "agent": {"summary": "Omar Q"},
+                                     "data": {"incident_key": key, "html_url": "https://acme.pagerduty.com/i/1"}}})
+        signature = hmac.new(sign_with.encode(), body.encode(), hashlib.sha256).hexdigest()
+        with TestClient(app) as http:
+            return http.post("/webhooks/pagerduty", content=body,
+                             headers={"X-PagerDuty-Signature": f"v1=deadbeef,v1={signature}",
+                                      "Content-Type": "application/json"})
+
+    forged = deliver("ev-0", "incident.resolved", "crisis-recall-warning", sign_with="guess")
+    assert forged.status_code == 401 and manager.store.get(incident.id).state == "open"
+    acked = deliver("ev-1", "incident.acknowledged", "crisis-recall-warning:escalation-1")  # the escalation's page
+    assert acked.status_code == 200 and acked.json()["status"] == "acknowledged"
+    assert manager.store.get(incident.id).state == "acknowledged"
+    assert deliver("ev-1", "incident.acknowledged", "crisis-recall-warning").json()["status"] == "duplicate"
+    clock.now += timedelta(hours=2)
+    assert manager.escalate_overdue() == []  # acknowledged in PagerDuty: Vigil stops escalating
+    assert deliver("ev-2", "incident.escalated", "crisis-recall-warning").json()["status"] == "noted"
+    assert deliver("ev-3", "incident.resolved", "crisis-recall-warning").json()["status"] == "resolved"
+    done = manager.store.get(incident.id)
+    assert done.state == "resolved"
+    assert [t["change"] for t in done.timeline][-3:] == ["acknowledged", "note", "resolved"]
+    assert "Omar Q (PagerDuty)" in {t["by"] for t in done.timeline}
+    manager.close()
+    # Vigil's own acknowledgement or resolution reaches every page it sent, the escalations' too
+    from incidents.notifiers import PagerDutyNotifier
+
+    receiver.bodies.clear()
+    PagerDutyNotifier("R0UT1NG", receiver.url).send({"action": "resolve", "dedup_key": "k", "escalation_level": 2})
+    assert [(b["event_action"], b["dedup_key"]) for b in receiver.bodies] == [
+        ("resolve", "k"), ("resolve", "k:escalation-1"), ("resolve", "k:escalation-2")]
