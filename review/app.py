@@ -28,7 +28,7 @@ from review.consumer import consume_review_requests
 from review.context import HERE, SESSION_COOKIE, SESSION_MAX_AGE_S, ReviewContext
 from review.outcomes import OutcomeStore, ReviewMetrics
 from review.queue import ReviewQueue
-from review.routes import auth, halt, handoff, incidents, labels, model, overview
+from review.routes import auth, halt, handoff, incidents, labels, model, openapi, overview, webhooks
 from review.routes.auth import (
     LOGIN_ATTEMPTS_PER_ACCOUNT,
     LOGIN_ATTEMPTS_PER_ADDRESS,
@@ -46,7 +46,8 @@ from vigil_core.settings import Settings
 __all__ = ["create_app", "ROUTERS", "LEVEL_DEFINITIONS", "SESSION_COOKIE"]
 
 # Every area's routes; the app includes exactly these.
-ROUTERS = (auth.router, overview.router, labels.router, halt.router, incidents.router, handoff.router, model.router)
+ROUTERS = (auth.router, overview.router, labels.router, halt.router, incidents.router, handoff.router, model.router,
+           webhooks.router, openapi.router)
 
 
 def create_app(settings: Settings, secret: str | None = None, consume: bool = True,

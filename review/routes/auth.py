@@ -10,12 +10,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from itsdangerous import BadSignature
 from starlette.concurrency import run_in_threadpool
 
+from review.api_models import SessionRequest
 from review.context import SESSION_COOKIE, SESSION_MAX_AGE_S, ReviewContext, context
 from review.users import User
 from vigil_core.roles import ADMIN, CLINICAL_LEAD, ONCALL_ENGINEER, REVIEWER
 
 __all__ = ["router", "AuthRefused", "current_user", "require", "check_csrf", "check_csrf_header", "LABELLERS",
-           "ADJUDICATORS", "AUDIT_READERS", "INCIDENT_ACTORS", "json_object", "LOGIN_ATTEMPTS_PER_ACCOUNT",
+           "ADJUDICATORS", "AUDIT_READERS", "INCIDENT_ACTORS", "LOGIN_ATTEMPTS_PER_ACCOUNT",
            "LOGIN_ATTEMPTS_PER_ADDRESS", "LOGIN_WINDOW_S"]
 
 # Five failed logins for one name (from anywhere), or twenty attempts from one address (any names), lock it out
@@ -109,15 +110,6 @@ async def check_csrf_header(request: Request, ctx: ReviewContext = Depends(conte
         _match_csrf(request, ctx, sess, request.headers.get("x-csrf-token", ""))
 
 
-async def json_object(request: Request) -> dict[str, Any] | None:
-    """The request body if it is a JSON object, else None."""
-    try:
-        body = await request.json()
-    except ValueError:
-        return None
-    return body if isinstance(body, dict) else None
-
-
 async def _login(ctx: ReviewContext, request: Request, username: str, password: str) -> User | None:
     address = ctx.origin(request)
     if not ctx.throttle.attempt(username, address):
@@ -168,12 +160,9 @@ async def logout(request: Request, user: User = Depends(current_user),
 
 
 @router.post("/api/v1/session")
-async def api_session(request: Request, ctx: ReviewContext = Depends(context)) -> JSONResponse:
-    body = await json_object(request)
-    if body is None:
-        return JSONResponse({"error": "expected a JSON object with username and password"}, status_code=400)
+async def api_session(request: Request, body: SessionRequest, ctx: ReviewContext = Depends(context)) -> JSONResponse:
     try:
-        user = await _login(ctx, request, str(body.get("username", "")), str(body.get("password", "")))
+        user = await _login(ctx, request, body.username, body.password)
     except AuthRefused as exc:
         return JSONResponse({"error": exc.detail}, status_code=exc.status)
     if user is None:

@@ -8,10 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from review.api_models import LabelRequest
 from review.context import ReviewContext, context
 from review.outcomes import OUTCOMES
 from review.redaction import redact
-from review.routes.auth import ADJUDICATORS, LABELLERS, check_csrf, check_csrf_header, json_object, require
+from review.routes.auth import ADJUDICATORS, LABELLERS, check_csrf, check_csrf_header, require
 from review.routes.handoff import CLINICIANS
 from review.users import User
 from vigil_core.clock import utcnow
@@ -129,16 +130,11 @@ async def api_conversation(request: Request, cid: str, user: User = Depends(requ
 
 
 @router.post("/api/v1/labels", dependencies=[Depends(check_csrf_header)])
-async def api_label(request: Request, user: User = Depends(require(*LABELLERS)),
+async def api_label(request: Request, body: LabelRequest, user: User = Depends(require(*LABELLERS)),
                     ctx: ReviewContext = Depends(context)) -> JSONResponse:
-    body = await json_object(request)
-    if body is None:
-        return JSONResponse({"error": "expected a JSON object"}, status_code=400)
-    cid = str(body.get("conversation_id", ""))
+    cid = body.conversation_id
     try:
-        turn = body.get("first_crisis_turn")
-        label = _publish_label(ctx, user, cid, str(body.get("level", "")), int(turn) if turn is not None else None,
-                               float(body.get("confidence", 0.8)), body.get("note"))
+        label = _publish_label(ctx, user, cid, body.level, body.first_crisis_turn, body.confidence, body.note)
     except BrokerUnavailable as exc:
         return JSONResponse({"error": f"not saved: {exc}"}, status_code=503)
     except (ValueError, PermissionError, VigilError) as exc:

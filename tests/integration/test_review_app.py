@@ -401,3 +401,26 @@ def test_urgent_items_come_first_oldest_first_and_show_their_deadline(redis_serv
     assert items[0].overdue(now) and not items[1].overdue(now)  # 20 min > 15 min; 2 min is not
     assert items[0].deadline - items[0].requested_at == timedelta(minutes=15)
     assert not items[2].overdue(now)  # flagged: 1 h
+
+
+def test_the_json_api_validates_bodies_and_describes_itself_to_admins_only(env):
+    _, _, queue, app = env
+    queue.add(request_for("c-api"))
+    api = TestClient(app)
+    bad_login = api.post("/api/v1/session", json={"username": "rita"})  # no password
+    assert bad_login.status_code == 422 and "password" in bad_login.text
+    token = api.post("/api/v1/session", json={"username": "rita", "password": PASSWORD}).json()["token"]
+    hdr = {"Authorization": f"Bearer {token}"}
+    for body in ({"conversation_id": "c-api", "level": "dire"}, {"conversation_id": "c-api", "level": "high",
+                                                                 "confidence": 3},
+                 {"conversation_id": "c-api", "level": "high", "first_crisis_turn": -1}, ["not", "an", "object"],
+                 {"conversation_id": "c-api", "level": "high", "sneaky": 1}):
+        resp = api.post("/api/v1/labels", headers=hdr, json=body)
+        assert resp.status_code == 422, (body, resp.status_code)
+    assert queue.get("c-api").stage == "first"  # nothing was recorded
+    assert api.get("/api/v1/openapi.json", headers=hdr).status_code == 403  # a reviewer
+    admin_token = api.post("/api/v1/session", json={"username": "ada", "password": PASSWORD}).json()["token"]
+    doc = api.get("/api/v1/openapi.json", headers={"Authorization": f"Bearer {admin_token}"}).json()
+    assert doc["openapi"].startswith("3.") and "/api/v1/labels" in doc["paths"]
+    assert all(path.startswith("/api/") for path in doc["paths"])
+    assert doc["components"]["schemas"]["LabelRequest"]["properties"]["level"]["enum"][-1] == "imminent"
