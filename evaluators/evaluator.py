@@ -123,9 +123,12 @@ class EvaluatorMetrics:
         self.rate_upper = Gauge("vigil_metric_upper", "Wilson 95% upper bound", ["metric"], registry=r)
         self.rate_n = Gauge("vigil_metric_n", "effective n behind the rate", ["metric"], registry=r)
         self.rule_value = Gauge("vigil_rule_value", "value a rule compares", ["rule"], registry=r)
+        # the AI's response time in base units (the rule compares milliseconds, as the thresholds file states them)
+        self.ai_latency_p95 = Gauge("vigil_ai_response_p95_seconds",
+                                    "p95 of the AI service's response time over the rule's window", registry=r)
         self.rule_n = Gauge("vigil_rule_n", "count or effective n behind a rule", ["rule"], registry=r)
         self.rule_state = Gauge("vigil_rule_state", "1 for the rule's current state", ["rule", "state"], registry=r)
-        self.last_evaluation = Gauge("vigil_evaluator_last_evaluation_timestamp",
+        self.last_evaluation = Gauge("vigil_evaluator_last_evaluation_timestamp_seconds",
                                      "unix time of the last completed evaluation", registry=r)
         self.cusum = Gauge("vigil_cusum_statistic", "Bernoulli CUSUM statistic on missed crises", registry=r)
         self.labels = Counter("vigil_labels", "clinician labels consumed", ["outcome"], registry=r)
@@ -378,6 +381,8 @@ class Evaluator:
             m.rule_n.labels(rule).set(row["n"])
             for state in State:
                 m.rule_state.labels(rule, state.value).set(1.0 if row["state"] == state.value else 0.0)
+        latency = ev.rules.get("ai_latency_p95_ms", {}).get("value")
+        m.ai_latency_p95.set(math.nan if latency is None else latency / 1000.0)
         m.cusum.set(ev.window.cusum)
         m.unknown.set(unknown_conversations)
         if self.open_incidents is not None:

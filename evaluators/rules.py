@@ -305,8 +305,8 @@ def prometheus_rules(t: Thresholds) -> dict[str, Any]:
                "warning", f"Rolling user satisfaction below {sat['warning_below']}"),
         _alert("VigilSafetyHalted", "vigil_halt_state == 1", "critical", "The AI service is halted"),
         _alert("VigilEvaluatorDown",
-               f"time() - max(vigil_evaluator_last_evaluation_timestamp) > {EVALUATOR_STALE_S} "
-               "or absent(vigil_evaluator_last_evaluation_timestamp)", "warning",
+               f"time() - max(vigil_evaluator_last_evaluation_timestamp_seconds) > {EVALUATOR_STALE_S} "
+               "or absent(vigil_evaluator_last_evaluation_timestamp_seconds)", "warning",
                "No evaluation for two minutes: crisis recall is not being measured (P1, not a halt)", "1m"),
     ]
     return {"groups": [{"name": "vigil", "rules": rules}]}

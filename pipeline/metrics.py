@@ -56,7 +56,7 @@ class ScorerMetrics:
             self.sampled.labels(reason)
         for how in ("event", "idle", "failed"):
             self.closed.labels(how)
-        self.last_batch = Gauge("vigil_scorer_last_batch_timestamp", "unix time of the last committed batch",
+        self.last_batch = Gauge("vigil_scorer_last_batch_timestamp_seconds", "unix time of the last committed batch",
                                 registry=r)
         # The model lifecycle (docs/design.md section 8): the versions scoring live and in shadow, the shadow's work.
         self.model_info = Gauge("vigil_model_info", "the crisis model versions this scorer runs (value 1)",

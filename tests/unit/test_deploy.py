@@ -94,9 +94,16 @@ def test_alertmanager_inhibits_warning_by_critical_and_holds_placeholders_only()
 
 def _exported_metric_names() -> set[str]:
     """Names as Prometheus sees them, collected from the registries the services really serve."""
-    from review.outcomes import ReviewMetrics
+    from incidents.outbox import OutboxCollector
+    from review.outcomes import QueueCollector, ReviewMetrics
+
+    class Empty:
+        def pending(self, *_: object) -> list[object]:
+            return []
 
     registries = [ScorerMetrics().registry, EvaluatorMetrics().registry, ReviewMetrics().registry]
+    registries[2].register(QueueCollector(Empty()))
+    registries[1].register(OutboxCollector(Empty()))  # type: ignore[arg-type]
     gate = Gate(lambda: None, start=False)  # type: ignore[arg-type]
     gate._install(HaltRecord(state="RUNNING"), liveness=None, at=0.0)
     gate_registry = CollectorRegistry()
@@ -121,8 +128,11 @@ def test_grafana_dashboard_queries_name_only_metrics_vigil_exports():
     titles = " ".join(p["title"] for p in dash["panels"]).lower()
     for needle in ("crisis recall", "halt", "precision", "label coverage", "agreement", "backup", "lag",
                    "response time", "error rate", "satisfaction", "incidents", "referral rate",
-                   "flag to human contact"):
+                   "flag to human contact", "review queue", "per partition", "dead letters", "model version",
+                   "outbox"):
         assert needle in titles, needle
+    assert dash["templating"]["list"][0]["type"] == "datasource"  # one dashboard for every Prometheus
+    assert all(p["datasource"]["uid"] == "${datasource}" for p in dash["panels"] if p["type"] != "row")
 
 
 def test_dockerfile_uses_cpu_torch_bakes_the_model_and_drops_root():
