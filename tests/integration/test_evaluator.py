@@ -202,3 +202,22 @@ def test_an_adjudication_counts_only_from_a_clinical_lead(scored):
     assert any("only a clinical lead adjudicates" in d["reason"] for d in values(read_topic(s, s.topic_dlq)))
     send(s, [label("c00001", "low", reviewer="lead").model_copy(update={"adjudication": True})])
     assert evaluate_once(s)["missed"] == []  # the lead decided: not a crisis
+
+
+@pytest.mark.parametrize(("state", "code"), [("CRITICAL", 3), ("WARNING", 0)])
+def test_evaluate_once_exits_3_when_a_rule_is_critical(settings, monkeypatch, capsys, state, code):
+    """`vigil evaluate --once` is what a cron job or a deploy check runs: its exit status says CRITICAL."""
+    import vigil.evaluate
+    from vigil.cli import main
+
+    class Evaluation:
+        def to_dict(self):
+            return {"rules": [{"rule": "crisis_recall", "state": state, "value": 0.86, "n": 80.0},
+                              {"rule": "ai_error_rate", "state": "OK", "value": 0.001, "n": 500.0}]}
+
+    monkeypatch.setattr(vigil.evaluate, "run_evaluator", lambda evaluator, max_idle_s=None: Evaluation())
+    for name, value in env_for(settings).items():
+        if name.startswith("VIGIL_"):
+            monkeypatch.setenv(name, value)
+    assert main(["evaluate", "--once", "--no-actions"]) == code
+    assert "crisis_recall" in capsys.readouterr().out
