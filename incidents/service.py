@@ -18,10 +18,14 @@ from pipeline.kafka_io import OutRecord, RecordProducer
 from vigil_core.clock import utcnow
 from vigil_core.contracts import IncidentEvent
 from vigil_core.errors import VigilError
+from vigil_core.model_record import LiveModels
 from vigil_core.redis_client import connect
 from vigil_core.settings import Settings
 
 __all__ = ["IncidentService", "IncidentError"]
+
+_MODEL_VERBS = {"promote": "promoted", "rollback": "rolled back", "shadow": "put in shadow",
+                "shadow_end": "shadow ended"}
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +152,22 @@ class IncidentService:
         for event in events:
             self.store.apply(event)
         return int(self._r.scard(self.store.seen_key)) - int(before)
+
+    def announce_model_change(self, live: LiveModels, incident_id: str | None = None) -> Incident:
+        """Put a change of the live crisis model on `safety.incidents`: on the incident named (a rollback after a
+        halt), else on a P3 "Crisis model changed" of its own."""
+        verb = _MODEL_VERBS.get(live.action, live.action)
+        text = (f"crisis model {verb}: champion {live.champion}"
+                + (f" (previous {live.previous})" if live.previous else "")
+                + (f", shadow {live.shadow}" if live.shadow else "") + f"; by {live.by}: {live.reason}")
+        if incident_id:
+            try:
+                return self.note(incident_id, live.by, text, model_record=live.to_dict())
+            except KeyError:
+                pass  # an incident this deployment does not know: the change gets one of its own
+        incident, _ = self.open("P3", "Crisis model changed", f"model-change-v{live.version}", type_="model",
+                                by=live.by, detail={"text": text, "model_record": live.to_dict()})
+        return incident
 
     def find_open(self, dedup_key: str) -> str | None:
         """The id of the open incident with this dedup key, if any."""

@@ -24,15 +24,12 @@ from vigil.halt import authenticate
 from vigil_core.errors import VigilError
 from vigil_core.model_record import DEFAULT_VERSION, LiveModels, ModelRecord
 from vigil_core.redis_client import connect
-from vigil_core.roles import CLINICAL_LEAD, ONCALL_ENGINEER
+from vigil_core.roles import MODEL_PROMOTE_ROLES, MODEL_ROLLBACK_ROLES, MODEL_SHADOW_ROLES
 from vigil_core.settings import Settings
 
 __all__ = ["register_command", "list_command", "shadow_command", "compare_command", "promote_command",
-           "rollback_command", "PromotionRefused", "ROLLBACK_ROLES", "PROMOTE_ROLES", "announce"]
+           "rollback_command", "PromotionRefused", "announce"]
 
-PROMOTE_ROLES = (CLINICAL_LEAD,)
-ROLLBACK_ROLES = (CLINICAL_LEAD, ONCALL_ENGINEER)
-SHADOW_ROLES = (CLINICAL_LEAD, ONCALL_ENGINEER)
 
 
 class PromotionRefused(VigilError):
@@ -88,20 +85,9 @@ def announce(settings: Settings, live: LiveModels, incident_id: str | None) -> i
     audited either way)."""
     from incidents.service import IncidentService
 
-    text = (f"crisis model {live.action}: champion {live.champion}"
-            + (f" (previous {live.previous})" if live.previous else "")
-            + (f", shadow {live.shadow}" if live.shadow else "") + f"; by {live.by}: {live.reason}")
-    detail = {"text": text, "model_record": live.to_dict()}
     service = IncidentService(settings)
     try:
-        if incident_id:
-            try:
-                service.note(incident_id, live.by, text, model_record=live.to_dict())
-                return 0
-            except KeyError:
-                pass
-        service.open("P3", "Crisis model changed", f"model-change-v{live.version}", type_="model", by=live.by,
-                     detail=detail)
+        service.announce_model_change(live, incident_id)
         return 0
     except Exception as exc:  # noqa: BLE001 - the change is done and audited; say that Kafka missed it
         print(f"vigil: the model change is done and audited, but not on safety.incidents: {exc}", file=sys.stderr)
@@ -124,7 +110,7 @@ def shadow_command(args: argparse.Namespace, settings: Settings) -> int:
         raise SystemExit("vigil model shadow: a VERSION, or --stop")
     if args.version and not model_store(settings).has(args.version):
         raise SystemExit(f"vigil model shadow: {args.version} is not in the model store (vigil model register)")
-    authenticate(args, settings, "model.shadow", SHADOW_ROLES)
+    authenticate(args, settings, "model.shadow", MODEL_SHADOW_ROLES)
     live = _record(settings).set_shadow("" if args.stop else args.version, args.share, args.by, args.reason)
     _print_change(args, live)
     return announce(settings, live, None)
@@ -160,7 +146,7 @@ def promote_command(args: argparse.Namespace, settings: Settings) -> int:
     """A clinical lead makes a compared candidate the champion."""
     if not model_store(settings).has(args.version):
         raise SystemExit(f"vigil model promote: {args.version} is not in the model store (vigil model register)")
-    authenticate(args, settings, "model.promote", PROMOTE_ROLES)
+    authenticate(args, settings, "model.promote", MODEL_PROMOTE_ROLES)
     client = connect(settings.redis_url.get_secret_value())
     comparison = compare_live(client, settings.redis_prefix, settings.label_wait_s, args.version)
     assert comparison is not None  # a candidate is named
@@ -174,7 +160,7 @@ def promote_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def rollback_command(args: argparse.Namespace, settings: Settings) -> int:
     """A clinical lead or the on-call engineer returns to the previous champion at once."""
-    authenticate(args, settings, "model.rollback", ROLLBACK_ROLES)
+    authenticate(args, settings, "model.rollback", MODEL_ROLLBACK_ROLES)
     live = _record(settings).rollback(args.by, args.reason)
     _print_change(args, live)
     return announce(settings, live, args.incident)

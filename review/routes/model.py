@@ -14,12 +14,9 @@ from review.context import ReviewContext, context
 from review.routes.auth import check_csrf, require
 from review.users import User
 from vigil_core.model_record import ModelChangeRefused, ModelRecord
-from vigil_core.roles import CLINICAL_LEAD, ONCALL_ENGINEER
+from vigil_core.roles import MODEL_ROLLBACK_ROLES
 
-__all__ = ["router", "model_view", "ROLLBACK_ROLES"]
-
-# Who may roll back (docs/design.md section 8): a clinical lead or the on-call engineer, as `vigil model rollback`.
-ROLLBACK_ROLES = (CLINICAL_LEAD, ONCALL_ENGINEER)
+__all__ = ["router", "model_view"]
 
 router = APIRouter()
 
@@ -39,7 +36,7 @@ def model_view(ctx: ReviewContext) -> dict[str, Any]:
 
 @router.post("/model/rollback", dependencies=[Depends(check_csrf)])
 async def model_rollback(request: Request, reason: str = Form(""), incident_id: str = Form(""),
-                         user: User = Depends(require(*ROLLBACK_ROLES)),
+                         user: User = Depends(require(*MODEL_ROLLBACK_ROLES)),
                          ctx: ReviewContext = Depends(context)) -> Response:
     if not reason.strip():
         return RedirectResponse("/incidents?message=" + quote("a reason is required"), status_code=303)
@@ -48,11 +45,5 @@ async def model_rollback(request: Request, reason: str = Form(""), incident_id: 
     except ModelChangeRefused as exc:
         return RedirectResponse("/incidents?message=" + quote(f"not rolled back: {exc}"), status_code=303)
     ctx.audit(user.name, "model.rollback", request, incident_id=incident_id, champion=live.champion)
-    text = f"crisis model rolled back to {live.champion} by {user.name}: {reason}"
-    service = IncidentService(ctx.settings, ctx.redis, ctx.producer)
-    try:
-        service.note(incident_id, user.name, text, model_record=live.to_dict())
-    except KeyError:
-        service.open("P3", "Crisis model changed", f"model-change-v{live.version}", type_="model", by=user.name,
-                     detail={"text": text, "model_record": live.to_dict()})
+    IncidentService(ctx.settings, ctx.redis, ctx.producer).announce_model_change(live, incident_id)
     return RedirectResponse("/incidents?message=" + quote(f"rolled back to {live.champion}"), status_code=303)
