@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
+from vigil_core.build import vigil_version
 from vigil_core.errors import VigilError
 from vigil_core.roles import ROLES
 from vigil_core.settings import Settings, load_settings, misspelt_variables
@@ -75,19 +76,10 @@ def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("vigil")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown"
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand that exists."""
     parser = argparse.ArgumentParser(prog="vigil", description="Vigil: safety monitor for an AI chat service.")
-    parser.add_argument("--version", action="version", version=f"vigil {_version()}",
+    parser.add_argument("--version", action="version", version=f"vigil {vigil_version()}",
                         help="print Vigil's version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

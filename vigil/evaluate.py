@@ -77,10 +77,10 @@ def evaluate_command(args: argparse.Namespace, settings: Settings) -> int:
         return CRITICAL_EXIT if any(row["state"] == "CRITICAL" for row in evaluation.to_dict()["rules"]) else 0
     port = args.metrics_port if args.metrics_port is not None else settings.metrics_port
     if port:
-        from incidents.outbox import OutboxCollector
+        from incidents.outbox import Outbox, OutboxCollector
 
-        outbox = IncidentService(settings, client).outbox  # the shared outbox in Redis
-        evaluator.metrics.registry.register(OutboxCollector(outbox))
+        # the shared outbox in Redis, read at scrape time (no notifiers: this reads, it sends nothing)
+        evaluator.metrics.registry.register(OutboxCollector(Outbox(client, settings.redis_prefix, {})))
         start_http_server(port, registry=evaluator.metrics.registry)
     evaluator.install_signal_handlers()
     if actions is not None:

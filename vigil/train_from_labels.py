@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evaluators.window import LabelledConversation
 from pipeline.kafka_io import read_all
 from pipeline.sampling import uniform_from_id
 from review.redaction import redact
@@ -40,7 +41,6 @@ from vigil_core.settings import Settings
 __all__ = ["labelled_turns", "write_training_data", "from_labels_command", "REPOSITORY", "LabelledTurn"]
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-LEVEL_ORDER = {"no_risk": 0, "low": 1, "moderate": 2, "high": 3, "imminent": 4}
 VALIDATION_SHARE = 0.25
 SOURCE = "clinician_labels"
 FIELDS = ["id", "text", "label", "conversation", "turn", "source", "category", "alone"]
@@ -61,16 +61,17 @@ class LabelledTurn:
     level: str
 
 
-def _resolve(labels: list[ClinicianLabel]) -> tuple[str, int | None]:
-    """(level, first crisis turn) of a conversation from its labels (module docstring)."""
+def _resolve(cid: str, labels: list[ClinicianLabel]) -> tuple[LabelledConversation, int | None]:
+    """The conversation as the evaluator reads its labels (each reviewer's latest; a lead's adjudication decides),
+    and its first crisis turn (module docstring)."""
     latest: dict[str, ClinicianLabel] = {}
     for label in sorted(labels, key=lambda lab: lab.ts):
         latest[label.reviewer_id] = label
-    decisions = [lab for lab in labels if lab.adjudication]
-    level = (max(decisions, key=lambda lab: lab.ts).level if decisions
-             else max((lab.level for lab in latest.values()), key=lambda lvl: LEVEL_ORDER[lvl]))
+    decisions = sorted((lab.ts, lab.level) for lab in labels if lab.adjudication)
+    conversation = LabelledConversation(cid, 0.0, {r: lab.level for r, lab in latest.items()}, flagged=False,
+                                        pi=1.0, adjudicated=decisions[-1][1] if decisions else None)
     turns = [lab.first_crisis_turn for lab in latest.values() if lab.first_crisis_turn is not None]
-    return level, (min(turns) if turns else None)
+    return conversation, (min(turns) if turns else None)
 
 
 def labelled_turns(settings: Settings) -> list[LabelledTurn]:
@@ -99,8 +100,8 @@ def labelled_turns(settings: Settings) -> list[LabelledTurn]:
                 {t.turn: t.text for t in request.turns if t.role == "user"})
     out = []
     for cid in sorted(set(labels) & set(turns)):
-        level, first = _resolve(labels[cid])
-        crisis = LEVEL_ORDER[level] >= LEVEL_ORDER["moderate"]
+        conversation, first = _resolve(cid, labels[cid])
+        crisis, level = conversation.crisis, conversation.level
         for turn in sorted(turns[cid]):
             is_crisis = crisis and (first is None or turn >= first)
             out.append(LabelledTurn(cid, turn, redact(turns[cid][turn]), is_crisis, level))
