@@ -411,10 +411,9 @@ class Scorer:
                                   | {c.conversation_id for c in parsed.closes})
         states = self.store.read_many(conversation_ids)
         self._score_messages(parsed, states, batch, pending_scores)
-        if parsed.closes and self.shadow is not None:
-            self.shadow.drain(self.settings.model_timeout_s)  # a close asks whether the two versions disagree
+        disagreeing = self._disagreeing([c.conversation_id for c in parsed.closes])
         for event in parsed.closes:
-            self._close(event.conversation_id, states, batch, how="event")
+            self._close(event.conversation_id, states, batch, how="event", disagreeing=disagreeing)
             self.metrics.events.labels("closed", "processed").inc()
         return batch
 
@@ -576,7 +575,8 @@ class Scorer:
         )
         return OutRecord(self.settings.topic_review, cid, request.to_bytes())
 
-    def _close(self, cid: str, states: dict[str, ConversationState], batch: _Batch, how: str) -> None:
+    def _close(self, cid: str, states: dict[str, ConversationState], batch: _Batch, how: str,
+               disagreeing: frozenset[str] = frozenset()) -> None:
         state = states.get(cid) or ConversationState(cid, exists=False)
         update = batch.updates.get(cid)
         if not state.exists and update is None:
@@ -586,7 +586,7 @@ class Scorer:
         max_score = max(state.max_score if state.exists else 0.0, (update.max_score or 0.0) if update else 0.0)
         flagged = state.flagged or (update is not None and update.first_flagged_turn >= 0)
         backup = state.backup or (update is not None and update.backup)
-        decision = self.policy.decide(cid, max_score, flagged, backup, disagreement=self._disagree(cid, flagged))
+        decision = self.policy.decide(cid, max_score, flagged, backup, disagreement=cid in disagreeing)
         review = decision.reason if decision.selected else "not_sampled"
         if flagged:
             review = "flagged"
@@ -597,16 +597,20 @@ class Scorer:
         batch.closes.append((cid, decision.pi, review))
         self.metrics.closed.labels(how).inc()
 
-    def _disagree(self, cid: str, flagged: bool) -> bool:
-        """The candidate in shadow flagged a conversation the champion did not (its review sampling rises).
+    def _disagreeing(self, cids: list[str]) -> frozenset[str]:
+        """Of the conversations about to close, those the candidate in shadow flagged (their review sampling rises
+        when the champion did not; `SamplingPolicy.decide`): one read for all of them, once the shadow has
+        finished its queued work (bounded by the model timeout).
 
         A replay runs no shadow: it reads the shadow scores `vigil replay` restored, of the candidate the live
         record names, so a close decides as it did (when that candidate is the one that was in shadow then)."""
         version = self.shadow.version if self.shadow is not None else self._replay_shadow
-        if flagged or not version:
-            return False
-        reading = self._shadows.read_many([cid], version)[cid]
-        return bool(reading.flagged) and not reading.skipped
+        if not cids or not version:
+            return frozenset()
+        if self.shadow is not None:
+            self.shadow.drain(self.settings.model_timeout_s)
+        readings = self._shadows.read_many(cids, version)
+        return frozenset(cid for cid, r in readings.items() if r.flagged and not r.skipped)
 
     # -- periodic work ------------------------------------------------------------------------------
     def _maybe_sweep(self) -> None:
@@ -636,14 +640,13 @@ class Scorer:
                     self._sweep_failed(cid, one)
 
     def _sweep(self, idle: list[str]) -> None:
-        if self.shadow is not None:
-            self.shadow.drain(self.settings.model_timeout_s)
         batch = _Batch()
         states = self.store.read_many(idle)
+        disagreeing = self._disagreeing([cid for cid in idle if states[cid].exists])
         expired = []
         for cid in idle:
             if states[cid].exists:
-                self._close(cid, states, batch, how="idle")
+                self._close(cid, states, batch, how="idle", disagreeing=disagreeing)
             else:
                 expired.append((cid, 0.0, ""))  # expired prediction: it only leaves the idle set
         if not self.replay:
