@@ -65,6 +65,28 @@ def count_scores(settings: Settings, want: int, timeout_s: float, seen_at: dict[
     return last
 
 
+def first_to_last_rate(settings: Settings, want: int, timeout_s: float = 600.0) -> tuple[float, int]:
+    """(scores/s from the first score seen to the last, scores seen): start-up and the group join are not counted.
+
+    The watcher shares the 2 cores with the scorer, so it polls lazily (fetch wait 100 ms); the first and last
+    arrival times are each late by at most that wait. The scores seen at the first arrival were produced before the
+    clock started: only those after it count."""
+    consumer = KafkaConsumer(settings.topic_scores, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+                             auto_offset_reset="earliest", fetch_max_wait_ms=100)
+    got, first, last, first_batch = 0, None, None, 0
+    started = time.monotonic()
+    while got < want and time.monotonic() - started < timeout_s:
+        for recs in consumer.poll(timeout_ms=500).values():
+            now = time.monotonic()
+            if first is None:
+                first, first_batch = now, len(recs)
+            got += len(recs)
+            last = now
+    consumer.close()
+    rate = (got - first_batch) / (last - first) if got > first_batch and last and first else 0.0
+    return rate, got
+
+
 def start_scorer(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
     """`vigil score` in its own process, configured by environment variables, as in production."""
     env = {**os.environ, "VIGIL_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
@@ -108,24 +130,8 @@ def main() -> None:
         producer = RecordProducer(s)
         producer.send_all([OutRecord(s.topic_events, m.conversation_id, m.to_bytes()) for m in messages(texts, tag)])
         scorer = start_scorer(s, Path(tmp) / "scorer.log")
-        started = time.monotonic()
         try:
-            # Time from the first score to the last, so start-up and the group join are not counted.
-            # The watcher shares the 2 cores with the scorer, so it polls lazily (fetch wait 100 ms); the first
-            # and last arrival times are each late by at most that wait.
-            consumer = KafkaConsumer(s.topic_scores, bootstrap_servers=s.kafka_bootstrap, group_id=None,
-                                     auto_offset_reset="earliest", fetch_max_wait_ms=100)
-            got, first, last, first_batch = 0, None, None, 0
-            while got < len(texts) and time.monotonic() - started < 600:
-                for recs in consumer.poll(timeout_ms=500).values():
-                    now = time.monotonic()
-                    if first is None:
-                        first, first_batch = now, len(recs)
-                    got += len(recs)
-                    last = now
-            consumer.close()
-            # the scores seen at `first` were produced before the clock started: count only those after it
-            end_to_end = (got - first_batch) / (last - first) if got > first_batch and last and first else 0.0
+            end_to_end, got = first_to_last_rate(s, len(texts))
             scorer.send_signal(signal.SIGSTOP)  # the scorer idles: measure the classifier alone again
             raw_after = raw_rate()
             scorer.send_signal(signal.SIGCONT)

@@ -30,8 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from common import chat_messages  # noqa: E402
-from kafka import KafkaConsumer  # noqa: E402
-from scoring_pipeline import messages  # noqa: E402
+from scoring_pipeline import first_to_last_rate, messages  # noqa: E402
 
 from demo.local import LocalBroker, LocalRedis  # noqa: E402
 from models.classifier import DEFAULT_MODEL_DIR  # noqa: E402
@@ -91,19 +90,7 @@ def run(base: Settings, texts: list[str], share: float | None, candidate: str, s
         publisher = threading.Thread(target=paced, daemon=True)
         publisher.start()
     try:
-        consumer = KafkaConsumer(s.topic_scores, bootstrap_servers=s.kafka_bootstrap, group_id=None,
-                                 auto_offset_reset="earliest", fetch_max_wait_ms=100)
-        got, first, last, first_batch = 0, None, None, 0
-        started = time.monotonic()
-        while got < len(texts) and time.monotonic() - started < 600:
-            for recs in consumer.poll(timeout_ms=500).values():
-                now = time.monotonic()
-                if first is None:
-                    first, first_batch = now, len(recs)
-                got += len(recs)
-                last = now
-        consumer.close()
-        scored_rate = (got - first_batch) / (last - first) if got > first_batch and last and first else 0.0
+        scored_rate, _ = first_to_last_rate(s, len(texts))
         if publisher is not None:
             publisher.join()
             time.sleep(3.0)  # the shadow finishes what it has queued

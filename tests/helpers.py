@@ -176,3 +176,17 @@ def signed(settings: Settings, label: ClinicianLabel) -> ClinicianLabel:
         users.add(label.reviewer_id, "reviewer", "a reviewer's password")
     client.close()
     return LabelSigner.from_settings(settings).sign(label)
+
+
+def model_copy(tmp: Path, name: str, **meta: Any) -> Path:
+    """A copy of the shipped model directory (without its card and pictures) with `meta` laid over its
+    vigil_model.json: another version of the store (another content hash), e.g. another threshold."""
+    import shutil
+
+    from models.classifier import DEFAULT_MODEL_DIR
+
+    out = tmp / name
+    shutil.copytree(DEFAULT_MODEL_DIR, out, ignore=shutil.ignore_patterns("*.png", "MODEL_CARD.md"))
+    path = out / "vigil_model.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **meta}))
+    return out

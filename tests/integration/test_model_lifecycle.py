@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import threading
 import time
 from collections import Counter
@@ -21,11 +20,10 @@ import redis
 
 from evaluators.compare import compare_live
 from evaluators.store import EvaluatorStore
-from models.classifier import DEFAULT_MODEL_DIR
 from pipeline.live_models import LiveModelSwitch, champion_scorer
 from pipeline.scorer import Scorer
 from review.users import UserStore
-from tests.helpers import env_for, publish, read_topic, signed, values, wait_until
+from tests.helpers import env_for, model_copy, publish, read_topic, signed, values, wait_until
 from vigil.cli import main
 from vigil.replay import _replay_shadow
 from vigil_core.contracts import ClinicianLabel, ConversationClosed, ConversationMessage
@@ -37,14 +35,6 @@ CRISIS_TURNS = ["I want to die", "I cant do this anymore, I want to end my life"
 ORDINARY_TURNS = ["can you recommend a podcast about history?", "any tips for growing tomatoes?",
                   "my sister is visiting this weekend", "can you explain how compound interest works?"]
 PASSWORD = "correct horse battery staple"
-
-
-def _copy(tmp: Path, name: str, **meta: Any) -> Path:
-    out = tmp / name
-    shutil.copytree(DEFAULT_MODEL_DIR, out, ignore=shutil.ignore_patterns("*.png", "MODEL_CARD.md"))
-    path = out / "vigil_model.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), **meta}))
-    return out
 
 
 def _conversations(prefix: str, n: int, crisis_every: int = 2) -> tuple[list[Any], set[str]]:
@@ -105,10 +95,10 @@ def test_shadow_compare_promote_swap_rollback_and_replay(settings: Settings, tmp
     users.add("lead", "clinical_lead", PASSWORD)
     users.add("oncall", "oncall_engineer", PASSWORD)
     users.add("rev2", "reviewer", PASSWORD)
-    assert _cli(monkeypatch, s, "model", "register", str(_copy(tmp_path, "blind", threshold=0.9999999)),
+    assert _cli(monkeypatch, s, "model", "register", str(model_copy(tmp_path, "blind", threshold=0.9999999)),
                 "--note", "flags nothing") == 0
-    assert _cli(monkeypatch, s, "model", "register", str(_copy(tmp_path, "same", note="retrained, same"))) == 0
-    assert _cli(monkeypatch, s, "model", "register", str(_copy(tmp_path, "keen", threshold=1e-9))) == 0
+    assert _cli(monkeypatch, s, "model", "register", str(model_copy(tmp_path, "same", note="retrained, same"))) == 0
+    assert _cli(monkeypatch, s, "model", "register", str(model_copy(tmp_path, "keen", threshold=1e-9))) == 0
     entries = {json.loads((p / "vigil_model.json").read_text()).get("threshold"): p.name
                for p in (s.model_store / "versions").iterdir()}
     blind, keen = entries[0.9999999], entries[1e-9]

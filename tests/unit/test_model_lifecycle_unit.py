@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import pytest
 
 from evaluators.compare import Paired, compare_versions, paired_difference, promotion_check
-from models.classifier import DEFAULT_MODEL_DIR
 from models.errors import ModelError
 from models.store import ModelStore, content_hash, key_metrics
 from pipeline.sampling import SamplingPolicy, uniform_from_id
+from tests.helpers import model_copy
 
 
 def test_paired_recall_difference_matches_a_hand_computed_case() -> None:
@@ -59,18 +58,10 @@ def test_promotion_refuses_a_recall_drop_and_too_few_crises_and_allows_no_worse(
     assert promotion_check(compare_versions(better, "a", "b"), 0.02, 30).allowed
 
 
-def _model_copy(tmp_path: Path, name: str, **meta: object) -> Path:
-    out = tmp_path / name
-    shutil.copytree(DEFAULT_MODEL_DIR, out, ignore=shutil.ignore_patterns("*.png", "MODEL_CARD.md"))
-    path = out / "vigil_model.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), **meta}))
-    return out
-
-
 def test_store_versions_are_content_hashes(tmp_path: Path) -> None:
     store = ModelStore(tmp_path / "store")
-    a = _model_copy(tmp_path, "a")
-    b = _model_copy(tmp_path, "b", threshold=0.5)
+    a = model_copy(tmp_path, "a")
+    b = model_copy(tmp_path, "b", threshold=0.5)
     first = store.register(a, note="first")
     again = store.register(a, note="again")
     other = store.register(b)
