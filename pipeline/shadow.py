@@ -89,11 +89,7 @@ class ShadowScorer:
         while self._pending and self._pending[0].done():
             self._pending.popleft().result()  # raises nothing: _run logs its own failures
         if len(self._pending) >= self.settings.shadow_queue_batches:
-            self.metrics.shadow_skipped.inc(len(turns))
-            try:
-                self.shadows.write(self.version, self.threshold, [], sorted({m.conversation_id for m in turns}))
-            except Exception as exc:  # noqa: BLE001 - the mark is for the comparison; scoring goes on
-                log.warning("shadow skip mark not written: %s", type(exc).__name__)
+            self._skip(turns)
             return
         self._pending.append(self._pool.submit(self._run, turns, champion_version))
 
@@ -116,11 +112,15 @@ class ShadowScorer:
             self._score(turns, champion_version)
         except Exception as exc:  # noqa: BLE001 - the candidate's failure must never touch live scoring
             log.warning("shadow scoring of %d turns failed: %s", len(turns), type(exc).__name__)
-            self.metrics.shadow_skipped.inc(len(turns))
-            try:
-                self.shadows.write(self.version, self.threshold, [], sorted({m.conversation_id for m in turns}))
-            except Exception:  # noqa: BLE001
-                log.debug("shadow skip mark not written", exc_info=True)
+            self._skip(turns)
+
+    def _skip(self, turns: list[ConversationMessage]) -> None:
+        """Count turns the candidate did not score and mark their conversations: they leave the comparison."""
+        self.metrics.shadow_skipped.inc(len(turns))
+        try:
+            self.shadows.write(self.version, self.threshold, [], sorted({m.conversation_id for m in turns}))
+        except Exception as exc:  # noqa: BLE001 - the mark is for the comparison; scoring goes on
+            log.warning("shadow skip mark not written: %s", type(exc).__name__)
 
     def _histories(self, turns: list[ConversationMessage]) -> list[list[Any]] | None:
         keep = int(getattr(self.classifier.info, "context_turns", 1)) - 1 if self.classifier.uses_context else 0
