@@ -36,7 +36,8 @@ from models.errors import ModelError
 
 __all__ = [
     "CrisisClassifier", "CrisisHead", "ModelInfo", "TurnScores", "History", "DEFAULT_MODEL_DIR", "ARTIFACT_FILE",
-    "default_cache_dir", "window_logit", "context_embedding", "AGGREGATES", "POSTS_MIN_TOKENS",
+    "default_cache_dir", "window_logit", "context_embedding", "AGGREGATES", "POSTS_MIN_TOKENS", "POSTS_LONG_MIN_TOKENS",
+    "with_posts_head",
 ]
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,8 @@ def context_embedding(embeddings: Sequence[np.ndarray]) -> np.ndarray:
 # Window lengths (tokens, [CLS] and [SEP] included) from which the posts head also judges a window, tried on
 # validation by `vigil train --chat-data` (CrisisHead.posts_min_tokens; the card says which was chosen and why).
 POSTS_MIN_TOKENS = (12, 16, 24, 32, 48, 64)
+# ... and from which a long window is judged by it raised further (CrisisHead.posts_long), the same way.
+POSTS_LONG_MIN_TOKENS = (32, 48, 64, 96, 128)
 
 
 class CrisisHead:
@@ -176,12 +179,13 @@ class CrisisHead:
     fine-tuned with, on the Reddit posts and chat turns) lowered by `posts_shift` log-odds, and takes the higher of
     the two: the posts' recall floor (docs/design.md section 7) is met by the head trained on posts without setting the
     threshold that every chat turn is held to, and a content-free turn (shorter than `posts_min_tokens`) is judged
-    by the chat head alone.
+    by the chat head alone. `posts_long`, (min_tokens, shift) if set, is a second such tier for longer windows,
+    with its own (lower) shift: a window of that length takes the higher of its tiers.
     """
 
     def __init__(self, layers: Sequence[tuple[np.ndarray, np.ndarray]], crisis_classes: Sequence[int],
                  input_scale: float = 1.0, posts_head: CrisisHead | None = None, posts_shift: float = 0.0,
-                 posts_min_tokens: int = 64) -> None:
+                 posts_min_tokens: int = 64, posts_long: tuple[int, float] | None = None) -> None:
         self.layers = [(np.asarray(w, dtype=np.float64), np.asarray(b, dtype=np.float64)) for w, b in layers]
         n_classes = len(self.layers[-1][1])
         self.crisis = np.asarray(sorted(crisis_classes), dtype=np.int64)
@@ -190,6 +194,7 @@ class CrisisHead:
         self.posts_head = posts_head
         self.posts_shift = float(posts_shift)
         self.posts_min_tokens = int(posts_min_tokens)
+        self.posts_long = (int(posts_long[0]), float(posts_long[1])) if posts_long is not None else None
 
     @classmethod
     def from_module(cls, module: Any) -> CrisisHead:
@@ -223,11 +228,27 @@ class CrisisHead:
         z = self.class_logits(embeddings)
         logits = z[:, 0] if z.shape[1] == 1 else _logsumexp(z[:, self.crisis]) - _logsumexp(z[:, self.rest])
         if tokens is not None and self.posts_head is not None:
-            long = np.asarray(tokens) >= self.posts_min_tokens
+            long = np.asarray(tokens) >= min(m for m, _ in self.posts_tiers)
             if long.any():
                 emb = np.asarray(embeddings, dtype=np.float64).reshape(-1, self.width)[long]
-                logits[long] = np.maximum(logits[long], self.posts_head(emb) - self.posts_shift)
+                logits[long] = with_posts_head(logits[long], self.posts_head(emb), np.asarray(tokens)[long],
+                                               self.posts_tiers)
         return logits
+
+    @property
+    def posts_tiers(self) -> list[tuple[int, float]]:
+        """(min_tokens, shift) of each tier in which the posts head also judges a window."""
+        return [(self.posts_min_tokens, self.posts_shift)] + ([self.posts_long] if self.posts_long else [])
+
+
+def with_posts_head(chat: np.ndarray, posts: np.ndarray, tokens: np.ndarray,
+                tiers: Sequence[tuple[int, float]]) -> np.ndarray:
+    """Window logits: the chat head's, or the posts head's lowered by the shift of a tier the window is long enough
+    for, whichever is highest."""
+    out = np.asarray(chat, dtype=np.float64).copy()
+    for min_tokens, shift in tiers:
+        out = np.where(tokens >= min_tokens, np.maximum(out, posts - shift), out)
+    return out
 
 
 def _logsumexp(z: np.ndarray) -> np.ndarray:
@@ -297,7 +318,9 @@ def _stored_head(model_dir: Path, info: ModelInfo) -> CrisisHead:
     return CrisisHead(layers, [classes.index(c) for c in info.extra["crisis_classes"]],
                       input_scale=float(spec.get("input_scale", 1.0)), posts_head=posts_head,
                       posts_shift=float(spec.get("posts_shift", 0.0)),
-                      posts_min_tokens=int(spec.get("posts_min_tokens", 64)))
+                      posts_min_tokens=int(spec.get("posts_min_tokens", 64)),
+                      posts_long=((int(spec["posts_long_min_tokens"]), float(spec["posts_long_shift"]))
+                                  if spec.get("posts_long_min_tokens") is not None else None))
 
 
 def build_module(model_dir: Path, info: ModelInfo) -> Any:

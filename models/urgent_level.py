@@ -4,6 +4,9 @@ For each candidate threshold on the calibrated score, with the imminent phrases 
 well: the share of crisis conversations that would be urgent (paged and handed off) and the share of ordinary
 ones that would page a clinician for nothing. The rule that chose `VIGIL_URGENT_THRESHOLD` (on validation only):
 the lowest threshold that pages at most 0.3% of ordinary conversations (3 in 1,000).
+
+`--card MODEL_DIR` measures both splits with that model and writes the card's "Urgent level" section (after
+`vigil train`, which writes the rest of the card).
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ from models.backup import ImminentPhrases
 from models.chat_train import load_chat, score_conversations, turn_scores
 from models.classifier import CrisisClassifier
 
-__all__ = ["measure", "CANDIDATES", "MAX_ORDINARY_PAGE_RATE"]
+__all__ = ["measure", "CANDIDATES", "MAX_ORDINARY_PAGE_RATE", "card_section", "write_card_section"]
 
 CANDIDATES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
 MAX_ORDINARY_PAGE_RATE = 0.003
 CHAT_DIR = Path(__file__).resolve().parent.parent / "data" / "chat_form"
+
+
+SECTION = "## Urgent level (issue 22)"
 
 
 def measure(clf: CrisisClassifier, split: str) -> dict[str, dict[str, float]]:
@@ -41,10 +47,73 @@ def measure(clf: CrisisClassifier, split: str) -> dict[str, dict[str, float]]:
     return out
 
 
+def _cell(row: dict[str, float], key: str) -> str:
+    if key == "crisis_urgent":
+        return f"{row[key]:.1%}"
+    return f"{row[key]:.2%} ({row['ordinary_paged_n']})"
+
+
+def card_section(validation: dict[str, dict[str, float]], test: dict[str, dict[str, float]], chosen: float) -> str:
+    """The card's "Urgent level" section from both splits' measurements, around the chosen threshold."""
+    keys = list(validation)
+    at = keys.index(f"{chosen:.2f}")
+    shown = keys[max(at - 1, 0):at + 2]
+    v, t = validation[keys[at]], test[keys[at]]
+    lines = [
+        SECTION,
+        "A second, higher level on the same calibrated score: a user turn at or above it, or one holding a phrase of "
+        "imminent risk (means at hand, a time, a goodbye, an act under way: `models/lexicon/imminent/imminent.csv`, "
+        "team-written, not clinician-validated), makes the conversation **urgent**: a P0 page to the clinical on-call "
+        "and a handoff to a human. Chosen on the chat-form **validation** conversations by the rule \"the lowest "
+        f"threshold that pages at most {MAX_ORDINARY_PAGE_RATE:.1%} of ordinary conversations\" (`python -m "
+        "models.urgent_level --split validation`); the test split was measured once afterwards (`python -m "
+        "models.urgent_level --card MODEL_DIR` writes this section).",
+        "",
+        f"| threshold (with the phrases) | crisis conversations urgent, validation (n={v['n_crisis']}) | ordinary "
+        f"paged, validation (n={v['n_ordinary']:,}) | crisis urgent, test (n={t['n_crisis']}) | ordinary paged, test "
+        f"(n={t['n_ordinary']:,}) |",
+        "|---|---|---|---|---|",
+    ]
+    for k in shown:
+        cells = [_cell(validation[k], "crisis_urgent"), _cell(validation[k], "ordinary_paged"),
+                 _cell(test[k], "crisis_urgent"), _cell(test[k], "ordinary_paged")]
+        lines.append(f"| **{k} (chosen)** | " + " | ".join(f"**{c}**" for c in cells) + " |" if k == keys[at]
+                     else f"| {k} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "The phrases are there for what the model may score low, and for the backup scorer's hours. What the table "
+        "cannot say: the chat-form crisis conversations are not graded by imminence (no clinician label of "
+        "\"imminent\" exists in the data), so \"crisis conversations urgent\" is the share of all crisis "
+        f"conversations, not of imminent ones; about {1 - v['crisis_urgent']:.0%} of the validation crisis "
+        "conversations are flagged for review but not paged. The level should be re-chosen on clinician-labelled "
+        "imminent conversations once the review app has collected them.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_card_section(model_dir: Path, section: str) -> None:
+    """Put `section` in the model card before its Limits, replacing an earlier Urgent level section."""
+    path = model_dir / "MODEL_CARD.md"
+    text = path.read_text(encoding="utf-8")
+    if SECTION in text:
+        start = text.index(SECTION)
+        end = text.index("\n## ", start + len(SECTION))
+        text = text[:start] + text[end + 1:]
+    at = text.index("## Limits")
+    path.write_text(text[:at] + section + "\n" + text[at:], encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--split", default="validation", choices=["validation", "test"])
+    parser.add_argument("--card", type=Path, help="measure both splits with this model and write its card's section")
+    parser.add_argument("--chosen", type=float, default=0.95, help="the chosen level (VIGIL_URGENT_THRESHOLD)")
     args = parser.parse_args()
+    if args.card:
+        clf = CrisisClassifier.load(args.card)
+        write_card_section(args.card, card_section(measure(clf, "validation"), measure(clf, "test"), args.chosen))
+        return
     print(json.dumps(measure(CrisisClassifier.load(), args.split), indent=1))
 
 

@@ -59,7 +59,7 @@ def test_the_shipped_model_states_its_threshold_calibration_and_chat_operating_p
         assert backend["chat_test"]["flag_rate"] <= 0.10
         assert backend["chat_test"]["recall"] >= 0.95
         assert backend["posts_test"]["roc_auc"] >= 0.95
-        assert backend["posts_test"]["recall"] >= 0.85  # the 0.90 goal: test_posts_test_recall_meets_its_floor
+        assert backend["posts_test"]["recall"] >= 0.90
     # the threshold was chosen on validation with the design's floors
     assert CARD["chat_validation"]["recall"] >= 0.95 and CARD["posts_validation"]["recall"] >= 0.90
     card = (DEFAULT_MODEL_DIR / "MODEL_CARD.md").read_text()
@@ -67,6 +67,10 @@ def test_the_shipped_model_states_its_threshold_calibration_and_chat_operating_p
         assert (DEFAULT_MODEL_DIR / picture).stat().st_size > 5000 and f"({picture})" in card
     size = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.rglob("*") if p.is_file())
     assert size < 25 * 1024 * 1024
+    # its name is the digest of its weights and scoring settings: an edited threshold or head is a new name
+    from models.chat_train import scoring_version
+
+    assert scoring_version(DEFAULT_MODEL_DIR, SHIPPED) == SHIPPED["model_version"]
 
 
 @pytest.mark.parametrize("text", CRISIS)
@@ -74,10 +78,13 @@ def test_crisis_phrasings_score_above_the_threshold(clf, text):
     assert clf.predict([text])[0] >= clf.threshold
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: posts test recall is 86.5-88.5% at the chat threshold; validation "
-                                       "holds 90.7% (the card's Limits)")
-def test_posts_test_recall_meets_its_floor():
-    assert all(backend["posts_test"]["recall"] >= 0.90 for backend in SHIPPED["metrics"].values())
+def test_the_posts_head_holds_the_posts_floor_with_a_post_to_spare_on_validation():
+    head = SHIPPED["chat_head"]
+    assert head["posts_long_min_tokens"] > head["posts_min_tokens"] and head["posts_long_shift"] < head["posts_shift"]
+    for backend in SHIPPED["metrics"].values():
+        validation = backend["posts_validation"]
+        assert validation["tp"] >= np.ceil(0.90 * validation["n_crisis"]) + 1  # 40 of 43, not the bare 39
+        assert backend["posts_test"]["recall"] >= 0.90  # issue 17's floor on the test split
 
 
 KNOWN_FALSE_POSITIVES = set(SHIPPED.get("known_false_positives", []))

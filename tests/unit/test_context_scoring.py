@@ -45,6 +45,32 @@ def test_an_mlp_head_applies_relu_between_layers_and_the_posts_head_only_to_long
     np.testing.assert_allclose(got[2:], posts(x[2:]) - 1.0, atol=1e-9)  # long: the higher, here the posts head
 
 
+def test_the_posts_heads_long_tier_raises_only_windows_long_enough_for_it():
+    rng = np.random.default_rng(1)
+    chat = CrisisHead([(rng.normal(size=(3, 4)), np.array([-40.0, 0.0, 0.0]))], crisis_classes=[0])  # always low
+    posts = CrisisHead([(rng.normal(size=(2, 4)), np.array([0.0, 0.0]))], crisis_classes=[0])
+    head = CrisisHead(chat.layers, crisis_classes=[0], posts_head=posts, posts_shift=4.0, posts_min_tokens=12,
+                      posts_long=(64, 1.5))
+    x = rng.normal(size=(4, 4))
+    got = head(x, np.array([11, 12, 63, 64]))
+    np.testing.assert_allclose(got[0], chat(x[:1])[0], atol=1e-9)  # below both tiers: the chat head
+    np.testing.assert_allclose(got[1:3], posts(x[1:3]) - 4.0, atol=1e-9)  # the first tier's shift
+    np.testing.assert_allclose(got[3], posts(x[3:])[0] - 1.5, atol=1e-9)  # the long tier's (the higher)
+    assert head.posts_tiers == [(12, 4.0), (64, 1.5)]
+    no_long = CrisisHead(chat.layers, crisis_classes=[0], posts_head=posts, posts_shift=4.0, posts_min_tokens=12)
+    np.testing.assert_allclose(no_long(x, np.array([64] * 4)), posts(x) - 4.0, atol=1e-9)
+
+
+def test_the_long_tier_keeps_the_posts_floor_with_posts_to_spare():
+    from models.chat_train import ChatTrainConfig, posts_target
+
+    labels = np.zeros(900, dtype=bool)
+    labels[:43] = True
+    assert posts_target(labels, ChatTrainConfig()) == 40 / 43  # the floor is 39 of 43; one to spare
+    assert posts_target(labels, ChatTrainConfig(posts_spare=0)) == 39 / 43
+    assert posts_target(labels[:50] | True, ChatTrainConfig(posts_spare=9)) == 1.0  # never more than all of them
+
+
 def test_a_context_is_the_normalised_mean_of_the_turns():
     a, b = np.array([1.0, 0.0]), np.array([0.0, 1.0])
     np.testing.assert_allclose(context_embedding([a, b]), np.array([1, 1]) / np.sqrt(2))

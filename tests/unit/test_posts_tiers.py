@@ -1,0 +1,109 @@
+"""The rule that chooses the posts head's tiers (models.chat_train.choose_posts_head), on a classifier whose
+windows are made to order: the first tier holds the posts' floor, the long tier the floor with a post to spare,
+and a long tier that would buy the posts' recall with their ranking is refused."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from models.calibration import PlattCalibration
+from models.chat_train import ChatTrainConfig, choose_posts_head, load_chat
+from models.classifier import CrisisHead
+
+# Each text is one window: (chat-head logit, posts-head logit, tokens). Calibration is the plain sigmoid and the
+# threshold 0.5, so a window is flagged when its logit (after the tiers) is >= 0.
+POSTS = (
+    # crisis: four short and four long posts the posts head ranks well, one of each it ranks low
+    [(f"crisis-short-{i}", (-10.0, 3.0, 20), True) for i in range(4)]
+    + [("crisis-short-low", (-10.0, -2.0, 20), True)]
+    + [(f"crisis-long-{i}", (-10.0, 3.0, 100), True) for i in range(4)]
+    + [("crisis-long-low", (-10.0, -6.0, 100), True)]
+    # ordinary: short ones, five of 40 tokens the posts head ranks fairly high, and long ones
+    + [(f"ordinary-short-{i}", (-10.0, -8.0, 20), False) for i in range(20)]
+    + [(f"ordinary-40-{i}", (-10.0, -4.0, 40), False) for i in range(5)]
+    + [(f"ordinary-long-{i}", (-10.0, -9.0, 100), False) for i in range(5)]
+)
+CHAT = {"hello there": (-10.0, -10.0, 5), "how are you": (-10.0, -10.0, 5), "i want to end it": (5.0, -10.0, 6)}
+
+
+class FakeClassifier:
+    """What choose_posts_head asks of a CrisisClassifier, with windows from the tables above."""
+
+    def __init__(self) -> None:
+        self.table = {**{t: w for t, w, _ in POSTS}, **CHAT}
+        self.head = CrisisHead([(np.array([[1.0, 0.0]]), np.zeros(1))], crisis_classes=[0],
+                               posts_head=CrisisHead([(np.array([[0.0, 1.0]]), np.zeros(1))], crisis_classes=[0]),
+                               posts_shift=60.0, posts_min_tokens=64)
+        self.info = SimpleNamespace(calibration=PlattCalibration(), context_turns=2, context_aggregate="max",
+                                    window_temperature=0.0)
+
+    def window_outputs(self, texts):
+        rows = [self.table[t] for t in texts]
+        return (np.array([[c, p] for c, p, _ in rows], dtype=np.float64), np.arange(len(texts)),
+                np.array([n for _, _, n in rows]))
+
+    def embed(self, texts):
+        outputs, _, _ = self.window_outputs(texts)
+        return outputs[:, 0], outputs
+
+
+@pytest.fixture
+def chat_rows(tmp_path):
+    path = tmp_path / "chat.csv"
+    path.write_text("id,text,label,conversation,turn\n"
+                    "a1,hello there,no_crisis,a,0\na2,how are you,no_crisis,a,1\n"
+                    "b1,hello there,no_crisis,b,0\nb2,i want to end it,crisis,b,1\n")
+    return load_chat(path)
+
+
+def test_the_long_tier_keeps_a_post_to_spare_and_never_costs_the_posts_ranking(chat_rows):
+    texts = [t for t, _, _ in POSTS]
+    labels = np.array([c for _, _, c in POSTS])
+    tiers, first_rows, long_rows = choose_posts_head({"fake": FakeClassifier()}, chat_rows, texts, labels, 0.5,
+                                                     ChatTrainConfig(), lambda _: None)
+    # First tier: 9 of 10 crisis posts (the floor) needs the short posts, so from 12 tokens; the largest shift at
+    # which the short low one still passes is -2.
+    assert tiers[0] == (12, -2.0)
+    assert [r["feasible"] for r in first_rows] == [True, True, False, False, False, False]  # 24+: the long ones only
+    # Long tier: all 10 (one to spare) needs the long low one raised by 6. From 32 tokens that also raises the
+    # 40-token ordinary posts above two crisis posts: its ROC-AUC falls by more than 0.01 and it is refused.
+    by_length = {r["posts_min_tokens"]: r for r in long_rows}
+    assert by_length[32]["feasible"] and not by_length[32]["auc_kept"]
+    assert by_length[48]["auc_kept"] and by_length[48]["posts_shift"] == -6.0
+    assert not by_length[128]["feasible"]  # no crisis post is that long
+    assert tiers[1] == (48, -6.0)  # of the lengths kept, equal on chat: the first
+    head = FakeClassifier().head
+    head.posts_shift, head.posts_min_tokens, head.posts_long = *tiers[0][::-1], tiers[1]
+    outputs, _, tokens = FakeClassifier().window_outputs(texts)
+    assert np.all(head(outputs, tokens)[labels] >= 0)  # as served: every crisis post reaches the threshold
+
+
+def test_without_a_length_that_keeps_the_ranking_there_is_no_long_tier(chat_rows, monkeypatch):
+    import models.chat_train as chat_train
+
+    monkeypatch.setattr(chat_train, "POSTS_LONG_MIN_TOKENS", (32,))
+    texts = [t for t, _, _ in POSTS]
+    labels = np.array([c for _, _, c in POSTS])
+    tiers, _, long_rows = choose_posts_head({"fake": FakeClassifier()}, chat_rows, texts, labels, 0.5,
+                                            ChatTrainConfig(), lambda _: None)
+    assert tiers == [(12, -2.0)] and not long_rows[0]["auc_kept"]
+
+
+def test_a_models_name_changes_with_any_setting_that_changes_a_score(tmp_path):
+    from models.chat_train import scoring_version
+    from models.classifier import WEIGHTS_FILE
+
+    (tmp_path / WEIGHTS_FILE).write_bytes(b"weights")
+    meta = {"threshold": 0.03, "calibration": {"a": 1.0, "b": -3.0}, "context_turns": 3, "context_aggregate": "max",
+            "chat_head": {"posts_shift": -3.7, "posts_min_tokens": 12, "posts_long_min_tokens": None},
+            "metrics": {"anything": 1}}
+    name = scoring_version(tmp_path, meta)
+    assert name.startswith("minilm-l6-chat-") and scoring_version(tmp_path, {**meta, "metrics": {}}) == name
+    tiered = {**meta, "chat_head": {**meta["chat_head"], "posts_long_min_tokens": 96, "posts_long_shift": -5.4}}
+    assert scoring_version(tmp_path, tiered) != name
+    assert scoring_version(tmp_path, {**meta, "threshold": 0.031}) != name
+    (tmp_path / WEIGHTS_FILE).write_bytes(b"other weights")
+    assert scoring_version(tmp_path, meta) != name
