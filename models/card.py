@@ -162,6 +162,26 @@ def _long_tier_lines(meta: dict[str, Any]) -> list[str]:
         "length is chosen on validation as the first tier's, among the lengths that also keep the posts' ROC-AUC "
         "within 0.01 of the first tier's (table below). This rule was written after the test split had shown the "
         "bare floor's 86.5%: the posts' test numbers below are no longer a blind estimate.",
+        *_long_tier_cost(meta),
+    ]
+
+
+def _long_tier_cost(meta: dict[str, Any]) -> list[str]:
+    costs = meta.get("posts_long_cost")
+    if not costs:
+        return []
+    served = "onnx" if meta.get("onnx_recall_ok") and "onnx" in costs else next(iter(costs))
+    c = costs[served]
+    by = sorted(c.get("by_class", {}).items(), key=lambda kv: kv[1]["first_tier"] - kv[1]["both_tiers"])
+    worst = ", ".join(f"r/{k} {v['first_tier']} -> {v['both_tiers']} of {v['ordinary']}" for k, v in by[:6])
+    length = meta["chat_head"]["posts_long_min_tokens"]
+    return [
+        f"- **What the long tier costs** ({served}, test posts; chat-form turns are rarely {length} tokens long, "
+        "so the chat flag rates below hardly see it): crisis posts caught "
+        f"{c['crisis_first_tier']} -> {c['crisis_both_tiers']} of {c['crisis']}; ordinary posts flagged "
+        f"{c['first_tier']} -> {c['both_tiers']} of {c['ordinary']} ({c['ordinary_long']} of them that long), "
+        f"mostly in the mental-health forums ({worst}). A long message about distress is more likely to be "
+        "reviewed than before; in the posts of the other forums the change is a few posts each.",
     ]
 
 

@@ -628,6 +628,11 @@ def chat_calibrate(
         }
         if name == "onnx":
             _plots(out, te, test_turn, test_post, posts.labels[p_test], threshold)
+    if long_tier is not None:
+        meta["posts_long_cost"] = {name: long_tier_cost(c, [posts.texts[i] for i in p_test], posts.labels[p_test],
+                                                        posts.classes[p_test] if posts.classes is not None else None,
+                                                        tiers, threshold)
+                                   for name, c in backends.items()}
     if "onnx" in metrics:
         meta["onnx_recall_ok"] = bool(
             metrics["onnx"]["chat_validation"]["recall"] >= metrics["torch"]["chat_validation"]["recall"] - 0.01
@@ -651,6 +656,34 @@ def chat_calibrate(
              f"{m['chat_test']['flag_rate']:.3%}, recall {m['chat_test']['recall']:.3f}; posts test ROC-AUC "
              f"{m['posts_test']['roc_auc']:.4f}, recall {m['posts_test']['recall']:.3f}")
     return meta
+
+
+def long_tier_cost(clf: CrisisClassifier, texts: list[str], labels: np.ndarray, classes: np.ndarray | None,
+                   tiers: list[tuple[int, float]], threshold: float) -> dict[str, Any]:
+    """What the long tier costs on long ordinary text (test posts; the chat-form turns are rarely that long):
+    ordinary posts flagged with the first tier alone and with both, overall and per source class."""
+    chat, posts, tokens, owners = _head_parts(clf, texts)
+
+    def flagged(chosen: list[tuple[int, float]]) -> np.ndarray:
+        logits = window_logit(with_posts_head(chat, posts, tokens, chosen), owners, len(texts),
+                              clf.info.window_temperature)
+        return np.asarray(clf.info.calibration(logits) >= threshold)
+
+    first, both = flagged(tiers[:1]), flagged(tiers)
+    ordinary = ~np.asarray(labels, dtype=bool)
+    longest = np.zeros(len(texts), dtype=np.int64)
+    np.maximum.at(longest, owners, tokens)
+    out: dict[str, Any] = {"ordinary": int(ordinary.sum()),
+                           "ordinary_long": int((ordinary & (longest >= tiers[-1][0])).sum()),
+                           "first_tier": int((first & ordinary).sum()), "both_tiers": int((both & ordinary).sum()),
+                           "crisis": int((~ordinary).sum()), "crisis_first_tier": int((first & ~ordinary).sum()),
+                           "crisis_both_tiers": int((both & ~ordinary).sum())}
+    if classes is not None:
+        out["by_class"] = {str(k): {"ordinary": int((ordinary & (classes == k)).sum()),
+                                    "first_tier": int((first & ordinary & (classes == k)).sum()),
+                                    "both_tiers": int((both & ordinary & (classes == k)).sum())}
+                           for k in sorted(set(classes[ordinary].tolist()))}
+    return out
 
 
 SCORING_KEYS = ("threshold", "calibration", "window_temperature", "context_turns", "context_aggregate", "chat_head",
