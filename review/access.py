@@ -20,7 +20,8 @@ import redis
 from vigil_core.clock import utcnow
 from vigil_core.redis_client import store_errors
 
-__all__ = ["AccessAudit", "Sessions", "LoginThrottle"]
+__all__ = ["AccessAudit", "Sessions", "LoginThrottle", "LOGIN_ATTEMPTS_PER_ACCOUNT", "LOGIN_ATTEMPTS_PER_ADDRESS",
+           "LOGIN_WINDOW_S"]
 
 ACCESS_AUDIT_MAXLEN = 1_000_000
 
@@ -82,6 +83,13 @@ class Sessions:
             self._r.delete(self._p + sid)
 
 
+# Five failed logins for one name (from anywhere: the review app and the CLI count together), or twenty attempts
+# from one address (any names), lock it out for the rest of 15 minutes. A right password forgives the name's failures.
+LOGIN_ATTEMPTS_PER_ACCOUNT = 5
+LOGIN_ATTEMPTS_PER_ADDRESS = 20
+LOGIN_WINDOW_S = 900
+
+
 class LoginThrottle:
     """At most `per_account` attempts for one name and `per_address` from one address per window."""
 
@@ -90,6 +98,11 @@ class LoginThrottle:
         self._limits = (per_account, per_address, window_s)
         self._r = client
         self._attempt = client.register_script(_ATTEMPT)
+
+    @classmethod
+    def for_logins(cls, client: redis.Redis, prefix: str) -> LoginThrottle:
+        """The throttle every password check shares (review app logins, the CLI's halt and model commands)."""
+        return cls(client, prefix, LOGIN_ATTEMPTS_PER_ACCOUNT, LOGIN_ATTEMPTS_PER_ADDRESS, LOGIN_WINDOW_S)
 
     def _keys(self, name: str, address: str) -> list[str]:
         return [f"{self._p}user:{name}", f"{self._p}addr:{address}"]

@@ -29,12 +29,7 @@ from review.context import HERE, SESSION_COOKIE, SESSION_MAX_AGE_S, ReviewContex
 from review.outcomes import OutcomeStore, ReviewMetrics
 from review.queue import ReviewQueue
 from review.routes import auth, halt, handoff, incidents, labels, model, openapi, overview, webhooks
-from review.routes.auth import (
-    LOGIN_ATTEMPTS_PER_ACCOUNT,
-    LOGIN_ATTEMPTS_PER_ADDRESS,
-    LOGIN_WINDOW_S,
-    AuthRefused,
-)
+from review.routes.auth import AuthRefused
 from review.routes.labels import LEVEL_DEFINITIONS
 from review.users import UserStore
 from safety_gate.halt import HaltStore
@@ -64,8 +59,7 @@ def create_app(settings: Settings, secret: str | None = None, consume: bool = Tr
         token_signer=URLSafeTimedSerializer(key, salt="vigil-review-api"), templates=templates,
         rules=Thresholds.load(settings.thresholds_file), access=AccessAudit(r, settings.redis_prefix),
         sessions=Sessions(r, settings.redis_prefix, SESSION_MAX_AGE_S),
-        throttle=LoginThrottle(r, settings.redis_prefix, LOGIN_ATTEMPTS_PER_ACCOUNT, LOGIN_ATTEMPTS_PER_ADDRESS,
-                               LOGIN_WINDOW_S),
+        throttle=LoginThrottle.for_logins(r, settings.redis_prefix),
         label_signer=LabelSigner.from_settings(settings),
         handoffs=HandoffStore(r, settings.redis_prefix), outcomes=OutcomeStore(r, settings.redis_prefix, metrics),
     )

@@ -17,9 +17,10 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import socket
 import sys
 
-from review.access import AccessAudit
+from review.access import LOGIN_WINDOW_S, AccessAudit, LoginThrottle
 from review.users import UserStore
 from safety_gate.halt import HaltStore, default_origin
 from vigil_core.errors import VigilError
@@ -53,11 +54,20 @@ def authenticate(args: argparse.Namespace, settings: Settings, action: str, role
     """The account's role, once `args.by` proved who they are and the role may do `action` ("halt.clear",
     "model.promote"); a refusal is written to the access audit and raised."""
     client = connect(settings.redis_url.get_secret_value())
+    audit = AccessAudit(client, settings.redis_prefix)
+    # The review app's login throttle: guesses at one account from the CLI and the app count together.
+    throttle, address = LoginThrottle.for_logins(client, settings.redis_prefix), f"cli:{socket.gethostname()}"
+    if not throttle.attempt(args.by, address):
+        audit.record(args.by, f"{action}_throttled", default_origin(), why="too many failed attempts")
+        raise AuthenticationFailed(f"{action.replace('.', ' ')} refused for {args.by!r}: too many failed attempts; "
+                                   f"try again in {LOGIN_WINDOW_S // 60} minutes")
     user = UserStore(client, settings.redis_prefix).authenticate(args.by, _password(args))
+    if user is not None:
+        throttle.succeeded(args.by, address)
     if user is None or user.role not in roles:
         why = "wrong name or password, or disabled account" if user is None else f"role {user.role}"
         # in the access audit, apart from the halt history: a flood of refusals cannot trim the halt's record
-        AccessAudit(client, settings.redis_prefix).record(args.by, f"{action}_refused", default_origin(), why=why)
+        audit.record(args.by, f"{action}_refused", default_origin(), why=why)
         raise AuthenticationFailed(f"{action.replace('.', ' ')} refused for {args.by!r}: {why}"
                                    + ("" if user is None else f" (needs {' or '.join(roles)})"))
     return user.role

@@ -16,14 +16,8 @@ from review.users import User
 from vigil_core.roles import ADMIN, CLINICAL_LEAD, ONCALL_ENGINEER, REVIEWER
 
 __all__ = ["router", "AuthRefused", "current_user", "require", "check_csrf", "check_csrf_header", "LABELLERS",
-           "ADJUDICATORS", "AUDIT_READERS", "INCIDENT_ACTORS", "LOGIN_ATTEMPTS_PER_ACCOUNT",
-           "LOGIN_ATTEMPTS_PER_ADDRESS", "LOGIN_WINDOW_S"]
+           "ADJUDICATORS", "AUDIT_READERS", "INCIDENT_ACTORS"]
 
-# Five failed logins for one name (from anywhere), or twenty attempts from one address (any names), lock it out
-# for the rest of 15 minutes. A right password forgives the name's failures.
-LOGIN_ATTEMPTS_PER_ACCOUNT = 5
-LOGIN_ATTEMPTS_PER_ADDRESS = 20
-LOGIN_WINDOW_S = 900
 LABELLERS = {REVIEWER, CLINICAL_LEAD}
 ADJUDICATORS = {CLINICAL_LEAD}
 AUDIT_READERS = {ADMIN, CLINICAL_LEAD}

@@ -341,6 +341,44 @@ def test_one_person_cannot_clear_a_halt_from_the_cli(redis_server, settings, pre
     assert [e["who"] for e in refused] == ["omar", "rita", "nobody"]
 
 
+def test_guessing_a_leads_password_from_the_cli_is_throttled_with_the_review_apps_logins(
+        redis_server, settings, prefix, monkeypatch, capsys):
+    """The CLI's halt and model commands check a password as the review app's login does, and the same throttle
+    counts both: five wrong guesses at an account lock it, the right password included, for the window."""
+    from review.access import LOGIN_ATTEMPTS_PER_ACCOUNT, LOGIN_WINDOW_S, AccessAudit, LoginThrottle
+    from review.users import UserStore
+    from vigil.cli import main
+
+    client = redis.Redis.from_url(redis_server.url)
+    UserStore(client, prefix).add("ana", "clinical_lead", "ana password 1234")
+    store = HaltStore(client, prefix)
+    store.init(by="dr.lead")
+    store.trip(by="evaluator", reason="recall 0.86 < 0.90")
+    monkeypatch.setenv("VIGIL_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("VIGIL_REDIS_PREFIX", prefix)
+    monkeypatch.setenv("VIGIL_KAFKA_BOOTSTRAP", settings.kafka_bootstrap)
+    monkeypatch.setenv("VIGIL_TOPIC_INCIDENTS", settings.topic_incidents)
+
+    def clear(password: str) -> int:
+        monkeypatch.setattr("sys.stdin", io.StringIO(password + "\n"))
+        return main(["halt", "clear", "--by", "ana", "--reason", "ok", "--password-stdin"])
+
+    assert clear("wrong guess 0") != 0
+    assert clear("ana password 1234") == 0  # a right password forgives the failures before it
+    assert client.get(f"{prefix}review:login:user:ana") is None
+    assert all(clear(f"wrong guess {i}") != 0 for i in range(LOGIN_ATTEMPTS_PER_ACCOUNT))
+    approvals = store.approvals(store.read().version)
+    assert clear("ana password 1234") != 0  # locked: the right password too
+    assert "too many failed attempts" in capsys.readouterr().err
+    assert store.approvals(store.read().version) == approvals and store.read().halted
+    actions = [e["action"] for e in AccessAudit(client, prefix).entries() if e["who"] == "ana"]
+    assert actions.count("halt.clear_refused") == 1 + LOGIN_ATTEMPTS_PER_ACCOUNT
+    assert actions[-1] == "halt.clear_throttled"
+    # one count for the CLI and the review app: the app's login for her is refused as well, for the window
+    assert not LoginThrottle.for_logins(client, prefix).attempt("ana", "10.0.0.9")
+    assert 0 < client.ttl(f"{prefix}review:login:user:ana") <= LOGIN_WINDOW_S
+
+
 def _get(url: str) -> tuple[int, dict]:
     try:
         with urllib.request.urlopen(url, timeout=5) as resp:

@@ -357,7 +357,7 @@ def test_login_throttling_counts_attempts_atomically_per_account_and_per_address
     passed the check. And it was per name-and-address pair: one address could try every name."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from review.routes.auth import LOGIN_ATTEMPTS_PER_ACCOUNT, LOGIN_ATTEMPTS_PER_ADDRESS
+    from review.access import LOGIN_ATTEMPTS_PER_ACCOUNT, LOGIN_ATTEMPTS_PER_ADDRESS
 
     _, _, _, app = env
     client = TestClient(app, client=("10.0.0.1", 40000))
