@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,8 @@ class ReviewContext:
     label_signer: LabelSigner
     handoffs: HandoffStore
     outcomes: OutcomeStore
+    # the champion/shadow comparison the overview shows, per live-record version: (computed at, view)
+    comparisons: dict[int, tuple[float, dict[str, Any]]] = field(default_factory=dict)
 
     @staticmethod
     def origin(request: Request) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -16,9 +18,14 @@ from review.users import User
 from vigil_core.model_record import ModelChangeRefused, ModelRecord
 from vigil_core.roles import MODEL_ROLLBACK_ROLES
 
-__all__ = ["router", "model_view"]
+__all__ = ["router", "model_view", "COMPARISON_TTL_S"]
 
 router = APIRouter()
+
+
+# The comparison reads every labelled conversation of the label wait; the overview reuses one for this long (and
+# never across a change of the live record), so a room of clinicians on the overview does not multiply that read.
+COMPARISON_TTL_S = 30.0
 
 
 def model_view(ctx: ReviewContext) -> dict[str, Any]:
@@ -26,12 +33,20 @@ def model_view(ctx: ReviewContext) -> dict[str, Any]:
     s = ctx.settings
     live = ModelRecord(ctx.redis, s.redis_prefix).read()
     view: dict[str, Any] = {"live": live.to_dict(), "comparison": None, "promotion": None}
-    if live.shadow:
-        comparison = compare_live(ctx.redis, s.redis_prefix, s.label_wait_s, live.shadow)
-        if comparison is not None:
-            view["comparison"] = comparison.to_dict()
-            view["promotion"] = promotion_check(comparison, s.promote_max_recall_drop, s.promote_min_crisis).to_dict()
-    return view
+    if not live.shadow:
+        return view
+    cached = ctx.comparisons.get(live.version)
+    if cached is not None and time.monotonic() - cached[0] < COMPARISON_TTL_S:
+        return {**view, **cached[1]}
+    found: dict[str, Any] = {"comparison": None, "promotion": None,
+                             "computed_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")}
+    comparison = compare_live(ctx.redis, s.redis_prefix, s.label_wait_s, live.shadow)
+    if comparison is not None:
+        found["comparison"] = comparison.to_dict()
+        found["promotion"] = promotion_check(comparison, s.promote_max_recall_drop, s.promote_min_crisis).to_dict()
+    ctx.comparisons.clear()  # one record version at a time
+    ctx.comparisons[live.version] = (time.monotonic(), found)
+    return {**view, **found}
 
 
 @router.post("/model/rollback", dependencies=[Depends(check_csrf)])

@@ -9,7 +9,7 @@ from evaluators.store import EvaluatorStore
 from review.chart import recall_chart
 from review.context import ReviewContext, context
 from review.routes.auth import AUDIT_READERS, current_user, require
-from review.routes.model import model_view
+from review.routes.model import COMPARISON_TTL_S, model_view
 from review.users import User
 
 __all__ = ["router"]
@@ -30,7 +30,8 @@ async def overview(request: Request, user: User = Depends(current_user),
     recall = ctx.rules.rules.crisis_recall
     chart = recall_chart(history, warning_below=recall.warning_below, critical_below=recall.critical_below)
     return ctx.page(request, "overview.html", rates=rates, states=store.states(), chart=chart,
-                    queue_size=len(ctx.queue.pending(1000)), model=model_view(ctx))
+                    queue_size=len(ctx.queue.pending(1000)), model=model_view(ctx),
+                    comparison_ttl_s=COMPARISON_TTL_S)
 
 
 @router.get("/audit", response_class=HTMLResponse)
