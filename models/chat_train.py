@@ -402,18 +402,25 @@ def _load_tensors(out: Path) -> list[tuple[str, Any]]:
 SHIFT_STEP = 0.05  # log-odds: the posts head's shift is chosen on a grid of this step
 
 
-def _posts_shift(window: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], labels: np.ndarray,
-                 tiers: list[tuple[int, float]], min_tokens: int, threshold: float, target: float,
-                 clf: CrisisClassifier) -> float | None:
+Window = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # what `_head_parts` gives
+
+
+def _text_logits(window: Window, n_texts: int, tiers: list[tuple[int, float]], clf: CrisisClassifier) -> np.ndarray:
+    """Each text's logit from its windows' head parts with the posts head's `tiers`, as the classifier serves it."""
+    chat, posts, tokens, owners = window
+    return window_logit(with_posts_head(chat, posts, tokens, tiers), owners, n_texts, clf.info.window_temperature)
+
+
+def _posts_shift(window: Window, labels: np.ndarray, tiers: list[tuple[int, float]], min_tokens: int,
+                 threshold: float, target: float, clf: CrisisClassifier) -> float | None:
     """The largest downward shift of the posts head (negative raises it) from `min_tokens`, beside the tiers already
     chosen, at which the posts' validation recall still reaches `target` at `threshold`, or None if none does."""
     chat, posts, tokens, owners = window
-    base = with_posts_head(chat, posts, tokens, tiers)
+    base = (with_posts_head(chat, posts, tokens, tiers), posts, tokens, owners)  # the tiers chosen, once
     best = None
     for step in range(-600, 1201):  # -30 to 60 log-odds
         shift = step * SHIFT_STEP
-        logits = window_logit(with_posts_head(base, posts, tokens, [(min_tokens, shift)]), owners, len(labels),
-                              clf.info.window_temperature)
+        logits = _text_logits(base, len(labels), [(min_tokens, shift)], clf)
         if np.mean(clf.info.calibration(logits)[labels] >= threshold) >= target:
             best = shift
         elif best is not None:
@@ -421,16 +428,7 @@ def _posts_shift(window: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], 
     return best
 
 
-def _posts_auc(window: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], labels: np.ndarray,
-               tiers: list[tuple[int, float]], clf: CrisisClassifier) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    chat, posts, tokens, owners = window
-    logits = window_logit(with_posts_head(chat, posts, tokens, tiers), owners, len(labels), clf.info.window_temperature)
-    return float(roc_auc_score(labels, logits))
-
-
-def _head_parts(clf: CrisisClassifier, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _head_parts(clf: CrisisClassifier, texts: list[str]) -> Window:
     """Per window: the chat head's and the posts head's logits, the window's tokens and its text."""
     head = clf.head
     if head is None or head.posts_head is None:
@@ -460,6 +458,8 @@ def choose_posts_head(
     POSTS_AUC_TOLERANCE of the first tier's (a large raise on every long window would buy recall with ranking).
     None if no length qualifies: the first tier stands alone.
     """
+    from sklearn.metrics import roc_auc_score
+
     parts = {n: (_head_parts(c, post_texts), _head_parts(c, va.texts), c) for n, c in backends.items()}
     windows = {n: va.windows(c.info.context_turns) for n, c in backends.items()}
     contexts = {}
@@ -483,7 +483,7 @@ def choose_posts_head(
             conv, labels, _ = score_conversations(va, turn)
             flag.append(float(np.mean(conv[~labels] >= threshold)))
             recall.append(float(np.mean(conv[labels] >= threshold)))
-            auc.append(_posts_auc(post_window, post_labels, chosen, c))
+            auc.append(float(roc_auc_score(post_labels, _text_logits(post_window, len(post_labels), chosen, c))))
         progress(f"  posts head from {min_tokens} tokens, shift {shift:.2f}: validation ordinary flagged "
                  f"{max(flag):.2%}, crisis recall {min(recall):.3f}, posts ROC-AUC {min(auc):.4f}")
         return {"posts_min_tokens": min_tokens, "feasible": True, "posts_shift": shift,
@@ -664,12 +664,11 @@ def long_tier_cost(clf: CrisisClassifier, texts: list[str], labels: np.ndarray, 
                    tiers: list[tuple[int, float]], threshold: float) -> dict[str, Any]:
     """What the long tier costs on long ordinary text (test posts; the chat-form turns are rarely that long):
     ordinary posts flagged with the first tier alone and with both, overall and per source class."""
-    chat, posts, tokens, owners = _head_parts(clf, texts)
+    window = _head_parts(clf, texts)
+    tokens, owners = window[2], window[3]
 
     def flagged(chosen: list[tuple[int, float]]) -> np.ndarray:
-        logits = window_logit(with_posts_head(chat, posts, tokens, chosen), owners, len(texts),
-                              clf.info.window_temperature)
-        return np.asarray(clf.info.calibration(logits) >= threshold)
+        return np.asarray(clf.info.calibration(_text_logits(window, len(texts), chosen, clf)) >= threshold)
 
     first, both = flagged(tiers[:1]), flagged(tiers)
     ordinary = ~np.asarray(labels, dtype=bool)

@@ -242,7 +242,7 @@ class CrisisHead:
 
 
 def with_posts_head(chat: np.ndarray, posts: np.ndarray, tokens: np.ndarray,
-                tiers: Sequence[tuple[int, float]]) -> np.ndarray:
+                    tiers: Sequence[tuple[int, float]]) -> np.ndarray:
     """Window logits: the chat head's, or the posts head's lowered by the shift of a tier the window is long enough
     for, whichever is highest."""
     out = np.asarray(chat, dtype=np.float64).copy()

@@ -303,9 +303,10 @@ def test_cli_halt_commands(redis_server, settings, prefix, monkeypatch, capsys):
     assert any("lifted" in t for t in texts)
 
 
-def test_one_person_cannot_clear_a_halt_from_the_cli(redis_server, settings, prefix, monkeypatch, capsys):
-    """Issue 20: `vigil halt clear --by ana --role clinical_lead` then `--by omar --role oncall_engineer` from one
-    terminal lifted a halt: the CLI believed the names and roles it was given."""
+@pytest.fixture
+def tripped_for_the_cli(redis_server, settings, prefix, monkeypatch):
+    """A tripped halt, the accounts ana (clinical lead), omar (on-call engineer) and rita (reviewer), the CLI
+    pointed at them, and `clear(by, password, *extra)`: `vigil halt clear` with that password on stdin."""
     from review.users import UserStore
     from vigil.cli import main
 
@@ -325,6 +326,13 @@ def test_one_person_cannot_clear_a_halt_from_the_cli(redis_server, settings, pre
         monkeypatch.setattr("sys.stdin", io.StringIO(password + "\n"))
         return main(["halt", "clear", "--by", by, "--reason", "ok", "--password-stdin", *extra])
 
+    return client, store, clear
+
+
+def test_one_person_cannot_clear_a_halt_from_the_cli(tripped_for_the_cli, prefix):
+    """Issue 20: `vigil halt clear --by ana --role clinical_lead` then `--by omar --role oncall_engineer` from one
+    terminal lifted a halt: the CLI believed the names and roles it was given."""
+    client, store, clear = tripped_for_the_cli
     with pytest.raises(SystemExit):  # the role is the account's: there is no --role to claim one
         clear("ana", "ana password 1234", "--role", "oncall_engineer")
     assert clear("omar", "ana password 1234") != 0  # Ana's password does not make her Omar
@@ -342,26 +350,15 @@ def test_one_person_cannot_clear_a_halt_from_the_cli(redis_server, settings, pre
 
 
 def test_guessing_a_leads_password_from_the_cli_is_throttled_with_the_review_apps_logins(
-        redis_server, settings, prefix, monkeypatch, capsys):
+        tripped_for_the_cli, prefix, capsys):
     """The CLI's halt and model commands check a password as the review app's login does, and the same throttle
     counts both: five wrong guesses at an account lock it, the right password included, for the window."""
     from review.access import LOGIN_ATTEMPTS_PER_ACCOUNT, LOGIN_WINDOW_S, AccessAudit, LoginThrottle
-    from review.users import UserStore
-    from vigil.cli import main
 
-    client = redis.Redis.from_url(redis_server.url)
-    UserStore(client, prefix).add("ana", "clinical_lead", "ana password 1234")
-    store = HaltStore(client, prefix)
-    store.init(by="dr.lead")
-    store.trip(by="evaluator", reason="recall 0.86 < 0.90")
-    monkeypatch.setenv("VIGIL_REDIS_URL", redis_server.url)
-    monkeypatch.setenv("VIGIL_REDIS_PREFIX", prefix)
-    monkeypatch.setenv("VIGIL_KAFKA_BOOTSTRAP", settings.kafka_bootstrap)
-    monkeypatch.setenv("VIGIL_TOPIC_INCIDENTS", settings.topic_incidents)
+    client, store, clear_as = tripped_for_the_cli
 
     def clear(password: str) -> int:
-        monkeypatch.setattr("sys.stdin", io.StringIO(password + "\n"))
-        return main(["halt", "clear", "--by", "ana", "--reason", "ok", "--password-stdin"])
+        return clear_as("ana", password)
 
     assert clear("wrong guess 0") != 0
     assert clear("ana password 1234") == 0  # a right password forgives the failures before it
