@@ -161,16 +161,18 @@ class Gate:
     def check(self, conversation_id: str | None = None) -> GateDecision:
         """May the AI answer now (in this conversation)? Never touches Redis.
 
-        A stale view answers halted for everyone; a fresh one answers `handoff` for a conversation handed to a
-        human, and the halt record's answer for the rest."""
+        A conversation handed to a human answers `handoff` in every state: allowed, halted, and stale (the
+        conversations it last knew were handed off), because the handoff message routes that person to the human team
+        and the fallback does not: never less safe than the fallback (issue 34). The rest get the halt record's
+        answer, or halted when the view is stale."""
+        if conversation_id is not None and conversation_id in self._handoffs:
+            self.handoff_count += 1
+            return _HANDOFF
         view = self._view
         if self._clock() - view.at > self.staleness_s:
             self.denied_count += 1
             return view.stale_decision
         decision = view.decision
-        if decision.allowed and conversation_id is not None and conversation_id in self._handoffs:
-            self.handoff_count += 1
-            return _HANDOFF
         if decision.allowed:
             self.allowed_count += 1
         else:

@@ -187,6 +187,60 @@ def test_stopping_the_redis_server_halts_within_staleness(tmp_path, uid):
         server.stop()
 
 
+def test_a_handed_off_conversation_answers_handoff_while_halted_stale_and_with_redis_killed(tmp_path, uid):
+    """Issue 34: a handed-off conversation is the one that most needs to stay handed off; the gate answered it the
+    generic fallback whenever it did not answer allowed (halt tripped, heartbeat stale, Redis gone)."""
+    import threading
+
+    from safety_gate.handoff import HandoffStore
+
+    server = LocalRedis(log_dir=tmp_path)
+    server.start()
+    prefix = f"h{uid}:"
+    try:
+        client = redis.Redis.from_url(server.url)
+        halts = HaltStore.from_url(server.url, prefix)
+        halts.init(by="dr.lead")
+        hb = Heartbeat(client, prefix, "scorer", ttl_s=30)
+        hb.beat(partitions={0: 0}, partition_count=1)
+        HandoffStore(client, prefix).start("c-risk", by="scorer", reason="urgent")
+        with make_gate(server.url, prefix) as gate:
+            web = make_server(gate)
+            threading.Thread(target=web.serve_forever, daemon=True).start()
+            base = f"http://127.0.0.1:{web.server_address[1]}"
+            try:
+                assert wait_until(lambda: gate.check().allowed)
+                assert gate.check(conversation_id="c-risk").handoff
+                # the scorer's heartbeat goes stale (deleted): halted for the rest, handoff for c-risk
+                client.delete(f"{prefix}heartbeat:scorer")
+                assert wait_until(lambda: "heartbeat" in gate.check().reason)
+                assert gate.check(conversation_id="c-risk").handoff
+                hb.beat(partitions={0: 0}, partition_count=1)
+                assert wait_until(lambda: gate.check().allowed)
+                # the halt trips: everyone gets the fallback, the handed-off person still the human team
+                halts.trip(reason="crisis recall below 90%", by="evaluator", incident_id="INC-1")
+                assert wait_until(lambda: not gate.check().allowed)
+                assert gate.check(conversation_id="c-risk").handoff
+                assert not gate.check(conversation_id="c-other").handoff
+                status, body = _get(base + "/v1/gate?conversation_id=c-risk")
+                assert status == 503 and body["handoff"] is True and "joining this conversation" in body["fallback"]
+                status, body = _get(base + "/v1/gate?conversation_id=c-other")
+                assert status == 503 and body["handoff"] is False
+                # Redis is killed: the view goes stale; c-risk answers handoff from the set it last read
+                server.kill()
+                assert wait_until(lambda: gate.check(conversation_id="c-other").stale, timeout_s=STALENESS + 1)
+                assert gate.check(conversation_id="c-risk").handoff
+                status, body = _get(base + "/v1/gate?conversation_id=c-risk")
+                assert status == 503 and body["handoff"] is True
+                status, body = _get(base + "/v1/gate?conversation_id=c-other")
+                assert status == 503 and body["handoff"] is False and body["stale"] is True
+            finally:
+                web.shutdown()
+                web.server_close()
+    finally:
+        server.stop()
+
+
 def test_a_stale_scorer_heartbeat_halts(redis_server, client, store, prefix):
     store.init(by="dr.lead")
     hb = Heartbeat(client, prefix, "scorer", ttl_s=0.3)
@@ -513,9 +567,10 @@ def test_a_handed_off_conversation_gets_the_handoff_and_everyone_else_the_ai(red
         client.incr(f"{prefix}handoff:version")
         gate.refresh(client)
         assert gate.check(conversation_id="c-silent").handoff
-        # a stale view answers halted for everyone, handed off or not
+        # a stale view answers halted for everyone but the conversations it last knew were handed off
         gate.close()
         assert wait_until(lambda: gate.check(conversation_id="c-other").stale, timeout_s=2 * STALENESS + 1)
+        assert gate.check(conversation_id="c-early").handoff and not gate.check(conversation_id="c-risk").handoff
     finally:
         server.shutdown()
         server.server_close()
