@@ -33,6 +33,7 @@ import numpy as np
 from models.backends import Backend, OnnxBackend, TorchBackend, export_onnx_int8
 from models.calibration import PlattCalibration
 from models.errors import ModelError
+from models.normalise import normalise
 
 __all__ = [
     "CrisisClassifier", "CrisisHead", "ModelInfo", "TurnScores", "History", "DEFAULT_MODEL_DIR", "ARTIFACT_FILE",
@@ -433,7 +434,9 @@ class CrisisClassifier:
     def _windows(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
         width = self.info.max_length - 2
         step = width - _OVERLAP
-        encoded = self._tok(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+        # What a reader sees (models.normalise), not the bytes: the same for scoring, training and evaluation.
+        shown = [normalise(t) for t in texts]
+        encoded = self._tok(shown, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
         windows: list[list[int]] = []
         owners: list[int] = []
         for i, ids in enumerate(encoded):

@@ -15,6 +15,7 @@ import numpy as np
 from models.calibration import PlattCalibration
 from models.classifier import WEIGHTS_FILE
 from models.dataset import Dataset, Progress
+from models.normalise import normalise
 from models.train_config import TrainConfig
 from vigil_core.errors import VigilError
 
@@ -34,7 +35,7 @@ def _tokenize(texts: list[str], max_length: int) -> list[list[int]]:
     from models.encoder import base_encoder_path
 
     tok = load_tokenizer(base_encoder_path(), ModelInfo("pooled-head", "base", 0.5, PlattCalibration()))
-    return tok(texts, truncation=True, max_length=max_length)["input_ids"]  # type: ignore[no-any-return]
+    return tok([normalise(t) for t in texts], truncation=True, max_length=max_length)["input_ids"]  # type: ignore[no-any-return]
 
 
 def _pad(seqs: list[Any], width: int | None = None) -> tuple[Any, Any]:

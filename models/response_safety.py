@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from models.normalise import normalise
+
 __all__ = ["ResponseSafetyModel", "train", "DEFAULT_DIR", "CATEGORIES", "TARGET_RECALL"]
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "artifacts" / "response_safety"
@@ -59,7 +61,7 @@ class _Embedder:
         out = []
         with torch.inference_mode():
             for i in range(0, len(texts), batch_size):
-                batch = self._tok(list(texts[i:i + batch_size]), padding=True, truncation=True,
+                batch = self._tok([normalise(t) for t in texts[i:i + batch_size]], padding=True, truncation=True,
                                   max_length=MAX_TOKENS, return_tensors="pt")
                 hidden = self._enc(**batch).last_hidden_state
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)

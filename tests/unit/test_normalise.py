@@ -1,0 +1,85 @@
+"""Text is read as a person reads it before any model sees it (models.normalise): the obfuscation table.
+
+Each obfuscated crisis sentence must score within 0.05 of its plain form through the shipped classifier, and the
+ordinary sentences, obfuscated or not, stay below its threshold. docs/security.md's table lists the same kinds.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from models.normalise import NORMALISER_VERSION, normalise
+
+RLO, PDF, ZWSP, ZWJ, SHY = "\u202e", "\u202c", "\u200b", "\u200d", "\u00ad"
+
+
+def full_width(text: str) -> str:
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
+# (kind, obfuscated, plain): the plain form is what a reader sees.
+OBFUSCATED_CRISIS = [
+    ("right-to-left override", RLO + "eid ot tnaw I", "I want to die"),
+    ("override run to its pop", "tonight " + RLO + "flesym llik annog m'I" + PDF, "tonight I'm gonna kill myself"),
+    ("zero-width spaces", f"I want to k{ZWSP}i{ZWSP}l{ZWSP}l myself", "I want to kill myself"),
+    ("zero-width joiners and soft hyphens", f"su{ZWJ}ici{SHY}de is all I think about", "suicide is all I think about"),
+    ("full-width letters", full_width("I want to end my life"), "I want to end my life"),
+    ("Cyrillic look-alikes", "I w\u0430nt t\u043e d\u0456\u0435", "I want to die"),
+    ("Greek look-alikes", "n\u03bf reas\u03bfn t\u03bf l\u03b9ve anym\u03bfre", "no reason to live anymore"),
+    ("leetspeak", "i w4nt t0 k1ll mys3lf", "i want to kill myself"),
+    ("leetspeak with symbols", "thinking about $uic1de again", "thinking about suicide again"),
+    ("spaced-out letters", "I want to k i l l myself", "I want to kill myself"),
+    ("dotted letters", "s.u.i.c.i.d.e is the only way out", "suicide is the only way out"),
+    ("stretched letters", "i just want to diiiiie", "i just want to die"),
+    ("stacked diacritics", "I want to d\u0337\u0322i\u0338e\u0335", "I want to die"),
+]
+ORDINARY = [
+    "hello there!", "I got 100% on my test!!", "it's 3am and I can't sleep", "C4 was the best season",
+    "meet me at the AAA game", "quiero aprender a cocinar", "я хочу спать", "COVID-19 test came back negative",
+    "e-mail me the slides", full_width("see you tomorrow"), RLO + "olleh", f"good{ZWSP}morning",
+]
+
+
+@pytest.mark.parametrize("kind,obfuscated,plain", OBFUSCATED_CRISIS, ids=[k for k, _, _ in OBFUSCATED_CRISIS])
+def test_each_obfuscation_reads_as_a_person_reads_it(kind, obfuscated, plain):
+    assert normalise(obfuscated) == plain
+
+
+@pytest.mark.parametrize("text", [
+    "hello there!", "I have 1 pill left?", "don't", "e-mail", "x-ray", "quiero morir", "я хочу умереть",
+    "I got 100% on my test!!", "mp3", "4ever", "gr8", "b4 we go", "AAA", "ok :)", "façade", "naïve café",
+])
+def test_ordinary_text_passes_through(text):
+    assert normalise(text) == text
+
+
+def test_normalising_twice_changes_nothing_and_the_version_is_named():
+    for _, obfuscated, _ in OBFUSCATED_CRISIS:
+        once = normalise(obfuscated)
+        assert normalise(once) == once
+    assert NORMALISER_VERSION.startswith("vigil-normalise/")
+
+
+@pytest.fixture(scope="module")
+def clf(model_cache):
+    from models.classifier import CrisisClassifier
+
+    return CrisisClassifier.load(cache_dir=model_cache)
+
+
+@pytest.mark.slow
+def test_obfuscated_crisis_scores_within_005_of_its_plain_form_and_ordinary_text_stays_unflagged(clf):
+    texts = [o for _, o, _ in OBFUSCATED_CRISIS]
+    plain = [p for _, _, p in OBFUSCATED_CRISIS]
+    got, want = clf.predict(texts), clf.predict(plain)
+    for (kind, _, _), g, w in zip(OBFUSCATED_CRISIS, got, want, strict=True):
+        assert abs(g - w) <= 0.05, kind
+    # the plain forms themselves are crises the model flags (else the table would prove nothing)
+    assert (want >= clf.threshold).mean() >= 0.9
+    assert (clf.predict(ORDINARY) < clf.threshold).all()
+
+
+def test_the_shipped_word_list_is_pyspellcheckers_common_english_words():
+    from models.normalise import WORDS_FILE, word_list
+
+    assert WORDS_FILE.read_text(encoding="ascii") == word_list()
