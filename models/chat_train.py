@@ -48,6 +48,7 @@ from models.classifier import (
     with_posts_head,
 )
 from models.errors import ModelError
+from models.normalise import NORMALISER_VERSION, normalise
 from models.report import classification_report, flag_rate, group_max
 
 __all__ = ["ChatTrainConfig", "ChatRows", "load_chat", "train_chat_head", "conversation_report",
@@ -150,7 +151,7 @@ def _embed(module: Any, tokenizer: Any, texts: Sequence[str], max_length: int, p
     """Pooled embeddings of texts (their first window), in length-sorted batches, at float16 as served."""
     import torch
 
-    ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    ids = tokenizer([normalise(t) for t in texts], truncation=True, max_length=max_length)["input_ids"]
     order = np.argsort([len(x) for x in ids], kind="stable")
     out = np.zeros((len(texts), module.head.in_features), dtype=np.float32)
     started = time.monotonic()
@@ -179,7 +180,7 @@ def _cached_embed(module: Any, tokenizer: Any, texts: list[str], max_length: int
     does not embed again)."""
     if cache_dir is None:
         return _embed(module, tokenizer, texts, max_length, progress)
-    key = hashlib.sha256(json.dumps([version, max_length, texts]).encode()).hexdigest()[:24]
+    key = hashlib.sha256(json.dumps([version, NORMALISER_VERSION, max_length, texts]).encode()).hexdigest()[:24]
     path = Path(cache_dir) / "chat-embeddings" / f"{key}.npy"
     if path.is_file():
         return np.load(path)
@@ -288,10 +289,7 @@ def train_chat_head(
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    info = ModelInfo.read(init_from)
-    if info.kind != "pooled-head":
-        raise ModelError(f"--init-from needs a Vigil model directory (pooled-head), not {info.kind}")
-    module = build_module(init_from, info)
+    info, module = initial_model(init_from)
     tokenizer = load_tokenizer(init_from, info)
     posts = attach_classes(load_dataset(posts_path), class_column, split_file)
     p_train, p_val, p_test = split_rows(posts, cfg.seed, split_file)
@@ -376,7 +374,7 @@ def train_chat_head(
         "model_version": f"minilm-l6-chat-{digest[:8]}", "trained_layers": info.trained_layers,
         "max_length": info.max_length, "threshold": 0.5, "calibration": {"a": 1.0, "b": 0.0},
         "window_temperature": info.window_temperature, "onnx_recall_ok": False,
-        "context_turns": context_turns, "context_aggregate": how,
+        "context_turns": context_turns, "context_aggregate": how, "normaliser": NORMALISER_VERSION,
         "chat_head": {"layers": len(head.layers), "hidden": cfg.hidden, "input_scale": 1.0, "posts_shift": 60.0,
                       "posts_min_tokens": 64,
                       "posts_head": {"from": info.model_version, "classes": init_meta.get("head_classes"),
@@ -391,6 +389,34 @@ def train_chat_head(
                           train_seconds=train_seconds,
                           command={"init_from": str(init_from), "data": str(posts_path), "split_file": str(split_file),
                                    "class_column": class_column, "chat_data": str(chat_dir)})
+
+
+def initial_model(init_from: Path) -> tuple[ModelInfo, Any]:
+    """The encoder a chat head is fitted on and its linear head (the posts head to be): an encoder directory
+    (`vigil train --fine-tune`), or a chat model, whose encoder layers and posts head are taken as they are, so that
+    a new chat head can be fitted on the shipped model without its encoder directory."""
+    import torch
+    from safetensors.torch import load_file
+
+    info = ModelInfo.read(init_from)
+    if info.kind != "pooled-head":
+        raise ModelError(f"--init-from needs a Vigil model directory (pooled-head), not {info.kind}")
+    posts = (info.extra.get("chat_head") or {}).get("posts_head")
+    if not posts:
+        return info, build_module(init_from, info)
+    source = info.extra.get("init_from") or {}
+    extra = {**info.extra, "head_classes": posts["classes"], "crisis_classes": posts["crisis_classes"],
+             "config": source.get("config"), "data": source.get("data"), "model_version": posts["from"]}
+    encoder_info = ModelInfo(kind="pooled-head", model_version=str(posts["from"]), threshold=0.5,
+                             calibration=PlattCalibration(), max_length=info.max_length,
+                             trained_layers=info.trained_layers, window_temperature=info.window_temperature,
+                             extra=extra)
+    module = build_module(init_from, encoder_info)
+    weights = load_file(str(init_from / WEIGHTS_FILE))
+    with torch.no_grad():
+        module.head.weight.copy_(weights[f"{POSTS_HEAD_PREFIX}weight"].float())
+        module.head.bias.copy_(weights[f"{POSTS_HEAD_PREFIX}bias"].float())
+    return encoder_info, module
 
 
 def _load_tensors(out: Path) -> list[tuple[str, Any]]:
@@ -688,7 +714,7 @@ def long_tier_cost(clf: CrisisClassifier, texts: list[str], labels: np.ndarray, 
 
 
 SCORING_KEYS = ("threshold", "calibration", "window_temperature", "context_turns", "context_aggregate", "chat_head",
-                "max_length")
+                "max_length", "normaliser")
 
 
 def scoring_version(out: Path, meta: dict[str, Any]) -> str:

@@ -92,13 +92,13 @@ def card_section(validation: dict[str, dict[str, float]], test: dict[str, dict[s
     return "\n".join(lines)
 
 
-def write_card_section(model_dir: Path, section: str) -> None:
-    """Put `section` in the model card before its Limits, replacing an earlier Urgent level section."""
+def write_card_section(model_dir: Path, section: str, title: str = SECTION) -> None:
+    """Put `section` in the model card before its Limits, replacing an earlier section of the same `title`."""
     path = model_dir / "MODEL_CARD.md"
     text = path.read_text(encoding="utf-8")
-    if SECTION in text:
-        start = text.index(SECTION)
-        end = text.index("\n## ", start + len(SECTION))
+    if title in text:
+        start = text.index(title)
+        end = text.index("\n## ", start + len(title))
         text = text[:start] + text[end + 1:]
     at = text.index("## Limits")
     path.write_text(text[:at] + section + "\n" + text[at:], encoding="utf-8")

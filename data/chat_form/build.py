@@ -27,7 +27,7 @@ from models.dataset import load_dataset, split_rows  # noqa: E402
 
 SEED = 20261202
 SPLITS = ("train", "validation", "test")
-COLUMNS = ["id", "text", "label", "conversation", "turn", "source", "category", "alone"]
+COLUMNS = ["id", "text", "label", "conversation", "turn", "source", "category", "alone", "kind"]
 
 # Words of death, violence and self-harm. A GoEmotions comment or a DiaSafety context that uses one is left out:
 # its crisis level is not known (GoEmotions labels emotions, not risk), and a keyword is no label. Idioms of
@@ -45,6 +45,48 @@ FIRST_PERSON = re.compile(r"\b(i|i'm|im|i've|ive|i'll|me|my|myself)\b", re.IGNOR
 NAMES = ("Alex", "Sam", "Jordan", "Maria", "Chris", "Priya", "Tom", "Lena", "Omar", "Kim")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 TEAM_SPLIT = {2: "validation", 4: "test"}  # every 5th row (by position in its category) from 2 and 4; rest train
+# Sentences of r/SuicideWatch posts that ask about or name a method, a means or its lethality (issue 31: the model
+# had never seen crises said this way, and scored them near zero).
+METHOD = re.compile(
+    r"\b(how (many|much|long|high|deep|far)|lethal|fatal|dose|overdos\w*|od|pills?|tablets?|bottle|tylenol|"
+    r"paracetamol|acetaminophen|ibuprofen|sleeping pills|insulin|rope|noose|hang\w*|belt|bridge|jump\w*|roof|"
+    r"train|tracks|gun|rifle|pistol|shoot\w*|bullet|razor|blade|knife|wrists?|veins?|bleed\w*|carbon monoxide|"
+    r"exhaust|charcoal|drown\w*|stockpil\w*|saved up|plan(ned)?)\b", re.IGNORECASE)
+# Turns that open a conversation before its crisis turn (ordinary alone): a crisis often comes after a few words of
+# distress, and a method question after "can I ask you something".
+PREFACES = ("i've had a really bad week", "can i ask you something", "i don't know who else to talk to",
+            "everything feels like too much lately", "i haven't slept properly in days", "i feel so empty",
+            "things have been hard at home", "i need to tell someone this", "work has been awful",
+            "i'm so tired of feeling like this")
+# Obfuscations of a crisis turn that a person still reads as written (models.normalise reads them back).
+FULL_WIDTH = {c: chr(ord(c) + 0xFEE0) for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"}
+CYRILLIC = {"a": "\u0430", "e": "\u0435", "o": "\u043e", "p": "\u0440", "c": "\u0441", "y": "\u0443", "i": "\u0456",
+            "x": "\u0445"}
+LEET = {"e": "3", "i": "1", "o": "0", "a": "4"}
+
+
+def obfuscate(text: str, how: str) -> str:
+    """`text` hidden from a tokenizer in one of the ways people hide words from filters."""
+    if how == "rtl_override":
+        return "\u202e" + text[::-1]
+    if how == "zero_width":
+        return "".join(c + ("\u200b" if c.isalpha() and k % 2 else "") for k, c in enumerate(text))
+    if how == "full_width":
+        return "".join(FULL_WIDTH.get(c, c) for c in text)
+    if how == "confusables":
+        return "".join(CYRILLIC.get(c, c) for c in text)
+    if how == "leetspeak":  # the common words only: a rare one (a medicine's name) is not decoded back
+        return " ".join("".join(LEET.get(c, c) for c in w) if w.isalpha() and len(w) >= 4 and k % 2 == 0 else w
+                        for k, w in enumerate(text.split(" ")))
+    if how == "spaced":  # the longest word spelt out
+        words = text.split(" ")
+        k = max(range(len(words)), key=lambda j: (len(words[j]) if words[j].isalpha() else 0, -j))
+        words[k] = " ".join(words[k])
+        return " ".join(words)
+    raise ValueError(how)
+
+
+OBFUSCATIONS = ("rtl_override", "zero_width", "full_width", "confusables", "leetspeak", "spaced")
 
 
 def team_split(k: int) -> str:
@@ -86,13 +128,15 @@ def post_sentences(shared: Path, rng: np.random.Generator) -> dict[str, dict[str
     data = load_dataset(folder / "rmhd27_suicidewatch.csv")
     train_idx, val_idx, test_idx = split_rows(data, 0, folder / "rmhd27_suicidewatch_meta.csv")
     lexicon = BackupScorer(0.5)
-    out: dict[str, dict[str, list[str]]] = {s: {"crisis": [], "no_crisis": []} for s in SPLITS}
+    out: dict[str, dict[str, list[str]]] = {s: {"crisis": [], "no_crisis": [], "method": []} for s in SPLITS}
     for split, rows in zip(SPLITS, (train_idx, val_idx, test_idx), strict=True):
         for i in rows:
             sentences = [s.strip() for s in _SENTENCE.split(data.texts[i]) if 3 <= len(s.split()) <= 40]
             if data.labels[i]:
-                out[split]["crisis"] += [s for s in sentences
-                                         if lexicon.predict([s])[0] >= 0.99 and FIRST_PERSON.search(s)]
+                strong = [s for s in sentences if lexicon.predict([s])[0] >= 0.99 and FIRST_PERSON.search(s)]
+                out[split]["crisis"] += strong
+                out[split]["method"] += [s for s in sentences
+                                         if s not in strong and METHOD.search(s) and FIRST_PERSON.search(s)][:2]
             else:
                 calm = [s for s in sentences if lexicon.predict([s])[0] < 0.5 and not RISK_WORDS.search(s)]
                 out[split]["no_crisis"] += [calm[k] for k in sorted(rng.permutation(len(calm))[:2])]
@@ -111,6 +155,24 @@ def team_turns() -> dict[str, dict[str, list[tuple[str, str]]]]:
     return out
 
 
+def team_kinds() -> dict[str, dict[str, list[tuple[str, str]]]]:
+    """Team-written turns of each kind the model missed and of their ordinary counterparts (`team_kinds.csv`), by
+    split: {split: {label: [(kind, text)]}}."""
+    out: dict[str, dict[str, list[tuple[str, str]]]] = {s: {"crisis": [], "no_crisis": []} for s in SPLITS}
+    position: dict[str, int] = {}
+    with open(HERE / "team_kinds.csv", newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            k = position.get(row["kind"], 0)
+            position[row["kind"]] = k + 1
+            out[team_split(k)][row["label"]].append((row["kind"], row["text"]))
+    return out
+
+
+# Where a team-written ordinary kind's conversations are counted (the card's per-source rows): questions written to
+# a therapist and requests for harm to others or crime have their own rows (issue 31), the rest are the team's.
+KIND_SOURCE = {"therapy_question": "therapy", "harm_to_others": "harm_to_others"}
+
+
 def team_conversations() -> dict[str, list[list[dict[str, str]]]]:
     """Team-written multi-turn conversations by split."""
     convs: dict[str, list[dict[str, str]]] = {}
@@ -127,6 +189,9 @@ def team_conversations() -> dict[str, list[list[dict[str, str]]]]:
     return out
 
 
+FRAMING = ("greeting", "ack", "preface", "filler")  # turns around a conversation's body: never its kind
+
+
 class Writer:
     """Rows of one split: conversations of user turns."""
 
@@ -135,13 +200,17 @@ class Writer:
         self.rows: list[dict[str, str]] = []
         self.n = 0
 
-    def conversation(self, source: str, turns: Iterable[tuple[str, str, str, str]]) -> None:
-        """turns: (text, label, category, alone) in order."""
+    def conversation(self, source: str, turns: Iterable[tuple[str, str, str, str]], kind: str = "") -> None:
+        """turns: (text, label, category, alone) in order; `kind`: what the conversation is an example of (its
+        crisis turn's kind, or its ordinary kind), the card's per-kind rows; by default its first category."""
         cid = f"{self.split[:3]}-{self.n:05d}"
         self.n += 1
+        turns = list(turns)
+        body = [c for _, _, c, _ in turns if c not in FRAMING] or [c for _, _, c, _ in turns]
+        kind = kind or next((c for _, label, c, _ in turns if label == "crisis"), body[0] if body else "")
         for t, (text, label, category, alone) in enumerate(turns):
             self.rows.append({"id": f"{cid}-{t}", "text": text, "label": label, "conversation": cid, "turn": str(t),
-                              "source": source, "category": category, "alone": alone})
+                              "source": source, "category": category, "alone": alone, "kind": kind})
 
     def write(self, path: Path) -> None:
         with open(path, "w", newline="", encoding="utf-8") as fh:
@@ -160,6 +229,7 @@ def build(shared: Path) -> dict[str, Writer]:
     posts = post_sentences(shared, rng)
     team = team_turns()
     team_conv = team_conversations()
+    kinds = team_kinds()
     writers = {}
     for split in SPLITS:
         w = Writer(split)
@@ -199,10 +269,38 @@ def build(shared: Path) -> dict[str, Writer]:
             if rng.random() < 0.3:
                 turns.append((str(rng.choice(acks)), "no_crisis", "ack", "no_crisis"))
             w.conversation(source, turns)
+        # The kinds the model missed (issue 31): each crisis turn in a conversation as above, half of them after a
+        # turn of distress (multi-turn), and a third again obfuscated; each ordinary counterpart alone and after a
+        # greeting or an ordinary turn.
+        plain = [(c, t) for c, t in team[split]["crisis"] if c == "crisis_direct"]
+        for kind, text in kinds[split]["crisis"]:
+            turns = []
+            if rng.random() < 0.5:
+                turns.append((str(rng.choice(PREFACES)), "no_crisis", "preface", "no_crisis"))
+            elif rng.random() < 0.5:
+                turns.append((str(rng.choice(greetings)), "no_crisis", "greeting", "no_crisis"))
+            turns.append((text, "crisis", kind, "crisis"))
+            if rng.random() < 0.3:
+                turns.append((str(rng.choice(acks)), "no_crisis", "ack", "no_crisis"))
+            w.conversation("team", turns, kind)
+        hidden = [t for k, t in kinds[split]["crisis"]] + [t for _, t in plain]
+        for k, text in enumerate(hidden[::3]):
+            how = OBFUSCATIONS[k % len(OBFUSCATIONS)]
+            w.conversation("team", [(obfuscate(text, how), "crisis", f"obfuscated_{how}", "crisis")], "obfuscated")
+        for kind, text in kinds[split]["no_crisis"]:
+            source = KIND_SOURCE.get(kind, "team")
+            w.conversation(source, [(text, "no_crisis", kind, "no_crisis")], kind)
+            opener = str(rng.choice(greetings)) if rng.random() < 0.5 else str(rng.choice(filler))
+            w.conversation(source, [(opener, "no_crisis", "greeting", "no_crisis"), (text, "no_crisis", kind,
+                                                                                       "no_crisis")], kind)
+        for text in posts[split]["method"]:
+            turns = [(str(rng.choice(PREFACES)), "no_crisis", "preface", "no_crisis")] if rng.random() < 0.3 else []
+            w.conversation("posts", [*turns, (text, "crisis", "post_method_sentence", "crisis")], "post_method")
         for conv in team_conv[split]:
             # A build-up turn is a crisis only read with the turns before it: its label alone is unknown.
             w.conversation("team", [(r["text"], r["label"], r["category"],
-                                     "unknown" if r["label"] == "crisis" else "no_crisis") for r in conv])
+                                     "unknown" if r["label"] == "crisis" else "no_crisis") for r in conv],
+                           "build_up" if any(r["label"] == "crisis" for r in conv) else "team_conversation")
         writers[split] = w
     return writers
 
@@ -219,8 +317,9 @@ def finetune_rows(writers: dict[str, Writer]) -> list[dict[str, str]]:
     out = []
     for split, limit in (("train", FINETUNE_ORDINARY), ("validation", FINETUNE_VALIDATION)):
         rows = [r for r in writers[split].rows if r["alone"] != "unknown"]
-        keep = [r for r in rows if r["alone"] == "crisis" or r["source"] == "team"]
-        rest = [r for r in rows if not (r["alone"] == "crisis" or r["source"] == "team")]
+        written = ("team", *KIND_SOURCE.values())  # every team-written turn, its ordinary kinds' sources too
+        keep = [r for r in rows if r["alone"] == "crisis" or r["source"] in written]
+        rest = [r for r in rows if not (r["alone"] == "crisis" or r["source"] in written)]
         keep += [rest[k] for k in sorted(rng.permutation(len(rest))[:limit])]
         for r in sorted(keep, key=lambda r: r["id"]):
             crisis = r["alone"] == "crisis"

@@ -38,7 +38,15 @@ def test_every_split_has_ordinary_and_crisis_multi_turn_conversations(splits):
         crisis = {r["conversation"] for r in rows if r["label"] == "crisis"}
         assert len(crisis) >= 40, split
         assert sum(n > 1 for n in turns.values()) > len(turns) / 2  # most conversations have several turns
-        assert {r["source"] for r in rows} == {"goemotions", "diasafety", "posts", "team"}
+        assert {r["source"] for r in rows} == {"goemotions", "diasafety", "posts", "team", "therapy", "harm_to_others"}
+        # every conversation says what it is an example of, the same on each of its turns (the card's per-kind rows)
+        kinds: dict[str, set[str]] = {}
+        for r in rows:
+            kinds.setdefault(r["conversation"], set()).add(r["kind"])
+        assert all(len(k) == 1 and "" not in k for k in kinds.values())
+        crisis_kinds = {r["kind"] for r in rows if r["label"] == "crisis"}
+        assert {"method_question", "named_means", "shorthand", "self_harm_coping", "passive_imagery",
+                "obfuscated", "post_method", "build_up"} <= crisis_kinds, split
         # turns of a conversation are numbered 0..n-1
         by_conv: dict[str, list[int]] = {}
         for r in rows:
@@ -51,8 +59,9 @@ def test_a_conversation_and_a_team_text_sit_in_one_split(splits):
     assert not (conversations[0] & conversations[1] or conversations[0] & conversations[2]
                 or conversations[1] & conversations[2])
     # single team turns (a look-alike conversation shares its opening turns with its crisis twin on purpose)
-    shared = ("greeting", "ack", "filler", "buildup", "lookalike")
-    team = [{_norm(r["text"]) for r in rows if r["source"] == "team" and r["category"] not in shared}
+    shared = ("greeting", "ack", "filler", "buildup", "lookalike", "preface")
+    team = [{_norm(r["text"]) for r in rows if r["source"] == "team" and r["category"] not in shared
+             and _norm(r["text"])}  # (an obfuscated turn in full-width letters normalises to nothing here)
             for rows in splits.values()]
     assert not (team[0] & team[2] or team[1] & team[2]), "a team-written turn is in the test split and another"
 
@@ -67,7 +76,8 @@ def test_no_judged_sentence_is_in_the_chat_form_data(splits):
     # three words or more must be unseen by the model's training and choices.
     judged = {j for j in judged if len(j.split()) >= 3}
     # the team's rows, and the contrast turns the shipped encoder layers were fine-tuned on
-    team = _rows(FOLDER / "team_turns.csv") + _rows(FOLDER / "team_conversations.csv")
+    team = (_rows(FOLDER / "team_turns.csv") + _rows(FOLDER / "team_conversations.csv")
+            + _rows(FOLDER / "team_kinds.csv"))
     team += [row for path in sorted((ROOT / "data" / "chat_contrast").glob("*.csv")) for row in _rows(path)]
     # "I'm so tired" opens issue 17's own build-up example ("I'm so tired" / "of everything" / "I've been saving up
     # my pills"), which the regression table keeps word for word; a contrast turn ("I'm so tired of living") starts so.

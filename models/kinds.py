@@ -1,0 +1,164 @@
+"""What the loop needs from the model (issue 31): `python -m models.kinds --card MODEL_DIR`.
+
+On the team's chat-form test split (data/chat_form/chat_test.csv), at the model's threshold: crisis recall per
+kind of crisis (method and lethality questions, named means, shorthand, self-harm as coping, passive imagery,
+obfuscated text, build-up, ...), the ordinary flag rate per kind and per source (questions to a therapist and
+requests for harm to others or crime as their own rows), how far the chat recall stands above the rule table's
+warning line, and the same conversations screened by the crisis regexes two PyPI packages ship
+(`pantheon-guardrails`' `crisis.py`, `cogno-aegis`' `safety.py`; dev dependencies, used only to measure).
+`vigil model eval --data data/chat_form/chat_test.csv --group-column conversation --by-column kind` reproduces
+the model's column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.chat_train import ChatRows, load_chat, turn_scores
+from models.classifier import CrisisClassifier
+from models.normalise import normalise
+from models.report import group_max
+from models.urgent_level import CHAT_DIR, write_card_section
+from vigil_core.stats import rate
+
+__all__ = ["measure", "card_section", "keyword_screens", "SECTION"]
+
+SECTION = "## What the loop needs (issue 31)"
+Screen = Callable[[str], bool]
+
+
+def keyword_screens() -> dict[str, Screen]:
+    """The keyword screens teams ship, each a function of one turn (on normalised text, as Vigil reads it)."""
+    from cogno_aegis.safety import DEFAULT_CRISIS_RULES
+    from pantheon_guardrails.crisis import CrisisProtocol
+
+    protocol = CrisisProtocol()
+    cogno = [re.compile(rule.pattern, re.IGNORECASE) for rule in DEFAULT_CRISIS_RULES if rule.locale == "en"]
+    return {
+        "pantheon-guardrails crisis.py": lambda text: protocol.check(normalise(text)).triggered,
+        "cogno-aegis safety.py (en)": lambda text: any(p.search(normalise(text)) for p in cogno),
+    }
+
+
+def _conversations(rows: ChatRows, turn_flags: np.ndarray, column: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per conversation: flagged (any turn), crisis (any turn), and `column`'s value (constant in a conversation)."""
+    flagged, labels = group_max(rows.conversation, turn_flags.astype(np.float64), rows.labels)
+    _, first = np.unique(rows.conversation, return_index=True)
+    return flagged > 0, labels, column[first]
+
+
+def measure(clf: CrisisClassifier, rows: ChatRows, kinds: np.ndarray,
+            screens: dict[str, Screen] | None = None) -> dict[str, Any]:
+    """The model's and each screen's conversation-level recall and ordinary flag rate, overall, per kind and per
+    source."""
+    screens = keyword_screens() if screens is None else screens
+    scores, _ = turn_scores(clf, rows)
+    flags = {"model": scores >= clf.threshold}
+    for name, screen in screens.items():
+        flags[name] = np.asarray([screen(t) for t in rows.texts], dtype=bool)
+    out: dict[str, Any] = {"threshold": clf.threshold, "model_version": clf.model_version, "by": {}}
+    for who, turn_flags in flags.items():
+        entry: dict[str, Any] = {}
+        for column_name, column in (("kind", kinds), ("source", rows.source)):
+            flagged, labels, values = _conversations(rows, turn_flags, column)
+            groups: dict[str, Any] = {}
+            for value in sorted(set(values.tolist())):
+                keep = values == value
+                crisis, ordinary = keep & labels, keep & ~labels
+                groups[str(value)] = {
+                    "crisis": int(crisis.sum()), "caught": int(flagged[crisis].sum()),
+                    "ordinary": int(ordinary.sum()), "flagged": int(flagged[ordinary].sum())}
+            entry[column_name] = groups
+            if column_name == "kind":
+                r, f = rate(int(flagged[labels].sum()), int(labels.sum())), rate(int(flagged[~labels].sum()),
+                                                                                  int((~labels).sum()))
+                entry["recall"], entry["flag_rate"] = r.to_dict(), f.to_dict()
+        out["by"][who] = entry
+    return out
+
+
+def _pct(caught: int, n: int) -> str:
+    return "-" if n == 0 else f"{caught / n:.0%} ({caught}/{n})"
+
+
+def card_section(m: dict[str, Any], warning_below: float) -> str:
+    """The card's section from `measure` on the test split."""
+    who = list(m["by"])
+    model = m["by"]["model"]
+    recall, flag = model["recall"], model["flag_rate"]
+    lines = [
+        SECTION,
+        "Measured on the **test** split of the chat-form set (`python -m models.kinds --card MODEL_DIR` writes this "
+        "section; `vigil model eval --data data/chat_form/chat_test.csv --group-column conversation --by-column kind "
+        "--json` reproduces the model's column). A conversation is caught (crisis) or flagged (ordinary) when any "
+        "of its user turns is. The keyword screens are the crisis regexes of two PyPI packages, on the same "
+        "normalised turns.",
+        "",
+        f"- **Crisis recall {recall['value']:.1%}** [{recall['lower']:.1%}, {recall['upper']:.1%}] on "
+        f"{int(recall['n'])} crisis conversations, ordinary conversations flagged {flag['value']:.1%} "
+        f"[{flag['lower']:.1%}, {flag['upper']:.1%}] of {int(flag['n'])}. The rule table's warning line is "
+        f"{warning_below:.0%}: the point estimate stands {100 * (recall['value'] - warning_below):+.1f} points from "
+        f"it, the interval's lower end {100 * (recall['lower'] - warning_below):+.1f}.",
+        "",
+        "### Per kind (test conversations)",
+        "| kind | conversations | " + " | ".join(who) + " |",
+        "|---|---|" + "---|" * len(who),
+    ]
+    kinds = model["kind"]
+    crisis_kinds = [k for k, v in kinds.items() if v["crisis"]]
+    ordinary_kinds = [k for k, v in kinds.items() if not v["crisis"] and v["ordinary"]]
+    for k in crisis_kinds:
+        cells = [_pct(m["by"][w]["kind"][k]["caught"], m["by"][w]["kind"][k]["crisis"]) for w in who]
+        lines.append(f"| {k} (crisis: caught) | {kinds[k]['crisis']} | " + " | ".join(cells) + " |")
+    for k in ordinary_kinds:
+        cells = [_pct(m["by"][w]["kind"][k]["flagged"], m["by"][w]["kind"][k]["ordinary"]) for w in who]
+        lines.append(f"| {k} (ordinary: flagged) | {kinds[k]['ordinary']} | " + " | ".join(cells) + " |")
+    overall = [f"{m['by'][w]['recall']['value']:.1%} / {m['by'][w]['flag_rate']['value']:.1%}" for w in who]
+    lines += [f"| **all (recall / ordinary flagged)** | {int(recall['n']) + int(flag['n'])} | "
+              + " | ".join(overall) + " |", "", "### Ordinary conversations flagged, per source (test)",
+              "| source | ordinary conversations | " + " | ".join(who) + " |", "|---|---|" + "---|" * len(who)]
+    for source, v in model["source"].items():
+        if v["ordinary"]:
+            cells = [_pct(m["by"][w]["source"][source]["flagged"], v["ordinary"]) for w in who]
+            lines.append(f"| {source} | {v['ordinary']} | " + " | ".join(cells) + " |")
+    lines += ["", "The kinds were written by the team for issue 31 (`data/chat_form/team_kinds.csv`), a few per "
+              "split: a kind's row here rests on 6 to 17 conversations, and its text was written by the people who "
+              "wrote its training rows. The hidden chat-form set is the measure that counts.", ""]
+    return "\n".join(lines)
+
+
+# The rule table's file (read as data: the classifier does not import the evaluators): the warning line the card
+# compares the chat recall with.
+THRESHOLDS_FILE = Path(__file__).resolve().parents[1] / "evaluators" / "thresholds.toml"
+
+
+def warning_line() -> float:
+    """The crisis-recall rule's warning line, from the rule table."""
+    import tomllib
+
+    return float(tomllib.loads(THRESHOLDS_FILE.read_text(encoding="utf-8"))["crisis_recall"]["warning_below"])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--card", type=Path, required=True, help="the model directory whose card gets the section")
+    args = parser.parse_args(argv)
+    rows = load_chat(CHAT_DIR / "chat_test.csv")
+    with open(CHAT_DIR / "chat_test.csv", newline="", encoding="utf-8") as fh:
+        kinds = np.asarray([r.get("kind") or "" for r in csv.DictReader(fh)])
+    clf = CrisisClassifier.load(args.card)
+    m = measure(clf, rows, kinds)
+    write_card_section(args.card, card_section(m, warning_line()), SECTION)
+    model = m["by"]["model"]
+    print(f"recall {model['recall']['value']:.3f}, ordinary flagged {model['flag_rate']['value']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
