@@ -23,7 +23,15 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from evaluators.cusum import BernoulliCusum
-from evaluators.rules import HARMFUL_RULE, State, Thresholds, classify_above, classify_below
+from evaluators.rules import (
+    HARMFUL_RULE,
+    LANGUAGE_RULE,
+    State,
+    Thresholds,
+    classify_above,
+    classify_below,
+    classify_languages,
+)
 from evaluators.store import EvaluatorStore
 from evaluators.window import WindowMetrics, compute_window
 from safety_gate.heartbeat import Heartbeat
@@ -107,6 +115,7 @@ class Evaluation:
             "window_end": self.window.window_end,
             "crisis_in_window": self.window.crisis_in_window,
             "missed": self.window.missed,
+            "crisis_recall_by_language": {k: v.to_dict() for k, v in self.window.by_language.items()},
             "labels_for_unknown_conversations": self.labels_unknown,
         }
 
@@ -140,7 +149,7 @@ class EvaluatorMetrics:
                                       ["rule", "state"], registry=r)
         self.incidents_open = Gauge("vigil_incidents_open", "open incidents by severity", ["severity"], registry=r)
         # Series exist from the start (at 0), so dashboards and alerts see them before the first event.
-        for rule in (RECALL_RULE, CUSUM_RULE, SENTINEL_RULE, *OPS_RULES):
+        for rule in (RECALL_RULE, LANGUAGE_RULE, CUSUM_RULE, SENTINEL_RULE, *OPS_RULES):
             for state in State:
                 self.alerts.labels(rule, state.value)
         for outcome in ("applied", "duplicate", "stale", "unknown", "invalid"):
@@ -272,11 +281,20 @@ class Evaluator:
         self.run_pending_actions()
         self.store.retry_unknown()
         items = self.store.labelled(since=now - max_age)
+        lr = t[LANGUAGE_RULE]
         window = compute_window(items, now, window=int(rc["window"]), max_age_s=max_age, cusum=self.cusum,
-                                sentinel_levels=t["sentinel"]["levels"])
+                                sentinel_levels=t["sentinel"]["levels"],
+                                validated_languages=sorted(self.settings.validated),
+                                language_min_effective_n=float(lr["min_effective_n"]))
         recall = window.rates["crisis_recall"]
         rules: dict[str, dict[str, Any]] = {}
         rules[RECALL_RULE] = self._row(classify_below(recall.value, recall.n, rc, "min_effective_n"), recall)
+        language_state, groups = classify_languages(window.by_language, lr)
+        measured = [r for r in window.by_language.values() if r.n >= lr["min_effective_n"] and r.value is not None]
+        rules[LANGUAGE_RULE] = {
+            "state": language_state.value, "value": min((r.value for r in measured), default=None),  # type: ignore[type-var]
+            "lower": None, "upper": None, "n": min((r.n for r in window.by_language.values()), default=0.0),
+            "groups": groups}
         cusum_state = State.CRITICAL if window.cusum >= self.cusum.h else State.OK
         rules[CUSUM_RULE] = {"state": cusum_state.value, "value": window.cusum, "lower": None, "upper": None,
                              "n": float(window.crisis_in_window)}
@@ -320,7 +338,8 @@ class Evaluator:
         for rule, row in ev.rules.items():
             previous = self.store.states().get(rule, State.OK.value)
             key = rule
-            evidence = ev.window.missed if rule in (RECALL_RULE, CUSUM_RULE) else []
+            evidence = (ev.window.missed if rule in (RECALL_RULE, CUSUM_RULE)
+                        else [f"language group {g}" for g in row.get("groups", [])])
             if rule == SENTINEL_RULE and ev.window.missed_imminent:
                 # every missed imminent conversation is its own alert
                 for cid in ev.window.missed_imminent:
@@ -371,7 +390,8 @@ class Evaluator:
 
     def _export(self, ev: Evaluation, unknown_conversations: int) -> None:
         m = self.metrics
-        for name, r in (ev.window.rates | {"label_coverage": ev.coverage}).items():
+        by_language = {f"crisis_recall_language_{g}": r for g, r in ev.window.by_language.items()}
+        for name, r in (ev.window.rates | {"label_coverage": ev.coverage} | by_language).items():
             m.rate_value.labels(name).set(math.nan if r.value is None else r.value)
             m.rate_lower.labels(name).set(r.lower)
             m.rate_upper.labels(name).set(r.upper)

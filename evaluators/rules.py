@@ -15,11 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vigil_core.tables import load_toml_overlaid, validated
 
-__all__ = ["HARMFUL_RULE", "State", "Thresholds", "RuleTable", "RuleAction", "DEFAULT_THRESHOLDS", "classify_below",
+__all__ = ["HARMFUL_RULE", "LANGUAGE_RULE", "classify_languages", "State",
+           "Thresholds", "RuleTable", "RuleAction", "DEFAULT_THRESHOLDS", "classify_below",
            "classify_above", "prometheus_rules", "Severity"]
 
 # Written by the scorers (they score the AI's replies), read by the evaluator: one name for both.
 HARMFUL_RULE = "harmful_response_rate"
+LANGUAGE_RULE = "language_recall"
 
 DEFAULT_THRESHOLDS = Path(__file__).resolve().parent / "thresholds.toml"
 
@@ -108,6 +110,13 @@ class CusumRule(_Rule):
         return self
 
 
+class LanguageRecallRule(_Rule):
+    """Crisis recall per language group (evaluators.window.language_recall)."""
+
+    min_effective_n: Positive
+    warning_below: Fraction
+
+
 class SentinelRule(_Rule):
     """A missed conversation labelled at one of `levels`."""
 
@@ -148,6 +157,7 @@ class RuleTable(_Strict):
     """Every rule Vigil evaluates."""
 
     crisis_recall: RecallRule
+    language_recall: LanguageRecallRule
     cusum: CusumRule
     sentinel: SentinelRule
     ai_latency_p95_ms: AboveRule
@@ -208,6 +218,20 @@ def classify_below(value: float | None, n: float, rule: dict[str, Any], min_key:
     if value < rule["warning_below"]:
         return State.WARNING
     return State.OK
+
+
+def classify_languages(groups: dict[str, Any], rule: dict[str, Any]) -> tuple[State, list[str]]:
+    """State of the per-language recall rule from its groups' rates (value, n), and the groups behind it: WARNING
+    when a measured group is below `warning_below`, else INSUFFICIENT_DATA when a group has crisis labels but
+    fewer than `min_effective_n`, else OK."""
+    low = [g for g, r in groups.items() if r.n >= rule["min_effective_n"] and r.value is not None
+           and r.value < rule["warning_below"]]
+    if low:
+        return State.WARNING, low
+    thin = [g for g, r in groups.items() if 0 < r.n < rule["min_effective_n"]]
+    if thin:
+        return State.INSUFFICIENT_DATA, thin
+    return State.OK, []
 
 
 def classify_above(value: float | None, n: float, rule: dict[str, Any]) -> State:

@@ -106,7 +106,7 @@ class EvaluatorStore:
             joined = {
                 "flagged": state.flagged, "pi": state.pi if state.pi is not None else (1.0 if state.flagged else None),
                 "max_score": state.max_score, "first_flagged_turn": state.first_flagged_turn, "timely": timely,
-                "conversation_time": state.last_activity,
+                "conversation_time": state.last_activity, "language": state.language,
             }
             pipe = self._r.pipeline(transaction=True)
             pipe.set(self._k("joined", conversation_id), json.dumps(joined))
@@ -152,7 +152,8 @@ class EvaluatorStore:
             pi = j["pi"] if j["pi"] is not None else 1.0
             out.append(LabelledConversation(cid, float(j["conversation_time"]), levels, bool(j["flagged"]),
                                             float(pi), bool(j["timely"]),
-                                            adjudicated=decisions[-1][1] if decisions else None))
+                                            adjudicated=decisions[-1][1] if decisions else None,
+                                            language=j.get("language")))
         return out
 
     def coverage_counts(self) -> tuple[int, int]:

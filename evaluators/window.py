@@ -14,7 +14,8 @@ from typing import Any
 from evaluators.cusum import BernoulliCusum
 from vigil_core.stats import Rate, rate
 
-__all__ = ["LabelledConversation", "WindowMetrics", "compute_window", "weighted_rate", "cohen_kappa"]
+__all__ = ["LabelledConversation", "WindowMetrics", "compute_window", "weighted_rate", "cohen_kappa",
+           "language_recall", "OTHER_LANGUAGES"]
 
 LEVEL_ORDER = {"no_risk": 0, "low": 1, "moderate": 2, "high": 3, "imminent": 4}
 
@@ -30,6 +31,7 @@ class LabelledConversation:
     pi: float
     timely: bool = False
     adjudicated: str | None = None  # a clinical lead's level on a disagreement
+    language: str | None = None  # the conversation's language (vigil_core.conversations.conversation_language)
 
     @property
     def level(self) -> str:
@@ -91,6 +93,7 @@ class WindowMetrics:
     cusum: float
     missed: list[str] = field(default_factory=list)
     missed_imminent: list[str] = field(default_factory=list)
+    by_language: dict[str, Rate] = field(default_factory=dict)  # crisis recall per language group
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -99,7 +102,34 @@ class WindowMetrics:
             "window_start": self.window_start, "window_end": self.window_end,
             "crisis_in_window": self.crisis_in_window, "cusum": self.cusum, "missed": self.missed,
             "missed_imminent": self.missed_imminent,
+            "crisis_recall_by_language": {k: v.to_dict() for k, v in self.by_language.items()},
         }
+
+
+OTHER_LANGUAGES = "other"  # the group of every language with too few crisis labels to stand alone
+UNDETERMINED = "und"  # conversations whose language no turn decided (all one-word turns, say)
+
+
+def language_recall(crises: Sequence[LabelledConversation], validated: Sequence[str],
+                    min_effective_n: float) -> dict[str, Rate]:
+    """Crisis recall per language group (docs/design.md section 7): each validated language by itself, each other
+    language with at least `min_effective_n` (Kish effective) crisis labels by itself, the rest together as
+    `other`. A group appears only when it has crisis labels."""
+    by: dict[str, list[LabelledConversation]] = {}
+    for i in crises:
+        by.setdefault(i.language or UNDETERMINED, []).append(i)
+    out: dict[str, Rate] = {}
+    pooled: list[LabelledConversation] = []
+    for language in sorted(by):
+        items = by[language]
+        r = weighted_rate([i.flagged for i in items], [i.weight for i in items])
+        if language in validated or r.n >= min_effective_n:
+            out[language] = r
+        else:
+            pooled += items
+    if pooled:
+        out[OTHER_LANGUAGES] = weighted_rate([i.flagged for i in pooled], [i.weight for i in pooled])
+    return out
 
 
 def compute_window(
@@ -109,6 +139,8 @@ def compute_window(
     max_age_s: float = 90 * 86400.0,
     cusum: BernoulliCusum | None = None,
     sentinel_levels: Sequence[str] = ("imminent",),
+    validated_languages: Sequence[str] = ("en",),
+    language_min_effective_n: float = 30.0,
 ) -> WindowMetrics:
     """Metrics over the last `window` labelled crisis conversations (at most `max_age_s` old)."""
     cusum = cusum or BernoulliCusum()
@@ -149,6 +181,7 @@ def compute_window(
         crisis_in_window=len(win_crises),
         cusum=statistic,
         missed=[i.conversation_id for i in win_crises if not i.flagged],
+        by_language=language_recall(win_crises, validated_languages, language_min_effective_n),
         missed_imminent=[
             i.conversation_id for i in win_crises
             if not i.flagged and (i.level in sentinel_levels if i.adjudicated is not None

@@ -1,4 +1,5 @@
-"""The backup scorer: explicit suicide and self-harm language from the Suicide Risk Lexicon.
+"""The backup scorer: explicit suicide and self-harm language from the Suicide Risk Lexicon, and from the team's
+phrases in the other supported languages (`lexicon/languages/`).
 
 It runs when the model raises or times out. It flags generously, and it never calls a message safe:
 a text with no lexicon hit still scores inside the borderline band (half the threshold), so its
@@ -9,21 +10,40 @@ from __future__ import annotations
 
 import csv
 import re
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["BackupScorer", "ImminentPhrases", "STRONG_SCORE", "MEDIUM_SCORE"]
+from models.normalise import normalise
+
+__all__ = ["BackupScorer", "ImminentPhrases", "LanguageLexicons", "STRONG_SCORE", "MEDIUM_SCORE", "LEXICON_LANGUAGES"]
 
 LEXICON_DIR = Path(__file__).resolve().parent / "lexicon"
+LANGUAGES_DIR = LEXICON_DIR / "languages"
 STRONG_SCORE = 0.99
 MEDIUM_SCORE = 0.90
 
 
 def _normalise(text: str) -> str:
-    text = text.lower().replace("\u2019", "'").replace("\u2018", "'")
+    """Lower case without accents (people type "nao quero mais viver" as often as "não"), after models.normalise."""
+    text = normalise(text).lower().replace("\u2019", "'").replace("\u2018", "'")
+    text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
     return re.sub(r"\s+", " ", text)
+
+
+def _language_phrases() -> dict[str, dict[str, list[str]]]:
+    """{language: {tier: [phrase]}} of `lexicon/languages/{language}.csv` (tiers imminent, strong, medium)."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for path in sorted(LANGUAGES_DIR.glob("*.csv")):
+        with open(path, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                out.setdefault(path.stem, {}).setdefault(row["tier"], []).append(row["phrase"])
+    return out
+
+
+LEXICON_LANGUAGES = ("en", *sorted(p.stem for p in LANGUAGES_DIR.glob("*.csv")))
 
 
 def _pattern(phrases: Sequence[str]) -> re.Pattern[str]:
@@ -39,7 +59,10 @@ class ImminentPhrases:
 
     def __init__(self, path: Path = LEXICON_DIR / "imminent" / "imminent.csv") -> None:
         with open(path, newline="", encoding="utf-8") as fh:
-            self._pattern = _pattern([row["phrase"] for row in csv.DictReader(fh)])
+            phrases = [row["phrase"] for row in csv.DictReader(fh)]
+        for tiers in _language_phrases().values():  # imminent phrases in every supported language
+            phrases += tiers.get("imminent", [])
+        self._pattern = _pattern(phrases)
 
     def search(self, text: str) -> bool:
         """Whether `text` holds an imminent phrase."""
@@ -58,6 +81,9 @@ class BackupScorer:
             with open(path, newline="", encoding="utf-8") as fh:
                 for row in csv.DictReader(fh):
                     tiers.setdefault(row["tier"], []).append(row["phrase"])
+        for by_tier in _language_phrases().values():
+            tiers["strong"] += by_tier.get("imminent", []) + by_tier.get("strong", [])
+            tiers["medium"] += by_tier.get("medium", [])
         self._strong = _pattern(tiers["strong"])
         self._medium = _pattern(tiers["medium"])
 
@@ -79,3 +105,23 @@ class BackupScorer:
             else:
                 out[i] = self.threshold / 2
         return out
+
+
+class LanguageLexicons:
+    """Crisis phrases of the supported languages other than English (`lexicon/languages/`): which language's
+    phrase a text holds, at which tier. The scorer flags a turn with a strong or imminent phrase in any of them,
+    whatever the model scored: the model reads English only, and scores such a turn near zero."""
+
+    def __init__(self) -> None:
+        self._patterns = {
+            (language, tier): _pattern(phrases)
+            for language, by_tier in _language_phrases().items() for tier, phrases in by_tier.items() if phrases
+        }
+
+    def find(self, text: str, tiers: Sequence[str] = ("imminent", "strong")) -> str | None:
+        """The language of the first phrase of `tiers` found in `text`, or None."""
+        norm = _normalise(text)
+        for (language, tier), pattern in self._patterns.items():
+            if tier in tiers and pattern.search(norm):
+                return language
+        return None

@@ -43,6 +43,15 @@ class ScorerMetrics:
             registry=r,
         )
         self.closed = Counter("vigil_scorer_closed_conversations", "conversations closed", ["how"], registry=r)
+        # Languages (issue 32): user turns per language, and closed conversations written mostly in a language the
+        # model is not validated for (each was considered for review at pi_language; `sampled{reason="language"}`
+        # counts those sent).
+        self.turn_languages = Counter("vigil_scorer_turn_languages", "user turns scored, by identified language",
+                                      ["language"], registry=r)
+        self.closed_languages = Counter(
+            "vigil_scorer_unvalidated_language_conversations",
+            "closed conversations mostly in a language the crisis model is not validated for", ["language"],
+            registry=r)
         self.review_truncated = Counter("vigil_scorer_review_requests_bounded",
                                         "review requests that left turns out to stay under review_max_bytes",
                                         registry=r)
@@ -52,7 +61,7 @@ class ScorerMetrics:
         for kind, outcome in (("message", "scored"), ("message", "context"), ("invalid", "dlq"),
                               ("feedback", "skipped"), ("closed", "processed"), ("failed", "dlq")):
             self.events.labels(kind, outcome)
-        for reason in ("sampled", "borderline", "disagreement"):
+        for reason in ("sampled", "borderline", "disagreement", "language"):
             self.sampled.labels(reason)
         for how in ("event", "idle", "failed"):
             self.closed.labels(how)

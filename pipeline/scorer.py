@@ -24,7 +24,8 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from evaluators.rules import HARMFUL_RULE
-from models.backup import ImminentPhrases
+from models.backup import ImminentPhrases, LanguageLexicons
+from models.language import LanguageIdentifier
 from pipeline.kafka_io import (
     RECORD_ATTEMPTS,
     OutRecord,
@@ -51,7 +52,7 @@ from vigil_core.contracts import (
     parse_event,
     utcnow,
 )
-from vigil_core.conversations import ConversationState, ConversationStore, TurnUpdate
+from vigil_core.conversations import ConversationState, ConversationStore, TurnUpdate, conversation_language
 from vigil_core.errors import ContractError
 from vigil_core.model_record import ShadowStore
 from vigil_core.redis_client import connect
@@ -59,6 +60,9 @@ from vigil_core.settings import Settings
 
 __all__ = ["Scorer", "EVENT_SCHEMAS", "UrgentCase", "HarmfulCase", "HARMFUL_RULE"]
 
+# The other languages' lexicon tiers that flag a turn the model cannot read: all of them (a medium phrase, "no puedo
+# más", is weak evidence in English text the model reads, and the only evidence in text it cannot).
+LEXICON_TIERS = ("imminent", "strong", "medium")
 # The user turns before an AI reply that the response-safety model reads with it.
 REPLY_CONTEXT_TURNS = 2
 
@@ -115,6 +119,14 @@ class HarmfulCase:
     model_version: str
 
 
+# Languages named in metric labels; any other is "other" (a label per fastText code would be 176 series).
+_LABELLED_LANGUAGES = frozenset({"en", "es", "pt", "fr", "de", "it", "zh", "ar", "hi", "ru", "vi", "tl", "ko", "und"})
+
+
+def _language_label(language: str) -> str:
+    return language if language in _LABELLED_LANGUAGES else "other"
+
+
 def _log_commit_failure(offsets: dict[TopicPartition, OffsetAndMetadata], result: object) -> None:
     if isinstance(result, Exception):
         log.warning("offset commit failed (the batch will be replayed, idempotently): %s", type(result).__name__)
@@ -150,6 +162,11 @@ class Scorer:
         self.threshold = float(model.threshold)
         self.urgent_threshold = settings.urgent_threshold
         self.imminent = ImminentPhrases()
+        # The language of every user turn (a conversation mostly in a language the model is not validated for is
+        # routed to review, reason `language`), and crisis phrases of the other supported languages, which flag a
+        # turn whatever the model scored: it reads English only (issue 32).
+        self.languages = LanguageIdentifier()
+        self.lexicons = LanguageLexicons()
         # Called for each new urgent conversation once the batch's outputs are acknowledged and before its state
         # is written (so a crash in between repeats it; it must be idempotent). `vigil score` pages and hands off.
         self.on_urgent: Callable[[UrgentCase], None] | None = None
@@ -166,7 +183,7 @@ class Scorer:
         self.metrics = metrics or ScorerMetrics()
         self.policy = SamplingPolicy(
             threshold=self.threshold, pi_floor=settings.pi_floor, pi_borderline=settings.pi_borderline,
-            band=settings.borderline_band, pi_disagreement=settings.pi_disagreement,
+            band=settings.borderline_band, pi_disagreement=settings.pi_disagreement, pi_language=settings.pi_language,
         )
         self.instance = f"{socket.gethostname()}:{os.getpid()}"
         self._redis = connect(settings.redis_url.get_secret_value())
@@ -454,6 +471,8 @@ class Scorer:
         if scored.embeddings is not None:
             embedding_of = {m.event_id: e.astype(np.float16).tobytes()
                             for m, e in zip(user, scored.embeddings, strict=True)}
+        language_of = dict(zip((m.event_id for m in user), self.languages.identify([m.text for m in user]),
+                               strict=True))
         now = utcnow()
         for m in parsed.messages:
             u = batch.updates.setdefault(m.conversation_id, TurnUpdate(m.conversation_id))
@@ -467,11 +486,18 @@ class Scorer:
             score = score_of[m.event_id]
             if m.event_id in embedding_of:
                 u.embeddings[m.turn] = embedding_of[m.event_id]
+            language = language_of[m.event_id]
+            turn["language"] = language.language
+            u.languages[m.turn] = f"{language.language} {language.weight!r}"
+            self.metrics.turn_languages.labels(_language_label(language.language)).inc()
             urgent_why = ("score" if score >= self.urgent_threshold
                           else "imminent phrase" if self.imminent.search(m.text) else "")
             # an urgent turn is flagged whatever its score: the lexicon's imminent phrases catch what the model
-            # might score low, and Vigil caught the crisis either way
-            flagged = score >= self.threshold or bool(urgent_why)
+            # might score low, and Vigil caught the crisis either way; so is a turn not read as a validated language
+            # (another language, or too short to tell) with a crisis phrase of another supported language, which the
+            # model (English only) scores near zero
+            phrase = language.language not in self.settings.validated and self.lexicons.find(m.text, LEXICON_TIERS)
+            flagged = score >= self.threshold or bool(urgent_why) or bool(phrase)
             if urgent_why and (u.urgent_turn < 0 or m.turn < u.urgent_turn):
                 u.urgent_turn = m.turn
                 u.urgent_score, u.urgent_why = score, urgent_why
@@ -486,6 +512,7 @@ class Scorer:
             batch.outputs.append(OutRecord(s.topic_scores, m.conversation_id, SafetyScore(
                 event_id=m.event_id, conversation_id=m.conversation_id, turn=m.turn, score=score, flagged=flagged,
                 threshold=self.threshold, model_version=scored.model_version, scored_at=now, backup=scored.backup,
+                language=language.language,
             ).to_bytes()))
             self.metrics.events.labels("message", "scored").inc()
         # The first time a conversation is flagged: one review request with the turns so far; the first time it
@@ -499,7 +526,8 @@ class Scorer:
                 max_score = max(state.max_score if state.exists else 0.0, u.max_score or 0.0)
                 first = u.first_flagged_turn if newly_flagged else state.first_flagged_turn
                 reason = "urgent" if newly_urgent else "flagged"
-                batch.outputs.append(self._review(cid, reason, 1.0, max_score, first, turns))
+                batch.outputs.append(self._review(cid, reason, 1.0, max_score, first, turns,
+                                                  self._language(state, u)))
                 u.review = "flagged"
                 if newly_flagged:
                     self.metrics.flagged.inc()
@@ -559,9 +587,14 @@ class Scorer:
         stored.update(update.turns)
         return [stored[k] for k in sorted(stored)]
 
+    @staticmethod
+    def _language(state: ConversationState, update: TurnUpdate | None) -> str | None:
+        """The conversation's language from its user turns' votes so far (stored and in this batch)."""
+        return conversation_language({**state.languages, **(update.languages if update is not None else {})})
+
     def _review(
         self, cid: str, reason: str, pi: float, max_score: float, first_flagged: int | None,
-        turns: list[dict[str, Any]],
+        turns: list[dict[str, Any]], language: str | None = None,
     ) -> OutRecord:
         flagged_turn = first_flagged if first_flagged is not None and first_flagged >= 0 else None
         kept, omitted = bound_turns(turns, flagged_turn, self.settings.review_max_bytes)
@@ -571,7 +604,7 @@ class Scorer:
         request = ReviewRequest(
             review_id=f"{cid}:{reason}"[:128], conversation_id=cid, reason=reason, pi=pi,  # type: ignore[arg-type]
             max_score=min(1.0, max(0.0, max_score)), first_flagged_turn=flagged_turn,
-            turns=[ReviewTurn(**t) for t in kept], requested_at=utcnow(), omitted_turns=omitted,
+            turns=[ReviewTurn(**t) for t in kept], requested_at=utcnow(), omitted_turns=omitted, language=language,
         )
         return OutRecord(self.settings.topic_review, cid, request.to_bytes())
 
@@ -586,13 +619,18 @@ class Scorer:
         max_score = max(state.max_score if state.exists else 0.0, (update.max_score or 0.0) if update else 0.0)
         flagged = state.flagged or (update is not None and update.first_flagged_turn >= 0)
         backup = state.backup or (update is not None and update.backup)
-        decision = self.policy.decide(cid, max_score, flagged, backup, disagreement=cid in disagreeing)
+        language = self._language(state, update)
+        unvalidated = language is not None and language not in self.settings.validated
+        decision = self.policy.decide(cid, max_score, flagged, backup, disagreement=cid in disagreeing,
+                                      unvalidated_language=unvalidated)
+        if unvalidated:
+            self.metrics.closed_languages.labels(_language_label(language or "")).inc()
         review = decision.reason if decision.selected else "not_sampled"
         if flagged:
             review = "flagged"
         elif decision.selected:
             turns = self._turns_so_far(cid, state, update or TurnUpdate(cid))
-            batch.outputs.append(self._review(cid, decision.reason, decision.pi, max_score, None, turns))
+            batch.outputs.append(self._review(cid, decision.reason, decision.pi, max_score, None, turns, language))
             self.metrics.sampled.labels(decision.reason).inc()
         batch.closes.append((cid, decision.pi, review))
         self.metrics.closed.labels(how).inc()

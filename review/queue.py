@@ -24,10 +24,13 @@ from vigil_core.contracts import CRISIS_LEVELS, ClinicianLabel, ReviewRequest
 __all__ = ["ReviewQueue", "QueueItem", "DOUBLE_FRACTION"]
 
 DOUBLE_FRACTION = 0.2
-_REASON_RANK = {"urgent": -1, "flagged": 0, "disagreement": 1, "borderline": 1, "sampled": 2}
+# language: a conversation in a language the model cannot read (issue 32) ranks with the borderline ones: its low
+# score says nothing, as theirs says little.
+_REASON_RANK = {"urgent": -1, "flagged": 0, "disagreement": 1, "borderline": 1, "language": 1, "sampled": 2}
 # How soon a clinician must look at an item of each kind (urgent: the P0 response time).
 REVIEW_DEADLINE = {"urgent": timedelta(minutes=15), "flagged": timedelta(hours=1),
                    "disagreement": timedelta(hours=24), "borderline": timedelta(hours=24),
+                   "language": timedelta(hours=24),
                    "sampled": timedelta(hours=24)}
 _URGENT_BASE = -1e11  # urgent items sort below every other rank, by request time (oldest first)
 

@@ -52,10 +52,29 @@ _AFTER_PHONES: list[tuple[re.Pattern[str], str]] = [
                 rf"({_CAP_NAME}(?:\s+{_CAP_NAME})?)"), r"\1[name]"),
     (re.compile(r"\b((?i:my (?:wife|husband|partner|sister|brother|mom|mum|dad|son|daughter|friend|boyfriend|"
                 r"girlfriend)(?:'s name is|,)?\s+))([A-Z][a-z]+)\b"), r"\1[name]"),
+    # The other supported languages (issue 32). Street addresses: Spanish and Portuguese "Calle/Rua Mayor 12",
+    # French "12 rue de la Paix", German "Hauptstraße 5" and "Bahnhofstr. 12".
+    (re.compile(r"\b(?:calle|avenida|av\.|avda\.|paseo|plaza|camino|carrera|rua|travessa|estrada|alameda|praça)"
+                r"\s+(?:(?:de|da|do|dos|das|del|la|los|las)\s+)?(?:[^\W\d_]+[\s,]+){0,3}?(?:n[ºo°.]?\s*)?\d{1,5}\b",
+                re.I),
+     "[address]"),
+    (re.compile(r"\b\d{1,5}(?:\s?(?:bis|ter))?,?\s+(?:rue|avenue|av\.|boulevard|bd|chemin|allée|impasse|place|quai|"
+                r"route)\s+(?:(?:de|du|des|de la|d')\s*)?(?:[^\W\d_'-]+[\s-]?){1,4}", re.I), "[address]"),
+    (re.compile(r"\b[^\W\d_]+(?:straße|strasse|str\.|weg|platz|allee|gasse|ring|damm)\s+\d{1,5}[a-z]?\b", re.I),
+     "[address]"),
+    # names announced: "me llamo", "mi nombre es", "je m'appelle", "mon nom est", "ich heiße", "mein Name ist",
+    # "meu nome é", "me chamo"
+    (re.compile(rf"\b((?i:me llamo|mi nombre es|je m'appelle|je m’appelle|mon nom est|ich heiße|ich heisse|"
+                rf"mein name ist|meu nome é|meu nome e|me chamo)\s+)({_NAME}(?:\s+{_CAP_NAME})?)"), r"\1[name]"),
 ]
 # libphonenumber regions: US numbers in national form at "possible" leniency (7-digit local numbers too), UK ones
 # only when valid (at "possible" a year reads as a UK number); both take any number written with its + code.
-_PHONE_REGIONS = (("US", phonenumbers.Leniency.POSSIBLE), ("GB", phonenumbers.Leniency.VALID))
+# The supported languages' main regions (issue 32) come first, valid numbers only: a Brazilian "(11) 98765-4321"
+# is one number there, where the US rules would take its last part alone.
+_PHONE_REGIONS = (("BR", phonenumbers.Leniency.VALID), ("MX", phonenumbers.Leniency.VALID),
+                  ("ES", phonenumbers.Leniency.VALID), ("PT", phonenumbers.Leniency.VALID),
+                  ("FR", phonenumbers.Leniency.VALID), ("DE", phonenumbers.Leniency.VALID),
+                  ("US", phonenumbers.Leniency.POSSIBLE), ("GB", phonenumbers.Leniency.VALID))
 
 
 def _phones(text: str) -> str:

@@ -159,6 +159,8 @@ class SafetyScore(_Contract):
     model_version: StrictStr
     scored_at: Timestamp
     backup: StrictBool = False
+    # The turn's language (ISO 639-1, or fastText's code; "und": too short or unsure to say), models.language.
+    language: StrictStr | None = None
 
 
 # The configured model (`VIGIL_MODEL_DIR` or the shipped one) as a version name: the champion until a first
@@ -189,6 +191,7 @@ class ReviewTurn(BaseModel):
     ts: Timestamp
     score: Probability | None = None
     response_risk: Probability | None = None  # an AI reply's P(unsafe) (models/response_safety.py), if scored
+    language: StrictStr | None = None  # a user turn's language (models.language), shown to the clinician
 
 
 class ReviewRequest(_Contract):
@@ -196,7 +199,8 @@ class ReviewRequest(_Contract):
     review_id: Id
     conversation_id: Id
     # urgent: crossed the urgent level (imminent risk): top of the queue, paged, handed to a human (issue 22)
-    reason: Literal["urgent", "flagged", "sampled", "borderline", "disagreement"]
+    # language: written mostly in a language the model is not validated for (issue 32)
+    reason: Literal["urgent", "flagged", "sampled", "borderline", "disagreement", "language"]
     pi: Annotated[float, Field(gt=0.0, le=1.0)]
     max_score: Probability
     first_flagged_turn: Annotated[StrictInt, Field(ge=0)] | None = None
@@ -204,6 +208,8 @@ class ReviewRequest(_Contract):
     requested_at: Timestamp
     # Turns left out to keep the request under `review_max_bytes` (the flagged turn and its neighbours are kept).
     omitted_turns: Annotated[StrictInt, Field(ge=0)] = 0
+    # The conversation's language so far (the language of most of its user turns' words), None while undecided.
+    language: StrictStr | None = None
 
 
 class ClinicianLabel(_Contract):

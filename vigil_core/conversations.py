@@ -1,7 +1,8 @@
 """Conversation state in Redis, written so that applying the same events twice changes nothing.
 
 `pred:{conversation_id}` (hash): max_score, flagged, first_flagged_turn, pi, review, closed, backup,
-last_activity (conversation time), model_version, threshold, urgent_turn (set once). `turns:{conversation_id}`
+last_activity (conversation time), model_version, threshold, urgent_turn (set once), `lang:{turn}` (each user
+turn's language and its weight in the conversation's vote, "es 2.85"). `turns:{conversation_id}`
 (hash): one field per turn and role, the turn as JSON, for the review request. `emb:{conversation_id}` (hash):
 one field per scored user turn (its number), the turn's float16 embedding, the context of the conversation's
 later turns. `active` (sorted set by last activity): conversations not yet closed, for the idle sweep. Every
@@ -19,7 +20,25 @@ import redis
 
 from vigil_core.redis_client import store_errors
 
-__all__ = ["ConversationStore", "ConversationState", "TurnUpdate"]
+__all__ = ["ConversationStore", "ConversationState", "TurnUpdate", "conversation_language"]
+
+
+def conversation_language(votes: dict[int, str]) -> str | None:
+    """A conversation's language from its user turns' votes (turn -> "{language} {weight}", models.language): the
+    language with the most weight, or None while no turn counts ("und", or weight 0). A function of the stored
+    turns alone, so a replay reads the same language."""
+    total: dict[str, float] = {}
+    for vote in votes.values():
+        language, _, weight = vote.partition(" ")
+        try:
+            w = float(weight)
+        except ValueError:
+            continue
+        if w > 0 and language != "und":
+            total[language] = total.get(language, 0.0) + w
+    if not total:
+        return None
+    return max(sorted(total), key=lambda k: total[k])
 
 _APPLY = """
 local pred, turns, active = KEYS[1], KEYS[2], KEYS[3]
@@ -76,6 +95,7 @@ class TurnUpdate:
     urgent_why: str = ""  # "score" or "imminent phrase"
     turns: dict[str, dict[str, Any]] = field(default_factory=dict)
     embeddings: dict[int, bytes] = field(default_factory=dict)  # user turn -> float16 embedding bytes
+    languages: dict[int, str] = field(default_factory=dict)  # user turn -> "{language} {weight}" (models.language)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +115,12 @@ class ConversationState:
     model_version: str = ""
     threshold: float = 0.0
     urgent_turn: int | None = None  # the first turn that made it urgent (issue 22), None: never urgent
+    languages: dict[int, str] = field(default_factory=dict)  # user turn -> "{language} {weight}" (`lang:{turn}`)
+
+    @property
+    def language(self) -> str | None:
+        """The conversation's language (`conversation_language` of its turns' votes), None while undecided."""
+        return conversation_language(self.languages)
 
     @classmethod
     def from_hash(cls, conversation_id: str, raw: dict[bytes, bytes]) -> ConversationState:
@@ -110,6 +136,7 @@ class ConversationState:
             backup=d.get("backup") == "1", last_activity=float(d.get("last_activity", "0")),
             model_version=d.get("model_version", ""), threshold=float(d.get("threshold", "0")),
             urgent_turn=int(d["urgent_turn"]) if "urgent_turn" in d else None,
+            languages={int(k[5:]): v for k, v in d.items() if k.startswith("lang:") and k[5:].isdigit()},
         )
 
 
@@ -184,6 +211,9 @@ class ConversationStore:
                 )
                 if u.urgent_turn >= 0:  # the first urgent turn recorded stays (a replay changes nothing)
                     pipe.hsetnx(self.pred_key(u.conversation_id), "urgent_turn", u.urgent_turn)
+                if u.languages:  # set by turn: a replay writes the same values
+                    votes = {f"lang:{t}": v for t, v in u.languages.items()}
+                    pipe.hset(self.pred_key(u.conversation_id), mapping=votes)
                 if u.embeddings:
                     key = self.embeddings_key(u.conversation_id)
                     pipe.hset(key, mapping={str(t): e for t, e in u.embeddings.items()})

@@ -97,6 +97,13 @@ class Settings(BaseSettings):
     conversation_idle_s: float = Field(default=1800.0, gt=0)
     label_wait_s: float = Field(default=30 * 86400.0, gt=0)
     sweep_interval_s: float = Field(default=30.0, gt=0)
+    # Languages the crisis model is validated for (comma-separated ISO 639-1 codes). A conversation mostly in another
+    # language is reviewed with at least `pi_language` (reason `language`): the model scores what it cannot read near
+    # zero, so without this route clinicians would almost never see those conversations and crisis recall could not
+    # show the gap. 0.25: the evaluator's 50 crisis labels of a language group come from about 200 of its crisis
+    # conversations, and the review load is 0.25 x the share of such traffic (README, "Languages").
+    validated_languages: str = Field(default="en", pattern=r"^[a-z]{2,3}(,[a-z]{2,3})*$")
+    pi_language: float = Field(default=0.25, gt=0.0, le=1.0)
 
     # Halt and heartbeats
     staleness_s: float = Field(default=5.0, gt=0)
@@ -145,6 +152,11 @@ class Settings(BaseSettings):
     # Services
     metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no metrics endpoint
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+
+    @property
+    def validated(self) -> frozenset[str]:
+        """The languages of `validated_languages`."""
+        return frozenset(self.validated_languages.split(","))
 
     @field_validator("kafka_bootstrap")
     @classmethod

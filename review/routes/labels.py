@@ -6,6 +6,7 @@ import secrets
 from typing import Any
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from review.api_models import LabelRequest
@@ -43,9 +44,10 @@ def _view_model(ctx: ReviewContext, cid: str, user: User) -> dict[str, Any]:
     req = item.request
     first_flagged = req.get("first_flagged_turn")
     turns = [{"turn": t["turn"], "role": t["role"], "text": redact(t["text"]), "score": t.get("score"),
-              "response_risk": t.get("response_risk"),
+              "response_risk": t.get("response_risk"), "language": t.get("language"),
               "flagged": first_flagged is not None and t["turn"] == first_flagged} for t in req["turns"]]
     return {"cid": cid, "reason": req["reason"], "pi": req["pi"], "max_score": req["max_score"],
+            "language": req.get("language"), "validated": ctx.settings.validated,
             "handoff": ctx.handoffs.get(cid), "outcome": ctx.outcomes.get(cid), "outcomes": OUTCOMES,
             "may_act": user.role in CLINICIANS, "deadline": item.deadline, "overdue": item.overdue(utcnow()),
             "first_flagged_turn": first_flagged, "turns": turns, "stage": item.stage,
@@ -126,7 +128,8 @@ async def api_conversation(request: Request, cid: str, user: User = Depends(requ
                            ctx: ReviewContext = Depends(context)) -> JSONResponse:
     vm = _view_model(ctx, cid, user)
     ctx.audit(user.name, "conversation.view", request, conversation_id=cid, via="api")
-    return JSONResponse(vm)
+    # the view model holds datetimes, a Handoff and a set: encoded as FastAPI encodes a response model (issue 35)
+    return JSONResponse(jsonable_encoder(vm))
 
 
 @router.post("/api/v1/labels", dependencies=[Depends(check_csrf_header)])

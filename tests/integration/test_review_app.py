@@ -137,6 +137,32 @@ def test_message_text_is_escaped_and_identifiers_are_redacted(env):
     assert "jo@example.com" not in page and "[email]" in page and "Jo Park" not in page
 
 
+def test_the_conversation_shows_and_the_json_api_returns_each_turns_language_and_a_handoff(env):
+    """Issue 32: the language of the conversation and of each turn, and a warning where the model is not validated;
+    issue 35: the JSON conversation route answered 500 for a conversation with a deadline or a handoff."""
+    from safety_gate.handoff import HandoffStore
+
+    settings, r, queue, app = env
+    now = utcnow()
+    request = ReviewRequest(review_id="c-es:language", conversation_id="c-es", reason="language", pi=0.25,
+                            max_score=0.001, turns=[ReviewTurn(turn=0, role="user", text="no sé qué hacer con mi vida",
+                                                               ts=now, score=0.001, language="es")],
+                            requested_at=now, language="es")
+    queue.add(request)
+    queue.add(request_for("c-urgent", reason="urgent", score=0.99))
+    HandoffStore(r, settings.redis_prefix).start("c-urgent", by="scorer", reason="urgent")
+    client = TestClient(app)
+    login(client, "rita")
+    page = client.get("/conversations/c-es").text
+    assert 'id="language"' in page and "not validated for this language" in page and 'lang="es"' in page
+    api = client.get("/api/v1/conversations/c-es")
+    assert api.status_code == 200 and api.json()["language"] == "es" and api.json()["turns"][0]["language"] == "es"
+    urgent = client.get("/api/v1/conversations/c-urgent")
+    assert urgent.status_code == 200
+    body = urgent.json()
+    assert body["reason"] == "urgent" and body["handoff"]["reason"] == "urgent" and body["deadline"]
+
+
 def test_five_wrong_passwords_are_throttled(env):
     _, _, _, app = env
     client = TestClient(app)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from evaluators.evaluator import CUSUM_RULE, OPS_RULES, RECALL_RULE, SENTINEL_RULE
-from evaluators.rules import Thresholds
+from evaluators.rules import LANGUAGE_RULE, Thresholds
 from vigil_core.contracts import SCHEMAS, TOPIC_SCHEMAS
 from vigil_core.settings import Settings
 
@@ -54,11 +54,13 @@ def test_every_schema_has_its_field_list_and_every_field_is_named():
 def test_the_rule_table_matches_the_thresholds_file():
     rules = Thresholds.load()
     rows = {_codes(r[0])[0]: r for r in _table("## The rule table")}
-    assert set(rows) == {RECALL_RULE, CUSUM_RULE, SENTINEL_RULE, *OPS_RULES}
+    assert set(rows) == {RECALL_RULE, LANGUAGE_RULE, CUSUM_RULE, SENTINEL_RULE, *OPS_RULES}
 
     def numbers(cell: str) -> list[float]:
         return [float(x) for x in re.findall(r"[<>] ([0-9.]+)", cell)]
 
+    assert numbers(rows[LANGUAGE_RULE][1]) == [rules[LANGUAGE_RULE]["warning_below"]]
+    assert f"with {rules[LANGUAGE_RULE]['min_effective_n']} effective" in rows[LANGUAGE_RULE][1]
     recall = rules[RECALL_RULE]
     assert numbers(rows[RECALL_RULE][1]) == [recall["warning_below"]]
     assert numbers(rows[RECALL_RULE][2]) == [recall["critical_below"]]
