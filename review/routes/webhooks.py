@@ -34,6 +34,9 @@ __all__ = ["router", "verify_signature"]
 
 router = APIRouter()
 SEEN_TTL_S = 7 * 86400
+# An event being applied holds its id this long: a concurrent delivery of it is answered 409 (PagerDuty retries it),
+# and a process that died applying it frees the id for PagerDuty's next retry after this.
+CLAIM_TTL_S = 60
 _NOTED = {"incident.escalated": "escalated in PagerDuty", "incident.reassigned": "reassigned in PagerDuty",
           "incident.unacknowledged": "unacknowledged in PagerDuty", "incident.reopened": "reopened in PagerDuty"}
 
@@ -63,8 +66,26 @@ async def pagerduty_webhook(request: Request, ctx: ReviewContext = Depends(conte
         data: dict[str, Any] = event.get("data") or {}
     except (ValueError, KeyError, TypeError):
         return JSONResponse({"error": "not a v3 webhook event"}, status_code=400)
-    if not ctx.redis.set(f"{settings.redis_prefix}webhooks:pagerduty:{event_id}", "1", nx=True, ex=SEEN_TTL_S):
+    # The id is marked done only once its change is durable (issue 35: marked first, a change that failed was
+    # answered "duplicate" on PagerDuty's retry, and the acknowledgement was lost while the P0 kept escalating).
+    seen = f"{settings.redis_prefix}webhooks:pagerduty:{event_id}"
+    if not ctx.redis.set(seen, "applying", nx=True, ex=CLAIM_TTL_S):
+        if ctx.redis.get(seen) == b"applying":
+            return JSONResponse({"status": "in progress"}, status_code=409)
         return JSONResponse({"status": "duplicate"})
+    try:
+        response = _apply(event, event_type, data, request, ctx)
+    except BaseException:
+        ctx.redis.delete(seen)  # not applied: PagerDuty's retry applies it
+        raise
+    ctx.redis.set(seen, "done", ex=SEEN_TTL_S)
+    return response
+
+
+def _apply(event: dict[str, Any], event_type: str, data: dict[str, Any], request: Request,
+           ctx: ReviewContext) -> JSONResponse:
+    """Apply one verified PagerDuty event to the Vigil incident its key names."""
+    settings = ctx.settings
     key = str(data.get("incident_key") or "")
     dedup = key.split(ESCALATION_SEPARATOR, 1)[0]
     service = IncidentService(settings, ctx.redis, ctx.producer)

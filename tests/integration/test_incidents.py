@@ -464,6 +464,23 @@ def test_pagerduty_both_ways_escalation_pages_anew_and_its_webhooks_reach_vigils
                              headers={"X-PagerDuty-Signature": f"v1=deadbeef,v1={signature}",
                                       "Content-Type": "application/json"})
 
+    # an acknowledgement that fails on its way (Vigil's store or broker away) is applied on PagerDuty's retry: its
+    # event id is marked seen only once the change is durable (issue 35)
+    original, failures = IncidentService.acknowledge, []
+
+    def fails_once(self, *args, **kwargs):
+        if not failures:
+            failures.append(1)
+            raise ConnectionError("incident store unreachable")
+        return original(self, *args, **kwargs)
+
+    IncidentService.acknowledge = fails_once  # type: ignore[method-assign]
+    try:
+        with pytest.raises(ConnectionError):
+            deliver("ev-1", "incident.acknowledged", "crisis-recall-warning:escalation-1")
+    finally:
+        IncidentService.acknowledge = original  # type: ignore[method-assign]
+    assert manager.store.get(incident.id).state == "open"
     forged = deliver("ev-0", "incident.resolved", "crisis-recall-warning", sign_with="guess")
     assert forged.status_code == 401 and manager.store.get(incident.id).state == "open"
     acked = deliver("ev-1", "incident.acknowledged", "crisis-recall-warning:escalation-1")  # the escalation's page
