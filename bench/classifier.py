@@ -10,7 +10,9 @@ speed varies by tens of percent from minute to minute.
 
 By default each message is scored as the scorer scores it (`score_turns`): alone and in context, with the two
 messages before it in the stream as its conversation's earlier user turns (their embeddings, as the scorer keeps
-them). `--no-context` scores each message alone (`predict`), as before context scoring.
+them). `--no-context` scores each message alone (`predict`), as before context scoring. Every text is normalised
+(models.normalise) inside the classifier, and each batch's languages are identified as the scorer does
+(`--no-languages` leaves that out).
 """
 
 from __future__ import annotations
@@ -31,18 +33,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from common import chat_messages  # noqa: E402
 
 from models.classifier import CrisisClassifier  # noqa: E402
+from models.language import LanguageIdentifier  # noqa: E402
 
 
-def bench(clf: CrisisClassifier, texts: list[str], batch: int, repeats: int, context: bool) -> dict[str, float]:
+def bench(clf: CrisisClassifier, texts: list[str], batch: int, repeats: int, context: bool,
+          lid: LanguageIdentifier | None = None) -> dict[str, float]:
     clf.batch_size = batch
-    once(clf, texts, batch, context)  # warm-up: every batch shape once
-    runs = sorted((once(clf, texts, batch, context) for _ in range(repeats)), key=lambda r: r["messages_per_s"])
+    once(clf, texts, batch, context, lid)  # warm-up: every batch shape once
+    runs = sorted((once(clf, texts, batch, context, lid) for _ in range(repeats)), key=lambda r: r["messages_per_s"])
     median = runs[len(runs) // 2]
     return {**median, "messages_per_s_min": runs[0]["messages_per_s"],
             "messages_per_s_max": runs[-1]["messages_per_s"], "repeats": repeats}
 
 
-def once(clf: CrisisClassifier, texts: list[str], batch: int, context: bool) -> dict[str, float]:
+def once(clf: CrisisClassifier, texts: list[str], batch: int, context: bool,
+         lid: LanguageIdentifier | None = None) -> dict[str, float]:
     latencies = []
     done = 0
     earlier: list[np.ndarray] = []  # embeddings of the stream's last messages before this chunk
@@ -57,6 +62,8 @@ def once(clf: CrisisClassifier, texts: list[str], batch: int, context: bool) -> 
                 earlier = [*earlier, *scored.embeddings][-2:]
         else:
             clf.predict(chunk)
+        if lid is not None:  # the scorer identifies every user turn's language in the same batch
+            lid.identify(chunk)
         latencies.append(time.perf_counter() - t0)
         done += len(chunk)
     elapsed = time.perf_counter() - started
@@ -72,9 +79,13 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32, 128])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-context", action="store_true", help="score each message alone (predict)")
+    parser.add_argument("--no-languages", action="store_true",
+                        help="leave out the language identification the scorer runs on every user turn")
     args = parser.parse_args()
     texts = chat_messages(args.messages)
     results: dict[str, object] = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "backends": {}}
+    lid = None if args.no_languages else LanguageIdentifier()
+    results["languages"] = lid is not None
     for backend in args.backends:
         clf = CrisisClassifier.load(backend=backend)
         lengths = [len(t) for t in clf._tok(texts, add_special_tokens=True)["input_ids"]]
@@ -83,7 +94,7 @@ def main() -> None:
         results["context"] = {"turns": clf.info.context_turns, "aggregate": clf.info.context_aggregate,
                               "used": clf.uses_context and not args.no_context}
         results["backends"][backend] = {  # type: ignore[index]
-            str(b): bench(clf, texts, b, args.repeats, not args.no_context) for b in args.batches}
+            str(b): bench(clf, texts, b, args.repeats, not args.no_context, lid) for b in args.batches}
     print(json.dumps(results, indent=2))
 
 

@@ -35,15 +35,22 @@ def train_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _chat_config(args: argparse.Namespace, settings: Settings) -> Any:
+    from models.chat_train import CHAT_RECALL, ChatTrainConfig
+
+    recall = getattr(args, "chat_recall", None)
+    return ChatTrainConfig(threads=settings.torch_threads, chat_recall=CHAT_RECALL if recall is None else recall)
+
+
 def _chat_train_command(args: argparse.Namespace, settings: Settings) -> int:
-    from models.chat_train import ChatTrainConfig, train_chat_head
+    from models.chat_train import train_chat_head
     from models.classifier import default_cache_dir
     from models.dataset import stderr_progress as _stderr
 
     if not (args.init_from and args.chat_data and args.split_file and args.class_column):
         raise SystemExit("vigil train: --init-from and --chat-data go together, with --split-file and --class-column")
     meta = train_chat_head(Path(args.init_from), Path(args.data), Path(args.split_file), args.class_column,
-                           Path(args.chat_data), Path(args.out), ChatTrainConfig(threads=settings.torch_threads),
+                           Path(args.chat_data), Path(args.out), _chat_config(args, settings),
                            _stderr, cache_dir=settings.cache_dir or default_cache_dir())
     served = "onnx" if meta["onnx_recall_ok"] else "torch"
     print(json.dumps({"out": str(args.out), "model_version": meta["model_version"], "threshold": meta["threshold"],

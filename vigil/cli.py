@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chat-data", default=None, metavar="DIR",
                    help="folder of chat_train/validation/test.csv (data/chat_form): the head, context and threshold "
                         "are chosen on its conversations")
+    p.add_argument("--chat-recall", type=float, default=None, metavar="R",
+                   help="with --chat-data: the crisis recall on the chat-form validation conversations the operating "
+                        "threshold keeps (default 0.95, the design's floor)")
     p.add_argument("--from-labels", action="store_true",
                    help="add the clinicians' labelled conversations (from clinician.labels and safety.review, "
                         "redacted) to --chat-data (default data/chat_form) and fit the chat head from --init-from "
