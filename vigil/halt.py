@@ -42,7 +42,13 @@ class AuthenticationFailed(VigilError):
 def _password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\n")
-    return getpass.getpass(f"password of {args.by}: ")
+    # With no terminal getpass reads stdin, and an empty one ended in an EOFError traceback (issue 35): say what to do.
+    if not sys.stdin.isatty():
+        raise AuthenticationFailed("no terminal to ask the password on: pass it with --password-stdin")
+    try:
+        return getpass.getpass(f"password of {args.by}: ")
+    except EOFError:
+        raise AuthenticationFailed("no password given") from None
 
 
 def _authenticate(args: argparse.Namespace, settings: Settings, action: str, roles: tuple[str, ...]) -> str:

@@ -403,6 +403,18 @@ def test_one_person_cannot_clear_a_halt_from_the_cli(tripped_for_the_cli, prefix
     assert [e["who"] for e in refused] == ["omar", "rita", "nobody"]
 
 
+def test_a_clear_with_no_terminal_and_no_password_stdin_says_what_to_do(tripped_for_the_cli, monkeypatch, capsys):
+    """Issue 35 (defect 9): it ended in an EOFError traceback."""
+    from vigil.cli import main
+
+    _, store, _ = tripped_for_the_cli
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    code = main(["halt", "clear", "--by", "ana", "--reason", "ok"])
+    out = capsys.readouterr()
+    assert code != 0 and "--password-stdin" in out.err and "Traceback" not in out.err + out.out
+    assert store.read().halted
+
+
 def test_guessing_a_leads_password_from_the_cli_is_throttled_with_the_review_apps_logins(
         tripped_for_the_cli, prefix, capsys):
     """The CLI's halt and model commands check a password as the review app's login does, and the same throttle
