@@ -72,13 +72,15 @@ class HaltRecord:
         except ValueError:
             metrics = {}
         state = d.get("state", HALTED)
+        # Every field is bounded before it leaves this process (issue 35: a 1 MB reason written into the record
+        # reached every gate answer while halted; a raw `since` reached the public status page).
         return cls(
             state=state if state in (RUNNING, HALTED) else HALTED,
-            reason=d.get("reason", ""),
-            incident_id=d.get("incident_id", ""),
-            since=d.get("since", ""),
-            by=d.get("by", ""),
-            metrics=metrics if isinstance(metrics, dict) else {},
+            reason=_bounded(d.get("reason", ""), MAX_REASON_CHARS),
+            incident_id=_bounded(d.get("incident_id", ""), MAX_ID_CHARS),
+            since=_timestamp(d.get("since", "")),
+            by=_bounded(d.get("by", ""), MAX_ID_CHARS),
+            metrics=metrics if isinstance(metrics, dict) and len(d.get("metrics") or "") <= MAX_METRICS_BYTES else {},
             version=int(d.get("version", "0") or 0),
         )
 
@@ -88,6 +90,30 @@ class HaltRecord:
             "state": self.state, "reason": self.reason, "incident_id": self.incident_id, "since": self.since,
             "by": self.by, "metrics": self.metrics, "version": self.version, "present": self.present,
         }
+
+
+# Bounds of the halt record's free-text fields as read (a person's reason is a sentence or two; ids are short).
+MAX_REASON_CHARS = 500
+MAX_ID_CHARS = 128
+MAX_METRICS_BYTES = 16_384
+
+
+def _bounded(value: str, limit: int) -> str:
+    """`value` cut to `limit` characters, saying so."""
+    return value if len(value) <= limit else value[:limit] + " [cut]"
+
+
+def _timestamp(value: str) -> str:
+    """`value` if it is an RFC 3339 time (as the record's scripts write it), else empty."""
+    from datetime import datetime
+
+    if len(value) > 40:
+        return ""
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return ""
+    return value
 
 
 # Shared by every script that gives a new version.

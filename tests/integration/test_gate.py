@@ -494,6 +494,32 @@ def test_a_malformed_halt_record_halts_without_killing_the_refresher(redis_serve
         assert wait_until(lambda: gate.check().allowed)
 
 
+def test_unbounded_halt_fields_written_into_redis_never_reach_an_answer_whole(redis_server, client, store, beat,
+                                                                             prefix):
+    """Issue 35 (defect 2): a 1 MB `reason` was echoed in every gate answer while halted, and `/v1/status` passed a
+    raw `since` through."""
+    import threading
+
+    store.init(by="dr.lead")
+    store.trip(by="evaluator", reason="recall 0.86 < 0.90", incident_id="INC-1")
+    client.hset(f"{prefix}halt", mapping={"reason": "x" * 1_000_000, "since": "<script>not a time</script>",
+                                          "incident_id": "I" * 10_000, "by": "b" * 10_000})
+    gate = make_gate(redis_server.url, prefix)
+    server = make_server(gate)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert wait_until(lambda: "[cut]" in gate.check().reason)
+        status, body = _get(base + "/v1/gate")
+        assert status == 503 and len(json.dumps(body)) < 4096 and body["reason"].endswith("[cut]")
+        status, page = _get(base + "/v1/status")
+        assert "script" not in json.dumps(page) and "halted" in json.dumps(page)
+    finally:
+        server.shutdown()
+        server.server_close()
+        gate.close()
+
+
 def test_healthz_fails_when_the_refresher_is_gone_so_the_gate_is_restarted(redis_server, store, beat, prefix):
     import threading
 
