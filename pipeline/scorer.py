@@ -38,7 +38,7 @@ from pipeline.kafka_io import (
     record_caused,
 )
 from pipeline.metrics import ScorerMetrics
-from pipeline.review_bounds import bound_turns
+from pipeline.review_bounds import bounded_record
 from pipeline.sampling import SamplingPolicy
 from safety_gate.fallback import is_gate_reply
 from vigil_core.contracts import (
@@ -597,16 +597,23 @@ class Scorer:
         turns: list[dict[str, Any]], language: str | None = None,
     ) -> OutRecord:
         flagged_turn = first_flagged if first_flagged is not None and first_flagged >= 0 else None
-        kept, omitted = bound_turns(turns, flagged_turn, self.settings.review_max_bytes)
-        if omitted:
+        requested_at = utcnow()
+        left_out = [0]
+
+        def serialise(kept: list[dict[str, Any]], omitted: int) -> bytes:
+            left_out[0] = omitted
+            return ReviewRequest(
+                review_id=f"{cid}:{reason}"[:128], conversation_id=cid, reason=reason, pi=pi,  # type: ignore[arg-type]
+                max_score=min(1.0, max(0.0, max_score)), first_flagged_turn=flagged_turn,
+                turns=[ReviewTurn(**t) for t in kept], requested_at=requested_at, omitted_turns=omitted,
+                language=language,
+            ).to_bytes()
+
+        record = bounded_record(turns, flagged_turn, self.settings.review_max_bytes, serialise)
+        if left_out[0]:
             self.metrics.review_truncated.inc()
-            log.warning("review request for a conversation bounded: %d of %d turns omitted", omitted, len(turns))
-        request = ReviewRequest(
-            review_id=f"{cid}:{reason}"[:128], conversation_id=cid, reason=reason, pi=pi,  # type: ignore[arg-type]
-            max_score=min(1.0, max(0.0, max_score)), first_flagged_turn=flagged_turn,
-            turns=[ReviewTurn(**t) for t in kept], requested_at=utcnow(), omitted_turns=omitted, language=language,
-        )
-        return OutRecord(self.settings.topic_review, cid, request.to_bytes())
+            log.warning("review request for a conversation bounded: %d of %d turns omitted", left_out[0], len(turns))
+        return OutRecord(self.settings.topic_review, cid, record)
 
     def _close(self, cid: str, states: dict[str, ConversationState], batch: _Batch, how: str,
                disagreeing: frozenset[str] = frozenset()) -> None:

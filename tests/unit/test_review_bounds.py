@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from pipeline.review_bounds import TRUNCATION_MARK, bound_turns
+from pipeline.review_bounds import TRUNCATION_MARK, bound_turns, bounded_record
 from vigil_core.clock import utcnow
 from vigil_core.contracts import ReviewRequest, ReviewTurn
 
@@ -62,3 +62,20 @@ def test_the_bounded_request_is_a_valid_contract_with_its_omitted_count():
     assert len(request.to_bytes()) < 300 * 1024  # far under Kafka's 1 MiB record limit
     assert json.loads(request.to_bytes())["omitted_turns"] == omitted
 
+
+
+def test_the_serialised_request_not_only_its_stored_turns_stays_under_the_bound():
+    """Issue 35 (defect 7): 2,000 short turns gave a 292,792-byte request against a 262,144-byte bound."""
+    now = utcnow()
+    turns = [{"turn": i, "role": "user" if i % 2 == 0 else "assistant", "text": f"turn {i} é", "ts": now.isoformat()}
+             for i in range(20_000)]
+    for limit in (4096, 64 * 1024, 256 * 1024, 768 * 1024):
+        def serialise(kept: list[dict], omitted: int) -> bytes:
+            return ReviewRequest(review_id="c:flagged", conversation_id="c", reason="flagged", pi=1.0, max_score=0.9,
+                                 first_flagged_turn=1000, turns=[ReviewTurn(**t) for t in kept], requested_at=now,
+                                 omitted_turns=omitted).to_bytes()
+
+        record = bounded_record(turns, 1000, limit, serialise)
+        decoded = json.loads(record)
+        assert len(record) <= limit and decoded["omitted_turns"] > 0
+        assert 1000 in {t["turn"] for t in decoded["turns"]}  # the flagged turn is kept
