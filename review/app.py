@@ -24,6 +24,7 @@ from itsdangerous import URLSafeTimedSerializer
 from evaluators.rules import Thresholds
 from pipeline.kafka_io import RecordProducer
 from review.access import AccessAudit, LoginThrottle, Sessions
+from review.body_limit import BodyLimit
 from review.consumer import consume_review_requests
 from review.context import HERE, SESSION_COOKIE, SESSION_MAX_AGE_S, ReviewContext
 from review.outcomes import OutcomeStore, ReviewMetrics
@@ -86,4 +87,5 @@ def create_app(settings: Settings, secret: str | None = None, consume: bool = Tr
 
     for router in ROUTERS:
         app.include_router(router)
+    app.add_middleware(BodyLimit)  # before any route reads a body (review/body_limit.py)
     return app

@@ -450,3 +450,54 @@ def test_the_json_api_validates_bodies_and_describes_itself_to_admins_only(env):
     assert doc["openapi"].startswith("3.") and "/api/v1/labels" in doc["paths"]
     assert all(path.startswith("/api/") for path in doc["paths"])
     assert doc["components"]["schemas"]["LabelRequest"]["properties"]["level"]["enum"][-1] == "imminent"
+
+
+def _raw_http(port: int, head: bytes, chunks: int = 0, chunk: bytes = b"") -> bytes:
+    """Send a request head (and `chunks` chunks of a chunked body, stopping early if the server answers); the
+    answer's first bytes."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head)
+        try:
+            for _ in range(chunks):
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed while we were still sending: what is asserted below
+        sock.settimeout(10)
+        return sock.recv(4096)
+
+
+def test_oversized_bodies_are_refused_before_they_are_read_on_every_route(env):
+    """Issue 35 (defect 5): one unsigned 100 MB POST to the webhook raised the review process to 390 MB."""
+    import threading
+
+    import uvicorn
+
+    from demo.local import free_port, wait_for_port
+    from review.body_limit import MAX_BODY_BYTES
+
+    settings, r, queue, app = env
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    assert wait_for_port(port, timeout_s=20)
+    try:
+        for path in ("/webhooks/pagerduty", "/login", "/api/v1/labels", "/halt/clear"):
+            # a declared 100 MB body: answered 413 from its headers alone (no byte of it was sent)
+            head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {100 * 1024 * 1024}\r\n\r\n").encode()
+            assert _raw_http(port, head).startswith(b"HTTP/1.1 413"), path
+        # a body without a length, chunk after chunk: refused once it passes the bound, not read to its end
+        head = b"POST /webhooks/pagerduty HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        answer = _raw_http(port, head, chunks=4 * MAX_BODY_BYTES // 65536, chunk=b"x" * 65536)
+        assert answer.startswith(b"HTTP/1.1 413")
+        # a small body still reaches its route (the webhook answers 401: no valid signature)
+        small = b'{"event": {}}'
+        head = (b"POST /webhooks/pagerduty HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(small), small))
+        assert _raw_http(port, head).startswith(b"HTTP/1.1 401")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
