@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 # (a dead thread, a wedged connection) is restarted by its supervisor; a Redis outage also trips it, and a
 # restart then costs nothing (the gate answers halted either way).
 HEALTHZ_STALE_FACTOR = 6
+# A connection that sends nothing for this long is closed: each holds a thread, and 500 half-open connections held
+# 500 threads (issue 35). An AI service's keep-alive connection asks far more often than this.
+IDLE_TIMEOUT_S = 30.0
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -45,6 +48,10 @@ class _Handler(BaseHTTPRequestHandler):
     # peer's delayed ACK and cost ~40 ms a request.
     disable_nagle_algorithm = True
     wbufsize = 64 * 1024
+
+    def setup(self) -> None:
+        self.timeout = self.server.idle_timeout_s  # socketserver applies it to the connection: idle reads end
+        super().setup()
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s " + format, self.client_address[0], *args)
@@ -134,15 +141,17 @@ class GateHTTPServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], gate: Gate) -> None:
+    def __init__(self, address: tuple[str, int], gate: Gate, idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
         super().__init__(address, _Handler)
         self.gate = gate
+        self.idle_timeout_s = idle_timeout_s
         self.status_page = StatusPage(gate)
         self.registry = CollectorRegistry()
         self.registry.register(GateCollector(gate))
         register_build_info(self.registry)
 
 
-def make_server(gate: Gate, host: str = "127.0.0.1", port: int = 0) -> GateHTTPServer:
+def make_server(gate: Gate, host: str = "127.0.0.1", port: int = 0,
+                idle_timeout_s: float = IDLE_TIMEOUT_S) -> GateHTTPServer:
     """A server bound to host:port (0: a free port); call `serve_forever()`."""
-    return GateHTTPServer((host, port), gate)
+    return GateHTTPServer((host, port), gate, idle_timeout_s)

@@ -520,6 +520,34 @@ def test_unbounded_halt_fields_written_into_redis_never_reach_an_answer_whole(re
         gate.close()
 
 
+def test_idle_connections_to_the_http_gate_are_closed_and_free_their_threads(redis_server, store, beat, prefix):
+    """Issue 35 (defect 9): 500 half-open connections held 500 threads for good."""
+    import socket
+    import threading
+
+    store.init(by="dr.lead")
+    gate = make_gate(redis_server.url, prefix)
+    server = make_server(gate, idle_timeout_s=0.5)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        before = threading.active_count()
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(100)]
+        for sock in idle:
+            sock.sendall(b"GET /v1/gate HTTP/1.1\r\n")  # a request begun and never finished
+        started = time.monotonic()
+        for sock in idle:
+            assert sock.recv(1024) == b""  # closed by the server (the socket's own timeout is 5 s)
+            sock.close()
+        assert time.monotonic() - started < 5
+        assert wait_until(lambda: threading.active_count() <= before + 2, timeout_s=5)  # their threads are gone
+        assert _get(f"http://127.0.0.1:{port}/v1/gate")[0] == 200  # and the gate still answers
+    finally:
+        server.shutdown()
+        server.server_close()
+        gate.close()
+
+
 def test_healthz_fails_when_the_refresher_is_gone_so_the_gate_is_restarted(redis_server, store, beat, prefix):
     import threading
 
