@@ -9,6 +9,7 @@ import os
 import smtplib
 import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from email.message import EmailMessage
 from typing import Any, Protocol
@@ -37,6 +38,13 @@ class Notifier(Protocol):
         ...
 
 
+def _where(url: str) -> str:
+    """The scheme and host of `url`, never its path or query: a Slack or webhook URL's path is its credential, and an
+    error message is logged and kept in Redis (issue 35)."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or '?'}" + (f":{parts.port}" if parts.port else "")
+
+
 def _post_json(url: str, body: dict[str, Any], timeout_s: float, headers: dict[str, str] | None = None) -> None:
     data = json.dumps(body, default=str).encode()
     req = urllib.request.Request(url, data=data, method="POST",
@@ -44,11 +52,12 @@ def _post_json(url: str, body: dict[str, Any], timeout_s: float, headers: dict[s
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
             if resp.status >= 300:
-                raise NotifyError(f"{url} answered {resp.status}")
+                raise NotifyError(f"{_where(url)} answered {resp.status}")
     except urllib.error.HTTPError as exc:
-        raise NotifyError(f"{url} answered {exc.code}") from exc
+        raise NotifyError(f"{_where(url)} answered {exc.code}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise NotifyError(f"{url}: {exc}") from exc
+        reason = getattr(exc, "reason", exc)
+        raise NotifyError(f"{_where(url)}: {type(reason).__name__}") from None
 
 
 def _summary(n: Notification) -> str:

@@ -383,6 +383,9 @@ def _lazy(target: str) -> Handler:
     return run
 
 
+THIRD_PARTY_LOGGERS = ("kafka", "urllib3", "httpx", "httpcore", "redis", "confluent_kafka", "uvicorn")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `vigil` console script."""
     parser = build_parser()
@@ -398,6 +401,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    # Third-party clients log their whole configuration at DEBUG, kafka-python's SASL password included (issue 35):
+    # VIGIL_LOG_LEVEL=DEBUG is for Vigil's own modules, never theirs.
+    for noisy in THIRD_PARTY_LOGGERS:
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
     handler: Handler = args.handler
     try:
         return handler(args, settings)

@@ -50,8 +50,10 @@ def parse_keys(text: str) -> dict[str, bytes]:
     for part in (p.strip() for p in text.split(",") if p.strip()):
         kid, sep, secret = part.partition(":")
         if not sep or not kid or len(secret) < MIN_SECRET_CHARS:
+            # name the key by its id only: an entry without "id:" is all secret, and an error is printed (issue 35)
+            which = f"key {kid!r}" if sep and kid else "an entry without its id"
             raise ConfigError("VIGIL_LABEL_KEYS", f"each key is id:secret with a secret of at least "
-                              f"{MIN_SECRET_CHARS} characters (key {kid or '?'!r})")
+                              f"{MIN_SECRET_CHARS} characters ({which})")
         if kid in keys:
             raise ConfigError("VIGIL_LABEL_KEYS", f"key id {kid!r} appears twice")
         keys[kid] = secret.encode()

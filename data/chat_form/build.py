@@ -45,13 +45,14 @@ FIRST_PERSON = re.compile(r"\b(i|i'm|im|i've|ive|i'll|me|my|myself)\b", re.IGNOR
 NAMES = ("Alex", "Sam", "Jordan", "Maria", "Chris", "Priya", "Tom", "Lena", "Omar", "Kim")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 TEAM_SPLIT = {2: "validation", 4: "test"}  # every 5th row (by position in its category) from 2 and 4; rest train
-# Sentences of r/SuicideWatch posts that ask about or name a method, a means or its lethality (issue 31: the model
-# had never seen crises said this way, and scored them near zero).
+# Sentences of r/SuicideWatch posts that name a means of suicide or its lethality (issue 31: the model had never seen
+# crises said this way, and scored them near zero). Means and lethality words only: "plan", "train" or "how long"
+# took "I am 9 months pregnant with my third planned baby" and "I don't have a plan" for crises.
 METHOD = re.compile(
-    r"\b(how (many|much|long|high|deep|far)|lethal|fatal|dose|overdos\w*|od|pills?|tablets?|bottle|tylenol|"
-    r"paracetamol|acetaminophen|ibuprofen|sleeping pills|insulin|rope|noose|hang\w*|belt|bridge|jump\w*|roof|"
-    r"train|tracks|gun|rifle|pistol|shoot\w*|bullet|razor|blade|knife|wrists?|veins?|bleed\w*|carbon monoxide|"
-    r"exhaust|charcoal|drown\w*|stockpil\w*|saved up|plan(ned)?)\b", re.IGNORECASE)
+    r"\b(lethal|fatal|overdos\w*|od|pills|tablets|tylenol|paracetamol|acetaminophen|sleeping pills|insulin|noose|"
+    r"hang(ing)? myself|rope|jump(ing)? (off|from)|bridge|tracks|gun|rifle|pistol|shoot myself|razors?|blades?|"
+    r"wrists?|veins|bleed(ing)? out|carbon monoxide|exhaust|charcoal|drown(ing)? myself|stockpil\w*)\b",
+    re.IGNORECASE)
 # Turns that open a conversation before its crisis turn (ordinary alone): a crisis often comes after a few words of
 # distress, and a method question after "can I ask you something".
 PREFACES = ("i've had a really bad week", "can i ask you something", "i don't know who else to talk to",

@@ -88,3 +88,25 @@ def test_every_command_that_changes_state_can_answer_in_json():
     for path, action in _actions(build_parser()):
         options.setdefault(path, set()).update(action.option_strings)
     assert [c for c in changing if "--json" not in options.get(c, set())] == []
+
+
+def test_debug_logging_is_vigils_own_never_a_clients_which_logs_its_secrets(monkeypatch):
+    """Issue 35 (defect 6): with VIGIL_LOG_LEVEL=DEBUG, kafka-python logged its SASL password."""
+    import logging
+
+    from vigil.cli import THIRD_PARTY_LOGGERS, main
+
+    monkeypatch.setenv("VIGIL_LOG_LEVEL", "DEBUG")
+    root = logging.getLogger()
+    level = root.level
+    saved = {name: logging.getLogger(name).level for name in THIRD_PARTY_LOGGERS}
+    root.setLevel(logging.DEBUG)  # as VIGIL_LOG_LEVEL=DEBUG leaves it (pytest's handlers keep basicConfig away)
+    try:
+        main(["config", "show"])
+        assert logging.getLogger("vigil").isEnabledFor(logging.DEBUG)
+        for name in THIRD_PARTY_LOGGERS:
+            assert not logging.getLogger(name).isEnabledFor(logging.DEBUG), name
+    finally:
+        root.setLevel(level)
+        for name, old in saved.items():
+            logging.getLogger(name).setLevel(old)

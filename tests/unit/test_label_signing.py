@@ -50,3 +50,17 @@ def test_without_keys_nothing_is_signed_and_nothing_verifies():
     with pytest.raises(ConfigError):
         none.sign(_label())
     assert none.refusal(LabelSigner(parse_keys(f"k1:{OLD}")).sign(_label())) == "label signed with unknown key 'k1'"
+
+
+def test_a_malformed_key_entry_is_never_printed_whole():
+    """Issue 35 (defect 6): an entry without `id:` is all secret, and the error printed it."""
+    import pytest
+
+    from vigil_core.errors import ConfigError
+    from vigil_core.label_signing import parse_keys
+
+    canary = "CANARY-" + "s" * 40
+    for text in (canary, f"k1:{canary},{canary}", f"k2:short,{canary}"):
+        with pytest.raises(ConfigError) as err:
+            parse_keys(text)
+        assert "CANARY" not in str(err.value) and "s" * 20 not in str(err.value)

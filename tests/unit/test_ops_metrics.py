@@ -61,3 +61,21 @@ def test_build_info_names_the_version():
     register_build_info(registry)
     text = generate_latest(registry).decode()
     assert 'vigil_build_info{python="' in text and f'version="{vigil_version()}"' in text
+
+
+def test_a_failed_notifier_never_says_its_url_path_which_is_its_credential():
+    """Issue 35 (defect 6): a failed Slack delivery stored the webhook URL (the credential) as `last_error`."""
+    import socket
+
+    import pytest
+
+    from incidents.notifiers import NotifyError, SlackNotifier
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed once the block ends: nothing listens there
+    secret_path = "/services/T000CANARY/B000CANARY/XXXXCANARYXXXX"
+    with pytest.raises(NotifyError) as err:
+        SlackNotifier(f"http://127.0.0.1:{port}{secret_path}", timeout_s=2).send(
+            {"severity": "P0", "title": "t", "incident_id": "INC-1", "action": "trigger"})
+    assert "CANARY" not in str(err.value) and f"127.0.0.1:{port}" in str(err.value)
