@@ -1,13 +1,14 @@
 """What the loop needs from the model (issue 31): `python -m models.kinds --card MODEL_DIR`.
 
-On the team's chat-form test split (data/chat_form/chat_test.csv), at the model's threshold: crisis recall per
-kind of crisis (method and lethality questions, named means, shorthand, self-harm as coping, passive imagery,
-obfuscated text, build-up, ...), the ordinary flag rate per kind and per source (questions to a therapist and
-requests for harm to others or crime as their own rows), how far the chat recall stands above the rule table's
-warning line, and the same conversations screened by the crisis regexes two PyPI packages ship
+On the test splits of the chat-form set (data/chat_form/chat_test.csv) and of the kinds set
+(data/chat_form/kinds_test.csv: the kinds the model missed, issue 31), at the model's threshold: crisis recall per
+kind (method and lethality questions, named means, shorthand, self-harm as coping, passive imagery, obfuscated text;
+the chat-form test conversations as one row), the ordinary flag rate per kind and per source (questions to a
+therapist and requests for harm to others or crime as their own rows), how far the chat recall stands above the
+rule table's warning line, and the same conversations screened by the crisis regexes two PyPI packages ship
 (`pantheon-guardrails`' `crisis.py`, `cogno-aegis`' `safety.py`; dev dependencies, used only to measure).
-`vigil model eval --data data/chat_form/chat_test.csv --group-column conversation --by-column kind` reproduces
-the model's column.
+`vigil model eval --data data/chat_form/kinds_test.csv --group-column conversation --by-column kind` reproduces
+the model's per-kind column.
 """
 
 from __future__ import annotations
@@ -95,11 +96,12 @@ def card_section(m: dict[str, Any], warning_below: float) -> str:
     recall, flag = model["recall"], model["flag_rate"]
     lines = [
         SECTION,
-        "Measured on the **test** split of the chat-form set (`python -m models.kinds --card MODEL_DIR` writes this "
-        "section; `vigil model eval --data data/chat_form/chat_test.csv --group-column conversation --by-column kind "
-        "--json` reproduces the model's column). A conversation is caught (crisis) or flagged (ordinary) when any "
-        "of its user turns is. The keyword screens are the crisis regexes of two PyPI packages, on the same "
-        "normalised turns.",
+        "Measured on the **test** splits of the chat-form set and of the kinds set (`data/chat_form/kinds_*.csv`, "
+        "written for issue 31 after this model was trained: it has never seen them), together (`python -m "
+        "models.kinds --card MODEL_DIR` writes this section; `vigil model eval --data data/chat_form/kinds_test.csv "
+        "--group-column conversation --by-column kind --json` reproduces the model's per-kind column). A "
+        "conversation is caught (crisis) or flagged (ordinary) when any of its user turns is. The keyword screens "
+        "are the crisis regexes of two PyPI packages, on the same normalised turns.",
         "",
         f"- **Crisis recall {recall['value']:.1%}** [{recall['lower']:.1%}, {recall['upper']:.1%}] on "
         f"{int(recall['n'])} crisis conversations, ordinary conversations flagged {flag['value']:.1%} "
@@ -129,9 +131,30 @@ def card_section(m: dict[str, Any], warning_below: float) -> str:
             cells = [_pct(m["by"][w]["source"][source]["flagged"], v["ordinary"]) for w in who]
             lines.append(f"| {source} | {v['ordinary']} | " + " | ".join(cells) + " |")
     lines += ["", "The kinds were written by the team for issue 31 (`data/chat_form/team_kinds.csv`), a few per "
-              "split: a kind's row here rests on 6 to 17 conversations, and its text was written by the people who "
-              "wrote its training rows. The hidden chat-form set is the measure that counts.", ""]
+              "split: a kind's row here rests on 6 to 30 conversations. The hidden chat-form set is the measure that "
+              "counts.", ""]
     return "\n".join(lines)
+
+
+CHAT_FORM_KIND = "chat-form test conversations"
+
+
+def combined_test() -> tuple[ChatRows, np.ndarray]:
+    """The chat-form test split (kind `CHAT_FORM_KIND`) and the kinds set's test split, as one set of conversations."""
+    import tempfile
+
+    out: list[dict[str, str]] = []
+    for name in ("chat_test.csv", "kinds_test.csv"):
+        with open(CHAT_DIR / name, newline="", encoding="utf-8") as fh:
+            out += [{**r, "kind": r.get("kind") or CHAT_FORM_KIND} for r in csv.DictReader(fh)]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "combined.csv"
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, list(out[0]), lineterminator="\n")
+            w.writeheader()
+            w.writerows(out)
+        rows = load_chat(path)
+    return rows, np.asarray([r["kind"] for r in out])
 
 
 # The rule table's file (read as data: the classifier does not import the evaluators): the warning line the card
@@ -150,9 +173,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--card", type=Path, required=True, help="the model directory whose card gets the section")
     args = parser.parse_args(argv)
-    rows = load_chat(CHAT_DIR / "chat_test.csv")
-    with open(CHAT_DIR / "chat_test.csv", newline="", encoding="utf-8") as fh:
-        kinds = np.asarray([r.get("kind") or "" for r in csv.DictReader(fh)])
+    rows, kinds = combined_test()
     clf = CrisisClassifier.load(args.card)
     m = measure(clf, rows, kinds)
     write_card_section(args.card, card_section(m, warning_line()), SECTION)

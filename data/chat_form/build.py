@@ -1,4 +1,5 @@
-"""Build the chat-form crisis data set (chat_train.csv, chat_validation.csv, chat_test.csv) from its sources.
+"""Build the chat-form crisis data set (chat_train.csv, chat_validation.csv, chat_test.csv) from its sources, and
+the set of the kinds the shipped model missed (kinds_train.csv, kinds_validation.csv, kinds_test.csv; issue 31).
 
     python data/chat_form/build.py [--shared ../shared/data]
 
@@ -27,7 +28,7 @@ from models.dataset import load_dataset, split_rows  # noqa: E402
 
 SEED = 20261202
 SPLITS = ("train", "validation", "test")
-COLUMNS = ["id", "text", "label", "conversation", "turn", "source", "category", "alone", "kind"]
+COLUMNS = ["id", "text", "label", "conversation", "turn", "source", "category", "alone"]
 
 # Words of death, violence and self-harm. A GoEmotions comment or a DiaSafety context that uses one is left out:
 # its crisis level is not known (GoEmotions labels emotions, not risk), and a keyword is no label. Idioms of
@@ -45,6 +46,8 @@ FIRST_PERSON = re.compile(r"\b(i|i'm|im|i've|ive|i'll|me|my|myself)\b", re.IGNOR
 NAMES = ("Alex", "Sam", "Jordan", "Maria", "Chris", "Priya", "Tom", "Lena", "Omar", "Kim")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 TEAM_SPLIT = {2: "validation", 4: "test"}  # every 5th row (by position in its category) from 2 and 4; rest train
+KINDS_SEED = SEED + 31  # the kinds set draws from its own generator: the chat splits above stay as they were
+KINDS_COLUMNS = [*COLUMNS, "kind"]
 # Sentences of r/SuicideWatch posts that name a means of suicide or its lethality (issue 31: the model had never seen
 # crises said this way, and scored them near zero). Means and lethality words only: "plan", "train" or "how long"
 # took "I am 9 months pregnant with my third planned baby" and "I don't have a plan" for crises.
@@ -64,6 +67,10 @@ FULL_WIDTH = {c: chr(ord(c) + 0xFEE0) for c in "abcdefghijklmnopqrstuvwxyzABCDEF
 CYRILLIC = {"a": "\u0430", "e": "\u0435", "o": "\u043e", "p": "\u0440", "c": "\u0441", "y": "\u0443", "i": "\u0456",
             "x": "\u0445"}
 LEET = {"e": "3", "i": "1", "o": "0", "a": "4"}
+OBFUSCATIONS = ("rtl_override", "zero_width", "full_width", "confusables", "leetspeak", "spaced")
+# Where a team-written ordinary kind's conversations are counted (the card's per-source rows): questions written to
+# a therapist and requests for harm to others or crime have their own rows (issue 31), the rest are the team's.
+KIND_SOURCE = {"therapy_question": "therapy", "harm_to_others": "harm_to_others"}
 
 
 def obfuscate(text: str, how: str) -> str:
@@ -85,9 +92,6 @@ def obfuscate(text: str, how: str) -> str:
         words[k] = " ".join(words[k])
         return " ".join(words)
     raise ValueError(how)
-
-
-OBFUSCATIONS = ("rtl_override", "zero_width", "full_width", "confusables", "leetspeak", "spaced")
 
 
 def team_split(k: int) -> str:
@@ -129,15 +133,13 @@ def post_sentences(shared: Path, rng: np.random.Generator) -> dict[str, dict[str
     data = load_dataset(folder / "rmhd27_suicidewatch.csv")
     train_idx, val_idx, test_idx = split_rows(data, 0, folder / "rmhd27_suicidewatch_meta.csv")
     lexicon = BackupScorer(0.5)
-    out: dict[str, dict[str, list[str]]] = {s: {"crisis": [], "no_crisis": [], "method": []} for s in SPLITS}
+    out: dict[str, dict[str, list[str]]] = {s: {"crisis": [], "no_crisis": []} for s in SPLITS}
     for split, rows in zip(SPLITS, (train_idx, val_idx, test_idx), strict=True):
         for i in rows:
             sentences = [s.strip() for s in _SENTENCE.split(data.texts[i]) if 3 <= len(s.split()) <= 40]
             if data.labels[i]:
-                strong = [s for s in sentences if lexicon.predict([s])[0] >= 0.99 and FIRST_PERSON.search(s)]
-                out[split]["crisis"] += strong
-                out[split]["method"] += [s for s in sentences
-                                         if s not in strong and METHOD.search(s) and FIRST_PERSON.search(s)][:2]
+                out[split]["crisis"] += [s for s in sentences
+                                         if lexicon.predict([s])[0] >= 0.99 and FIRST_PERSON.search(s)]
             else:
                 calm = [s for s in sentences if lexicon.predict([s])[0] < 0.5 and not RISK_WORDS.search(s)]
                 out[split]["no_crisis"] += [calm[k] for k in sorted(rng.permutation(len(calm))[:2])]
@@ -156,24 +158,6 @@ def team_turns() -> dict[str, dict[str, list[tuple[str, str]]]]:
     return out
 
 
-def team_kinds() -> dict[str, dict[str, list[tuple[str, str]]]]:
-    """Team-written turns of each kind the model missed and of their ordinary counterparts (`team_kinds.csv`), by
-    split: {split: {label: [(kind, text)]}}."""
-    out: dict[str, dict[str, list[tuple[str, str]]]] = {s: {"crisis": [], "no_crisis": []} for s in SPLITS}
-    position: dict[str, int] = {}
-    with open(HERE / "team_kinds.csv", newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            k = position.get(row["kind"], 0)
-            position[row["kind"]] = k + 1
-            out[team_split(k)][row["label"]].append((row["kind"], row["text"]))
-    return out
-
-
-# Where a team-written ordinary kind's conversations are counted (the card's per-source rows): questions written to
-# a therapist and requests for harm to others or crime have their own rows (issue 31), the rest are the team's.
-KIND_SOURCE = {"therapy_question": "therapy", "harm_to_others": "harm_to_others"}
-
-
 def team_conversations() -> dict[str, list[list[dict[str, str]]]]:
     """Team-written multi-turn conversations by split."""
     convs: dict[str, list[dict[str, str]]] = {}
@@ -190,9 +174,6 @@ def team_conversations() -> dict[str, list[list[dict[str, str]]]]:
     return out
 
 
-FRAMING = ("greeting", "ack", "preface", "filler")  # turns around a conversation's body: never its kind
-
-
 class Writer:
     """Rows of one split: conversations of user turns."""
 
@@ -201,17 +182,13 @@ class Writer:
         self.rows: list[dict[str, str]] = []
         self.n = 0
 
-    def conversation(self, source: str, turns: Iterable[tuple[str, str, str, str]], kind: str = "") -> None:
-        """turns: (text, label, category, alone) in order; `kind`: what the conversation is an example of (its
-        crisis turn's kind, or its ordinary kind), the card's per-kind rows; by default its first category."""
+    def conversation(self, source: str, turns: Iterable[tuple[str, str, str, str]]) -> None:
+        """turns: (text, label, category, alone) in order."""
         cid = f"{self.split[:3]}-{self.n:05d}"
         self.n += 1
-        turns = list(turns)
-        body = [c for _, _, c, _ in turns if c not in FRAMING] or [c for _, _, c, _ in turns]
-        kind = kind or next((c for _, label, c, _ in turns if label == "crisis"), body[0] if body else "")
         for t, (text, label, category, alone) in enumerate(turns):
             self.rows.append({"id": f"{cid}-{t}", "text": text, "label": label, "conversation": cid, "turn": str(t),
-                              "source": source, "category": category, "alone": alone, "kind": kind})
+                              "source": source, "category": category, "alone": alone})
 
     def write(self, path: Path) -> None:
         with open(path, "w", newline="", encoding="utf-8") as fh:
@@ -230,7 +207,6 @@ def build(shared: Path) -> dict[str, Writer]:
     posts = post_sentences(shared, rng)
     team = team_turns()
     team_conv = team_conversations()
-    kinds = team_kinds()
     writers = {}
     for split in SPLITS:
         w = Writer(split)
@@ -270,10 +246,75 @@ def build(shared: Path) -> dict[str, Writer]:
             if rng.random() < 0.3:
                 turns.append((str(rng.choice(acks)), "no_crisis", "ack", "no_crisis"))
             w.conversation(source, turns)
-        # The kinds the model missed (issue 31): each crisis turn in a conversation as above, half of them after a
-        # turn of distress (multi-turn), and a third again obfuscated; each ordinary counterpart alone and after a
-        # greeting or an ordinary turn.
-        plain = [(c, t) for c, t in team[split]["crisis"] if c == "crisis_direct"]
+        for conv in team_conv[split]:
+            # A build-up turn is a crisis only read with the turns before it: its label alone is unknown.
+            w.conversation("team", [(r["text"], r["label"], r["category"],
+                                     "unknown" if r["label"] == "crisis" else "no_crisis") for r in conv])
+        writers[split] = w
+    return writers
+
+
+def team_kinds() -> dict[str, dict[str, list[tuple[str, str]]]]:
+    """Team-written turns of each kind the model missed and of their ordinary counterparts (`team_kinds.csv`), by
+    split: {split: {label: [(kind, text)]}}."""
+    out: dict[str, dict[str, list[tuple[str, str]]]] = {s: {"crisis": [], "no_crisis": []} for s in SPLITS}
+    position: dict[str, int] = {}
+    with open(HERE / "team_kinds.csv", newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            k = position.get(row["kind"], 0)
+            position[row["kind"]] = k + 1
+            out[team_split(k)][row["label"]].append((row["kind"], row["text"]))
+    return out
+
+
+def method_sentences(shared: Path) -> dict[str, list[str]]:
+    """First-person sentences of r/SuicideWatch posts that name a means or its lethality (`METHOD`), at most two a
+    post, that are not already crisis sentences of the chat splits (no strong lexicon hit), by the post's split."""
+    folder = shared / "rmhd27_suicidewatch"
+    data = load_dataset(folder / "rmhd27_suicidewatch.csv")
+    lexicon = BackupScorer(0.5)
+    out: dict[str, list[str]] = {}
+    for split, rows in zip(SPLITS, split_rows(data, 0, folder / "rmhd27_suicidewatch_meta.csv"), strict=True):
+        out[split] = []
+        for i in rows:
+            if not data.labels[i]:
+                continue
+            sentences = [s.strip() for s in _SENTENCE.split(data.texts[i]) if 3 <= len(s.split()) <= 40]
+            out[split] += [s for s in sentences if METHOD.search(s) and FIRST_PERSON.search(s)
+                           and lexicon.predict([s])[0] < 0.99][:2]
+    return out
+
+
+class KindsWriter(Writer):
+    """Rows of one split of the kinds set: each conversation says what it is an example of (`kind`)."""
+
+    def kind_conversation(self, source: str, kind: str, turns: list[tuple[str, str, str, str]]) -> None:
+        start = len(self.rows)
+        self.conversation(source, turns)
+        for row in self.rows[start:]:
+            row["id"], row["conversation"] = "k" + row["id"], "k" + row["conversation"]
+            row["kind"] = kind
+
+    def write(self, path: Path) -> None:
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, KINDS_COLUMNS, lineterminator="\n")
+            w.writeheader()
+            w.writerows(self.rows)
+
+
+def build_kinds(shared: Path) -> dict[str, KindsWriter]:
+    """The kinds set (issue 31): each team-written crisis turn of a missed kind in a conversation (half of them after
+    a turn of distress), a third of them and of the team's plain crisis turns again obfuscated, the posts' method
+    sentences, and each ordinary counterpart alone and after a greeting or an ordinary turn."""
+    rng = np.random.default_rng(KINDS_SEED)
+    kinds, team, methods = team_kinds(), team_turns(), method_sentences(shared)
+    writers = {}
+    for split in SPLITS:
+        w = KindsWriter(split)
+        t_ord = team[split]["no_crisis"]
+        greetings = [t for c, t in t_ord if c == "greeting"] or ["hi"]
+        acks = [t for c, t in t_ord if c == "ack"] or ["ok"]
+        others = [t for c, t in t_ord if c not in ("greeting", "ack")]
         for kind, text in kinds[split]["crisis"]:
             turns = []
             if rng.random() < 0.5:
@@ -283,25 +324,21 @@ def build(shared: Path) -> dict[str, Writer]:
             turns.append((text, "crisis", kind, "crisis"))
             if rng.random() < 0.3:
                 turns.append((str(rng.choice(acks)), "no_crisis", "ack", "no_crisis"))
-            w.conversation("team", turns, kind)
-        hidden = [t for k, t in kinds[split]["crisis"]] + [t for _, t in plain]
-        for k, text in enumerate(hidden[::3]):
+            w.kind_conversation("team", kind, turns)
+        plain = [t for c, t in team[split]["crisis"] if c == "crisis_direct"]
+        for k, text in enumerate(([t for _, t in kinds[split]["crisis"]] + plain)[::3]):
             how = OBFUSCATIONS[k % len(OBFUSCATIONS)]
-            w.conversation("team", [(obfuscate(text, how), "crisis", f"obfuscated_{how}", "crisis")], "obfuscated")
+            w.kind_conversation("team", "obfuscated", [(obfuscate(text, how), "crisis", f"obfuscated_{how}",
+                                                       "crisis")])
         for kind, text in kinds[split]["no_crisis"]:
             source = KIND_SOURCE.get(kind, "team")
-            w.conversation(source, [(text, "no_crisis", kind, "no_crisis")], kind)
-            opener = str(rng.choice(greetings)) if rng.random() < 0.5 else str(rng.choice(filler))
-            w.conversation(source, [(opener, "no_crisis", "greeting", "no_crisis"), (text, "no_crisis", kind,
-                                                                                       "no_crisis")], kind)
-        for text in posts[split]["method"]:
+            w.kind_conversation(source, kind, [(text, "no_crisis", kind, "no_crisis")])
+            opener = str(rng.choice(greetings)) if rng.random() < 0.5 else str(rng.choice(others))
+            w.kind_conversation(source, kind, [(opener, "no_crisis", "greeting", "no_crisis"),
+                                               (text, "no_crisis", kind, "no_crisis")])
+        for text in methods[split]:
             turns = [(str(rng.choice(PREFACES)), "no_crisis", "preface", "no_crisis")] if rng.random() < 0.3 else []
-            w.conversation("posts", [*turns, (text, "crisis", "post_method_sentence", "crisis")], "post_method")
-        for conv in team_conv[split]:
-            # A build-up turn is a crisis only read with the turns before it: its label alone is unknown.
-            w.conversation("team", [(r["text"], r["label"], r["category"],
-                                     "unknown" if r["label"] == "crisis" else "no_crisis") for r in conv],
-                           "build_up" if any(r["label"] == "crisis" for r in conv) else "team_conversation")
+            w.kind_conversation("posts", "post_method", [*turns, (text, "crisis", "post_method_sentence", "crisis")])
         writers[split] = w
     return writers
 
@@ -318,9 +355,8 @@ def finetune_rows(writers: dict[str, Writer]) -> list[dict[str, str]]:
     out = []
     for split, limit in (("train", FINETUNE_ORDINARY), ("validation", FINETUNE_VALIDATION)):
         rows = [r for r in writers[split].rows if r["alone"] != "unknown"]
-        written = ("team", *KIND_SOURCE.values())  # every team-written turn, its ordinary kinds' sources too
-        keep = [r for r in rows if r["alone"] == "crisis" or r["source"] in written]
-        rest = [r for r in rows if not (r["alone"] == "crisis" or r["source"] in written)]
+        keep = [r for r in rows if r["alone"] == "crisis" or r["source"] == "team"]
+        rest = [r for r in rows if not (r["alone"] == "crisis" or r["source"] == "team")]
         keep += [rest[k] for k in sorted(rng.permutation(len(rest))[:limit])]
         for r in sorted(keep, key=lambda r: r["id"]):
             crisis = r["alone"] == "crisis"
@@ -339,6 +375,9 @@ def main() -> int:
         ft = csv.DictWriter(fh, ["id", "text", "label", "class", "split"], lineterminator="\n")
         ft.writeheader()
         ft.writerows(finetune_rows(writers))
+    for split, kw in build_kinds(args.shared).items():
+        kw.write(args.out / f"kinds_{split}.csv")
+        print(f"kinds {split}: {len(kw.rows)} turns, {len({r['conversation'] for r in kw.rows})} conversations")
     for split, w in writers.items():
         w.write(args.out / f"chat_{split}.csv")
         convs: dict[str, bool] = {}
