@@ -146,6 +146,19 @@ def _rate(value: float | None, ci: list[float]) -> str:
     return f"{_pct(value)} {_ci(ci)}"
 
 
+def _normaliser_lines(meta: dict[str, Any]) -> list[str]:
+    """What the model reads: text as a person reads it (issue 31), when its scoring settings name the normaliser."""
+    if not meta.get("normaliser"):
+        return []
+    return [f"- **Reads normalised text** (`{meta['normaliser']}`, `models/normalise.py`): NFKC, bidi controls and "
+            "zero-width characters removed and right-to-left overrides read in display order, look-alike letters of "
+            "other scripts folded into Latin, leetspeak and spaced-out letters decoded where an English word list "
+            "agrees; in scoring, training and `vigil model eval` alike. This model's weights, calibration, threshold "
+            "and posts tiers were chosen before the normaliser existed; the numbers below were measured with it "
+            "(on this data it changes a few turns with stretched letters, \"soooo\"), and the normaliser is one of "
+            "its scoring settings, so its name changed with it."]
+
+
 def _long_tier_lines(meta: dict[str, Any]) -> list[str]:
     """The card's words on the posts head's long tier (`CrisisHead.posts_long`), if the model has one."""
     head = meta["chat_head"]
@@ -255,6 +268,7 @@ def write_chat_model_card(out: Path, meta: dict[str, Any]) -> Path:
         f"- Served by default: {'ONNX Runtime int8' if meta['onnx_recall_ok'] else 'torch fp32'} (int8 only if "
         "its validation recall stays within one point of fp32's). Each text window runs alone, unpadded, and "
         "context embeddings are kept at float16, so a replayed turn gets exactly the score it had.",
+        *_normaliser_lines(meta),
         f"- Training, two steps. (1) The encoder layers and the posts head (`{init['model_version']}`): "
         + _init_command(init) + f" (2) This head: `vigil train --init-from ENCODER_DIR --data {meta['data']['path']} "
         f"--split-file {Path(cmd.get('split_file', '')).name} --class-column {cmd.get('class_column')} "
@@ -348,7 +362,8 @@ def write_chat_model_card(out: Path, meta: dict[str, Any]) -> Path:
         *([f"- Chat test crisis recall {_pct(m['chat_test']['recall'])} is below the 95% that validation holds: "
            "the validation split has 46 crisis conversations, so one miss moves its recall two points."]
           if m["chat_test"]["recall"] < 0.95 else []),
-        "- English only. Sensitive content: research data, not to be used to re-identify anyone.",
+        "- English only: a conversation in another language is routed to clinicians instead (README, "
+        "\"Languages\"). Sensitive content: research data, not to be used to re-identify anyone.",
         "",
     ]
     path = out / "MODEL_CARD.md"
