@@ -34,7 +34,7 @@ OBFUSCATED_CRISIS = [
     ("stacked diacritics", "I want to d\u0337\u0322i\u0338e\u0335", "I want to die"),
 ]
 ORDINARY = [
-    "hello there!", "I got 100% on my test!!", "it's 3am and I can't sleep", "C4 was the best season",
+    "hello there!", "I got 100% on my test!!", "the shop closes at 5pm on sundays", "C4 was the best season",
     "meet me at the AAA game", "quiero aprender a cocinar", "я хочу спать", "COVID-19 test came back negative",
     "e-mail me the slides", full_width("see you tomorrow"), RLO + "olleh", f"good{ZWSP}morning",
 ]
