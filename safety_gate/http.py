@@ -50,8 +50,8 @@ class _Handler(BaseHTTPRequestHandler):
     wbufsize = 64 * 1024
 
     def setup(self) -> None:
-        self.timeout = self.server.idle_timeout_s  # socketserver applies it to the connection: idle reads end
         super().setup()
+        self.connection.settimeout(self.server.idle_timeout_s)  # an idle read ends the connection and its thread
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s " + format, self.client_address[0], *args)
