@@ -18,7 +18,7 @@ import numpy as np
 
 from models.normalise import normalise
 
-__all__ = ["BackupScorer", "ImminentPhrases", "LanguageLexicons", "STRONG_SCORE", "MEDIUM_SCORE", "LEXICON_LANGUAGES"]
+__all__ = ["BackupScorer", "ImminentPhrases", "LanguageLexicons", "STRONG_SCORE", "MEDIUM_SCORE"]
 
 LEXICON_DIR = Path(__file__).resolve().parent / "lexicon"
 LANGUAGES_DIR = LEXICON_DIR / "languages"
@@ -41,9 +41,6 @@ def _language_phrases() -> dict[str, dict[str, list[str]]]:
             for row in csv.DictReader(fh):
                 out.setdefault(path.stem, {}).setdefault(row["tier"], []).append(row["phrase"])
     return out
-
-
-LEXICON_LANGUAGES = ("en", *sorted(p.stem for p in LANGUAGES_DIR.glob("*.csv")))
 
 
 def _pattern(phrases: Sequence[str]) -> re.Pattern[str]:

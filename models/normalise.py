@@ -232,7 +232,7 @@ def _decode_token(token: str) -> str:
         return token
     short = letters_written < _MIN_LETTERS  # "t0", "n0", "m3": only into a short word of the list below
     options = [_LEET.get(c, c) if not c.isalpha() else c for c in lowered]
-    if any(not (len(o) == 1 and o.isalpha()) and not all(x.isalpha() for x in o) for o in options):
+    if not all(o.isalpha() for o in options):
         return token  # a symbol that is no leetspeak letter (a hyphen, an apostrophe): not a disguised word
     best: tuple[int, str] | None = None
     for k, letters in enumerate(itertools.product(*options)):

@@ -56,17 +56,17 @@ def bound_turns(
 
 
 def bounded_record(turns: list[dict[str, Any]], anchor_turn: int | None, max_bytes: int,
-                   serialise: Callable[[list[dict[str, Any]], int], bytes]) -> bytes:
+                   serialise: Callable[[list[dict[str, Any]], int], bytes]) -> tuple[bytes, int]:
     """The serialised record (`serialise(kept_turns, omitted)`) of at most `max_bytes`: the turns are bounded, and
     bounded again on a smaller budget while the record as serialised is over (issue 35: the bound measured the stored
     turns, and a 2,000-turn conversation's record was 292,792 bytes against 262,144, its turns' empty fields and the
-    request's own fields not counted)."""
+    request's own fields not counted). Returns the record and how many turns it leaves out."""
     budget = max_bytes
     for _ in range(8):
         kept, omitted = bound_turns(turns, anchor_turn, budget)
         record = serialise(kept, omitted)
         if len(record) <= max_bytes:
-            return record
+            return record, omitted
         budget = max(1024, int(budget * max_bytes / len(record)) - 1024)
     kept, omitted = bound_turns(turns, anchor_turn, 1024)  # the anchor alone, cut: always under any allowed bound
-    return serialise(kept, omitted)
+    return serialise(kept, omitted), omitted

@@ -598,10 +598,8 @@ class Scorer:
     ) -> OutRecord:
         flagged_turn = first_flagged if first_flagged is not None and first_flagged >= 0 else None
         requested_at = utcnow()
-        left_out = [0]
 
         def serialise(kept: list[dict[str, Any]], omitted: int) -> bytes:
-            left_out[0] = omitted
             return ReviewRequest(
                 review_id=f"{cid}:{reason}"[:128], conversation_id=cid, reason=reason, pi=pi,  # type: ignore[arg-type]
                 max_score=min(1.0, max(0.0, max_score)), first_flagged_turn=flagged_turn,
@@ -609,10 +607,10 @@ class Scorer:
                 language=language,
             ).to_bytes()
 
-        record = bounded_record(turns, flagged_turn, self.settings.review_max_bytes, serialise)
-        if left_out[0]:
+        record, omitted = bounded_record(turns, flagged_turn, self.settings.review_max_bytes, serialise)
+        if omitted:
             self.metrics.review_truncated.inc()
-            log.warning("review request for a conversation bounded: %d of %d turns omitted", left_out[0], len(turns))
+            log.warning("review request for a conversation bounded: %d of %d turns omitted", omitted, len(turns))
         return OutRecord(self.settings.topic_review, cid, record)
 
     def _close(self, cid: str, states: dict[str, ConversationState], batch: _Batch, how: str,

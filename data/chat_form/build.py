@@ -146,16 +146,22 @@ def post_sentences(shared: Path, rng: np.random.Generator) -> dict[str, dict[str
     return out
 
 
-def team_turns() -> dict[str, dict[str, list[tuple[str, str]]]]:
-    """Team-written single turns by split: {split: {label: [(category, text)]}}."""
+def _by_position(name: str, column: str) -> dict[str, dict[str, list[tuple[str, str]]]]:
+    """Rows of a team-written file by split, each split by its position within its `column` value (`team_split`):
+    {split: {label: [(value, text)]}}."""
     out: dict[str, dict[str, list[tuple[str, str]]]] = {s: {"crisis": [], "no_crisis": []} for s in SPLITS}
     position: dict[str, int] = {}
-    with open(HERE / "team_turns.csv", newline="", encoding="utf-8") as fh:
+    with open(HERE / name, newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
-            k = position.get(row["category"], 0)
-            position[row["category"]] = k + 1
-            out[team_split(k)][row["label"]].append((row["category"], row["text"]))
+            k = position.get(row[column], 0)
+            position[row[column]] = k + 1
+            out[team_split(k)][row["label"]].append((row[column], row["text"]))
     return out
+
+
+def team_turns() -> dict[str, dict[str, list[tuple[str, str]]]]:
+    """Team-written single turns by split: {split: {label: [(category, text)]}}."""
+    return _by_position("team_turns.csv", "category")
 
 
 def team_conversations() -> dict[str, list[list[dict[str, str]]]]:
@@ -257,14 +263,7 @@ def build(shared: Path) -> dict[str, Writer]:
 def team_kinds() -> dict[str, dict[str, list[tuple[str, str]]]]:
     """Team-written turns of each kind the model missed and of their ordinary counterparts (`team_kinds.csv`), by
     split: {split: {label: [(kind, text)]}}."""
-    out: dict[str, dict[str, list[tuple[str, str]]]] = {s: {"crisis": [], "no_crisis": []} for s in SPLITS}
-    position: dict[str, int] = {}
-    with open(HERE / "team_kinds.csv", newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            k = position.get(row["kind"], 0)
-            position[row["kind"]] = k + 1
-            out[team_split(k)][row["label"]].append((row["kind"], row["text"]))
-    return out
+    return _by_position("team_kinds.csv", "kind")
 
 
 def method_sentences(shared: Path) -> dict[str, list[str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
@@ -11,6 +12,7 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -62,6 +64,20 @@ def beat(client, prefix):
     hb = Heartbeat(client, prefix, "scorer", ttl_s=30)
     hb.beat(partitions={0: 0}, partition_count=1)  # one partition, owned by this live "scorer"
     return hb
+
+
+@contextlib.contextmanager
+def serving(gate: Gate, **kw) -> Iterator[tuple[str, object]]:
+    """The HTTP gate over `gate` on a free port, in a thread: (its base URL, the server); shut down after."""
+    import threading
+
+    server = make_server(gate, **kw)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def make_gate(url: str, prefix: str, **kw) -> Gate:
@@ -190,8 +206,6 @@ def test_stopping_the_redis_server_halts_within_staleness(tmp_path, uid):
 def test_a_handed_off_conversation_answers_handoff_while_halted_stale_and_with_redis_killed(tmp_path, uid):
     """Issue 34: a handed-off conversation is the one that most needs to stay handed off; the gate answered it the
     generic fallback whenever it did not answer allowed (halt tripped, heartbeat stale, Redis gone)."""
-    import threading
-
     from safety_gate.handoff import HandoffStore
 
     server = LocalRedis(log_dir=tmp_path)
@@ -204,39 +218,32 @@ def test_a_handed_off_conversation_answers_handoff_while_halted_stale_and_with_r
         hb = Heartbeat(client, prefix, "scorer", ttl_s=30)
         hb.beat(partitions={0: 0}, partition_count=1)
         HandoffStore(client, prefix).start("c-risk", by="scorer", reason="urgent")
-        with make_gate(server.url, prefix) as gate:
-            web = make_server(gate)
-            threading.Thread(target=web.serve_forever, daemon=True).start()
-            base = f"http://127.0.0.1:{web.server_address[1]}"
-            try:
-                assert wait_until(lambda: gate.check().allowed)
-                assert gate.check(conversation_id="c-risk").handoff
-                # the scorer's heartbeat goes stale (deleted): halted for the rest, handoff for c-risk
-                client.delete(f"{prefix}heartbeat:scorer")
-                assert wait_until(lambda: "heartbeat" in gate.check().reason)
-                assert gate.check(conversation_id="c-risk").handoff
-                hb.beat(partitions={0: 0}, partition_count=1)
-                assert wait_until(lambda: gate.check().allowed)
-                # the halt trips: everyone gets the fallback, the handed-off person still the human team
-                halts.trip(reason="crisis recall below 90%", by="evaluator", incident_id="INC-1")
-                assert wait_until(lambda: not gate.check().allowed)
-                assert gate.check(conversation_id="c-risk").handoff
-                assert not gate.check(conversation_id="c-other").handoff
-                status, body = _get(base + "/v1/gate?conversation_id=c-risk")
-                assert status == 503 and body["handoff"] is True and "joining this conversation" in body["fallback"]
-                status, body = _get(base + "/v1/gate?conversation_id=c-other")
-                assert status == 503 and body["handoff"] is False
-                # Redis is killed: the view goes stale; c-risk answers handoff from the set it last read
-                server.kill()
-                assert wait_until(lambda: gate.check(conversation_id="c-other").stale, timeout_s=STALENESS + 1)
-                assert gate.check(conversation_id="c-risk").handoff
-                status, body = _get(base + "/v1/gate?conversation_id=c-risk")
-                assert status == 503 and body["handoff"] is True
-                status, body = _get(base + "/v1/gate?conversation_id=c-other")
-                assert status == 503 and body["handoff"] is False and body["stale"] is True
-            finally:
-                web.shutdown()
-                web.server_close()
+        with make_gate(server.url, prefix) as gate, serving(gate) as (base, _):
+            assert wait_until(lambda: gate.check().allowed)
+            assert gate.check(conversation_id="c-risk").handoff
+            # the scorer's heartbeat goes stale (deleted): halted for the rest, handoff for c-risk
+            client.delete(f"{prefix}heartbeat:scorer")
+            assert wait_until(lambda: "heartbeat" in gate.check().reason)
+            assert gate.check(conversation_id="c-risk").handoff
+            hb.beat(partitions={0: 0}, partition_count=1)
+            assert wait_until(lambda: gate.check().allowed)
+            # the halt trips: everyone gets the fallback, the handed-off person still the human team
+            halts.trip(reason="crisis recall below 90%", by="evaluator", incident_id="INC-1")
+            assert wait_until(lambda: not gate.check().allowed)
+            assert gate.check(conversation_id="c-risk").handoff
+            assert not gate.check(conversation_id="c-other").handoff
+            status, body = _get(base + "/v1/gate?conversation_id=c-risk")
+            assert status == 503 and body["handoff"] is True and "joining this conversation" in body["fallback"]
+            status, body = _get(base + "/v1/gate?conversation_id=c-other")
+            assert status == 503 and body["handoff"] is False
+            # Redis is killed: the view goes stale; c-risk answers handoff from the set it last read
+            server.kill()
+            assert wait_until(lambda: gate.check(conversation_id="c-other").stale, timeout_s=STALENESS + 1)
+            assert gate.check(conversation_id="c-risk").handoff
+            status, body = _get(base + "/v1/gate?conversation_id=c-risk")
+            assert status == 503 and body["handoff"] is True
+            status, body = _get(base + "/v1/gate?conversation_id=c-other")
+            assert status == 503 and body["handoff"] is False and body["stale"] is True
     finally:
         server.stop()
 
@@ -498,26 +505,16 @@ def test_unbounded_halt_fields_written_into_redis_never_reach_an_answer_whole(re
                                                                              prefix):
     """Issue 35 (defect 2): a 1 MB `reason` was echoed in every gate answer while halted, and `/v1/status` passed a
     raw `since` through."""
-    import threading
-
     store.init(by="dr.lead")
     store.trip(by="evaluator", reason="recall 0.86 < 0.90", incident_id="INC-1")
     client.hset(f"{prefix}halt", mapping={"reason": "x" * 1_000_000, "since": "<script>not a time</script>",
                                           "incident_id": "I" * 10_000, "by": "b" * 10_000})
-    gate = make_gate(redis_server.url, prefix)
-    server = make_server(gate)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with make_gate(redis_server.url, prefix) as gate, serving(gate) as (base, _):
         assert wait_until(lambda: "[cut]" in gate.check().reason)
         status, body = _get(base + "/v1/gate")
         assert status == 503 and len(json.dumps(body)) < 4096 and body["reason"].endswith("[cut]")
         status, page = _get(base + "/v1/status")
         assert "script" not in json.dumps(page) and "halted" in json.dumps(page)
-    finally:
-        server.shutdown()
-        server.server_close()
-        gate.close()
 
 
 def test_idle_connections_to_the_http_gate_are_closed_and_free_their_threads(redis_server, store, beat, prefix):
@@ -526,11 +523,8 @@ def test_idle_connections_to_the_http_gate_are_closed_and_free_their_threads(red
     import threading
 
     store.init(by="dr.lead")
-    gate = make_gate(redis_server.url, prefix)
-    server = make_server(gate, idle_timeout_s=0.5)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    port = server.server_address[1]
-    try:
+    with make_gate(redis_server.url, prefix) as gate, serving(gate, idle_timeout_s=0.5) as (base, server):
+        port = server.server_address[1]  # type: ignore[attr-defined]
         before = threading.active_count()
         idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(100)]
         for sock in idle:
@@ -541,11 +535,7 @@ def test_idle_connections_to_the_http_gate_are_closed_and_free_their_threads(red
             sock.close()
         assert time.monotonic() - started < 5
         assert wait_until(lambda: threading.active_count() <= before + 2, timeout_s=5)  # their threads are gone
-        assert _get(f"http://127.0.0.1:{port}/v1/gate")[0] == 200  # and the gate still answers
-    finally:
-        server.shutdown()
-        server.server_close()
-        gate.close()
+        assert _get(base + "/v1/gate")[0] == 200  # and the gate still answers
 
 
 def test_healthz_fails_when_the_refresher_is_gone_so_the_gate_is_restarted(redis_server, store, beat, prefix):
