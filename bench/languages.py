@@ -6,8 +6,10 @@ Prints one JSON object: the identifier's accuracy on the team's turns in Spanish
 (data/languages/turns.csv) and on a set of short turns written for this measurement in those languages and English
 (one to eight words, greetings included), the share of the chat-form validation conversations (English) that would
 be read as another language (each would be sent to review at `pi_language`: the route's review load on English
-traffic), and turns per second of `normalise` alone and of normalise + identification (median of `--repeats`
-passes over the 9,891 validation turns).
+traffic), turns per second of `normalise` alone and of normalise + identification (median of `--repeats`
+passes over the 9,891 validation turns), and the multilingual crisis model (models/multilingual.py): its first
+call (the encoder's load), the resident memory it adds, and turns per second at batches of 1, 8 and 32 of the team's
+turns (what a scorer batch holds of them).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import csv
 import json
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
@@ -24,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models.language import LanguageIdentifier  # noqa: E402
+from models.multilingual import MultilingualModel  # noqa: E402
 from models.normalise import normalise  # noqa: E402
 from vigil_core.conversations import conversation_language  # noqa: E402
 
@@ -77,6 +81,23 @@ def main() -> None:
             runs.append(len(texts) / (time.perf_counter() - started))
         return sorted(runs)[len(runs) // 2]
 
+    multilingual = MultilingualModel.load()
+    team_texts = [t for _, t in team]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    multilingual.predict(team_texts[:1])
+    first_call_s = time.perf_counter() - started
+    added_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+
+    def multilingual_rate(batch: int) -> float:
+        runs = []
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            for i in range(0, len(team_texts), batch):
+                multilingual.predict(team_texts[i:i + batch])
+            runs.append(len(team_texts) / (time.perf_counter() - started))
+        return sorted(runs)[len(runs) // 2]
+
     print(json.dumps({
         "machine": f"{platform.machine()}, {platform.processor() or '?'}",
         "team_turns": accuracy(lid, team), "short_turns": accuracy(lid, short),
@@ -84,6 +105,9 @@ def main() -> None:
         "english_read_as_other_share": routed / len(languages),
         "normalise_turns_per_s": rate(lambda ts: [normalise(t) for t in ts]),
         "normalise_and_identify_turns_per_s": rate(lid.identify),
+        "multilingual": {"version": multilingual.version, "first_call_s": first_call_s,
+                         "resident_mb_added": added_mb,
+                         "turns_per_s": {b: multilingual_rate(b) for b in (1, 8, 32)}},
     }, indent=1))
 
 

@@ -52,6 +52,11 @@ class ScorerMetrics:
             "vigil_scorer_unvalidated_language_conversations",
             "closed conversations mostly in a language the crisis model is not validated for", ["language"],
             registry=r)
+        # Turns the multilingual model scored and flagged (models/multilingual.py), and its failures (those turns are
+        # then only routed and lexicon-checked).
+        self.multilingual = Counter("vigil_scorer_multilingual_turns",
+                                    "user turns scored by the multilingual crisis model, by language and outcome",
+                                    ["language", "outcome"], registry=r)
         self.review_truncated = Counter("vigil_scorer_review_requests_bounded",
                                         "review requests that left turns out to stay under review_max_bytes",
                                         registry=r)

@@ -26,6 +26,7 @@ from kafka.structs import OffsetAndMetadata
 from evaluators.rules import HARMFUL_RULE
 from models.backup import ImminentPhrases, LanguageLexicons
 from models.language import LanguageIdentifier
+from models.multilingual import MultilingualModel
 from pipeline.kafka_io import (
     RECORD_ATTEMPTS,
     OutRecord,
@@ -167,6 +168,9 @@ class Scorer:
         # turn whatever the model scored: it reads English only (issue 32).
         self.languages = LanguageIdentifier()
         self.lexicons = LanguageLexicons()
+        # Turns in the multilingual model's languages are also scored by it, and flagged at its own threshold
+        # (models/multilingual.py; its encoder loads at the first such turn).
+        self.multilingual = MultilingualModel.load() if settings.multilingual else None
         # Called for each new urgent conversation once the batch's outputs are acknowledged and before its state
         # is written (so a crash in between repeats it; it must be idempotent). `vigil score` pages and hands off.
         self.on_urgent: Callable[[UrgentCase], None] | None = None
@@ -473,6 +477,7 @@ class Scorer:
                             for m, e in zip(user, scored.embeddings, strict=True)}
         language_of = dict(zip((m.event_id for m in user), self.languages.identify([m.text for m in user]),
                                strict=True))
+        multilingual_of = self._multilingual(user, language_of)
         now = utcnow()
         for m in parsed.messages:
             u = batch.updates.setdefault(m.conversation_id, TurnUpdate(m.conversation_id))
@@ -497,11 +502,16 @@ class Scorer:
             # (another language, or too short to tell) with a crisis phrase of another supported language, which the
             # model (English only) scores near zero
             phrase = language.language not in self.settings.validated and self.lexicons.find(m.text, LEXICON_TIERS)
-            flagged = score >= self.threshold or bool(urgent_why) or bool(phrase)
+            multilingual = multilingual_of.get(m.event_id)
+            read_in_language = (multilingual is not None and self.multilingual is not None
+                                and multilingual >= self.multilingual.threshold)
+            flagged = score >= self.threshold or bool(urgent_why) or bool(phrase) or read_in_language
             if urgent_why and (u.urgent_turn < 0 or m.turn < u.urgent_turn):
                 u.urgent_turn = m.turn
                 u.urgent_score, u.urgent_why = score, urgent_why
             turn["score"] = score
+            if multilingual is not None:
+                turn["multilingual_score"] = multilingual
             u.turns[f"{m.turn:08d}:{m.role}"] = turn
             u.max_score = score if u.max_score is None else max(u.max_score, score)
             u.backup = u.backup or scored.backup
@@ -512,7 +522,7 @@ class Scorer:
             batch.outputs.append(OutRecord(s.topic_scores, m.conversation_id, SafetyScore(
                 event_id=m.event_id, conversation_id=m.conversation_id, turn=m.turn, score=score, flagged=flagged,
                 threshold=self.threshold, model_version=scored.model_version, scored_at=now, backup=scored.backup,
-                language=language.language,
+                language=language.language, multilingual_score=multilingual,
             ).to_bytes()))
             self.metrics.events.labels("message", "scored").inc()
         # The first time a conversation is flagged: one review request with the turns so far; the first time it
@@ -536,6 +546,32 @@ class Scorer:
                 self.metrics.urgent.inc()
         if self.response_model is not None:
             self._score_replies(parsed, states, batch)
+
+    def _multilingual(self, user: list[ConversationMessage], language_of: dict[str, Any]) -> dict[str, float]:
+        """The multilingual model's P(crisis) of the user turns identified as one of its languages (not validated
+        for the crisis model). If it fails, those turns keep the language routing and the lexicons, and the
+        failure is counted and logged (never a crash of the batch)."""
+        model = self.multilingual
+        if model is None:
+            return {}
+        chosen = [m for m in user if language_of[m.event_id].language not in self.settings.validated
+                  and model.reads(language_of[m.event_id].language)]
+        if not chosen:
+            return {}
+        try:
+            scores = model.predict([m.text for m in chosen])
+        except Exception as exc:  # noqa: BLE001 - a broken encoder must not stop the scorer; the routing still holds
+            log.error("multilingual model failed on %d turns: %s", len(chosen), type(exc).__name__)
+            for m in chosen:
+                self.metrics.multilingual.labels(language_of[m.event_id].language, "failed").inc()
+            return {}
+        out: dict[str, float] = {}
+        for m, p in zip(chosen, scores, strict=True):
+            out[m.event_id] = float(p)
+            flagged = p >= model.threshold
+            self.metrics.multilingual.labels(language_of[m.event_id].language,
+                                             "flagged" if flagged else "scored").inc()
+        return out
 
     def _eval_store(self) -> Any:
         if self._evals is None:

@@ -161,6 +161,9 @@ class SafetyScore(_Contract):
     backup: StrictBool = False
     # The turn's language (ISO 639-1, or fastText's code; "und": too short or unsure to say), models.language.
     language: StrictStr | None = None
+    # P(crisis) from the multilingual model (models/multilingual.py), for a turn in one of its languages; `flagged`
+    # is also true when it passes that model's own threshold.
+    multilingual_score: Probability | None = None
 
 
 # The configured model (`VIGIL_MODEL_DIR` or the shipped one) as a version name: the champion until a first

@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     # conversations, and the review load is 0.25 x the share of such traffic (README, "Languages").
     validated_languages: str = Field(default="en", pattern=r"^[a-z]{2,3}(,[a-z]{2,3})*$")
     pi_language: float = Field(default=0.25, gt=0.0, le=1.0)
+    # The multilingual crisis model (models/multilingual.py) scores user turns identified as one of its languages
+    # (Spanish, Portuguese, French, German) and flags those above its own threshold. Off: those turns are only
+    # routed and lexicon-checked, as every other language is.
+    multilingual: bool = True
 
     # Halt and heartbeats
     staleness_s: float = Field(default=5.0, gt=0)

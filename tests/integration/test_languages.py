@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from evaluators.evaluator import Evaluator
+from models.multilingual import MultilingualModel
 from pipeline.kafka_io import OutRecord, RecordProducer, ensure_topics
 from pipeline.sampling import uniform_from_id
 from tests.helpers import publish, read_topic, run_scorer, signed, values
@@ -49,14 +50,23 @@ def test_no_crisis_in_spanish_portuguese_french_or_german_is_scored_as_ordinary(
     reviewed = {r["conversation_id"]: r for r in reviews}
     crisis = {f"lang-{r['language']}-{k:03d}" for k, r in enumerate(rows) if r["label"] == "crisis"}
     ordinary = {f"lang-{r['language']}-{k:03d}" for k, r in enumerate(rows) if r["label"] == "no_crisis"}
-    # every crisis conversation reaches a clinician (here: all of them flagged by their language's phrases)
+    # every crisis conversation reaches a clinician (here: all of them flagged)
     assert crisis <= flagged and crisis <= set(reviewed)
+    # and the multilingual model flags every crisis turn it reads by itself, the lexicons aside; it reads the turns
+    # identified as its languages only (a turn read as Galician or Italian is left to the route and the lexicons)
+    model = MultilingualModel.load()
+    turn2 = {d["conversation_id"]: d for d in scores if d["turn"] == 2}
+    read = {c for c, d in turn2.items() if d["language"] in model.languages}
+    assert all(turn2[c]["multilingual_score"] is not None for c in read)
+    assert all((d["multilingual_score"] is None) == (d["language"] not in model.languages) for d in scores)
+    assert len(read & crisis) >= 0.9 * len(crisis)
+    assert all(turn2[c]["multilingual_score"] >= model.threshold for c in read & crisis)
     # each score names its turn's language; a review request its conversation's
     assert {d["language"] for d in scores if d["turn"] == 2} <= {"es", "pt", "fr", "de", "gl", "it", "ca"}
     assert all(reviewed[c]["language"] not in (None, "en") for c in crisis)
     # the ordinary ones: none reads as English, so each is reviewed at pi_language at least, exactly those the hash
-    # selects (the English model flags some of them, or puts them in its borderline band: text it cannot read
-    # scores at random, which is why the route exists; those are reviewed for that reason instead)
+    # selects (the multilingual model flags some of them, and the English model puts some in its borderline band:
+    # text it cannot read scores at random; those are reviewed for that reason instead)
     by_model = {c for c in ordinary if c in reviewed and reviewed[c]["reason"] in ("flagged", "borderline")}
     routed = {c for c in ordinary if c in reviewed and reviewed[c]["reason"] == "language"}
     assert all(reviewed[c]["pi"] == 0.25 for c in routed)
@@ -65,8 +75,8 @@ def test_no_crisis_in_spanish_portuguese_french_or_german_is_scored_as_ordinary(
     sent = routed | by_model
     print(f"\nordinary conversations in es/pt/fr/de sent to review: {len(sent)} of {len(ordinary)} "
           f"({len(sent) / len(ordinary):.0%}): {len(routed)} by the language route at pi_language 0.25, "
-          f"{len(by_model)} by the English model's score; crisis conversations flagged: {len(crisis & flagged)} of "
-          f"{len(crisis)}")
+          f"{len(by_model)} by a model's score; crisis conversations flagged: {len(crisis & flagged)} of "
+          f"{len(crisis)}, {len(read & crisis)} read by the multilingual model")
     # the state keeps each user turn's language vote, so a replay routes the conversation the same way
     store = ConversationStore(redis.Redis.from_url(s.redis_url.get_secret_value()), s.redis_prefix, 3600)
     state = store.read_many(["lang-es-000"])["lang-es-000"]
@@ -79,7 +89,7 @@ def test_the_evaluator_reports_crisis_recall_per_language_group_and_warns_when_o
     ensure_topics(s)
     start = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=0)
     talks = {"en-1": "I keep thinking about killing myself tonight", "en-2": "can you help me plan my week please",
-             "es-1": "ya no quiero vivir más, esta noche me voy a matar", "es-2": "no sé qué hacer con mi vida ahora"}
+             "es-1": "ya no quiero vivir más, esta noche me voy a matar", "es-2": "estoy muy cansado últimamente"}
     publish(s, [ConversationMessage(event_id=f"{cid}-u0", conversation_id=cid, user_id="u", turn=0, role="user",
                                     text=text, ts=start) for cid, text in talks.items()])
     run_scorer(s, resilient, max_idle_s=3.0)
