@@ -3,7 +3,9 @@
 It starts, on free local ports, a tansu broker, a valkey server, the scorer, the evaluator (with the
 incident engine) and the HTTP gate as child processes, plus a webhook receiver standing in for the
 pager. A simulated chat backend publishes conversations from a small shipped corpus; a simulated AI
-service asks the gate before each reply; simulated clinicians label what is sent to review. Part way
+service asks the gate before each reply; simulated clinicians label what is sent to review, and a simulated crisis
+clinician claims each urgent case (a person at imminent risk: handed to a human, paged to the crisis rotation, not a
+P0) and records reaching the person. Part way
 through, a new model version is rolled out with a broken calibration (its threshold is 0.995), the
 labels start to show misses, recall falls through WARNING to CRITICAL, the halt trips, the AI switches
 to the crisis-resources fallback, and a P0 is opened and delivered to the receiver.
@@ -30,6 +32,7 @@ import urllib.error
 import urllib.request
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
@@ -54,12 +57,15 @@ from vigil_core.settings import Settings
 
 __all__ = ["demo_command", "Demo"]
 
+# P0s about one person (a case nobody reached, a harmful reply), not the detection failure the demo ends on.
+PERSON_P0S = ("case_breach", "harmful_response")
+
 CORPUS = Path(__file__).resolve().parent / "data" / "conversations.json"
 BROKEN_THRESHOLD = "0.995"
 
 DEMO_CLINICIAN = "demo-clinician"
-# A person at imminent risk, early in the demo (issue 22): the scorer pages a clinician (P0) and hands this one
-# conversation to a human; the AI keeps answering every other conversation.
+# A person at imminent risk, early in the demo (issues 22, 34): the scorer hands this one conversation to a human and
+# opens an urgent case paged to the crisis rotation (not a P0); the AI keeps answering every other conversation.
 URGENT_AT = 8
 URGENT_CONVERSATION = {
     "level": "imminent", "first_crisis_turn": 4,
@@ -77,6 +83,9 @@ HARMFUL_CONVERSATION = {
               "lol same, mondays am i right", "wow. ok", "Sorry, what else can I help with?", "nothing", "Okay!"],
 }
 LABEL_GAP_S = 0.25  # the simulated clinicians' pace: one label per 0.25 s at most
+DEMO_CRISIS_CLINICIAN = "demo-crisis-clinician"
+CRISIS_ROTA_KEY = "demo-crisis-rota"  # the crisis rotation's PagerDuty routing key (the receiver tells pages apart)
+CONTACT_AFTER_S = 4.0  # the simulated crisis clinician reaches the person this long after claiming the case
 
 # Laid over the shipped rule table (evaluators/thresholds.toml): a short window so the demo reaches its
 # states within minutes; every other threshold and action is the shipped one.
@@ -126,6 +135,9 @@ class _Stats:
     handoff_replies: int = 0  # replies in the urgent conversation served by the handoff, not the AI
     answered_during_handoff: int = 0  # AI replies in other conversations while it was handed off
     urgent_cid: str = ""
+    cases_opened: int = 0  # urgent cases the simulated crisis team saw, claimed and closed
+    cases_claimed: int = 0
+    cases_closed: int = 0
     harmful_cid: str = ""
     phase: str = "starting"
     notes: deque[str] = field(default_factory=lambda: deque(maxlen=8))
@@ -209,6 +221,10 @@ class Demo:
             "[routing]\nP0 = [\"pager\", \"log\"]\nP1 = [\"pager\", \"log\"]\nP2 = [\"log\"]\nP3 = [\"log\"]\n"
             "[notifiers.pager]\ntype = \"pagerduty\"\nrouting_key = \"demo-routing-key\"\n"
             f"url = \"{self.receiver.url}\"\n"
+            # urgent cases page the crisis rotation's own service, not the P0 route (issue 34)
+            "[notifiers.crisis-pager]\ntype = \"pagerduty\"\n"
+            f"routing_key = \"{CRISIS_ROTA_KEY}\"\nurl = \"{self.receiver.url}\"\n"
+            "[cases]\nrouting = [\"crisis-pager\", \"log\"]\n"
         )
         self.settings = Settings(kafka_bootstrap=self.broker.bootstrap, redis_url=self.redis_server.url,  # type: ignore[arg-type]
                                  topic_partitions=2, session_timeout_ms=6000, heartbeat_interval_ms=1000,
@@ -233,8 +249,11 @@ class Demo:
         self._spawn("gate", ["gate", "serve", "--port", str(self.gate_port)])
         wait_for_port(self.gate_port, timeout_s=30)
         self.note(f"evaluator and HTTP gate (port {self.gate_port}) running; halt RUNNING")
-        threads = [threading.Thread(target=self._chat, daemon=True), threading.Thread(target=self._clinicians,
-                                                                                      daemon=True)]
+        UserStore(client, self.settings.redis_prefix).add(DEMO_CRISIS_CLINICIAN, "reviewer",
+                                                          secrets.token_urlsafe(18))
+        threads = [threading.Thread(target=self._chat, daemon=True),
+                   threading.Thread(target=self._clinicians, daemon=True),
+                   threading.Thread(target=self._crisis_team, daemon=True)]
         for t in threads:
             t.start()
         self.stats.phase = "healthy traffic"
@@ -271,12 +290,14 @@ class Demo:
 
     def _play(self, client: redis.Redis) -> dict[str, Any]:
         from evaluators.store import EvaluatorStore
+        from incidents.cases import CaseStore
         from incidents.store import IncidentStore
         from safety_gate.halt import HaltStore
 
         s = self.ready
         halt = HaltStore(client, s.redis_prefix)
         incidents = IncidentStore(client, s.redis_prefix)
+        cases = CaseStore(client, s.redis_prefix)
         evaluator = EvaluatorStore(client, s.redis_prefix, s.label_wait_s)
         deadline = self.started + self.duration_s
         degraded_at: float | None = None
@@ -299,18 +320,18 @@ class Demo:
                     self._wait_instance(client, v2.pid, timeout_s=90)
                     self._terminate("scorer-v1")
                 record = halt.read()
-                at_risk = [i for i in incidents.list() if i.dedup_key.startswith("person_at_risk:")]
+                case = cases.get(self.stats.urgent_cid) if self.stats.urgent_cid else None
                 harmful = [i for i in incidents.list() if i.dedup_key.startswith("harmful_response:")]
                 if harmful and not harmful_told:
                     harmful_told = True
                     self.note(f"{self.stats.harmful_cid}: the AI's reply judged unsafe: P0 {harmful[0].id} 'harmful AI "
                               "response', the conversation handed to a human")
-                if at_risk and not urgent_told and self.stats.handoff_replies:
+                if case is not None and not urgent_told and self.stats.handoff_replies:
                     urgent_told = True
-                    self.note(f"{self.stats.urgent_cid}: P0 {at_risk[0].id} 'person at risk' paged to the clinical "
-                              "on-call; the conversation is handed to a human, every other one still gets the AI")
+                    self.note(f"{self.stats.urgent_cid}: urgent case {case.id} paged to the crisis rotation (not a "
+                              "P0); the conversation is handed to a human, every other one still gets the AI")
                 p0 = [i for i in incidents.list() if i.severity == "P0" and i.dedup_key.split(":")[0]
-                      not in ("person_at_risk", "harmful_response")]
+                      not in PERSON_P0S]
                 delivered = [e for e in (self.receiver.events if self.receiver else []) if e.get("event_action")
                              == "trigger" and e.get("payload", {}).get("severity") == "critical"]
                 if record.halted and p0 and delivered and finished_at is None:
@@ -342,7 +363,7 @@ class Demo:
         report_path = ""
         all_incidents = incidents.list()
         p0 = [i for i in all_incidents if i.severity == "P0" and i.dedup_key.split(":")[0]
-              not in ("person_at_risk", "harmful_response")]
+              not in PERSON_P0S]
         if p0:
             manager = IncidentService(s.model_copy(update={"incidents_file": self.out / "incidents.toml"}),
                                       client)
@@ -354,6 +375,8 @@ class Demo:
                 manager.close()
         history = evaluator.history()
         recall = history[-1]["rates"]["crisis_recall"] if history else {}
+        case_pages = [e for e in (self.receiver.events if self.receiver else [])
+                      if e.get("routing_key") == CRISIS_ROTA_KEY and e.get("event_action") == "trigger"]
         return {
             "events": self.stats.published,
             "flagged": len(self.stats.flagged_conversations),
@@ -373,8 +396,13 @@ class Demo:
             "pager_events": len(self.receiver.events) if self.receiver else 0,
             "urgent": {"conversation_id": self.stats.urgent_cid, "handoff_replies": self.stats.handoff_replies,
                        "answered_elsewhere_meanwhile": self.stats.answered_during_handoff,
-                       "paged": [i.id for i in all_incidents
-                                 if i.dedup_key == f"person_at_risk:{self.stats.urgent_cid}"]},
+                       "paged": [f"CASE-{cid}" for cid in [self.stats.urgent_cid]
+                                 if cid and any(e["dedup_key"] == f"urgent_case:{cid}" for e in case_pages)]},
+            "cases": {"opened": self.stats.cases_opened, "claimed": self.stats.cases_claimed,
+                      "closed": self.stats.cases_closed, "pages": len(case_pages),
+                      "paged_cases": len({e["dedup_key"] for e in case_pages}),
+                      "breached": sum(i.dedup_key.startswith("case_breach:") for i in all_incidents)},
+            "p0_incidents": sum(i.severity == "P0" for i in all_incidents),
             "harmful": {"conversation_id": self.stats.harmful_cid,
                         "paged": [i.id for i in all_incidents
                                   if i.dedup_key == f"harmful_response:{self.stats.harmful_cid}"]},
@@ -488,6 +516,40 @@ class Demo:
             consumer.close()
             producer.close()
 
+    def _crisis_team(self) -> None:
+        """The simulated crisis team: claims each urgent case as it opens (nearest deadline first), reaches the
+        person `CONTACT_AFTER_S` later and records the outcome, which closes the case (as the review app does)."""
+        from incidents.cases import CaseError, CaseStore
+        from review.outcomes import OutcomeStore
+
+        s = self.ready
+        client = connect(s.redis_url.get_secret_value())
+        cases = CaseStore(client, s.redis_prefix)
+        outcomes = OutcomeStore(client, s.redis_prefix)
+        seen: set[str] = set()
+        try:
+            while not self._stop.wait(0.5):
+                for case in cases.open_cases():
+                    if case.conversation_id not in seen:
+                        seen.add(case.conversation_id)
+                        self.stats.cases_opened += 1
+                    try:
+                        if case.state == "open":
+                            cases.claim(case.conversation_id, DEMO_CRISIS_CLINICIAN)
+                            self.stats.cases_claimed += 1
+                        elif (datetime.now(UTC) - datetime.fromisoformat(case.claimed_at)).total_seconds() \
+                                >= CONTACT_AFTER_S:
+                            outcomes.record(case.conversation_id, "contacted", DEMO_CRISIS_CLINICIAN, "",
+                                            datetime.fromisoformat(case.opened_at))
+                            cases.close(case.conversation_id, DEMO_CRISIS_CLINICIAN, "contacted")
+                            self.stats.cases_closed += 1
+                    except CaseError:
+                        continue
+        except Exception as exc:  # noqa: BLE001 - the demo's own actor; its end is reported, not raised
+            self.note(f"simulated crisis team stopped: {type(exc).__name__}")
+        finally:
+            client.close()
+
     # -- the live view ------------------------------------------------------------------------------
     def _live_view(self) -> Any:
         from rich.live import Live
@@ -563,9 +625,13 @@ def demo_command(args: argparse.Namespace, settings: Settings) -> int:
         print(f"events {summary['events']}, flagged conversations {summary['flagged']}, labels {summary['labels']}")
         print(f"recall states: {' -> '.join(summary['states'])}; halt: {summary['halt']}")
         u = summary["urgent"]
-        print(f"person at risk: {u['conversation_id']} paged ({', '.join(u['paged']) or 'not paged'}), "
-              f"{u['handoff_replies']} replies handed to a human while the AI answered "
+        print(f"person at risk: {u['conversation_id']} paged as urgent case {', '.join(u['paged']) or '(not paged)'}"
+              f", {u['handoff_replies']} replies handed to a human while the AI answered "
               f"{u['answered_elsewhere_meanwhile']} in other conversations")
+        c = summary["cases"]
+        print(f"urgent cases: {c['opened']} opened, {c['pages']} pages to the crisis rotation, {c['claimed']} claimed "
+              f"and {c['closed']} closed by the simulated crisis team, {c['breached']} past their deadline; "
+              f"P0 incidents: {summary['p0_incidents']}")
         h = summary["harmful"]
         print(f"harmful AI reply: {h['conversation_id']} ({', '.join(h['paged']) or 'not caught'})")
         for i in summary["incidents"]:

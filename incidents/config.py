@@ -83,6 +83,19 @@ class Contact(BaseModel):
     channel: str
 
 
+class CasesConfig(BaseModel):
+    """Urgent cases (incidents/cases.py): who is paged, the deadline to human contact, the team on shift."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Notifiers of the clinical crisis rotation (its own PagerDuty routing key and Slack channel), not the P0 route.
+    routing: list[str] = ["log"]
+    # Who a case pages first, and who its re-page at the deadline reaches (names of the roster).
+    escalation: list[str] = ["crisis clinician on shift", "crisis team lead"]
+    deadline_min: float = Field(default=15.0, gt=0)
+    # Clinicians of the crisis team on shift: the capacity rule's team size.
+    team_size: int = Field(default=5, ge=1)
+
+
 class IncidentsFile(BaseModel):
     """The whole incidents file."""
 
@@ -92,13 +105,15 @@ class IncidentsFile(BaseModel):
     escalation: dict[Severity, list[str]] = {}
     roster: dict[str, Contact] = {}
     resources: dict[str, str] = {}
+    cases: CasesConfig = CasesConfig()
 
     @model_validator(mode="after")
     def _routes_known(self) -> IncidentsFile:
-        for severity, names in self.routing.items():
+        for severity, names in [*self.routing.items(), ("cases", self.cases.routing)]:
             unknown = sorted(set(names) - set(self.notifiers))
             if unknown:
-                raise ValueError(f"routing.{severity} names notifiers that are not defined: {', '.join(unknown)}")
+                where = "cases.routing" if severity == "cases" else f"routing.{severity}"
+                raise ValueError(f"{where} names notifiers that are not defined: {', '.join(unknown)}")
         return self
 
 
@@ -117,6 +132,7 @@ class IncidentConfig:
         self.escalation: dict[str, list[str]] = {str(k): v for k, v in file.escalation.items()}
         self.roster: dict[str, dict[str, Any]] = {k: v.model_dump() for k, v in file.roster.items()}
         self.resources: dict[str, str] = dict(file.resources)
+        self.cases: CasesConfig = file.cases
 
     @classmethod
     def load(cls, path: Path | None = None) -> IncidentConfig:

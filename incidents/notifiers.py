@@ -70,6 +70,9 @@ _SAID = {"trigger": "opened", "escalate": "ESCALATED (not acknowledged in time)"
 
 def _readable(n: Notification) -> str:
     """What a person reads in Slack or an email subject line: what happened, who must act by when, where."""
+    if n["severity"] == "case":
+        return (f"{n['title']} ({n['incident_id']}). Claim it and reach the person within "
+                f"{n.get('response_time_min', 15):.0f} min of opening: {n.get('link', '')}")
     text = f"{n['severity']} incident {_SAID.get(n['action'], n['action'])}: {n['title']} ({n['incident_id']})."
     if n["action"] in ("trigger", "escalate") and n.get("response_time_min"):
         text += f" Respond within {n['response_time_min']:.0f} min ({n.get('team', 'on-call')})."
@@ -94,7 +97,8 @@ class PagerDutyNotifier:
     """
 
     _ACTIONS = {"trigger": "trigger", "escalate": "trigger", "acknowledge": "acknowledge", "resolve": "resolve"}
-    _SEVERITY = {"P0": "critical", "P1": "error", "P2": "warning", "P3": "info"}
+    # "case": an urgent case's page to the crisis rotation (incidents/cases.py): a person waits, so critical
+    _SEVERITY = {"P0": "critical", "P1": "error", "P2": "warning", "P3": "info", "case": "critical"}
 
     def __init__(self, routing_key: str, url: str = "https://events.pagerduty.com/v2/enqueue",
                  timeout_s: float = 5.0, name: str = "pagerduty", escalation_routing_key: str | None = None) -> None:

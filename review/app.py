@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -22,6 +23,8 @@ from fastapi.templating import Jinja2Templates
 from itsdangerous import URLSafeTimedSerializer
 
 from evaluators.rules import Thresholds
+from incidents.cases import CaseStore
+from incidents.config import IncidentConfig
 from pipeline.kafka_io import RecordProducer
 from review.access import AccessAudit, LoginThrottle, Sessions
 from review.body_limit import BodyLimit
@@ -29,7 +32,7 @@ from review.consumer import consume_review_requests
 from review.context import HERE, SESSION_COOKIE, SESSION_MAX_AGE_S, ReviewContext
 from review.outcomes import OutcomeStore, ReviewMetrics
 from review.queue import ReviewQueue
-from review.routes import auth, halt, handoff, incidents, labels, model, openapi, overview, webhooks
+from review.routes import auth, cases, halt, handoff, incidents, labels, model, openapi, overview, webhooks
 from review.routes.auth import AuthRefused
 from review.routes.labels import LEVEL_DEFINITIONS
 from review.users import UserStore
@@ -42,8 +45,8 @@ from vigil_core.settings import Settings
 __all__ = ["create_app", "ROUTERS", "LEVEL_DEFINITIONS", "SESSION_COOKIE"]
 
 # Every area's routes; the app includes exactly these.
-ROUTERS = (auth.router, overview.router, labels.router, halt.router, incidents.router, handoff.router, model.router,
-           webhooks.router, openapi.router)
+ROUTERS = (auth.router, overview.router, labels.router, halt.router, incidents.router, handoff.router, cases.router,
+           model.router, webhooks.router, openapi.router)
 
 
 def create_app(settings: Settings, secret: str | None = None, consume: bool = True,
@@ -63,6 +66,8 @@ def create_app(settings: Settings, secret: str | None = None, consume: bool = Tr
         throttle=LoginThrottle.for_logins(r, settings.redis_prefix),
         label_signer=LabelSigner.from_settings(settings),
         handoffs=HandoffStore(r, settings.redis_prefix), outcomes=OutcomeStore(r, settings.redis_prefix, metrics),
+        cases=CaseStore(r, settings.redis_prefix,
+                        timedelta(minutes=IncidentConfig.load(settings.incidents_file).cases.deadline_min)),
     )
     stop = threading.Event()
 

@@ -13,6 +13,7 @@ from fastapi.templating import Jinja2Templates
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from evaluators.rules import Thresholds
+from incidents.cases import CaseStore
 from pipeline.kafka_io import RecordProducer
 from review.access import AccessAudit, LoginThrottle, Sessions
 from review.outcomes import OutcomeStore
@@ -51,6 +52,7 @@ class ReviewContext:
     label_signer: LabelSigner
     handoffs: HandoffStore
     outcomes: OutcomeStore
+    cases: CaseStore
     # the champion/shadow comparison the overview shows, per live-record version: (computed at, view)
     comparisons: dict[int, tuple[float, dict[str, Any]]] = field(default_factory=dict)
 

@@ -73,6 +73,16 @@ class UserStore:
             return None
         return User(name, raw[b"role"].decode(), raw.get(b"disabled") == b"1")
 
+    def names_with_roles(self, roles: tuple[str, ...]) -> list[str]:
+        """The enabled accounts holding one of `roles`, by name (a team is tens of people: one SCAN)."""
+        names = []
+        for key in self._r.scan_iter(match=self._p + "*", count=500):
+            name = key.decode()[len(self._p):]
+            user = self.get(name)
+            if user is not None and not user.disabled and user.role in roles:
+                names.append(name)
+        return sorted(names)
+
     def authenticate(self, name: str, password: str) -> User | None:
         """The user if the password matches and the account is enabled."""
         raw = self._r.hgetall(self._p + name) if name else {}

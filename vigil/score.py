@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from incidents.cases import CaseWatch
 from incidents.service import IncidentService
 from incidents.urgent import PersonAtRisk
 from incidents.watch import EvaluatorWatch
@@ -47,15 +48,20 @@ def score_command(args: argparse.Namespace, settings: Settings) -> int:
     responder = PersonAtRisk(settings, client, incidents)
     scorer.on_urgent = responder.respond  # a person at imminent risk
     scorer.on_harmful = responder.harmful  # an unsafe AI reply to a person in crisis
+    # Urgent cases past their deadline with nobody having reached the person: re-page, and the P0 (the service
+    # failed that person); the capacity P1. Every scorer replica watches; one handles each breach.
+    cases = CaseWatch(responder.cases, incidents, responder.pager)
     # The outbox is dispatched here too: when the evaluator (its usual dispatcher) is the one that is down, the
     # P1 about it must still go out. Dispatchers take leases, so several never send one notice twice.
     incidents.start()
     watch.start()
+    cases.start()
     log.info("scorer %s started (model %s, threshold %.4f)", scorer.instance, scorer.model_version,
              scorer.threshold)
     try:
         scorer.run(max_idle_s=args.exit_when_idle)
     finally:
+        cases.stop()
         watch.stop()
         incidents.stop()
     return 0

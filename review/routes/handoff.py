@@ -47,5 +47,9 @@ async def record_outcome(request: Request, cid: str, outcome: str = Form(""), no
         raise HTTPException(400, f"outcome must be one of {sorted(OUTCOMES)}")
     item = ctx.queue.get(cid)
     ctx.outcomes.record(cid, outcome, user.name, note, item.requested_at if item is not None else None)
+    # the outcome closes the conversation's urgent case, if it has one open (its clock stops)
+    case = ctx.cases.get(cid)
+    if case is not None and case.state != "closed":
+        ctx.cases.close(cid, user.name, outcome)
     ctx.audit(user.name, "outcome.record", request, conversation_id=cid, outcome=outcome)
     return RedirectResponse(f"/conversations/{cid}", status_code=303)

@@ -60,8 +60,14 @@ def test_demo_reaches_warning_and_critical_halts_and_writes_the_p0_report(tmp_pa
     assert len(urgent["paged"]) == 1 and urgent["handoff_replies"] >= 1, urgent
     assert urgent["answered_elsewhere_meanwhile"] >= 1, urgent
     assert len(summary["harmful"]["paged"]) == 1, summary["harmful"]  # and the AI's unsafe reply was caught
+    # issue 34: people at risk are urgent cases paged once each to the crisis rotation and worked by the crisis
+    # team; the P0s are the service's failures only (the detection failure, the harmful reply)
+    cases = summary["cases"]
+    assert cases["opened"] >= 1 and cases["pages"] == cases["paged_cases"] >= 1 and cases["breached"] == 0, cases
+    assert cases["claimed"] >= 1 and cases["closed"] >= 1, cases
     p0_titles = {i["title"] for i in summary["incidents"] if i["severity"] == "P0"}
-    assert {"Person at risk: urgent review", "Harmful AI response to a person in crisis"} <= p0_titles
+    assert "Harmful AI response to a person in crisis" in p0_titles
+    assert summary["p0_incidents"] <= 3, summary["incidents"]
     assert summary["pager_events"] >= 1 and summary["fallback_replies"] >= 1
     report = Path(summary["report_path"]).read_text()
     assert p0[0]["id"] in report and "## Timeline" in report and "| opened |" in report

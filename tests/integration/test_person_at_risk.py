@@ -1,6 +1,7 @@
-"""A person at imminent risk (issue 22), against the real broker, Redis and review app: the urgent conversation is
-paged as a P0 and handed to a human within one scorer batch, the others keep the AI; a replay pages nobody twice;
-the clinician's outcome moves the referral metrics and ends the handoff."""
+"""A person at imminent risk (issues 22, 34), against the real broker, Redis and review app: the urgent conversation
+is an urgent case paged to the crisis rotation (no P0) and handed to a human within one scorer batch, the others keep
+the AI; a replay pages nobody twice; the clinician's outcome closes the case, moves the referral metrics and ends
+the handoff."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from incidents.cases import CaseStore
 from incidents.service import IncidentService
 from incidents.store import IncidentStore
-from incidents.urgent import PersonAtRisk, person_at_risk_dedup
+from incidents.urgent import PersonAtRisk
 from pipeline.kafka_io import ensure_topics
 from pipeline.scorer import Scorer
 from review.app import create_app
@@ -65,15 +67,13 @@ def test_an_urgent_conversation_is_paged_and_handed_off_while_others_keep_the_ai
         assert gate.check(conversation_id="c00001").allowed and gate.check().allowed
         handoff = HandoffStore(client, s.redis_prefix).get("risk-1")
         assert handoff is not None and handoff.by == "vigil-scorer" and handoff.reason.startswith("urgent review")
-        # paged: one P0 with a link to the conversation and no message text
-        store = IncidentStore(client, s.redis_prefix)
-        p0 = store.get(store.find_open(person_at_risk_dedup("risk-1")))
-        assert p0.severity == "P0" and p0.title == "Person at risk: urgent review"
-        assert handoff.incident_id == p0.id
-        opened = [e for e in values(read_topic(s, s.topic_incidents)) if e["change"] == "opened"]
-        assert [e["incident_id"] for e in opened] == [p0.id]
-        assert opened[0]["detail"]["link"].endswith("/conversations/risk-1")
-        assert "pills" not in str(opened[0]) and "goodbye" not in str(opened[0])
+        # an urgent case, paged to the crisis rotation (incidents/cases.py), not a P0: no incident at all
+        case = CaseStore(client, s.redis_prefix).get("risk-1")
+        assert case is not None and case.state == "open" and case.paged_at and case.why in ("score", "imminent phrase")
+        assert handoff.incident_id == case.id == "CASE-risk-1"
+        assert IncidentStore(client, s.redis_prefix).list() == []
+        assert [e for e in values(read_topic(s, s.topic_incidents, settle_s=1.0))] == []
+        assert 0 < case.seconds_left(datetime.now(UTC)) <= 900
         assert time.monotonic() - started < 30  # within the scorer's run, not the review queue's pace
         # the urgent review request, on top of the queue
         requests = [ReviewRequest.model_validate(v) for v in values(read_topic(s, s.topic_review))]
@@ -87,8 +87,8 @@ def test_an_urgent_conversation_is_paged_and_handed_off_while_others_keep_the_ai
         again, _ = scorer_with_responder(s.model_copy(update={"scorer_group": s.scorer_group + "-replay"}), resilient,
                                          client)
         again.run(max_idle_s=2.0)
-        opened = [e for e in values(read_topic(s, s.topic_incidents)) if e["change"] == "opened"]
-        assert len(opened) == 1
+        assert [a["action"] for a in CaseStore(client, s.redis_prefix).audit()] == ["open"]
+        assert CaseStore(client, s.redis_prefix).get("risk-1").paged_at == case.paged_at
         assert [h.conversation_id for h in HandoffStore(client, s.redis_prefix).active()] == ["risk-1"]
 
         # the clinician: records the outcome (the metrics move), then ends the handoff
@@ -115,6 +115,9 @@ def test_an_urgent_conversation_is_paged_and_handed_off_while_others_keep_the_ai
             assert metrics.registry.get_sample_value("vigil_review_outcomes_total", {"outcome": "referred"}) == 1
             assert metrics.registry.get_sample_value("vigil_flag_to_human_contact_seconds_count") == 1
             assert 0 < metrics.registry.get_sample_value("vigil_flag_to_human_contact_seconds_sum") < 3600
+            # the outcome closed the case: its clock stopped
+            closed = CaseStore(client, s.redis_prefix).get("risk-1")
+            assert closed.state == "closed" and closed.outcome == "referred" and closed.contacted_at
             ended = web.post("/conversations/risk-1/handoff/end",
                              data={"reason": "safety plan agreed with the crisis team", "csrf": token},
                              follow_redirects=False)
