@@ -322,7 +322,7 @@ class CasePager:
             "link": self.link(case.conversation_id), "contacts": [{"role": role, **config.roster.get(role, {})}],
             "response_time_min": config.cases.deadline_min, "team": "crisis team",
         }
-        for name in config.cases.routing:
+        for name in config.case_routing:
             self.service.outbox.enqueue(name, payload)
 
 

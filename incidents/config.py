@@ -88,7 +88,8 @@ class CasesConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     # Notifiers of the clinical crisis rotation (its own PagerDuty routing key and Slack channel), not the P0 route.
-    routing: list[str] = ["log"]
+    # Unset: the P0 route's, until a deployment names its rotation (a case must page someone).
+    routing: list[str] | None = None
     # Who a case pages first, and who its re-page at the deadline reaches (names of the roster).
     escalation: list[str] = ["crisis clinician on shift", "crisis team lead"]
     deadline_min: float = Field(default=15.0, gt=0)
@@ -109,7 +110,7 @@ class IncidentsFile(BaseModel):
 
     @model_validator(mode="after")
     def _routes_known(self) -> IncidentsFile:
-        for severity, names in [*self.routing.items(), ("cases", self.cases.routing)]:
+        for severity, names in [*self.routing.items(), ("cases", self.cases.routing or [])]:
             unknown = sorted(set(names) - set(self.notifiers))
             if unknown:
                 where = "cases.routing" if severity == "cases" else f"routing.{severity}"
@@ -133,6 +134,9 @@ class IncidentConfig:
         self.roster: dict[str, dict[str, Any]] = {k: v.model_dump() for k, v in file.roster.items()}
         self.resources: dict[str, str] = dict(file.resources)
         self.cases: CasesConfig = file.cases
+        # who an urgent case pages: the crisis rotation's notifiers, else the P0 route's
+        self.case_routing: list[str] = list(file.cases.routing if file.cases.routing is not None
+                                            else self.routing.get("P0", ["log"]))
 
     @classmethod
     def load(cls, path: Path | None = None) -> IncidentConfig:

@@ -24,12 +24,16 @@ def halt_status(args: argparse.Namespace, settings: Settings) -> int:
     """Print the halt record and pending approvals."""
     store = _store(settings)
     record = store.read()
-    approvals = store.approvals(record.version) if record.halted and record.present else {}
+    approvals = store.approvals(record.version) if record.halted and (record.present or record.damage) else {}
     if args.json:
         print(json.dumps({**record.to_dict(), "approvals": approvals}))
     else:
         print(f"state: {record.state}  version: {record.version}  since: {record.since or '-'}  by: {record.by or '-'}")
         print(f"reason: {record.reason or '-'}")
+        if record.damage:
+            print("THE HALT RECORD IS DAMAGED (read as HALTED): " + "; ".join(record.damage))
+            print("repair: the two-person clear (vigil halt clear, a clinical lead and the on-call engineer) writes a "
+                  "fresh RUNNING record; a trip writes a fresh HALTED one")
         if record.incident_id:
             print(f"incident: {record.incident_id}")
         for role, a in approvals.items():

@@ -5,7 +5,11 @@ Rules this module enforces (docs/design.md section 5):
 - automation may trip a halt but nothing clears one except two different people, a clinical lead and
   the on-call engineer, approving the same halt version;
 - the version only grows, so an approval given for an earlier halt never lifts a later one;
-- every change is published on `halt:changes` and appended to the `audit` stream in the same script.
+- every change is published on `halt:changes` and appended to the `audit` stream in the same script;
+- a damaged record (issue 35: the key of another type, a state other than RUNNING or HALTED, a version that is not
+  an integer below 2^53) reads as HALTED at the last version given, says what is wrong (`HaltRecord.damage`), and
+  is repaired only by the audited paths: a trip writes a fresh HALTED record, the two-person clear a fresh RUNNING
+  one. Versions are integers below 2^53 (JSON and Lua read them exactly).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +59,7 @@ class HaltRecord:
     metrics: dict[str, Any] = field(default_factory=dict)
     version: int = 0
     present: bool = True
+    damage: tuple[str, ...] = ()  # what is wrong with the record as stored (empty: nothing)
 
     @property
     def halted(self) -> bool:
@@ -67,21 +73,42 @@ class HaltRecord:
             return cls(state=HALTED, reason="no halt record in Redis (never initialised or lost)", present=False)
         d = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
              for k, v in raw.items()}
+        damage = []
+        raw_metrics = d.get("metrics") or "{}"
         try:
-            metrics = json.loads(d.get("metrics") or "{}")
+            metrics = json.loads(raw_metrics)
         except ValueError:
-            metrics = {}
-        state = d.get("state", HALTED)
+            metrics = None
+        if not isinstance(metrics, dict | list) or len(raw_metrics) > MAX_METRICS_BYTES:
+            damage.append(f"metrics is not a JSON object of at most {MAX_METRICS_BYTES} bytes")
+        state = d.get("state", "")
+        if state not in (RUNNING, HALTED):
+            damage.append(f"state {_bounded(state, 40)!r} is neither RUNNING nor HALTED")
+        version = parse_version(d.get("version"))
+        if version is None:
+            damage.append(f"version {_bounded(d.get('version', '(none)'), 40)!r} is not an integer below 2^53")
+        if len(d.get("reason", "")) > MAX_STORED_REASON_CHARS:
+            damage.append(f"reason of {len(d['reason'])} characters (at most {MAX_STORED_REASON_CHARS})")
+        for name in ("incident_id", "by"):
+            if len(d.get(name, "")) > MAX_ID_CHARS:
+                damage.append(f"{name} of {len(d[name])} characters (at most {MAX_ID_CHARS})")
+        if d.get("since") and not _timestamp(d["since"]):
+            damage.append("since is not an RFC 3339 time")
+        # Any damage reads as HALTED (fail closed), at the counter's version (HaltStore.read); the two-person clear
+        # or a trip writes a fresh record.
+        untrusted = bool(damage)
         # Every field is bounded before it leaves this process (issue 35: a 1 MB reason written into the record
         # reached every gate answer while halted; a raw `since` reached the public status page).
         return cls(
-            state=state if state in (RUNNING, HALTED) else HALTED,
-            reason=_bounded(d.get("reason", ""), MAX_REASON_CHARS),
+            state=HALTED if untrusted else state,
+            reason=_bounded("halt record damaged: " + "; ".join(damage) if untrusted else d.get("reason", ""),
+                            MAX_REASON_CHARS),
             incident_id=_bounded(d.get("incident_id", ""), MAX_ID_CHARS),
             since=_timestamp(d.get("since", "")),
             by=_bounded(d.get("by", ""), MAX_ID_CHARS),
-            metrics=metrics if isinstance(metrics, dict) and len(d.get("metrics") or "") <= MAX_METRICS_BYTES else {},
-            version=int(d.get("version", "0") or 0),
+            metrics=metrics if isinstance(metrics, dict) and not untrusted else {},
+            version=version or 0,
+            damage=tuple(damage),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,13 +116,32 @@ class HaltRecord:
         return {
             "state": self.state, "reason": self.reason, "incident_id": self.incident_id, "since": self.since,
             "by": self.by, "metrics": self.metrics, "version": self.version, "present": self.present,
+            "damage": list(self.damage),
         }
 
 
 # Bounds of the halt record's free-text fields as read (a person's reason is a sentence or two; ids are short).
+# Written reasons are cut to MAX_WRITTEN_REASON_CHARS, so a clear's reason (both approvals' reasons, names and roles)
+# stays under MAX_STORED_REASON_CHARS; a longer one was not written by Vigil: the record is damaged.
 MAX_REASON_CHARS = 500
+MAX_WRITTEN_REASON_CHARS = 300
+MAX_STORED_REASON_CHARS = 1000
 MAX_ID_CHARS = 128
 MAX_METRICS_BYTES = 16_384
+
+
+MAX_VERSION_DIGITS = 15  # below 10^15 < 2^53: exact as a JSON number, a Lua number and a Python int
+
+
+def parse_version(value: str | bytes | None) -> int | None:
+    """A halt version as stored: a non-negative integer of at most 15 digits, else None (damaged)."""
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    if value is None:
+        return None
+    if len(value) > MAX_VERSION_DIGITS or not value.isascii() or not value.isdigit():
+        return None
+    return int(value)
 
 
 def _bounded(value: str, limit: int) -> str:
@@ -103,11 +149,15 @@ def _bounded(value: str, limit: int) -> str:
     return value if len(value) <= limit else value[:limit] + " [cut]"
 
 
+_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T[0-9:.+\-Z]+")
+
+
 def _timestamp(value: str) -> str:
-    """`value` if it is an RFC 3339 time (as the record's scripts write it), else empty."""
+    """`value` if it is an RFC 3339 time (as the record's scripts write it), else empty. The same rule as the Lua
+    scripts' `state_of`, plus a parse."""
     from datetime import datetime
 
-    if len(value) > 40:
+    if len(value) > 40 or not _TIMESTAMP.fullmatch(value):
         return ""
     try:
         datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -118,30 +168,69 @@ def _timestamp(value: str) -> str:
 
 # Shared by every script that gives a new version.
 _NEXT_VERSION = """
+-- A stored version: digits only, at most 15 of them (below 2^53), else nil (damaged).
+local function as_version(v)
+  if type(v) ~= 'string' or #v > 15 or not string.match(v, '^%d+$') then return nil end
+  return tonumber(v)
+end
+local function is_hash(key) return redis.call('TYPE', key)['ok'] == 'hash' end
+-- The record's version, nil when the key is not a hash or its version is damaged.
+local function record_version(halt)
+  if not is_hash(halt) then return nil end
+  return as_version(redis.call('HGET', halt, 'version'))
+end
+local function counter(seq)
+  if redis.call('TYPE', seq)['ok'] ~= 'string' then return nil end
+  return as_version(redis.call('GET', seq))
+end
+-- The record's state as every reader takes it: DAMAGED (read as HALTED) when any field breaks the rules that
+-- HaltRecord.from_redis checks in Python (the two must agree, or status and clear would disagree).
+local function state_of(halt)
+  if redis.call('EXISTS', halt) == 0 then return 'MISSING' end
+  if not is_hash(halt) or not record_version(halt) then return 'DAMAGED' end
+  local f = redis.call('HMGET', halt, 'state', 'reason', 'incident_id', 'since', 'by', 'metrics')
+  local s = f[1]
+  if s ~= 'RUNNING' and s ~= 'HALTED' then return 'DAMAGED' end
+  if f[2] and #f[2] > 1000 then return 'DAMAGED' end
+  if (f[3] and #f[3] > 128) or (f[5] and #f[5] > 128) then return 'DAMAGED' end
+  if f[4] and f[4] ~= '' and (#f[4] > 40 or not string.match(f[4], '^%d%d%d%d%-%d%d%-%d%dT[%d:%.%+%-Z]+$')) then
+    return 'DAMAGED'
+  end
+  if f[6] and f[6] ~= '' then
+    if #f[6] > 16384 then return 'DAMAGED' end
+    local ok, m = pcall(cjson.decode, f[6])
+    if not ok or type(m) ~= 'table' then return 'DAMAGED' end
+  end
+  return s
+end
 -- The next halt version: above both the record's and the counter's, so versions never repeat, even after the
--- record was deleted (an approval given for an old version can then never lift a new halt).
-local function next_version(halt, seq)
-  local v = math.max(tonumber(redis.call('HGET', halt, 'version') or '0'), tonumber(redis.call('GET', seq) or '0'))
-  redis.call('SET', seq, v + 1)
-  return v + 1
+-- record was deleted (an approval given for an old version can then never lift a new halt). A version no
+-- approval can have been given for: any left under it (a damaged counter) is dropped.
+local function next_version(halt, seq, approvals)
+  local v = math.max(record_version(halt) or 0, counter(seq) or 0) + 1
+  redis.call('DEL', seq)
+  redis.call('SET', seq, v)
+  redis.call('DEL', approvals .. v)
+  return v
 end
 """
 
-# KEYS: halt, audit, version counter | ARGV: by, reason, now, origin, channel, maxlen
+# KEYS: halt, audit, version counter, approvals-prefix | ARGV: by, reason, now, origin, channel, maxlen
 # A deployment that has had a halt record (the counter exists) is never initialised again by one person:
 # deleting the record and running init was a one-person clear. A missing record reads as HALTED; lifting it
 # takes the two-person clear.
 _INIT = _NEXT_VERSION + """
 
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  return {0, tonumber(redis.call('HGET', KEYS[1], 'version'))}
+  if state_of(KEYS[1]) == 'DAMAGED' then return {-2, counter(KEYS[3]) or 0} end
+  return {0, record_version(KEYS[1])}
 end
 if redis.call('EXISTS', KEYS[3]) == 1 then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'action', 'halt.init_refused', 'who', ARGV[1],
              'reason', ARGV[2], 'at', ARGV[3], 'origin', ARGV[4])
-  return {-1, tonumber(redis.call('GET', KEYS[3]))}
+  return {-1, counter(KEYS[3]) or 0}
 end
-local version = next_version(KEYS[1], KEYS[3])
+local version = next_version(KEYS[1], KEYS[3], KEYS[4])
 redis.call('HSET', KEYS[1], 'state', 'RUNNING', 'reason', ARGV[2], 'incident_id', '', 'since', ARGV[3],
            'by', ARGV[1], 'metrics', '{}', 'version', version)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'action', 'halt.init', 'who', ARGV[1],
@@ -151,35 +240,39 @@ redis.call('PUBLISH', ARGV[5], cjson.encode({state='RUNNING', version=version, r
 return {1, version}
 """
 
-# KEYS: halt, audit, version counter | ARGV: by, reason, now, origin, channel, maxlen, incident_id, metrics_json
+# KEYS: halt, audit, version counter, approvals-prefix | ARGV: by, reason, now, origin, channel, maxlen,
+# incident_id, metrics_json. A damaged record is replaced by a fresh HALTED one (a trip never fails on it).
 _TRIP = _NEXT_VERSION + """
 
-local state = redis.call('HGET', KEYS[1], 'state')
-local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+local state = state_of(KEYS[1])
+local version = record_version(KEYS[1]) or 0
 if state == 'HALTED' then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'action', 'halt.trip_repeat', 'who', ARGV[1],
              'reason', ARGV[2], 'at', ARGV[3], 'origin', ARGV[4], 'version', version, 'state', 'HALTED',
              'incident_id', ARGV[7])
   return {0, version}
 end
-version = next_version(KEYS[1], KEYS[3])
+version = next_version(KEYS[1], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'state', 'HALTED', 'reason', ARGV[2], 'incident_id', ARGV[7], 'since', ARGV[3],
            'by', ARGV[1], 'metrics', ARGV[8], 'version', version)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'action', 'halt.trip', 'who', ARGV[1],
            'reason', ARGV[2], 'at', ARGV[3], 'origin', ARGV[4], 'version', version, 'state', 'HALTED',
-           'incident_id', ARGV[7])
+           'incident_id', ARGV[7], 'repaired', state == 'DAMAGED' and '1' or '0')
 redis.call('PUBLISH', ARGV[5], cjson.encode({state='HALTED', version=version, reason=ARGV[2], by=ARGV[1],
            since=ARGV[3], incident_id=ARGV[7], metrics=ARGV[8]}))
 return {1, version}
 """
 
 # KEYS: halt, audit, approvals-prefix, version counter | ARGV: by, reason, now, origin, channel, maxlen, role,
-# version. A missing record is HALTED (as the gate reads it) at the counter's version.
+# version. A missing or damaged record is HALTED (as the gate reads it) at the counter's version; the clear that
+# lifts it writes a fresh record (the repair, audited as such).
 _APPROVE = _NEXT_VERSION + """
 
-local state = redis.call('HGET', KEYS[1], 'state') or 'HALTED'
-local version = tonumber(redis.call('HGET', KEYS[1], 'version') or redis.call('GET', KEYS[4]) or '0')
-if state ~= 'HALTED' then return {-1, version} end
+local state = state_of(KEYS[1])
+local version = record_version(KEYS[1])
+if state == 'MISSING' or state == 'DAMAGED' then version = counter(KEYS[4]) or 0 end
+if state == 'RUNNING' then return {-1, version} end
 if tonumber(ARGV[8]) ~= version then return {-2, version} end
 local akey = KEYS[3] .. version
 local other_role = 'clinical_lead'
@@ -192,14 +285,16 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'action', 'halt.approve
            'role', ARGV[7], 'reason', ARGV[2], 'at', ARGV[3], 'origin', ARGV[4], 'version', version)
 if not other then return {0, version} end
 local o = cjson.decode(other)
-version = next_version(KEYS[1], KEYS[4])
+version = next_version(KEYS[1], KEYS[4], KEYS[3])
 local reason = other_role .. ' ' .. o['by'] .. ': ' .. o['reason'] .. ' | '
                .. ARGV[7] .. ' ' .. ARGV[1] .. ': ' .. ARGV[2]
 local by = o['by'] .. '+' .. ARGV[1]
+redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'state', 'RUNNING', 'reason', reason, 'incident_id', '', 'since', ARGV[3],
            'by', by, 'metrics', '{}', 'version', version)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'action', 'halt.clear', 'who', by,
-           'reason', reason, 'at', ARGV[3], 'origin', ARGV[4], 'version', version, 'state', 'RUNNING')
+           'reason', reason, 'at', ARGV[3], 'origin', ARGV[4], 'version', version, 'state', 'RUNNING',
+           'repaired', state == 'DAMAGED' and '1' or '0')
 redis.call('PUBLISH', ARGV[5], cjson.encode({state='RUNNING', version=version, reason=reason, by=by,
            since=ARGV[3], incident_id='', metrics='{}'}))
 return {1, version}
@@ -238,21 +333,44 @@ class HaltStore:
     def _common(self, by: str, reason: str, origin: str | None) -> list[Any]:
         if not by.strip():
             raise HaltError("a halt change needs the name of who makes it")
+        if len(by) > MAX_ID_CHARS:
+            raise HaltError(f"a name of at most {MAX_ID_CHARS} characters")
+        # cut, not refused: a trip must never fail for its wording
+        reason = _bounded(reason, MAX_WRITTEN_REASON_CHARS)
         return [by, reason, utcnow().isoformat(), origin or default_origin(), self.channel, _AUDIT_MAXLEN]
 
     def read(self) -> HaltRecord:
-        """The current record; raises StoreUnavailable if Redis cannot be read."""
+        """The current record, never raising on a damaged one (it reads HALTED and says what is wrong); raises
+        StoreUnavailable if Redis cannot be read."""
         with store_errors():
-            record = HaltRecord.from_redis(self._r.hgetall(self.key))
-            if not record.present:  # a lost record is HALTED at the last version given: clear that one
-                record = dataclasses.replace(record, version=int(self._r.get(self.version_key) or 0))
+            kind = self._r.type(self.key)
+            kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+            if kind not in ("hash", "none"):
+                record = HaltRecord(state=HALTED, reason="the halt record is damaged", present=True,
+                                    damage=(f"the halt key holds a {kind}, not a hash",))
+            else:
+                record = HaltRecord.from_redis(self._r.hgetall(self.key))
+            if not record.present or record.damage:
+                # a lost or damaged record is HALTED at the last version given: the clear lifts (repairs) that one
+                record = dataclasses.replace(record, version=self._counter())
             return record
+
+    def _counter(self) -> int:
+        """The last version given (0 when none, or when the counter itself is damaged)."""
+        try:
+            raw = self._r.get(self.version_key)
+        except redis.ResponseError:
+            return 0  # not a string: the next version given repairs it
+        return parse_version(raw) or 0
 
     def init(self, by: str, reason: str = "initial deployment", origin: str | None = None) -> bool:
         """Set RUNNING on a deployment that never had a halt record; True when this call created it, False
         when a record exists. Raises InitRefused where a record existed and is gone: that takes the clear."""
-        code, version = self._call(self._init, [self.key, self.audit_key, self.version_key],
+        code, version = self._call(self._init, [self.key, self.audit_key, self.version_key, self._approvals],
                                    self._common(by, reason, origin))
+        if code == -2:
+            raise InitRefused("the halt record is damaged (vigil halt status says how): it reads as HALTED; "
+                              "repair it with the two-person clear (vigil halt clear), which writes a fresh record")
         if code == -1:
             raise InitRefused(
                 f"this deployment has had halt records (last version {version}) and the record is missing: it "
@@ -268,8 +386,11 @@ class HaltStore:
         origin: str | None = None,
     ) -> int:
         """Halt the AI (idempotent while halted); returns the halt version."""
-        args = self._common(by, reason, origin) + [incident_id, json.dumps(metrics or {}, default=str)]
-        _, version = self._call(self._trip, [self.key, self.audit_key, self.version_key], args)
+        metrics_json = json.dumps(metrics or {}, default=str)
+        if len(metrics_json) > MAX_METRICS_BYTES:  # kept within the bound the readers check, so never "damaged"
+            metrics_json = json.dumps({"omitted": f"{len(metrics_json)} bytes of metrics"})
+        args = self._common(by, reason, origin) + [incident_id[:MAX_ID_CHARS], metrics_json]
+        _, version = self._call(self._trip, [self.key, self.audit_key, self.version_key, self._approvals], args)
         return version
 
     def approve_clear(self, by: str, role: str, reason: str, version: int, origin: str | None = None) -> bool:
