@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # torch is installed first and pinned: a bare `torch` requirement can pull a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install tools test faults demo lint bench clean
+.PHONY: install tools test faults attacks demo lint bench clean
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ test: $(STAMP)
 # The fault-injection suite alone (it also runs in `make test`), with its table of figures at the end.
 faults: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests/faults -m faults
+
+# The red-team attack suite alone (it also runs in `make test`): each attack of docs/security.md's table.
+attacks: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -m attack
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/vigil demo

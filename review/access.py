@@ -20,21 +20,25 @@ import redis
 from vigil_core.clock import utcnow
 from vigil_core.redis_client import store_errors
 
-__all__ = ["AccessAudit", "Sessions", "LoginThrottle", "LOGIN_ATTEMPTS_PER_ACCOUNT", "LOGIN_ATTEMPTS_PER_ADDRESS",
+__all__ = ["AccessAudit", "Sessions", "LoginThrottle", "login_delay", "LOGIN_MAX_DELAY_S",
+           "LOGIN_ATTEMPTS_PER_ACCOUNT", "LOGIN_ATTEMPTS_PER_ADDRESS",
            "LOGIN_WINDOW_S"]
 
 ACCESS_AUDIT_MAXLEN = 1_000_000
 
-# KEYS: per-account counter, per-address counter | ARGV: account limit, address limit, window seconds
+# KEYS: per account-and-address counter, per-address counter, per-account counter | ARGV: pair limit, address limit,
+# window seconds. Returns -1 (refused: this source is locked out of this account, or this address of all), else the
+# account's attempts from every source so far (the caller's growing delay).
 _ATTEMPT = """
-local user = tonumber(redis.call('GET', KEYS[1]) or '0')
+local pair = tonumber(redis.call('GET', KEYS[1]) or '0')
 local addr = tonumber(redis.call('GET', KEYS[2]) or '0')
-if user >= tonumber(ARGV[1]) or addr >= tonumber(ARGV[2]) then return 0 end
-redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[3], 'NX')
-redis.call('INCR', KEYS[2])
-redis.call('EXPIRE', KEYS[2], ARGV[3], 'NX')
-return 1
+if pair >= tonumber(ARGV[1]) or addr >= tonumber(ARGV[2]) then return -1 end
+local account = tonumber(redis.call('GET', KEYS[3]) or '0')
+for i = 1, 3 do
+  redis.call('INCR', KEYS[i])
+  redis.call('EXPIRE', KEYS[i], ARGV[3], 'NX')
+end
+return account
 """
 
 
@@ -83,15 +87,20 @@ class Sessions:
             self._r.delete(self._p + sid)
 
 
-# Five failed logins for one name (from anywhere: the review app and the CLI count together), or twenty attempts
-# from one address (any names), lock it out for the rest of 15 minutes. A right password forgives the name's failures.
+# Five failed logins for one name from one source (an address of the review app, or a host's CLI), or twenty
+# attempts from one address (any names), lock that source out for the rest of 15 minutes. Failures for a name from
+# every source together only slow it down (LOGIN_MAX_DELAY_S at most), never lock it: a stranger's wrong guesses in
+# the web app must not lock a clinical lead out of `vigil halt trip` (issue 35). A right password forgives the name's
+# failures.
 LOGIN_ATTEMPTS_PER_ACCOUNT = 5
 LOGIN_ATTEMPTS_PER_ADDRESS = 20
 LOGIN_WINDOW_S = 900
+LOGIN_MAX_DELAY_S = 30.0
 
 
 class LoginThrottle:
-    """At most `per_account` attempts for one name and `per_address` from one address per window."""
+    """At most `per_account` failed attempts for one name from one source and `per_address` attempts from one
+    address per window; beyond `per_account` failures for a name from all sources, a growing delay."""
 
     def __init__(self, client: redis.Redis, prefix: str, per_account: int, per_address: int, window_s: int) -> None:
         self._p = f"{prefix}review:login:"
@@ -105,17 +114,30 @@ class LoginThrottle:
         return cls(client, prefix, LOGIN_ATTEMPTS_PER_ACCOUNT, LOGIN_ATTEMPTS_PER_ADDRESS, LOGIN_WINDOW_S)
 
     def _keys(self, name: str, address: str) -> list[str]:
-        return [f"{self._p}user:{name}", f"{self._p}addr:{address}"]
+        return [f"{self._p}pair:{name}:{address}", f"{self._p}addr:{address}", f"{self._p}user:{name}"]
 
-    def attempt(self, name: str, address: str) -> bool:
-        """Count one attempt; False (and nothing counted) when either limit is reached."""
-        return bool(self._attempt(keys=self._keys(name, address), args=list(self._limits)))
+    def attempt(self, name: str, address: str) -> float | None:
+        """Count one attempt: None (nothing counted) when this source is locked out, else the seconds to wait
+        before checking the password (0 until the name has `per_account` failures from all sources, then
+        doubling up to LOGIN_MAX_DELAY_S)."""
+        earlier = int(self._attempt(keys=self._keys(name, address), args=list(self._limits)))
+        if earlier < 0:
+            return None
+        return login_delay(earlier, self._limits[0])
 
     def succeeded(self, name: str, address: str) -> None:
         """A right password: the account's failures are forgiven and the attempt is taken back from the
         address (a busy ward's shared address is not locked out by its own successful logins)."""
-        user_key, addr_key = self._keys(name, address)
+        pair_key, addr_key, user_key = self._keys(name, address)
         pipe = self._r.pipeline()
-        pipe.delete(user_key)
+        pipe.delete(pair_key, user_key)
         pipe.decr(addr_key)
         pipe.execute()
+
+
+def login_delay(earlier_attempts: int, free: int) -> float:
+    """The growing delay before a password check: none for the first `free` attempts at a name in the window,
+    then 1, 2, 4, ... seconds, at most LOGIN_MAX_DELAY_S."""
+    if earlier_attempts < free:
+        return 0.0
+    return float(min(LOGIN_MAX_DELAY_S, 2.0 ** (earlier_attempts - free)))

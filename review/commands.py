@@ -10,7 +10,7 @@ from review.users import UserStore
 from vigil_core.redis_client import connect
 from vigil_core.settings import Settings
 
-__all__ = ["serve_command", "users_command"]
+__all__ = ["serve_command", "users_command", "server_options"]
 
 
 def serve_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -28,8 +28,17 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.metrics_port:
         start_http_server(args.metrics_port, registry=metrics.registry)
     app = create_app(settings, metrics=metrics)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    proxy_headers, forwarded_allow_ips = server_options(settings)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+                proxy_headers=proxy_headers, forwarded_allow_ips=forwarded_allow_ips)
     return 0
+
+
+def server_options(settings: Settings) -> tuple[bool, str]:
+    """uvicorn's (proxy_headers, forwarded_allow_ips): X-Forwarded-For believed from the configured proxies only
+    (none by default)."""
+    proxies = settings.review_trusted_proxies.strip()
+    return bool(proxies), proxies
 
 
 def users_command(args: argparse.Namespace, settings: Settings) -> int:

@@ -279,6 +279,20 @@ local other_role = 'clinical_lead'
 if ARGV[7] == 'clinical_lead' then other_role = 'oncall_engineer' end
 local other = redis.call('HGET', akey, other_role)
 if other and cjson.decode(other)['by'] == ARGV[1] then return {-3, version} end
+-- The other approval counts only while its account still holds that role and is enabled (issue 35: an approval
+-- given before its account was disabled completed a clear). Checked here, in the same step as the clear.
+if other and ARGV[10] == '1' then
+  local who = cjson.decode(other)['by']
+  local account = ARGV[11] .. who
+  if redis.call('TYPE', account)['ok'] ~= 'hash' or redis.call('HGET', account, 'role') ~= other_role
+     or redis.call('HGET', account, 'disabled') == '1' then
+    redis.call('HDEL', akey, other_role)
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'action', 'halt.approval_void', 'who', who,
+               'role', other_role, 'reason', 'account disabled or no longer ' .. other_role, 'at', ARGV[3],
+               'origin', ARGV[4], 'version', version)
+    other = nil
+  end
+end
 redis.call('HSET', akey, ARGV[7], cjson.encode({by=ARGV[1], reason=ARGV[2], at=ARGV[3], origin=ARGV[4]}))
 redis.call('EXPIRE', akey, ARGV[9])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'action', 'halt.approve_clear', 'who', ARGV[1],
@@ -393,13 +407,18 @@ class HaltStore:
         _, version = self._call(self._trip, [self.key, self.audit_key, self.version_key, self._approvals], args)
         return version
 
-    def approve_clear(self, by: str, role: str, reason: str, version: int, origin: str | None = None) -> bool:
-        """Record one person's approval to lift halt `version`; True when this approval lifted it."""
+    def approve_clear(self, by: str, role: str, reason: str, version: int, origin: str | None = None,
+                      accounts_prefix: str | None = None) -> bool:
+        """Record one person's approval to lift halt `version`; True when this approval lifted it. With
+        `accounts_prefix` (the review app's accounts, `{prefix}users:`), the other role's approval counts only if
+        its account is still enabled in that role at this moment; else it is void (audited) and this approval
+        waits for a new one."""
         if role not in CLEAR_ROLES:
             raise ApprovalRefused(f"role {role!r} cannot approve a clear; roles: {', '.join(CLEAR_ROLES)}")
         if not reason.strip():
             raise ApprovalRefused("an approval needs a reason")
-        args = self._common(by, reason, origin) + [role, version, APPROVAL_TTL_S]
+        args = self._common(by, reason, origin) + [role, version, APPROVAL_TTL_S,
+                                                    "1" if accounts_prefix else "0", accounts_prefix or ""]
         code, current = self._call(self._approve, [self.key, self.audit_key, self._approvals, self.version_key],
                                    args)
         if code == -1:

@@ -19,11 +19,13 @@ import getpass
 import json
 import socket
 import sys
+import time
 
 from review.access import LOGIN_WINDOW_S, AccessAudit, LoginThrottle
 from review.users import UserStore
 from safety_gate.halt import HaltStore, default_origin
 from vigil_core.errors import VigilError
+from vigil_core.label_signing import account_key
 from vigil_core.redis_client import connect
 from vigil_core.roles import CLINICAL_LEAD, ONCALL_ENGINEER
 from vigil_core.settings import Settings
@@ -61,12 +63,18 @@ def authenticate(args: argparse.Namespace, settings: Settings, action: str, role
     "model.promote"); a refusal is written to the access audit and raised."""
     client = connect(settings.redis_url.get_secret_value())
     audit = AccessAudit(client, settings.redis_prefix)
-    # The review app's login throttle: guesses at one account from the CLI and the app count together.
+    # The review app's login throttle: guesses at one account from the CLI and the app slow each other down; this
+    # host's CLI is locked out of the account only by its own failures. A trip is never refused by the throttle
+    # (issue 35: five wrong logins by a stranger in the web app locked a lead out of `vigil halt trip`); its
+    # password is still checked, and its failures count.
     throttle, address = LoginThrottle.for_logins(client, settings.redis_prefix), f"cli:{socket.gethostname()}"
-    if not throttle.attempt(args.by, address):
+    delay = throttle.attempt(args.by, address)
+    if delay is None and action != "halt.trip":
         audit.record(args.by, f"{action}_throttled", default_origin(), why="too many failed attempts")
         raise AuthenticationFailed(f"{action.replace('.', ' ')} refused for {args.by!r}: too many failed attempts; "
                                    f"try again in {LOGIN_WINDOW_S // 60} minutes")
+    if delay and action != "halt.trip":
+        time.sleep(delay)
     user = UserStore(client, settings.redis_prefix).authenticate(args.by, _password(args))
     if user is not None:
         throttle.succeeded(args.by, address)
@@ -139,7 +147,8 @@ def halt_clear(args: argparse.Namespace, settings: Settings) -> int:
     role = _authenticate(args, settings, "clear", (CLINICAL_LEAD, ONCALL_ENGINEER))
     before = store.read()
     version = args.version if args.version is not None else before.version
-    lifted = store.approve_clear(by=args.by, role=role, reason=args.reason, version=version)
+    lifted = store.approve_clear(by=args.by, role=role, reason=args.reason, version=version,
+                                 accounts_prefix=account_key(settings.redis_prefix, ""))
     if lifted:
         _say(args, {"state": "RUNNING", "version": version, "lifted": True, "role": role},
              f"RUNNING: halt version {version} lifted by two approvals")

@@ -147,6 +147,11 @@ class Settings(BaseSettings):
     label_key_id: str | None = None
     review_secret: SecretStr | None = None  # signs session cookies; None: a random one per process start
     review_secure_cookies: bool = False  # set True behind HTTPS
+    # Addresses of the reverse proxies in front of the review app (comma-separated IPs or CIDRs) whose
+    # X-Forwarded-For is believed: the login throttle and the access audit take the client's address from it.
+    # Empty (the default): no header is believed, not even from 127.0.0.1 (uvicorn's default trusted it, so anyone
+    # on the host could pick the address the throttle and the audit saw: issue 35).
+    review_trusted_proxies: str = ""
     # Where people reach the review app: pages link to a conversation or an incident there.
     # PagerDuty v3 webhook subscriptions' signing secrets (comma-separated, for rotation): the review app accepts
     # acknowledged / resolved / escalated from PagerDuty at POST /webhooks/pagerduty. None: the endpoint is off.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import Any
 
@@ -106,9 +107,12 @@ async def check_csrf_header(request: Request, ctx: ReviewContext = Depends(conte
 
 async def _login(ctx: ReviewContext, request: Request, username: str, password: str) -> User | None:
     address = ctx.origin(request)
-    if not ctx.throttle.attempt(username, address):
+    delay = ctx.throttle.attempt(username, address)
+    if delay is None:
         ctx.audit(username, "login.throttled", request)
         raise AuthRefused(429, "too many failed logins; try again later")
+    if delay:
+        await asyncio.sleep(delay)  # many failures for this name from everywhere: slowed, not locked
     # argon2 takes tens of milliseconds of CPU: off the event loop, so other requests go on meanwhile
     user = await run_in_threadpool(ctx.users.authenticate, username, password)
     if user is None:

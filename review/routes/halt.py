@@ -9,6 +9,7 @@ from review.context import ReviewContext, context
 from review.routes.auth import check_csrf, current_user, require
 from review.users import User
 from safety_gate.errors import HaltError
+from vigil_core.label_signing import account_key
 from vigil_core.roles import CLEAR_ROLES, CLINICAL_LEAD
 
 __all__ = ["router"]
@@ -30,7 +31,8 @@ async def halt_approve(request: Request, reason: str = Form(""), version: int = 
                        user: User = Depends(require(*CLEAR_ROLES)), ctx: ReviewContext = Depends(context)) -> Response:
     try:
         lifted = ctx.halt.approve_clear(by=user.name, role=user.role, reason=reason, version=version,
-                                        origin=ctx.origin(request))
+                                        origin=ctx.origin(request),
+                                        accounts_prefix=account_key(ctx.settings.redis_prefix, ""))
         message = "halt lifted" if lifted else "approval recorded; the other role must approve too"
     except HaltError as exc:
         message = f"not recorded: {exc}"

@@ -390,6 +390,7 @@ def tripped_for_the_cli(redis_server, settings, prefix, monkeypatch):
     return client, store, clear
 
 
+@pytest.mark.attack
 def test_one_person_cannot_clear_a_halt_from_the_cli(tripped_for_the_cli, prefix):
     """Issue 20: `vigil halt clear --by ana --role clinical_lead` then `--by omar --role oncall_engineer` from one
     terminal lifted a halt: the CLI believed the names and roles it was given."""
@@ -410,6 +411,7 @@ def test_one_person_cannot_clear_a_halt_from_the_cli(tripped_for_the_cli, prefix
     assert [e["who"] for e in refused] == ["omar", "rita", "nobody"]
 
 
+@pytest.mark.attack
 def test_a_clear_with_no_terminal_and_no_password_stdin_says_what_to_do(tripped_for_the_cli, monkeypatch, capsys):
     """Issue 35 (defect 9): it ended in an EOFError traceback."""
     from vigil.cli import main
@@ -422,10 +424,12 @@ def test_a_clear_with_no_terminal_and_no_password_stdin_says_what_to_do(tripped_
     assert store.read().halted
 
 
+@pytest.mark.attack
 def test_guessing_a_leads_password_from_the_cli_is_throttled_with_the_review_apps_logins(
         tripped_for_the_cli, prefix, capsys):
     """The CLI's halt and model commands check a password as the review app's login does, and the same throttle
-    counts both: five wrong guesses at an account lock it, the right password included, for the window."""
+    counts both: five wrong guesses at an account from this host's CLI lock the CLI out of it, the right password
+    included, for the window; the review app is only slowed down for that name (issue 35)."""
     from review.access import LOGIN_ATTEMPTS_PER_ACCOUNT, LOGIN_WINDOW_S, AccessAudit, LoginThrottle
 
     client, store, clear_as = tripped_for_the_cli
@@ -444,8 +448,8 @@ def test_guessing_a_leads_password_from_the_cli_is_throttled_with_the_review_app
     actions = [e["action"] for e in AccessAudit(client, prefix).entries() if e["who"] == "ana"]
     assert actions.count("halt.clear_refused") == 1 + LOGIN_ATTEMPTS_PER_ACCOUNT
     assert actions[-1] == "halt.clear_throttled"
-    # one count for the CLI and the review app: the app's login for her is refused as well, for the window
-    assert not LoginThrottle.for_logins(client, prefix).attempt("ana", "10.0.0.9")
+    # one count of the name for the CLI and the review app: her login in the app is slowed, not refused
+    assert LoginThrottle.for_logins(client, prefix).attempt("ana", "10.0.0.9") >= 1.0
     assert 0 < client.ttl(f"{prefix}review:login:user:ana") <= LOGIN_WINDOW_S
 
 
@@ -486,6 +490,7 @@ def test_http_gate_answers_200_when_allowed_and_503_with_the_fallback_when_not(r
         gate.close()
 
 
+@pytest.mark.attack
 def test_a_malformed_halt_record_halts_without_killing_the_refresher(redis_server, client, store, beat, prefix):
     """A malformed `version` (one bad HSET or PUBLISH) used to kill the refresher thread for good."""
     store.init(by="dr.lead")
@@ -501,6 +506,7 @@ def test_a_malformed_halt_record_halts_without_killing_the_refresher(redis_serve
         assert wait_until(lambda: gate.check().allowed)
 
 
+@pytest.mark.attack
 def test_unbounded_halt_fields_written_into_redis_never_reach_an_answer_whole(redis_server, client, store, beat,
                                                                              prefix):
     """Issue 35 (defect 2): a 1 MB `reason` was echoed in every gate answer while halted, and `/v1/status` passed a
@@ -518,6 +524,7 @@ def test_unbounded_halt_fields_written_into_redis_never_reach_an_answer_whole(re
         assert "script" not in json.dumps(page) and "halted" in json.dumps(page)
 
 
+@pytest.mark.attack
 def test_idle_connections_to_the_http_gate_are_closed_and_free_their_threads(redis_server, store, beat, prefix):
     """Issue 35 (defect 9): 500 half-open connections held 500 threads for good."""
     import socket

@@ -17,7 +17,7 @@ from safety_gate import Gate
 from safety_gate.halt import HaltStore
 from tests.helpers import env_for, wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.attack]
 
 PASSWORD = "correct horse battery"
 HUGE = "99999999999999999999"

@@ -427,6 +427,7 @@ def test_email_goes_over_starttls_with_a_login_and_a_wrong_password_is_refused(s
         controller.stop()
 
 
+@pytest.mark.attack
 def test_pagerduty_both_ways_escalation_pages_anew_and_its_webhooks_reach_vigils_incident(settings, receiver):
     """A repeated trigger with the same dedup key pages nobody: an escalation is a page of its own. What people do
     in PagerDuty (v3 webhooks, signature verified) acknowledges, notes and resolves Vigil's incident, which then

@@ -137,6 +137,7 @@ def test_message_text_is_escaped_and_identifiers_are_redacted(env):
     assert "jo@example.com" not in page and "[email]" in page and "Jo Park" not in page
 
 
+@pytest.mark.attack
 def test_the_conversation_shows_and_the_json_api_returns_each_turns_language_and_a_handoff(env):
     """Issue 32: the language of the conversation and of each turn, and a warning where the model is not validated;
     issue 35: the JSON conversation route answered 500 for a conversation with a deadline or a handoff."""
@@ -378,9 +379,12 @@ def test_a_flood_of_refused_requests_never_reaches_the_halt_history(env):
     assert sum(a["action"] == "access.refused" for a in audit_actions(settings, r)) >= 50
 
 
+@pytest.mark.attack
 def test_login_throttling_counts_attempts_atomically_per_account_and_per_address(env):
     """Issue 20: the failure count was read, then the password checked, then counted: parallel guesses all
-    passed the check. And it was per name-and-address pair: one address could try every name."""
+    passed the check; one address could try every name. Issue 35: a name is locked out per source only (a
+    stranger's guesses must not lock its owner out), and slowed down by a growing delay from everywhere."""
+    import time
     from concurrent.futures import ThreadPoolExecutor
 
     from review.access import LOGIN_ATTEMPTS_PER_ACCOUNT, LOGIN_ATTEMPTS_PER_ADDRESS
@@ -391,8 +395,11 @@ def test_login_throttling_counts_attempts_atomically_per_account_and_per_address
         codes = list(pool.map(lambda _: login(client, "rob", "wrong password!!").status_code, range(12)))
     assert codes.count(401) == LOGIN_ATTEMPTS_PER_ACCOUNT and codes.count(429) == 12 - LOGIN_ATTEMPTS_PER_ACCOUNT
     elsewhere = TestClient(app, client=("10.0.0.2", 40000))
-    assert login(elsewhere, "rob").status_code == 429  # the account is locked from any address
-    assert login(elsewhere, "rita").status_code == 303  # not the others
+    started = time.monotonic()
+    assert login(elsewhere, "rob").status_code == 303  # its owner, elsewhere, gets in: slowed, not locked out
+    assert time.monotonic() - started >= 1.0  # five failures for the name from anywhere: one second first
+    assert login(client, "rob").status_code == 429  # the guessing address stays locked out of it
+    assert login(elsewhere, "rita").status_code == 303
     sprayer = TestClient(app, client=("10.0.0.3", 40000))
     codes = [login(sprayer, f"guess{i}", "wrong password!!").status_code for i in range(LOGIN_ATTEMPTS_PER_ADDRESS)]
     assert set(codes) == {401}
@@ -468,6 +475,7 @@ def _raw_http(port: int, head: bytes, chunks: int = 0, chunk: bytes = b"") -> by
         return sock.recv(4096)
 
 
+@pytest.mark.attack
 def test_oversized_bodies_are_refused_before_they_are_read_on_every_route(env):
     """Issue 35 (defect 5): one unsigned 100 MB POST to the webhook raised the review process to 390 MB."""
     import threading

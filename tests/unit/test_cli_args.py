@@ -90,6 +90,7 @@ def test_every_command_that_changes_state_can_answer_in_json():
     assert [c for c in changing if "--json" not in options.get(c, set())] == []
 
 
+@pytest.mark.attack
 def test_debug_logging_is_vigils_own_never_a_clients_which_logs_its_secrets(monkeypatch):
     """Issue 35 (defect 6): with VIGIL_LOG_LEVEL=DEBUG, kafka-python logged its SASL password."""
     import logging

@@ -52,6 +52,7 @@ def test_without_keys_nothing_is_signed_and_nothing_verifies():
     assert none.refusal(LabelSigner(parse_keys(f"k1:{OLD}")).sign(_label())) == "label signed with unknown key 'k1'"
 
 
+@pytest.mark.attack
 def test_a_malformed_key_entry_is_never_printed_whole():
     """Issue 35 (defect 6): an entry without `id:` is all secret, and the error printed it."""
     import pytest

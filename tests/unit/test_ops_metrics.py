@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from incidents.outbox import OutboxCollector
@@ -63,6 +64,7 @@ def test_build_info_names_the_version():
     assert 'vigil_build_info{python="' in text and f'version="{vigil_version()}"' in text
 
 
+@pytest.mark.attack
 def test_a_failed_notifier_never_says_its_url_path_which_is_its_credential():
     """Issue 35 (defect 6): a failed Slack delivery stored the webhook URL (the credential) as `last_error`."""
     import socket

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from pipeline.review_bounds import TRUNCATION_MARK, bound_turns, bounded_record
 from vigil_core.clock import utcnow
 from vigil_core.contracts import ReviewRequest, ReviewTurn
@@ -64,6 +66,7 @@ def test_the_bounded_request_is_a_valid_contract_with_its_omitted_count():
 
 
 
+@pytest.mark.attack
 def test_the_serialised_request_not_only_its_stored_turns_stays_under_the_bound():
     """Issue 35 (defect 7): 2,000 short turns gave a 292,792-byte request against a 262,144-byte bound."""
     now = utcnow()
