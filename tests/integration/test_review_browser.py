@@ -160,3 +160,43 @@ def test_a_clinician_sees_the_urgent_item_first_records_the_outcome_and_ends_the
         browser.close()
     assert handoffs.get("c-urgent") is None
     assert [e["action"] for e in handoffs.audit()][:1] == ["handoff_end"]
+
+
+def test_the_crisis_team_claims_a_case_in_the_browser_and_its_outcome_closes_it(served):
+    """Issue 34 in the browser: the urgent case is on the Urgent cases page with its clock; one clinician claims
+    it (a colleague then sees who holds it and no claim button), records the outcome, and the case is closed."""
+    from playwright.sync_api import sync_playwright
+
+    from incidents.cases import CaseStore
+
+    settings, base, queue = served
+    r = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    cases = CaseStore(r, settings.redis_prefix)
+    queue.add(request_for("c-case", text="I have the pills in my hand", reason="urgent", score=0.99))
+    cases.open("c-case", 2, 0.99, "imminent phrase", by="vigil-scorer")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        rita = browser.new_page(viewport={"width": 1100, "height": 800})
+        _login(rita, base, "rita")
+        rita.wait_for_url("**/queue")
+        rita.click("nav a[href='/cases']")
+        row = rita.locator("tr", has_text="CASE-c-case")
+        assert "s left" in row.inner_text() and "nobody" in row.inner_text()
+        row.locator("button", has_text="Claim").click()
+        rita.wait_for_url("**/cases")
+        assert "rita" in rita.locator("tr", has_text="CASE-c-case").inner_text()
+        rita.screenshot(path=str(SHOTS / "review-cases.png"), full_page=True)
+        rob = browser.new_page(viewport={"width": 1100, "height": 800})
+        _login(rob, base, "rob")
+        rob.goto(base + "/cases")
+        theirs = rob.locator("tr", has_text="CASE-c-case")
+        assert "rita" in theirs.inner_text() and theirs.locator("button", has_text="Claim").count() == 0
+        rita.goto(base + "/conversations/c-case")
+        rita.select_option("#outcome-form select[name=outcome]", "contacted")
+        rita.click("#outcome-form button[type=submit]")
+        rita.wait_for_url("**/conversations/c-case")
+        rita.goto(base + "/cases")
+        assert "No open urgent cases" in rita.content()
+        browser.close()
+    closed = cases.get("c-case")
+    assert closed.state == "closed" and closed.closed_by == "rita" and closed.outcome == "contacted"
