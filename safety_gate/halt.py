@@ -204,18 +204,19 @@ local function state_of(halt)
   return s
 end
 -- The next halt version: above both the record's and the counter's, so versions never repeat, even after the
--- record was deleted (an approval given for an old version can then never lift a new halt). A version no
--- approval can have been given for: any left under it (a damaged counter) is dropped.
+-- record was deleted (an approval given for an old version can then never lift a new halt). The clear, which
+-- may touch approvals (the review app and the admin; the evaluator's trip may not), also drops any approval left
+-- under the new version (possible only after a damaged counter went back).
 local function next_version(halt, seq, approvals)
   local v = math.max(record_version(halt) or 0, counter(seq) or 0) + 1
   redis.call('DEL', seq)
   redis.call('SET', seq, v)
-  redis.call('DEL', approvals .. v)
+  if approvals then redis.call('DEL', approvals .. v) end
   return v
 end
 """
 
-# KEYS: halt, audit, version counter, approvals-prefix | ARGV: by, reason, now, origin, channel, maxlen
+# KEYS: halt, audit, version counter | ARGV: by, reason, now, origin, channel, maxlen
 # A deployment that has had a halt record (the counter exists) is never initialised again by one person:
 # deleting the record and running init was a one-person clear. A missing record reads as HALTED; lifting it
 # takes the two-person clear.
@@ -230,7 +231,7 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
              'reason', ARGV[2], 'at', ARGV[3], 'origin', ARGV[4])
   return {-1, counter(KEYS[3]) or 0}
 end
-local version = next_version(KEYS[1], KEYS[3], KEYS[4])
+local version = next_version(KEYS[1], KEYS[3], nil)
 redis.call('HSET', KEYS[1], 'state', 'RUNNING', 'reason', ARGV[2], 'incident_id', '', 'since', ARGV[3],
            'by', ARGV[1], 'metrics', '{}', 'version', version)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'action', 'halt.init', 'who', ARGV[1],
@@ -240,8 +241,7 @@ redis.call('PUBLISH', ARGV[5], cjson.encode({state='RUNNING', version=version, r
 return {1, version}
 """
 
-# KEYS: halt, audit, version counter, approvals-prefix | ARGV: by, reason, now, origin, channel, maxlen,
-# incident_id, metrics_json. A damaged record is replaced by a fresh HALTED one (a trip never fails on it).
+# KEYS: halt, audit, version counter | ARGV: by, reason, now, origin, channel, maxlen, incident_id, metrics_json. A damaged record is replaced by a fresh HALTED one (a trip never fails on it).
 _TRIP = _NEXT_VERSION + """
 
 local state = state_of(KEYS[1])
@@ -252,7 +252,7 @@ if state == 'HALTED' then
              'incident_id', ARGV[7])
   return {0, version}
 end
-version = next_version(KEYS[1], KEYS[3], KEYS[4])
+version = next_version(KEYS[1], KEYS[3], nil)
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'state', 'HALTED', 'reason', ARGV[2], 'incident_id', ARGV[7], 'since', ARGV[3],
            'by', ARGV[1], 'metrics', ARGV[8], 'version', version)
@@ -380,7 +380,7 @@ class HaltStore:
     def init(self, by: str, reason: str = "initial deployment", origin: str | None = None) -> bool:
         """Set RUNNING on a deployment that never had a halt record; True when this call created it, False
         when a record exists. Raises InitRefused where a record existed and is gone: that takes the clear."""
-        code, version = self._call(self._init, [self.key, self.audit_key, self.version_key, self._approvals],
+        code, version = self._call(self._init, [self.key, self.audit_key, self.version_key],
                                    self._common(by, reason, origin))
         if code == -2:
             raise InitRefused("the halt record is damaged (vigil halt status says how): it reads as HALTED; "
@@ -404,7 +404,7 @@ class HaltStore:
         if len(metrics_json) > MAX_METRICS_BYTES:  # kept within the bound the readers check, so never "damaged"
             metrics_json = json.dumps({"omitted": f"{len(metrics_json)} bytes of metrics"})
         args = self._common(by, reason, origin) + [incident_id[:MAX_ID_CHARS], metrics_json]
-        _, version = self._call(self._trip, [self.key, self.audit_key, self.version_key, self._approvals], args)
+        _, version = self._call(self._trip, [self.key, self.audit_key, self.version_key], args)
         return version
 
     def approve_clear(self, by: str, role: str, reason: str, version: int, origin: str | None = None,

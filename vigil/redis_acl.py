@@ -14,6 +14,7 @@ The key families (under the prefix, `vigil:` by default):
 | `users:*`, `review:*`, `audit:access` | review app | evaluator (`users`, label signatures) |
 | `model:live` (and `audit`), channel `model:changes` | people: CLI (admin), review app (rollback) | scorer, review |
 | `shadow:*` | scorer (the candidate in shadow) | review app (the comparison) |
+| `cases:*` | scorer (opens urgent cases, the case watch), review app (claim, release, hand over, close) | the same |
 
 The gate may only read the halt record and the heartbeats and listen on the halt channel: it cannot change the
 halt nor publish a fake change. The scorer cannot touch the halt record at all but read it, so it can neither trip
@@ -42,7 +43,7 @@ ROLES: dict[str, tuple[str, str, str]] = {
              "+zcard +smembers +scard +subscribe +unsubscribe +ping"),
     "scorer": ("~{p}pred:* ~{p}turns:* ~{p}emb:* ~{p}active ~{p}sweep:lock ~{p}heartbeat:* ~{p}incident:* "
                "~{p}incidents:* ~{p}notify:* %R~{p}halt ~{p}eval:ops:harmful_response_rate %R~{p}model:live "
-               "~{p}shadow:* " + _HANDOFF,
+               "~{p}shadow:* ~{p}cases:* " + _HANDOFF,
                "&{p}handoff:changes", _NO_ADMIN + " +publish"),
     "evaluator": ("~{p}eval:* ~{p}alerts %R~{p}active %R~{p}pred:* %R~{p}turns:* ~{p}heartbeat:* ~{p}incident:* "
                   "~{p}incidents:* ~{p}notify:* ~{p}halt ~{p}halt:version ~{p}audit %R~{p}users:* " + _HANDOFF,
@@ -50,7 +51,7 @@ ROLES: dict[str, tuple[str, str, str]] = {
     "review": ("~{p}users:* ~{p}review:* ~{p}audit:access ~{p}audit ~{p}halt ~{p}halt:version ~{p}halt:approvals:* "
                "~{p}incident:* ~{p}incidents:* ~{p}notify:* %R~{p}eval:* %R~{p}alerts %R~{p}active "
                "%R~{p}heartbeat:* ~{p}heartbeat:review* %R~{p}pred:* %R~{p}turns:* ~{p}model:live %R~{p}shadow:* "
-               + _HANDOFF,
+               "~{p}cases:* " + _HANDOFF,
                "&{p}halt:changes &{p}handoff:changes &{p}model:changes",
                _NO_ADMIN + " +publish"),
     "admin": ("~*", "&*", "+@all"),
