@@ -241,7 +241,8 @@ redis.call('PUBLISH', ARGV[5], cjson.encode({state='RUNNING', version=version, r
 return {1, version}
 """
 
-# KEYS: halt, audit, version counter | ARGV: by, reason, now, origin, channel, maxlen, incident_id, metrics_json. A damaged record is replaced by a fresh HALTED one (a trip never fails on it).
+# KEYS: halt, audit, version counter | ARGV: by, reason, now, origin, channel, maxlen, incident_id, metrics_json.
+# A damaged record is replaced by a fresh HALTED one (a trip never fails on it).
 _TRIP = _NEXT_VERSION + """
 
 local state = state_of(KEYS[1])
