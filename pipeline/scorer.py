@@ -597,7 +597,10 @@ class Scorer:
             replies.append(m)
         if not replies:
             return
-        contexts = []
+        # Each reply is read against the user turn it answers and against the last REPLY_CONTEXT_TURNS joined, and
+        # keeps the higher score: the cross-encoder learned single turns, and an opening "hey" before "everything
+        # feels pointless" must not excuse "lol same" (as the crisis model reads a turn alone and in context).
+        latest, joined = [], []
         turns_of: dict[str, list[dict[str, Any]]] = {}  # one read of the stored turns per conversation
         for m in replies:
             cid = m.conversation_id
@@ -605,8 +608,14 @@ class Scorer:
                 state = states.get(cid) or ConversationState(cid, exists=False)
                 turns_of[cid] = self._turns_so_far(cid, state, batch.updates.get(cid) or TurnUpdate(cid))
             before = [t["text"] for t in turns_of[cid] if t["role"] == "user" and t["turn"] < m.turn]
-            contexts.append(" ".join(before[-REPLY_CONTEXT_TURNS:]))
-        scores = self.response_model.score(contexts, [m.text for m in replies])
+            latest.append(" ".join(before[-1:]))
+            joined.append(" ".join(before[-REPLY_CONTEXT_TURNS:]))
+        texts = [m.text for m in replies]
+        several = [i for i in range(len(replies)) if joined[i] != latest[i]]
+        read = self.response_model.score(latest + [joined[i] for i in several], texts + [texts[i] for i in several])
+        scores = np.asarray(read[: len(replies)], dtype=np.float64)
+        for k, i in enumerate(several):
+            scores[i] = max(scores[i], float(read[len(replies) + k]))
         page = float(self.response_model.page_threshold)
         for m, p in zip(replies, scores, strict=True):
             unsafe = float(p) >= page
