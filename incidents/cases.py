@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import statistics
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,6 +33,7 @@ from typing import Any
 
 import redis
 
+from incidents.periodic import Periodic
 from vigil_core.clock import utcnow
 from vigil_core.redis_client import store_errors
 
@@ -203,9 +203,13 @@ class CaseStore:
         with store_errors(f"case not changed ({op})"):
             answer = self._claim(keys=[self._key(cid), self.audit_key],
                                  args=[cid, by, self.clock().isoformat(), to, _AUDIT_MAXLEN, op])
-        answer = answer.decode() if isinstance(answer, bytes) else str(answer)
-        if answer != "ok":
-            raise CaseError(answer)
+        return self._answered(answer, cid)
+
+    def _answered(self, answer: object, cid: str) -> Case:
+        """The case after a change script's answer: `ok`, else the reason it refused (raised)."""
+        said = answer.decode() if isinstance(answer, bytes) else str(answer)
+        if said != "ok":
+            raise CaseError(said)
         case = self.get(cid)
         assert case is not None
         return case
@@ -235,12 +239,7 @@ class CaseStore:
             answer = self._close(keys=[self._key(cid), self.open_key, self.audit_key, self.contact_key], args=[
                 cid, by, outcome, now.isoformat(), "1" if outcome in CONTACT_OUTCOMES else "0", repr(contact_s),
                 CONTACT_SAMPLES, _AUDIT_MAXLEN])
-        answer = answer.decode() if isinstance(answer, bytes) else str(answer)
-        if answer != "ok":
-            raise CaseError(answer)
-        closed = self.get(cid)
-        assert closed is not None
-        return closed
+        return self._answered(answer, cid)
 
     def get(self, cid: str) -> Case | None:
         with store_errors("case not read"):
@@ -337,8 +336,7 @@ class CaseWatch:
         self.pager = pager
         self.by = by
         self.clock = clock or cases.clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._periodic = Periodic("case watch", self.check)
 
     def check(self) -> dict[str, int]:
         """One round; how many breaches it handled and whether the team is over capacity."""
@@ -375,17 +373,7 @@ class CaseWatch:
         return {"breached": breached, "open": open_cases, "capacity": can_reach, "over_capacity": int(over)}
 
     def start(self, every_s: float = 5.0) -> None:
-        def loop() -> None:
-            while not self._stop.wait(every_s):
-                try:
-                    self.check()
-                except Exception as exc:  # noqa: BLE001 - the watch must outlive a Redis or broker blip
-                    log.warning("case watch round failed: %s", type(exc).__name__)
-
-        self._thread = threading.Thread(target=loop, name="vigil-case-watch", daemon=True)
-        self._thread.start()
+        self._periodic.start(every_s)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._periodic.stop()

@@ -9,12 +9,12 @@ alarm that recall has fallen, so people are paged (P1, within the hour) to bring
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 
 import redis
 
+from incidents.periodic import Periodic
 from safety_gate.heartbeat import heartbeat_key
 from vigil_core.settings import Settings
 
@@ -44,8 +44,7 @@ class EvaluatorWatch:
         self._clock = clock
         self._started = clock()
         self._key = heartbeat_key(settings.redis_prefix, "evaluator")
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._periodic = Periodic("evaluator watch", self.check)
 
     def check(self) -> bool:
         """One look; True when the evaluator is silent (and the P1 is open)."""
@@ -62,20 +61,8 @@ class EvaluatorWatch:
 
     def start(self, every_s: float | None = None) -> None:
         """Look every `every_s` seconds (default: a quarter of the heartbeat TTL) in a daemon thread."""
-        interval = every_s or self.settings.evaluator_heartbeat_ttl_s / 4
-
-        def loop() -> None:
-            while not self._stop.wait(interval):
-                try:
-                    self.check()
-                except Exception as exc:  # noqa: BLE001 - the watch must outlive a Redis or broker blip
-                    log.warning("evaluator watch round failed: %s", type(exc).__name__)
-
-        self._thread = threading.Thread(target=loop, name="vigil-evaluator-watch", daemon=True)
-        self._thread.start()
+        self._periodic.start(every_s or self.settings.evaluator_heartbeat_ttl_s / 4)
 
     def stop(self) -> None:
         """Stop looking."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._periodic.stop()
