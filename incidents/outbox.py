@@ -86,7 +86,8 @@ class Outbox:
                 notifier.send(entry["notification"])
             except (NotifyError, Exception) as exc:  # noqa: BLE001 - any failure is retried
                 entry["attempts"] += 1
-                entry["last_error"] = str(exc)[:300]
+                # a notifier says what failed without its credential; anything else is named by its type alone
+                entry["last_error"] = str(exc)[:300] if isinstance(exc, NotifyError) else type(exc).__name__
                 delay = min(self._max, self._base * 2 ** (entry["attempts"] - 1))
                 pipe = self._r.pipeline(transaction=True)
                 pipe.hset(self.entries_key, entry_id, json.dumps(entry, default=str))

@@ -28,7 +28,7 @@ ACCESS_AUDIT_MAXLEN = 1_000_000
 
 # KEYS: per account-and-address counter, per-address counter, per-account counter | ARGV: pair limit, address limit,
 # window seconds. Returns -1 (refused: this source is locked out of this account, or this address of all), else the
-# account's attempts from every source so far (the caller's growing delay).
+# account's attempts from every source so far and the address's attempts so far (the caller's growing delays).
 _ATTEMPT = """
 local pair = tonumber(redis.call('GET', KEYS[1]) or '0')
 local addr = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -38,7 +38,7 @@ for i = 1, 3 do
   redis.call('INCR', KEYS[i])
   redis.call('EXPIRE', KEYS[i], ARGV[3], 'NX')
 end
-return account
+return {account, addr}
 """
 
 
@@ -90,8 +90,8 @@ class Sessions:
 # Five failed logins for one name from one source (an address of the review app, or a host's CLI), or twenty
 # attempts from one address (any names), lock that source out for the rest of 15 minutes. Failures for a name from
 # every source together only slow it down (LOGIN_MAX_DELAY_S at most), never lock it: a stranger's wrong guesses in
-# the web app must not lock a clinical lead out of `vigil halt trip` (issue 35). A right password forgives the name's
-# failures.
+# the web app must not lock a clinical lead out of `vigil halt trip` (issue 35). An address is slowed down the same
+# way from half its limit on, before it is locked out. A right password forgives the name's failures.
 LOGIN_ATTEMPTS_PER_ACCOUNT = 5
 LOGIN_ATTEMPTS_PER_ADDRESS = 20
 LOGIN_WINDOW_S = 900
@@ -100,7 +100,8 @@ LOGIN_MAX_DELAY_S = 30.0
 
 class LoginThrottle:
     """At most `per_account` failed attempts for one name from one source and `per_address` attempts from one
-    address per window; beyond `per_account` failures for a name from all sources, a growing delay."""
+    address per window; beyond `per_account` failures for a name from all sources, or half `per_address` attempts
+    from one address, a growing delay."""
 
     def __init__(self, client: redis.Redis, prefix: str, per_account: int, per_address: int, window_s: int) -> None:
         self._p = f"{prefix}review:login:"
@@ -118,12 +119,14 @@ class LoginThrottle:
 
     def attempt(self, name: str, address: str) -> float | None:
         """Count one attempt: None (nothing counted) when this source is locked out, else the seconds to wait
-        before checking the password (0 until the name has `per_account` failures from all sources, then
-        doubling up to LOGIN_MAX_DELAY_S)."""
-        earlier = int(self._attempt(keys=self._keys(name, address), args=list(self._limits)))
-        if earlier < 0:
+        before checking the password (0 until the name has `per_account` failures from all sources or the address
+        half `per_address` attempts, then doubling up to LOGIN_MAX_DELAY_S)."""
+        answer = self._attempt(keys=self._keys(name, address), args=list(self._limits))
+        if not isinstance(answer, list):
             return None
-        return login_delay(earlier, self._limits[0])
+        account, from_address = (int(n) for n in answer)
+        per_account, per_address, _ = self._limits
+        return max(login_delay(account, per_account), login_delay(from_address, per_address // 2))
 
     def succeeded(self, name: str, address: str) -> None:
         """A right password: the account's failures are forgiven and the attempt is taken back from the

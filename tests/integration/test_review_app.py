@@ -380,7 +380,7 @@ def test_a_flood_of_refused_requests_never_reaches_the_halt_history(env):
 
 
 @pytest.mark.attack
-def test_login_throttling_counts_attempts_atomically_per_account_and_per_address(env):
+def test_login_throttling_counts_attempts_atomically_per_account_and_per_address(env, monkeypatch):
     """Issue 20: the failure count was read, then the password checked, then counted: parallel guesses all
     passed the check; one address could try every name. Issue 35: a name is locked out per source only (a
     stranger's guesses must not lock its owner out), and slowed down by a growing delay from everywhere."""
@@ -401,9 +401,28 @@ def test_login_throttling_counts_attempts_atomically_per_account_and_per_address
     assert login(client, "rob").status_code == 429  # the guessing address stays locked out of it
     assert login(elsewhere, "rita").status_code == 303
     sprayer = TestClient(app, client=("10.0.0.3", 40000))
+    monkeypatch.setattr("review.access.LOGIN_MAX_DELAY_S", 0.01)  # the address's growing delay, shortened here
     codes = [login(sprayer, f"guess{i}", "wrong password!!").status_code for i in range(LOGIN_ATTEMPTS_PER_ADDRESS)]
     assert set(codes) == {401}
     assert login(sprayer, "cleo").status_code == 429  # one address cannot try every name
+
+
+@pytest.mark.attack
+def test_an_address_trying_many_names_is_slowed_by_a_growing_delay_before_it_is_locked_out(redis_server, uid):
+    """Issue 35: one address spraying names was let through at full speed until its lockout; from half its limit
+    on, each attempt waits longer (1, 2, 4 ... seconds, at most LOGIN_MAX_DELAY_S), and another address is not
+    slowed by it."""
+    import redis
+
+    from review.access import LOGIN_ATTEMPTS_PER_ADDRESS, LOGIN_MAX_DELAY_S, LoginThrottle
+
+    throttle = LoginThrottle.for_logins(redis.Redis.from_url(redis_server.url), f"t{uid}:")
+    delays = [throttle.attempt(f"name{i}", "10.9.9.9") for i in range(LOGIN_ATTEMPTS_PER_ADDRESS)]
+    half = LOGIN_ATTEMPTS_PER_ADDRESS // 2
+    assert delays[:half] == [0.0] * half
+    assert delays[half:half + 4] == [1.0, 2.0, 4.0, 8.0] and max(delays) == LOGIN_MAX_DELAY_S
+    assert throttle.attempt("name-last", "10.9.9.9") is None  # then locked out
+    assert throttle.attempt("name0", "10.9.9.10") == 0.0  # another address: neither slowed nor locked
 
 
 def test_urgent_items_come_first_oldest_first_and_show_their_deadline(redis_server, uid):
