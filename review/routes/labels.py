@@ -44,7 +44,8 @@ def _view_model(ctx: ReviewContext, cid: str, user: User) -> dict[str, Any]:
     req = item.request
     first_flagged = req.get("first_flagged_turn")
     turns = [{"turn": t["turn"], "role": t["role"], "text": redact(t["text"]), "score": t.get("score"),
-              "response_risk": t.get("response_risk"), "language": t.get("language"),
+              "response_risk": t.get("response_risk"), "response_paged": t.get("response_paged"),
+              "language": t.get("language"),
               "flagged": first_flagged is not None and t["turn"] == first_flagged} for t in req["turns"]]
     return {"cid": cid, "reason": req["reason"], "pi": req["pi"], "max_score": req["max_score"],
             "language": req.get("language"), "validated": ctx.settings.validated,
@@ -90,12 +91,13 @@ async def claim(request: Request, user: User = Depends(require(*LABELLERS)),
 
 
 @router.get("/conversations/{cid}", response_class=HTMLResponse)
-async def conversation(request: Request, cid: str, user: User = Depends(require(*LABELLERS)),
+async def conversation(request: Request, cid: str, judged: int | None = None,
+                       user: User = Depends(require(*LABELLERS)),
                        ctx: ReviewContext = Depends(context)) -> HTMLResponse:
     vm = _view_model(ctx, cid, user)
     ctx.audit(user.name, "conversation.view", request, conversation_id=cid)
     return ctx.page(request, "conversation.html", **vm, levels=LEVELS, definitions=LEVEL_DEFINITIONS, form={},
-                    error=None)
+                    error=None, judged=judged)
 
 
 @router.post("/conversations/{cid}/label", dependencies=[Depends(check_csrf)])
