@@ -92,5 +92,6 @@ def create_app(settings: Settings, secret: str | None = None, consume: bool = Tr
 
     for router in ROUTERS:
         app.include_router(router)
+    app.state.routes = [route for router in ROUTERS for route in router.routes]  # the OpenAPI document's
     app.add_middleware(BodyLimit)  # before any route reads a body (review/body_limit.py)
     return app

@@ -38,7 +38,8 @@ from vigil_core.label_signing import LabelSigner, account_enabled
 from vigil_core.redis_client import connect
 from vigil_core.settings import Settings
 
-__all__ = ["labelled_turns", "write_training_data", "from_labels_command", "REPOSITORY", "LabelledTurn"]
+__all__ = ["labelled_turns", "write_training_data", "from_labels_command", "REPOSITORY", "LabelledTurn", "split_of",
+           "write_source"]
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 VALIDATION_SHARE = 0.25
@@ -130,8 +131,7 @@ def write_training_data(rows: list[LabelledTurn], base_chat: Path, out: Path) ->
     try:
         writers = {split: csv.DictWriter(fh, fieldnames=FIELDS) for split, fh in handles.items()}
         for r in rows:
-            split = "validation" if uniform_from_id(r.conversation_id, "vigil-from-labels-v1") < VALIDATION_SHARE \
-                else "train"
+            split = split_of(r.conversation_id)
             label = "crisis" if r.crisis else "no_crisis"
             writers[split].writerow({"id": f"lab-{r.conversation_id}-{r.turn}", "text": r.text, "label": label,
                                      "conversation": f"lab-{r.conversation_id}", "turn": r.turn, "source": SOURCE,
@@ -140,13 +140,23 @@ def write_training_data(rows: list[LabelledTurn], base_chat: Path, out: Path) ->
     finally:
         for fh in handles.values():
             fh.close()
-    (out / "SOURCE.md").write_text(
-        "# Chat-form training data with clinicians' labels\n\n"
-        f"Built by `vigil train --from-labels` from {base_chat} and {counts['conversations']} conversations labelled "
-        f"in the review app ({counts['train']} turns in chat_train.csv, {counts['validation']} in "
-        "chat_validation.csv; source `clinician_labels`). Identifiers were redacted before writing. This is "
-        "sensitive health data: keep it out of repositories and delete it with the model it trained.\n")
+    write_source(out, "Chat-form training data with clinicians' labels",
+                 f"Built by `vigil train --from-labels` from {base_chat} and {counts['conversations']} conversations "
+                 f"labelled in the review app ({counts['train']} turns in chat_train.csv, {counts['validation']} in "
+                 "chat_validation.csv; source `clinician_labels`).")
     return counts
+
+
+def split_of(conversation_id: str) -> str:
+    """A labelled conversation's split: a hash-chosen VALIDATION_SHARE goes to validation, the rest to training."""
+    return "validation" if uniform_from_id(conversation_id, "vigil-from-labels-v1") < VALIDATION_SHARE else "train"
+
+
+def write_source(out: Path, title: str, built: str) -> None:
+    """The data folder's SOURCE.md: what it holds and how to treat it."""
+    (out / "SOURCE.md").write_text(
+        f"# {title}\n\n{built} Identifiers were redacted before writing. This is sensitive health data: keep it "
+        "out of repositories and delete it with the model it trained.\n")
 
 
 def from_labels_command(args: argparse.Namespace, settings: Settings) -> int:

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.kafka_io import read_all
-from pipeline.sampling import uniform_from_id
 from review.redaction import redact
-from vigil.train_from_labels import VALIDATION_SHARE, _outside_repository
+from vigil.train_from_labels import _outside_repository, split_of, write_source
 from vigil_core.contracts import ReplyJudgement, ReviewRequest, parse_event
 from vigil_core.errors import ContractError
 from vigil_core.label_signing import LabelSigner, account_enabled
@@ -98,17 +97,14 @@ def write_reply_data(rows: list[JudgedReply], out: Path) -> dict[str, int]:
         writer = csv.DictWriter(fh, fieldnames=FIELDS, lineterminator="\n")
         writer.writeheader()
         for r in rows:
-            split = "validation" if uniform_from_id(r.conversation_id, "vigil-from-labels-v1") < VALIDATION_SHARE \
-                else "train"
+            split = split_of(r.conversation_id)
             writer.writerow({"context": r.context, "response": r.response, "label": "unsafe" if r.harmful else "safe",
                              "category": CATEGORY, "split": split})
             counts[split] += 1
-    (out / "SOURCE.md").write_text(
-        "# AI replies judged by clinicians\n\n"
-        f"Built by `vigil train --from-labels --replies`: {counts['replies']} AI replies judged in the review app "
-        f"({counts['harmful']} harmful; {counts['train']} for training, {counts['validation']} for validation). "
-        "Identifiers were redacted before writing. This is sensitive health data: keep it out of repositories and "
-        "delete it with the model it trained.\n")
+    write_source(out, "AI replies judged by clinicians",
+                 f"Built by `vigil train --from-labels --replies`: {counts['replies']} AI replies judged in the review "
+                 f"app ({counts['harmful']} harmful; {counts['train']} for training, {counts['validation']} for "
+                 "validation).")
     return counts
 
 
