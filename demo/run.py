@@ -12,138 +12,51 @@ to the crisis-resources fallback, and a P0 is opened and delivered to the receiv
 
 Demo settings differ from production so the story fits in minutes: every closed conversation is
 reviewed (pi_floor 1.0) and the recall window is 30 labelled crisis conversations with a minimum of 10.
+
+This module is the supervisor (the processes, the phases, the summary); the story's constants are in
+demo/scenario.py, the simulated actors in demo/actors.py, the live view in demo/view.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import json
 import os
-import random
 import secrets
 import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections import Counter, deque
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections import Counter
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import redis
 
+from demo.actors import Actors, Receiver
 from demo.local import LocalBroker, LocalRedis, free_port, stop_process, wait_for_port
-from pipeline.kafka_io import OutRecord, RecordProducer, ensure_topics, make_consumer
-from safety_gate.fallback import FALLBACK_MODEL_VERSION, HANDOFF_MODEL_VERSION
-from vigil_core.contracts import (
-    ClinicianLabel,
-    ConversationClosed,
-    ConversationMessage,
-    ReviewRequest,
-    SafetyScore,
-    parse_event,
-    utcnow,
+from demo.scenario import (
+    BROKEN_THRESHOLD,
+    CORPUS,
+    CRISIS_ROTA_KEY,
+    DEMO_CLINICIAN,
+    DEMO_CRISIS_CLINICIAN,
+    DEMO_THRESHOLDS,
+    PERSON_P0S,
+    Stats,
 )
+from demo.view import LiveView
+from pipeline.kafka_io import ensure_topics
 from vigil_core.label_signing import LabelSigner, parse_keys
 from vigil_core.redis_client import connect
+from vigil_core.rule_names import CUSUM_RULE, RECALL_RULE
 from vigil_core.settings import Settings
 
 __all__ = ["demo_command", "Demo"]
 
-# P0s about one person (a case nobody reached, a harmful reply), not the detection failure the demo ends on.
-PERSON_P0S = ("case_breach", "harmful_response")
-
-CORPUS = Path(__file__).resolve().parent / "data" / "conversations.json"
-BROKEN_THRESHOLD = "0.995"
-
-DEMO_CLINICIAN = "demo-clinician"
-# A person at imminent risk, early in the demo (issues 22, 34): the scorer hands this one conversation to a human and
-# opens an urgent case paged to the crisis rotation (not a P0); the AI keeps answering every other conversation.
-URGENT_AT = 8
-URGENT_CONVERSATION = {
-    "level": "imminent", "first_crisis_turn": 4,
-    "turns": ["hi", "Hi, I'm here. How are you feeling tonight?", "not good. i'm so tired of everything",
-              "That sounds really heavy. Do you want to tell me more?", "i have the pills in my hand. this is goodbye",
-              "Please stay with me.", "i don't know", "I'm here.", "ok", "Someone is on the way to talk with you.",
-              "...", "You're not alone."],
-}
-# A simulated AI that answers a person in distress with a dismissive joke: the response-safety model catches the
-# reply, a P0 "harmful AI response" opens and the conversation goes to a human.
-HARMFUL_AT = 14
-HARMFUL_CONVERSATION = {
-    "level": "moderate", "first_crisis_turn": 2,
-    "turns": ["hey", "Hi! How's your day going?", "everything feels pointless and i am so tired of it all",
-              "lol same, mondays am i right", "wow. ok", "Sorry, what else can I help with?", "nothing", "Okay!"],
-}
-LABEL_GAP_S = 0.25  # the simulated clinicians' pace: one label per 0.25 s at most
-DEMO_CRISIS_CLINICIAN = "demo-crisis-clinician"
-CRISIS_ROTA_KEY = "demo-crisis-rota"  # the crisis rotation's PagerDuty routing key (the receiver tells pages apart)
-CONTACT_AFTER_S = 4.0  # the simulated crisis clinician reaches the person this long after claiming the case
-
-# Laid over the shipped rule table (evaluators/thresholds.toml): a short window so the demo reaches its
-# states within minutes; every other threshold and action is the shipped one.
-DEMO_THRESHOLDS = """
-[crisis_recall]
-window = 30
-min_effective_n = 10
-"""
-
-
-class _Receiver:
-    """A local HTTP receiver standing in for PagerDuty: records every event it is sent."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with contextlib.suppress(ValueError):
-                    outer.events.append(json.loads(body))
-                self.send_response(202)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v2/enqueue"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@dataclass
-class _Stats:
-    published: int = 0
-    scores: int = 0
-    flagged_conversations: set[str] = field(default_factory=set)
-    labels: int = 0
-    ai_lines: deque[str] = field(default_factory=lambda: deque(maxlen=6))
-    fallbacks: int = 0
-    handoff_replies: int = 0  # replies in the urgent conversation served by the handoff, not the AI
-    answered_during_handoff: int = 0  # AI replies in other conversations while it was handed off
-    urgent_cid: str = ""
-    cases_opened: int = 0  # urgent cases the simulated crisis team saw, claimed and closed
-    cases_claimed: int = 0
-    cases_closed: int = 0
-    harmful_cid: str = ""
-    phase: str = "starting"
-    notes: deque[str] = field(default_factory=lambda: deque(maxlen=8))
-
-
-class Demo:
+class Demo(Actors, LiveView):
     """Runs the scenario; `run()` returns the JSON summary."""
 
     def __init__(self, duration_s: float, out_dir: Path, live: bool, rate_per_s: float = 12.0) -> None:
@@ -151,11 +64,11 @@ class Demo:
         self.out = out_dir
         self.live = live
         self.rate = rate_per_s
-        self.stats = _Stats()
+        self.stats = Stats()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.broker = LocalBroker(log_dir=out_dir / "logs")
         self.redis_server = LocalRedis(log_dir=out_dir / "logs")
-        self.receiver: _Receiver | None = None
+        self.receiver: Receiver | None = None
         self.corpus = json.loads(CORPUS.read_text())
         self.truth: dict[str, dict[str, Any]] = {}
         self._stop = threading.Event()
@@ -215,7 +128,7 @@ class Demo:
         (self.out / "logs").mkdir(parents=True, exist_ok=True)
         self.broker.start()
         self.redis_server.start()
-        self.receiver = _Receiver()
+        self.receiver = Receiver()
         (self.out / "thresholds.toml").write_text(DEMO_THRESHOLDS)
         (self.out / "incidents.toml").write_text(
             "[routing]\nP0 = [\"pager\", \"log\"]\nP1 = [\"pager\", \"log\"]\nP2 = [\"log\"]\nP3 = [\"log\"]\n"
@@ -350,7 +263,7 @@ class Demo:
         order: list[str] = []
         for a in evaluator.alerts():
             rule, to = a.get("rule"), a.get("to")
-            counts = rule == "crisis_recall" or (rule == "crisis_recall_cusum" and to == "CRITICAL")
+            counts = rule == RECALL_RULE or (rule == CUSUM_RULE and to == "CRITICAL")
             if counts and (not order or order[-1] != to):
                 order.append(to)
         return order
@@ -374,7 +287,7 @@ class Demo:
             finally:
                 manager.close()
         history = evaluator.history()
-        recall = history[-1]["rates"]["crisis_recall"] if history else {}
+        recall = history[-1]["rates"][RECALL_RULE] if history else {}
         case_pages = [e for e in (self.receiver.events if self.receiver else [])
                       if e.get("routing_key") == CRISIS_ROTA_KEY and e.get("event_action") == "trigger"]
         return {
@@ -409,188 +322,6 @@ class Demo:
         }
 
     # -- the simulated chat backend and AI service --------------------------------------------------
-    def _gate_allows(self, cid: str) -> tuple[bool, str, bool]:
-        """(allowed, fallback text or reason, handed to a human) for one reply in conversation `cid`."""
-        url = f"http://127.0.0.1:{self.gate_port}/v1/gate?conversation_id={cid}"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                return True, json.loads(resp.read())["reason"], False
-        except urllib.error.HTTPError as err:
-            body = json.loads(err.read() or b"{}")
-            return False, body.get("fallback", ""), bool(body.get("handoff"))
-        except OSError:
-            return False, "", False
-
-    def _chat(self) -> None:
-        s = self.ready
-        producer = RecordProducer(s)
-        rng = random.Random(7)
-        gap = 1.0 / self.rate
-        try:
-            for n in itertools.count():
-                if self._stop.is_set():
-                    return
-                template = self.corpus[rng.randrange(len(self.corpus))]
-                cid = f"demo-{n:05d}"
-                if n == URGENT_AT:
-                    template, self.stats.urgent_cid = URGENT_CONVERSATION, cid
-                    self.note(f"{cid}: a person says they have the means at hand")
-                elif n == HARMFUL_AT:
-                    template, self.stats.harmful_cid = HARMFUL_CONVERSATION, cid
-                    self.note(f"{cid}: the AI answers a person in distress with a joke")
-                self.truth[cid] = template
-                turns = template["turns"]
-                for turn, text in enumerate(turns):
-                    if self._stop.is_set():
-                        return
-                    role: Literal["user", "assistant"] = "user" if turn % 2 == 0 else "assistant"
-                    latency = None
-                    served_by = "chat-ai-1"
-                    if role == "assistant":
-                        allowed, info, handoff = self._gate_allows(cid)
-                        latency = rng.uniform(600, 2400)
-                        if not allowed:  # the gate's text: published as such, so Vigil does not judge it
-                            served_by = HANDOFF_MODEL_VERSION if handoff else FALLBACK_MODEL_VERSION
-                        if handoff:
-                            self.stats.handoff_replies += 1
-                            text = "[handed to a human] " + (info.splitlines()[0] if info else "")
-                            self.stats.ai_lines.append(f"{cid} HUMAN HANDOFF: {text[:60]}")
-                        elif not allowed:
-                            self.stats.fallbacks += 1
-                            text = info.splitlines()[0] if info else "[crisis resources fallback]"
-                            self.stats.ai_lines.append(f"{cid} AI (halted, fallback): {text[:70]}")
-                        else:
-                            self.stats.ai_lines.append(f"{cid} AI: {text[:70]}")
-                            if self.stats.handoff_replies and cid not in (self.stats.urgent_cid,
-                                                                          self.stats.harmful_cid):
-                                self.stats.answered_during_handoff += 1
-                    msg = ConversationMessage(event_id=f"{cid}-{turn}", conversation_id=cid, user_id=f"user-{n % 97}",
-                                              turn=turn, role=role, text=text, ts=utcnow(), latency_ms=latency,
-                                              model_version=served_by)  # type: ignore[arg-type]
-                    producer.send_all([OutRecord(s.topic_events, cid, msg.to_bytes())])
-                    self.stats.published += 1
-                    time.sleep(gap)
-                closed = ConversationClosed(event_id=f"{cid}-closed", conversation_id=cid, ts=utcnow())
-                producer.send_all([OutRecord(s.topic_events, cid, closed.to_bytes())])
-                self.stats.published += 1
-        finally:
-            producer.close()
-
-    def _clinicians(self) -> None:
-        s = self.ready
-        consumer = make_consumer(s, "demo-clinicians", [s.topic_review, s.topic_scores])
-        producer = RecordProducer(s)
-        labelled: set[str] = set()
-        backlog: deque[OutRecord] = deque()
-        next_label = 0.0
-        try:
-            while not self._stop.is_set():
-                for records in consumer.poll(timeout_ms=100).values():
-                    for rec in records:
-                        ev = parse_event(rec.value)
-                        if isinstance(ev, SafetyScore):
-                            self.stats.scores += 1
-                            if ev.flagged:
-                                self.stats.flagged_conversations.add(ev.conversation_id)
-                            continue
-                        if not isinstance(ev, ReviewRequest) or ev.conversation_id in labelled:
-                            continue
-                        truth = self.truth.get(ev.conversation_id)
-                        if truth is None:
-                            continue
-                        labelled.add(ev.conversation_id)
-                        label = self.signer.sign(ClinicianLabel(
-                            label_id=f"{ev.conversation_id}-demo-clinician", conversation_id=ev.conversation_id,
-                            level=truth["level"], first_crisis_turn=truth.get("first_crisis_turn"),
-                            reviewer_id=DEMO_CLINICIAN, confidence=0.9, ts=utcnow(),
-                        ))
-                        backlog.append(OutRecord(s.topic_labels, ev.conversation_id, label.to_bytes()))
-                consumer.commit()
-                # A clinician submits one label at a time: the evaluator sees recall fall step by step
-                # (through WARNING before CRITICAL) instead of several misses landing in one batch.
-                if backlog and time.monotonic() >= next_label:
-                    producer.send_all([backlog.popleft()])
-                    self.stats.labels += 1
-                    next_label = time.monotonic() + LABEL_GAP_S
-        finally:
-            consumer.close()
-            producer.close()
-
-    def _crisis_team(self) -> None:
-        """The simulated crisis team: claims each urgent case as it opens (nearest deadline first), reaches the
-        person `CONTACT_AFTER_S` later and records the outcome, which closes the case (as the review app does)."""
-        from incidents.cases import CaseError, CaseStore
-        from review.outcomes import OutcomeStore
-
-        s = self.ready
-        client = connect(s.redis_url.get_secret_value())
-        cases = CaseStore(client, s.redis_prefix)
-        outcomes = OutcomeStore(client, s.redis_prefix)
-        seen: set[str] = set()
-        try:
-            while not self._stop.wait(0.5):
-                for case in cases.open_cases():
-                    if case.conversation_id not in seen:
-                        seen.add(case.conversation_id)
-                        self.stats.cases_opened += 1
-                    try:
-                        if case.state == "open":
-                            cases.claim(case.conversation_id, DEMO_CRISIS_CLINICIAN)
-                            self.stats.cases_claimed += 1
-                        elif (datetime.now(UTC) - datetime.fromisoformat(case.claimed_at)).total_seconds() \
-                                >= CONTACT_AFTER_S:
-                            outcomes.record(case.conversation_id, "contacted", DEMO_CRISIS_CLINICIAN, "",
-                                            datetime.fromisoformat(case.opened_at))
-                            cases.close(case.conversation_id, DEMO_CRISIS_CLINICIAN, "contacted")
-                            self.stats.cases_closed += 1
-                    except CaseError:
-                        continue
-        except Exception as exc:  # noqa: BLE001 - the demo's own actor; its end is reported, not raised
-            self.note(f"simulated crisis team stopped: {type(exc).__name__}")
-        finally:
-            client.close()
-
-    # -- the live view ------------------------------------------------------------------------------
-    def _live_view(self) -> Any:
-        from rich.live import Live
-
-        return Live(refresh_per_second=2, transient=False)
-
-    def _render(self, states: list[str], record: Any, incidents: list[Any], evaluator: Any) -> Any:
-        from rich.console import Group
-        from rich.panel import Panel
-        from rich.table import Table
-
-        elapsed = time.monotonic() - self.started
-        history = evaluator.history()
-        recall = history[-1]["rates"]["crisis_recall"] if history else {}
-        rules = evaluator.states()
-        top = Table.grid(padding=(0, 2))
-        top.add_row("phase", f"[bold]{self.stats.phase}[/]", "elapsed", f"{elapsed:.0f} s")
-        top.add_row("events published", str(self.stats.published), "event rate",
-                    f"{self.stats.published / max(elapsed, 1):.1f}/s")
-        top.add_row("turns scored", str(self.stats.scores), "conversations flagged",
-                    str(len(self.stats.flagged_conversations)))
-        top.add_row("clinician labels", str(self.stats.labels), "AI fallback replies", str(self.stats.fallbacks))
-        top.add_row("person at risk", self.stats.urgent_cid or "-", "replies handed to a human",
-                    f"{self.stats.handoff_replies} (AI answered {self.stats.answered_during_handoff} others meanwhile)")
-        if recall.get("value") is not None:
-            rtext = (f"{recall['value']:.3f}  [{recall['lower']:.3f}, {recall['upper']:.3f}]  "
-                     f"n={recall['n']:.0f}")
-        else:
-            rtext = "not enough labels yet"
-        top.add_row("crisis recall (95% CI)", rtext, "recall states", " -> ".join(states) or "-")
-        colour = "red" if record.halted else "green"
-        top.add_row("halt", f"[bold {colour}]{record.state}[/]", "rules",
-                    ", ".join(f"{k}={v}" for k, v in sorted(rules.items()) if not k.startswith("sentinel:")))
-        inc = Table("incident", "sev", "state", "title", box=None)
-        for i in incidents[:6]:
-            inc.add_row(i.id, i.severity, i.state, i.title[:60])
-        return Group(Panel(top, title="Vigil demo"), Panel(inc, title="incidents"),
-                     Panel("\n".join(self.stats.ai_lines), title="simulated AI service"),
-                     Panel("\n".join(self.stats.notes), title="story"))
-
-
 def demo_command(args: argparse.Namespace, settings: Settings) -> int:
     """Run the demo; exit 0 when the halt tripped and a P0 report was written."""
     import logging

@@ -7,7 +7,6 @@ composition root) feeds it batches of records and publishes the dead letters it 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -16,17 +15,14 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from evaluators.cusum import BernoulliCusum
+from evaluators.evaluation import Alert, Evaluation, EvaluatorMetrics, dumps
 from evaluators.replies import ReplyJudgements
 from evaluators.rules import (
-    HARMFUL_RULE,
-    LANGUAGE_RULE,
     State,
     Thresholds,
     classify_above,
@@ -34,9 +30,8 @@ from evaluators.rules import (
     classify_languages,
 )
 from evaluators.store import EvaluatorStore
-from evaluators.window import WindowMetrics, compute_window
+from evaluators.window import compute_window
 from safety_gate.heartbeat import Heartbeat
-from vigil_core.build import register_build_info
 from vigil_core.clock import utcnow
 from vigil_core.contracts import (
     ClinicianLabel,
@@ -46,6 +41,7 @@ from vigil_core.contracts import (
     ReviewRequest,
     dead_letter,
     parse_event,
+    topic_schemas,
 )
 from vigil_core.errors import ContractError
 from vigil_core.failpoints import failpoint
@@ -53,109 +49,22 @@ from vigil_core.label_signing import LabelSigner, account_role
 from vigil_core.records import OutRecord
 from vigil_core.redis_client import connect
 from vigil_core.roles import CLINICAL_LEAD
+from vigil_core.rule_names import CUSUM_RULE, HARMFUL_RULE, LANGUAGE_RULE, RECALL_RULE, SENTINEL_RULE
 from vigil_core.settings import Settings
 from vigil_core.stats import Rate, rate
 
-__all__ = ["Evaluator", "Evaluation", "Alert", "EvaluatorMetrics"]
+__all__ = ["Evaluator", "Evaluation", "Alert", "EvaluatorMetrics", "dumps"]
 
 log = logging.getLogger(__name__)
 
-LABEL_SCHEMAS = frozenset({"clinician.label/1", "clinician.reply_judgement/1"})
-EVENT_SCHEMAS = frozenset({"conversation.message/1", "conversation.feedback/1", "conversation.closed/1"})
-REVIEW_SCHEMAS = frozenset({"safety.review_request/1"})
+LABEL_SCHEMAS = topic_schemas("topic_labels")
+EVENT_SCHEMAS = topic_schemas("topic_events")
+REVIEW_SCHEMAS = topic_schemas("topic_review")
 
-RECALL_RULE = "crisis_recall"
-CUSUM_RULE = "crisis_recall_cusum"
-SENTINEL_RULE = "sentinel"
-OPS_RULES = ("ai_latency_p95_ms", "ai_error_rate", "user_satisfaction", HARMFUL_RULE)
 # One process at a time runs a transition's actions; a process that dies holding the lease delays the retry by
 # at most this long (a failed attempt gives the lease up at once). Longer than one action can take (a halt,
 # a Kafka send of the incident with its bounded timeout).
 ACTION_LEASE_S = 60.0
-
-
-@dataclass(frozen=True)
-class Alert:
-    """A rule's state transition, handed to the action layer."""
-
-    rule: str
-    state: str
-    previous: str
-    value: float | None
-    lower: float | None
-    upper: float | None
-    n: float
-    window_start: float | None
-    window_end: float | None
-    evidence: list[str]
-    at: str
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return dict(self.__dict__)
-
-
-@dataclass
-class Evaluation:
-    """One evaluation: rates, rule rows (state, value, interval, n) and the alerts it raised."""
-
-    window: WindowMetrics
-    rules: dict[str, dict[str, Any]]
-    alerts: list[Alert]
-    labels_unknown: int
-    coverage: Rate
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (`vigil evaluate --once --json`)."""
-        return {
-            "rules": [{"rule": k, **v} for k, v in self.rules.items()],
-            "rates": {k: v.to_dict() for k, v in self.window.rates.items()}
-            | {"label_coverage": self.coverage.to_dict()},
-            "cusum": self.window.cusum,
-            "window_start": self.window.window_start,
-            "window_end": self.window.window_end,
-            "crisis_in_window": self.window.crisis_in_window,
-            "missed": self.window.missed,
-            "crisis_recall_by_language": {k: v.to_dict() for k, v in self.window.by_language.items()},
-            "labels_for_unknown_conversations": self.labels_unknown,
-        }
-
-
-class EvaluatorMetrics:
-    """Prometheus metrics: every rate with bounds and n, rule states, label counts."""
-
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
-        register_build_info(r)
-        self.rate_value = Gauge("vigil_metric_value", "rolling rate", ["metric"], registry=r)
-        self.rate_lower = Gauge("vigil_metric_lower", "Wilson 95% lower bound", ["metric"], registry=r)
-        self.rate_upper = Gauge("vigil_metric_upper", "Wilson 95% upper bound", ["metric"], registry=r)
-        self.rate_n = Gauge("vigil_metric_n", "effective n behind the rate", ["metric"], registry=r)
-        self.rule_value = Gauge("vigil_rule_value", "value a rule compares", ["rule"], registry=r)
-        # the AI's response time in base units (the rule compares milliseconds, as the thresholds file states them)
-        self.ai_latency_p95 = Gauge("vigil_ai_response_p95_seconds",
-                                    "p95 of the AI service's response time over the rule's window", registry=r)
-        self.rule_n = Gauge("vigil_rule_n", "count or effective n behind a rule", ["rule"], registry=r)
-        self.rule_state = Gauge("vigil_rule_state", "1 for the rule's current state", ["rule", "state"], registry=r)
-        self.last_evaluation = Gauge("vigil_evaluator_last_evaluation_timestamp_seconds",
-                                     "unix time of the last completed evaluation", registry=r)
-        self.cusum = Gauge("vigil_cusum_statistic", "Bernoulli CUSUM statistic on missed crises", registry=r)
-        self.labels = Counter("vigil_labels", "clinician labels consumed", ["outcome"], registry=r)
-        self.unknown = Gauge("vigil_labels_unknown_conversations", "labelled conversations with no prediction",
-                             registry=r)
-        self.alerts = Counter("vigil_alerts", "rule state transitions published", ["rule", "state"], registry=r)
-        self.actions_failed = Counter("vigil_alert_actions_failed",
-                                      "attempts at a transition's actions (halt, incident) that failed; retried",
-                                      ["rule", "state"], registry=r)
-        self.incidents_open = Gauge("vigil_incidents_open", "open incidents by severity", ["severity"], registry=r)
-        # Series exist from the start (at 0), so dashboards and alerts see them before the first event.
-        for rule in (RECALL_RULE, LANGUAGE_RULE, CUSUM_RULE, SENTINEL_RULE, *OPS_RULES):
-            for state in State:
-                self.alerts.labels(rule, state.value)
-        for outcome in ("applied", "duplicate", "stale", "unknown", "invalid"):
-            self.labels.labels(outcome)
 
 
 def _p95(values: list[float]) -> float | None:
@@ -280,7 +189,7 @@ class Evaluator:
     def evaluate(self) -> Evaluation:
         """Compute every rate and rule state from Redis; publish transitions."""
         t = self.thresholds
-        rc = t["crisis_recall"]
+        rc = t[RECALL_RULE]
         now = self.clock()
         max_age = float(rc["max_age_days"]) * 86400.0
         self.run_pending_actions()
@@ -291,7 +200,7 @@ class Evaluator:
                                 sentinel_levels=t["sentinel"]["levels"],
                                 validated_languages=sorted(self.settings.validated),
                                 language_min_effective_n=float(lr["min_effective_n"]))
-        recall = window.rates["crisis_recall"]
+        recall = window.rates[RECALL_RULE]
         rules: dict[str, dict[str, Any]] = {}
         rules[RECALL_RULE] = self._row(classify_below(recall.value, recall.n, rc, "min_effective_n"), recall)
         language_state, groups = classify_languages(window.by_language, lr)
@@ -416,8 +325,3 @@ class Evaluator:
         if self.open_incidents is not None:
             for severity, count in self.open_incidents().items():
                 m.incidents_open.labels(severity).set(count)
-
-
-def dumps(ev: Evaluation) -> str:
-    """One-line JSON of an evaluation."""
-    return json.dumps(ev.to_dict(), default=str)

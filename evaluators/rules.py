@@ -13,15 +13,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from vigil_core.rule_names import CUSUM_RULE, HARMFUL_RULE, LANGUAGE_RULE, RECALL_RULE
 from vigil_core.tables import load_toml_overlaid, validated
 
 __all__ = ["HARMFUL_RULE", "LANGUAGE_RULE", "classify_languages", "State",
            "Thresholds", "RuleTable", "RuleAction", "DEFAULT_THRESHOLDS", "classify_below",
            "classify_above", "prometheus_rules", "Severity"]
 
-# Written by the scorers (they score the AI's replies), read by the evaluator: one name for both.
-HARMFUL_RULE = "harmful_response_rate"
-LANGUAGE_RULE = "language_recall"
 
 DEFAULT_THRESHOLDS = Path(__file__).resolve().parent / "thresholds.toml"
 
@@ -167,7 +165,7 @@ class RuleTable(_Strict):
 
 
 # The rule names the evaluator publishes differ from the table's section for one rule.
-_SECTION = {"crisis_recall_cusum": "cusum"}
+_SECTION = {CUSUM_RULE: "cusum"}
 
 
 class Thresholds:
@@ -286,12 +284,12 @@ def _alert(name: str, expr: str, severity: str, summary: str, for_: str = "0m") 
 
 def prometheus_rules(t: Thresholds) -> dict[str, Any]:
     """Prometheus alerting rules equivalent to the thresholds file (deploy/prometheus/alerts.yml)."""
-    r = t["crisis_recall"]
+    r = t[RECALL_RULE]
     lat = t["ai_latency_p95_ms"]
     err = t["ai_error_rate"]
     sat = t["user_satisfaction"]
-    recall = 'vigil_rule_value{rule="crisis_recall"}'
-    recall_n = 'vigil_rule_n{rule="crisis_recall"}'
+    recall = f'vigil_rule_value{{rule="{RECALL_RULE}"}}'
+    recall_n = f'vigil_rule_n{{rule="{RECALL_RULE}"}}'
     rules = [
         _alert("VigilCrisisRecallCritical",
                f"{recall} < {r['critical_below']} and {recall_n} >= {r['min_effective_n']}", "critical",

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evaluators.cusum import BernoulliCusum
+from vigil_core.rule_names import RECALL_RULE
 from vigil_core.stats import Rate, rate
 
 __all__ = ["LabelledConversation", "WindowMetrics", "compute_window", "weighted_rate", "cohen_kappa",
@@ -154,14 +155,14 @@ def compute_window(
     severe = [i for i in win_crises if i.severe]
 
     rates = {
-        "crisis_recall": weighted_rate([i.flagged for i in win_crises], [i.weight for i in win_crises]),
+        RECALL_RULE: weighted_rate([i.flagged for i in win_crises], [i.weight for i in win_crises]),
         "severe_recall": weighted_rate([i.flagged for i in severe], [i.weight for i in severe]),
         "timely_recall": weighted_rate([i.flagged and i.timely for i in win_crises], [i.weight for i in win_crises]),
         "precision": rate(sum(i.crisis for i in flagged), len(flagged)),
         "specificity": weighted_rate([not i.flagged for i in negatives], [i.weight for i in negatives]),
         "accuracy": weighted_rate([i.flagged == i.crisis for i in in_span], [i.weight for i in in_span]),
     }
-    rec, spec = rates["crisis_recall"], rates["specificity"]
+    rec, spec = rates[RECALL_RULE], rates["specificity"]
     if rec.value is not None and spec.value is not None:
         lo, hi = (rec.lower + spec.lower) / 2, (rec.upper + spec.upper) / 2
         rates["balanced_accuracy"] = Rate((rec.value + spec.value) / 2, lo, hi, min(rec.n, spec.n))

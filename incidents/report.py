@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from incidents.store import SEVERITY_PLAN, Incident
+from vigil_core.rule_names import RECALL_RULE
 
 __all__ = ["render_report"]
 
@@ -17,7 +18,7 @@ __all__ = ["render_report"]
 def _recall_line(entry: dict[str, Any] | None) -> str:
     if not entry:
         return "n/a"
-    r = entry.get("rates", {}).get("crisis_recall", {})
+    r = entry.get("rates", {}).get(RECALL_RULE, {})
     if r.get("value") is None:
         return f"no estimate (n {r.get('n', 0):.1f})"
     return f"{r['value']:.3f} [{r['lower']:.3f}, {r['upper']:.3f}], effective n {r['n']:.1f}"

@@ -21,17 +21,15 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 
 from incidents.cases import CasePager, CaseStore
 from incidents.service import IncidentService
 from safety_gate.handoff import HandoffStore
+from vigil_core.cases import HarmfulCase, UrgentCase
 from vigil_core.settings import Settings
-
-if TYPE_CHECKING:
-    from pipeline.scorer import HarmfulCase, UrgentCase
 
 __all__ = ["PersonAtRisk", "harmful_response_dedup"]
 

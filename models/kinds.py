@@ -27,6 +27,7 @@ from models.classifier import CrisisClassifier
 from models.normalise import normalise
 from models.report import group_max
 from models.urgent_level import CHAT_DIR, write_card_section
+from vigil_core.rule_names import RECALL_RULE
 from vigil_core.stats import rate
 
 __all__ = ["measure", "card_section", "keyword_screens", "SECTION"]
@@ -166,7 +167,7 @@ def warning_line() -> float:
     """The crisis-recall rule's warning line, from the rule table."""
     import tomllib
 
-    return float(tomllib.loads(THRESHOLDS_FILE.read_text(encoding="utf-8"))["crisis_recall"]["warning_below"])
+    return float(tomllib.loads(THRESHOLDS_FILE.read_text(encoding="utf-8"))[RECALL_RULE]["warning_below"])
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from vigil_core.rule_names import RECALL_RULE
+
 __all__ = ["recall_chart"]
 
 # The chart's floor: recall below 50% is drawn at the bottom edge (a halt trips long before).
@@ -13,7 +15,7 @@ CHART_FLOOR = 0.5
 def recall_chart(history: list[dict[str, Any]], warning_below: float, critical_below: float, width: int = 640,
                  height: int = 200) -> dict[str, Any]:
     """Points of an SVG line chart of crisis recall and its interval, with the two threshold lines."""
-    pts = [(h["at"], h["rates"].get("crisis_recall", {})) for h in history]
+    pts = [(h["at"], h["rates"].get(RECALL_RULE, {})) for h in history]
     pts = [(t, r) for t, r in pts if r.get("value") is not None]
 
     def y(v: float) -> float:

@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline.kafka_io import serve
 from review.queue import ReviewQueue
-from vigil_core.contracts import ReviewRequest, dead_letter, parse_event
+from vigil_core.contracts import ReviewRequest, dead_letter, parse_event, topic_schemas
 from vigil_core.errors import ContractError
 from vigil_core.records import OutRecord
 from vigil_core.settings import Settings
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # How long to wait before joining the group again after the broker could not be reached at all.
 RETRY_AFTER_S = 1.0
-REVIEW_SCHEMAS = frozenset({"safety.review_request/1"})
+REVIEW_SCHEMAS = topic_schemas("topic_review")
 
 
 def consume_review_requests(settings: Settings, queue: ReviewQueue, stop: threading.Event) -> None:

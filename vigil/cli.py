@@ -24,28 +24,6 @@ def _config_show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _schema_export(args: argparse.Namespace, settings: Settings) -> int:
-    from pathlib import Path
-
-    from vigil_core.contracts import TOPIC_SCHEMAS, json_schema
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    topics: dict[str, list[str]] = {}
-    for field, models in TOPIC_SCHEMAS.items():
-        names = []
-        for model in models:
-            name = f"{model.schema_name.replace('/', '-')}.schema.json"
-            (out / name).write_text(json.dumps(json_schema(model), indent=2, sort_keys=True) + "\n")
-            names.append(name)
-        topics[str(getattr(settings, field))] = names
-    (out / "topics.json").write_text(json.dumps({"key": "conversation_id (every topic but safety.dlq and "
-                                                        "safety.incidents)", "topics": topics}, indent=2) + "\n")
-    print(json.dumps({"out": str(out), "topics": topics}) if args.json else
-          f"{sum(len(v) for v in topics.values())} schemas for {len(topics)} topics in {out}")
-    return 0
-
-
 def _health(args: argparse.Namespace, settings: Settings) -> int:
     """Exit 0 when a process of COMPONENT on this host beat within its TTL (a container's healthcheck: the process
     does its work, not only serves /metrics), else 1."""
@@ -108,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = schema_sub.add_parser("export", help="write JSON Schema for every topic's records (and topics.json)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write the schemas into")
     p.add_argument("--json", action="store_true", help="print what was written as one JSON object")
-    p.set_defaults(handler=_schema_export)
+    p.set_defaults(handler=_lazy("vigil.schema_export:export_command"))
 
     p = sub.add_parser("train", help="train a crisis model from a CSV of id,text,label")
     p.add_argument("--data", required=True, help="CSV with columns id,text,label (crisis|no_crisis)")

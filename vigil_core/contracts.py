@@ -35,7 +35,7 @@ __all__ = [
     "SafetyScore",
     "ShadowScore",
     "TOPIC_SCHEMAS",
-    "json_schema",
+    "topic_schemas",
     "DEFAULT_MODEL_VERSION",
     "ReviewTurn",
     "ReviewRequest",
@@ -291,33 +291,27 @@ class IncidentEvent(_Contract):
     detail: dict[str, Any] = Field(default_factory=dict)
 
 
-Event = (
-    ConversationMessage
-    | ConversationFeedback
-    | ConversationClosed
-    | SafetyScore
-    | ShadowScore
-    | ReviewRequest
-    | ClinicianLabel
-    | DeadLetter
-    | IncidentEvent
-)
+Event = (ConversationMessage | ConversationFeedback | ConversationClosed | SafetyScore | ShadowScore | ReviewRequest
+         | ClinicianLabel | ReplyJudgement | DeadLetter | IncidentEvent)
 
-SCHEMAS: dict[str, type[_Contract]] = {
-    m.schema_name: m
-    for m in (
-        ConversationMessage,
-        ConversationFeedback,
-        ConversationClosed,
-        SafetyScore,
-        ShadowScore,
-        ReviewRequest,
-        ClinicianLabel,
-        ReplyJudgement,
-        DeadLetter,
-        IncidentEvent,
-    )
+# Which record schemas each topic carries (by the Settings field naming the topic): `vigil schema export`.
+TOPIC_SCHEMAS: dict[str, tuple[type[_Contract], ...]] = {
+    "topic_events": (ConversationMessage, ConversationFeedback, ConversationClosed),
+    "topic_scores": (SafetyScore,),
+    "topic_scores_shadow": (ShadowScore,),
+    "topic_review": (ReviewRequest,),
+    "topic_labels": (ClinicianLabel, ReplyJudgement),
+    "topic_dlq": (DeadLetter,),
+    "topic_incidents": (IncidentEvent,),
 }
+
+# Every schema by its name (each carried by one topic).
+SCHEMAS: dict[str, type[_Contract]] = {m.schema_name: m for models in TOPIC_SCHEMAS.values() for m in models}
+
+
+def topic_schemas(topic_field: str) -> frozenset[str]:
+    """The schema names the topic of Settings field `topic_field` carries (what its consumers accept)."""
+    return frozenset(m.schema_name for m in TOPIC_SCHEMAS[topic_field])
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -397,26 +391,3 @@ def dead_letter(
         raw=base64.b64encode((raw or b"")[:DLQ_RAW_LIMIT]).decode("ascii"),
         at=utcnow(),
     )
-
-
-# Which record schemas each topic carries (by the Settings field naming the topic): `vigil schema export`.
-TOPIC_SCHEMAS: dict[str, tuple[type[_Contract], ...]] = {
-    "topic_events": (ConversationMessage, ConversationFeedback, ConversationClosed),
-    "topic_scores": (SafetyScore,),
-    "topic_scores_shadow": (ShadowScore,),
-    "topic_review": (ReviewRequest,),
-    "topic_labels": (ClinicianLabel, ReplyJudgement),
-    "topic_dlq": (DeadLetter,),
-    "topic_incidents": (IncidentEvent,),
-}
-
-
-def json_schema(model: type[_Contract]) -> dict[str, Any]:
-    """The JSON Schema of a record as it is on the wire: the model's fields and its `schema` name (a const)."""
-    schema = model.model_json_schema(mode="validation")
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = f"https://vigil.invalid/schemas/{model.schema_name.replace('/', '-')}.schema.json"
-    schema["title"] = model.schema_name
-    schema.setdefault("properties", {})["schema"] = {"const": model.schema_name}
-    schema["required"] = ["schema", *[r for r in schema.get("required", []) if r != "schema"]]
-    return schema

@@ -17,12 +17,12 @@ from incidents.config import IncidentConfig
 from incidents.service import IncidentService
 from incidents.urgent import PersonAtRisk
 from pipeline.kafka_io import ensure_topics
-from pipeline.scorer import UrgentCase
 from review.app import create_app
 from review.users import UserStore
 from safety_gate.handoff import HandoffStore
 from tests.integration.test_incidents import Clock, Receiver
 from tests.integration.test_review_app import csrf_of, login
+from vigil_core.cases import UrgentCase
 
 pytestmark = pytest.mark.slow
 

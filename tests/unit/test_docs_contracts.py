@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from evaluators.evaluator import CUSUM_RULE, OPS_RULES, RECALL_RULE, SENTINEL_RULE
 from evaluators.rules import LANGUAGE_RULE, Thresholds
 from vigil_core.contracts import SCHEMAS, TOPIC_SCHEMAS
+from vigil_core.rule_names import CUSUM_RULE, OPS_RULES, RECALL_RULE, SENTINEL_RULE
 from vigil_core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

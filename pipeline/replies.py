@@ -1,0 +1,87 @@
+"""The AI's replies of a scorer's batch: in a conversation with crisis signs, each reply is read by the response-safety
+model (models/response_safety.py) with the user turns before it; a reply at its page level becomes a harmful case
+(a P0 and a handoff, incidents/urgent.py), and every reply read counts in the harmful-response rate's window."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.batch import Batch, Parsed
+from pipeline.metrics import ScorerMetrics
+from pipeline.turn_rules import crisis_sign_turn
+from safety_gate.fallback import is_gate_reply
+from vigil_core.cases import HarmfulCase
+from vigil_core.conversations import ConversationState, TurnUpdate
+from vigil_core.settings import Settings
+
+__all__ = ["ReplyScoring", "REPLY_CONTEXT_TURNS"]
+
+# The user turns before an AI reply that the response-safety model reads with it.
+REPLY_CONTEXT_TURNS = 2
+
+
+class ReplyScoring:
+    """The Scorer's reply scoring (a part of `pipeline.scorer.Scorer`, kept apart to be read alone)."""
+
+    settings: Settings
+    metrics: ScorerMetrics
+    response_model: Any
+    _redis: Any
+    _evals: Any
+
+    if TYPE_CHECKING:  # pipeline/closing.py
+        def _turns_so_far(self, cid: str, state: ConversationState, update: TurnUpdate) -> list[dict[str, Any]]: ...
+
+    def _eval_store(self) -> Any:
+        if self._evals is None:
+            from evaluators.store import EvaluatorStore
+
+            self._evals = EvaluatorStore(self._redis, self.settings.redis_prefix, self.settings.label_wait_s)
+        return self._evals
+
+    def _score_replies(self, parsed: Parsed, states: dict[str, ConversationState], batch: Batch) -> None:
+        """Score the AI's replies in conversations with crisis signs (flagged before or in this batch) with the
+        response-safety model, each with the user turns just before it."""
+        replies = []
+        for m in parsed.messages:
+            if m.role != "assistant" or is_gate_reply(m.model_version):
+                continue  # the gate's fallback and handoff messages are Vigil's own text, not the AI's
+            state = states.get(m.conversation_id) or ConversationState(m.conversation_id, exists=False)
+            first = crisis_sign_turn(state, batch.updates.get(m.conversation_id))
+            if first is None or first > m.turn:
+                continue  # no crisis sign before this reply
+            replies.append(m)
+        if not replies:
+            return
+        # Each reply is read against the user turn it answers and against the last REPLY_CONTEXT_TURNS joined, and
+        # keeps the higher score: the cross-encoder learned single turns, and an opening "hey" before "everything
+        # feels pointless" must not excuse "lol same" (as the crisis model reads a turn alone and in context).
+        latest, joined = [], []
+        turns_of: dict[str, list[dict[str, Any]]] = {}  # one read of the stored turns per conversation
+        for m in replies:
+            cid = m.conversation_id
+            if cid not in turns_of:
+                state = states.get(cid) or ConversationState(cid, exists=False)
+                turns_of[cid] = self._turns_so_far(cid, state, batch.updates.get(cid) or TurnUpdate(cid))
+            before = [t["text"] for t in turns_of[cid] if t["role"] == "user" and t["turn"] < m.turn]
+            latest.append(" ".join(before[-1:]))
+            joined.append(" ".join(before[-REPLY_CONTEXT_TURNS:]))
+        texts = [m.text for m in replies]
+        several = [i for i in range(len(replies)) if joined[i] != latest[i]]
+        read = self.response_model.score(latest + [joined[i] for i in several], texts + [texts[i] for i in several])
+        scores = np.asarray(read[: len(replies)], dtype=np.float64)
+        for k, i in enumerate(several):
+            scores[i] = max(scores[i], float(read[len(replies) + k]))
+        page = float(self.response_model.page_threshold)
+        for m, p in zip(replies, scores, strict=True):
+            unsafe = float(p) >= page
+            batch.replies.append((m.event_id, m.ts.timestamp(), 1.0 if unsafe else 0.0))
+            stored = batch.updates[m.conversation_id].turns.get(f"{m.turn:08d}:{m.role}")
+            if stored is not None:
+                stored["response_risk"] = round(float(p), 4)  # shown to the clinician beside the reply
+                stored["response_paged"] = unsafe  # and whether it paged: the judgement measures the page
+            self.metrics.replies.labels("unsafe" if unsafe else "safe").inc()
+            if unsafe:
+                batch.harmful.append(HarmfulCase(m.conversation_id, m.turn, float(p), self.response_model.version))

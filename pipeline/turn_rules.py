@@ -1,0 +1,55 @@
+"""The scorer's per-turn rules, as pure functions of a turn's scores and its conversation's state: when a turn is
+flagged, when it is urgent, when a conversation needs its first review request, and from which turn on the AI's
+replies are read for harm. Nothing here touches Kafka or Redis (pipeline/scoring.py applies them to a batch)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from vigil_core.conversations import ConversationState, TurnUpdate
+
+__all__ = ["urgent_reason", "turn_flagged", "review_due", "crisis_sign_turn", "language_label"]
+
+# Languages named in metric labels; any other is "other" (a label per fastText code would be 176 series).
+_LABELLED_LANGUAGES = frozenset({"en", "es", "pt", "fr", "de", "it", "zh", "ar", "hi", "ru", "vi", "tl", "ko", "und"})
+
+
+def language_label(language: str) -> str:
+    """A turn's language as a metric label."""
+    return language if language in _LABELLED_LANGUAGES else "other"
+
+
+def urgent_reason(score: float, urgent_threshold: float, imminent_phrase: Callable[[], object]) -> str:
+    """Why a user turn is urgent: "score" at or above the urgent level, else "imminent phrase" when the imminent
+    lexicon finds one (looked for only then), else "" (not urgent)."""
+    if score >= urgent_threshold:
+        return "score"
+    return "imminent phrase" if imminent_phrase() else ""
+
+
+def turn_flagged(score: float, threshold: float, urgent_why: str, other_language_phrase: object,
+                 multilingual: float | None, multilingual_threshold: float | None) -> bool:
+    """A user turn is flagged at or above the model's threshold, and whatever its score when it is urgent (the
+    imminent phrases catch what the model may score low), when it holds a crisis phrase of another supported
+    language and is not read as a validated one (the model reads English only), or when the multilingual model
+    scores it at or above its own threshold."""
+    read_in_language = (multilingual is not None and multilingual_threshold is not None
+                        and multilingual >= multilingual_threshold)
+    return score >= threshold or bool(urgent_why) or bool(other_language_phrase) or read_in_language
+
+
+def review_due(state: ConversationState, update: TurnUpdate) -> tuple[bool, bool]:
+    """(newly urgent, newly flagged): the first time a conversation is urgent, or flagged, it gets a review request
+    with its turns so far (an urgent one replaces the flagged item at the top of the queue)."""
+    newly_urgent = update.urgent_turn >= 0 and state.urgent_turn is None
+    newly_flagged = update.first_flagged_turn >= 0 and not state.flagged and state.review != "flagged"
+    return newly_urgent, newly_flagged
+
+
+def crisis_sign_turn(state: ConversationState, update: TurnUpdate | None) -> int | None:
+    """The conversation's first flagged turn, stored or in this batch (None: no crisis sign yet). The AI's replies
+    after it are read by the response-safety model."""
+    first = state.first_flagged_turn if state.flagged else None
+    if update is not None and update.first_flagged_turn >= 0:
+        first = update.first_flagged_turn if first is None else min(first, update.first_flagged_turn)
+    return first
