@@ -35,8 +35,8 @@ from common import chat_messages  # noqa: E402
 from kafka import KafkaConsumer  # noqa: E402
 
 from demo.local import LocalBroker, LocalRedis  # noqa: E402
+from kafka_io import OutRecord, RecordProducer, ensure_topics  # noqa: E402
 from pipeline.commands import load_resilient_scorer  # noqa: E402
-from pipeline.kafka_io import OutRecord, RecordProducer, ensure_topics  # noqa: E402
 from vigil_core.clock import utcnow  # noqa: E402
 from vigil_core.contracts import ConversationMessage  # noqa: E402
 from vigil_core.settings import Settings  # noqa: E402

@@ -33,9 +33,9 @@ from common import chat_messages  # noqa: E402
 from scoring_pipeline import first_to_last_rate, messages  # noqa: E402
 
 from demo.local import LocalBroker, LocalRedis  # noqa: E402
+from kafka_io import OutRecord, RecordProducer, ensure_topics  # noqa: E402
 from models.classifier import DEFAULT_MODEL_DIR  # noqa: E402
 from models.store import ModelStore  # noqa: E402
-from pipeline.kafka_io import OutRecord, RecordProducer, ensure_topics  # noqa: E402
 from vigil_core.model_record import ModelRecord  # noqa: E402
 from vigil_core.redis_client import connect  # noqa: E402
 from vigil_core.settings import Settings  # noqa: E402

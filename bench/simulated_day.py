@@ -35,7 +35,7 @@ from incidents.cases import CASE_CAPACITY, CaseWatch  # noqa: E402
 from incidents.config import IncidentConfig  # noqa: E402
 from incidents.service import IncidentService  # noqa: E402
 from incidents.urgent import PersonAtRisk  # noqa: E402
-from pipeline.kafka_io import ensure_topics  # noqa: E402
+from kafka_io import ensure_topics  # noqa: E402
 from vigil_core.cases import UrgentCase  # noqa: E402
 from vigil_core.redis_client import connect  # noqa: E402
 from vigil_core.settings import Settings  # noqa: E402

@@ -27,7 +27,7 @@ from demo.scenario import (
     URGENT_CONVERSATION,
     Stats,
 )
-from pipeline.kafka_io import OutRecord, RecordProducer, make_consumer
+from kafka_io import OutRecord, RecordProducer, make_consumer
 from safety_gate.fallback import FALLBACK_MODEL_VERSION, HANDOFF_MODEL_VERSION
 from vigil_core.contracts import (
     ClinicianLabel,

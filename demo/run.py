@@ -48,7 +48,7 @@ from demo.scenario import (
     Stats,
 )
 from demo.view import LiveView
-from pipeline.kafka_io import ensure_topics
+from kafka_io import ensure_topics
 from vigil_core.label_signing import LabelSigner, parse_keys
 from vigil_core.redis_client import connect
 from vigil_core.rule_names import CUSUM_RULE, RECALL_RULE

@@ -31,6 +31,7 @@ from evaluators.rules import (
 )
 from evaluators.store import EvaluatorStore
 from evaluators.window import compute_window
+from kafka_io.dead_letters import dead_letter_out
 from safety_gate.heartbeat import Heartbeat
 from vigil_core.clock import utcnow
 from vigil_core.contracts import (
@@ -39,7 +40,6 @@ from vigil_core.contracts import (
     ConversationMessage,
     ReplyJudgement,
     ReviewRequest,
-    dead_letter,
     parse_event,
     topic_schemas,
 )
@@ -153,18 +153,14 @@ class Evaluator:
                 event = parse_event(rec.value, max_text_bytes=s.max_text_bytes, accept=accept)
             except ContractError as exc:
                 if rec.topic != s.topic_events:  # the scorer already dead-letters bad events
-                    dl = dead_letter(exc.reason, topic=rec.topic, partition=rec.partition, offset=rec.offset,
-                                     key=rec.key, raw=rec.value)
-                    dead.append(OutRecord(s.topic_dlq, dl.key, dl.to_bytes()))
+                    dead.append(dead_letter_out(s, exc.reason, rec))
                     self.metrics.labels.labels("invalid").inc()
                 continue
             if isinstance(event, ClinicianLabel | ReplyJudgement):
                 refused = self._label_refusal(event)
                 if refused is not None:  # it would move the recall number: only the review app's labels may
                     log.warning("label %s refused: %s", event.label_id, refused)
-                    dl = dead_letter(refused, topic=rec.topic, partition=rec.partition, offset=rec.offset,
-                                     key=rec.key, raw=rec.value)
-                    dead.append(OutRecord(s.topic_dlq, dl.key, dl.to_bytes()))
+                    dead.append(dead_letter_out(s, refused, rec))
                     self.metrics.labels.labels("refused").inc()
                     continue
                 applied = (self.replies.apply(event) if isinstance(event, ReplyJudgement)

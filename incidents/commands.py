@@ -9,7 +9,7 @@ from typing import Any
 
 from incidents.service import IncidentService
 from incidents.store import Incident
-from pipeline.kafka_io import read_all
+from kafka_io import read_all
 from vigil_core.contracts import IncidentEvent, parse_event
 from vigil_core.errors import ContractError
 from vigil_core.settings import Settings

@@ -14,7 +14,7 @@ import redis
 from incidents.config import IncidentConfig
 from incidents.outbox import Outbox
 from incidents.store import SEVERITY_PLAN, Incident, IncidentStore, new_incident_id
-from pipeline.kafka_io import OutRecord, RecordProducer
+from kafka_io import OutRecord, RecordProducer
 from vigil_core.clock import utcnow
 from vigil_core.contracts import IncidentEvent
 from vigil_core.errors import VigilError

@@ -8,8 +8,8 @@ import logging
 import time
 from typing import Any
 
+from kafka_io import RECORD_ATTEMPTS, RecordProducer, record_caused
 from pipeline.batch import Batch
-from pipeline.kafka_io import RECORD_ATTEMPTS, RecordProducer, record_caused
 from pipeline.metrics import ScorerMetrics
 from pipeline.review_bounds import bounded_record
 from pipeline.sampling import SamplingPolicy

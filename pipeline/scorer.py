@@ -22,13 +22,7 @@ from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from models.backup import ImminentPhrases, LanguageLexicons
-from models.language import LanguageIdentifier
-from models.multilingual import MultilingualModel
-from pipeline.batch import Batch, Parsed
-from pipeline.closing import Closing
-from pipeline.kafka_io import (
-    OutRecord,
+from kafka_io import (
     RecordProducer,
     consume,
     consumer_lag,
@@ -36,6 +30,12 @@ from pipeline.kafka_io import (
     ensure_topics,
     make_consumer,
 )
+from kafka_io.dead_letters import dead_letter_out
+from models.backup import ImminentPhrases, LanguageLexicons
+from models.language import LanguageIdentifier
+from models.multilingual import MultilingualModel
+from pipeline.batch import Batch, Parsed
+from pipeline.closing import Closing
 from pipeline.metrics import ScorerMetrics
 from pipeline.replies import ReplyScoring
 from pipeline.sampling import SamplingPolicy
@@ -45,7 +45,6 @@ from vigil_core.contracts import (
     ConversationClosed,
     ConversationFeedback,
     ConversationMessage,
-    dead_letter,
     parse_event,
     topic_schemas,
 )
@@ -320,9 +319,7 @@ class Scorer(TurnScoring, ReplyScoring, Closing):
                     # scorer; a record keyed otherwise would race its own conversation on another partition.
                     raise ContractError("<key>", "the record key must be its conversation_id")
             except ContractError as exc:
-                dl = dead_letter(exc.reason, topic=rec.topic, partition=rec.partition, offset=rec.offset,
-                                 key=rec.key, raw=rec.value)
-                parsed.dead.append(OutRecord(s.topic_dlq, None if rec.key is None else dl.key, dl.to_bytes()))
+                parsed.dead.append(dead_letter_out(s, exc.reason, rec))
                 self.metrics.events.labels("invalid", "dlq").inc()
                 self.metrics.dlq.inc()
                 continue

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from kafka_io import RecordProducer
 from models.backup import ImminentPhrases
-from pipeline.kafka_io import RecordProducer
 from pipeline.sampling import uniform_from_id
 from vigil_core.contracts import ConversationMessage, ShadowScore, utcnow
 from vigil_core.conversations import ConversationStore

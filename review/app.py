@@ -25,7 +25,7 @@ from itsdangerous import URLSafeTimedSerializer
 from evaluators.rules import Thresholds
 from incidents.cases import CaseStore
 from incidents.config import IncidentConfig
-from pipeline.kafka_io import RecordProducer
+from kafka_io import RecordProducer
 from review.access import AccessAudit, LoginThrottle, Sessions
 from review.body_limit import BodyLimit
 from review.consumer import consume_review_requests

@@ -12,9 +12,10 @@ import threading
 import time
 from typing import Any
 
-from pipeline.kafka_io import serve
+from kafka_io import serve
+from kafka_io.dead_letters import dead_letter_out
 from review.queue import ReviewQueue
-from vigil_core.contracts import ReviewRequest, dead_letter, parse_event, topic_schemas
+from vigil_core.contracts import ReviewRequest, parse_event, topic_schemas
 from vigil_core.errors import ContractError
 from vigil_core.records import OutRecord
 from vigil_core.settings import Settings
@@ -55,9 +56,7 @@ def consume_review_requests(settings: Settings, queue: ReviewQueue, stop: thread
             try:
                 event = parse_event(rec.value, accept=REVIEW_SCHEMAS)
             except ContractError as exc:
-                dl = dead_letter(exc.reason, topic=rec.topic, partition=rec.partition, offset=rec.offset,
-                                 key=rec.key, raw=rec.value)
-                dead.append(OutRecord(settings.topic_dlq, dl.key, dl.to_bytes()))
+                dead.append(dead_letter_out(settings, exc.reason, rec))
                 log.warning("invalid review request at %s/%d@%d sent to the dead-letter topic: %s", rec.topic,
                             rec.partition, rec.offset, exc.field)
                 continue

@@ -14,7 +14,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from evaluators.rules import Thresholds
 from incidents.cases import CaseStore
-from pipeline.kafka_io import RecordProducer
+from kafka_io import RecordProducer
 from review.access import AccessAudit, LoginThrottle, Sessions
 from review.outcomes import OutcomeStore
 from review.queue import ReviewQueue

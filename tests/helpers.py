@@ -14,7 +14,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-from pipeline.kafka_io import OutRecord, RecordProducer
+from kafka_io import OutRecord, RecordProducer
 from vigil_core.contracts import ClinicianLabel, ConversationClosed, ConversationMessage
 from vigil_core.settings import Settings
 

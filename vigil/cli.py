@@ -46,7 +46,7 @@ def _health(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.kafka_io import all_topics, ensure_topics
+    from kafka_io import all_topics, ensure_topics
 
     ensure_topics(settings, partitions=args.partitions)
     topics = all_topics(settings)

@@ -14,7 +14,7 @@ from evaluators.actions import ActionEngine
 from evaluators.evaluator import Evaluation, Evaluator, dumps
 from incidents.service import IncidentService
 from incidents.store import IncidentStore
-from pipeline.kafka_io import serve
+from kafka_io import serve
 from vigil_core.redis_client import connect
 from vigil_core.settings import Settings
 

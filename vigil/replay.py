@@ -39,7 +39,7 @@ from evaluators.store import EvaluatorStore
 from incidents.commands import incident_events
 from incidents.service import IncidentService
 from incidents.store import IncidentStore
-from pipeline.kafka_io import read_all
+from kafka_io import read_all
 from pipeline.live_models import LiveModelSwitch, champion_scorer
 from pipeline.scorer import Scorer
 from review.queue import ReviewQueue

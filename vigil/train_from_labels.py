@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluators.window import LabelledConversation
-from pipeline.kafka_io import read_all
+from kafka_io import read_all
 from pipeline.sampling import uniform_from_id
 from review.redaction import redact
 from vigil_core.contracts import ClinicianLabel, ReviewRequest, parse_event

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.kafka_io import read_all
+from kafka_io import read_all
 from review.redaction import redact
 from vigil.train_from_labels import _outside_repository, split_of, write_source
 from vigil_core.contracts import ReplyJudgement, ReviewRequest, parse_event

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from demo.local import LocalBroker, LocalS3
-from pipeline.kafka_io import ensure_topics, read_all
+from kafka_io import ensure_topics, read_all
 from tests.faults.results import RESULTS, Figures
 from tests.faults.test_kills import ScoreWatch, _figures
 from tests.helpers import chat_events, publish, vigil, wait_until

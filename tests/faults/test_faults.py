@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 
-from pipeline.kafka_io import ensure_topics
+from kafka_io import ensure_topics
 from tests.faults.results import RESULTS, Figures
 from tests.helpers import chat_events, publish, read_topic, run_scorer, signed, values
 from vigil_core.contracts import ConversationMessage
@@ -153,7 +153,7 @@ def test_an_evaluator_process_killed_right_after_a_critical_transition_pages_onc
     a CRITICAL transition and running its actions; the next one pages, once."""
     from evaluators.store import EvaluatorStore
     from incidents.store import IncidentStore
-    from pipeline.kafka_io import OutRecord, RecordProducer
+    from kafka_io import OutRecord, RecordProducer
     from tests.helpers import vigil, wait_until
     from vigil_core.clock import utcnow
     from vigil_core.contracts import ClinicianLabel
@@ -342,7 +342,7 @@ def test_after_redis_is_killed_and_restarted_empty_vigil_replay_rebuilds_it_and_
     queue = ReviewQueue(client, s.redis_prefix)
     for rec in read_topic(s, s.topic_review, settle_s=0.5):
         queue.add(ReviewRequest.model_validate_json(rec.value))
-    from pipeline.kafka_io import OutRecord, RecordProducer
+    from kafka_io import OutRecord, RecordProducer
     from vigil_core.clock import utcnow
     from vigil_core.contracts import ClinicianLabel
 

@@ -15,7 +15,7 @@ from collections import defaultdict
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from pipeline.kafka_io import ensure_topics
+from kafka_io import ensure_topics
 from tests.faults.results import RESULTS, Figures
 from tests.helpers import chat_events, publish, read_topic, run_scorer, values, vigil, wait_until
 

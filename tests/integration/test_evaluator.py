@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from evaluators.evaluator import Evaluator
-from pipeline.kafka_io import OutRecord, RecordProducer, ensure_topics
+from kafka_io import OutRecord, RecordProducer, ensure_topics
 from tests.helpers import ROOT, chat_events, env_for, publish, read_topic, run_scorer, signed, values
 from vigil.evaluate import run_evaluator
 from vigil_core.clock import utcnow

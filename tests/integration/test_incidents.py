@@ -15,7 +15,7 @@ from evaluators.actions import ActionEngine
 from incidents.commands import build_report, incident_events
 from incidents.config import IncidentConfig
 from incidents.service import IncidentService
-from pipeline.kafka_io import ensure_topics
+from kafka_io import ensure_topics
 from safety_gate.halt import HaltStore
 from tests.helpers import wait_until
 

@@ -13,8 +13,8 @@ import pytest
 import redis
 
 from evaluators.evaluator import Evaluator
+from kafka_io import OutRecord, RecordProducer, ensure_topics
 from models.multilingual import MultilingualModel
-from pipeline.kafka_io import OutRecord, RecordProducer, ensure_topics
 from pipeline.sampling import uniform_from_id
 from tests.helpers import publish, read_topic, run_scorer, signed, values
 from vigil.evaluate import run_evaluator

@@ -12,7 +12,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from pipeline.kafka_io import ensure_topics
+from kafka_io import ensure_topics
 from tests.helpers import read_topic, run_scorer, values
 from vigil.cli import main
 from vigil_core.settings import Settings

@@ -16,7 +16,7 @@ from incidents.cases import CaseStore
 from incidents.service import IncidentService
 from incidents.store import IncidentStore
 from incidents.urgent import PersonAtRisk
-from pipeline.kafka_io import ensure_topics
+from kafka_io import ensure_topics
 from pipeline.scorer import Scorer
 from review.app import create_app
 from review.outcomes import ReviewMetrics

@@ -57,7 +57,7 @@ def test_the_gate_reads_the_halt_but_cannot_write_or_fake_a_change(acl_redis):
 def test_the_scorer_works_under_its_user_and_cannot_trip_or_clear(acl_redis, settings, resilient, model_cache):
     from pydantic import SecretStr
 
-    from pipeline.kafka_io import ensure_topics
+    from kafka_io import ensure_topics
     from vigil_core.errors import StoreUnavailable
 
     admin = HaltStore(_as(acl_redis, "admin"), PREFIX)
@@ -114,7 +114,7 @@ def test_every_service_does_its_whole_work_under_its_own_user(acl_redis, setting
     from evaluators.evaluator import Evaluator
     from incidents.service import IncidentService
     from incidents.store import IncidentStore
-    from pipeline.kafka_io import OutRecord, RecordProducer, ensure_topics
+    from kafka_io import OutRecord, RecordProducer, ensure_topics
     from review.app import create_app
     from review.queue import ReviewQueue
     from review.users import UserStore

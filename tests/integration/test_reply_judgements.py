@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from evaluators.evaluator import Evaluator
 from evaluators.replies import MISSED_RATE, PRECISION_RATE, ReplyJudgements
 from evaluators.rules import HARMFUL_RULE
-from pipeline.kafka_io import RecordProducer, ensure_topics
+from kafka_io import RecordProducer, ensure_topics
 from review.access import AccessAudit
 from review.app import create_app
 from review.queue import ReviewQueue

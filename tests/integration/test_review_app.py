@@ -8,7 +8,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from pipeline.kafka_io import ensure_topics
+from kafka_io import ensure_topics
 from review.app import ROUTERS, create_app
 from review.queue import ReviewQueue
 from review.users import UserStore
@@ -274,7 +274,7 @@ def test_the_review_consumer_queues_valid_requests_and_dead_letters_invalid_ones
     """Invalid review requests used to be skipped in silence."""
     import threading
 
-    from pipeline.kafka_io import OutRecord, RecordProducer
+    from kafka_io import OutRecord, RecordProducer
     from review.consumer import consume_review_requests
     from tests.helpers import read_topic, values, wait_until
 

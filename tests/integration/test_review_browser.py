@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from demo.local import free_port, wait_for_port
-from pipeline.kafka_io import OutRecord, RecordProducer, ensure_topics
+from kafka_io import OutRecord, RecordProducer, ensure_topics
 from review.app import create_app
 from review.queue import ReviewQueue
 from review.users import UserStore

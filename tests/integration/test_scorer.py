@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from demo.local import LocalBroker
-from pipeline.kafka_io import ensure_topics
+from kafka_io import ensure_topics
 from pipeline.scorer import Scorer
 from tests.helpers import NoClose as _NoClose
 from tests.helpers import chat_events, publish, read_topic, run_scorer, values, vigil, wait_until

@@ -77,7 +77,7 @@ def test_no_secret_reaches_the_services_logs_or_redis_while_they_run_page_and_fa
 
     from demo.local import free_port, wait_for_port
     from incidents.outbox import Outbox
-    from pipeline.kafka_io import ensure_topics
+    from kafka_io import ensure_topics
     from tests.helpers import publish, vigil, wait_until
     from tests.integration.test_person_at_risk import urgent_conversation
 

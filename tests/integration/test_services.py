@@ -5,7 +5,7 @@ import time
 import redis
 from kafka import TopicPartition
 
-from pipeline.kafka_io import OutRecord, RecordProducer, consumer_lag, ensure_topics, make_consumer
+from kafka_io import OutRecord, RecordProducer, consumer_lag, ensure_topics, make_consumer
 
 
 def test_produce_and_consume_through_the_real_broker(settings):

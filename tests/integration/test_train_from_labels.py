@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.kafka_io import OutRecord, RecordProducer, ensure_topics
+from kafka_io import OutRecord, RecordProducer, ensure_topics
 from tests.helpers import signed
 from vigil.train_from_labels import REPOSITORY, OutputInRepository, labelled_turns, write_training_data
 from vigil_core.contracts import ClinicianLabel, ReviewRequest, ReviewTurn

@@ -16,7 +16,7 @@ from incidents.cases import CASE_BREACH, CASE_CAPACITY, CaseError, CaseStore, Ca
 from incidents.config import IncidentConfig
 from incidents.service import IncidentService
 from incidents.urgent import PersonAtRisk
-from pipeline.kafka_io import ensure_topics
+from kafka_io import ensure_topics
 from review.app import create_app
 from review.users import UserStore
 from safety_gate.handoff import HandoffStore

@@ -10,7 +10,7 @@ import threading
 
 from kafka.errors import KafkaConnectionError
 
-from pipeline.kafka_io import consume
+from kafka_io import consume
 
 
 class ScriptedConsumer:
