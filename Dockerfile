@@ -32,6 +32,7 @@ COPY vigil_core ./vigil_core
 COPY safety_gate ./safety_gate
 COPY models ./models
 COPY evaluators ./evaluators
+COPY kafka_io ./kafka_io
 COPY pipeline ./pipeline
 COPY incidents ./incidents
 COPY review ./review

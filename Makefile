@@ -46,7 +46,7 @@ demo: $(STAMP)
 # ruff, mypy on every package, and the package layers (import-linter contracts in pyproject.toml).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy vigil_core safety_gate models evaluators pipeline incidents review demo vigil
+	$(VENV)/bin/mypy vigil_core kafka_io safety_gate models evaluators pipeline incidents review demo vigil
 	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
