@@ -32,6 +32,11 @@ def _metrics_table(name: str, m: dict[str, Any]) -> list[str]:
     ]
 
 
+def _card_head(meta: dict[str, Any]) -> list[str]:
+    """A card's title, its intended use and the heading of its model section."""
+    return [f"# Model card: {meta['model_version']}", "", "## Intended use", INTENDED_USE, "", "## Model"]
+
+
 def write_model_card(out: Path, meta: dict[str, Any]) -> Path:
     """Write MODEL_CARD.md into the model directory."""
     data = meta["data"]
@@ -39,12 +44,7 @@ def write_model_card(out: Path, meta: dict[str, Any]) -> Path:
     metrics = meta["metrics"]
     ev = meta["eval_split"]
     lines = [
-        f"# Model card: {meta['model_version']}",
-        "",
-        "## Intended use",
-        INTENDED_USE,
-        "",
-        "## Model",
+        *_card_head(meta),
         f"- Base encoder: {meta['base']}, {'top layers ' + str(meta['trained_layers']) + ' fine-tuned' if meta['trained_layers'] else 'frozen'}; "  # noqa: E501
         "masked mean pooling, L2 normalisation, linear head; Platt calibration "
         f"(a={meta['calibration']['a']:.4f}, b={meta['calibration']['b']:.4f}).",
@@ -223,12 +223,7 @@ def write_chat_model_card(out: Path, meta: dict[str, Any]) -> Path:
     chat_data = meta["chat_data"]
     k, how = meta["context_turns"], meta["context_aggregate"]
     lines = [
-        f"# Model card: {meta['model_version']}",
-        "",
-        "## Intended use",
-        INTENDED_USE,
-        "",
-        "## Model",
+        *_card_head(meta),
         f"- Encoder: {meta['base']}, layers {meta['trained_layers']} as fine-tuned by `{init['model_version']}` "
         "(on the Reddit posts, the team's contrast turns and a sample of the chat-form training turns, "
         "`data/chat_form/chat_finetune.csv`; recipe below and in `init_from` of vigil_model.json); masked mean "

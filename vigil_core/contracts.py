@@ -149,8 +149,9 @@ class ConversationClosed(_Contract):
     ts: Timestamp
 
 
-class SafetyScore(_Contract):
-    schema_name: ClassVar[str] = "safety.score/1"
+class _TurnScore(_Contract):
+    """A model's score of one user turn, the fields a live score and a shadow score share."""
+
     event_id: Id
     conversation_id: Id
     turn: Annotated[StrictInt, Field(ge=0)]
@@ -158,6 +159,10 @@ class SafetyScore(_Contract):
     flagged: StrictBool
     threshold: Probability
     model_version: StrictStr
+
+
+class SafetyScore(_TurnScore):
+    schema_name: ClassVar[str] = "safety.score/1"
     scored_at: Timestamp
     backup: StrictBool = False
     # The turn's language (ISO 639-1, or fastText's code; "und": too short or unsure to say), models.language.
@@ -172,17 +177,12 @@ class SafetyScore(_Contract):
 DEFAULT_MODEL_VERSION = "default"
 
 
-class ShadowScore(_Contract):
-    """A candidate model's score of a user turn (`safety.scores.shadow`): never flags, only compared."""
+class ShadowScore(_TurnScore):
+    """A candidate model's score of a user turn (`safety.scores.shadow`): never flags, only compared. `flagged` is at
+    the candidate's own threshold (it raises nothing); `model_version` is the candidate's version in the model
+    store."""
 
     schema_name: ClassVar[str] = "safety.shadow_score/1"
-    event_id: Id
-    conversation_id: Id
-    turn: Annotated[StrictInt, Field(ge=0)]
-    score: Probability
-    flagged: StrictBool  # at the candidate's own threshold; it raises nothing
-    threshold: Probability
-    model_version: StrictStr  # the candidate's version in the model store
     champion_version: StrictStr  # the version that scored the same turn live
     scored_at: Timestamp
 
