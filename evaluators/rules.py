@@ -13,17 +13,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from vigil_core.contracts import Severity
 from vigil_core.rule_names import CUSUM_RULE, HARMFUL_RULE, LANGUAGE_RULE, RECALL_RULE
 from vigil_core.tables import load_toml_overlaid, validated
 
 __all__ = ["HARMFUL_RULE", "LANGUAGE_RULE", "classify_languages", "State",
            "Thresholds", "RuleTable", "RuleAction", "DEFAULT_THRESHOLDS", "classify_below",
-           "classify_above", "prometheus_rules", "Severity"]
+           "classify_above", "prometheus_rules"]
 
 
 DEFAULT_THRESHOLDS = Path(__file__).resolve().parent / "thresholds.toml"
 
-Severity = Literal["P0", "P1", "P2", "P3"]
 # int | float: a count written as 50 stays 50 in the generated Prometheus rules and titles.
 Positive = Annotated[int | float, Field(gt=0)]
 Fraction = Annotated[float, Field(gt=0, le=1)]

@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from evaluators.rules import Severity
 from incidents.notifiers import Notifier, build_notifier
+from vigil_core.contracts import Severity
 from vigil_core.tables import load_toml_overlaid, validated
 
 __all__ = ["IncidentConfig", "IncidentsFile", "DEFAULT_INCIDENTS_FILE"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from typing import Any
 import redis
 
 from incidents.notifiers import Notification, Notifier, NotifyError
+from incidents.periodic import Periodic
 
 __all__ = ["Outbox"]
 
@@ -48,8 +48,7 @@ class Outbox:
         self._clock = clock
         self._base, self._max, self._lease_s = base_delay_s, max_delay_s, lease_s
         self._lease = client.register_script(_LEASE)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._dispatcher = Periodic("outbox", self.dispatch_due)
 
     def enqueue(self, notifier: str, notification: Notification) -> str:
         """Record a send (durable at once); returns the entry id."""
@@ -109,23 +108,12 @@ class Outbox:
         return delivered
 
     def start(self, interval_s: float = 0.5) -> None:
-        """Dispatch in a background thread."""
-        def loop() -> None:
-            while not self._stop.is_set():
-                try:
-                    self.dispatch_due()
-                except redis.RedisError as exc:
-                    log.warning("outbox cannot reach Redis: %s", exc)
-                self._stop.wait(interval_s)
-
-        self._thread = threading.Thread(target=loop, name="vigil-outbox", daemon=True)
-        self._thread.start()
+        """Dispatch in a background thread (a round that fails, Redis away, is logged and the next one runs)."""
+        self._dispatcher.start(interval_s, at_once=True)
 
     def stop(self) -> None:
         """Stop the dispatcher thread."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._dispatcher.stop()
 
 
 class OutboxCollector:

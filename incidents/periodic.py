@@ -1,4 +1,5 @@
-"""One periodic daemon thread: the watches of `incidents` (the evaluator's heartbeat, urgent cases) share it."""
+"""One periodic daemon thread: every loop of `incidents` (the evaluator's heartbeat watch, urgent cases, the escalation
+timer and scorer watchdog, the notification outbox) shares it."""
 
 from __future__ import annotations
 
@@ -22,16 +23,22 @@ class Periodic:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self, every_s: float) -> None:
+    def start(self, every_s: float, at_once: bool = False) -> None:
+        """Start the thread: a round every `every_s` seconds (the first at once with `at_once`)."""
         def loop() -> None:
+            if at_once:
+                self._once()
             while not self._stop.wait(every_s):
-                try:
-                    self._round()
-                except Exception as exc:  # noqa: BLE001 - the watch must outlive a Redis or broker blip
-                    log.warning("%s round failed: %s", self.name, type(exc).__name__)
+                self._once()
 
         self._thread = threading.Thread(target=loop, name=f"vigil-{self.name.replace(' ', '-')}", daemon=True)
         self._thread.start()
+
+    def _once(self) -> None:
+        try:
+            self._round()
+        except Exception as exc:  # noqa: BLE001 - the watch must outlive a Redis or broker blip
+            log.warning("%s round failed: %s", self.name, type(exc).__name__)
 
     def stop(self) -> None:
         self._stop.set()

@@ -10,8 +10,8 @@ import json
 import logging
 import time
 
-from evaluators.actions import ActionEngine
 from evaluators.evaluator import Evaluation, Evaluator, dumps
+from incidents.recall_actions import ActionEngine
 from incidents.service import IncidentService
 from incidents.store import IncidentStore
 from kafka_io import serve

@@ -41,6 +41,7 @@ __all__ = [
     "ReviewRequest",
     "ClinicianLabel",
     "ReplyJudgement",
+    "Severity",
     "DeadLetter",
     "IncidentEvent",
     "Event",
@@ -94,6 +95,11 @@ def _strict_number(value: Any) -> Any:
 
 
 Number = Annotated[float, BeforeValidator(_strict_number), Field(allow_inf_nan=False)]
+
+
+# An incident's severity, P0 most severe (the incident response plan: incidents/store.py). The incident engine's
+# record (`IncidentEvent`), its configuration and the rule table's actions all name one of these.
+Severity = Literal["P0", "P1", "P2", "P3"]
 
 
 class _Contract(BaseModel):
@@ -285,7 +291,7 @@ class IncidentEvent(_Contract):
     change: Literal["opened", "acknowledged", "escalated", "mitigated", "resolved", "note"]
     at: Timestamp
     by: StrictStr
-    severity: Literal["P0", "P1", "P2", "P3"]
+    severity: Severity
     title: StrictStr = ""
     dedup_key: StrictStr = ""
     detail: dict[str, Any] = Field(default_factory=dict)

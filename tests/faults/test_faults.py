@@ -114,9 +114,9 @@ def _critical_alert():
 def test_an_evaluator_killed_between_a_critical_transition_and_its_actions_halts_on_the_next_evaluation(settings):
     """The state said CRITICAL and nothing ever tripped the halt or paged: the transition is now recorded with
     its action pending, atomically, and whichever evaluator evaluates next runs it."""
-    from evaluators.actions import ActionEngine
     from evaluators.evaluator import Evaluator
     from evaluators.store import EvaluatorStore
+    from incidents.recall_actions import ActionEngine
     from incidents.service import IncidentService
     from incidents.store import IncidentStore
     from safety_gate.halt import HaltStore
@@ -285,7 +285,7 @@ def test_the_evaluator_refreshes_its_heartbeat_at_every_evaluation(settings):
 
 def test_a_scorer_on_its_backup_for_too_long_opens_a_p1(settings):
     """The backup scorer could stand in for a failed model indefinitely without anyone being told."""
-    from evaluators.actions import BACKUP_IN_USE, ActionEngine
+    from incidents.recall_actions import BACKUP_IN_USE, ActionEngine
     from incidents.service import IncidentService
     from incidents.store import IncidentStore
     from safety_gate.heartbeat import Heartbeat

@@ -11,9 +11,9 @@ import pytest
 import redis
 from pydantic import SecretStr
 
-from evaluators.actions import ActionEngine
 from incidents.commands import build_report, incident_events
 from incidents.config import IncidentConfig
+from incidents.recall_actions import ActionEngine
 from incidents.service import IncidentService
 from kafka_io import ensure_topics
 from safety_gate.halt import HaltStore

@@ -134,8 +134,8 @@ def test_an_unsafe_reply_to_a_person_in_crisis_opens_a_p0_hands_off_and_the_rate
                                                                                              model_cache, tmp_path):
     """Issue 22: the AI's own replies are scored; an unsafe one to a person in crisis is a P0 and a handoff, and the
     harmful-response rate's critical level trips the safety halt ("disable affected AI responses")."""
-    from evaluators.actions import ActionEngine
     from evaluators.evaluator import Evaluator
+    from incidents.recall_actions import ActionEngine
     from models.response_safety import ResponseSafetyModel
     from vigil.evaluate import run_evaluator
 

@@ -110,8 +110,8 @@ def test_every_service_does_its_whole_work_under_its_own_user(acl_redis, setting
     from fastapi.testclient import TestClient
     from pydantic import SecretStr
 
-    from evaluators.actions import ActionEngine
     from evaluators.evaluator import Evaluator
+    from incidents.recall_actions import ActionEngine
     from incidents.service import IncidentService
     from incidents.store import IncidentStore
     from kafka_io import OutRecord, RecordProducer, ensure_topics

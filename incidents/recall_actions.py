@@ -1,4 +1,7 @@
-"""Actions wired to the evaluator's alerts, the escalation timer and the scorer watchdog.
+"""What Vigil does when the loop's own numbers say something is wrong: the actions wired to the evaluator's alerts
+(a halt, incidents), the escalation timer and the scorer watchdog. The other responders live beside it in
+`incidents`: a person at risk and a harmful reply (`urgent.py`), urgent cases (`cases.py`), the evaluator's
+heartbeat (`watch.py`); all share one periodic-thread helper (`periodic.py`).
 
 They run inside `vigil evaluate` (one process fewer for operators to forget); several evaluator
 processes do not double-act: a transition is handed to exactly one of them, an incident has one dedup
@@ -9,13 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from typing import Any, Protocol
 
 import redis
 
 from evaluators.rules import Thresholds
+from incidents.periodic import Periodic
 from safety_gate.halt import HaltStore
 from safety_gate.heartbeat import heartbeat_key
 from vigil_core.settings import Settings
@@ -79,8 +82,7 @@ class ActionEngine:
         self.manager = manager
         self.halt = HaltStore(self._r, settings.redis_prefix)
         self.watchdog = watchdog
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._timer = Periodic("escalation and watchdog", self.tick)
         self._started = time.monotonic()
         self._last_lag: int | None = None
         self._backup_since: dict[str, float] = {}  # scorer instance -> when its backup share first reached the limit
@@ -181,20 +183,9 @@ class ActionEngine:
     def start(self) -> None:
         """Start the outbox dispatcher and the timer thread."""
         self.manager.start()
-
-        def loop() -> None:
-            while not self._stop.wait(self.settings.escalation_check_s):
-                try:
-                    self.tick()
-                except Exception as exc:  # noqa: BLE001 - the timer must keep running
-                    log.warning("escalation/watchdog round failed: %s", exc)
-
-        self._thread = threading.Thread(target=loop, name="vigil-actions", daemon=True)
-        self._thread.start()
+        self._timer.start(self.settings.escalation_check_s)
 
     def stop(self) -> None:
         """Stop the threads (queued notifications stay in the outbox)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._timer.stop()
         self.manager.stop()
