@@ -35,13 +35,15 @@ from kafka_io.dead_letters import dead_letter_out
 from safety_gate.heartbeat import Heartbeat
 from vigil_core.clock import utcnow
 from vigil_core.contracts import (
+    EVENT_SCHEMAS,
+    LABEL_SCHEMAS,
+    REVIEW_SCHEMAS,
     ClinicianLabel,
     ConversationFeedback,
     ConversationMessage,
     ReplyJudgement,
     ReviewRequest,
     parse_event,
-    topic_schemas,
 )
 from vigil_core.errors import ContractError
 from vigil_core.failpoints import failpoint
@@ -57,9 +59,6 @@ __all__ = ["Evaluator", "Evaluation", "Alert", "EvaluatorMetrics", "dumps"]
 
 log = logging.getLogger(__name__)
 
-LABEL_SCHEMAS = topic_schemas("topic_labels")
-EVENT_SCHEMAS = topic_schemas("topic_events")
-REVIEW_SCHEMAS = topic_schemas("topic_review")
 
 # One process at a time runs a transition's actions; a process that dies holding the lease delays the retry by
 # at most this long (a failed attempt gives the lease up at once). Longer than one action can take (a halt,

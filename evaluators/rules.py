@@ -65,6 +65,13 @@ class RuleAction(_Strict):
 Actions = dict[Literal["WARNING", "CRITICAL", "INSUFFICIENT_DATA"], RuleAction]
 
 
+def _below_in_order(rule: Any) -> Any:
+    """A rule that alarms below its thresholds: the critical one may not be above the warning one."""
+    if rule.critical_below > rule.warning_below:
+        raise ValueError("critical_below must not be above warning_below")
+    return rule
+
+
 class _Rule(_Strict):
     actions: Actions = {}
 
@@ -86,11 +93,7 @@ class RecallRule(_Rule):
     warning_below: Fraction
     critical_below: Fraction
 
-    @model_validator(mode="after")
-    def _ordered(self) -> RecallRule:
-        if self.critical_below > self.warning_below:
-            raise ValueError("critical_below must not be above warning_below")
-        return self
+    _ordered = model_validator(mode="after")(lambda self: _below_in_order(self))
 
 
 class CusumRule(_Rule):
@@ -144,11 +147,7 @@ class BelowRule(_Rule):
     warning_below: int | float
     critical_below: int | float
 
-    @model_validator(mode="after")
-    def _ordered(self) -> BelowRule:
-        if self.critical_below > self.warning_below:
-            raise ValueError("critical_below must not be above warning_below")
-        return self
+    _ordered = model_validator(mode="after")(lambda self: _below_in_order(self))
 
 
 class RuleTable(_Strict):

@@ -42,11 +42,11 @@ from pipeline.sampling import SamplingPolicy
 from pipeline.scoring import TurnScoring
 from vigil_core.cases import HarmfulCase, UrgentCase
 from vigil_core.contracts import (
+    EVENT_SCHEMAS,
     ConversationClosed,
     ConversationFeedback,
     ConversationMessage,
     parse_event,
-    topic_schemas,
 )
 from vigil_core.conversations import ConversationStore
 from vigil_core.errors import ContractError
@@ -60,7 +60,6 @@ __all__ = ["Scorer", "EVENT_SCHEMAS", "UrgentCase", "HarmfulCase", "HARMFUL_RULE
 
 log = logging.getLogger(__name__)
 
-EVENT_SCHEMAS = topic_schemas("topic_events")
 
 
 def _log_commit_failure(offsets: dict[TopicPartition, OffsetAndMetadata], result: object) -> None:

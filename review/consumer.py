@@ -15,7 +15,7 @@ from typing import Any
 from kafka_io import serve
 from kafka_io.dead_letters import dead_letter_out
 from review.queue import ReviewQueue
-from vigil_core.contracts import ReviewRequest, parse_event, topic_schemas
+from vigil_core.contracts import REVIEW_SCHEMAS, ReviewRequest, parse_event
 from vigil_core.errors import ContractError
 from vigil_core.records import OutRecord
 from vigil_core.settings import Settings
@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 
 # How long to wait before joining the group again after the broker could not be reached at all.
 RETRY_AFTER_S = 1.0
-REVIEW_SCHEMAS = topic_schemas("topic_review")
 
 
 def consume_review_requests(settings: Settings, queue: ReviewQueue, stop: threading.Event) -> None:

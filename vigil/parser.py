@@ -42,14 +42,12 @@ def _auth_parent() -> argparse.ArgumentParser:
 
 def _ops_commands(sub: Any) -> None:
     """`vigil` commands: the configuration, the topics, health checks and the record contracts."""
-    config = sub.add_parser("config", help="show the effective configuration")
-    config_sub = config.add_subparsers(dest="config_command", required=True)
+    config_sub = _group(sub, "config", "show the effective configuration")
     config_sub.add_parser("show", help="print the effective settings, secrets masked").set_defaults(
         handler=_lazy("vigil.ops:config_show")
     )
 
-    topics = sub.add_parser("topics", help="Kafka topics")
-    topics_sub = topics.add_subparsers(dest="topics_command", required=True)
+    topics_sub = _group(sub, "topics", "Kafka topics")
     create = topics_sub.add_parser("create", help="create every Vigil topic that does not exist")
     create.add_argument("--json", action="store_true", help="print the topics as one JSON object")
     create.add_argument("--partitions", type=int, default=None,
@@ -61,8 +59,7 @@ def _ops_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the answer as one JSON object")
     p.set_defaults(handler=_lazy("vigil.ops:health"))
 
-    schema = sub.add_parser("schema", help="the record contracts of every topic")
-    schema_sub = schema.add_subparsers(dest="schema_command", required=True)
+    schema_sub = _group(sub, "schema", "the record contracts of every topic")
     p = schema_sub.add_parser("export", help="write JSON Schema for every topic's records (and topics.json)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write the schemas into")
     p.add_argument("--json", action="store_true", help="print what was written as one JSON object")
@@ -112,8 +109,7 @@ def _model_commands(sub: Any) -> None:
                         "of AI replies (from clinician.labels and safety.review, redacted) beside its written pairs")
     p.set_defaults(handler=_lazy("vigil.ops:train"))
 
-    model = sub.add_parser("model", help="evaluate or export the crisis model")
-    model_sub = model.add_subparsers(dest="model_command", required=True)
+    model_sub = _group(sub, "model", "evaluate or export the crisis model")
     p = model_sub.add_parser("eval", help="metrics of the model on a labelled CSV")
     p.add_argument("--data", required=True, help="labelled CSV (id,text,label[,conversation,turn,...])")
     p.add_argument("--group-column", default=None,
@@ -200,8 +196,7 @@ def _service_commands(sub: Any) -> None:
     p.add_argument("--no-actions", action="store_true", help="log alerts only; do not trip halts or open incidents")
     p.set_defaults(handler=_lazy("vigil.evaluate:evaluate_command"))
 
-    rules = sub.add_parser("rules", help="the alert-rule table")
-    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
+    rules_sub = _group(sub, "rules", "the alert-rule table")
     p = rules_sub.add_parser("export", help="write Prometheus alert rules generated from the thresholds file")
     p.add_argument("--prometheus", action="store_true", required=True,
                    help="regenerate deploy/prometheus/alerts.yml from the rule table")
@@ -218,8 +213,7 @@ def _service_commands(sub: Any) -> None:
 
 def _halt_commands(sub: Any) -> None:
     """`vigil` commands: the safety halt."""
-    halt = sub.add_parser("halt", help="the safety halt: status, trip, two-person clear")
-    halt_sub = halt.add_subparsers(dest="halt_command", required=True)
+    halt_sub = _group(sub, "halt", "the safety halt: status, trip, two-person clear")
     auth = _auth_parent()
     p = halt_sub.add_parser("init", parents=[auth],
                             help="a clinical lead sets RUNNING on a deployment that never had a halt record")
@@ -242,8 +236,7 @@ def _halt_commands(sub: Any) -> None:
 
 def _incident_commands(sub: Any) -> None:
     """`vigil` commands: incidents."""
-    inc = sub.add_parser("incidents", help="incidents: list, show, acknowledge, note, resolve, report")
-    inc_sub = inc.add_subparsers(dest="incidents_command", required=True)
+    inc_sub = _group(sub, "incidents", "incidents: list, show, acknowledge, note, resolve, report")
     handler = _lazy("incidents.commands:incidents_command")
     p = inc_sub.add_parser("list", help="incidents, newest first")
     p.add_argument("--json", action="store_true", help="print as JSON")
@@ -279,17 +272,13 @@ def _incident_commands(sub: Any) -> None:
 
 def _access_commands(sub: Any) -> None:
     """`vigil` commands: the review app, its accounts, and access to Redis and Kafka."""
-    review = sub.add_parser("review", help="the clinicians' review app")
-    review_sub = review.add_subparsers(dest="review_command", required=True)
-    p = review_sub.add_parser("serve", help="serve the review web app")
-    p.add_argument("--port", type=int, default=8000, help="port to listen on")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    review_sub = _group(sub, "review", "the clinicians' review app")
+    p = _serve_parser(review_sub, "serve the review web app", port=8000)
     p.add_argument("--metrics-port", type=int, default=0,
                    help="serve the review app's Prometheus metrics (outcomes, time to human contact) here")
     p.set_defaults(handler=_lazy("review.commands:serve_command"))
 
-    users = sub.add_parser("users", help="review app accounts")
-    users_sub = users.add_subparsers(dest="users_command", required=True)
+    users_sub = _group(sub, "users", "review app accounts")
     p = users_sub.add_parser("add", help="create an account (or replace one, with --replace)")
     p.add_argument("name", help="account name")
     p.add_argument("--role", required=True, choices=ROLES, help="what the account may do (docs/security.md)")
@@ -303,15 +292,13 @@ def _access_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(handler=_lazy("review.commands:users_command"))
 
-    red = sub.add_parser("redis", help="Redis access per role")
-    red_sub = red.add_subparsers(dest="redis_command", required=True)
+    red_sub = _group(sub, "redis", "Redis access per role")
     p = red_sub.add_parser("acl", help="print the ACL file: one user per role with only its keys and commands "
                                        "(passwords from VIGIL_REDIS_PASSWORD_<ROLE>)")
     p.add_argument("--prefix", default="vigil:", help="the key prefix of the deployment (VIGIL_REDIS_PREFIX)")
     p.set_defaults(handler=_lazy("vigil.redis_acl:acl_command"))
 
-    kaf = sub.add_parser("kafka", help="Kafka access per service")
-    kaf_sub = kaf.add_subparsers(dest="kafka_command", required=True)
+    kaf_sub = _group(sub, "kafka", "Kafka access per service")
     p = kaf_sub.add_parser("acl", help="print the script that creates one SASL/SCRAM user per service and its ACLs "
                                        "(runs in the apache/kafka image; docker-compose's kafka-setup)")
     p.set_defaults(handler=_lazy("vigil.kafka_acl:acl_command"))
@@ -319,12 +306,22 @@ def _access_commands(sub: Any) -> None:
 
 def _gate_commands(sub: Any) -> None:
     """`vigil` commands: the HTTP gate."""
-    gate = sub.add_parser("gate", help="the HTTP gate for the AI service")
-    gate_sub = gate.add_subparsers(dest="gate_command", required=True)
-    p = gate_sub.add_parser("serve", help="serve GET /v1/gate, /healthz, /metrics")
-    p.add_argument("--port", type=int, default=8080, help="port to listen on")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    gate_sub = _group(sub, "gate", "the HTTP gate for the AI service")
+    p = _serve_parser(gate_sub, "serve GET /v1/gate, /healthz, /metrics", port=8080)
     p.set_defaults(handler=_lazy("safety_gate.commands:gate_serve"))
+
+
+def _group(sub: Any, name: str, help_: str) -> Any:
+    """A command group (`vigil NAME SUBCOMMAND`); the subcommand chosen lands in `NAME_command`."""
+    return sub.add_parser(name, help=help_).add_subparsers(dest=f"{name}_command", required=True)
+
+
+def _serve_parser(group: Any, help_: str, port: int) -> argparse.ArgumentParser:
+    """A `serve` command with its address options."""
+    p: argparse.ArgumentParser = group.add_parser("serve", help=help_)
+    p.add_argument("--port", type=int, default=port, help="port to listen on")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    return p
 
 
 def _iso_time(text: str) -> datetime:

@@ -28,30 +28,11 @@ from pydantic import (
 from vigil_core.clock import utcnow
 from vigil_core.errors import ContractError
 
-__all__ = [
-    "ConversationMessage",
-    "ConversationFeedback",
-    "ConversationClosed",
-    "SafetyScore",
-    "ShadowScore",
-    "TOPIC_SCHEMAS",
-    "topic_schemas",
-    "DEFAULT_MODEL_VERSION",
-    "ReviewTurn",
-    "ReviewRequest",
-    "ClinicianLabel",
-    "ReplyJudgement",
-    "Severity",
-    "DeadLetter",
-    "IncidentEvent",
-    "Event",
-    "SCHEMAS",
-    "parse_event",
-    "dead_letter",
-    "CRISIS_LEVELS",
-    "SEVERE_LEVELS",
-    "LEVELS",
-]
+__all__ = ["ConversationMessage", "ConversationFeedback", "ConversationClosed", "SafetyScore", "ShadowScore",
+           "TOPIC_SCHEMAS", "topic_schemas", "EVENT_SCHEMAS", "LABEL_SCHEMAS", "REVIEW_SCHEMAS",
+           "DEFAULT_MODEL_VERSION", "ReviewTurn", "ReviewRequest", "ClinicianLabel", "ReplyJudgement", "Severity",
+           "DeadLetter", "IncidentEvent", "Event", "SCHEMAS", "parse_event", "dead_letter", "CRISIS_LEVELS",
+           "SEVERE_LEVELS", "LEVELS"]
 
 # A message larger than this is refused before JSON parsing, whatever its text limit.
 MAX_RECORD_BYTES = 1024 * 1024
@@ -318,6 +299,13 @@ SCHEMAS: dict[str, type[_Contract]] = {m.schema_name: m for models in TOPIC_SCHE
 def topic_schemas(topic_field: str) -> frozenset[str]:
     """The schema names the topic of Settings field `topic_field` carries (what its consumers accept)."""
     return frozenset(m.schema_name for m in TOPIC_SCHEMAS[topic_field])
+
+
+# What the consumers of the three input topics accept (the scorer and the evaluator read events; the evaluator
+# labels and review requests; the review app review requests).
+EVENT_SCHEMAS = topic_schemas("topic_events")
+LABEL_SCHEMAS = topic_schemas("topic_labels")
+REVIEW_SCHEMAS = topic_schemas("topic_review")
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
