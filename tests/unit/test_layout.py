@@ -96,8 +96,7 @@ def test_no_two_product_modules_import_each_other_directly_or_through_others():
 # Issue 36: no product module over 400 lines. These are over it today, each at most its length when the rule was
 # written: a module may shrink off this list, none may grow, and no other may pass the limit.
 MAX_LINES = 400
-STILL_OVER = {"models/chat_train.py": 737, "models/classifier.py": 555,
-              "models/response_safety.py": 470, "safety_gate/halt.py": 444}
+STILL_OVER = {"models/chat_train.py": 737, "models/classifier.py": 555}
 
 
 def test_no_product_module_grows_past_400_lines():
