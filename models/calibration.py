@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PlattCalibration", "threshold_for_recall"]
+from vigil_core.rule_names import TARGET_RECALL
+
+__all__ = ["PlattCalibration", "threshold_for_recall", "TARGET_RECALL"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +47,7 @@ THRESHOLD_MARGIN_LOGIT = 0.02
 
 
 def threshold_for_recall(
-    scores: np.ndarray, labels: np.ndarray, target: float = 0.97, margin_logit: float = THRESHOLD_MARGIN_LOGIT
+    scores: np.ndarray, labels: np.ndarray, target: float = TARGET_RECALL, margin_logit: float = THRESHOLD_MARGIN_LOGIT
 ) -> float:
     """A threshold with recall on (scores, labels) of at least `target` (flag: score >= t).
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from models.calibration import TARGET_RECALL
+
 __all__ = ["TrainConfig"]
 
 
@@ -19,7 +21,7 @@ class TrainConfig:
     lr_head: float = 2e-3
     pos_weight: float = 8.0
     max_length: int = 256
-    target_recall: float = 0.97
+    target_recall: float = TARGET_RECALL
     seed: int = 0
     threads: int = 0
     chat_sentences: int = 0  # with > 0: add up to this many short sentences from training posts (see below)

@@ -10,6 +10,7 @@ from typing import Any
 
 from vigil_core.build import vigil_version
 from vigil_core.roles import ROLES
+from vigil_core.rule_names import TARGET_RECALL
 from vigil_core.settings import Settings
 
 __all__ = ["build_parser", "Handler"]
@@ -76,7 +77,7 @@ def _model_commands(sub: Any) -> None:
     p.add_argument("--layers", type=int, default=2, help="top layers fine-tuned with --fine-tune")
     p.add_argument("--epochs", type=int, default=3, help="training epochs")
     p.add_argument("--seed", type=int, default=0, help="random seed (splits, initialisation, batches)")
-    p.add_argument("--target-recall", type=float, default=0.97,
+    p.add_argument("--target-recall", type=float, default=TARGET_RECALL,
                    help="recall the threshold is chosen for on the validation split")
     p.add_argument("--chat-sentences", type=int, default=0, metavar="N",
                    help="add up to N weakly labelled chat-length sentences from the training posts")
@@ -127,7 +128,7 @@ def _model_commands(sub: Any) -> None:
     p.add_argument("--model-dir", required=True, help="the trained model directory to re-calibrate")
     p.add_argument("--data", required=True, help="the labelled CSV it was trained on")
     p.add_argument("--split-file", default=None, help="CSV id,split[,author_hash] it was trained with")
-    p.add_argument("--target-recall", type=float, default=0.97, help="recall the threshold is chosen for")
+    p.add_argument("--target-recall", type=float, default=TARGET_RECALL, help="recall the threshold is chosen for")
     p.add_argument("--note", default=None, help="why this operating point (written to the model card)")
     p.set_defaults(handler=_lazy("models.commands:calibrate_command"))
     p = model_sub.add_parser("export", help="build the int8 ONNX graph into the cache now")
