@@ -14,7 +14,7 @@ from tests.helpers import ROOT
 pytestmark = pytest.mark.slow
 
 # What the wheel is built from; the rest of the repository (data, tests, notebooks) is not packaged.
-SOURCES = ("pyproject.toml", "README.md", "vigil_core", "safety_gate", "models", "evaluators", "pipeline",
+SOURCES = ("pyproject.toml", "README.md", "vigil_core", "kafka_io", "safety_gate", "models", "evaluators", "pipeline",
            "incidents", "review", "demo", "vigil")
 
 
