@@ -415,15 +415,22 @@ class CrisisClassifier:
         if backend == "auto":
             chosen = "onnx" if info.onnx_recall_ok else "torch"
         try:
-            module, head = build_backbone(model_dir, info)
             if chosen == "onnx":
                 # The graph ends at the pooled embedding for the default model (its head runs in numpy).
-                name = "embeddings.int8.onnx" if head is not None else "model.int8.onnx"
+                pooled = info.kind == "pooled-head"
+                name = "embeddings.int8.onnx" if pooled else "model.int8.onnx"
                 path = (cache_dir or default_cache_dir()) / "onnx" / info.model_version / name
-                if not path.is_file():
-                    export_onnx_int8(module, path)
+                if path.is_file() and pooled and info.extra.get("chat_head"):
+                    # the graph is cached and the head is stored in numpy: no torch encoder is built, so a
+                    # scorer holds ONNX Runtime's graph alone (bench/RESULTS.md: about 300 MB less)
+                    head: CrisisHead | None = _stored_head(model_dir, info)
+                else:
+                    module, head = build_backbone(model_dir, info)
+                    if not path.is_file():
+                        export_onnx_int8(module, path)
                 impl: Backend = OnnxBackend(path, threads)
             else:
+                module, head = build_backbone(model_dir, info)
                 impl = TorchBackend(module, threads)
         except ModelError:
             raise

@@ -256,3 +256,19 @@ def test_windows_run_in_length_sorted_micro_batches_within_the_token_budget():
     assert all(rows <= 8 and rows * width <= 64 or rows == 1 for rows, width in backend.shapes)
     # each text got the logit of its own window (its length plus [CLS] and [SEP]), in input order
     assert list(logits) == [n + 2 for n in (30, 3, 10, 3, 5, 12, 1, 4, 4, 9, 2, 20)]
+
+
+def test_a_cached_int8_graph_loads_without_the_torch_encoder_and_scores_the_same(clf, model_cache, monkeypatch):
+    """The default model's graph, once exported, is all the ONNX backend runs (its head is numpy): loading it again
+    builds no torch encoder (a scorer's memory: bench/RESULTS.md), and every score is the same."""
+    import models.classifier as classifier
+
+    def no_torch(*args, **kwargs):
+        raise AssertionError("the torch encoder was built although its int8 graph is cached")
+
+    texts = ["hi", "I have the pills here and tonight is the night", "how do I kill a python process"]
+    want = clf.predict(texts)
+    monkeypatch.setattr(classifier, "build_backbone", no_torch)
+    again = CrisisClassifier.load(cache_dir=model_cache)
+    assert again.model_version == clf.model_version and again.threshold == clf.threshold
+    assert np.array_equal(again.predict(texts), want)
