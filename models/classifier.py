@@ -35,11 +35,9 @@ from models.calibration import PlattCalibration
 from models.errors import ModelError
 from models.normalise import normalise
 
-__all__ = [
-    "CrisisClassifier", "CrisisHead", "ModelInfo", "TurnScores", "History", "DEFAULT_MODEL_DIR", "ARTIFACT_FILE",
-    "default_cache_dir", "window_logit", "context_embedding", "AGGREGATES", "POSTS_MIN_TOKENS", "POSTS_LONG_MIN_TOKENS",
-    "with_posts_head",
-]
+__all__ = ["CrisisClassifier", "CrisisHead", "ModelInfo", "TurnScores", "History", "DEFAULT_MODEL_DIR", "ARTIFACT_FILE",
+           "default_cache_dir", "window_logit", "context_embedding", "AGGREGATES", "POSTS_MIN_TOKENS",
+           "POSTS_LONG_MIN_TOKENS", "with_posts_head"]
 
 log = logging.getLogger(__name__)
 
@@ -415,23 +413,18 @@ class CrisisClassifier:
         if backend == "auto":
             chosen = "onnx" if info.onnx_recall_ok else "torch"
         try:
-            if chosen == "onnx":
-                # The graph ends at the pooled embedding for the default model (its head runs in numpy).
-                pooled = info.kind == "pooled-head"
-                name = "embeddings.int8.onnx" if pooled else "model.int8.onnx"
-                path = (cache_dir or default_cache_dir()) / "onnx" / info.model_version / name
-                if path.is_file() and pooled and info.extra.get("chat_head"):
-                    # the graph is cached and the head is stored in numpy: no torch encoder is built, so a
-                    # scorer holds ONNX Runtime's graph alone (bench/RESULTS.md: about 300 MB less)
-                    head: CrisisHead | None = _stored_head(model_dir, info)
-                else:
-                    module, head = build_backbone(model_dir, info)
-                    if not path.is_file():
-                        export_onnx_int8(module, path)
-                impl: Backend = OnnxBackend(path, threads)
-            else:
+            # The graph ends at the pooled embedding for the default model (its head runs in numpy). Cached, with the
+            # head stored in numpy, it is all the ONNX backend runs: no torch encoder is built (bench/RESULTS.md).
+            pooled = info.kind == "pooled-head"
+            path = (cache_dir or default_cache_dir()) / "onnx" / info.model_version / (
+                "embeddings.int8.onnx" if pooled else "model.int8.onnx")
+            if not (chosen == "onnx" and path.is_file() and pooled and info.extra.get("chat_head")):
                 module, head = build_backbone(model_dir, info)
-                impl = TorchBackend(module, threads)
+            else:
+                module, head = None, _stored_head(model_dir, info)
+            if chosen == "onnx" and not path.is_file():
+                export_onnx_int8(module, path)
+            impl: Backend = OnnxBackend(path, threads) if chosen == "onnx" else TorchBackend(module, threads)
         except ModelError:
             raise
         except Exception as exc:  # noqa: BLE001 - any loader failure is a model failure to the caller
