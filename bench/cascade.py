@@ -38,10 +38,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from models.chat_train import load_chat, turn_scores  # noqa: E402
-from models.classifier import DEFAULT_MODEL_DIR, CrisisClassifier  # noqa: E402
-from models.kinds import CHAT_DIR, combined_test  # noqa: E402
+from models.artifact import DEFAULT_MODEL_DIR  # noqa: E402
+from models.classifier import CrisisClassifier  # noqa: E402
 from models.normalise import normalise  # noqa: E402
+from models.training.chat_data import load_chat, turn_scores  # noqa: E402
+from models.training.kinds import CHAT_DIR, combined_test  # noqa: E402
 
 LEVELS = (0.2, 0.15, 0.1, 0.07, 0.05, 0.04, 0.03)
 

@@ -1,4 +1,5 @@
-"""Calibration (Platt scaling) and the operating threshold chosen for a target recall."""
+"""Calibration (Platt scaling): a model's logits to probabilities. The threshold chosen for a target recall is
+training's (`models.training.thresholds`)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vigil_core.rule_names import TARGET_RECALL
-
-__all__ = ["PlattCalibration", "threshold_for_recall", "TARGET_RECALL"]
+__all__ = ["PlattCalibration"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,28 +37,3 @@ class PlattCalibration:
     def to_dict(self) -> dict[str, float]:
         """JSON-ready form."""
         return {"a": self.a, "b": self.b}
-
-
-# How far below the deciding crisis score the threshold sits, in log-odds. Without it the threshold
-# equals one crisis example's score, and rounding (fp16 weights, another batch's padding, another
-# thread count) flips that example to "not flagged" at run time: recall silently one example lower.
-THRESHOLD_MARGIN_LOGIT = 0.02
-
-
-def threshold_for_recall(
-    scores: np.ndarray, labels: np.ndarray, target: float = TARGET_RECALL, margin_logit: float = THRESHOLD_MARGIN_LOGIT
-) -> float:
-    """A threshold with recall on (scores, labels) of at least `target` (flag: score >= t).
-
-    It is the score of the crisis example that decides the target, lowered by `margin_logit` in
-    log-odds so numerical noise of the order of 1e-6 cannot move that example below it.
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels).astype(bool)
-    positives = np.sort(scores[labels])[::-1]
-    if positives.size == 0:
-        raise ValueError("no positive examples to choose a threshold from")
-    need = int(np.ceil(target * positives.size - 1e-9))
-    deciding = float(np.clip(positives[need - 1], 1e-12, 1 - 1e-12))
-    logit = np.log(deciding / (1.0 - deciding)) - margin_logit
-    return float(1.0 / (1.0 + np.exp(-logit)))

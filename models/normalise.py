@@ -11,7 +11,7 @@ Deterministic and replay-exact: the same text gives the same output for a given 
 versions of its two data sources (confusable-homoglyphs: Unicode's confusables table; pyspellchecker: the English
 word list that decides whether a decoded word is a word, shipped as `lexicon/words_en.txt`, its common words). A
 change of either is a change of every model's scores: `NORMALISER_VERSION` is part of a model's scoring version
-(models.chat_train.scoring_version).
+(models.training.chat_calibrate.scoring_version).
 
 Ordinary text passes through unchanged except for NFKC (which leaves plain ASCII and composed accents as they are):
 a word is decoded only when it is not a word as written and its decoded form is a common one.

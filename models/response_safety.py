@@ -21,8 +21,9 @@ as published), the team's written replies (`data/response_safety/written_replies
 (`data/response_safety/reply_pairs.csv`: each user turn answered several ways, with a `category` column; split by
 user turn). Thresholds are chosen on validation rows scored by the int8 backend; test rows are only measured.
 
-Train and measure: `python -m models.response_safety_train --out models/artifacts/response_safety` (about 10
-minutes on 2 cores; the data, the training, the thresholds and the card are in models/response_safety_train.py).
+Train and measure: `python -m models.training.response_safety_train --out models/artifacts/response_safety` (about
+10 minutes on 2 cores; the data, the training, the thresholds and the card are in
+models/training/response_safety_train.py).
 """
 
 from __future__ import annotations
@@ -149,8 +150,8 @@ class ResponseSafetyModel:
     def _ready(self) -> tuple[Any, Any]:
         with self._lock:
             if self._backend is None:
+                from models.artifact import default_cache_dir
                 from models.backends import OnnxBackend, export_onnx_int8
-                from models.classifier import default_cache_dir
 
                 graph = default_cache_dir() / "onnx" / self.version / "reply.int8.onnx"
                 if not graph.is_file():

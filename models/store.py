@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from models.classifier import ARTIFACT_FILE
+from models.artifact import ARTIFACT_FILE
 from models.errors import ModelError
 from vigil_core.contracts import DEFAULT_MODEL_VERSION as DEFAULT_VERSION
 

@@ -14,7 +14,8 @@ log = logging.getLogger(__name__)
 def load_resilient_scorer(settings: Settings):  # type: ignore[no-untyped-def]
     """The configured classifier wrapped with the backup scorer; a model that fails to load still
     leaves the backup scorer running (and marks every score `backup`)."""
-    from models.classifier import DEFAULT_MODEL_DIR, CrisisClassifier, ModelInfo
+    from models.artifact import DEFAULT_MODEL_DIR, ModelInfo
+    from models.classifier import CrisisClassifier
     from models.errors import ModelError
     from models.resilient import ResilientScorer
 

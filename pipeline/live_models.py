@@ -43,7 +43,8 @@ def load_version(settings: Settings, version: str, shadow: bool = False) -> Any:
     A shadow candidate served by ONNX Runtime runs each row on its calling thread alone (one intra-op thread, no
     worker pool), so the shadow thread's lowered priority (pipeline/shadow.py) covers all of its work. (torch's
     thread count is one global setting: a torch-served shadow keeps the process's.)"""
-    from models.classifier import DEFAULT_MODEL_DIR, CrisisClassifier, ModelInfo
+    from models.artifact import DEFAULT_MODEL_DIR, ModelInfo
+    from models.classifier import CrisisClassifier
 
     default = version == DEFAULT_VERSION
     path = (settings.model_dir or DEFAULT_MODEL_DIR) if default else model_store(settings).path(version)

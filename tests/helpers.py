@@ -183,7 +183,7 @@ def model_copy(tmp: Path, name: str, **meta: Any) -> Path:
     vigil_model.json: another version of the store (another content hash), e.g. another threshold."""
     import shutil
 
-    from models.classifier import DEFAULT_MODEL_DIR
+    from models.artifact import DEFAULT_MODEL_DIR
 
     out = tmp / name
     shutil.copytree(DEFAULT_MODEL_DIR, out, ignore=shutil.ignore_patterns("*.png", "MODEL_CARD.md"))

@@ -50,7 +50,7 @@ def register_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _default_entry(settings: Settings) -> dict[str, Any]:
-    from models.classifier import DEFAULT_MODEL_DIR
+    from models.artifact import DEFAULT_MODEL_DIR
     from models.store import key_metrics
 
     path = settings.model_dir or DEFAULT_MODEL_DIR

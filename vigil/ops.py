@@ -52,4 +52,4 @@ def train(args: argparse.Namespace, settings: Settings) -> int:
         return _lazy("vigil.train_replies:replies_command")(args, settings)
     if args.from_labels:
         return _lazy("vigil.train_from_labels:from_labels_command")(args, settings)
-    return _lazy("models.commands:train_command")(args, settings)
+    return _lazy("models.training.commands:train_command")(args, settings)

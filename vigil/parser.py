@@ -123,16 +123,16 @@ def _model_commands(sub: Any) -> None:
     p.add_argument("--backend", choices=["auto", "torch", "onnx"], default=None,
                    help="inference backend (default VIGIL_MODEL_BACKEND)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(handler=_lazy("models.commands:eval_command"))
+    p.set_defaults(handler=_lazy("models.training.commands:eval_command"))
     p = model_sub.add_parser("calibrate", help="re-calibrate a trained model and choose its threshold again")
     p.add_argument("--model-dir", required=True, help="the trained model directory to re-calibrate")
     p.add_argument("--data", required=True, help="the labelled CSV it was trained on")
     p.add_argument("--split-file", default=None, help="CSV id,split[,author_hash] it was trained with")
     p.add_argument("--target-recall", type=float, default=TARGET_RECALL, help="recall the threshold is chosen for")
     p.add_argument("--note", default=None, help="why this operating point (written to the model card)")
-    p.set_defaults(handler=_lazy("models.commands:calibrate_command"))
+    p.set_defaults(handler=_lazy("models.training.commands:calibrate_command"))
     p = model_sub.add_parser("export", help="build the int8 ONNX graph into the cache now")
-    p.set_defaults(handler=_lazy("models.commands:export_command"))
+    p.set_defaults(handler=_lazy("models.training.commands:export_command"))
     auth = _auth_parent()
     # The model lifecycle (docs/design.md section 8): the store, the shadow, the comparison, promotion and rollback.
     life = "vigil.model_lifecycle:"

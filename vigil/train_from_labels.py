@@ -161,9 +161,10 @@ def write_source(out: Path, title: str, built: str) -> None:
 
 def from_labels_command(args: argparse.Namespace, settings: Settings) -> int:
     """Build the training data from labels, fit the chat head, write the model directory with its card."""
-    from models.chat_train import ChatTrainConfig, train_chat_head
-    from models.classifier import DEFAULT_MODEL_DIR, default_cache_dir
-    from models.dataset import stderr_progress
+    from models.artifact import DEFAULT_MODEL_DIR, default_cache_dir
+    from models.training.chat_train import train_chat_head
+    from models.training.dataset import stderr_progress
+    from models.training.train_config import ChatTrainConfig
 
     out = _outside_repository(Path(args.out))
     if not (args.split_file and args.class_column):

@@ -110,7 +110,7 @@ def write_reply_data(rows: list[JudgedReply], out: Path) -> dict[str, int]:
 
 def replies_command(args: argparse.Namespace, settings: Settings) -> int:
     """Build the judged replies' data and train the response-safety model with it."""
-    from models.response_safety_train import train
+    from models.training.response_safety_train import train
 
     out = _outside_repository(Path(args.out))
     rows = judged_replies(settings)

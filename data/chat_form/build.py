@@ -24,7 +24,7 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models.backup import BackupScorer  # noqa: E402
-from models.dataset import load_dataset, split_rows  # noqa: E402
+from models.training.dataset import load_dataset, split_rows  # noqa: E402
 
 SEED = 20261202
 SPLITS = ("train", "validation", "test")

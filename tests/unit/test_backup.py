@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from models.backup import MEDIUM_SCORE, STRONG_SCORE, BackupScorer
-from models.calibration import PlattCalibration, threshold_for_recall
+from models.calibration import PlattCalibration
 from models.resilient import ResilientScorer
+from models.training.thresholds import threshold_for_recall
 
 THRESHOLD = 0.2
 

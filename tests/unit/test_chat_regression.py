@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from models.classifier import DEFAULT_MODEL_DIR, CrisisClassifier
+from models.artifact import DEFAULT_MODEL_DIR
+from models.classifier import CrisisClassifier
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.classifier import DEFAULT_MODEL_DIR, CrisisClassifier, ModelInfo
+from models.artifact import DEFAULT_MODEL_DIR, ModelInfo
+from models.classifier import CrisisClassifier
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +69,7 @@ def test_the_shipped_model_states_its_threshold_calibration_and_chat_operating_p
     size = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.rglob("*") if p.is_file())
     assert size < 25 * 1024 * 1024
     # its name is the digest of its weights and scoring settings: an edited threshold or head is a new name
-    from models.chat_train import scoring_version
+    from models.training.chat_calibrate import scoring_version
 
     assert scoring_version(DEFAULT_MODEL_DIR, SHIPPED) == SHIPPED["model_version"]
 
@@ -204,7 +205,7 @@ CONTRAST_DIR = Path(__file__).resolve().parents[2] / "data" / "chat_contrast"
 def test_crisis_turns_that_use_coping_words_are_caught(clf):
     # data/chat_contrast/chat_coping.csv was written after the shipped model was trained and never trained on
     # (its SOURCE.md): "the breathing exercises don't help", saved-up pills, self-harm after therapy.
-    from models.dataset import load_dataset
+    from models.training.dataset import load_dataset
 
     data = load_dataset(CONTRAST_DIR / "chat_coping.csv")
     crisis = [t for t, is_crisis in zip(data.texts, data.labels, strict=True) if is_crisis]

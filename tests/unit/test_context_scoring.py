@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.classifier import CrisisHead, aggregate, context_embedding
+from models.head import CrisisHead, aggregate, context_embedding
 
 
 def _tiny_pooled_classifier(n_classes: int = 5):
@@ -62,7 +62,8 @@ def test_the_posts_heads_long_tier_raises_only_windows_long_enough_for_it():
 
 
 def test_the_long_tier_keeps_the_posts_floor_with_posts_to_spare():
-    from models.chat_train import ChatTrainConfig, posts_target
+    from models.training.posts_head import posts_target
+    from models.training.train_config import ChatTrainConfig
 
     labels = np.zeros(900, dtype=bool)
     labels[:43] = True
@@ -88,8 +89,8 @@ def test_aggregates():
 
 @pytest.mark.slow
 def test_bulk_conversation_scoring_equals_the_scorers_turn_by_turn_path(model_cache, tmp_path):
-    from models.chat_train import load_chat, turn_scores
     from models.classifier import CrisisClassifier
+    from models.training.chat_data import load_chat, turn_scores
 
     clf = CrisisClassifier.load(cache_dir=model_cache)
     path = tmp_path / "conv.csv"

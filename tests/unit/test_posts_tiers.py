@@ -1,4 +1,4 @@
-"""The rule that chooses the posts head's tiers (models.chat_train.choose_posts_head), on a classifier whose
+"""The rule that chooses the posts head's tiers (models.training.posts_head.choose_posts_head), on a classifier whose
 windows are made to order: the first tier holds the posts' floor, the long tier the floor with a post to spare,
 and a long tier that would buy the posts' recall with their ranking is refused."""
 
@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from models.calibration import PlattCalibration
-from models.chat_train import ChatTrainConfig, choose_posts_head, load_chat
-from models.classifier import CrisisHead
+from models.head import CrisisHead
+from models.training.chat_data import load_chat
+from models.training.posts_head import choose_posts_head
+from models.training.train_config import ChatTrainConfig
 
 # Each text is one window: (chat-head logit, posts-head logit, tokens). Calibration is the plain sigmoid and the
 # threshold 0.5, so a window is flagged when its logit (after the tiers) is >= 0.
@@ -82,9 +84,9 @@ def test_the_long_tier_keeps_a_post_to_spare_and_never_costs_the_posts_ranking(c
 
 
 def test_without_a_length_that_keeps_the_ranking_there_is_no_long_tier(chat_rows, monkeypatch):
-    import models.chat_train as chat_train
+    import models.training.posts_head as posts_head
 
-    monkeypatch.setattr(chat_train, "POSTS_LONG_MIN_TOKENS", (32,))
+    monkeypatch.setattr(posts_head, "POSTS_LONG_MIN_TOKENS", (32,))
     texts = [t for t, _, _ in POSTS]
     labels = np.array([c for _, _, c in POSTS])
     tiers, _, long_rows = choose_posts_head({"fake": FakeClassifier()}, chat_rows, texts, labels, 0.5,
@@ -93,8 +95,8 @@ def test_without_a_length_that_keeps_the_ranking_there_is_no_long_tier(chat_rows
 
 
 def test_a_models_name_changes_with_any_setting_that_changes_a_score(tmp_path):
-    from models.chat_train import scoring_version
-    from models.classifier import WEIGHTS_FILE
+    from models.artifact import WEIGHTS_FILE
+    from models.training.chat_calibrate import scoring_version
 
     (tmp_path / WEIGHTS_FILE).write_bytes(b"weights")
     meta = {"threshold": 0.03, "calibration": {"a": 1.0, "b": -3.0}, "context_turns": 3, "context_aggregate": "max",

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.augment import add_extra_rows
 from models.classifier import CrisisClassifier
-from models.dataset import Dataset, attach_classes, load_dataset
 from models.encoder import PooledClassifier
-from models.train import TrainConfig, train
+from models.training.augment import add_extra_rows
+from models.training.dataset import Dataset, attach_classes, load_dataset
+from models.training.train import TrainConfig, train
 from vigil_core.errors import VigilError
 
 CRISIS = [
@@ -122,7 +122,7 @@ def test_training_a_head_writes_a_model_that_separates_crisis(tmp_path, data_csv
         # The added file's test rows are reported (with the served backend), its train rows counted apart.
         assert saved["data"]["rows"] == len(CRISIS) + len(MONEY) + len(RUNNING)
         assert saved["extra_train"][0]["rows"] == 3
-        from models.dataset import split_rows as primary_split
+        from models.training.dataset import split_rows as primary_split
 
         assert saved["data"]["train"] == len(primary_split(load_dataset(data_csv), cfg.seed)[0])
         heldout = saved["metrics"]["extra_heldout"]["chat.csv"]
@@ -138,8 +138,8 @@ def test_training_a_head_writes_a_model_that_separates_crisis(tmp_path, data_csv
     assert meta["metrics"]["validation"]["recall"] >= 0.9  # the threshold was chosen for it
     assert meta["metrics"]["test"]["roc_auc"] >= 0.9  # held-out rows are ranked, not just memorised
     # The card's numbers are those of the saved model as it is loaded and served.
-    from models.dataset import split_rows
-    from models.report import classification_report
+    from models.training.dataset import split_rows
+    from models.training.report import classification_report
 
     data = load_dataset(data_csv)
     _, _, test_idx = split_rows(data, cfg.seed)
@@ -202,7 +202,7 @@ def test_the_crisis_logit_is_the_log_odds_of_the_crisis_classes():
 
 
 def test_chat_sentences_keep_the_class_of_their_post():
-    from models.augment import add_chat_sentences
+    from models.training.augment import add_chat_sentences
 
     data = Dataset(
         ids=["a", "b"], texts=["I want to kill myself tonight. Nobody cares.", "My budget is tight this month. Help."],
@@ -217,7 +217,7 @@ def test_chat_sentences_keep_the_class_of_their_post():
 
 
 def test_a_texts_windows_combine_into_a_bounded_soft_maximum():
-    from models.classifier import window_logit
+    from models.head import window_logit
 
     z = np.array([-3.0, 4.0, -2.0, 1.5, 0.2])
     owners = np.array([0, 0, 0, 1, 2])
@@ -232,7 +232,7 @@ def test_a_texts_windows_combine_into_a_bounded_soft_maximum():
 
 
 def test_the_window_temperature_is_chosen_on_validation_and_ties_go_to_the_highest_window():
-    from models.operating_point import choose_window_temperature
+    from models.training.operating_point import choose_window_temperature
 
     # Text 0 (no crisis) has one high window among many low ones; text 1 (crisis) is uniformly high:
     # the highest window ranks them wrongly, a soft maximum ranks them right.

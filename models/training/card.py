@@ -212,8 +212,8 @@ def _init_command(init: dict[str, Any]) -> str:
 
 
 def write_chat_model_card(out: Path, meta: dict[str, Any]) -> Path:
-    """MODEL_CARD.md of a chat-head model (`models.chat_train`)."""
-    from models.plots import PLOT_FILES
+    """MODEL_CARD.md of a chat-head model (`models.training.chat_train`)."""
+    from models.training.plots import PLOT_FILES
 
     metrics = meta["metrics"]
     served = "onnx" if meta["onnx_recall_ok"] else "torch"

@@ -3,7 +3,7 @@ its data (DiaSafety's rows, the team's written replies and pairs, and clinicians
 `vigil train --from-labels --replies`), the fine-tuning with a pointwise and a same-turn pairwise loss, the thresholds
 chosen on validation, the test report and the card.
 
-    python -m models.response_safety_train --out models/artifacts/response_safety
+    python -m models.training.response_safety_train --out models/artifacts/response_safety
 """
 
 from __future__ import annotations
@@ -286,7 +286,7 @@ def card(meta: dict[str, Any]) -> str:
         f"user turns per step answered both ways (the team's pairs weigh {t['pair_weight']}x); "
         f"{t['train_seconds']} s on 2 cores (sharing them with a CI run). Served as an int8 ONNX graph (one "
         "unpadded row per run); every number below is the int8 graph's. Command: "
-        "`python -m models.response_safety_train --out models/artifacts/response_safety`.", "",
+        "`python -m models.training.response_safety_train --out models/artifacts/response_safety`.", "",
         "## Data",
         f"Rows: {t['rows']}. DiaSafety's Risk Ignorance and Unauthorized Expertise rows (splits as published); "
         "`data/response_safety/written_replies.csv` (the issue-22 written replies); "

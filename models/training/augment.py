@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from models.classifier import CrisisClassifier
-from models.dataset import Dataset, Progress, load_dataset, rows_by_id
-from models.report import classification_report
+from models.training.dataset import Dataset, Progress, load_dataset, rows_by_id
+from models.training.report import classification_report
 from vigil_core.errors import VigilError
 
 __all__ = ["LEXICON_SURE", "add_chat_sentences", "add_extra_rows", "extra_heldout_reports"]

@@ -11,12 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from models.augment import extra_heldout_reports
-from models.calibration import PlattCalibration, threshold_for_recall
-from models.classifier import ARTIFACT_FILE, CrisisClassifier, window_logit
-from models.dataset import Dataset, Progress, stderr_progress
-from models.report import classification_report
-from models.train_config import TrainConfig
+from models.artifact import ARTIFACT_FILE
+from models.calibration import PlattCalibration
+from models.classifier import CrisisClassifier
+from models.head import window_logit
+from models.training.augment import extra_heldout_reports
+from models.training.dataset import Dataset, Progress, stderr_progress
+from models.training.report import classification_report
+from models.training.thresholds import threshold_for_recall
+from models.training.train_config import TrainConfig
 
 __all__ = ["WINDOW_TEMPERATURES", "choose_window_temperature", "calibrate"]
 
@@ -120,7 +123,7 @@ def calibrate(
         eval_split=eval_name,
     )
     (out / ARTIFACT_FILE).write_text(json.dumps(meta, indent=2))
-    from models.card import write_model_card
+    from models.training.card import write_model_card
 
     write_model_card(out, meta)
     progress(f"wrote {out} ({meta['model_version']}): {eval_name} ROC-AUC "

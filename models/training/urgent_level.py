@@ -1,4 +1,4 @@
-"""Measure candidate urgent levels on the chat-form conversations (issue 22): `python -m models.urgent_level`.
+"""Measure candidate urgent levels on the chat-form conversations (issue 22): `python -m models.training.urgent_level`.
 
 For each candidate threshold on the calibrated score, with the imminent phrases (models/lexicon/imminent/) as
 well: the share of crisis conversations that would be urgent (paged and handed off) and the share of ordinary
@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from models.backup import ImminentPhrases
-from models.chat_train import load_chat, score_conversations, turn_scores
 from models.classifier import CrisisClassifier
+from models.training.chat_data import load_chat, score_conversations, turn_scores
 
 __all__ = ["measure", "CANDIDATES", "MAX_ORDINARY_PAGE_RATE", "card_section", "write_card_section"]
 
 CANDIDATES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
 MAX_ORDINARY_PAGE_RATE = 0.003
-CHAT_DIR = Path(__file__).resolve().parent.parent / "data" / "chat_form"
+CHAT_DIR = Path(__file__).resolve().parents[2] / "data" / "chat_form"
 
 
 SECTION = "## Urgent level (issue 22)"
@@ -66,8 +66,8 @@ def card_section(validation: dict[str, dict[str, float]], test: dict[str, dict[s
         "team-written, not clinician-validated), makes the conversation **urgent**: a P0 page to the clinical on-call "
         "and a handoff to a human. Chosen on the chat-form **validation** conversations by the rule \"the lowest "
         f"threshold that pages at most {MAX_ORDINARY_PAGE_RATE:.1%} of ordinary conversations\" (`python -m "
-        "models.urgent_level --split validation`); the test split was measured once afterwards (`python -m "
-        "models.urgent_level --card MODEL_DIR` writes this section).",
+        "models.training.urgent_level --split validation`); the test split was measured once afterwards (`python -m "
+        "models.training.urgent_level --card MODEL_DIR` writes this section).",
         "",
         f"| threshold (with the phrases) | crisis conversations urgent, validation (n={v['n_crisis']}) | ordinary "
         f"paged, validation (n={v['n_ordinary']:,}) | crisis urgent, test (n={t['n_crisis']}) | ordinary paged, test "

@@ -20,7 +20,7 @@ def train_command(args: argparse.Namespace, settings: Settings) -> int:
     """Train a model directory from a CSV."""
     if args.init_from or args.chat_data:
         return _chat_train_command(args, settings)
-    from models.train import TrainConfig, train
+    from models.training.train import TrainConfig, train
 
     cfg = TrainConfig(
         fine_tune=args.fine_tune, layers=args.layers, epochs=args.epochs, seed=args.seed,
@@ -36,16 +36,16 @@ def train_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _chat_config(args: argparse.Namespace, settings: Settings) -> Any:
-    from models.chat_train import CHAT_RECALL, ChatTrainConfig
+    from models.training.train_config import CHAT_RECALL, ChatTrainConfig
 
     recall = getattr(args, "chat_recall", None)
     return ChatTrainConfig(threads=settings.torch_threads, chat_recall=CHAT_RECALL if recall is None else recall)
 
 
 def _chat_train_command(args: argparse.Namespace, settings: Settings) -> int:
-    from models.chat_train import train_chat_head
-    from models.classifier import default_cache_dir
-    from models.dataset import stderr_progress as _stderr
+    from models.artifact import default_cache_dir
+    from models.training.chat_train import train_chat_head
+    from models.training.dataset import stderr_progress as _stderr
 
     if not (args.init_from and args.chat_data and args.split_file and args.class_column):
         raise SystemExit("vigil train: --init-from and --chat-data go together, with --split-file and --class-column")
@@ -67,9 +67,9 @@ def eval_command(args: argparse.Namespace, settings: Settings) -> int:
     `flag_rate` is the share of no_crisis conversations flagged. With `--by-column` the same metrics are given
     per value of that column (`by`).
     """
-    from models.chat_train import load_chat, turn_scores
     from models.classifier import CrisisClassifier
-    from models.report import classification_report, flag_rate, group_max
+    from models.training.chat_data import load_chat, turn_scores
+    from models.training.report import classification_report, flag_rate, group_max
 
     data = load_chat(Path(args.data))
     rows = np.arange(len(data.ids))
@@ -142,10 +142,10 @@ def export_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def calibrate_command(args: argparse.Namespace, settings: Settings) -> int:
     """Re-calibrate a trained model directory and choose its threshold again, without retraining."""
-    from models.classifier import ARTIFACT_FILE
-    from models.dataset import load_dataset, split_rows
-    from models.operating_point import calibrate
-    from models.train_config import TrainConfig
+    from models.artifact import ARTIFACT_FILE
+    from models.training.dataset import load_dataset, split_rows
+    from models.training.operating_point import calibrate
+    from models.training.train_config import TrainConfig
 
     out = Path(args.model_dir)
     meta = json.loads((out / ARTIFACT_FILE).read_text())

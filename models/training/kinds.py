@@ -1,4 +1,4 @@
-"""What the loop needs from the model (issue 31): `python -m models.kinds --card MODEL_DIR`.
+"""What the loop needs from the model (issue 31): `python -m models.training.kinds --card MODEL_DIR`.
 
 On the test splits of the chat-form set (data/chat_form/chat_test.csv) and of the kinds set
 (data/chat_form/kinds_test.csv: the kinds the model missed, issue 31), at the model's threshold: crisis recall per
@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from models.chat_train import ChatRows, load_chat, turn_scores
 from models.classifier import CrisisClassifier
 from models.normalise import normalise
-from models.report import group_max
-from models.urgent_level import CHAT_DIR, write_card_section
+from models.training.chat_data import ChatRows, load_chat, turn_scores
+from models.training.report import group_max
+from models.training.urgent_level import CHAT_DIR, write_card_section
 from vigil_core.rule_names import RECALL_RULE
 from vigil_core.stats import rate
 
@@ -99,8 +99,9 @@ def card_section(m: dict[str, Any], warning_below: float) -> str:
         SECTION,
         "Measured on the **test** splits of the chat-form set and of the kinds set (`data/chat_form/kinds_*.csv`, "
         "written for issue 31 after this model was trained: it has never seen them), together (`python -m "
-        "models.kinds --card MODEL_DIR` writes this section; `vigil model eval --data data/chat_form/kinds_test.csv "
-        "--group-column conversation --by-column kind --json` reproduces the model's per-kind column). A "
+        "models.training.kinds --card MODEL_DIR` writes this section; `vigil model eval --data "
+        "data/chat_form/kinds_test.csv --group-column conversation --by-column kind --json` reproduces the "
+        "model's per-kind column). A "
         "conversation is caught (crisis) or flagged (ordinary) when any of its user turns is. The keyword screens "
         "are the crisis regexes of two PyPI packages, on the same normalised turns.",
         "",
@@ -160,7 +161,7 @@ def combined_test() -> tuple[ChatRows, np.ndarray]:
 
 # The rule table's file (read as data: the classifier does not import the evaluators): the warning line the card
 # compares the chat recall with.
-THRESHOLDS_FILE = Path(__file__).resolve().parents[1] / "evaluators" / "thresholds.toml"
+THRESHOLDS_FILE = Path(__file__).resolve().parents[2] / "evaluators" / "thresholds.toml"
 
 
 def warning_line() -> float:

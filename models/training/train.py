@@ -15,15 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from models.augment import add_chat_sentences, add_extra_rows
-from models.classifier import ARTIFACT_FILE
-from models.dataset import Progress, attach_classes, load_dataset, split_rows, stderr_progress
-from models.fitting import fine_tune, fit_head_only, save_weights, seed_everything
-from models.operating_point import calibrate
-from models.train_config import TrainConfig
+from models.artifact import ARTIFACT_FILE
+from models.training.augment import add_chat_sentences, add_extra_rows
+from models.training.dataset import Progress, attach_classes, load_dataset, split_rows, stderr_progress
+from models.training.fitting import fine_tune, fit_head_only, save_weights, seed_everything
+from models.training.operating_point import calibrate
+from models.training.train_config import TrainConfig
 from vigil_core.errors import VigilError
 
-__all__ = ["TrainConfig", "train"]  # TrainConfig lives in models.train_config
+__all__ = ["TrainConfig", "train"]  # TrainConfig lives in models.training.train_config
 
 
 def train(

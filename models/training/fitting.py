@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from models.artifact import WEIGHTS_FILE
 from models.calibration import PlattCalibration
-from models.classifier import WEIGHTS_FILE
-from models.dataset import Dataset, Progress
 from models.normalise import normalise
-from models.train_config import TrainConfig
+from models.training.dataset import Dataset, Progress
+from models.training.train_config import TrainConfig
 from vigil_core.errors import VigilError
 
 __all__ = ["fit_head_only", "fine_tune", "save_weights", "seed_everything"]
@@ -31,7 +31,7 @@ def seed_everything(seed: int) -> None:
 
 
 def _tokenize(texts: list[str], max_length: int) -> list[list[int]]:
-    from models.classifier import ModelInfo, load_tokenizer
+    from models.artifact import ModelInfo, load_tokenizer
     from models.encoder import base_encoder_path
 
     tok = load_tokenizer(base_encoder_path(), ModelInfo("pooled-head", "base", 0.5, PlattCalibration()))
