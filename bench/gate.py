@@ -24,6 +24,7 @@ import redis
 from demo.local import LocalRedis
 from safety_gate import Gate, HaltStore, Heartbeat
 from safety_gate.http import make_server
+from vigil_core import keys
 
 
 def pct(values_ns: list[int] | np.ndarray, q: float) -> float:
@@ -49,8 +50,8 @@ def bench_handoff_check(gate: Gate, client: redis.Redis, prefix: str, handed_off
     store = HandoffStore(client, prefix)
     pipe = client.pipeline(transaction=False)
     for i in range(handed_off):
-        pipe.hset(f"{prefix}handoff", f"conv-{i}", "{}")
-    pipe.incr(f"{prefix}handoff:version")  # written around the store: a gap in the counter makes the gate re-read
+        pipe.hset(f"{prefix}{keys.HANDOFF}", f"conv-{i}", "{}")
+    pipe.incr(f"{prefix}{keys.HANDOFF_VERSION}")  # around the store: a gap in the counter makes the gate re-read
     pipe.execute()
     store.start("conv-last", by="bench", reason="bench")
     deadline = time.monotonic() + 30

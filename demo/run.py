@@ -49,6 +49,7 @@ from demo.scenario import (
 )
 from demo.view import LiveView
 from kafka_io import ensure_topics
+from vigil_core import keys
 from vigil_core.label_signing import LabelSigner, parse_keys
 from vigil_core.redis_client import connect
 from vigil_core.rule_names import CUSUM_RULE, RECALL_RULE
@@ -181,7 +182,7 @@ class Demo(Actors, LiveView):
 
     def _wait_heartbeat(self, client: redis.Redis, timeout_s: float) -> bool:
         s = self.ready
-        key = f"{s.redis_prefix}heartbeat:scorer"
+        key = f"{s.redis_prefix}{keys.HEARTBEAT}scorer"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and not self._stop.is_set():
             if client.exists(key):
@@ -193,7 +194,7 @@ class Demo(Actors, LiveView):
 
     def _wait_instance(self, client: redis.Redis, pid: int, timeout_s: float) -> bool:
         s = self.ready
-        pattern = f"{s.redis_prefix}heartbeat:scorer:*:{pid}"
+        pattern = f"{s.redis_prefix}{keys.HEARTBEAT}scorer:*:{pid}"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and not self._stop.is_set():
             if any(True for _ in client.scan_iter(pattern)):

@@ -18,6 +18,7 @@ from typing import Any
 
 import redis
 
+from vigil_core import keys
 from vigil_core.contracts import ReplyJudgement
 from vigil_core.stats import Rate, rate
 
@@ -40,7 +41,7 @@ class ReplyJudgements:
 
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self._r = client
-        self.key = f"{prefix}eval:replies"
+        self.key = f"{prefix}{keys.EVAL_REPLIES}"
         self._apply = client.register_script(_APPLY)
 
     def apply(self, j: ReplyJudgement) -> str:

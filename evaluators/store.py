@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from evaluators.window import LabelledConversation
+from vigil_core import keys
 from vigil_core.contracts import ClinicianLabel
 from vigil_core.conversations import ConversationStore
 from vigil_core.redis_client import store_errors
@@ -54,8 +55,8 @@ class EvaluatorStore:
 
     def __init__(self, client: redis.Redis, prefix: str, label_wait_s: float) -> None:
         self._r = client
-        self._p = f"{prefix}eval:"
-        self.alerts_key = f"{prefix}alerts"
+        self._p = f"{prefix}{keys.EVAL}"
+        self.alerts_key = f"{prefix}{keys.ALERTS}"
         self.conversations = ConversationStore(client, prefix, label_wait_s)
         self._apply_label = client.register_script(_APPLY_LABEL)
         self._transition = client.register_script(_TRANSITION)

@@ -34,6 +34,7 @@ from typing import Any
 import redis
 
 from incidents.periodic import Periodic
+from vigil_core import keys
 from vigil_core.clock import utcnow
 from vigil_core.redis_client import store_errors
 
@@ -155,7 +156,7 @@ class CaseStore:
     def __init__(self, client: redis.Redis, prefix: str, deadline: timedelta = timedelta(minutes=15),
                  clock: Callable[[], datetime] = utcnow) -> None:
         self._r: Any = client  # bytes replies (redis-py's stubs type every reply as a union)
-        self._p = f"{prefix}cases:"
+        self._p = f"{prefix}{keys.CASES}"
         self.deadline = deadline
         self.clock = clock
         self._open = client.register_script(_OPEN)

@@ -16,6 +16,7 @@ import redis
 
 from incidents.notifiers import Notification, Notifier, NotifyError
 from incidents.periodic import Periodic
+from vigil_core import keys
 
 __all__ = ["Outbox"]
 
@@ -41,9 +42,9 @@ class Outbox:
                  clock: Callable[[], float] = time.time, base_delay_s: float = 1.0, max_delay_s: float = 300.0,
                  lease_s: float = 60.0) -> None:
         self._r = client
-        self.due_key = f"{prefix}notify:due"
-        self.entries_key = f"{prefix}notify:entries"
-        self.sent_key = f"{prefix}notify:sent"
+        self.due_key = f"{prefix}{keys.NOTIFY}due"
+        self.entries_key = f"{prefix}{keys.NOTIFY}entries"
+        self.sent_key = f"{prefix}{keys.NOTIFY}sent"
         self.notifiers = notifiers
         self._clock = clock
         self._base, self._max, self._lease_s = base_delay_s, max_delay_s, lease_s

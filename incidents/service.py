@@ -15,6 +15,7 @@ from incidents.config import IncidentConfig
 from incidents.outbox import Outbox
 from incidents.store import SEVERITY_PLAN, Incident, IncidentStore, new_incident_id
 from kafka_io import OutRecord, RecordProducer
+from vigil_core import keys
 from vigil_core.clock import utcnow
 from vigil_core.contracts import IncidentEvent
 from vigil_core.errors import VigilError
@@ -129,7 +130,7 @@ class IncidentService:
                 continue
             level = inc.escalation_level + 1
             # only one process escalates a given level: claim it
-            claim = f"{self.settings.redis_prefix}incidents:escalated:{inc.id}:{level}"
+            claim = f"{self.settings.redis_prefix}{keys.INCIDENTS}escalated:{inc.id}:{level}"
             if not self._r.set(claim, "1", nx=True, ex=ESCALATION_CLAIM_TTL_S):
                 continue
             next_deadline = now + SEVERITY_PLAN[inc.severity][0]

@@ -15,6 +15,7 @@ from typing import Any
 
 import redis
 
+from vigil_core import keys
 from vigil_core.clock import utcnow
 from vigil_core.contracts import IncidentEvent
 from vigil_core.errors import VigilError
@@ -103,14 +104,14 @@ class IncidentStore:
     def __init__(self, client: redis.Redis, prefix: str = "vigil:") -> None:
         self._r = client
         self._p = prefix
-        self.open_key = f"{prefix}incidents:open"
-        self.all_key = f"{prefix}incidents:all"
-        self.seen_key = f"{prefix}incidents:events"
+        self.open_key = f"{prefix}{keys.INCIDENTS}open"
+        self.all_key = f"{prefix}{keys.INCIDENTS}all"
+        self.seen_key = f"{prefix}{keys.INCIDENTS}events"
         self._apply = client.register_script(_APPLY)
 
     def key(self, incident_id: str) -> str:
         """`{prefix}incident:{id}`."""
-        return f"{self._p}incident:{incident_id}"
+        return f"{self._p}{keys.INCIDENT}{incident_id}"
 
     def get(self, incident_id: str) -> Incident:
         """The incident, or IncidentNotFound."""
@@ -132,7 +133,7 @@ class IncidentStore:
 
     def claim(self, dedup_key: str, incident_id: str) -> str:
         """Reserve `dedup_key` for a new incident; returns the id that owns it (ours or an open one)."""
-        claim_key = f"{self._p}incidents:claim:{dedup_key}"
+        claim_key = f"{self._p}{keys.INCIDENTS}claim:{dedup_key}"
         existing = self.find_open(dedup_key)
         if existing:
             return existing
@@ -143,7 +144,7 @@ class IncidentStore:
 
     def release_claim(self, dedup_key: str) -> None:
         """Free a cause's claim once its incident is resolved."""
-        self._r.delete(f"{self._p}incidents:claim:{dedup_key}")
+        self._r.delete(f"{self._p}{keys.INCIDENTS}claim:{dedup_key}")
 
     def list(self, only_open: bool = False) -> list[Incident]:
         """All incidents, newest first."""

@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 
+from vigil_core import keys
 from vigil_core.clock import utcnow
 from vigil_core.redis_client import store_errors
 
@@ -47,7 +48,7 @@ class AccessAudit:
 
     def __init__(self, client: redis.Redis, prefix: str = "vigil:") -> None:
         self._r = client
-        self.key = f"{prefix}audit:access"
+        self.key = f"{prefix}{keys.AUDIT_ACCESS}"
 
     def record(self, who: str, action: str, origin: str, **detail: Any) -> None:
         """Append who did what, from where."""
@@ -68,7 +69,7 @@ class Sessions:
 
     def __init__(self, client: redis.Redis, prefix: str, max_age_s: int) -> None:
         self._r = client
-        self._p = f"{prefix}review:session:"
+        self._p = f"{prefix}{keys.REVIEW}session:"
         self._max_age_s = max_age_s
 
     def start(self, user: str) -> str:
@@ -104,7 +105,7 @@ class LoginThrottle:
     from one address, a growing delay."""
 
     def __init__(self, client: redis.Redis, prefix: str, per_account: int, per_address: int, window_s: int) -> None:
-        self._p = f"{prefix}review:login:"
+        self._p = f"{prefix}{keys.REVIEW}login:"
         self._limits = (per_account, per_address, window_s)
         self._r = client
         self._attempt = client.register_script(_ATTEMPT)

@@ -16,6 +16,7 @@ from typing import Any
 import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from vigil_core import keys
 from vigil_core.build import register_build_info
 from vigil_core.clock import utcnow
 from vigil_core.redis_client import store_errors
@@ -62,7 +63,7 @@ class OutcomeStore:
 
     def __init__(self, client: redis.Redis, prefix: str, metrics: ReviewMetrics | None = None) -> None:
         self._r = client
-        self._p = f"{prefix}review:"
+        self._p = f"{prefix}{keys.REVIEW}"
         self.metrics = metrics or ReviewMetrics()
 
     def record(self, cid: str, outcome: str, by: str, note: str, flagged_at: datetime | None) -> Outcome:

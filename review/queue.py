@@ -19,6 +19,7 @@ from typing import Any
 import redis
 
 from pipeline.sampling import uniform_from_id
+from vigil_core import keys
 from vigil_core.contracts import CRISIS_LEVELS, ClinicianLabel, ReviewRequest
 
 __all__ = ["ReviewQueue", "QueueItem", "DOUBLE_FRACTION"]
@@ -95,7 +96,7 @@ class ReviewQueue:
 
     def __init__(self, client: redis.Redis, prefix: str = "vigil:", claim_ttl_s: int = 900) -> None:
         self._r = client
-        self._p = f"{prefix}review:"
+        self._p = f"{prefix}{keys.REVIEW}"
         self.queue_key = self._p + "queue"
         self.claim_ttl_s = claim_ttl_s
         self._claim = client.register_script(_CLAIM)

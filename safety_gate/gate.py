@@ -36,6 +36,7 @@ from safety_gate.fallback import FallbackMessages
 from safety_gate.halt import HALTED, RUNNING, HaltRecord
 from safety_gate.handoff import handoff_channel, handoff_key, handoff_version_key
 from safety_gate.heartbeat import heartbeat_key, owners_key, partitions_problem
+from vigil_core import keys
 from vigil_core.redis_client import connect
 
 __all__ = ["Gate", "GateDecision", "OTHER_COMPONENTS"]
@@ -114,8 +115,8 @@ class Gate:
         start: bool = True,
     ) -> None:
         self._client_factory = client_factory
-        self._halt_key = f"{prefix}halt"
-        self._channel = f"{prefix}halt:changes"
+        self._halt_key = f"{prefix}{keys.HALT}"
+        self._channel = f"{prefix}{keys.HALT_CHANGES}"
         self._handoff_key = handoff_key(prefix)
         self._handoff_version_key = handoff_version_key(prefix)
         self._handoff_channel = handoff_channel(prefix)

@@ -26,6 +26,7 @@ import redis
 
 from safety_gate.errors import ApprovalRefused, HaltError, InitRefused, NotHalted, StaleApproval
 from safety_gate.halt_scripts import APPROVE, INIT, TRIP
+from vigil_core import keys
 from vigil_core.clock import utcnow
 from vigil_core.redis_client import connect, store_errors
 from vigil_core.roles import CLEAR_ROLES
@@ -177,11 +178,11 @@ class HaltStore:
 
     def __init__(self, client: redis.Redis, prefix: str = "vigil:") -> None:
         self._r = client
-        self.key = f"{prefix}halt"
-        self.channel = f"{prefix}halt:changes"
-        self.audit_key = f"{prefix}audit"
-        self._approvals = f"{prefix}halt:approvals:"
-        self.version_key = f"{prefix}halt:version"  # the last version given; outlives the record
+        self.key = f"{prefix}{keys.HALT}"
+        self.channel = f"{prefix}{keys.HALT_CHANGES}"
+        self.audit_key = f"{prefix}{keys.AUDIT}"
+        self._approvals = f"{prefix}{keys.HALT_APPROVALS}"
+        self.version_key = f"{prefix}{keys.HALT_VERSION}"  # the last version given; outlives the record
         self._init = client.register_script(INIT)
         self._trip = client.register_script(TRIP)
         self._approve = client.register_script(APPROVE)

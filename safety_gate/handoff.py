@@ -22,6 +22,7 @@ from typing import Any
 
 import redis
 
+from vigil_core import keys
 from vigil_core.clock import utcnow
 from vigil_core.redis_client import store_errors
 
@@ -32,17 +33,17 @@ _AUDIT_MAXLEN = 1_000_000
 
 def handoff_key(prefix: str) -> str:
     """The hash of conversations under handoff."""
-    return f"{prefix}handoff"
+    return f"{prefix}{keys.HANDOFF}"
 
 
 def handoff_version_key(prefix: str) -> str:
     """The change counter of the handoff set."""
-    return f"{prefix}handoff:version"
+    return f"{prefix}{keys.HANDOFF_VERSION}"
 
 
 def handoff_channel(prefix: str) -> str:
     """Where changes are announced to the gates."""
-    return f"{prefix}handoff:changes"
+    return f"{prefix}{keys.HANDOFF_CHANGES}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +89,7 @@ class HandoffStore:
     def __init__(self, client: redis.Redis, prefix: str = "vigil:") -> None:
         self._r = client
         # the channel is an argument, not a key: ACLs check a script's keys against key patterns
-        self._keys = [handoff_key(prefix), handoff_version_key(prefix), f"{prefix}handoff:audit"]
+        self._keys = [handoff_key(prefix), handoff_version_key(prefix), f"{prefix}{keys.HANDOFF_AUDIT}"]
         self._channel = handoff_channel(prefix)
         self._start = client.register_script(_START)
         self._end = client.register_script(_END)

@@ -16,6 +16,7 @@ import time
 
 import redis
 
+from vigil_core import keys
 from vigil_core.redis_client import store_errors
 
 __all__ = ["Heartbeat", "heartbeat_key", "owners_key", "partitions_problem", "COUNT_FIELD"]
@@ -26,7 +27,7 @@ COUNT_FIELD = "_count"
 
 def heartbeat_key(prefix: str, component: str) -> str:
     """`vigil:heartbeat:scorer` for the scorer with the default prefix."""
-    return f"{prefix}heartbeat:{component}"
+    return f"{prefix}{keys.HEARTBEAT}{component}"
 
 
 def owners_key(prefix: str, component: str = "scorer") -> str:

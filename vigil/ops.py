@@ -7,6 +7,7 @@ import json
 import sys
 
 from vigil.parser import _lazy
+from vigil_core import keys
 from vigil_core.settings import Settings
 
 __all__ = ["config_show", "health", "topics_create", "train"]
@@ -25,7 +26,7 @@ def health(args: argparse.Namespace, settings: Settings) -> int:
     from vigil_core.redis_client import connect
 
     client = connect(settings.redis_url.get_secret_value())
-    pattern = f"{settings.redis_prefix}heartbeat:{args.component}:{socket.gethostname()}:*"
+    pattern = f"{settings.redis_prefix}{keys.HEARTBEAT}{args.component}:{socket.gethostname()}:*"
     try:
         alive = next(client.scan_iter(match=pattern, count=1000), None) is not None
     except Exception as exc:  # noqa: BLE001 - Redis unreachable: not healthy, say why

@@ -18,6 +18,7 @@ from typing import Any
 
 import redis
 
+from vigil_core import keys
 from vigil_core.redis_client import store_errors
 
 __all__ = ["ConversationStore", "ConversationState", "TurnUpdate", "conversation_language"]
@@ -147,22 +148,22 @@ class ConversationStore:
         self._r = client
         self._prefix = prefix
         self._ttl = int(ttl_s)
-        self.active_key = f"{prefix}active"
-        self.sweep_lock_key = f"{prefix}sweep:lock"
+        self.active_key = f"{prefix}{keys.ACTIVE}"
+        self.sweep_lock_key = f"{prefix}{keys.SWEEP_LOCK}"
         self._apply = client.register_script(_APPLY)
         self._close = client.register_script(_CLOSE)
 
     def pred_key(self, conversation_id: str) -> str:
         """`{prefix}pred:{conversation_id}`."""
-        return f"{self._prefix}pred:{conversation_id}"
+        return f"{self._prefix}{keys.PRED}{conversation_id}"
 
     def turns_key(self, conversation_id: str) -> str:
         """`{prefix}turns:{conversation_id}`."""
-        return f"{self._prefix}turns:{conversation_id}"
+        return f"{self._prefix}{keys.TURNS}{conversation_id}"
 
     def embeddings_key(self, conversation_id: str) -> str:
         """`{prefix}emb:{conversation_id}`."""
-        return f"{self._prefix}emb:{conversation_id}"
+        return f"{self._prefix}{keys.EMB}{conversation_id}"
 
     def embeddings(self, conversation_ids: list[str]) -> dict[str, dict[int, bytes]]:
         """The stored user-turn embeddings of several conversations (turn -> float16 bytes), one round trip."""

@@ -16,6 +16,7 @@ import hmac
 import json
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from vigil_core import keys
 from vigil_core.contracts import ClinicianLabel, ReplyJudgement
 from vigil_core.errors import ConfigError
 from vigil_core.settings import Settings
@@ -30,7 +31,7 @@ MIN_SECRET_CHARS = 32
 
 def account_key(prefix: str, name: str) -> str:
     """The Redis hash of a review-app account (review/users.py writes it)."""
-    return f"{prefix}users:{name}"
+    return f"{prefix}{keys.USERS}{name}"
 
 
 def account_role(client: redis.Redis, prefix: str, name: str) -> str | None:

@@ -23,6 +23,7 @@ from typing import Any
 
 import redis
 
+from vigil_core import keys
 from vigil_core.contracts import DEFAULT_MODEL_VERSION as DEFAULT_VERSION
 from vigil_core.errors import VigilError
 from vigil_core.redis_client import store_errors
@@ -67,9 +68,9 @@ class ModelRecord:
 
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self._r: Any = client
-        self.key = f"{prefix}model:live"
-        self.audit_key = f"{prefix}audit"
-        self.channel = f"{prefix}model:changes"
+        self.key = f"{prefix}{keys.MODEL_LIVE}"
+        self.audit_key = f"{prefix}{keys.AUDIT}"
+        self.channel = f"{prefix}{keys.MODEL_CHANGES}"
 
     def read(self) -> LiveModels:
         """The record (the configured model as champion, no shadow, version 0 when none was ever written)."""
@@ -186,7 +187,7 @@ class ShadowStore:
 
     def key(self, conversation_id: str) -> str:
         """`{prefix}shadow:{conversation_id}`."""
-        return f"{self._prefix}shadow:{conversation_id}"
+        return f"{self._prefix}{keys.SHADOW}{conversation_id}"
 
     def write(self, version: str, threshold: float, scores: Iterable[tuple[str, int, float, bool]],
               skipped: Iterable[str] = ()) -> None:

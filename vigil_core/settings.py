@@ -225,10 +225,6 @@ class Settings(BaseSettings):
             config["ssl_cafile"] = str(self.kafka_ssl_cafile)
         return config
 
-    def key(self, *parts: str) -> str:
-        """A namespaced Redis key: `key("halt")` is `vigil:halt` with the default prefix."""
-        return self.redis_prefix + ":".join(parts)
-
     def redacted(self) -> dict[str, Any]:
         """The effective settings with secrets masked, for `vigil config show`."""
         out: dict[str, Any] = {}

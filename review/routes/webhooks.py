@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse
 from incidents.notifiers import ESCALATION_SEPARATOR
 from incidents.service import IncidentService
 from review.context import ReviewContext, context
+from vigil_core import keys
 
 __all__ = ["router", "verify_signature"]
 
@@ -68,7 +69,7 @@ async def pagerduty_webhook(request: Request, ctx: ReviewContext = Depends(conte
         return JSONResponse({"error": "not a v3 webhook event"}, status_code=400)
     # The id is marked done only once its change is durable (issue 35: marked first, a change that failed was
     # answered "duplicate" on PagerDuty's retry, and the acknowledgement was lost while the P0 kept escalating).
-    seen = f"{settings.redis_prefix}webhooks:pagerduty:{event_id}"
+    seen = f"{settings.redis_prefix}{keys.WEBHOOKS}pagerduty:{event_id}"
     if not ctx.redis.set(seen, "applying", nx=True, ex=CLAIM_TTL_S):
         if ctx.redis.get(seen) == b"applying":
             return JSONResponse({"status": "in progress"}, status_code=409)

@@ -1,5 +1,6 @@
 """docs/contracts.md and docs/design.md stay true to the code: topic names and their settings, schema names per
-topic, the rule table's rules and thresholds; and the README sends readers to the repository's own design."""
+topic, the rule table's rules and thresholds, the Redis keys and who may touch them; and the README sends readers
+to the repository's own design."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from evaluators.rules import LANGUAGE_RULE, Thresholds
 from vigil_core.contracts import SCHEMAS, TOPIC_SCHEMAS
+from vigil_core.keys import FAMILIES
 from vigil_core.rule_names import CUSUM_RULE, OPS_RULES, RECALL_RULE, SENTINEL_RULE
 from vigil_core.settings import Settings
 
@@ -49,6 +51,16 @@ def test_every_schema_has_its_field_list_and_every_field_is_named():
         if name == "safety.shadow_score/1":
             named |= {"event_id", "conversation_id", "turn", "score", "flagged", "threshold", "scored_at"}
         assert set(model.model_fields) <= named, (name, set(model.model_fields) - named)
+
+
+def test_the_redis_key_table_is_the_key_modules_with_who_writes_and_reads():
+    """Issue 36: the key prefixes were written in 42 places and this table kept its own list."""
+    documented = {}
+    for key, _, writers, readers in _table("## Redis keys"):
+        (name,) = _codes(key)
+        documented[(name, key.startswith("channel"))] = ({w.strip() for w in writers.split(",")},
+                                                         {r.strip() for r in readers.split(",")} - {"-"})
+    assert documented == {(f.pattern, f.channel): (set(f.writers), set(f.readers)) for f in FAMILIES}
 
 
 def test_the_rule_table_matches_the_thresholds_file():

@@ -11,7 +11,7 @@ def test_defaults_follow_the_design(monkeypatch):
     s = load_settings()
     assert s.topic_events == "conversation.events" and s.topic_dlq == "safety.dlq"
     assert s.staleness_s == 5.0 and s.conversation_idle_s == 1800 and s.pi_floor == 0.002
-    assert s.max_text_bytes == 32 * 1024 and s.key("halt") == "vigil:halt"
+    assert s.max_text_bytes == 32 * 1024
 
 
 def test_environment_variables_override(monkeypatch):
