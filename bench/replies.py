@@ -26,7 +26,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from common import chat_messages  # noqa: E402
 
-from models.response_safety import PAIRS, WRITTEN, ResponseSafetyModel  # noqa: E402
+from models.response_safety import ResponseSafetyModel  # noqa: E402
+from models.training.response_safety_train import PAIRS, WRITTEN  # noqa: E402
 from pipeline.commands import load_resilient_scorer  # noqa: E402
 from vigil_core.settings import Settings  # noqa: E402
 

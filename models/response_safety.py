@@ -39,30 +39,17 @@ import numpy as np
 
 from models.normalise import NORMALISER_VERSION, normalise
 
-__all__ = ["ResponseSafetyModel", "DEFAULT_DIR", "CATEGORIES", "TARGET_RECALL", "UNSAFE_CATEGORIES"]
+__all__ = ["ResponseSafetyModel", "DEFAULT_DIR", "CATEGORIES", "UNSAFE_CATEGORIES"]
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "artifacts" / "response_safety"
 ROOT = Path(__file__).resolve().parent.parent
-DIASAFETY = ROOT.parent / "shared" / "data" / "diasafety"
-WRITTEN = ROOT / "data" / "response_safety" / "written_replies.csv"
-PAIRS = ROOT / "data" / "response_safety" / "reply_pairs.csv"
 CATEGORIES = ("Risk Ignorance", "Unauthorized Expertise")  # DiaSafety's categories that are this task
 UNSAFE_CATEGORIES = ("means", "encourages", "agrees", "dismisses", "medical")
 FORMAT = "vigil-reply-cross-encoder/1"
 ARTIFACT = "response_safety.json"
 WEIGHTS = "weights.safetensors"
-TARGET_RECALL = 0.80
-# A reply at or above the page threshold opens a P0 and hands the conversation to a human at once, so it must
-# rarely be wrong: the lowest threshold whose validation precision is at least this.
-PAGE_PRECISION = 0.90
 MAX_TOKENS = 192  # context and reply together
 MAX_REPLY = 128  # a reply's tokens kept (the context gets the rest, its start cut first)
-TRAINED_LAYERS = (4, 5)
-EPOCHS = 3
-BATCH = 16
-PAIR_GROUPS = 4  # user turns of the pair data per step (each with its safe and unsafe replies)
-PAIR_WEIGHT = 4.0  # the team's pairs against one DiaSafety row
-LR_ENCODER, LR_HEAD = 3e-5, 1e-3
 SEED = 20261204
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from kafka_io import RECORD_ATTEMPTS, RecordProducer, record_caused
 from pipeline.batch import Batch
+from pipeline.collaborators import Shadow
 from pipeline.metrics import ScorerMetrics
 from pipeline.review_bounds import bounded_record
 from pipeline.sampling import SamplingPolicy
@@ -41,7 +42,7 @@ class Closing:
     policy: SamplingPolicy
     replay: bool
     instance: str
-    shadow: Any
+    shadow: Shadow | None
     _replay_shadow: str
     _shadows: ShadowStore
     _last_sweep: float

@@ -17,10 +17,13 @@ import concurrent.futures
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vigil_core.model_record import DEFAULT_VERSION, LiveModels, ModelRecord
 from vigil_core.settings import Settings
+
+if TYPE_CHECKING:
+    from models.classifier import CrisisClassifier
 
 __all__ = ["LiveModelSwitch", "Switch", "load_version", "model_store", "champion_scorer"]
 
@@ -67,8 +70,8 @@ class Switch:
     shadow candidate (None: no shadow)."""
 
     record: LiveModels
-    champion: Any
-    shadow: Any
+    champion: CrisisClassifier | None
+    shadow: CrisisClassifier | None
 
 
 class LiveModelSwitch:

@@ -7,8 +7,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import redis
 
+from evaluators.store import EvaluatorStore
 from pipeline.batch import Batch, Parsed
+from pipeline.collaborators import ReplyModel
 from pipeline.metrics import ScorerMetrics
 from pipeline.turn_rules import crisis_sign_turn
 from safety_gate.fallback import is_gate_reply
@@ -27,23 +30,24 @@ class ReplyScoring:
 
     settings: Settings
     metrics: ScorerMetrics
-    response_model: Any
-    _redis: Any
-    _evals: Any
+    response_model: ReplyModel | None
+    _redis: redis.Redis
+    _evals: EvaluatorStore | None
 
     if TYPE_CHECKING:  # pipeline/closing.py
         def _turns_so_far(self, cid: str, state: ConversationState, update: TurnUpdate) -> list[dict[str, Any]]: ...
 
-    def _eval_store(self) -> Any:
+    def _eval_store(self) -> EvaluatorStore:
         if self._evals is None:
-            from evaluators.store import EvaluatorStore
-
             self._evals = EvaluatorStore(self._redis, self.settings.redis_prefix, self.settings.label_wait_s)
         return self._evals
 
     def _score_replies(self, parsed: Parsed, states: dict[str, ConversationState], batch: Batch) -> None:
         """Score the AI's replies in conversations with crisis signs (flagged before or in this batch) with the
         response-safety model, each with the user turns just before it."""
+        model = self.response_model
+        if model is None:
+            return
         replies = []
         for m in parsed.messages:
             if m.role != "assistant" or is_gate_reply(m.model_version):
@@ -70,11 +74,11 @@ class ReplyScoring:
             joined.append(" ".join(before[-REPLY_CONTEXT_TURNS:]))
         texts = [m.text for m in replies]
         several = [i for i in range(len(replies)) if joined[i] != latest[i]]
-        read = self.response_model.score(latest + [joined[i] for i in several], texts + [texts[i] for i in several])
+        read = model.score(latest + [joined[i] for i in several], texts + [texts[i] for i in several])
         scores = np.asarray(read[: len(replies)], dtype=np.float64)
         for k, i in enumerate(several):
             scores[i] = max(scores[i], float(read[len(replies) + k]))
-        page = float(self.response_model.page_threshold)
+        page = float(model.page_threshold)
         for m, p in zip(replies, scores, strict=True):
             unsafe = float(p) >= page
             batch.replies.append((m.event_id, m.ts.timestamp(), 1.0 if unsafe else 0.0))
@@ -84,4 +88,4 @@ class ReplyScoring:
                 stored["response_paged"] = unsafe  # and whether it paged: the judgement measures the page
             self.metrics.replies.labels("unsafe" if unsafe else "safe").inc()
             if unsafe:
-                batch.harmful.append(HarmfulCase(m.conversation_id, m.turn, float(p), self.response_model.version))
+                batch.harmful.append(HarmfulCase(m.conversation_id, m.turn, float(p), model.version))

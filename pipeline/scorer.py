@@ -14,14 +14,14 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
 
+from evaluators.store import EvaluatorStore
 from kafka_io import (
     RecordProducer,
     consume,
@@ -34,9 +34,12 @@ from kafka_io.dead_letters import dead_letter_out
 from models.backup import ImminentPhrases, LanguageLexicons
 from models.language import LanguageIdentifier
 from models.multilingual import MultilingualModel
+from models.resilient import PendingScores
 from pipeline.batch import Batch, Parsed
 from pipeline.closing import Closing
+from pipeline.collaborators import ModelSwitch, ReplyModel, Shadow, SwitchTo, TurnModel
 from pipeline.metrics import ScorerMetrics
+from pipeline.offsets import ForgetRevoked, Offsets
 from pipeline.replies import ReplyScoring
 from pipeline.sampling import SamplingPolicy
 from pipeline.scoring import TurnScoring
@@ -62,33 +65,12 @@ log = logging.getLogger(__name__)
 
 
 
-def _log_commit_failure(offsets: dict[TopicPartition, OffsetAndMetadata], result: object) -> None:
-    if isinstance(result, Exception):
-        log.warning("offset commit failed (the batch will be replayed, idempotently): %s", type(result).__name__)
-
-
-class _ForgetRevoked(ConsumerRebalanceListener):
-    """Revocation commits nothing of its own (kafka-python 3 forbids blocking commits inside a synchronous
-    listener). A batch waiting at a rebalance is finished afterwards, its offsets committed only for the
-    partitions still owned; the new owner of a revoked partition replays what was not committed, and
-    every effect of a batch is idempotent, so a replay changes nothing."""
-
-    def __init__(self, scorer: Scorer) -> None:
-        self._scorer = scorer
-
-    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        self._scorer.forget(set(revoked))
-        log.info("revoked partitions: %s", sorted(tp.partition for tp in revoked))
-
-    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        log.info("assigned partitions: %s", sorted(tp.partition for tp in assigned))
-
-
 class Scorer(TurnScoring, ReplyScoring, Closing):
     """The scoring loop. `model` is a ResilientScorer (the classifier with its backup)."""
 
-    def __init__(self, settings: Settings, model: Any, metrics: ScorerMetrics | None = None,
-                 replay: bool = False, response_model: Any = None, switch: Any = None) -> None:
+    def __init__(self, settings: Settings, model: TurnModel, metrics: ScorerMetrics | None = None,
+                 replay: bool = False, response_model: ReplyModel | None = None,
+                 switch: ModelSwitch | None = None) -> None:
         self.settings = settings
         # A replay (`vigil replay`) rebuilds Redis state only: it publishes nothing (the topics already hold
         # every score, review request and dead letter) and does not beat (it must not vouch for the live scorers).
@@ -113,7 +95,7 @@ class Scorer(TurnScoring, ReplyScoring, Closing):
         self.response_model = response_model
         self.on_harmful: Callable[[HarmfulCase], None] | None = None
         self._harmful_window = 0
-        self._evals: Any = None
+        self._evals: EvaluatorStore | None = None
         if response_model is not None:
             from evaluators.rules import Thresholds
 
@@ -131,8 +113,8 @@ class Scorer(TurnScoring, ReplyScoring, Closing):
         self.heartbeat = Heartbeat(self._redis, settings.redis_prefix, "scorer", settings.heartbeat_ttl_s)
         self.producer = RecordProducer(settings)
         self._stop = threading.Event()
-        self._consumer: Any = None
-        self._done: dict[TopicPartition, int] = {}  # next offset to commit, per partition
+        self._consumer: KafkaConsumer | None = None
+        self.offsets = Offsets()  # how far each partition is finished (pipeline/offsets.py)
         self._last_beat = 0.0
         self._scored_since_beat = 0
         self._backup_since_beat = 0
@@ -141,7 +123,7 @@ class Scorer(TurnScoring, ReplyScoring, Closing):
         self._sweep_failures: dict[str, int] = {}
         # The live-model record (pipeline.live_models.LiveModelSwitch): None keeps `model` for good (tests, tools).
         self.switch = switch
-        self.shadow: Any = None  # a ShadowScorer while a candidate is in shadow
+        self.shadow: Shadow | None = None  # a ShadowScorer while a candidate is in shadow
         self._replay_shadow = ""  # in a replay: the candidate whose restored shadow scores decide disagreements
         self._shadows = ShadowStore(self._redis, settings.redis_prefix, settings.label_wait_s)
         self._show_models()
@@ -164,8 +146,9 @@ class Scorer(TurnScoring, ReplyScoring, Closing):
             log.warning("could not ensure topics (they may be auto-created): %s", exc)
         self._consumer = make_consumer(
             self.settings, self.settings.scorer_group, [self.settings.topic_events],
-            listener=_ForgetRevoked(self),
+            listener=ForgetRevoked(self.offsets),
         )
+        self.offsets.consumer = self._consumer
         try:
             consume(self._consumer, self._stop, self.accept, poll_timeout_ms=self.settings.poll_timeout_ms,
                     max_records=self.settings.batch_size, on_cycle=self._periodic, max_idle_s=max_idle_s,
@@ -181,7 +164,7 @@ class Scorer(TurnScoring, ReplyScoring, Closing):
     def _shutdown(self) -> None:
         if self._consumer is not None:
             try:
-                self.commit_done(None)
+                self.offsets.commit(None)
                 self._consumer.close(autocommit=False)
             except Exception as exc:  # noqa: BLE001 - closing after a broker loss
                 log.warning("consumer close: %s", type(exc).__name__)
@@ -197,7 +180,7 @@ class Scorer(TurnScoring, ReplyScoring, Closing):
     @property
     def model_version(self) -> str:
         """The champion's version as its scores name it ("none" while only the backup scorer runs)."""
-        model = getattr(self.model, "model", None)
+        model = self.model.model
         return str(model.model_version) if model is not None else "none"
 
     def _show_models(self) -> None:
@@ -213,7 +196,7 @@ class Scorer(TurnScoring, ReplyScoring, Closing):
         if switch is not None:
             self.apply_switch(switch)
 
-    def apply_switch(self, switch: Any) -> None:
+    def apply_switch(self, switch: SwitchTo) -> None:
         """Run what the live record names from the next batch on: the batch held now is finished (published,
         written, committed) by the model that scored it, so no event is lost or scored twice by the swap."""
         from models.resilient import ResilientScorer
@@ -249,31 +232,8 @@ class Scorer(TurnScoring, ReplyScoring, Closing):
         self.metrics.dlq.inc()
         self.metrics.failed.inc()
         tp = TopicPartition(rec.topic, rec.partition)
-        self._done[tp] = max(self._done.get(tp, 0), rec.offset + 1)
-        self.commit_done({tp})
-
-    def forget(self, partitions: set[TopicPartition]) -> None:
-        """Drop bookkeeping of partitions this instance no longer owns."""
-        for tp in partitions:
-            self._done.pop(tp, None)
-
-    def commit_done(self, partitions: set[TopicPartition] | None, wait: bool = True) -> None:
-        """Commit offsets of fully processed batches (all, or only the given partitions).
-
-        Between batches the commit need not be waited for (`wait=False`): the batch's outputs are
-        already acknowledged and its state written, so a commit that is lost only replays records whose
-        effects are idempotent. Shutdown waits for its commit.
-        """
-        offsets = {
-            tp: OffsetAndMetadata(off, "", -1)
-            for tp, off in self._done.items()
-            if partitions is None or tp in partitions
-        }
-        if offsets and self._consumer is not None:
-            if wait:
-                self._consumer.commit(offsets=offsets)
-            else:
-                self._consumer.commit_async(offsets=offsets, callback=_log_commit_failure)
+        self.offsets.past(tp, rec.offset)
+        self.offsets.commit({tp})
 
     # -- one batch ----------------------------------------------------------------------------------
     def accept(self, records: list[Any]) -> None:
@@ -330,7 +290,7 @@ class Scorer(TurnScoring, ReplyScoring, Closing):
                 self.metrics.events.labels("feedback", "skipped").inc()
         return parsed
 
-    def _build(self, parsed: Parsed, pending_scores: Any) -> Batch:
+    def _build(self, parsed: Parsed, pending_scores: PendingScores) -> Batch:
         # The state is read after the batch before was written: "first time flagged" sees every earlier turn.
         batch = Batch(outputs=list(parsed.dead), offsets=dict(parsed.offsets))
         conversation_ids = sorted({m.conversation_id for m in parsed.messages}
@@ -356,12 +316,7 @@ class Scorer(TurnScoring, ReplyScoring, Closing):
             self._eval_store().add_ops(HARMFUL_RULE, batch.replies, self._harmful_window)
         self.store.apply(list(batch.updates.values()))
         self.store.close_many(batch.closes)
-        owned = self._consumer.assignment() if self._consumer is not None else None
-        # A partition revoked while the batch waited is no longer ours to commit: its new owner replays
-        # those records, and every effect above is idempotent.
-        offsets = {tp: off for tp, off in batch.offsets.items() if owned is None or tp in owned}
-        self._done.update(offsets)
-        self.commit_done(set(offsets), wait=False)
+        self.offsets.commit(self.offsets.finished(batch.offsets), wait=False)
         self.metrics.last_batch.set(time.time())
 
     # -- periodic work (the idle sweep: pipeline/closing.py) ---------------------------------------------
@@ -372,19 +327,20 @@ class Scorer(TurnScoring, ReplyScoring, Closing):
         if now - self._last_beat < self.settings.heartbeat_interval_s:
             return
         # Healthy means: a member of the group with partitions, and the last cycle went through.
-        if not self._consumer.assignment():
+        consumer = self._consumer
+        if consumer is None or not consumer.assignment():
             return
         topic = self.settings.topic_events
-        lags = consumer_lag(self._consumer)
+        lags = consumer_lag(consumer)
         lag = sum(lags.values())
         self.metrics.lag.set(lag)
         # Each partition this instance owns, with its lag (0 until the first fetch tells), so the gate can see
         # a partition without a live owner even while other replicas are healthy.
-        owned = {tp.partition: lags.get(tp, 0) for tp in self._consumer.assignment() if tp.topic == topic}
+        owned = {tp.partition: lags.get(tp, 0) for tp in consumer.assignment() if tp.topic == topic}
         self.metrics.partition_lag.clear()  # only the partitions this instance owns now
         for partition, partition_lag in owned.items():
             self.metrics.partition_lag.labels(str(partition)).set(partition_lag)
-        count = len(self._consumer.partitions_for_topic(topic) or ())
+        count = len(consumer.partitions_for_topic(topic) or ())
         # The share of turns the backup lexicon scored since the last beat (None: none scored), for the watchdog.
         share = self._backup_since_beat / self._scored_since_beat if self._scored_since_beat else None
         self.heartbeat.beat(lag=lag, partitions=owned, partition_count=count or None, backup_share=share)

@@ -14,7 +14,9 @@ import numpy as np
 from models.backup import ImminentPhrases, LanguageLexicons
 from models.language import LanguageIdentifier
 from models.multilingual import MultilingualModel
+from models.resilient import PendingScores
 from pipeline.batch import Batch, Parsed
+from pipeline.collaborators import ReplyModel, TurnModel
 from pipeline.metrics import ScorerMetrics
 from pipeline.turn_rules import language_label, review_due, turn_flagged, urgent_reason
 from vigil_core.cases import UrgentCase
@@ -39,14 +41,14 @@ class TurnScoring:
     settings: Settings
     metrics: ScorerMetrics
     store: ConversationStore
-    model: Any
+    model: TurnModel
     threshold: float
     urgent_threshold: float
     imminent: ImminentPhrases
     languages: LanguageIdentifier
     lexicons: LanguageLexicons
     multilingual: MultilingualModel | None
-    response_model: Any
+    response_model: ReplyModel | None
     _waiting: Batch | None
     _scored_since_beat: int
     _backup_since_beat: int
@@ -90,7 +92,7 @@ class TurnScoring:
         return histories
 
     def _score_messages(
-        self, parsed: Parsed, states: dict[str, ConversationState], batch: Batch, pending_scores: Any,
+        self, parsed: Parsed, states: dict[str, ConversationState], batch: Batch, pending_scores: PendingScores,
     ) -> None:
         s = self.settings
         user = parsed.user

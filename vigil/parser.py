@@ -246,23 +246,20 @@ def _incident_commands(sub: Any) -> None:
     p = inc_sub.add_parser("show", help="one incident with its timeline (JSON)")
     p.add_argument("id", help="incident id")
     p.set_defaults(handler=handler)
-    p = inc_sub.add_parser("ack", help="acknowledge (stops escalation)")
-    p.add_argument("id", help="incident id")
-    p.add_argument("--by", required=True, help="who acknowledges (owner from now on)")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    p.set_defaults(handler=handler)
-    p = inc_sub.add_parser("note", help="add a note to the timeline")
-    p.add_argument("id", help="incident id")
-    p.add_argument("text", help="the note")
-    p.add_argument("--by", required=True, help="who writes it")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    p.set_defaults(handler=handler)
-    p = inc_sub.add_parser("resolve", help="resolve (a person decides; metrics recovering resolve nothing)")
-    p.add_argument("id", help="incident id")
-    p.add_argument("--by", required=True, help="who resolves it")
-    p.add_argument("--reason", required=True, help="why it is resolved")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    p.set_defaults(handler=handler)
+    for name, what, who, extra in (("ack", "acknowledge (stops escalation)",
+                                    "who acknowledges (owner from now on)", ""),
+                                   ("note", "add a note to the timeline", "who writes it", "text"),
+                                   ("resolve", "resolve (a person decides; metrics recovering resolve nothing)",
+                                    "who resolves it", "--reason")):
+        p = inc_sub.add_parser(name, help=what)
+        p.add_argument("id", help="incident id")
+        if extra == "text":
+            p.add_argument("text", help="the note")
+        p.add_argument("--by", required=True, help=who)
+        if extra == "--reason":
+            p.add_argument("--reason", required=True, help="why it is resolved")
+        p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+        p.set_defaults(handler=handler)
     p = inc_sub.add_parser("report", help="the post-incident report in Markdown")
     p.add_argument("id", help="incident id")
     p.add_argument("--out", default=None, help="write to this file instead of stdout")

@@ -21,25 +21,13 @@ import numpy as np
 from models.normalise import NORMALISER_VERSION
 from models.response_safety import (
     ARTIFACT,
-    BATCH,
     CATEGORIES,
     DEFAULT_DIR,
-    DIASAFETY,
-    EPOCHS,
     FORMAT,
-    LR_ENCODER,
-    LR_HEAD,
     MAX_TOKENS,
-    PAGE_PRECISION,
-    PAIR_GROUPS,
-    PAIR_WEIGHT,
-    PAIRS,
     ROOT,
     SEED,
-    TARGET_RECALL,
-    TRAINED_LAYERS,
     WEIGHTS,
-    WRITTEN,
     _encode,
     _module,
     _padded,
@@ -47,6 +35,20 @@ from models.response_safety import (
 )
 
 __all__ = ["train", "pair_ranking", "card"]
+
+DIASAFETY = ROOT.parent / "shared" / "data" / "diasafety"
+WRITTEN = ROOT / "data" / "response_safety" / "written_replies.csv"
+PAIRS = ROOT / "data" / "response_safety" / "reply_pairs.csv"
+TARGET_RECALL = 0.80
+# A reply at or above the page threshold opens a P0 and hands the conversation to a human at once, so it must
+# rarely be wrong: the lowest threshold whose validation precision is at least this.
+PAGE_PRECISION = 0.90
+TRAINED_LAYERS = (4, 5)
+EPOCHS = 3
+BATCH = 16
+PAIR_GROUPS = 4  # user turns of the pair data per step (each with its safe and unsafe replies)
+PAIR_WEIGHT = 4.0  # the team's pairs against one DiaSafety row
+LR_ENCODER, LR_HEAD = 3e-5, 1e-3  # AdamW: the trained encoder layers, the head
 
 
 # -- data ----------------------------------------------------------------------------------------------------------
@@ -320,7 +322,9 @@ def card(meta: dict[str, Any]) -> str:
     lines += ["", "## Limits",
               "- The pair data is small (37 user turns; 8 held out for test) and written by the team: the pair "
               "ranking and per-category rates carry wide intervals. Clinicians' judgements of real replies are "
-              "what will measure it; the review app does not collect them yet.",
+              "what will measure it: the review app collects them (harmful or fine beside each AI reply), the "
+              "evaluator reports the page's measured precision from them, and `vigil train --from-labels "
+              "--replies` trains on them.",
               "- DiaSafety's Risk Ignorance rows are Reddit replies, not an AI's: a reply there can be unsafe for "
               "reasons this task does not mean.", "", "Data hashes (sha256):", ""]
     lines += [f"- `{k}`: `{v}`" for k, v in meta["data_sha256"].items()]

@@ -57,3 +57,6 @@ def test_the_card_reports_what_the_training_run_measured():
     assert f"{info['threshold']:.3f}" in card and f"{info['page_threshold']:.3f}" in card
     for category in ("means", "dismisses"):
         assert f"| {category} |" in card
+    from models.training.response_safety_train import card as write_card
+
+    assert write_card(info) == card  # the committed card is what its training run's numbers write, word for word
