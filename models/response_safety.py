@@ -29,7 +29,6 @@ models/training/response_safety_train.py).
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from models.normalise import NORMALISER_VERSION, normalise
+from models.tokenizer import FastTokenizer, base_encoder_path
 
 __all__ = ["ResponseSafetyModel", "DEFAULT_DIR", "CATEGORIES", "UNSAFE_CATEGORIES"]
 
@@ -53,13 +53,9 @@ MAX_REPLY = 128  # a reply's tokens kept (the context gets the rest, its start c
 SEED = 20261204
 
 
-def _tokenizer() -> Any:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoTokenizer
-
-    from models.encoder import base_encoder_path
-
-    return AutoTokenizer.from_pretrained(str(base_encoder_path()), local_files_only=True)
+def _tokenizer() -> FastTokenizer:
+    """The base encoder's tokenizer, read without transformers (models/tokenizer.py)."""
+    return FastTokenizer(base_encoder_path())
 
 
 def _encode(tok: Any, contexts: Sequence[str], replies: Sequence[str]) -> list[list[int]]:

@@ -32,7 +32,7 @@ def seed_everything(seed: int) -> None:
 
 def _tokenize(texts: list[str], max_length: int) -> list[list[int]]:
     from models.artifact import ModelInfo, load_tokenizer
-    from models.encoder import base_encoder_path
+    from models.tokenizer import base_encoder_path
 
     tok = load_tokenizer(base_encoder_path(), ModelInfo("pooled-head", "base", 0.5, PlattCalibration()))
     return tok([normalise(t) for t in texts], truncation=True, max_length=max_length)["input_ids"]  # type: ignore[no-any-return]
@@ -111,7 +111,7 @@ def fit_head_only(
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
-    from models.encoder import LOGIT_SCALE
+    from models.head import LOGIT_SCALE
 
     rows = np.concatenate([train_idx, val_idx])
     ids = _tokenize([data.texts[i] for i in rows], cfg.max_length)

@@ -144,7 +144,7 @@ def test_empty_and_very_long_texts(clf):
 def test_loading_a_hugging_face_checkpoint_directory(tmp_path):
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from models.encoder import base_encoder_path
+    from models.tokenizer import base_encoder_path
 
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=64, num_labels=2, id2label={0: "no_crisis", 1: "crisis"},
