@@ -3,7 +3,7 @@
 Vigil scores chat turns, not posts. This fits the head of a trained model (its fine-tuned encoder layers are kept
 as they are) on the primary posts together with the chat-form data set (data/chat_form: short turns in
 multi-turn conversations), including each turn's context (the mean embedding of it and the previous user turns,
-`models.classifier.context_embedding`). Then, on validation data only:
+`models.head.context_embedding`). Then, on validation data only:
 
 - the head's regularisation, the context length and how a turn's score combines alone and context
   (`AGGREGATES`) are those that flag the fewest ordinary chat conversations at their operating threshold;
