@@ -43,6 +43,9 @@ TARGET_RECALL = 0.80
 # A reply at or above the page threshold opens a P0 and hands the conversation to a human at once, so it must
 # rarely be wrong: the lowest threshold whose validation precision is at least this.
 PAGE_PRECISION = 0.90
+# Measured and not shipped (2026-12-04): layers 2-5 for 4 epochs reached test ROC-AUC 0.941 and page-level recall
+# 0.558 at precision 0.936 (these: 0.931, 0.327 at 0.958), gained on DiaSafety, lost on the team's written replies
+# (recall at the threshold 0.9 -> 0.7) and scored the demo's dismissive joke 0.89, under its page level.
 TRAINED_LAYERS = (4, 5)
 EPOCHS = 3
 BATCH = 16
@@ -286,7 +289,7 @@ def card(meta: dict[str, Any]) -> str:
         f"`{meta['normaliser']}`. Trained {t['epochs']} epochs (batch {t['batch']}, AdamW {t['lr_encoder']} / "
         f"{t['lr_head']}) on a pointwise weighted cross-entropy plus a pairwise logistic loss over {t['pair_groups']} "
         f"user turns per step answered both ways (the team's pairs weigh {t['pair_weight']}x); "
-        f"{t['train_seconds']} s on 2 cores (sharing them with a CI run). Served as an int8 ONNX graph (one "
+        f"{t['train_seconds']} s on 2 cores. Served as an int8 ONNX graph (one "
         "unpadded row per run); every number below is the int8 graph's. Command: "
         "`python -m models.training.response_safety_train --out models/artifacts/response_safety`.", "",
         "## Data",
