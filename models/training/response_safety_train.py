@@ -43,14 +43,14 @@ TARGET_RECALL = 0.80
 # A reply at or above the page threshold opens a P0 and hands the conversation to a human at once, so it must
 # rarely be wrong: the lowest threshold whose validation precision is at least this.
 PAGE_PRECISION = 0.90
-# Measured and not shipped (2026-12-04): layers 2-5 for 4 epochs reached test ROC-AUC 0.941 and page-level recall
-# 0.558 at precision 0.936 (these: 0.931, 0.327 at 0.958), gained on DiaSafety, lost on the team's written replies
-# (recall at the threshold 0.9 -> 0.7) and scored the demo's dismissive joke 0.89, under its page level.
-TRAINED_LAYERS = (4, 5)
-EPOCHS = 3
+# Layers 4-5 for 3 epochs with the team's rows at 4x (the model before, `reply-cross-cc4156a1`): test ROC-AUC 0.931,
+# page-level recall 0.327 at precision 0.958. Layers 2-5 for 4 epochs at 4x: 0.941, 0.558 at 0.936, but the demo's
+# dismissive joke under the page level. At 10x (these): 0.943, 0.611 at 0.914 (the card).
+TRAINED_LAYERS = (2, 3, 4, 5)
+EPOCHS = 4
 BATCH = 16
 PAIR_GROUPS = 4  # user turns of the pair data per step (each with its safe and unsafe replies)
-PAIR_WEIGHT = 4.0  # the team's pairs against one DiaSafety row
+PAIR_WEIGHT = 10.0  # the team's written replies and pairs against one DiaSafety row
 LR_ENCODER, LR_HEAD = 3e-5, 1e-3  # AdamW: the trained encoder layers, the head
 
 
