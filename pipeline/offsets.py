@@ -24,22 +24,22 @@ def _log_commit_failure(offsets: dict[TopicPartition, OffsetAndMetadata], result
 
 
 class Offsets:
-    """The next offset to commit per partition this instance owns."""
+    """The next offset to commit per partition this instance owns. The consumer is the caller's (None: not
+    consuming yet, nothing is committed)."""
 
     def __init__(self) -> None:
-        self.consumer: KafkaConsumer | None = None
         self._done: dict[TopicPartition, int] = {}
 
     def past(self, tp: TopicPartition, offset: int) -> None:
         """Record everything up to and including `offset` as finished (a dead-lettered record)."""
         self._done[tp] = max(self._done.get(tp, 0), offset + 1)
 
-    def finished(self, offsets: dict[TopicPartition, int]) -> set[TopicPartition]:
+    def finished(self, consumer: KafkaConsumer | None, offsets: dict[TopicPartition, int]) -> set[TopicPartition]:
         """Record a batch's next offsets, for the partitions still owned; return those partitions.
 
         A partition revoked while the batch waited is no longer ours to commit: its new owner replays those
         records, and every effect of the batch is idempotent."""
-        owned = self.consumer.assignment() if self.consumer is not None else None
+        owned = consumer.assignment() if consumer is not None else None
         kept = {tp: off for tp, off in offsets.items() if owned is None or tp in owned}
         self._done.update(kept)
         return set(kept)
@@ -49,7 +49,7 @@ class Offsets:
         for tp in partitions:
             self._done.pop(tp, None)
 
-    def commit(self, partitions: set[TopicPartition] | None, wait: bool = True) -> None:
+    def commit(self, consumer: KafkaConsumer | None, partitions: set[TopicPartition] | None, wait: bool = True) -> None:
         """Commit the finished offsets (all, or only the given partitions).
 
         Between batches the commit need not be waited for (`wait=False`): the batch's outputs are already
@@ -58,11 +58,11 @@ class Offsets:
         """
         offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in self._done.items()
                    if partitions is None or tp in partitions}
-        if offsets and self.consumer is not None:
+        if offsets and consumer is not None:
             if wait:
-                self.consumer.commit(offsets=offsets)
+                consumer.commit(offsets=offsets)
             else:
-                self.consumer.commit_async(offsets=offsets, callback=_log_commit_failure)
+                consumer.commit_async(offsets=offsets, callback=_log_commit_failure)
 
 
 class ForgetRevoked(ConsumerRebalanceListener):

@@ -44,7 +44,7 @@ class ReplyScoring:
 
     def _score_replies(self, parsed: Parsed, states: dict[str, ConversationState], batch: Batch) -> None:
         """Score the AI's replies in conversations with crisis signs (flagged before or in this batch) with the
-        response-safety model, each with the user turns just before it."""
+        response-safety model, each with the user turns just before it (nothing without a reply model)."""
         model = self.response_model
         if model is None:
             return

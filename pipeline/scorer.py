@@ -34,7 +34,7 @@ from kafka_io.dead_letters import dead_letter_out
 from models.backup import ImminentPhrases, LanguageLexicons
 from models.language import LanguageIdentifier
 from models.multilingual import MultilingualModel
-from models.resilient import PendingScores
+from models.resilient import PendingScores, ResilientScorer
 from pipeline.batch import Batch, Parsed
 from pipeline.closing import Closing
 from pipeline.collaborators import ModelSwitch, ReplyModel, Shadow, SwitchTo, TurnModel
@@ -148,7 +148,6 @@ class Scorer(TurnScoring, ReplyScoring, Closing):
             self.settings, self.settings.scorer_group, [self.settings.topic_events],
             listener=ForgetRevoked(self.offsets),
         )
-        self.offsets.consumer = self._consumer
         try:
             consume(self._consumer, self._stop, self.accept, poll_timeout_ms=self.settings.poll_timeout_ms,
                     max_records=self.settings.batch_size, on_cycle=self._periodic, max_idle_s=max_idle_s,
@@ -164,7 +163,7 @@ class Scorer(TurnScoring, ReplyScoring, Closing):
     def _shutdown(self) -> None:
         if self._consumer is not None:
             try:
-                self.offsets.commit(None)
+                self.offsets.commit(self._consumer, None)
                 self._consumer.close(autocommit=False)
             except Exception as exc:  # noqa: BLE001 - closing after a broker loss
                 log.warning("consumer close: %s", type(exc).__name__)
@@ -199,8 +198,6 @@ class Scorer(TurnScoring, ReplyScoring, Closing):
     def apply_switch(self, switch: SwitchTo) -> None:
         """Run what the live record names from the next batch on: the batch held now is finished (published,
         written, committed) by the model that scored it, so no event is lost or scored twice by the swap."""
-        from models.resilient import ResilientScorer
-
         self.flush()
         if switch.champion is not None and switch.champion is not self.model.model:
             old, self.model = self.model, ResilientScorer(switch.champion, switch.champion.threshold,
@@ -233,7 +230,7 @@ class Scorer(TurnScoring, ReplyScoring, Closing):
         self.metrics.failed.inc()
         tp = TopicPartition(rec.topic, rec.partition)
         self.offsets.past(tp, rec.offset)
-        self.offsets.commit({tp})
+        self.offsets.commit(self._consumer, {tp})
 
     # -- one batch ----------------------------------------------------------------------------------
     def accept(self, records: list[Any]) -> None:
@@ -316,7 +313,7 @@ class Scorer(TurnScoring, ReplyScoring, Closing):
             self._eval_store().add_ops(HARMFUL_RULE, batch.replies, self._harmful_window)
         self.store.apply(list(batch.updates.values()))
         self.store.close_many(batch.closes)
-        self.offsets.commit(self.offsets.finished(batch.offsets), wait=False)
+        self.offsets.commit(self._consumer, self.offsets.finished(self._consumer, batch.offsets), wait=False)
         self.metrics.last_batch.set(time.time())
 
     # -- periodic work (the idle sweep: pipeline/closing.py) ---------------------------------------------

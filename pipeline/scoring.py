@@ -171,8 +171,7 @@ class TurnScoring:
             if newly_urgent:
                 batch.urgent.append(UrgentCase(cid, u.urgent_turn, u.urgent_score, u.urgent_why))
                 self.metrics.urgent.inc()
-        if self.response_model is not None:
-            self._score_replies(parsed, states, batch)
+        self._score_replies(parsed, states, batch)
 
     def _multilingual(self, user: list[ConversationMessage], language_of: dict[str, Any]) -> dict[str, float]:
         """The multilingual model's P(crisis) of the user turns identified as one of its languages (not validated

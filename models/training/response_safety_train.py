@@ -25,7 +25,6 @@ from models.response_safety import (
     DEFAULT_DIR,
     FORMAT,
     MAX_TOKENS,
-    ROOT,
     SEED,
     WEIGHTS,
     _encode,
@@ -36,6 +35,7 @@ from models.response_safety import (
 
 __all__ = ["train", "pair_ranking", "card"]
 
+ROOT = Path(__file__).resolve().parents[2]
 DIASAFETY = ROOT.parent / "shared" / "data" / "diasafety"
 WRITTEN = ROOT / "data" / "response_safety" / "written_replies.csv"
 PAIRS = ROOT / "data" / "response_safety" / "reply_pairs.csv"
