@@ -342,6 +342,46 @@ def build_kinds(shared: Path) -> dict[str, KindsWriter]:
     return writers
 
 
+def build_kinds_more(kinds: dict[str, KindsWriter]) -> tuple[KindsWriter, list[dict[str, str]]]:
+    """More training turns of the kinds (`team_kinds_more.csv`, written after the kinds set, for training only: the
+    kinds' validation and test splits stay as they were) in conversations as `build_kinds` makes them; and the rows
+    for fine-tuning the encoder on the kinds (`id,text,label,class,split`): each distinct turn of these and of the
+    kinds' train split with a known alone label, and the kinds' validation turns for choosing the epoch."""
+    rng = np.random.default_rng(KINDS_SEED + 1)
+    greetings = [t for c, t in team_turns()["train"]["no_crisis"] if c == "greeting"] or ["hi"]
+    w = KindsWriter("more")
+    with open(HERE / "team_kinds_more.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    crisis = [r for r in rows if r["label"] == "crisis"]
+    for r in crisis:
+        turns = [(str(rng.choice(PREFACES)), "no_crisis", "preface", "no_crisis")] if rng.random() < 0.5 else []
+        w.kind_conversation("team", r["kind"], [*turns, (r["text"], "crisis", r["kind"], "crisis")])
+    for k, r in enumerate(crisis[1::3]):
+        how = OBFUSCATIONS[k % len(OBFUSCATIONS)]
+        w.kind_conversation("team", "obfuscated", [(obfuscate(r["text"], how), "crisis", f"obfuscated_{how}",
+                                                   "crisis")])
+    for r in rows:
+        if r["label"] == "crisis":
+            continue
+        source = KIND_SOURCE.get(r["kind"], "team")
+        w.kind_conversation(source, r["kind"], [(r["text"], "no_crisis", r["kind"], "no_crisis")])
+        if rng.random() < 0.5:
+            w.kind_conversation(source, r["kind"], [(str(rng.choice(greetings)), "no_crisis", "greeting", "no_crisis"),
+                                                   (r["text"], "no_crisis", r["kind"], "no_crisis")])
+    finetune: list[dict[str, str]] = []
+    for split, turns in (("train", kinds["train"].rows + w.rows), ("validation", kinds["validation"].rows)):
+        seen: set[str] = set()
+        for r in turns:
+            if r["alone"] == "unknown" or r["text"] in seen:
+                continue
+            seen.add(r["text"])
+            crisis_turn = r["alone"] == "crisis"
+            finetune.append({"id": f"ft-{r['id']}", "text": r["text"],
+                             "label": "crisis" if crisis_turn else "no_crisis",
+                             "class": "chat_crisis" if crisis_turn else f"chat_{r['source']}", "split": split})
+    return w, finetune
+
+
 FINETUNE_ORDINARY = 12000  # ordinary train turns in chat_finetune.csv (all crisis and team turns are in it)
 FINETUNE_VALIDATION = 3000  # ordinary validation turns in it (all crisis ones)
 
@@ -374,9 +414,16 @@ def main() -> int:
         ft = csv.DictWriter(fh, ["id", "text", "label", "class", "split"], lineterminator="\n")
         ft.writeheader()
         ft.writerows(finetune_rows(writers))
-    for split, kw in build_kinds(args.shared).items():
+    kinds = build_kinds(args.shared)
+    more, finetune = build_kinds_more(kinds)
+    kinds["more_train"] = more
+    for split, kw in kinds.items():
         kw.write(args.out / f"kinds_{split}.csv")
         print(f"kinds {split}: {len(kw.rows)} turns, {len({r['conversation'] for r in kw.rows})} conversations")
+    with open(args.out / "kinds_finetune.csv", "w", newline="", encoding="utf-8") as fh:
+        ft = csv.DictWriter(fh, ["id", "text", "label", "class", "split"], lineterminator="\n")
+        ft.writeheader()
+        ft.writerows(finetune)
     for split, w in writers.items():
         w.write(args.out / f"chat_{split}.csv")
         convs: dict[str, bool] = {}

@@ -267,7 +267,8 @@ def write_chat_model_card(out: Path, meta: dict[str, Any]) -> Path:
         f"- Training, two steps. (1) The encoder layers and the posts head (`{init['model_version']}`): "
         + _init_command(init) + f" (2) This head: `vigil train --init-from ENCODER_DIR --data {meta['data']['path']} "
         f"--split-file {Path(cmd.get('split_file', '')).name} --class-column {cmd.get('class_column')} "
-        f"--chat-data data/chat_form --out MODEL_DIR` ({meta['train_seconds']} s on the machine that trained it, "
+        f"--chat-data data/chat_form{' --chat-kinds' if meta['chat_config'].get('kinds') else ''} --out MODEL_DIR` "
+        f"({meta['train_seconds']} s on the machine that trained it, "
         "with the rows' embeddings cached by an earlier run of the same encoder; embedding all 96k rows takes about "
         "7 minutes on 2 cores; step 1 about 20 minutes).",
         "",
@@ -297,8 +298,9 @@ def write_chat_model_card(out: Path, meta: dict[str, Any]) -> Path:
         "27 subreddits (Low et al. 2020, CC BY 4.0); crisis = r/SuicideWatch. Split: train "
         f"{meta['data']['train']}, validation {meta['data']['validation']}, test {meta['data']['test']} (the split "
         "file's test rows; validation an author-grouped share of its train rows).",
-        *[f"- Chat {s}: `{d['path']}` (SHA-256 `{d['sha256']}`), {d['turns']} user turns in {d['conversations']} "
-          "conversations." for s, d in chat_data.items()],
+        *[f"- Chat {s}: " + ", ".join(f"`{f['path']}` (SHA-256 `{f['sha256']}`, {f['turns']} turns)"
+                                      for f in d.get("files") or [d])
+          + f"; {d['turns']} user turns in {d['conversations']} conversations." for s, d in chat_data.items()],
         "- The chat-form set (data/chat_form/SOURCE.md): GoEmotions comments and DiaSafety user contexts "
         "(ordinary), sentences of the posts (crisis sentences of r/SuicideWatch posts with a strong Suicide Risk "
         "Lexicon hit; ordinary sentences of the other posts), and turns and multi-turn conversations written by "

@@ -118,7 +118,8 @@ def chat_calibrate(
               "crisis": int(posts.labels.sum()), "train": len(post_splits[0]), "validation": len(p_val),
               "test": len(p_test)},
         chat_data={s: {"path": c.path.name, "sha256": c.sha256, "turns": len(c),
-                       "conversations": int(np.unique(c.conversation).size)} for s, c in chat.items()},
+                       "conversations": int(np.unique(c.conversation).size), "files": c.files}
+                   for s, c in chat.items()},
     )
     meta["model_version"] = scoring_version(out, meta)
     (out / ARTIFACT_FILE).write_text(json.dumps(meta, indent=2))

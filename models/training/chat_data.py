@@ -23,8 +23,8 @@ from models.head import (
 from models.normalise import NORMALISER_VERSION, normalise
 from models.training.report import classification_report, flag_rate, group_max
 
-__all__ = ["ChatRows", "load_chat", "CHAT_SPLITS", "Progress", "cached_embed", "context_matrix", "score_conversations",
-           "conversation_report", "turn_scores"]
+__all__ = ["ChatRows", "load_chat", "split_files", "CHAT_SPLITS", "Progress", "cached_embed", "context_matrix",
+           "score_conversations", "conversation_report", "turn_scores"]
 
 
 Progress = Callable[[str], None]
@@ -49,6 +49,7 @@ class ChatRows:
     sha256: str
     path: Path
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    files: list[dict[str, Any]] = field(default_factory=list)  # each file read: path, sha256, turns
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -74,22 +75,41 @@ class ChatRows:
         return out
 
 
-def load_chat(path: Path) -> ChatRows:
-    """Read a chat-form CSV; a CSV without conversation columns reads as one-turn conversations."""
-    raw = Path(path).read_bytes()
-    reader = csv.DictReader(raw.decode("utf-8").splitlines(keepends=True))
-    rows = list(reader)
-    missing = {"id", "text", "label"} - set(reader.fieldnames or [])
-    if missing:
-        raise ModelError(f"{path}: missing columns {sorted(missing)}")
+def split_files(chat_dir: Path, split: str, kinds: bool = True) -> list[Path]:
+    """The files a chat head is fitted or chosen on for one split of a chat-form folder: `chat_{split}.csv`, and with
+    `kinds`, for training and validation, where the folder has them, the kinds set's (`kinds_{split}.csv`, issue 31)
+    and its added training turns (`kinds_more_{split}.csv`). The test split is `chat_test.csv` alone, the card's
+    chat-form row; the kinds' test split is measured with it by `models.training.kinds` ("What the loop needs")."""
+    if split == "test" or not kinds:
+        return [Path(chat_dir) / f"chat_{split}.csv"]
+    more = [Path(chat_dir) / f"kinds_{split}.csv", Path(chat_dir) / f"kinds_more_{split}.csv"]
+    return [Path(chat_dir) / f"chat_{split}.csv", *[p for p in more if p.is_file()]]
+
+
+def load_chat(path: Path, *more: Path) -> ChatRows:
+    """Read a chat-form CSV (and more of them, as one set of conversations: their conversation ids must differ);
+    a CSV without conversation columns reads as one-turn conversations."""
+    rows: list[dict[str, str]] = []
+    files: list[dict[str, Any]] = []
+    for p in (path, *more):
+        raw = Path(p).read_bytes()
+        reader = csv.DictReader(raw.decode("utf-8").splitlines(keepends=True))
+        part = list(reader)
+        missing = {"id", "text", "label"} - set(reader.fieldnames or [])
+        if missing:
+            raise ModelError(f"{p}: missing columns {sorted(missing)}")
+        rows += part
+        files.append({"path": Path(p).name, "sha256": hashlib.sha256(raw).hexdigest(), "turns": len(part)})
     labels = np.asarray([r["label"].strip().lower() == "crisis" for r in rows], dtype=bool)
+    digest = files[0]["sha256"] if not more else hashlib.sha256(
+        "".join(f["sha256"] for f in files).encode()).hexdigest()
     return ChatRows(
         ids=[r["id"] for r in rows], texts=[r["text"] or "" for r in rows], labels=labels,
         conversation=np.asarray([r.get("conversation") or r["id"] for r in rows]),
         turn=np.asarray([int(r.get("turn") or 0) for r in rows], dtype=np.int64),
         source=np.asarray([r.get("source") or "" for r in rows]),
         alone=np.asarray([r.get("alone") or r["label"] for r in rows]),
-        sha256=hashlib.sha256(raw).hexdigest(), path=Path(path),
+        sha256=digest, path=Path(path), files=files,
     )
 
 

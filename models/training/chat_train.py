@@ -50,6 +50,7 @@ from models.training.chat_data import (
     context_matrix,
     load_chat,
     score_conversations,
+    split_files,
 )
 from models.training.train_config import CHOICE_TOLERANCE, ChatTrainConfig
 
@@ -128,7 +129,7 @@ def train_chat_head(
     tokenizer = load_tokenizer(init_from, info)
     posts = attach_classes(load_dataset(posts_path), class_column, split_file)
     p_train, p_val, p_test = split_rows(posts, cfg.seed, split_file)
-    chat = {s: load_chat(chat_dir / f"chat_{s}.csv") for s in CHAT_SPLITS}
+    chat = {s: load_chat(*split_files(chat_dir, s, kinds=cfg.kinds)) for s in CHAT_SPLITS}
     started = time.monotonic()
     progress(f"embedding {len(posts.ids)} posts and {sum(len(c) for c in chat.values())} chat turns")
 

@@ -56,3 +56,4 @@ class ChatTrainConfig:
     max_length: int = 256
     threads: int = 0
     seed: int = 0
+    kinds: bool = False  # fit and choose on the kinds set too (`chat_data.split_files`; not the shipped model's data)

@@ -67,6 +67,31 @@ def test_the_kinds_set_holds_every_missed_kind_and_its_counterparts_in_each_spli
     assert not (texts[0] & texts[2] or texts[1] & texts[2])
 
 
+def test_the_added_kinds_turns_are_for_training_only_and_unlike_every_held_out_turn():
+    """kinds_more_train.csv (team_kinds_more.csv, written after the kinds set): no turn in it, or in the encoder's
+    fine-tuning rows of the kinds, is a validation or test turn of the kinds or chat splits, or shares most of its
+    words with one (the added turns were checked against the held-out team turns by word overlap when written)."""
+
+    def words(text: str) -> frozenset[str]:
+        return frozenset(_norm(text).split())
+
+    held_out = [words(r["text"]) for split in ("validation", "test")
+                for name in (f"kinds_{split}.csv", f"chat_{split}.csv") for r in _rows(FOLDER / name)
+                if r["source"] != "goemotions" and r["source"] != "diasafety" and r["category"] not in
+                ("greeting", "ack", "preface", "filler")]
+    more = _rows(FOLDER / "kinds_more_train.csv")
+    assert {r["kind"] for r in more if r["label"] == "crisis"} >= {"method_question", "named_means", "shorthand",
+                                                                   "self_harm_coping", "passive_imagery", "obfuscated"}
+    written = {words(r["text"]) for r in _rows(FOLDER / "team_kinds_more.csv")}
+    for w in written:
+        near = [h for h in held_out if h and len(w & h) / len(w | h) >= 0.6]
+        assert not near, f"an added turn is too like a held-out one: {sorted(w)}"
+    finetune = _rows(FOLDER / "kinds_finetune.csv")
+    held_texts = {_norm(r["text"]) for r in _rows(FOLDER / "kinds_test.csv") if r["category"] == r["kind"]}
+    assert not held_texts & {_norm(r["text"]) for r in finetune}
+    assert {r["split"] for r in finetune} == {"train", "validation"}
+
+
 def test_a_conversation_and_a_team_text_sit_in_one_split(splits):
     conversations = [{r["conversation"] for r in rows} for rows in splits.values()]
     assert not (conversations[0] & conversations[1] or conversations[0] & conversations[2]
@@ -89,7 +114,7 @@ def test_no_judged_sentence_is_in_the_chat_form_data(splits):
     judged = {j for j in judged if len(j.split()) >= 3}
     # the team's rows, and the contrast turns the shipped encoder layers were fine-tuned on
     team = (_rows(FOLDER / "team_turns.csv") + _rows(FOLDER / "team_conversations.csv")
-            + _rows(FOLDER / "team_kinds.csv"))
+            + _rows(FOLDER / "team_kinds.csv") + _rows(FOLDER / "team_kinds_more.csv"))
     team += [row for path in sorted((ROOT / "data" / "chat_contrast").glob("*.csv")) for row in _rows(path)]
     # "I'm so tired" opens issue 17's own build-up example ("I'm so tired" / "of everything" / "I've been saving up
     # my pills"), which the regression table keeps word for word; a contrast turn ("I'm so tired of living") starts so.
@@ -115,6 +140,6 @@ def test_the_data_set_rebuilds_byte_for_byte(tmp_path):
     subprocess.run([sys.executable, str(FOLDER / "build.py"), "--shared", str(SHARED), "--out", str(tmp_path)],
                    check=True, capture_output=True)
     for split in SPLITS:
-        for name in (f"chat_{split}.csv", f"kinds_{split}.csv"):
+        for name in (f"chat_{split}.csv", f"kinds_{split}.csv", "kinds_more_train.csv", "kinds_finetune.csv"):
             built = hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
             assert built == hashlib.sha256((FOLDER / name).read_bytes()).hexdigest(), name

@@ -106,3 +106,30 @@ def test_bulk_conversation_scoring_equals_the_scorers_turn_by_turn_path(model_ca
             scored = clf.score_turns([rows.texts[i]], [history])
             assert scored.scores[0] == bulk[i], rows.texts[i]  # exactly the same
             history.append(scored.embeddings[0])
+
+
+def test_a_chat_split_reads_the_kinds_files_beside_it_as_one_set_of_conversations(tmp_path):
+    """`vigil train --chat-data` trains and chooses on the kinds set too (issue 31): a training or validation split is
+    its chat file and, where the folder has them, `kinds_{split}.csv` and `kinds_more_{split}.csv`, each file named
+    with its hash; the test split stays the chat-form file alone (the card's chat-form row)."""
+    from models.training.chat_data import load_chat, split_files
+
+    header = "id,text,label,conversation,turn,source,category,alone\n"
+    (tmp_path / "chat_train.csv").write_text(header + "a-0,hi,no_crisis,a,0,team,greeting,no_crisis\n")
+    (tmp_path / "chat_test.csv").write_text(header + "t-0,hi,no_crisis,t,0,team,greeting,no_crisis\n")
+    (tmp_path / "kinds_test.csv").write_text(header + "kt-0,hi,no_crisis,kt,0,team,greeting,no_crisis\n")
+    (tmp_path / "kinds_train.csv").write_text(header + "k-0,i want to kms,crisis,k,0,team,shorthand,crisis\n"
+                                              "k-1,for real,crisis,k,1,team,shorthand,unknown\n")
+    (tmp_path / "kinds_more_train.csv").write_text(header + "m-0,np,no_crisis,m,0,team,ack,no_crisis\n")
+    assert [p.name for p in split_files(tmp_path, "train")] == ["chat_train.csv", "kinds_train.csv",
+                                                              "kinds_more_train.csv"]
+    assert [p.name for p in split_files(tmp_path, "test")] == ["chat_test.csv"]
+    assert [p.name for p in split_files(tmp_path, "train", kinds=False)] == ["chat_train.csv"]  # the shipped recipe
+    rows = load_chat(*split_files(tmp_path, "train"))
+    assert rows.ids == ["a-0", "k-0", "k-1", "m-0"]
+    assert rows.labels.tolist() == [False, True, True, False]
+    assert sorted(set(rows.conversation.tolist())) == ["a", "k", "m"]
+    assert [(f["path"], f["turns"]) for f in rows.files] == [("chat_train.csv", 1), ("kinds_train.csv", 2),
+                                                             ("kinds_more_train.csv", 1)]
+    alone = load_chat(tmp_path / "chat_test.csv")
+    assert alone.sha256 == alone.files[0]["sha256"] and rows.sha256 != rows.files[0]["sha256"]
