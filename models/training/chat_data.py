@@ -75,7 +75,7 @@ class ChatRows:
         return out
 
 
-def split_files(chat_dir: Path, split: str, kinds: bool = True) -> list[Path]:
+def split_files(chat_dir: Path, split: str, kinds: bool = False) -> list[Path]:
     """The files a chat head is fitted or chosen on for one split of a chat-form folder: `chat_{split}.csv`, and with
     `kinds`, for training and validation, where the folder has them, the kinds set's (`kinds_{split}.csv`, issue 31)
     and its added training turns (`kinds_more_{split}.csv`). The test split is `chat_test.csv` alone, the card's

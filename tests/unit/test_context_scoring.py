@@ -121,11 +121,11 @@ def test_a_chat_split_reads_the_kinds_files_beside_it_as_one_set_of_conversation
     (tmp_path / "kinds_train.csv").write_text(header + "k-0,i want to kms,crisis,k,0,team,shorthand,crisis\n"
                                               "k-1,for real,crisis,k,1,team,shorthand,unknown\n")
     (tmp_path / "kinds_more_train.csv").write_text(header + "m-0,np,no_crisis,m,0,team,ack,no_crisis\n")
-    assert [p.name for p in split_files(tmp_path, "train")] == ["chat_train.csv", "kinds_train.csv",
+    assert [p.name for p in split_files(tmp_path, "train", kinds=True)] == ["chat_train.csv", "kinds_train.csv",
                                                               "kinds_more_train.csv"]
-    assert [p.name for p in split_files(tmp_path, "test")] == ["chat_test.csv"]
-    assert [p.name for p in split_files(tmp_path, "train", kinds=False)] == ["chat_train.csv"]  # the shipped recipe
-    rows = load_chat(*split_files(tmp_path, "train"))
+    assert [p.name for p in split_files(tmp_path, "test", kinds=True)] == ["chat_test.csv"]
+    assert [p.name for p in split_files(tmp_path, "train")] == ["chat_train.csv"]  # the shipped recipe
+    rows = load_chat(*split_files(tmp_path, "train", kinds=True))
     assert rows.ids == ["a-0", "k-0", "k-1", "m-0"]
     assert rows.labels.tolist() == [False, True, True, False]
     assert sorted(set(rows.conversation.tolist())) == ["a", "k", "m"]
