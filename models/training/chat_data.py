@@ -59,7 +59,7 @@ class ChatRows:
         rows = np.asarray(rows, dtype=np.int64)
         return ChatRows([self.ids[i] for i in rows], [self.texts[i] for i in rows], self.labels[rows],
                         self.conversation[rows], self.turn[rows], self.source[rows], self.alone[rows], self.sha256,
-                        self.path)
+                        self.path, files=self.files)
 
     def windows(self, k: int) -> list[list[int]]:
         """For every row, the rows of its context: the last `k` user turns of its conversation up to it."""

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 
 from models.artifact import WEIGHTS_FILE
-from models.calibration import PlattCalibration
 from models.normalise import normalise
 from models.training.dataset import Dataset, Progress
 from models.training.train_config import TrainConfig
@@ -31,11 +30,10 @@ def seed_everything(seed: int) -> None:
 
 
 def _tokenize(texts: list[str], max_length: int) -> list[list[int]]:
-    from models.artifact import ModelInfo, load_tokenizer
-    from models.tokenizer import base_encoder_path
+    from models.tokenizer import FastTokenizer, base_encoder_path
 
-    tok = load_tokenizer(base_encoder_path(), ModelInfo("pooled-head", "base", 0.5, PlattCalibration()))
-    return tok([normalise(t) for t in texts], truncation=True, max_length=max_length)["input_ids"]  # type: ignore[no-any-return]
+    tok = FastTokenizer(base_encoder_path())
+    return tok([normalise(t) for t in texts], truncation=True, max_length=max_length)["input_ids"]
 
 
 def _pad(seqs: list[Any], width: int | None = None) -> tuple[Any, Any]:
