@@ -147,7 +147,6 @@ def stored_head(model_dir: Path, info: ModelInfo) -> CrisisHead:
                       input_scale=float(spec.get("input_scale", 1.0)), posts_head=posts_head,
                       posts_shift=float(spec.get("posts_shift", 0.0)),
                       posts_min_tokens=int(spec.get("posts_min_tokens", 64)),
-                      posts_scale=float(spec.get("posts_scale", 1.0)),
                       posts_long=((int(spec["posts_long_min_tokens"]), float(spec["posts_long_shift"]))
                                   if spec.get("posts_long_min_tokens") is not None else None))
 

@@ -71,16 +71,12 @@ class CrisisHead:
     the two: the posts' recall floor (docs/design.md section 7) is met by the head trained on posts without setting the
     threshold that every chat turn is held to, and a content-free turn (shorter than `posts_min_tokens`) is judged
     by the chat head alone. `posts_long`, (min_tokens, shift) if set, is a second such tier for longer windows,
-    with its own (lower) shift: a window of that length takes the higher of its tiers. The posts head's log-odds are
-    multiplied by `posts_scale` before either shift: it stretches them about the threshold, so that a long window the
-    posts head does not flag ranks below a short one the chat head judges (the posts' ROC-AUC), and changes no
-    decision at the threshold.
+    with its own (lower) shift: a window of that length takes the higher of its tiers.
     """
 
     def __init__(self, layers: Sequence[tuple[np.ndarray, np.ndarray]], crisis_classes: Sequence[int],
                  input_scale: float = 1.0, posts_head: CrisisHead | None = None, posts_shift: float = 0.0,
-                 posts_min_tokens: int = 64, posts_long: tuple[int, float] | None = None,
-                 posts_scale: float = 1.0) -> None:
+                 posts_min_tokens: int = 64, posts_long: tuple[int, float] | None = None) -> None:
         self.layers = [(np.asarray(w, dtype=np.float64), np.asarray(b, dtype=np.float64)) for w, b in layers]
         n_classes = len(self.layers[-1][1])
         self.crisis = np.asarray(sorted(crisis_classes), dtype=np.int64)
@@ -90,7 +86,6 @@ class CrisisHead:
         self.posts_shift = float(posts_shift)
         self.posts_min_tokens = int(posts_min_tokens)
         self.posts_long = (int(posts_long[0]), float(posts_long[1])) if posts_long is not None else None
-        self.posts_scale = float(posts_scale)
 
     @classmethod
     def from_module(cls, module: Any) -> CrisisHead:
@@ -125,8 +120,8 @@ class CrisisHead:
             long = np.asarray(tokens) >= min(m for m, _ in self.posts_tiers)
             if long.any():
                 emb = np.asarray(embeddings, dtype=np.float64).reshape(-1, self.width)[long]
-                logits[long] = with_posts_head(logits[long], self.posts_head(emb) * self.posts_scale,
-                                               np.asarray(tokens)[long], self.posts_tiers)
+                logits[long] = with_posts_head(logits[long], self.posts_head(emb), np.asarray(tokens)[long],
+                                               self.posts_tiers)
         return logits
 
     @property

@@ -104,9 +104,6 @@ def _model_commands(sub: Any) -> None:
     p.add_argument("--chat-kinds", action="store_true",
                    help="with --chat-data: also fit and choose on the kinds set beside it (kinds_train/validation.csv "
                         "and kinds_more_train.csv, issue 31); the test row stays chat_test.csv")
-    p.add_argument("--posts-scales", default=None, metavar="S,S,...",
-                   help="with --chat-data: the posts head's scales tried, comma-separated (default 1); the one whose "
-                        "tiers keep the most chat recall, then the posts' ranking, is chosen on validation")
     p.add_argument("--from-labels", action="store_true",
                    help="add the clinicians' labelled conversations (from clinician.labels and safety.review, "
                         "redacted) to --chat-data (default data/chat_form) and fit the chat head from --init-from "

@@ -179,31 +179,6 @@ def _long_tier_lines(meta: dict[str, Any]) -> list[str]:
     ]
 
 
-def _scale_lines(meta: dict[str, Any]) -> list[str]:
-    """The card's words on the posts head's scale (`CrisisHead.posts_scale`), if more than one was tried."""
-    rows = meta.get("posts_scale_choices") or []
-    if len(rows) < 2:
-        return []
-    scale = float(meta["chat_head"].get("posts_scale", 1.0))
-    return [
-        f"- **Posts head scale**: the posts head's log-odds are multiplied by **{scale:g}** before the shifts above. "
-        "A short post is judged by the chat head and a long one by the posts head; raised as far as the posts' floor "
-        "needs, a long ordinary post can outrank a short crisis post, which costs the posts' ROC-AUC though no "
-        "decision changes. A scale above 1 stretches the posts head about the threshold (a long post it flags "
-        "rises, one it does not falls), so the same posts are flagged and they rank better. Chosen on validation "
-        "among the scales tried: the highest chat crisis recall, then posts' ROC-AUC (to 3 decimals), then the "
-        "fewest flagged.",
-        "",
-        "  | scale | tiers (from tokens, shift) | ordinary flagged | crisis recall | posts ROC-AUC |",
-        "  |---|---|---|---|---|",
-        *[f"  | {r['posts_scale']:g} | " + (", ".join(f"{int(n)}: {sh:.2f}" for n, sh in r["tiers"])
-                                           + f" | {_pct(r['validation_flag_rate'])} | {_pct(r['validation_recall'])} | "
-                                           f"{r['posts_validation_roc_auc']:.4f} |" if r["feasible"]
-                                           else "floor not met | - | - | - |") for r in rows],
-        "",
-    ]
-
-
 def _long_tier_cost(meta: dict[str, Any]) -> list[str]:
     costs = meta.get("posts_long_cost")
     if not costs:
@@ -285,7 +260,6 @@ def write_chat_model_card(out: Path, meta: dict[str, Any]) -> Path:
         "than 10% of ordinary conversations: the one with the highest chat crisis recall, then the fewest flags "
         "(table below). Shorter windows (greetings, acknowledgements) are judged by the chat head alone.",
         *_long_tier_lines(meta),
-        *_scale_lines(meta),
         f"- Served by default: {'ONNX Runtime int8' if meta['onnx_recall_ok'] else 'torch fp32'} (int8 only if "
         "its validation recall stays within one point of fp32's). Each text window runs alone, unpadded, and "
         "context embeddings are kept at float16, so a replayed turn gets exactly the score it had.",

@@ -67,27 +67,22 @@ def chat_calibrate(
         thresholds[name] = chat_threshold(conv, labels, cfg)
         val_turns[name] = turn
     threshold = min(thresholds.values())
-    choice = choose_posts_head(backends, va, post_val_texts, posts.labels[p_val], threshold, cfg, progress)
-    tiers, scale = choice.tiers, choice.scale
+    tiers, posts_choices, long_choices = choose_posts_head(backends, va, post_val_texts, posts.labels[p_val],
+                                                           threshold, cfg, progress)
     (min_tokens, shift), long_tier = tiers[0], (tiers[1] if len(tiers) > 1 else None)
-    progress(f"threshold {threshold:.4f}; posts head scaled by {scale:g}, from {min_tokens} tokens, shifted "
-             f"{shift:.2f} log-odds" + (f"; from {long_tier[0]} tokens, {long_tier[1]:.2f}" if long_tier else
-                                        "; no long tier"))
+    progress(f"threshold {threshold:.4f}; posts head from {min_tokens} tokens, shifted {shift:.2f} log-odds"
+             + (f"; from {long_tier[0]} tokens, {long_tier[1]:.2f}" if long_tier else "; no long tier"))
     meta["threshold"] = threshold
     meta["chat_head"].update(posts_shift=shift, posts_min_tokens=min_tokens,
                              posts_long_min_tokens=long_tier[0] if long_tier else None,
                              posts_long_shift=long_tier[1] if long_tier else None)
-    if scale != 1.0:  # a model without the key is served at scale 1, as every model before it was
-        meta["chat_head"]["posts_scale"] = scale
-    meta["posts_head_choices"] = choice.rows
-    meta["posts_long_choices"] = choice.long_rows
-    meta["posts_scale_choices"] = choice.by_scale
+    meta["posts_head_choices"] = posts_choices
+    meta["posts_long_choices"] = long_choices
     meta["posts_long_target"] = posts_target(posts.labels[p_val], cfg)
     (out / ARTIFACT_FILE).write_text(json.dumps(meta, indent=2))
     for c in backends.values():
         if c.head is not None:
             c.head.posts_shift, c.head.posts_min_tokens, c.head.posts_long = shift, min_tokens, long_tier
-            c.head.posts_scale = scale
     # reported as served: with the shift set (a chat turn of post length is judged by the posts head too)
     val_scores = {name: (turn_scores(c, va)[0], c.predict(post_val_texts)) for name, c in backends.items()}
     metrics: dict[str, Any] = {}
@@ -109,7 +104,7 @@ def chat_calibrate(
     if long_tier is not None:
         meta["posts_long_cost"] = {name: long_tier_cost(c, [posts.texts[i] for i in p_test], posts.labels[p_test],
                                                         posts.classes[p_test] if posts.classes is not None else None,
-                                                        tiers, threshold, scale)
+                                                        tiers, threshold)
                                    for name, c in backends.items()}
     if "onnx" in metrics:
         meta["onnx_recall_ok"] = bool(

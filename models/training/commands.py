@@ -39,11 +39,8 @@ def _chat_config(args: argparse.Namespace, settings: Settings) -> Any:
     from models.training.train_config import CHAT_RECALL, ChatTrainConfig
 
     recall = getattr(args, "chat_recall", None)
-    cfg = ChatTrainConfig(threads=settings.torch_threads, chat_recall=CHAT_RECALL if recall is None else recall,
-                          kinds=bool(getattr(args, "chat_kinds", False)))
-    if getattr(args, "posts_scales", None):
-        cfg.posts_scales = tuple(float(s) for s in args.posts_scales.split(","))
-    return cfg
+    return ChatTrainConfig(threads=settings.torch_threads, chat_recall=CHAT_RECALL if recall is None else recall,
+                           kinds=bool(getattr(args, "chat_kinds", False)))
 
 
 def _chat_train_command(args: argparse.Namespace, settings: Settings) -> int:

@@ -3,7 +3,6 @@ and how far it is lowered, chosen on validation so the posts' recall floor holds
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,7 +19,7 @@ from models.head import (
 from models.training.chat_data import ChatRows, Progress, context_matrix, score_conversations
 from models.training.train_config import FLAG_CEILING, POSTS_AUC_TOLERANCE, ChatTrainConfig
 
-__all__ = ["choose_posts_head", "PostsHeadChoice", "posts_target", "long_tier_cost"]
+__all__ = ["choose_posts_head", "posts_target", "long_tier_cost"]
 
 
 SHIFT_STEP = 0.05  # log-odds: the posts head's shift is chosen on a grid of this step
@@ -44,7 +43,8 @@ def _posts_shift(window: Window, labels: np.ndarray, tiers: list[tuple[int, floa
         logits = _text_logits(base, len(labels), [(min_tokens, step * SHIFT_STEP)], clf)
         return bool(np.mean(clf.info.calibration(logits)[labels] >= threshold) >= target)
 
-    # Recall only falls as the shift grows (every step on the way is monotone): bisect the grid, -30 to 60 log-odds.
+    # Recall only falls as the shift grows (each step from shift to recall is monotone): bisect the grid, -30 to 60
+    # log-odds, for the answer a scan up the grid would give in about 11 evaluations instead of up to 1,800.
     low, high = -600, 1200
     if not meets(low):
         return None
@@ -71,16 +71,8 @@ def _head_parts(clf: CrisisClassifier, texts: list[str]) -> Window:
 def choose_posts_head(
     backends: dict[str, CrisisClassifier], va: ChatRows, post_texts: list[str], post_labels: np.ndarray,
     threshold: float, cfg: ChatTrainConfig, progress: Progress,
-) -> PostsHeadChoice:
-    """The posts head's scale and tiers: how far its log-odds are stretched, from which window length it also judges
-    a window, and its shift, on validation only.
-
-    For each scale in cfg.posts_scales (the posts head's logit is multiplied by it before the shift) the tiers are
-    chosen as below; of the scales, the one whose tiers give the highest chat crisis recall, then the highest posts'
-    validation ROC-AUC (to 3 decimals), then the fewest ordinary conversations flagged. The scale changes no
-    decision at the tiers' own thresholds, only how the posts head's windows rank against the chat head's: a short
-    post is judged by the chat head and a long one by the posts head, and with scale 1 a large raise lifts long
-    ordinary posts above short crisis posts.
+) -> tuple[list[tuple[int, float]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The posts head's tiers: from which window length it also judges a window, and its shift, on validation only.
 
     First tier: for each length in POSTS_MIN_TOKENS the shift is the largest that keeps the posts' recall floor with
     every backend; among the lengths where that is possible and no backend flags more than FLAG_CEILING of the
@@ -94,7 +86,7 @@ def choose_posts_head(
     """
     from sklearn.metrics import roc_auc_score
 
-    raw = {n: (_head_parts(c, post_texts), _head_parts(c, va.texts), c) for n, c in backends.items()}
+    parts = {n: (_head_parts(c, post_texts), _head_parts(c, va.texts), c) for n, c in backends.items()}
     windows = {n: va.windows(c.info.context_turns) for n, c in backends.items()}
     contexts = {}
     for n, c in backends.items():
@@ -103,103 +95,46 @@ def choose_posts_head(
             raise ModelError("a chat model needs its numpy head")
         contexts[n] = c.head(context_matrix(embeddings.astype(np.float32), windows[n]))
 
-    def tiers_at(scale: float) -> tuple[list[tuple[int, float]], list[dict[str, Any]], list[dict[str, Any]]]:
-        parts = {n: (_scaled(p, scale), _scaled(v, scale), c) for n, (p, v, c) in raw.items()}
-        progress(f"  posts head scaled by {scale:g}")
+    def try_tier(tiers: list[tuple[int, float]], min_tokens: int, target: float) -> dict[str, Any]:
+        shifts = [_posts_shift(p[0], post_labels, tiers, min_tokens, threshold, target, p[2]) for p in parts.values()]
+        if any(s is None for s in shifts):
+            progress(f"  posts head from {min_tokens} tokens: recall {target:.3f} on the posts cannot be met")
+            return {"posts_min_tokens": min_tokens, "feasible": False}
+        shift = min(s for s in shifts if s is not None)
+        chosen = [*tiers, (min_tokens, shift)]
+        flag, recall, auc = [], [], []
+        for n, (post_window, (chat, posts, tokens, _), c) in parts.items():
+            alone = c.info.calibration(with_posts_head(chat, posts, tokens, chosen))
+            turn = aggregate(c.info.context_aggregate, alone, c.info.calibration(contexts[n]))
+            conv, labels, _ = score_conversations(va, turn)
+            flag.append(float(np.mean(conv[~labels] >= threshold)))
+            recall.append(float(np.mean(conv[labels] >= threshold)))
+            auc.append(float(roc_auc_score(post_labels, _text_logits(post_window, len(post_labels), chosen, c))))
+        progress(f"  posts head from {min_tokens} tokens, shift {shift:.2f}: validation ordinary flagged "
+                 f"{max(flag):.2%}, crisis recall {min(recall):.3f}, posts ROC-AUC {min(auc):.4f}")
+        return {"posts_min_tokens": min_tokens, "feasible": True, "posts_shift": shift,
+                "validation_flag_rate": round(max(flag), 4), "validation_recall": round(min(recall), 4),
+                "posts_validation_roc_auc": round(min(auc), 4)}
 
-        def try_tier(tiers: list[tuple[int, float]], min_tokens: int, target: float) -> dict[str, Any]:
-            shifts = [_posts_shift(p[0], post_labels, tiers, min_tokens, threshold, target, p[2])
-                      for p in parts.values()]
-            if any(s is None for s in shifts):
-                progress(f"  posts head from {min_tokens} tokens: recall {target:.3f} on the posts cannot be met")
-                return {"posts_min_tokens": min_tokens, "feasible": False}
-            shift = min(s for s in shifts if s is not None)
-            chosen = [*tiers, (min_tokens, shift)]
-            flag, recall, auc = [], [], []
-            for n, (post_window, (chat, posts, tokens, _), c) in parts.items():
-                alone = c.info.calibration(with_posts_head(chat, posts, tokens, chosen))
-                turn = aggregate(c.info.context_aggregate, alone, c.info.calibration(contexts[n]))
-                conv, labels, _ = score_conversations(va, turn)
-                flag.append(float(np.mean(conv[~labels] >= threshold)))
-                recall.append(float(np.mean(conv[labels] >= threshold)))
-                auc.append(float(roc_auc_score(post_labels, _text_logits(post_window, len(post_labels), chosen, c))))
-            progress(f"  posts head from {min_tokens} tokens, shift {shift:.2f}: validation ordinary flagged "
-                     f"{max(flag):.2%}, crisis recall {min(recall):.3f}, posts ROC-AUC {min(auc):.4f}")
-            return {"posts_min_tokens": min_tokens, "feasible": True, "posts_shift": shift,
-                    "validation_flag_rate": round(max(flag), 4), "validation_recall": round(min(recall), 4),
-                    "posts_validation_roc_auc": round(min(auc), 4)}
+    def best(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+        fit = [r for r in rows if r["feasible"] and r["validation_flag_rate"] <= FLAG_CEILING]
+        return max(fit, key=lambda r: (r["validation_recall"], -r["validation_flag_rate"])) if fit else None
 
-        def best(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-            fit = [r for r in rows if r["feasible"] and r["validation_flag_rate"] <= FLAG_CEILING]
-            return max(fit, key=lambda r: (r["validation_recall"], -r["validation_flag_rate"])) if fit else None
-
-        rows = [try_tier([], n, cfg.posts_recall) for n in POSTS_MIN_TOKENS]
-        first = best(rows)
-        if first is None:
-            raise ModelError("no posts-head length meets the posts' floor under the flag-rate ceiling")
-        tiers = [(int(first["posts_min_tokens"]), float(first["posts_shift"]))]
-        target = posts_target(post_labels, cfg)
-        progress(f"  long windows: recall {target:.3f} on the posts ({cfg.posts_spare} crisis post(s) over the floor)")
-        long_rows = [try_tier(tiers, n, target) for n in POSTS_LONG_MIN_TOKENS if n > tiers[0][0]]
-        floor_auc = first["posts_validation_roc_auc"] - POSTS_AUC_TOLERANCE
-        for r in long_rows:
-            r["auc_kept"] = bool(r["feasible"] and r["posts_validation_roc_auc"] >= floor_auc)
-        second = best([r for r in long_rows if r["auc_kept"]])
-        if second is not None:
-            tiers.append((int(second["posts_min_tokens"]), float(second["posts_shift"])))
-        for r in [*rows, *long_rows]:
-            r["posts_scale"] = scale
-        return tiers, rows, long_rows
-
-    choices: list[PostsHeadChoice] = []
-    by_scale: list[dict[str, Any]] = []
-    for scale in cfg.posts_scales:
-        try:
-            tiers, rows, long_rows = tiers_at(scale)
-        except ModelError as exc:
-            progress(f"  posts head scaled by {scale:g}: {exc}")
-            by_scale.append({"posts_scale": scale, "feasible": False})
-            continue
-        final = _row_of(tiers, rows, long_rows)
-        by_scale.append({"posts_scale": scale, "feasible": True, "tiers": [list(t) for t in tiers],
-                         **{k: final[k] for k in ("validation_flag_rate", "validation_recall",
-                                                  "posts_validation_roc_auc")}})
-        choices.append(PostsHeadChoice(tiers, scale, rows, long_rows, by_scale))
-    if not choices:
+    rows = [try_tier([], n, cfg.posts_recall) for n in POSTS_MIN_TOKENS]
+    first = best(rows)
+    if first is None:
         raise ModelError("no posts-head length meets the posts' floor under the flag-rate ceiling")
-    return max(choices, key=lambda c: _preference(_row_of(c.tiers, c.rows, c.long_rows)))
-
-
-def _preference(row: dict[str, Any]) -> tuple[float, float, float]:
-    """Of two scales' tiers, the one preferred has the higher chat recall, then posts' ROC-AUC, then fewer flagged."""
-    return row["validation_recall"], round(row["posts_validation_roc_auc"], 3), -row["validation_flag_rate"]
-
-
-@dataclass
-class PostsHeadChoice:
-    """What `choose_posts_head` chose: the tiers, the scale, the validation rows of the scale chosen (first tier,
-    long tier), and one row per scale tried."""
-
-    tiers: list[tuple[int, float]]
-    scale: float
-    rows: list[dict[str, Any]]
-    long_rows: list[dict[str, Any]]
-    by_scale: list[dict[str, Any]]
-
-
-def _scaled(window: Window, scale: float) -> Window:
-    """A window's head parts with the posts head's logits multiplied by `scale`."""
-    chat, posts, tokens, owners = window
-    return chat, posts * scale, tokens, owners
-
-
-def _row_of(tiers: list[tuple[int, float]], rows: list[dict[str, Any]],
-            long_rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The validation row of the tiers chosen: the long tier's if there is one, else the first tier's."""
-    first = next(r for r in rows if r.get("posts_shift") == tiers[0][1] and r["posts_min_tokens"] == tiers[0][0])
-    if len(tiers) < 2:
-        return first
-    return next(r for r in long_rows if r.get("posts_shift") == tiers[1][1] and r["posts_min_tokens"] == tiers[1][0])
+    tiers = [(int(first["posts_min_tokens"]), float(first["posts_shift"]))]
+    target = posts_target(post_labels, cfg)
+    progress(f"  long windows: recall {target:.3f} on the posts ({cfg.posts_spare} crisis post(s) over the floor)")
+    long_rows = [try_tier(tiers, n, target) for n in POSTS_LONG_MIN_TOKENS if n > tiers[0][0]]
+    floor_auc = first["posts_validation_roc_auc"] - POSTS_AUC_TOLERANCE
+    for r in long_rows:
+        r["auc_kept"] = bool(r["feasible"] and r["posts_validation_roc_auc"] >= floor_auc)
+    second = best([r for r in long_rows if r["auc_kept"]])
+    if second is not None:
+        tiers.append((int(second["posts_min_tokens"]), float(second["posts_shift"])))
+    return tiers, rows, long_rows
 
 
 def posts_target(post_labels: np.ndarray, cfg: ChatTrainConfig) -> float:
@@ -211,10 +146,10 @@ def posts_target(post_labels: np.ndarray, cfg: ChatTrainConfig) -> float:
 
 
 def long_tier_cost(clf: CrisisClassifier, texts: list[str], labels: np.ndarray, classes: np.ndarray | None,
-                   tiers: list[tuple[int, float]], threshold: float, scale: float = 1.0) -> dict[str, Any]:
+                   tiers: list[tuple[int, float]], threshold: float) -> dict[str, Any]:
     """What the long tier costs on long ordinary text (test posts; the chat-form turns are rarely that long):
     ordinary posts flagged with the first tier alone and with both, overall and per source class."""
-    window = _scaled(_head_parts(clf, texts), scale)
+    window = _head_parts(clf, texts)
     tokens, owners = window[2], window[3]
 
     def flagged(chosen: list[tuple[int, float]]) -> np.ndarray:

@@ -56,5 +56,4 @@ class ChatTrainConfig:
     max_length: int = 256
     threads: int = 0
     seed: int = 0
-    posts_scales: tuple[float, ...] = (1.0,)  # the posts head's scales tried (`posts_head.choose_posts_head`)
     kinds: bool = False  # fit and choose on the kinds set too (`chat_data.split_files`; not the shipped model's data)

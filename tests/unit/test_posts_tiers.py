@@ -34,8 +34,8 @@ CHAT = {"hello there": (-10.0, -10.0, 5), "how are you": (-10.0, -10.0, 5), "i w
 class FakeClassifier:
     """What choose_posts_head asks of a CrisisClassifier, with windows from the tables above."""
 
-    def __init__(self, posts: list[tuple[str, tuple[float, float, int], bool]] = POSTS) -> None:
-        self.table = {**{t: w for t, w, _ in posts}, **CHAT}
+    def __init__(self) -> None:
+        self.table = {**{t: w for t, w, _ in POSTS}, **CHAT}
         self.head = CrisisHead([(np.array([[1.0, 0.0]]), np.zeros(1))], crisis_classes=[0],
                                posts_head=CrisisHead([(np.array([[0.0, 1.0]]), np.zeros(1))], crisis_classes=[0]),
                                posts_shift=60.0, posts_min_tokens=64)
@@ -64,10 +64,8 @@ def chat_rows(tmp_path):
 def test_the_long_tier_keeps_a_post_to_spare_and_never_costs_the_posts_ranking(chat_rows):
     texts = [t for t, _, _ in POSTS]
     labels = np.array([c for _, _, c in POSTS])
-    choice = choose_posts_head({"fake": FakeClassifier()}, chat_rows, texts, labels, 0.5, ChatTrainConfig(),
-                               lambda _: None)
-    tiers, first_rows, long_rows = choice.tiers, choice.rows, choice.long_rows
-    assert choice.scale == 1.0
+    tiers, first_rows, long_rows = choose_posts_head({"fake": FakeClassifier()}, chat_rows, texts, labels, 0.5,
+                                                     ChatTrainConfig(), lambda _: None)
     # First tier: 9 of 10 crisis posts (the floor) needs the short posts, so from 12 tokens; the largest shift at
     # which the short low one still passes is -2.
     assert tiers[0] == (12, -2.0)
@@ -91,42 +89,9 @@ def test_without_a_length_that_keeps_the_ranking_there_is_no_long_tier(chat_rows
     monkeypatch.setattr(posts_head, "POSTS_LONG_MIN_TOKENS", (32,))
     texts = [t for t, _, _ in POSTS]
     labels = np.array([c for _, _, c in POSTS])
-    choice = choose_posts_head({"fake": FakeClassifier()}, chat_rows, texts, labels, 0.5, ChatTrainConfig(),
-                               lambda _: None)
-    tiers, long_rows = choice.tiers, choice.long_rows
+    tiers, _, long_rows = choose_posts_head({"fake": FakeClassifier()}, chat_rows, texts, labels, 0.5,
+                                            ChatTrainConfig(), lambda _: None)
     assert tiers == [(12, -2.0)] and not long_rows[0]["auc_kept"]
-
-
-# A short crisis post (under every tier's length) that only the chat head judges, and long posts that need the posts
-# head raised by 2 log-odds for the floor: at scale 1 that lifts every long ordinary post above the short crisis one.
-STRETCH = (
-    [("short-crisis", (-3.0, -20.0, 10), True)]
-    + [(f"long-crisis-{i}", (-10.0, -2.0, 100), True) for i in range(9)]
-    + [(f"long-ordinary-{i}", (-10.0, -4.0, 100), False) for i in range(10)]
-    + [(f"short-ordinary-{i}", (-6.0, -20.0, 10), False) for i in range(10)]
-)
-
-
-def test_the_posts_head_is_stretched_when_that_keeps_the_posts_ranking_and_no_decision_changes(chat_rows):
-    texts = [t for t, _, _ in STRETCH]
-    labels = np.array([c for _, _, c in STRETCH])
-    fake = FakeClassifier(STRETCH)
-    choice = choose_posts_head({"fake": fake}, chat_rows, texts, labels, 0.5,
-                               ChatTrainConfig(posts_scales=(1.0, 3.0)), lambda _: None)
-    by_scale = {r["posts_scale"]: r for r in choice.by_scale}
-    # scale 1: the short crisis post ranks below the ten long ordinary ones (10 of 200 pairs); scale 3: above all
-    assert by_scale[1.0]["posts_validation_roc_auc"] == pytest.approx(0.95)
-    assert by_scale[3.0]["posts_validation_roc_auc"] == pytest.approx(1.0)
-    assert by_scale[1.0]["validation_recall"] == by_scale[3.0]["validation_recall"]  # chat turns are too short
-    assert choice.scale == 3.0 and choice.tiers[0][1] == pytest.approx(-6.0)
-    outputs, _, tokens = fake.window_outputs(texts)
-    flagged = {}
-    for scale, tiers in ((1.0, by_scale[1.0]["tiers"]), (3.0, choice.tiers)):
-        head = FakeClassifier(STRETCH).head
-        head.posts_scale, (head.posts_min_tokens, head.posts_shift) = scale, tiers[0]
-        flagged[scale] = head(outputs, tokens) >= 0
-    assert np.array_equal(flagged[1.0], flagged[3.0])  # the same posts reach the threshold at either scale
-    assert flagged[3.0][labels].sum() == 9 and not flagged[3.0][~labels].any()
 
 
 def test_a_models_name_changes_with_any_setting_that_changes_a_score(tmp_path):
@@ -144,3 +109,26 @@ def test_a_models_name_changes_with_any_setting_that_changes_a_score(tmp_path):
     assert scoring_version(tmp_path, {**meta, "threshold": 0.031}) != name
     (tmp_path / WEIGHTS_FILE).write_bytes(b"other weights")
     assert scoring_version(tmp_path, meta) != name
+
+
+def test_the_shift_search_finds_what_a_scan_up_the_whole_grid_finds():
+    from models.head import with_posts_head
+    from models.training.posts_head import SHIFT_STEP, _posts_shift, _text_logits
+
+    rng = np.random.default_rng(7)
+    clf = FakeClassifier()
+    clf.info.window_temperature = 0.5  # several windows per text, soft maximum
+    for trial in range(20):
+        n_windows, n_texts = 60, 20
+        owners = np.sort(rng.integers(0, n_texts, n_windows))
+        window = (rng.normal(-4, 3, n_windows), rng.normal(-3, 4, n_windows), rng.integers(5, 200, n_windows), owners)
+        labels = rng.random(n_texts) < 0.5
+        tiers = [(12, float(rng.normal(0, 2)))] if trial % 2 else []
+        target = float(rng.choice([0.5, 0.8, 0.9, 1.0]))
+        base = (with_posts_head(window[0], window[1], window[2], tiers), *window[1:])
+        scan = None
+        for step in range(-600, 1201):
+            logits = _text_logits(base, n_texts, [(32, step * SHIFT_STEP)], clf)
+            if np.mean(clf.info.calibration(logits)[labels] >= 0.5) >= target:
+                scan = step * SHIFT_STEP
+        assert _posts_shift(window, labels, tiers, 32, 0.5, target, clf) == scan
