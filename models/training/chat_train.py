@@ -6,7 +6,8 @@ multi-turn conversations), including each turn's context (the mean embedding of 
 `models.head.context_embedding`). Then, on validation data only:
 
 - the head's regularisation, the context length and how a turn's score combines alone and context
-  (`AGGREGATES`) are those that flag the fewest ordinary chat conversations at their operating threshold;
+  (`choose_context`: "alone" or "max", the aggregates in which the posts head is served) are those that flag the
+  fewest ordinary chat conversations at their operating threshold;
 - the operating threshold is the highest that keeps crisis recall >= 0.95 on chat-form crisis conversations
   (docs/design.md section 7), with the torch and the int8 backend alike;
 - the posts' floor (>= 0.90 on the primary posts) is met by the posts head in two tiers (`choose_posts_head`):
@@ -37,7 +38,6 @@ from models.artifact import (
 from models.calibration import PlattCalibration
 from models.errors import ModelError
 from models.head import (
-    AGGREGATES,
     CrisisHead,
     aggregate,
 )
@@ -45,6 +45,7 @@ from models.normalise import NORMALISER_VERSION
 from models.training.chat_calibrate import chat_calibrate, chat_threshold
 from models.training.chat_data import (
     CHAT_SPLITS,
+    ChatRows,
     Progress,
     cached_embed,
     context_matrix,
@@ -54,7 +55,8 @@ from models.training.chat_data import (
 )
 from models.training.train_config import CHOICE_TOLERANCE, ChatTrainConfig
 
-__all__ = ["train_chat_head", "fit_mlp_head", "initial_model", "CHAT_CRISIS_CLASS"]
+__all__ = ["train_chat_head", "fit_mlp_head", "choose_context", "initial_model", "CHAT_CRISIS_CLASS",
+           "SERVED_AGGREGATES"]
 
 
 CHAT_CRISIS_CLASS = "chat_crisis"
@@ -165,34 +167,9 @@ def train_chat_head(
     progress(f"head training rows: {len(y)} ({int(is_crisis.sum())} crisis) in {len(set(y.tolist()))} classes")
     head, classes = fit_mlp_head(x, y, weight, crisis_names, cfg, progress)
 
-    # The context length and aggregate: the fewest ordinary validation conversations flagged at the threshold
-    # that keeps the chat recall floor (the posts' floor is met by the long-text offset, chosen afterwards).
     va = chat["validation"]
-    alone = _sigmoid(head(chat_emb["validation"]))
-    choices: list[dict[str, Any]] = []
-    for k in cfg.context_turns:
-        context = _sigmoid(head(context_matrix(chat_emb["validation"], va.windows(k))))
-        for how in AGGREGATES:
-            if how == "alone" and k != cfg.context_turns[0]:
-                continue
-            conv, labels, _ = score_conversations(va, aggregate(how, alone, context))
-            threshold = chat_threshold(conv, labels, cfg)
-            rate = float(np.mean(conv[~labels] >= threshold))
-            choices.append({"context_turns": k if how != "alone" else 1, "aggregate": how,
-                            "validation_flag_rate": round(rate, 4)})
-            progress(f"  context {k} {how}: validation ordinary conversations flagged {rate:.3%}")
-    if not choices:
-        raise ModelError("no context choice was measured")
-    # The safest choice within CHOICE_TOLERANCE of the fewest flags: "max" catches whatever alone or context
-    # catches, and 46 validation crises cannot tell apart choices a point apart (a miss moves recall 2 points).
-    fewest = min(c["validation_flag_rate"] for c in choices)
-    near = [c for c in choices if c["validation_flag_rate"] <= fewest + CHOICE_TOLERANCE]
-    safety = {"max": 2, "context": 1, "alone": 0}
-    chosen = max(near, key=lambda c: (safety[c["aggregate"]], c["context_turns"], -c["validation_flag_rate"]))
-    best = (chosen["validation_flag_rate"], chosen["context_turns"], chosen["aggregate"])
-    _, context_turns, how = best
+    choices, (context_turns, how) = choose_context(head, chat_emb["validation"], va, cfg, progress)
     train_seconds = time.monotonic() - started
-    progress(f"chose context {context_turns} turns, aggregate {how}")
     out.mkdir(parents=True, exist_ok=True)
     save_weights(module, out, info.trained_layers)  # the encoder layers, as the initial model has them
     # The encoder layers, and the initial model's linear head as the posts head (CrisisHead.posts_head); the
@@ -225,6 +202,44 @@ def train_chat_head(
                           train_seconds=train_seconds,
                           command={"init_from": str(init_from), "data": str(posts_path), "split_file": str(split_file),
                                    "class_column": class_column, "chat_data": str(chat_dir)})
+
+
+# The aggregates a chat model may choose: those in which the turn alone counts. The posts head judges a turn alone
+# (CrisisHead.__call__ with the window's tokens); "context" scores only the turn in context, by the chat head, so
+# a post-like turn would never reach the posts head and the posts' floor, measured on the turn alone, would not be
+# what the scorer serves (a model fitted on the kinds that chose it caught 74% of the validation crisis posts as
+# served, against the 93% its card said: the card's section "Trained on the kinds").
+SERVED_AGGREGATES = ("alone", "max")
+
+
+def choose_context(head: Any, embeddings: np.ndarray, va: ChatRows, cfg: ChatTrainConfig,
+                   progress: Progress) -> tuple[list[dict[str, Any]], tuple[int, str]]:
+    """The context length and aggregate, on validation: the fewest ordinary conversations flagged at the threshold
+    that keeps the chat recall floor (the posts' floor is met by the posts head, chosen afterwards), then the
+    safest choice within CHOICE_TOLERANCE of that. Every choice measured, and the one chosen."""
+    alone = _sigmoid(head(embeddings))
+    choices: list[dict[str, Any]] = []
+    for k in cfg.context_turns:
+        context = _sigmoid(head(context_matrix(embeddings, va.windows(k))))
+        for how in SERVED_AGGREGATES:
+            if how == "alone" and k != cfg.context_turns[0]:
+                continue
+            conv, labels, _ = score_conversations(va, aggregate(how, alone, context))
+            threshold = chat_threshold(conv, labels, cfg)
+            rate = float(np.mean(conv[~labels] >= threshold))
+            choices.append({"context_turns": k if how != "alone" else 1, "aggregate": how,
+                            "validation_flag_rate": round(rate, 4)})
+            progress(f"  context {k} {how}: validation ordinary conversations flagged {rate:.3%}")
+    if not choices:
+        raise ModelError("no context choice was measured")
+    # The safest choice within CHOICE_TOLERANCE of the fewest flags: "max" catches whatever alone or context
+    # catches, and 46 validation crises cannot tell apart choices a point apart (a miss moves recall 2 points).
+    fewest = min(c["validation_flag_rate"] for c in choices)
+    near = [c for c in choices if c["validation_flag_rate"] <= fewest + CHOICE_TOLERANCE]
+    safety = {"max": 1, "alone": 0}
+    chosen = max(near, key=lambda c: (safety[c["aggregate"]], c["context_turns"], -c["validation_flag_rate"]))
+    progress(f"chose context {chosen['context_turns']} turns, aggregate {chosen['aggregate']}")
+    return choices, (int(chosen["context_turns"]), str(chosen["aggregate"]))
 
 
 def initial_model(init_from: Path) -> tuple[ModelInfo, Any]:

@@ -133,3 +133,33 @@ def test_a_chat_split_reads_the_kinds_files_beside_it_as_one_set_of_conversation
                                                              ("kinds_more_train.csv", 1)]
     alone = load_chat(tmp_path / "chat_test.csv")
     assert alone.sha256 == alone.files[0]["sha256"] and rows.sha256 != rows.files[0]["sha256"]
+
+
+def test_a_chat_model_never_chooses_an_aggregate_that_leaves_the_posts_head_unserved(tmp_path):
+    # The posts head judges the turn alone; "context" would leave it out of every score the scorer serves, so it is
+    # not among the choices, however few conversations it would flag. The turn alone misses every crisis here (it
+    # is said across two turns), so of "alone" and "max" the choice is "max".
+    from models.training.chat_data import load_chat
+    from models.training.chat_train import SERVED_AGGREGATES, choose_context
+    from models.training.train_config import ChatTrainConfig
+
+    rows = ["id,text,label,conversation,turn"]
+    embeddings = []
+    for c in range(8):  # crisis said across two turns: each turn alone is low, their mean is high
+        rows += [f"c{c}a,t,crisis,c{c},0", f"c{c}b,t,crisis,c{c},1"]
+        embeddings += [[1.0, 0.0], [0.0, 1.0]]
+    for c in range(8):  # ordinary: two of them have a turn the head alone finds high, as "max" would flag
+        rows += [f"o{c}a,t,no_crisis,o{c},0", f"o{c}b,t,no_crisis,o{c},1"]
+        embeddings += [[1.0, 1.0] if c < 2 else [-1.0, -1.0], [-1.0, -1.0]]
+    path = tmp_path / "validation.csv"
+    path.write_text("\n".join(rows) + "\n")
+    va = load_chat(path)
+
+    def head(x):  # high when both coordinates are high: a context mean of (1,0) and (0,1), or (1,1) alone
+        x = np.asarray(x, dtype=np.float64)
+        return 10 * (x[:, 0] + x[:, 1]) - 9
+
+    choices, (turns, how) = choose_context(head, np.asarray(embeddings, dtype=np.float32), va,
+                                           ChatTrainConfig(context_turns=(2,)), lambda _: None)
+    assert {c["aggregate"] for c in choices} == set(SERVED_AGGREGATES) == {"alone", "max"}
+    assert (turns, how) == (2, "max")
