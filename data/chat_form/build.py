@@ -375,10 +375,7 @@ def build_kinds_more(kinds: dict[str, KindsWriter]) -> tuple[KindsWriter, list[d
             if r["alone"] == "unknown" or r["text"] in seen:
                 continue
             seen.add(r["text"])
-            crisis_turn = r["alone"] == "crisis"
-            finetune.append({"id": f"ft-{r['id']}", "text": r["text"],
-                             "label": "crisis" if crisis_turn else "no_crisis",
-                             "class": "chat_crisis" if crisis_turn else f"chat_{r['source']}", "split": split})
+            finetune.append(finetune_row(r, split))
     return w, finetune
 
 
@@ -397,11 +394,25 @@ def finetune_rows(writers: dict[str, Writer]) -> list[dict[str, str]]:
         keep = [r for r in rows if r["alone"] == "crisis" or r["source"] == "team"]
         rest = [r for r in rows if not (r["alone"] == "crisis" or r["source"] == "team")]
         keep += [rest[k] for k in sorted(rng.permutation(len(rest))[:limit])]
-        for r in sorted(keep, key=lambda r: r["id"]):
-            crisis = r["alone"] == "crisis"
-            out.append({"id": f"ft-{r['id']}", "text": r["text"], "label": "crisis" if crisis else "no_crisis",
-                        "class": "chat_crisis" if crisis else f"chat_{r['source']}", "split": split})
+        out += [finetune_row(r, split) for r in sorted(keep, key=lambda r: r["id"])]
     return out
+
+
+FINETUNE_COLUMNS = ["id", "text", "label", "class", "split"]
+
+
+def finetune_row(row: dict[str, str], split: str) -> dict[str, str]:
+    """A turn as a row for fine-tuning the encoder: its label alone, and its class (crisis, or its source)."""
+    crisis = row["alone"] == "crisis"
+    return {"id": f"ft-{row['id']}", "text": row["text"], "label": "crisis" if crisis else "no_crisis",
+            "class": "chat_crisis" if crisis else f"chat_{row['source']}", "split": split}
+
+
+def write_finetune(path: Path, rows: list[dict[str, str]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, FINETUNE_COLUMNS, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
 
 
 def main() -> int:
@@ -410,20 +421,14 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=HERE)
     args = parser.parse_args()
     writers = build(args.shared)
-    with open(args.out / "chat_finetune.csv", "w", newline="", encoding="utf-8") as fh:
-        ft = csv.DictWriter(fh, ["id", "text", "label", "class", "split"], lineterminator="\n")
-        ft.writeheader()
-        ft.writerows(finetune_rows(writers))
+    write_finetune(args.out / "chat_finetune.csv", finetune_rows(writers))
     kinds = build_kinds(args.shared)
     more, finetune = build_kinds_more(kinds)
     kinds["more_train"] = more
     for split, kw in kinds.items():
         kw.write(args.out / f"kinds_{split}.csv")
         print(f"kinds {split}: {len(kw.rows)} turns, {len({r['conversation'] for r in kw.rows})} conversations")
-    with open(args.out / "kinds_finetune.csv", "w", newline="", encoding="utf-8") as fh:
-        ft = csv.DictWriter(fh, ["id", "text", "label", "class", "split"], lineterminator="\n")
-        ft.writeheader()
-        ft.writerows(finetune)
+    write_finetune(args.out / "kinds_finetune.csv", finetune)
     for split, w in writers.items():
         w.write(args.out / f"chat_{split}.csv")
         convs: dict[str, bool] = {}
