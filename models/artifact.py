@@ -148,7 +148,9 @@ def stored_head(model_dir: Path, info: ModelInfo) -> CrisisHead:
                       posts_shift=float(spec.get("posts_shift", 0.0)),
                       posts_min_tokens=int(spec.get("posts_min_tokens", 64)),
                       posts_long=((int(spec["posts_long_min_tokens"]), float(spec["posts_long_shift"]))
-                                  if spec.get("posts_long_min_tokens") is not None else None))
+                                  if spec.get("posts_long_min_tokens") is not None else None),
+                      posts_flag=((float(spec["posts_flag_logit"]), float(spec["posts_squash"]))
+                                  if spec.get("posts_flag_logit") is not None else None))
 
 
 def build_module(model_dir: Path, info: ModelInfo) -> Any:

@@ -101,6 +101,8 @@ def _model_commands(sub: Any) -> None:
     p.add_argument("--chat-recall", type=float, default=None, metavar="R",
                    help="with --chat-data: the crisis recall on the chat-form validation conversations the operating "
                         "threshold keeps (default 0.95, the design's floor)")
+    p.add_argument("--chat-posts-weight", type=float, default=None, metavar="W",
+                   help="with --chat-data: the sample weight of a Reddit post in the chat head's fit (default 10)")
     p.add_argument("--chat-kinds", action="store_true",
                    help="with --chat-data: also fit and choose on the kinds set beside it (kinds_train/validation.csv "
                         "and kinds_more_train.csv, issue 31); the test row stays chat_test.csv")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from models.training.train_config import CHAT_RECALL, ChatTrainConfig
+
 __all__ = ["write_model_card"]
 
 
@@ -159,6 +161,28 @@ def _normaliser_lines(meta: dict[str, Any]) -> list[str]:
             "its scoring settings, so its name changed with it."]
 
 
+def _chat_options(cfg: dict[str, Any]) -> str:
+    """The `vigil train --chat-data` options that reproduce a head's chat configuration."""
+    out = " --chat-kinds" if cfg.get("kinds") else ""
+    if cfg.get("chat_recall") is not None and abs(cfg["chat_recall"] - CHAT_RECALL) > 1e-9:
+        out += f" --chat-recall {cfg['chat_recall']:g}"
+    if cfg.get("posts_weight") is not None and cfg["posts_weight"] != ChatTrainConfig.posts_weight:
+        out += f" --chat-posts-weight {cfg['posts_weight']:g}"
+    return out
+
+
+def _posts_flag_lines(meta: dict[str, Any]) -> list[str]:
+    """How the posts head's score counts (CrisisHead.posts_flag), where the model has the flag rule."""
+    spec = meta["chat_head"]
+    if spec.get("posts_flag_logit") is None:
+        return []
+    return [f"- **The posts head decides, the chat head ranks**: a tier counts only for a window it flags (its raised "
+            f"logit at or above {spec['posts_flag_logit']:.3f}, the threshold's), and then scores the threshold plus "
+            f"its margin divided by {spec['posts_squash']:g}; a window it does not flag keeps the chat head's score. "
+            "Every decision at the threshold is the tier's; the order of the posts above and below it is the chat "
+            "head's, so a long ordinary post the posts head raises far no longer outranks a short crisis post."]
+
+
 def _long_tier_lines(meta: dict[str, Any]) -> list[str]:
     """The card's words on the posts head's long tier (`CrisisHead.posts_long`), if the model has one."""
     head = meta["chat_head"]
@@ -259,6 +283,7 @@ def write_chat_model_card(out: Path, meta: dict[str, Any]) -> Path:
         "threshold; the length is chosen on validation among those where that is possible without flagging more "
         "than 10% of ordinary conversations: the one with the highest chat crisis recall, then the fewest flags "
         "(table below). Shorter windows (greetings, acknowledgements) are judged by the chat head alone.",
+        *_posts_flag_lines(meta),
         *_long_tier_lines(meta),
         f"- Served by default: {'ONNX Runtime int8' if meta['onnx_recall_ok'] else 'torch fp32'} (int8 only if "
         "its validation recall stays within one point of fp32's). Each text window runs alone, unpadded, and "
@@ -267,7 +292,7 @@ def write_chat_model_card(out: Path, meta: dict[str, Any]) -> Path:
         f"- Training, two steps. (1) The encoder layers and the posts head (`{init['model_version']}`): "
         + _init_command(init) + f" (2) This head: `vigil train --init-from ENCODER_DIR --data {meta['data']['path']} "
         f"--split-file {Path(cmd.get('split_file', '')).name} --class-column {cmd.get('class_column')} "
-        f"--chat-data data/chat_form{' --chat-kinds' if meta['chat_config'].get('kinds') else ''} --out MODEL_DIR` "
+        f"--chat-data data/chat_form{_chat_options(meta['chat_config'])} --out MODEL_DIR` "
         f"({meta['train_seconds']} s on the machine that trained it, "
         "with the rows' embeddings cached by an earlier run of the same encoder; embedding all 96k rows takes about "
         "7 minutes on 2 cores; step 1 about 20 minutes).",

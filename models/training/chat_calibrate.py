@@ -31,6 +31,15 @@ def chat_threshold(conv_scores: np.ndarray, conv_labels: np.ndarray, cfg: ChatTr
     return threshold_for_recall(positives, np.ones(positives.size, dtype=bool), cfg.chat_recall)
 
 
+def posts_flag(calibration: PlattCalibration, threshold: float, cfg: ChatTrainConfig) -> tuple[float, float] | None:
+    """The posts head's flag rule (CrisisHead.posts_flag): the uncalibrated logit at which a window meets the
+    threshold, and cfg.posts_squash; None when cfg.posts_squash is 0 (the tiers rank as well as decide)."""
+    if not cfg.posts_squash:
+        return None
+    p = min(max(threshold, 1e-12), 1 - 1e-12)
+    return (float(np.log(p / (1 - p))) - calibration.b) / calibration.a, float(cfg.posts_squash)
+
+
 def chat_calibrate(
     out: Path, meta: dict[str, Any], posts: Any, post_splits: tuple[np.ndarray, np.ndarray, np.ndarray],
     chat: dict[str, ChatRows], cfg: ChatTrainConfig, progress: Progress, cache_dir: Path | None = None,
@@ -67,6 +76,10 @@ def chat_calibrate(
         thresholds[name] = chat_threshold(conv, labels, cfg)
         val_turns[name] = turn
     threshold = min(thresholds.values())
+    flag = posts_flag(calibration, threshold, cfg)
+    for c in backends.values():
+        if c.head is not None:
+            c.head.posts_flag = flag
     tiers, posts_choices, long_choices = choose_posts_head(backends, va, post_val_texts, posts.labels[p_val],
                                                            threshold, cfg, progress)
     (min_tokens, shift), long_tier = tiers[0], (tiers[1] if len(tiers) > 1 else None)
@@ -75,7 +88,8 @@ def chat_calibrate(
     meta["threshold"] = threshold
     meta["chat_head"].update(posts_shift=shift, posts_min_tokens=min_tokens,
                              posts_long_min_tokens=long_tier[0] if long_tier else None,
-                             posts_long_shift=long_tier[1] if long_tier else None)
+                             posts_long_shift=long_tier[1] if long_tier else None,
+                             posts_flag_logit=flag[0] if flag else None, posts_squash=flag[1] if flag else None)
     meta["posts_head_choices"] = posts_choices
     meta["posts_long_choices"] = long_choices
     meta["posts_long_target"] = posts_target(posts.labels[p_val], cfg)

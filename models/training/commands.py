@@ -39,8 +39,10 @@ def _chat_config(args: argparse.Namespace, settings: Settings) -> Any:
     from models.training.train_config import CHAT_RECALL, ChatTrainConfig
 
     recall = getattr(args, "chat_recall", None)
+    weight = getattr(args, "chat_posts_weight", None)
     return ChatTrainConfig(threads=settings.torch_threads, chat_recall=CHAT_RECALL if recall is None else recall,
-                           kinds=bool(getattr(args, "chat_kinds", False)))
+                           kinds=bool(getattr(args, "chat_kinds", False)),
+                           **({} if weight is None else {"posts_weight": weight}))
 
 
 def _chat_train_command(args: argparse.Namespace, settings: Settings) -> int:

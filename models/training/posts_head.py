@@ -29,7 +29,12 @@ Window = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # what `_head_pa
 def _text_logits(window: Window, n_texts: int, tiers: list[tuple[int, float]], clf: CrisisClassifier) -> np.ndarray:
     """Each text's logit from its windows' head parts with the posts head's `tiers`, as the classifier serves it."""
     chat, posts, tokens, owners = window
-    return window_logit(with_posts_head(chat, posts, tokens, tiers), owners, n_texts, clf.info.window_temperature)
+    served = with_posts_head(chat, posts, tokens, tiers, _flag(clf))
+    return window_logit(served, owners, n_texts, clf.info.window_temperature)
+
+
+def _flag(clf: CrisisClassifier) -> tuple[float, float] | None:
+    return clf.head.posts_flag if clf.head is not None else None
 
 
 def _posts_shift(window: Window, labels: np.ndarray, tiers: list[tuple[int, float]], min_tokens: int,
@@ -37,7 +42,7 @@ def _posts_shift(window: Window, labels: np.ndarray, tiers: list[tuple[int, floa
     """The largest downward shift of the posts head (negative raises it) from `min_tokens`, beside the tiers already
     chosen, at which the posts' validation recall still reaches `target` at `threshold`, or None if none does."""
     chat, posts, tokens, owners = window
-    base = (with_posts_head(chat, posts, tokens, tiers), posts, tokens, owners)  # the tiers chosen, once
+    base = (with_posts_head(chat, posts, tokens, tiers, _flag(clf)), posts, tokens, owners)  # the tiers chosen, once
 
     def meets(step: int) -> bool:
         logits = _text_logits(base, len(labels), [(min_tokens, step * SHIFT_STEP)], clf)
@@ -104,7 +109,7 @@ def choose_posts_head(
         chosen = [*tiers, (min_tokens, shift)]
         flag, recall, auc = [], [], []
         for n, (post_window, (chat, posts, tokens, _), c) in parts.items():
-            alone = c.info.calibration(with_posts_head(chat, posts, tokens, chosen))
+            alone = c.info.calibration(with_posts_head(chat, posts, tokens, chosen, _flag(c)))
             turn = aggregate(c.info.context_aggregate, alone, c.info.calibration(contexts[n]))
             conv, labels, _ = score_conversations(va, turn)
             flag.append(float(np.mean(conv[~labels] >= threshold)))

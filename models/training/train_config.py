@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from models.head import POSTS_SQUASH
 from vigil_core.rule_names import TARGET_RECALL
 
 __all__ = ["TrainConfig", "ChatTrainConfig", "CHAT_RECALL", "POSTS_RECALL", "FLAG_CEILING"]
@@ -50,6 +51,7 @@ class ChatTrainConfig:
     context_turns: tuple[int, ...] = (2, 3)  # context lengths tried (user turns, the turn itself included)
     crisis_weight: float = 8.0  # sample weight of a crisis row (they are rare)
     posts_weight: float = 10.0  # sample weight of a post (a few thousand posts beside ~100k chat rows)
+    posts_squash: float = POSTS_SQUASH  # CrisisHead.posts_flag's squash (0: the posts head's tiers also rank)
     chat_recall: float = CHAT_RECALL
     posts_recall: float = POSTS_RECALL
     posts_spare: int = POSTS_SPARE  # crisis posts over the posts' floor that the long tier keeps on validation

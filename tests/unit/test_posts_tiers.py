@@ -132,3 +132,79 @@ def test_the_shift_search_finds_what_a_scan_up_the_whole_grid_finds():
             if np.mean(clf.info.calibration(logits)[labels] >= 0.5) >= target:
                 scan = step * SHIFT_STEP
         assert _posts_shift(window, labels, tiers, 32, 0.5, target, clf) == scan
+
+
+def test_with_the_flag_rule_the_posts_head_decides_and_the_chat_head_ranks():
+    """CrisisHead.posts_flag: every decision at the threshold is what the tiers alone decide; a window the tiers do
+    not flag keeps the chat head's logit, and one they flag keeps its margin over the threshold divided by squash."""
+    from models.head import with_posts_head
+
+    rng = np.random.default_rng(3)
+    chat, posts, tokens = rng.normal(-3, 3, 500), rng.normal(-2, 4, 500), rng.integers(3, 300, 500)
+    tiers, flag_logit = [(24, -2.0), (96, -4.0)], -1.0
+    plain = with_posts_head(chat, posts, tokens, tiers)
+    flagged = with_posts_head(chat, posts, tokens, tiers, (flag_logit, 2.0))
+    np.testing.assert_array_equal(flagged >= flag_logit, plain >= flag_logit)
+    raised = np.where(tokens >= 96, posts + 4.0, np.where(tokens >= 24, posts + 2.0, -np.inf))
+    by_tier = raised >= flag_logit
+    assert by_tier.any() and (~by_tier).any()
+    np.testing.assert_allclose(flagged[~by_tier], chat[~by_tier])
+    np.testing.assert_allclose(flagged[by_tier], np.maximum(chat, flag_logit + (raised - flag_logit) / 2.0)[by_tier])
+
+
+def test_the_flag_rule_keeps_a_short_crisis_post_above_a_long_ordinary_one_the_posts_head_raised():
+    """What the rule is for: without it a long ordinary post the posts head raises far outranks a short crisis post
+    that only the chat head judges (the posts' ROC-AUC falls); with it both are flagged as before and the crisis
+    post ranks first."""
+    head = FakeClassifier().head
+    head.posts_shift, head.posts_min_tokens = -8.0, 64
+    outputs = np.array([[1.0, -20.0], [-10.0, -6.5], [-10.0, -10.0]])  # short crisis, long ordinary, long ordinary
+    tokens = np.array([30, 200, 200])
+    plain = head(outputs, tokens)
+    assert plain[1] > plain[0] >= 0 and plain[2] < 0  # both flagged; the ordinary one ranked first
+    head.posts_flag = (0.0, 2.0)
+    flagged = head(outputs, tokens)
+    assert flagged[0] > flagged[1] >= 0 and flagged[2] < 0  # the same decisions; the crisis post ranked first
+    assert flagged[2] == -10.0  # not flagged by the posts head: the chat head's logit
+
+
+def test_the_tiers_are_chosen_as_served_with_the_flag_rule(chat_rows):
+    texts = [t for t, _, _ in POSTS]
+    labels = np.array([c for _, _, c in POSTS])
+    clf = FakeClassifier()
+    clf.head.posts_flag = (0.0, 2.0)
+    tiers, _, _ = choose_posts_head({"fake": clf}, chat_rows, texts, labels, 0.5, ChatTrainConfig(), lambda _: None)
+    clf.head.posts_shift, clf.head.posts_min_tokens = tiers[0][1], tiers[0][0]
+    clf.head.posts_long = tiers[1] if len(tiers) > 1 else None
+    outputs, _, tokens = clf.window_outputs(texts)
+    assert np.all(clf.head(outputs, tokens)[labels] >= 0)  # as served: every crisis post reaches the threshold
+
+
+def test_a_stored_head_reads_the_flag_rule(tmp_path):
+    """vigil_model.json's chat_head.posts_flag_logit and posts_squash reach the served head; a model without them
+    (the shipped one) has none."""
+    from safetensors.numpy import save_file
+
+    from models.artifact import CHAT_HEAD_PREFIX, POSTS_HEAD_PREFIX, WEIGHTS_FILE, stored_head
+
+    save_file({f"{CHAT_HEAD_PREFIX}0.weight": np.ones((2, 3), dtype=np.float32),
+               f"{CHAT_HEAD_PREFIX}0.bias": np.zeros(2, dtype=np.float32),
+               f"{POSTS_HEAD_PREFIX}weight": np.ones((2, 3), dtype=np.float32),
+               f"{POSTS_HEAD_PREFIX}bias": np.zeros(2, dtype=np.float32)}, str(tmp_path / WEIGHTS_FILE))
+    spec = {"layers": 1, "posts_shift": -3.0, "posts_min_tokens": 48,
+            "posts_head": {"classes": ["a", "b"], "crisis_classes": ["b"]}}
+    extra = {"chat_head": spec, "head_classes": ["a", "b"], "crisis_classes": ["b"]}
+    assert stored_head(tmp_path, SimpleNamespace(extra=extra)).posts_flag is None
+    extra["chat_head"] = {**spec, "posts_flag_logit": -1.9, "posts_squash": 2.0}
+    head = stored_head(tmp_path, SimpleNamespace(extra=extra))
+    assert head.posts_flag == (-1.9, 2.0) and head.posts_tiers == [(48, -3.0)]
+
+
+def test_the_flag_logit_is_where_a_window_meets_the_threshold():
+    from models.training.chat_calibrate import posts_flag
+
+    calibration = PlattCalibration(0.74, -2.24)
+    flag = posts_flag(calibration, 0.0241, ChatTrainConfig())
+    assert flag is not None and flag[1] == 2.0
+    assert calibration(np.array([flag[0]]))[0] == pytest.approx(0.0241)
+    assert posts_flag(calibration, 0.0241, ChatTrainConfig(posts_squash=0.0)) is None
