@@ -155,10 +155,21 @@ def _normaliser_lines(meta: dict[str, Any]) -> list[str]:
     return [f"- **Reads normalised text** (`{meta['normaliser']}`, `models/normalise.py`): NFKC, bidi controls and "
             "zero-width characters removed and right-to-left overrides read in display order, look-alike letters of "
             "other scripts folded into Latin, leetspeak and spaced-out letters decoded where an English word list "
-            "agrees; in scoring, training and `vigil model eval` alike. This model's weights, calibration, threshold "
-            "and posts tiers were chosen before the normaliser existed; the numbers below were measured with it "
-            "(on this data it changes a few turns with stretched letters, \"soooo\"), and the normaliser is one of "
-            "its scoring settings, so its name changed with it."]
+            "agrees; in scoring, training and `vigil model eval` alike. "
+            + ("It was trained and chosen on normalised text, and the normaliser is one of its scoring settings."
+               if meta.get("normaliser_in_training") else
+               "This model's weights, calibration, threshold and posts tiers were chosen before the normaliser "
+               "existed; the numbers below were measured with it (on this data it changes a few turns with stretched "
+               "letters, \"soooo\"), and the normaliser is one of its scoring settings, so its name changed with it.")]
+
+
+def _encoder_extra(init: dict[str, Any]) -> str:
+    """What the encoder was fine-tuned on beside the posts (its `--extra-train` files)."""
+    files = [Path(f).name for f in (init.get("config") or {}).get("extra_train") or []]
+    if not files or files == ["chat_contrast.csv", "chat_finetune.csv"]:
+        return ("the team's contrast turns and a sample of the chat-form training turns, "
+                "`data/chat_form/chat_finetune.csv`")
+    return ", ".join(f"`{f}`" for f in files)
 
 
 def _chat_options(cfg: dict[str, Any]) -> str:
@@ -249,9 +260,8 @@ def write_chat_model_card(out: Path, meta: dict[str, Any]) -> Path:
     lines = [
         *_card_head(meta),
         f"- Encoder: {meta['base']}, layers {meta['trained_layers']} as fine-tuned by `{init['model_version']}` "
-        "(on the Reddit posts, the team's contrast turns and a sample of the chat-form training turns, "
-        "`data/chat_form/chat_finetune.csv`; recipe below and in `init_from` of vigil_model.json); masked mean "
-        "pooling, L2 normalisation.",
+        f"(on the Reddit posts and {_encoder_extra(init)}; recipe below and in `init_from` of vigil_model.json); "
+        "masked mean pooling, L2 normalisation.",
         f"- Head: an MLP (one hidden layer of {meta['chat_head']['hidden']} ReLU units) over "
         f"{len(meta['head_classes'])} classes (the posts' subreddits, each chat source's ordinary turns, and chat "
         "crisis turns), trained on frozen embeddings of the posts, the chat turns alone and the turns in context "

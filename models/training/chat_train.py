@@ -188,6 +188,7 @@ def train_chat_head(
         "max_length": info.max_length, "threshold": 0.5, "calibration": {"a": 1.0, "b": 0.0},
         "window_temperature": info.window_temperature, "onnx_recall_ok": False,
         "context_turns": context_turns, "context_aggregate": how, "normaliser": NORMALISER_VERSION,
+        "normaliser_in_training": True,
         "chat_head": {"layers": len(head.layers), "hidden": cfg.hidden, "input_scale": 1.0, "posts_shift": 60.0,
                       "posts_min_tokens": 64,
                       "posts_head": {"from": info.model_version, "classes": init_meta.get("head_classes"),

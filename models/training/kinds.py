@@ -90,15 +90,19 @@ def _pct(caught: int, n: int) -> str:
     return "-" if n == 0 else f"{caught / n:.0%} ({caught}/{n})"
 
 
-def card_section(m: dict[str, Any], warning_below: float) -> str:
-    """The card's section from `measure` on the test split."""
+def card_section(m: dict[str, Any], warning_below: float, trained_on_kinds: bool = False) -> str:
+    """The card's section from `measure` on the test split (`trained_on_kinds`: the model was fitted on the kinds'
+    training split and chose on their validation split, `vigil train --chat-kinds`)."""
     who = list(m["by"])
     model = m["by"]["model"]
     recall, flag = model["recall"], model["flag_rate"]
     lines = [
         SECTION,
         "Measured on the **test** splits of the chat-form set and of the kinds set (`data/chat_form/kinds_*.csv`, "
-        "written for issue 31 after this model was trained: it has never seen them), together (`python -m "
+        + ("written for issue 31: this model was fitted on their training split and chose on their validation split; "
+           "it has never seen the test split" if trained_on_kinds else
+           "written for issue 31 after this model was trained: it has never seen them")
+        + "), together (`python -m "
         "models.training.kinds --card MODEL_DIR` writes this section; `vigil model eval --data "
         "data/chat_form/kinds_test.csv --group-column conversation --by-column kind --json` reproduces the "
         "model's per-kind column). A "
@@ -178,7 +182,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows, kinds = combined_test()
     clf = CrisisClassifier.load(args.card)
     m = measure(clf, rows, kinds)
-    write_card_section(args.card, card_section(m, warning_line()), SECTION)
+    trained_on_kinds = bool(clf.info.extra.get("chat_config", {}).get("kinds"))
+    write_card_section(args.card, card_section(m, warning_line(), trained_on_kinds), SECTION)
     model = m["by"]["model"]
     print(f"recall {model['recall']['value']:.3f}, ordinary flagged {model['flag_rate']['value']:.3f}")
 
