@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from models.training.train_config import CHAT_RECALL, ChatTrainConfig
+from models.training.card_recipe import chat_options, encoder_extra
 
 __all__ = ["write_model_card"]
 
@@ -163,25 +163,6 @@ def _normaliser_lines(meta: dict[str, Any]) -> list[str]:
                "letters, \"soooo\"), and the normaliser is one of its scoring settings, so its name changed with it.")]
 
 
-def _encoder_extra(init: dict[str, Any]) -> str:
-    """What the encoder was fine-tuned on beside the posts (its `--extra-train` files)."""
-    files = [Path(f).name for f in (init.get("config") or {}).get("extra_train") or []]
-    if not files or files == ["chat_contrast.csv", "chat_finetune.csv"]:
-        return ("the team's contrast turns and a sample of the chat-form training turns, "
-                "`data/chat_form/chat_finetune.csv`")
-    return ", ".join(f"`{f}`" for f in files)
-
-
-def _chat_options(cfg: dict[str, Any]) -> str:
-    """The `vigil train --chat-data` options that reproduce a head's chat configuration."""
-    out = " --chat-kinds" if cfg.get("kinds") else ""
-    if cfg.get("chat_recall") is not None and abs(cfg["chat_recall"] - CHAT_RECALL) > 1e-9:
-        out += f" --chat-recall {cfg['chat_recall']:g}"
-    if cfg.get("posts_weight") is not None and cfg["posts_weight"] != ChatTrainConfig.posts_weight:
-        out += f" --chat-posts-weight {cfg['posts_weight']:g}"
-    return out
-
-
 def _posts_flag_lines(meta: dict[str, Any]) -> list[str]:
     """How the posts head's score counts (CrisisHead.posts_flag), where the model has the flag rule."""
     spec = meta["chat_head"]
@@ -260,7 +241,7 @@ def write_chat_model_card(out: Path, meta: dict[str, Any]) -> Path:
     lines = [
         *_card_head(meta),
         f"- Encoder: {meta['base']}, layers {meta['trained_layers']} as fine-tuned by `{init['model_version']}` "
-        f"(on the Reddit posts and {_encoder_extra(init)}; recipe below and in `init_from` of vigil_model.json); "
+        f"(on the Reddit posts and {encoder_extra(init)}; recipe below and in `init_from` of vigil_model.json); "
         "masked mean pooling, L2 normalisation.",
         f"- Head: an MLP (one hidden layer of {meta['chat_head']['hidden']} ReLU units) over "
         f"{len(meta['head_classes'])} classes (the posts' subreddits, each chat source's ordinary turns, and chat "
@@ -302,7 +283,7 @@ def write_chat_model_card(out: Path, meta: dict[str, Any]) -> Path:
         f"- Training, two steps. (1) The encoder layers and the posts head (`{init['model_version']}`): "
         + _init_command(init) + f" (2) This head: `vigil train --init-from ENCODER_DIR --data {meta['data']['path']} "
         f"--split-file {Path(cmd.get('split_file', '')).name} --class-column {cmd.get('class_column')} "
-        f"--chat-data data/chat_form{_chat_options(meta['chat_config'])} --out MODEL_DIR` "
+        f"--chat-data data/chat_form{chat_options(meta['chat_config'])} --out MODEL_DIR` "
         f"({meta['train_seconds']} s on the machine that trained it, "
         "with the rows' embeddings cached by an earlier run of the same encoder; embedding all 96k rows takes about "
         "7 minutes on 2 cores; step 1 about 20 minutes).",
