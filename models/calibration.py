@@ -34,6 +34,11 @@ class PlattCalibration:
         z = self.a * np.asarray(logits, dtype=np.float64) + self.b
         return 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
 
+    def logit_at(self, probability: float) -> float:
+        """The uncalibrated logit whose calibrated score is `probability` (the inverse of __call__)."""
+        p = min(max(float(probability), 1e-12), 1 - 1e-12)
+        return (float(np.log(p / (1 - p))) - self.b) / self.a
+
     def to_dict(self) -> dict[str, float]:
         """JSON-ready form."""
         return {"a": self.a, "b": self.b}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from models.training.train_config import CHAT_RECALL, ChatTrainConfig
+from models.training.train_config import ChatTrainConfig
 
 __all__ = ["encoder_extra", "chat_options"]
 
@@ -23,7 +23,7 @@ def encoder_extra(init: dict[str, Any]) -> str:
 def chat_options(cfg: dict[str, Any]) -> str:
     """The `vigil train --chat-data` options that reproduce a head's chat configuration."""
     out = " --chat-kinds" if cfg.get("kinds") else ""
-    if cfg.get("chat_recall") is not None and abs(cfg["chat_recall"] - CHAT_RECALL) > 1e-9:
+    if cfg.get("chat_recall") is not None and cfg["chat_recall"] != ChatTrainConfig.chat_recall:
         out += f" --chat-recall {cfg['chat_recall']:g}"
     if cfg.get("posts_weight") is not None and cfg["posts_weight"] != ChatTrainConfig.posts_weight:
         out += f" --chat-posts-weight {cfg['posts_weight']:g}"

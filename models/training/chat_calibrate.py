@@ -36,8 +36,7 @@ def posts_flag(calibration: PlattCalibration, threshold: float, cfg: ChatTrainCo
     threshold, and cfg.posts_squash; None when cfg.posts_squash is 0 (the tiers rank as well as decide)."""
     if not cfg.posts_squash:
         return None
-    p = min(max(threshold, 1e-12), 1 - 1e-12)
-    return (float(np.log(p / (1 - p))) - calibration.b) / calibration.a, float(cfg.posts_squash)
+    return calibration.logit_at(threshold), float(cfg.posts_squash)
 
 
 def chat_calibrate(
