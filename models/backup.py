@@ -18,7 +18,7 @@ import numpy as np
 
 from models.normalise import normalise
 
-__all__ = ["BackupScorer", "ImminentPhrases", "LanguageLexicons", "STRONG_SCORE", "MEDIUM_SCORE"]
+__all__ = ["BackupScorer", "ImminentPhrases", "StrongPhrases", "LanguageLexicons", "STRONG_SCORE", "MEDIUM_SCORE"]
 
 LEXICON_DIR = Path(__file__).resolve().parent / "lexicon"
 LANGUAGES_DIR = LEXICON_DIR / "languages"
@@ -66,6 +66,36 @@ class ImminentPhrases:
         return self._pattern.search(_normalise(text)) is not None
 
 
+def _tiers(lexicon_dir: Path = LEXICON_DIR) -> dict[str, list[str]]:
+    """The lexicon's phrases by tier: the Suicide Risk Lexicon's (`lexicon/*.csv`), and every supported language's
+    (imminent phrases count as strong)."""
+    tiers: dict[str, list[str]] = {"strong": [], "medium": []}
+    for path in sorted(lexicon_dir.glob("*.csv")):
+        with open(path, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                tiers.setdefault(row["tier"], []).append(row["phrase"])
+    for by_tier in _language_phrases().values():
+        tiers["strong"] += by_tier.get("imminent", []) + by_tier.get("strong", [])
+        tiers["medium"] += by_tier.get("medium", [])
+    return tiers
+
+
+class StrongPhrases:
+    """Explicit suicide and self-harm phrases: the lexicon's strong tier, in every supported language ("kill myself",
+    "hang myself", "end my life"). The scorer flags a turn holding one whatever the model scored (issue 31: the
+    model's confident misses include explicit statements, "I have bought everything I need to hang myself", scored
+    0.01 by a kinds-trained model). Strong phrases only: the medium tier's single words ("shotgun", "cutting",
+    "doomed") flag ordinary chat."""
+
+    def __init__(self, lexicon_dir: Path = LEXICON_DIR) -> None:
+        self._pattern = _pattern(_tiers(lexicon_dir)["strong"])
+
+    def search(self, text: str) -> bool:
+        """Whether `text` holds a strong phrase (read as `BackupScorer` reads it: normalised, lower case, no
+        accents)."""
+        return self._pattern.search(_normalise(text)) is not None
+
+
 class BackupScorer:
     """Lexicon scorer: strong hit 0.99, medium hit max(0.90, threshold), otherwise threshold / 2."""
 
@@ -73,14 +103,7 @@ class BackupScorer:
 
     def __init__(self, threshold: float, lexicon_dir: Path = LEXICON_DIR) -> None:
         self.threshold = threshold
-        tiers: dict[str, list[str]] = {"strong": [], "medium": []}
-        for path in sorted(lexicon_dir.glob("*.csv")):
-            with open(path, newline="", encoding="utf-8") as fh:
-                for row in csv.DictReader(fh):
-                    tiers.setdefault(row["tier"], []).append(row["phrase"])
-        for by_tier in _language_phrases().values():
-            tiers["strong"] += by_tier.get("imminent", []) + by_tier.get("strong", [])
-            tiers["medium"] += by_tier.get("medium", [])
+        tiers = _tiers(lexicon_dir)
         self._strong = _pattern(tiers["strong"])
         self._medium = _pattern(tiers["medium"])
 

@@ -36,6 +36,10 @@ class ScorerMetrics:
                                ["verdict"], registry=r)
         for verdict in ("safe", "unsafe"):
             self.replies.labels(verdict)
+        self.strong_phrase = Counter(
+            "vigil_scorer_strong_phrase_flagged",
+            "user turns flagged by an explicit phrase (the lexicon's strong tier) alone: the model scored them below "
+            "its threshold (a rising rate is the model missing explicit statements)", registry=r)
         self.urgent = Counter("vigil_scorer_urgent_conversations",
                               "conversations that crossed the urgent level (paged, handed to a human)", registry=r)
         self.sampled = Counter(

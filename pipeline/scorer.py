@@ -31,7 +31,7 @@ from kafka_io import (
     make_consumer,
 )
 from kafka_io.dead_letters import dead_letter_out
-from models.backup import ImminentPhrases, LanguageLexicons
+from models.backup import ImminentPhrases, LanguageLexicons, StrongPhrases
 from models.language import LanguageIdentifier
 from models.multilingual import MultilingualModel
 from models.resilient import PendingScores, ResilientScorer
@@ -79,6 +79,8 @@ class Scorer(TurnScoring, ReplyScoring, Closing):
         self.threshold = float(model.threshold)
         self.urgent_threshold = settings.urgent_threshold
         self.imminent = ImminentPhrases()
+        # Explicit phrases (the lexicon's strong tier) flag a turn whatever the model scored (issue 31).
+        self.strong = StrongPhrases()
         # The language of every user turn (a conversation mostly in a language the model is not validated for is
         # routed to review, reason `language`), and crisis phrases of the other supported languages, which flag a
         # turn whatever the model scored: it reads English only (issue 32).

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from models.backup import ImminentPhrases, LanguageLexicons
+from models.backup import ImminentPhrases, LanguageLexicons, StrongPhrases
 from models.language import LanguageIdentifier
 from models.multilingual import MultilingualModel
 from models.resilient import PendingScores
@@ -45,6 +45,7 @@ class TurnScoring:
     threshold: float
     urgent_threshold: float
     imminent: ImminentPhrases
+    strong: StrongPhrases
     languages: LanguageIdentifier
     lexicons: LanguageLexicons
     multilingual: MultilingualModel | None
@@ -132,8 +133,16 @@ class TurnScoring:
             # phrase of another supported language, which the model (English only) scores near zero
             phrase = language.language not in self.settings.validated and self.lexicons.find(m.text, LEXICON_TIERS)
             multilingual = multilingual_of.get(m.event_id)
+            strong: list[bool] = []  # looked for only when nothing else flags the turn
+
+            def strong_phrase(text: str = m.text, seen: list[bool] = strong) -> bool:
+                seen.append(self.strong.search(text))
+                return seen[-1]
+
             flagged = turn_flagged(score, self.threshold, urgent_why, phrase, multilingual,
-                                   None if self.multilingual is None else self.multilingual.threshold)
+                                   None if self.multilingual is None else self.multilingual.threshold, strong_phrase)
+            if any(strong):  # flagged by its phrase alone: the model scored an explicit statement below threshold
+                self.metrics.strong_phrase.inc()
             if urgent_why and (u.urgent_turn < 0 or m.turn < u.urgent_turn):
                 u.urgent_turn = m.turn
                 u.urgent_score, u.urgent_why = score, urgent_why

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from kafka_io import RecordProducer
-from models.backup import ImminentPhrases
+from models.backup import ImminentPhrases, StrongPhrases
 from pipeline.sampling import uniform_from_id
 from vigil_core.contracts import ConversationMessage, ShadowScore, utcnow
 from vigil_core.conversations import ConversationStore
@@ -72,6 +72,7 @@ class ShadowScorer:
         self.turns = ConversationStore(redis_client, settings.redis_prefix, settings.label_wait_s)
         self.producer = producer if producer is not None else RecordProducer(settings)
         self.imminent = ImminentPhrases()
+        self.strong = StrongPhrases()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-shadow",
                                                            initializer=_lower_priority)
         self._pending: deque[concurrent.futures.Future[None]] = deque()
@@ -156,9 +157,10 @@ class ShadowScorer:
                 self._history.move_to_end(m.conversation_id)
             while len(self._history) > _KEEP_CONVERSATIONS:
                 self._history.popitem(last=False)
-        # flagged as the champion flags: its threshold, or a phrase of imminent risk (not the model's to miss)
-        flags = [bool(s >= self.threshold) or bool(self.imminent.search(m.text)) for m, s in zip(turns, scores,
-                                                                                                  strict=True)]
+        # flagged as the champion flags: its threshold, or a phrase of imminent risk or an explicit one (the lexicon's
+        # strong tier): not the model's to miss
+        flags = [bool(s >= self.threshold) or self.imminent.search(m.text) or self.strong.search(m.text)
+                 for m, s in zip(turns, scores, strict=True)]
         now = utcnow()
         records = [OutRecord(self.settings.topic_scores_shadow, m.conversation_id, ShadowScore(
             event_id=m.event_id, conversation_id=m.conversation_id, turn=m.turn, score=float(s), flagged=f,

@@ -28,14 +28,17 @@ def urgent_reason(score: float, urgent_threshold: float, imminent_phrase: Callab
 
 
 def turn_flagged(score: float, threshold: float, urgent_why: str, other_language_phrase: object,
-                 multilingual: float | None, multilingual_threshold: float | None) -> bool:
+                 multilingual: float | None, multilingual_threshold: float | None,
+                 strong_phrase: Callable[[], object] = lambda: False) -> bool:
     """A user turn is flagged at or above the model's threshold, and whatever its score when it is urgent (the
     imminent phrases catch what the model may score low), when it holds a crisis phrase of another supported
-    language and is not read as a validated one (the model reads English only), or when the multilingual model
-    scores it at or above its own threshold."""
+    language and is not read as a validated one (the model reads English only), when the multilingual model
+    scores it at or above its own threshold, or when it holds an explicit phrase of the lexicon's strong tier
+    (`strong_phrase`, looked for only when nothing else flags the turn: the model's confident misses, issue 31)."""
     read_in_language = (multilingual is not None and multilingual_threshold is not None
                         and multilingual >= multilingual_threshold)
-    return score >= threshold or bool(urgent_why) or bool(other_language_phrase) or read_in_language
+    return (score >= threshold or bool(urgent_why) or bool(other_language_phrase) or read_in_language
+            or bool(strong_phrase()))
 
 
 def review_due(state: ConversationState, update: TurnUpdate) -> tuple[bool, bool]:

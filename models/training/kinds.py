@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from models.backup import ImminentPhrases, StrongPhrases
 from models.classifier import CrisisClassifier
 from models.normalise import normalise
 from models.training.chat_data import ChatRows, load_chat, turn_scores
@@ -30,9 +31,12 @@ from models.training.urgent_level import CHAT_DIR, write_card_section
 from vigil_core.rule_names import RECALL_RULE
 from vigil_core.stats import rate
 
-__all__ = ["measure", "card_section", "keyword_screens", "SECTION"]
+__all__ = ["measure", "card_section", "keyword_screens", "SECTION", "SCORER"]
 
 SECTION = "## What the loop needs (issue 31)"
+# What the scorer flags on an English turn: the model at its threshold, or a phrase of imminent risk or an explicit
+# one (the lexicon's strong tier) whatever the model scored (pipeline/turn_rules.py).
+SCORER = "scorer (model + phrases)"
 Screen = Callable[[str], bool]
 
 
@@ -63,6 +67,9 @@ def measure(clf: CrisisClassifier, rows: ChatRows, kinds: np.ndarray,
     screens = keyword_screens() if screens is None else screens
     scores, _ = turn_scores(clf, rows)
     flags = {"model": scores >= clf.threshold}
+    imminent, strong = ImminentPhrases(), StrongPhrases()
+    phrases = np.asarray([imminent.search(t) or strong.search(t) for t in rows.texts], dtype=bool)
+    flags[SCORER] = flags["model"] | phrases
     for name, screen in screens.items():
         flags[name] = np.asarray([screen(t) for t in rows.texts], dtype=bool)
     out: dict[str, Any] = {"threshold": clf.threshold, "model_version": clf.model_version, "by": {}}
@@ -90,6 +97,18 @@ def _pct(caught: int, n: int) -> str:
     return "-" if n == 0 else f"{caught / n:.0%} ({caught}/{n})"
 
 
+def _scorer_line(m: dict[str, Any]) -> list[str]:
+    """What the scorer flags with its phrase rules (a turn holding an imminent or explicit phrase is flagged whatever
+    the model scored), when `measure` measured it."""
+    if SCORER not in m["by"]:
+        return []
+    recall, flag = m["by"][SCORER]["recall"], m["by"][SCORER]["flag_rate"]
+    return [f"- **As the scorer flags** (the model, or a turn holding a phrase of imminent risk or an explicit "
+            f"phrase of the lexicon's strong tier whatever the model scored; the column `{SCORER}`): crisis recall "
+            f"**{recall['value']:.1%}** [{recall['lower']:.1%}, {recall['upper']:.1%}], ordinary conversations "
+            f"flagged {flag['value']:.1%} [{flag['lower']:.1%}, {flag['upper']:.1%}]."]
+
+
 def card_section(m: dict[str, Any], warning_below: float, trained_on_kinds: bool = False) -> str:
     """The card's section from `measure` on the test split (`trained_on_kinds`: the model was fitted on the kinds'
     training split and chose on their validation split, `vigil train --chat-kinds`)."""
@@ -114,6 +133,7 @@ def card_section(m: dict[str, Any], warning_below: float, trained_on_kinds: bool
         f"[{flag['lower']:.1%}, {flag['upper']:.1%}] of {int(flag['n'])}. The rule table's warning line is "
         f"{warning_below:.0%}: the point estimate stands {100 * (recall['value'] - warning_below):+.1f} points from "
         f"it, the interval's lower end {100 * (recall['lower'] - warning_below):+.1f}.",
+        *_scorer_line(m),
         "",
         "### Per kind (test conversations)",
         "| kind | conversations | " + " | ".join(who) + " |",

@@ -304,3 +304,26 @@ def test_a_turn_is_scored_with_its_earlier_turns_across_batches_and_a_replay_giv
     run_scorer(replay, resilient)
     again = values(read_topic(replay, replay.topic_scores, expect=6))
     assert sorted((d["event_id"], d["score"]) for d in again) == sorted((d["event_id"], d["score"]) for d in got)
+
+
+def test_an_explicit_phrase_the_model_scores_below_its_threshold_is_flagged_and_counted(scorer_settings, resilient):
+    from datetime import UTC, datetime
+
+    from vigil_core.contracts import ConversationMessage
+
+    s = scorer_settings
+    # a crisis post sentence the shipped model scores about 0.015 (threshold about 0.03): "shooting myself" is a
+    # phrase of the lexicon's strong tier (issue 31); the ordinary turn holds only a medium-tier word
+    texts = {"strong-1": "I think it might just be because I'm terrified of failing at that too, if I end up "
+                         "shooting myself in the head and surviving it'd be horrible.",
+             "strong-2": "Who's cutting onions?!"}
+    now = datetime.now(UTC)
+    publish(s, [ConversationMessage(event_id=f"{cid}-u0", conversation_id=cid, user_id=cid, turn=0, role="user",
+                                    text=text, ts=now) for cid, text in texts.items()])
+    scorer = run_scorer(s, resilient)
+    scores = {d["conversation_id"]: d for d in values(read_topic(s, s.topic_scores, expect=2))}
+    assert scores["strong-1"]["score"] < scores["strong-1"]["threshold"]  # the model's miss
+    assert scores["strong-1"]["flagged"] and not scores["strong-2"]["flagged"]
+    reviews = values(read_topic(s, s.topic_review, settle_s=1.0))
+    assert [(r["conversation_id"], r["reason"]) for r in reviews] == [("strong-1", "flagged")]
+    assert scorer.metrics.strong_phrase._value.get() == 1

@@ -3,7 +3,7 @@ import time
 import numpy as np
 import pytest
 
-from models.backup import MEDIUM_SCORE, STRONG_SCORE, BackupScorer
+from models.backup import MEDIUM_SCORE, STRONG_SCORE, BackupScorer, StrongPhrases
 from models.calibration import PlattCalibration
 from models.resilient import ResilientScorer
 from models.training.thresholds import threshold_for_recall
@@ -160,3 +160,26 @@ def test_ordinary_turns_hold_no_imminent_phrase(text):
     from models.backup import ImminentPhrases
 
     assert not ImminentPhrases().search(text)
+
+
+@pytest.fixture(scope="module")
+def strong():
+    return StrongPhrases()
+
+
+@pytest.mark.parametrize("text", [
+    "Wednesday 9 October I have bought everything I need to hang myself in the classroom.",  # a model's 0.01 (31)
+    "I'm going to kill myself tonight", "i w\u200bant to kill my\u200bself",  # read through zero-width characters
+    "ｉ ｗａｎｔ ｔｏ ｄｉｅ", "quiero suicidarme",  # full-width letters; another supported language's strong phrase
+])
+def test_strong_phrases_are_the_strong_tier_read_as_the_backup_reads_it(strong, backup, text):
+    assert strong.search(text), text
+    assert backup.predict([text])[0] == STRONG_SCORE
+
+
+@pytest.mark.parametrize("text", [
+    "this exam is killing me", "Who's cutting onions?!", "Shotgun! But do I get to play with all the buttons too?",
+    "Humanity is doomed", "I feel hopeless",  # the medium tier's single words flag ordinary chat: not strong
+])
+def test_strong_phrases_leave_the_medium_tier_and_idioms_alone(strong, text):
+    assert not strong.search(text)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from pipeline.turn_rules import crisis_sign_turn, language_label, review_due, turn_flagged, urgent_reason
@@ -32,6 +34,23 @@ def test_when_a_turn_is_flagged(score, urgent, phrase, multilingual, expected):
     assert turn_flagged(score, 0.03, urgent, phrase, multilingual, 0.5) is expected
     # with no multilingual model loaded, its score (there is none) flags nothing
     assert turn_flagged(score, 0.03, urgent, phrase, multilingual, None) is (score >= 0.03 or bool(urgent or phrase))
+
+
+def test_an_explicit_phrase_flags_a_turn_whatever_its_score_and_is_looked_for_only_when_nothing_else_flags():
+    looked: list[bool] = []
+
+    def phrase(found: bool) -> Callable[[], bool]:
+        def search() -> bool:
+            looked.append(found)
+            return found
+        return search
+
+    assert turn_flagged(0.01, 0.03, "", None, None, None, phrase(True)) is True  # the model's confident miss
+    assert turn_flagged(0.01, 0.03, "", None, None, None, phrase(False)) is False
+    assert looked == [True, False]
+    assert turn_flagged(0.50, 0.03, "", None, None, None, phrase(True)) is True
+    assert turn_flagged(0.01, 0.03, "imminent phrase", None, None, None, phrase(True)) is True
+    assert looked == [True, False]  # already flagged: not looked for (the scorer counts phrase-only flags)
 
 
 def test_a_conversation_gets_one_review_request_when_first_flagged_and_one_when_first_urgent():
