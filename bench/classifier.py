@@ -1,6 +1,6 @@
 """Classifier throughput and latency on chat-length messages, per backend and batch size.
 
-    python bench/classifier.py [--backends torch onnx] [--messages 512] [--repeats 3] [--no-context]
+    python bench/classifier.py [--backends torch onnx] [--messages 512] [--repeats 3] [--no-context] [--model-dir DIR]
 
 Prints one JSON object: for each backend and batch size 1, 8, 32, 128, messages/s and per-batch latency
 p50/p99 in milliseconds, and the token-length range of the messages. Each configuration is warmed up with
@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32, 128])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-context", action="store_true", help="score each message alone (predict)")
+    parser.add_argument("--model-dir", type=Path, default=None, help="a model directory (default: the shipped model)")
     parser.add_argument("--no-languages", action="store_true",
                         help="leave out the language identification the scorer runs on every user turn")
     args = parser.parse_args()
@@ -87,7 +88,7 @@ def main() -> None:
     lid = None if args.no_languages else LanguageIdentifier()
     results["languages"] = lid is not None
     for backend in args.backends:
-        clf = CrisisClassifier.load(backend=backend)
+        clf = CrisisClassifier.load(args.model_dir, backend=backend)
         lengths = [len(t) for t in clf._tok(texts, add_special_tokens=True)["input_ids"]]
         results["tokens_min_max"] = [min(lengths), max(lengths)]
         results["model_version"] = clf.info.model_version

@@ -6,8 +6,9 @@ Prints one JSON object: the identifier's accuracy on the team's turns in Spanish
 (data/languages/turns.csv) and on a set of short turns written for this measurement in those languages and English
 (one to eight words, greetings included), the share of the chat-form validation conversations (English) that would
 be read as another language (each would be sent to review at `pi_language`: the route's review load on English
-traffic), turns per second of `normalise` alone and of normalise + identification (median of `--repeats`
-passes over the 9,891 validation turns), and the multilingual crisis model (models/multilingual.py): its first
+traffic), turns per second of `normalise` alone, of normalise + identification and of the scorer's phrase rules
+(imminent and strong phrases, looked for in a turn the model does not flag) (median of `--repeats` passes over the
+9,891 validation turns), and the multilingual crisis model (models/multilingual.py): its first
 call (the encoder's load), the resident memory it adds, and turns per second at batches of 1, 8 and 32 of the team's
 turns (what a scorer batch holds of them).
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from models.backup import ImminentPhrases, StrongPhrases  # noqa: E402
 from models.language import LanguageIdentifier  # noqa: E402
 from models.multilingual import MultilingualModel  # noqa: E402
 from models.normalise import normalise  # noqa: E402
@@ -62,6 +64,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     lid = LanguageIdentifier()
+    imminent, strong = ImminentPhrases(), StrongPhrases()
     team = [(r["language"], r["text"]) for r in csv.DictReader((ROOT / "data/languages/turns.csv").open())]
     short = [(lang, t) for lang, texts in SHORT.items() for t in texts]
     rows = list(csv.DictReader((ROOT / "data/chat_form/chat_validation.csv").open(encoding="utf-8")))
@@ -105,6 +108,8 @@ def main() -> None:
         "english_read_as_other_share": routed / len(languages),
         "normalise_turns_per_s": rate(lambda ts: [normalise(t) for t in ts]),
         "normalise_and_identify_turns_per_s": rate(lid.identify),
+        # the scorer's phrase rules on a turn the model does not flag: imminent phrases, then the strong tier
+        "phrase_rules_turns_per_s": rate(lambda ts: [imminent.search(t) or strong.search(t) for t in ts]),
         "multilingual": {"version": multilingual.version, "first_call_s": first_call_s,
                          "resident_mb_added": added_mb,
                          "turns_per_s": {b: multilingual_rate(b) for b in (1, 8, 32)}},
