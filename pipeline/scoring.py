@@ -18,7 +18,7 @@ from models.resilient import PendingScores
 from pipeline.batch import Batch, Parsed
 from pipeline.collaborators import ReplyModel, TurnModel
 from pipeline.metrics import ScorerMetrics
-from pipeline.turn_rules import language_label, review_due, turn_flagged, urgent_reason
+from pipeline.turn_rules import flag_reason, language_label, review_due, urgent_reason
 from vigil_core.cases import UrgentCase
 from vigil_core.clock import utcnow
 from vigil_core.contracts import ConversationMessage, SafetyScore
@@ -133,15 +133,13 @@ class TurnScoring:
             # phrase of another supported language, which the model (English only) scores near zero
             phrase = language.language not in self.settings.validated and self.lexicons.find(m.text, LEXICON_TIERS)
             multilingual = multilingual_of.get(m.event_id)
-            strong: list[bool] = []  # looked for only when nothing else flags the turn
-
-            def strong_phrase(text: str = m.text, seen: list[bool] = strong) -> bool:
-                seen.append(self.strong.search(text))
-                return seen[-1]
-
-            flagged = turn_flagged(score, self.threshold, urgent_why, phrase, multilingual,
-                                   None if self.multilingual is None else self.multilingual.threshold, strong_phrase)
-            if any(strong):  # flagged by its phrase alone: the model scored an explicit statement below threshold
+            why = flag_reason(score, self.threshold, urgent_why, phrase, multilingual,
+                              None if self.multilingual is None else self.multilingual.threshold,
+                              partial(self.strong.search, m.text))
+            flagged = bool(why)
+            if why and why != "score":  # the clinician sees why a turn the model scored low is flagged
+                turn["flagged_by"] = why
+            if why == "strong phrase":  # the model scored an explicit statement below its threshold
                 self.metrics.strong_phrase.inc()
             if urgent_why and (u.urgent_turn < 0 or m.turn < u.urgent_turn):
                 u.urgent_turn = m.turn

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from vigil_core.conversations import ConversationState, TurnUpdate
 
-__all__ = ["urgent_reason", "turn_flagged", "review_due", "crisis_sign_turn", "language_label"]
+__all__ = ["urgent_reason", "turn_flagged", "flag_reason", "review_due", "crisis_sign_turn", "language_label"]
 
 # Languages named in metric labels; any other is "other" (a label per fastText code would be 176 series).
 _LABELLED_LANGUAGES = frozenset({"en", "es", "pt", "fr", "de", "it", "zh", "ar", "hi", "ru", "vi", "tl", "ko", "und"})
@@ -30,15 +30,29 @@ def urgent_reason(score: float, urgent_threshold: float, imminent_phrase: Callab
 def turn_flagged(score: float, threshold: float, urgent_why: str, other_language_phrase: object,
                  multilingual: float | None, multilingual_threshold: float | None,
                  strong_phrase: Callable[[], object] = lambda: False) -> bool:
-    """A user turn is flagged at or above the model's threshold, and whatever its score when it is urgent (the
-    imminent phrases catch what the model may score low), when it holds a crisis phrase of another supported
-    language and is not read as a validated one (the model reads English only), when the multilingual model
-    scores it at or above its own threshold, or when it holds an explicit phrase of the lexicon's strong tier
+    """Whether a user turn is flagged (`flag_reason` is not empty)."""
+    return bool(flag_reason(score, threshold, urgent_why, other_language_phrase, multilingual, multilingual_threshold,
+                            strong_phrase))
+
+
+def flag_reason(score: float, threshold: float, urgent_why: str, other_language_phrase: object,
+                multilingual: float | None, multilingual_threshold: float | None,
+                strong_phrase: Callable[[], object] = lambda: False) -> str:
+    """Why a user turn is flagged ("" when it is not), shown to the clinician beside the turn: "score" at or above
+    the model's threshold; whatever its score, the urgent reason when it is urgent (the imminent phrases catch what the
+    model may score low), "language phrase" when it holds a crisis phrase of another supported language and is not
+    read as a validated one (the model reads English only), "multilingual model" when that model scores it at or
+    above its own threshold, "strong phrase" when it holds an explicit phrase of the lexicon's strong tier
     (`strong_phrase`, looked for only when nothing else flags the turn: the model's confident misses, issue 31)."""
-    read_in_language = (multilingual is not None and multilingual_threshold is not None
-                        and multilingual >= multilingual_threshold)
-    return (score >= threshold or bool(urgent_why) or bool(other_language_phrase) or read_in_language
-            or bool(strong_phrase()))
+    if score >= threshold:
+        return "score"
+    if urgent_why:
+        return urgent_why
+    if other_language_phrase:
+        return "language phrase"
+    if multilingual is not None and multilingual_threshold is not None and multilingual >= multilingual_threshold:
+        return "multilingual model"
+    return "strong phrase" if strong_phrase() else ""
 
 
 def review_due(state: ConversationState, update: TurnUpdate) -> tuple[bool, bool]:

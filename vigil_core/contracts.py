@@ -184,6 +184,9 @@ class ReviewTurn(BaseModel):
     response_risk: Probability | None = None  # an AI reply's P(unsafe) (models/response_safety.py), if scored
     response_paged: StrictBool | None = None  # the reply reached the model's page level (a harmful-response P0)
     language: StrictStr | None = None  # a user turn's language (models.language), shown to the clinician
+    # why a user turn the model scored below its threshold is flagged (pipeline.turn_rules.flag_reason: an imminent
+    # phrase, another language's phrase, the multilingual model, an explicit phrase of the strong tier)
+    flagged_by: StrictStr | None = None
 
 
 class ReviewRequest(_Contract):

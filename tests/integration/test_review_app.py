@@ -162,6 +162,15 @@ def test_the_conversation_shows_and_the_json_api_returns_each_turns_language_and
     assert urgent.status_code == 200
     body = urgent.json()
     assert body["reason"] == "urgent" and body["handoff"]["reason"] == "urgent" and body["deadline"]
+    # issue 31: a turn flagged by a phrase the model scored below its threshold says so
+    queue.add(ReviewRequest(review_id="c-phrase:flagged", conversation_id="c-phrase", reason="flagged", pi=1.0,
+                            max_score=0.01, first_flagged_turn=0, requested_at=now,
+                            turns=[ReviewTurn(turn=0, role="user", text="I have bought everything I need to hang "
+                                              "myself", ts=now, score=0.01, flagged_by="strong phrase")]))
+    page = client.get("/conversations/c-phrase").text
+    assert "flagged by strong phrase (the model scored it below its threshold)" in page
+    assert client.get("/api/v1/conversations/c-phrase").json()["turns"][0]["flagged_by"] == "strong phrase"
+    assert "flagged by" not in client.get("/conversations/c-es").text
 
 
 def test_five_wrong_passwords_are_throttled(env):

@@ -326,4 +326,5 @@ def test_an_explicit_phrase_the_model_scores_below_its_threshold_is_flagged_and_
     assert scores["strong-1"]["flagged"] and not scores["strong-2"]["flagged"]
     reviews = values(read_topic(s, s.topic_review, settle_s=1.0))
     assert [(r["conversation_id"], r["reason"]) for r in reviews] == [("strong-1", "flagged")]
+    assert reviews[0]["turns"][0]["flagged_by"] == "strong phrase"  # the clinician sees why
     assert scorer.metrics.strong_phrase._value.get() == 1

@@ -6,7 +6,14 @@ from collections.abc import Callable
 
 import pytest
 
-from pipeline.turn_rules import crisis_sign_turn, language_label, review_due, turn_flagged, urgent_reason
+from pipeline.turn_rules import (
+    crisis_sign_turn,
+    flag_reason,
+    language_label,
+    review_due,
+    turn_flagged,
+    urgent_reason,
+)
 from vigil_core.conversations import ConversationState, TurnUpdate
 
 
@@ -51,6 +58,18 @@ def test_an_explicit_phrase_flags_a_turn_whatever_its_score_and_is_looked_for_on
     assert turn_flagged(0.50, 0.03, "", None, None, None, phrase(True)) is True
     assert turn_flagged(0.01, 0.03, "imminent phrase", None, None, None, phrase(True)) is True
     assert looked == [True, False]  # already flagged: not looked for (the scorer counts phrase-only flags)
+
+
+@pytest.mark.parametrize(("score", "urgent", "phrase", "multilingual", "strong", "expected"), [
+    (0.50, "imminent phrase", "me quiero morir", 0.9, True, "score"),  # the model's own flag comes first
+    (0.01, "imminent phrase", None, None, True, "imminent phrase"),
+    (0.01, "", "me quiero morir", 0.9, True, "language phrase"),
+    (0.01, "", None, 0.9, True, "multilingual model"),
+    (0.01, "", None, 0.1, True, "strong phrase"),
+    (0.01, "", None, None, False, ""),
+])
+def test_why_a_turn_is_flagged_is_shown_to_the_clinician(score, urgent, phrase, multilingual, strong, expected):
+    assert flag_reason(score, 0.03, urgent, phrase, multilingual, 0.5, lambda: strong) == expected
 
 
 def test_a_conversation_gets_one_review_request_when_first_flagged_and_one_when_first_urgent():
