@@ -122,6 +122,9 @@ def _model_commands(sub: Any) -> None:
                    help="rows sharing it are one conversation, scored turn by turn in context (order: a `turn` "
                         "column, else file order); flagged if any turn is")
     p.add_argument("--by-column", default=None, metavar="COL", help="also report the metrics per value of COL")
+    p.add_argument("--phrases", action="store_true",
+                   help="flag as the scorer flags: also a turn holding a phrase of imminent risk or an explicit "
+                        "phrase (the lexicon's strong tier), whatever the model scored")
     p.add_argument("--split-file", default=None, help="CSV id,split: only rows of --split are scored")
     p.add_argument("--split", default="test", help="with --split-file: which split to score (default test)")
     p.add_argument("--model-dir", default=None, help="model directory (default: VIGIL_MODEL_DIR or the shipped model)")

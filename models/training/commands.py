@@ -68,7 +68,8 @@ def eval_command(args: argparse.Namespace, settings: Settings) -> int:
     With `--group-column` the rows are conversations' user turns: each is scored as the scorer scores it (with
     the earlier turns of its conversation as context), a conversation is flagged when any turn is, and
     `flag_rate` is the share of no_crisis conversations flagged. With `--by-column` the same metrics are given
-    per value of that column (`by`).
+    per value of that column (`by`). With `--phrases` a turn is flagged as the scorer flags it: also when it holds a
+    phrase of imminent risk or an explicit phrase, whatever the model scored (it then counts at the threshold).
     """
     from models.classifier import CrisisClassifier
     from models.training.chat_data import load_chat, turn_scores
@@ -94,6 +95,14 @@ def eval_command(args: argparse.Namespace, settings: Settings) -> int:
         scores, _ = turn_scores(clf, data, progress=not args.json)
     else:
         scores = clf.predict(data.texts)
+    if getattr(args, "phrases", False):
+        # as the scorer flags: a turn holding a phrase of imminent risk or an explicit one (the lexicon's strong tier)
+        # whatever the model scored (pipeline/turn_rules.py); such a turn counts at the threshold
+        from models.backup import ImminentPhrases, StrongPhrases
+
+        imminent, strong = ImminentPhrases(), StrongPhrases()
+        phrase = np.asarray([imminent.search(t) or strong.search(t) for t in data.texts], dtype=bool)
+        scores = np.where(phrase, np.maximum(scores, clf.threshold), scores)
 
     def report_of(keep: np.ndarray) -> dict[str, Any]:
         s, y = scores[keep], data.labels[keep]
@@ -113,6 +122,7 @@ def eval_command(args: argparse.Namespace, settings: Settings) -> int:
         report["by"] = {str(v): report_of(by == v) for v in sorted(set(by.tolist()))}
     report["model_version"] = clf.model_version
     report["backend"] = clf.backend.name
+    report["phrases"] = bool(getattr(args, "phrases", False))
     if args.json:
         print(json.dumps(report))
     else:

@@ -124,7 +124,7 @@ def card_section(m: dict[str, Any], warning_below: float, trained_on_kinds: bool
         + "), together (`python -m "
         "models.training.kinds --card MODEL_DIR` writes this section; `vigil model eval --data "
         "data/chat_form/kinds_test.csv --group-column conversation --by-column kind --json` reproduces the "
-        "model's per-kind column). A "
+        "model's per-kind column, and with `--phrases` the scorer's). A "
         "conversation is caught (crisis) or flagged (ordinary) when any of its user turns is. The keyword screens "
         "are the crisis regexes of two PyPI packages, on the same normalised turns.",
         "",

@@ -199,6 +199,26 @@ def test_model_eval_reproduces_the_cards_chat_row(capsys, model_cache, monkeypat
         assert got["by"][source]["flag_rate"] == pytest.approx(row["flag_rate"]), source
 
 
+def test_model_eval_with_phrases_flags_as_the_scorer_does(model_cache, monkeypatch, capsys, tmp_path):
+    """Issue 31: `vigil model eval --phrases` counts a turn holding an explicit phrase the model scores below its
+    threshold, as the scorer flags it (the cards' column `scorer (model + phrases)`)."""
+    from vigil.cli import main
+
+    data = tmp_path / "chat.csv"
+    data.write_text("id,text,label,conversation,turn\n"
+                    "a0,hey,no_crisis,a,0\n"
+                    "a1,\"I think it might just be because I'm terrified of failing at that too, if I end up shooting "
+                    "myself in the head and surviving it'd be horrible.\",crisis,a,1\n"
+                    "b0,who's cutting onions?!,no_crisis,b,0\n")
+    monkeypatch.setenv("VIGIL_CACHE_DIR", str(model_cache))
+    got = {}
+    for flag in ([], ["--phrases"]):
+        assert main(["model", "eval", "--data", str(data), "--group-column", "conversation", "--json", *flag]) == 0
+        got[bool(flag)] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (got[False]["tp"], got[False]["fp"], got[False]["phrases"]) == (0, 0, False)  # the model's miss
+    assert (got[True]["tp"], got[True]["fp"], got[True]["phrases"]) == (1, 0, True)
+
+
 CONTRAST_DIR = Path(__file__).resolve().parents[2] / "data" / "chat_contrast"
 
 
