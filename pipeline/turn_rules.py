@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from vigil_core.conversations import ConversationState, TurnUpdate
 
-__all__ = ["urgent_reason", "turn_flagged", "flag_reason", "review_due", "crisis_sign_turn", "language_label"]
+__all__ = ["urgent_reason", "flag_reason", "review_due", "crisis_sign_turn", "language_label"]
 
 # Languages named in metric labels; any other is "other" (a label per fastText code would be 176 series).
 _LABELLED_LANGUAGES = frozenset({"en", "es", "pt", "fr", "de", "it", "zh", "ar", "hi", "ru", "vi", "tl", "ko", "und"})
@@ -25,14 +25,6 @@ def urgent_reason(score: float, urgent_threshold: float, imminent_phrase: Callab
     if score >= urgent_threshold:
         return "score"
     return "imminent phrase" if imminent_phrase() else ""
-
-
-def turn_flagged(score: float, threshold: float, urgent_why: str, other_language_phrase: object,
-                 multilingual: float | None, multilingual_threshold: float | None,
-                 strong_phrase: Callable[[], object] = lambda: False) -> bool:
-    """Whether a user turn is flagged (`flag_reason` is not empty)."""
-    return bool(flag_reason(score, threshold, urgent_why, other_language_phrase, multilingual, multilingual_threshold,
-                            strong_phrase))
 
 
 def flag_reason(score: float, threshold: float, urgent_why: str, other_language_phrase: object,

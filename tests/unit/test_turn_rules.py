@@ -11,7 +11,6 @@ from pipeline.turn_rules import (
     flag_reason,
     language_label,
     review_due,
-    turn_flagged,
     urgent_reason,
 )
 from vigil_core.conversations import ConversationState, TurnUpdate
@@ -38,9 +37,10 @@ def test_a_turn_is_urgent_by_its_score_first_and_looks_for_imminent_phrases_only
     (0.01, "", None, 0.20, False),          # the multilingual model below it
 ])
 def test_when_a_turn_is_flagged(score, urgent, phrase, multilingual, expected):
-    assert turn_flagged(score, 0.03, urgent, phrase, multilingual, 0.5) is expected
+    assert bool(flag_reason(score, 0.03, urgent, phrase, multilingual, 0.5)) is expected
     # with no multilingual model loaded, its score (there is none) flags nothing
-    assert turn_flagged(score, 0.03, urgent, phrase, multilingual, None) is (score >= 0.03 or bool(urgent or phrase))
+    without_model = bool(flag_reason(score, 0.03, urgent, phrase, multilingual, None))
+    assert without_model is (score >= 0.03 or bool(urgent or phrase))
 
 
 def test_an_explicit_phrase_flags_a_turn_whatever_its_score_and_is_looked_for_only_when_nothing_else_flags():
@@ -52,11 +52,11 @@ def test_an_explicit_phrase_flags_a_turn_whatever_its_score_and_is_looked_for_on
             return found
         return search
 
-    assert turn_flagged(0.01, 0.03, "", None, None, None, phrase(True)) is True  # the model's confident miss
-    assert turn_flagged(0.01, 0.03, "", None, None, None, phrase(False)) is False
+    assert bool(flag_reason(0.01, 0.03, "", None, None, None, phrase(True))) is True  # the model's confident miss
+    assert bool(flag_reason(0.01, 0.03, "", None, None, None, phrase(False))) is False
     assert looked == [True, False]
-    assert turn_flagged(0.50, 0.03, "", None, None, None, phrase(True)) is True
-    assert turn_flagged(0.01, 0.03, "imminent phrase", None, None, None, phrase(True)) is True
+    assert bool(flag_reason(0.50, 0.03, "", None, None, None, phrase(True))) is True
+    assert bool(flag_reason(0.01, 0.03, "imminent phrase", None, None, None, phrase(True))) is True
     assert looked == [True, False]  # already flagged: not looked for (the scorer counts phrase-only flags)
 
 
