@@ -58,6 +58,8 @@ class FastTokenizer:
     def __call__(self, texts: Sequence[str], add_special_tokens: bool = True, truncation: bool = False,
                  max_length: int | None = None, **_: Any) -> dict[str, list[list[int]]]:
         """Token ids of each text, as AutoTokenizer gives them for the same arguments."""
+        if isinstance(texts, str):  # a str is a Sequence[str]: it would be read as a batch of its characters
+            raise TypeError("FastTokenizer takes a batch of texts (a list), not one string")
         if truncation and max_length is not None:
             self._tok.enable_truncation(max_length)
         try:

@@ -46,6 +46,13 @@ def test_the_token_ids_are_transformers_own_as_training_asks(both):
     assert len(fast(TEXTS[-1:], add_special_tokens=False)["input_ids"][0]) == 700  # truncation asked once only
 
 
+def test_one_string_is_refused_rather_than_read_as_a_batch_of_characters(both):
+    fast, _ = both
+    with pytest.raises(TypeError, match="a batch of texts"):
+        fast("hello there", add_special_tokens=False)
+    assert len(fast(["hello there"], add_special_tokens=False)["input_ids"]) == 1
+
+
 def test_the_special_tokens_are_transformers_own(both):
     fast, auto = both
     assert (fast.cls_token_id, fast.sep_token_id, fast.pad_token_id) == (auto.cls_token_id, auto.sep_token_id,
