@@ -31,7 +31,12 @@ from vigil_core.conversations import ConversationStore
 from vigil_core.model_record import ModelRecord, ShadowStore
 from vigil_core.settings import Settings
 
-CRISIS_TURNS = ["I want to die", "I cant do this anymore, I want to end my life", "i dont want to be alive anymore"]
+# Crisis the model reads (each above the urgent level) in words of neither the lexicon's strong tier nor its imminent
+# phrases: those flag a turn whatever a model scores (the champion and the shadow alike), so a candidate that flags
+# nothing would not look blind on "I want to die".
+CRISIS_TURNS = ["i just want all of this to stop for good",
+                "there is no point in anything anymore, i want to disappear forever",
+                "i feel like a burden to everyone and i want it to be over"]
 ORDINARY_TURNS = ["can you recommend a podcast about history?", "any tips for growing tomatoes?",
                   "my sister is visiting this weekend", "can you explain how compound interest works?"]
 PASSWORD = "correct horse battery staple"
@@ -138,6 +143,13 @@ def test_shadow_compare_promote_swap_rollback_and_replay(settings: Settings, tmp
         assert all(json.loads(r.value)["conversation_id"] == r.key.decode() for r in shadow_records)
         assert {(v["model_version"], v["champion_version"], v["flagged"]) for v in values(shadow_records)} == {
             (blind, default_version, False)}
+        # a turn holding an explicit phrase is flagged in shadow as the champion flags it, whatever the model scored
+        publish(s, [ConversationMessage(event_id="explicit-u0", conversation_id="explicit", user_id="ux", turn=0,
+                                        role="user", text="I want to die", ts=datetime.now(UTC))])
+        explicit = [json.loads(r.value) for r in read_topic(s, s.topic_scores_shadow, expect=25)
+                    if r.key == b"explicit"]
+        assert [(v["model_version"], v["flagged"]) for v in explicit] == [(blind, True)]
+        assert explicit[0]["score"] < 0.9999999  # the blind model's own score is below its threshold
 
         # 2. An equal candidate: promoted by a clinical lead (not by a reviewer), while events stream; the swap
         # loses and doubles nothing, and every batch is one version's.
