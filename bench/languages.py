@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.backup import ImminentPhrases, StrongPhrases  # noqa: E402
+from models.backup import ScorerPhrases  # noqa: E402
 from models.language import LanguageIdentifier  # noqa: E402
 from models.multilingual import MultilingualModel  # noqa: E402
 from models.normalise import normalise  # noqa: E402
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     lid = LanguageIdentifier()
-    imminent, strong = ImminentPhrases(), StrongPhrases()
+    phrases = ScorerPhrases()
     team = [(r["language"], r["text"]) for r in csv.DictReader((ROOT / "data/languages/turns.csv").open())]
     short = [(lang, t) for lang, texts in SHORT.items() for t in texts]
     rows = list(csv.DictReader((ROOT / "data/chat_form/chat_validation.csv").open(encoding="utf-8")))
@@ -109,7 +109,7 @@ def main() -> None:
         "normalise_turns_per_s": rate(lambda ts: [normalise(t) for t in ts]),
         "normalise_and_identify_turns_per_s": rate(lid.identify),
         # the scorer's phrase rules on a turn the model does not flag: imminent phrases, then the strong tier
-        "phrase_rules_turns_per_s": rate(lambda ts: [imminent.search(t) or strong.search(t) for t in ts]),
+        "phrase_rules_turns_per_s": rate(phrases.flags),
         "multilingual": {"version": multilingual.version, "first_call_s": first_call_s,
                          "resident_mb_added": added_mb,
                          "turns_per_s": {b: multilingual_rate(b) for b in (1, 8, 32)}},

@@ -9,6 +9,7 @@ conversation is sampled for review at the raised borderline probability.
 from __future__ import annotations
 
 import csv
+import functools
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -18,7 +19,8 @@ import numpy as np
 
 from models.normalise import normalise
 
-__all__ = ["BackupScorer", "ImminentPhrases", "StrongPhrases", "LanguageLexicons", "STRONG_SCORE", "MEDIUM_SCORE"]
+__all__ = ["BackupScorer", "ImminentPhrases", "StrongPhrases", "ScorerPhrases", "LanguageLexicons", "STRONG_SCORE",
+           "MEDIUM_SCORE"]
 
 LEXICON_DIR = Path(__file__).resolve().parent / "lexicon"
 LANGUAGES_DIR = LEXICON_DIR / "languages"
@@ -26,8 +28,10 @@ STRONG_SCORE = 0.99
 MEDIUM_SCORE = 0.90
 
 
+@functools.lru_cache(maxsize=256)
 def _normalise(text: str) -> str:
-    """Lower case without accents (people type "nao quero mais viver" as often as "não"), after models.normalise."""
+    """Lower case without accents (people type "nao quero mais viver" as often as "não"), after models.normalise.
+    Cached for the last turns: the scorer looks for imminent phrases, then strong ones, in the same turn."""
     text = normalise(text).lower().replace("\u2019", "'").replace("\u2018", "'")
     text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
     return re.sub(r"\s+", " ", text)
@@ -94,6 +98,23 @@ class StrongPhrases:
         """Whether `text` holds a strong phrase (read as `BackupScorer` reads it: normalised, lower case, no
         accents)."""
         return self._pattern.search(_normalise(text)) is not None
+
+
+class ScorerPhrases:
+    """The phrases that flag a user turn whatever the model scored, as the scorer applies them to a turn it reads: a
+    phrase of imminent risk (`ImminentPhrases`, which also makes the turn urgent) or an explicit one (`StrongPhrases`).
+    The shadow scorer, `vigil model eval --phrases` and the cards' column `scorer (model + phrases)` flag with it."""
+
+    def __init__(self) -> None:
+        self.imminent, self.strong = ImminentPhrases(), StrongPhrases()
+
+    def search(self, text: str) -> bool:
+        """Whether `text` holds a phrase of either kind."""
+        return self.imminent.search(text) or self.strong.search(text)
+
+    def flags(self, texts: Sequence[str]) -> np.ndarray:
+        """`search` of each text."""
+        return np.asarray([self.search(t) for t in texts], dtype=bool)
 
 
 class BackupScorer:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from kafka_io import RecordProducer
-from models.backup import ImminentPhrases, StrongPhrases
+from models.backup import ScorerPhrases
 from pipeline.sampling import uniform_from_id
 from vigil_core.contracts import ConversationMessage, ShadowScore, utcnow
 from vigil_core.conversations import ConversationStore
@@ -71,8 +71,7 @@ class ShadowScorer:
         self.shadows = ShadowStore(redis_client, settings.redis_prefix, settings.label_wait_s)
         self.turns = ConversationStore(redis_client, settings.redis_prefix, settings.label_wait_s)
         self.producer = producer if producer is not None else RecordProducer(settings)
-        self.imminent = ImminentPhrases()
-        self.strong = StrongPhrases()
+        self.phrases = ScorerPhrases()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-shadow",
                                                            initializer=_lower_priority)
         self._pending: deque[concurrent.futures.Future[None]] = deque()
@@ -159,8 +158,7 @@ class ShadowScorer:
                 self._history.popitem(last=False)
         # flagged as the champion flags: its threshold, or a phrase of imminent risk or an explicit one (the lexicon's
         # strong tier): not the model's to miss
-        flags = [bool(s >= self.threshold) or self.imminent.search(m.text) or self.strong.search(m.text)
-                 for m, s in zip(turns, scores, strict=True)]
+        flags = [bool(s >= self.threshold) or self.phrases.search(m.text) for m, s in zip(turns, scores, strict=True)]
         now = utcnow()
         records = [OutRecord(self.settings.topic_scores_shadow, m.conversation_id, ShadowScore(
             event_id=m.event_id, conversation_id=m.conversation_id, turn=m.turn, score=float(s), flagged=f,

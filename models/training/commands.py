@@ -95,14 +95,13 @@ def eval_command(args: argparse.Namespace, settings: Settings) -> int:
         scores, _ = turn_scores(clf, data, progress=not args.json)
     else:
         scores = clf.predict(data.texts)
-    if getattr(args, "phrases", False):
+    phrases = bool(getattr(args, "phrases", False))
+    if phrases:
         # as the scorer flags: a turn holding a phrase of imminent risk or an explicit one (the lexicon's strong tier)
         # whatever the model scored (pipeline/turn_rules.py); such a turn counts at the threshold
-        from models.backup import ImminentPhrases, StrongPhrases
+        from models.backup import ScorerPhrases
 
-        imminent, strong = ImminentPhrases(), StrongPhrases()
-        phrase = np.asarray([imminent.search(t) or strong.search(t) for t in data.texts], dtype=bool)
-        scores = np.where(phrase, np.maximum(scores, clf.threshold), scores)
+        scores = np.where(ScorerPhrases().flags(data.texts), np.maximum(scores, clf.threshold), scores)
 
     def report_of(keep: np.ndarray) -> dict[str, Any]:
         s, y = scores[keep], data.labels[keep]
@@ -122,7 +121,7 @@ def eval_command(args: argparse.Namespace, settings: Settings) -> int:
         report["by"] = {str(v): report_of(by == v) for v in sorted(set(by.tolist()))}
     report["model_version"] = clf.model_version
     report["backend"] = clf.backend.name
-    report["phrases"] = bool(getattr(args, "phrases", False))
+    report["phrases"] = phrases
     if args.json:
         print(json.dumps(report))
     else:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from models.backup import ImminentPhrases, StrongPhrases
+from models.backup import ScorerPhrases
 from models.classifier import CrisisClassifier
 from models.normalise import normalise
 from models.training.chat_data import ChatRows, load_chat, turn_scores
@@ -67,9 +67,7 @@ def measure(clf: CrisisClassifier, rows: ChatRows, kinds: np.ndarray,
     screens = keyword_screens() if screens is None else screens
     scores, _ = turn_scores(clf, rows)
     flags = {"model": scores >= clf.threshold}
-    imminent, strong = ImminentPhrases(), StrongPhrases()
-    phrases = np.asarray([imminent.search(t) or strong.search(t) for t in rows.texts], dtype=bool)
-    flags[SCORER] = flags["model"] | phrases
+    flags[SCORER] = flags["model"] | ScorerPhrases().flags(rows.texts)
     for name, screen in screens.items():
         flags[name] = np.asarray([screen(t) for t in rows.texts], dtype=bool)
     out: dict[str, Any] = {"threshold": clf.threshold, "model_version": clf.model_version, "by": {}}
