@@ -102,7 +102,10 @@ def _scorer_line(m: dict[str, Any]) -> list[str]:
         return []
     recall, flag = m["by"][SCORER]["recall"], m["by"][SCORER]["flag_rate"]
     return [f"- **As the scorer flags** (the model, or a turn holding a phrase of imminent risk or an explicit "
-            f"phrase of the lexicon's strong tier whatever the model scored; the column `{SCORER}`): crisis recall "
+            f"phrase of the lexicon's strong tier whatever the model scored; the column `{SCORER}`. The tier's "
+            f"community words, `models/lexicon/vigil_community_terms.csv`, were written after a chat-form test "
+            f"conversation the models missed, \"sewer slide\", had been read: that one is no blind measure): "
+            f"crisis recall "
             f"**{recall['value']:.1%}** [{recall['lower']:.1%}, {recall['upper']:.1%}], ordinary conversations "
             f"flagged {flag['value']:.1%} [{flag['lower']:.1%}, {flag['upper']:.1%}]."]
 

@@ -183,3 +183,21 @@ def test_strong_phrases_are_the_strong_tier_read_as_the_backup_reads_it(strong, 
 ])
 def test_strong_phrases_leave_the_medium_tier_and_idioms_alone(strong, text):
     assert not strong.search(text)
+
+
+@pytest.mark.parametrize("text", [
+    "i might just commit sewerslide", "honestly thinking about sewer slide again",  # the live model: 0.019, 0.000
+    "thinking about self unaliving", "relapsed on sh last night", "sh urges are bad today",  # 0.007, 0.001, 0.002
+    "i keep wanting to ctb", "i should just kill my self",
+])
+def test_community_terms_for_suicide_and_self_harm_are_strong_phrases(strong, backup, text):
+    assert strong.search(text), text
+    assert backup.predict([text])[0] == STRONG_SCORE
+
+
+@pytest.mark.parametrize("text", [
+    "catch the bus at 5 to get to work", "sh is the chemical symbol hint for my quiz", "it's killing my self-esteem",
+    "that movie scene where he gets unalived was wild", "my son has been self-harming, how do I talk to him",
+])
+def test_community_terms_need_the_first_person_use(strong, text):
+    assert not strong.search(text)
