@@ -54,7 +54,9 @@ def context_embedding(embeddings: Sequence[np.ndarray]) -> np.ndarray:
 
 # Window lengths (tokens, [CLS] and [SEP] included) from which the posts head also judges a window, tried on
 # validation by `vigil train --chat-data` (CrisisHead.posts_min_tokens; the card says which was chosen and why).
-POSTS_MIN_TOKENS = (12, 16, 24, 32, 48, 64)
+# 96: a model fitted on the kinds needs the posts head only for post-length text (issue 31; the kinds candidate's
+# card): from 96 tokens it keeps the posts' floor with the fewest chat flags and the best posts' validation ROC-AUC.
+POSTS_MIN_TOKENS = (12, 16, 24, 32, 48, 64, 96)
 # ... and from which a long window is judged by it raised further (CrisisHead.posts_long), the same way.
 POSTS_LONG_MIN_TOKENS = (32, 48, 64, 96, 128)
 # How much of a tier's margin over the threshold a window the posts head flags keeps (CrisisHead.posts_flag): the

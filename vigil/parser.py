@@ -138,6 +138,11 @@ def _model_commands(sub: Any) -> None:
     p.add_argument("--split-file", default=None, help="CSV id,split[,author_hash] it was trained with")
     p.add_argument("--target-recall", type=float, default=TARGET_RECALL, help="recall the threshold is chosen for")
     p.add_argument("--note", default=None, help="why this operating point (written to the model card)")
+    p.add_argument("--chat-data", default=None, metavar="DIR",
+                   help="a chat model (`vigil train --chat-data`): its chat-form folder; the threshold and the posts "
+                        "head's tiers are chosen again on its validation split, the head stays as fitted")
+    p.add_argument("--chat-recall", type=float, default=None, metavar="R",
+                   help="with --chat-data: the crisis recall the threshold keeps (default: the model's own)")
     p.set_defaults(handler=_lazy("models.training.commands:calibrate_command"))
     p = model_sub.add_parser("export", help="build the int8 ONNX graph into the cache now")
     p.set_defaults(handler=_lazy("models.training.commands:export_command"))

@@ -227,6 +227,22 @@ def _init_command(init: dict[str, Any]) -> str:
             + " --out ENCODER_DIR`.")
 
 
+def _fitted_config(meta: dict[str, Any]) -> dict[str, Any]:
+    """The chat configuration the head was fitted with (before `vigil model calibrate` chose another recall)."""
+    again = meta.get("recalibrated")
+    return {**meta["chat_config"], "chat_recall": again["fitted_chat_recall"]} if again else meta["chat_config"]
+
+
+def _recalibrated_line(meta: dict[str, Any], cmd: dict[str, str]) -> str:
+    again = meta.get("recalibrated")
+    if not again:
+        return ""
+    return (f" (3) Its operating point chosen again: `vigil model calibrate --model-dir MODEL_DIR --data "
+            f"{meta['data']['path']} --split-file {Path(cmd.get('split_file', '')).name} --chat-data data/chat_form "
+            f"--chat-recall {again['chat_recall']:g}` (the head and its context as fitted; the threshold and the "
+            "posts head's tiers chosen on validation for that recall).")
+
+
 def write_chat_model_card(out: Path, meta: dict[str, Any]) -> Path:
     """MODEL_CARD.md of a chat-head model (`models.training.chat_train`)."""
     from models.training.plots import PLOT_FILES
@@ -280,13 +296,14 @@ def write_chat_model_card(out: Path, meta: dict[str, Any]) -> Path:
         "its validation recall stays within one point of fp32's). Each text window runs alone, unpadded, and "
         "context embeddings are kept at float16, so a replayed turn gets exactly the score it had.",
         *_normaliser_lines(meta),
-        f"- Training, two steps. (1) The encoder layers and the posts head (`{init['model_version']}`): "
+        f"- Training, {'three steps' if meta.get('recalibrated') else 'two steps'}. (1) The encoder layers and the "
+        f"posts head (`{init['model_version']}`): "
         + _init_command(init) + f" (2) This head: `vigil train --init-from ENCODER_DIR --data {meta['data']['path']} "
         f"--split-file {Path(cmd.get('split_file', '')).name} --class-column {cmd.get('class_column')} "
-        f"--chat-data data/chat_form{chat_options(meta['chat_config'])} --out MODEL_DIR` "
+        f"--chat-data data/chat_form{chat_options(_fitted_config(meta))} --out MODEL_DIR` "
         f"({meta['train_seconds']} s on the machine that trained it, "
         "with the rows' embeddings cached by an earlier run of the same encoder; embedding all 96k rows takes about "
-        "7 minutes on 2 cores; step 1 about 20 minutes).",
+        "7 minutes on 2 cores; step 1 about 20 minutes)." + _recalibrated_line(meta, cmd),
         "",
         "### Choices on validation (ordinary conversations flagged at each choice's own threshold)",
         "| context turns | aggregate | flagged |",

@@ -143,6 +143,37 @@ def _columns(path: Path, names: list[str]) -> dict[str, list[str]]:
     return {n: [r[n] for r in rows] for n in names}
 
 
+def _chat_calibrate_command(args: argparse.Namespace, settings: Settings, out: Path, meta: dict[str, Any]) -> int:
+    """A chat model: its threshold chosen again for `--chat-recall`, then the posts head's tiers at that threshold
+    (`chat_calibrate`, as `vigil train --chat-data` ends); the head and its context choice stay as fitted."""
+    from models.training.chat_calibrate import chat_calibrate
+    from models.training.chat_data import CHAT_SPLITS, load_chat, split_files
+    from models.training.dataset import attach_classes, load_dataset, split_rows, stderr_progress
+    from models.training.train_config import ChatTrainConfig
+
+    if not (args.chat_data and args.split_file):
+        raise SystemExit("vigil model calibrate: a chat model needs --chat-data and --split-file")
+    fitted = dict(meta.get("chat_config") or {})
+    known = ChatTrainConfig.__dataclass_fields__
+    cfg = ChatTrainConfig(**{**{k: v for k, v in fitted.items() if k in known}, "threads": settings.torch_threads,
+                             **({"chat_recall": args.chat_recall} if args.chat_recall is not None else {})})
+    split_file = Path(args.split_file)
+    posts = attach_classes(load_dataset(Path(args.data)), meta["class_column"], split_file)
+    chat = {s: load_chat(*split_files(Path(args.chat_data), s, kinds=cfg.kinds)) for s in CHAT_SPLITS}
+    # The card's recipe names the fit's own recall target (the context was chosen at it), then this command.
+    meta["recalibrated"] = {"fitted_chat_recall": (meta.get("recalibrated") or {}).get(
+        "fitted_chat_recall", fitted.get("chat_recall")), "chat_recall": cfg.chat_recall}
+    if args.note:
+        meta["operating_point_note"] = args.note
+    meta = chat_calibrate(out, meta, posts, split_rows(posts, cfg.seed, split_file), chat, cfg, stderr_progress,
+                          settings.cache_dir)
+    served = "onnx" if meta["onnx_recall_ok"] else "torch"
+    print(json.dumps({"model_version": meta["model_version"], "threshold": meta["threshold"],
+                      "chat_test": meta["metrics"][served]["chat_test"],
+                      "posts_test": meta["metrics"][served]["posts_test"]}))
+    return 0
+
+
 def export_command(args: argparse.Namespace, settings: Settings) -> int:
     """Build the int8 ONNX graph of a model into the cache (done at first use otherwise)."""
     from models.classifier import CrisisClassifier
@@ -161,6 +192,8 @@ def calibrate_command(args: argparse.Namespace, settings: Settings) -> int:
 
     out = Path(args.model_dir)
     meta = json.loads((out / ARTIFACT_FILE).read_text())
+    if "chat_head" in meta:
+        return _chat_calibrate_command(args, settings, out, meta)
     known = TrainConfig.__dataclass_fields__
     cfg = TrainConfig(**{k: v for k, v in meta.get("config", {}).items() if k in known})
     cfg.target_recall = args.target_recall

@@ -3,8 +3,16 @@ encoder and the model read in training."""
 
 from __future__ import annotations
 
-from models.training.card import _normaliser_lines
+import argparse
+import json
+
+import pytest
+
+from models.artifact import ARTIFACT_FILE
+from models.training.card import _fitted_config, _normaliser_lines, _recalibrated_line
 from models.training.card_recipe import chat_options, encoder_extra
+from models.training.commands import calibrate_command
+from vigil_core.settings import Settings
 
 
 def test_the_recipe_names_every_chat_option_that_differs_from_the_default():
@@ -26,3 +34,24 @@ def test_a_model_trained_on_normalised_text_is_not_said_to_predate_the_normalise
     trained = " ".join(_normaliser_lines({"normaliser": "vigil-normalise/1", "normaliser_in_training": True}))
     assert "trained and chosen on normalised text" in trained and "before" not in trained
     assert _normaliser_lines({}) == []
+
+
+def test_a_recalibrated_model_names_the_fit_and_then_the_calibrate_command():
+    meta = {"chat_config": {"kinds": True, "chat_recall": 0.99, "posts_weight": 40.0},
+            "recalibrated": {"fitted_chat_recall": 0.97, "chat_recall": 0.99},
+            "data": {"path": "rmhd27_suicidewatch.csv"}}
+    cmd = {"split_file": "../shared/data/rmhd27_suicidewatch/rmhd27_suicidewatch_meta.csv"}
+    assert chat_options(_fitted_config(meta)) == " --chat-kinds --chat-recall 0.97 --chat-posts-weight 40"
+    line = _recalibrated_line(meta, cmd)
+    assert "vigil model calibrate" in line and "--chat-recall 0.99" in line
+    assert "--split-file rmhd27_suicidewatch_meta.csv" in line
+    fitted = {k: v for k, v in meta.items() if k != "recalibrated"}
+    assert _fitted_config(fitted) == meta["chat_config"] and _recalibrated_line(fitted, cmd) == ""
+
+
+def test_calibrating_a_chat_model_needs_its_chat_data(tmp_path):
+    (tmp_path / ARTIFACT_FILE).write_text(json.dumps({"chat_head": {}, "chat_config": {"chat_recall": 0.97}}))
+    args = argparse.Namespace(model_dir=str(tmp_path), data="posts.csv", split_file="split.csv", target_recall=0.97,
+                              note=None, chat_data=None, chat_recall=0.99)
+    with pytest.raises(SystemExit, match="needs --chat-data"):
+        calibrate_command(args, Settings())

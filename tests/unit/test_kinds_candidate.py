@@ -28,6 +28,9 @@ def test_the_candidate_is_what_its_card_says_and_not_the_live_model():
     assert live != META["model_version"] and META["chat_config"]["kinds"]
     assert META["context_aggregate"] in SERVED_AGGREGATES
     assert META["chat_head"]["posts_flag_logit"] is not None and META["chat_head"]["posts_squash"] == 2.0
+    # its operating point was chosen again (`vigil model calibrate --chat-recall 0.99`), and the card's recipe says so
+    assert META["recalibrated"] == {"fitted_chat_recall": 0.97, "chat_recall": 0.99}
+    assert "--chat-recall 0.97" in card and "vigil model calibrate" in card and "--chat-recall 0.99" in card
 
 
 @pytest.fixture(scope="module")

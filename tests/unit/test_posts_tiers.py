@@ -69,7 +69,7 @@ def test_the_long_tier_keeps_a_post_to_spare_and_never_costs_the_posts_ranking(c
     # First tier: 9 of 10 crisis posts (the floor) needs the short posts, so from 12 tokens; the largest shift at
     # which the short low one still passes is -2.
     assert tiers[0] == (12, -2.0)
-    assert [r["feasible"] for r in first_rows] == [True, True, False, False, False, False]  # 24+: the long ones only
+    assert [r["feasible"] for r in first_rows] == [True, True, False, False, False, False, False]  # 24+: long ones only
     # Long tier: all 10 (one to spare) needs the long low one raised by 6. From 32 tokens that also raises the
     # 40-token ordinary posts above two crisis posts: its ROC-AUC falls by more than 0.01 and it is refused.
     by_length = {r["posts_min_tokens"]: r for r in long_rows}
