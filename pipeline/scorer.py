@@ -43,6 +43,7 @@ from pipeline.offsets import ForgetRevoked, Offsets
 from pipeline.replies import ReplyScoring
 from pipeline.sampling import SamplingPolicy
 from pipeline.scoring import TurnScoring
+from pipeline.turn_rules import urgent_level
 from vigil_core.cases import HarmfulCase, UrgentCase
 from vigil_core.contracts import (
     EVENT_SCHEMAS,
@@ -77,7 +78,7 @@ class Scorer(TurnScoring, ReplyScoring, Closing):
         self.replay = replay
         self.model = model
         self.threshold = float(model.threshold)
-        self.urgent_threshold = settings.urgent_threshold
+        self.urgent_threshold = urgent_level(settings.urgent_threshold, getattr(model, "model", None))
         self.imminent = ImminentPhrases()
         # Explicit phrases (the lexicon's strong tier) flag a turn whatever the model scored (issue 31).
         self.strong = StrongPhrases()
@@ -206,8 +207,10 @@ class Scorer(TurnScoring, ReplyScoring, Closing):
                                                           timeout_s=self.settings.model_timeout_s)
             old.close()
             self.threshold = float(self.model.threshold)
+            self.urgent_threshold = urgent_level(self.settings.urgent_threshold, switch.champion)
             self.policy = replace(self.policy, threshold=self.threshold)
-            log.info("champion is now %s (threshold %.4f)", self.model_version, self.threshold)
+            log.info("champion is now %s (threshold %.4f, urgent level %.2f)", self.model_version, self.threshold,
+                     self.urgent_threshold)
         self._replay_shadow = switch.record.shadow if self.replay else ""
         want = None if self.replay or switch.shadow is None else (switch.record.shadow, switch.record.shadow_share)
         have = None if self.shadow is None else (self.shadow.version, self.shadow.share)

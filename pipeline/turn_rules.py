@@ -8,7 +8,11 @@ from collections.abc import Callable
 
 from vigil_core.conversations import ConversationState, TurnUpdate
 
-__all__ = ["urgent_reason", "flag_reason", "review_due", "crisis_sign_turn", "language_label"]
+__all__ = ["urgent_reason", "urgent_level", "flag_reason", "review_due", "crisis_sign_turn", "language_label",
+           "DEFAULT_URGENT_LEVEL"]
+
+# The urgent level of a model whose vigil_model.json names none (the level chosen for the shipped model, issue 22).
+DEFAULT_URGENT_LEVEL = 0.95
 
 # Languages named in metric labels; any other is "other" (a label per fastText code would be 176 series).
 _LABELLED_LANGUAGES = frozenset({"en", "es", "pt", "fr", "de", "it", "zh", "ar", "hi", "ru", "vi", "tl", "ko", "und"})
@@ -17,6 +21,18 @@ _LABELLED_LANGUAGES = frozenset({"en", "es", "pt", "fr", "de", "it", "zh", "ar",
 def language_label(language: str) -> str:
     """A turn's language as a metric label."""
     return language if language in _LABELLED_LANGUAGES else "other"
+
+
+def urgent_level(configured: float | None, model: object) -> float:
+    """The urgent level a scorer holds a champion to: `VIGIL_URGENT_THRESHOLD` when set, else the model's own
+    (`urgent_threshold` in its vigil_model.json, chosen on its calibrated scores by `models.training.urgent_level`),
+    else DEFAULT_URGENT_LEVEL. The level belongs to the model: scores of another model sit on another scale, so a
+    promotion or a rollback carries its level with it (a kinds-trained model at 0.95 would page for a third as many
+    crisis conversations)."""
+    if configured is not None:
+        return float(configured)
+    extra = getattr(getattr(model, "info", None), "extra", None) or {}
+    return float(extra.get("urgent_threshold", DEFAULT_URGENT_LEVEL))
 
 
 def urgent_reason(score: float, urgent_threshold: float, imminent_phrase: Callable[[], object]) -> str:

@@ -134,8 +134,9 @@ class Settings(BaseSettings):
 
     # A person at imminent risk (issue 22): a user turn scoring at least this (calibrated), or naming means at
     # hand or a time (models/lexicon/imminent.csv), makes an urgent review: paged as a P0 and handed to a human.
-    # Chosen on the chat-form validation conversations (the model card, "Urgent level").
-    urgent_threshold: float = Field(default=0.95, gt=0.0, le=1.0)
+    # Chosen on the chat-form validation conversations for each model (its card, "Urgent level"; `urgent_threshold`
+    # in its vigil_model.json). None: the live model's own level, so a promotion carries it (pipeline.turn_rules).
+    urgent_threshold: float | None = Field(default=None, gt=0.0, le=1.0)
     # Score the AI's replies in conversations with crisis signs for harm (models/response_safety.py).
     response_safety: bool = True
 

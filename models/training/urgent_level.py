@@ -17,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from models.artifact import ARTIFACT_FILE
 from models.backup import ImminentPhrases
 from models.classifier import CrisisClassifier
 from models.training.chat_data import load_chat, score_conversations, turn_scores
 
-__all__ = ["measure", "CANDIDATES", "MAX_ORDINARY_PAGE_RATE", "card_section", "write_card_section"]
+__all__ = ["measure", "CANDIDATES", "MAX_ORDINARY_PAGE_RATE", "card_section", "write_card_section",
+           "write_urgent_level"]
 
 CANDIDATES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
 MAX_ORDINARY_PAGE_RATE = 0.003
@@ -104,15 +106,24 @@ def write_card_section(model_dir: Path, section: str, title: str = SECTION) -> N
     path.write_text(text[:at] + section + "\n" + text[at:], encoding="utf-8")
 
 
+def write_urgent_level(model_dir: Path, level: float) -> None:
+    """Record `level` as the model's urgent level (`urgent_threshold` in vigil_model.json): a scorer holds this model
+    to it unless VIGIL_URGENT_THRESHOLD is set (pipeline.turn_rules.urgent_level)."""
+    path = model_dir / ARTIFACT_FILE
+    path.write_text(json.dumps({**json.loads(path.read_text()), "urgent_threshold": level}, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--split", default="validation", choices=["validation", "test"])
     parser.add_argument("--card", type=Path, help="measure both splits with this model and write its card's section")
-    parser.add_argument("--chosen", type=float, default=0.95, help="the chosen level (VIGIL_URGENT_THRESHOLD)")
+    parser.add_argument("--chosen", type=float, default=0.95,
+                        help="the chosen level, written to the model's vigil_model.json as its urgent_threshold")
     args = parser.parse_args()
     if args.card:
         clf = CrisisClassifier.load(args.card)
         write_card_section(args.card, card_section(measure(clf, "validation"), measure(clf, "test"), args.chosen))
+        write_urgent_level(args.card, args.chosen)
         return
     print(json.dumps(measure(CrisisClassifier.load(), args.split), indent=1))
 

@@ -102,7 +102,9 @@ def test_shadow_compare_promote_swap_rollback_and_replay(settings: Settings, tmp
     users.add("rev2", "reviewer", PASSWORD)
     assert _cli(monkeypatch, s, "model", "register", str(model_copy(tmp_path, "blind", threshold=0.9999999)),
                 "--note", "flags nothing") == 0
-    assert _cli(monkeypatch, s, "model", "register", str(model_copy(tmp_path, "same", note="retrained, same"))) == 0
+    # "same" scores as the shipped model does but names its own urgent level: a promotion must bring it along
+    assert _cli(monkeypatch, s, "model", "register", str(model_copy(tmp_path, "same", note="retrained, same",
+                                                                    urgent_threshold=0.8))) == 0
     assert _cli(monkeypatch, s, "model", "register", str(model_copy(tmp_path, "keen", threshold=1e-9))) == 0
     entries = {json.loads((p / "vigil_model.json").read_text()).get("threshold"): p.name
                for p in (s.model_store / "versions").iterdir()}
@@ -116,6 +118,7 @@ def test_shadow_compare_promote_swap_rollback_and_replay(settings: Settings, tmp
     scorer = Scorer(s, champion, switch=switch)
     switch.metrics = scorer.metrics
     scorer.apply_switch(start)
+    assert s.urgent_threshold is None and scorer.urgent_threshold == 0.95  # the shipped model's own level
     runner = threading.Thread(target=scorer.run, daemon=True)
     runner.start()
     try:
@@ -175,6 +178,7 @@ def test_shadow_compare_promote_swap_rollback_and_replay(settings: Settings, tmp
         ids_c = _user_event_ids(events_c)
         assert wait_until(lambda: len({v["event_id"] for v in _scores(s, ids_c)}) == len(ids_c), timeout_s=120)
         assert wait_until(lambda: scorer.model_version == same, timeout_s=30)
+        assert scorer.urgent_threshold == 0.8  # the promoted model's level came with it
         scored_c = read_topic(s, s.topic_scores, settle_s=1.0)
         mine = [r for r in scored_c if json.loads(r.value)["event_id"] in ids_c]
         assert Counter(json.loads(r.value)["event_id"] for r in mine) == Counter(ids_c)  # once each, none lost
@@ -189,6 +193,7 @@ def test_shadow_compare_promote_swap_rollback_and_replay(settings: Settings, tmp
                     "--reason", "detection failure") == 0
         assert record.read().champion == "default"
         assert wait_until(lambda: scorer.model_version == default_version, timeout_s=10)
+        assert scorer.urgent_threshold == 0.95  # and the rollback's
         events_d, _ = _conversations("d", 6)
         publish(s, events_d)
         ids_d = _user_event_ids(events_d)

@@ -31,6 +31,8 @@ def test_the_candidate_is_what_its_card_says_and_not_the_live_model():
     # its operating point was chosen again (`vigil model calibrate --chat-recall 0.99`), and the card's recipe says so
     assert META["recalibrated"] == {"fitted_chat_recall": 0.97, "chat_recall": 0.99}
     assert "--chat-recall 0.97" in card and "vigil model calibrate" in card and "--chat-recall 0.99" in card
+    # its urgent level, chosen by the same rule as the shipped model's, travels with it (a promotion brings it)
+    assert META["urgent_threshold"] == 0.70 and "**0.70 (chosen)**" in card
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,12 @@ from collections.abc import Callable
 import pytest
 
 from pipeline.turn_rules import (
+    DEFAULT_URGENT_LEVEL,
     crisis_sign_turn,
     flag_reason,
     language_label,
     review_due,
+    urgent_level,
     urgent_reason,
 )
 from vigil_core.conversations import ConversationState, TurnUpdate
@@ -95,3 +97,16 @@ def test_the_ai_replies_are_read_from_the_first_crisis_sign_stored_or_in_the_bat
 
 def test_metric_labels_name_a_few_languages_and_fold_the_rest():
     assert language_label("es") == "es" and language_label("sw") == "other"
+
+
+class _Model:
+    def __init__(self, meta: dict[str, object]) -> None:
+        self.info = type("Info", (), {"extra": meta})()
+
+
+def test_the_urgent_level_is_the_models_own_unless_configured():
+    kinds = _Model({"threshold": 0.0188, "urgent_threshold": 0.70})
+    assert urgent_level(None, kinds) == 0.70  # a promoted model brings its level
+    assert urgent_level(None, _Model({"threshold": 0.03})) == DEFAULT_URGENT_LEVEL == 0.95  # a model naming none
+    assert urgent_level(None, None) == DEFAULT_URGENT_LEVEL  # the backup scorer alone
+    assert urgent_level(0.9, kinds) == 0.9  # VIGIL_URGENT_THRESHOLD holds for every model
