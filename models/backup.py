@@ -20,11 +20,14 @@ import numpy as np
 from models.normalise import normalise
 
 __all__ = ["BackupScorer", "ImminentPhrases", "StrongPhrases", "ScorerPhrases", "LanguageLexicons", "STRONG_SCORE",
-           "MEDIUM_SCORE"]
+           "MEDIUM_SCORE", "TRAINING_DATA_FILES"]
 
 LEXICON_DIR = Path(__file__).resolve().parent / "lexicon"
 LANGUAGES_DIR = LEXICON_DIR / "languages"
 STRONG_SCORE = 0.99
+# The lexicon files training data were selected with (data/chat_form/build.py, `vigil train --chat-sentences`): the
+# strong tier has grown since (vigil_community_terms.csv, issue 31), and a data set must rebuild byte for byte.
+TRAINING_DATA_FILES = ("srl_crisis_tokens.csv", "vigil_additions.csv")
 MEDIUM_SCORE = 0.90
 
 
@@ -70,11 +73,13 @@ class ImminentPhrases:
         return self._pattern.search(_normalise(text)) is not None
 
 
-def _tiers(lexicon_dir: Path = LEXICON_DIR) -> dict[str, list[str]]:
-    """The lexicon's phrases by tier: the Suicide Risk Lexicon's (`lexicon/*.csv`), and every supported language's
-    (imminent phrases count as strong)."""
+def _tiers(lexicon_dir: Path = LEXICON_DIR, files: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """The lexicon's phrases by tier: the Suicide Risk Lexicon's and the team's additions (`lexicon/*.csv`, or only
+    `files` of them), and every supported language's (imminent phrases count as strong)."""
     tiers: dict[str, list[str]] = {"strong": [], "medium": []}
     for path in sorted(lexicon_dir.glob("*.csv")):
+        if files is not None and path.name not in files:
+            continue
         with open(path, newline="", encoding="utf-8") as fh:
             for row in csv.DictReader(fh):
                 tiers.setdefault(row["tier"], []).append(row["phrase"])
@@ -122,9 +127,9 @@ class BackupScorer:
 
     model_version = "backup-lexicon-srl-v1"
 
-    def __init__(self, threshold: float, lexicon_dir: Path = LEXICON_DIR) -> None:
+    def __init__(self, threshold: float, lexicon_dir: Path = LEXICON_DIR, files: Sequence[str] | None = None) -> None:
         self.threshold = threshold
-        tiers = _tiers(lexicon_dir)
+        tiers = _tiers(lexicon_dir, files)
         self._strong = _pattern(tiers["strong"])
         self._medium = _pattern(tiers["medium"])
 

@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.backup import BackupScorer  # noqa: E402
+from models.backup import TRAINING_DATA_FILES, BackupScorer  # noqa: E402
 from models.training.dataset import load_dataset, split_rows  # noqa: E402
 
 SEED = 20261202
@@ -132,7 +132,7 @@ def post_sentences(shared: Path, rng: np.random.Generator) -> dict[str, dict[str
     folder = shared / "rmhd27_suicidewatch"
     data = load_dataset(folder / "rmhd27_suicidewatch.csv")
     train_idx, val_idx, test_idx = split_rows(data, 0, folder / "rmhd27_suicidewatch_meta.csv")
-    lexicon = BackupScorer(0.5)
+    lexicon = BackupScorer(0.5, files=TRAINING_DATA_FILES)
     out: dict[str, dict[str, list[str]]] = {s: {"crisis": [], "no_crisis": []} for s in SPLITS}
     for split, rows in zip(SPLITS, (train_idx, val_idx, test_idx), strict=True):
         for i in rows:
@@ -271,7 +271,7 @@ def method_sentences(shared: Path) -> dict[str, list[str]]:
     post, that are not already crisis sentences of the chat splits (no strong lexicon hit), by the post's split."""
     folder = shared / "rmhd27_suicidewatch"
     data = load_dataset(folder / "rmhd27_suicidewatch.csv")
-    lexicon = BackupScorer(0.5)
+    lexicon = BackupScorer(0.5, files=TRAINING_DATA_FILES)
     out: dict[str, list[str]] = {}
     for split, rows in zip(SPLITS, split_rows(data, 0, folder / "rmhd27_suicidewatch_meta.csv"), strict=True):
         out[split] = []

@@ -34,9 +34,9 @@ def add_chat_sentences(
     no_crisis posts with no lexicon hit become no_crisis examples, and sentences from crisis posts with a
     strong hit of the clinician-validated Suicide Risk Lexicon become crisis examples.
     """
-    from models.backup import BackupScorer
+    from models.backup import TRAINING_DATA_FILES, BackupScorer
 
-    lexicon = BackupScorer(0.5)
+    lexicon = BackupScorer(0.5, files=TRAINING_DATA_FILES)
     rng = np.random.default_rng(seed)
     neg: list[tuple[str, int]] = []
     pos: list[tuple[str, int]] = []

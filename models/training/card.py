@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from models.training.card_recipe import chat_options, encoder_extra
+from models.training.card_recipe import chat_options, encoder_extra, fitted_config, recalibrated_line
 
 __all__ = ["write_model_card"]
 
@@ -227,22 +227,6 @@ def _init_command(init: dict[str, Any]) -> str:
             + " --out ENCODER_DIR`.")
 
 
-def _fitted_config(meta: dict[str, Any]) -> dict[str, Any]:
-    """The chat configuration the head was fitted with (before `vigil model calibrate` chose another recall)."""
-    again = meta.get("recalibrated")
-    return {**meta["chat_config"], "chat_recall": again["fitted_chat_recall"]} if again else meta["chat_config"]
-
-
-def _recalibrated_line(meta: dict[str, Any], cmd: dict[str, str]) -> str:
-    again = meta.get("recalibrated")
-    if not again:
-        return ""
-    return (f" (3) Its operating point chosen again: `vigil model calibrate --model-dir MODEL_DIR --data "
-            f"{meta['data']['path']} --split-file {Path(cmd.get('split_file', '')).name} --chat-data data/chat_form "
-            f"--chat-recall {again['chat_recall']:g}` (the head and its context as fitted; the threshold and the "
-            "posts head's tiers chosen on validation for that recall).")
-
-
 def write_chat_model_card(out: Path, meta: dict[str, Any]) -> Path:
     """MODEL_CARD.md of a chat-head model (`models.training.chat_train`)."""
     from models.training.plots import PLOT_FILES
@@ -300,10 +284,10 @@ def write_chat_model_card(out: Path, meta: dict[str, Any]) -> Path:
         f"posts head (`{init['model_version']}`): "
         + _init_command(init) + f" (2) This head: `vigil train --init-from ENCODER_DIR --data {meta['data']['path']} "
         f"--split-file {Path(cmd.get('split_file', '')).name} --class-column {cmd.get('class_column')} "
-        f"--chat-data data/chat_form{chat_options(_fitted_config(meta))} --out MODEL_DIR` "
+        f"--chat-data data/chat_form{chat_options(fitted_config(meta))} --out MODEL_DIR` "
         f"({meta['train_seconds']} s on the machine that trained it, "
         "with the rows' embeddings cached by an earlier run of the same encoder; embedding all 96k rows takes about "
-        "7 minutes on 2 cores; step 1 about 20 minutes)." + _recalibrated_line(meta, cmd),
+        "7 minutes on 2 cores; step 1 about 20 minutes)." + recalibrated_line(meta, cmd),
         "",
         "### Choices on validation (ordinary conversations flagged at each choice's own threshold)",
         "| context turns | aggregate | flagged |",

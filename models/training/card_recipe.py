@@ -1,5 +1,5 @@
 """How a chat model was made, in its card's words: what the encoder was fine-tuned on and the `vigil train
---chat-data` options that reproduce its head (models.training.card)."""
+--chat-data` options that reproduce its head, and a `vigil model calibrate` step after it (models.training.card)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from models.training.train_config import ChatTrainConfig
 
-__all__ = ["encoder_extra", "chat_options"]
+__all__ = ["encoder_extra", "chat_options", "fitted_config", "recalibrated_line"]
 
 
 def encoder_extra(init: dict[str, Any]) -> str:
@@ -28,3 +28,20 @@ def chat_options(cfg: dict[str, Any]) -> str:
     if cfg.get("posts_weight") is not None and cfg["posts_weight"] != ChatTrainConfig.posts_weight:
         out += f" --chat-posts-weight {cfg['posts_weight']:g}"
     return out
+
+
+def fitted_config(meta: dict[str, Any]) -> dict[str, Any]:
+    """The chat configuration the head was fitted with (before `vigil model calibrate` chose another recall)."""
+    again = meta.get("recalibrated")
+    return {**meta["chat_config"], "chat_recall": again["fitted_chat_recall"]} if again else meta["chat_config"]
+
+
+def recalibrated_line(meta: dict[str, Any], cmd: dict[str, str]) -> str:
+    """The recipe's third step of a model whose operating point `vigil model calibrate` chose again ("" if none)."""
+    again = meta.get("recalibrated")
+    if not again:
+        return ""
+    return (f" (3) Its operating point chosen again: `vigil model calibrate --model-dir MODEL_DIR --data "
+            f"{meta['data']['path']} --split-file {Path(cmd.get('split_file', '')).name} --chat-data data/chat_form "
+            f"--chat-recall {again['chat_recall']:g}` (the head and its context as fitted; the threshold and the "
+            "posts head's tiers chosen on validation for that recall).")

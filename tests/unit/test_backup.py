@@ -201,3 +201,12 @@ def test_community_terms_for_suicide_and_self_harm_are_strong_phrases(strong, ba
 ])
 def test_community_terms_need_the_first_person_use(strong, text):
     assert not strong.search(text)
+
+
+def test_training_data_are_selected_with_the_lexicon_they_were_built_with(backup):
+    from models.backup import TRAINING_DATA_FILES
+
+    text = "honestly thinking about sewer slide again"  # a community word, added to the strong tier later
+    assert backup.predict([text])[0] == STRONG_SCORE
+    assert BackupScorer(THRESHOLD, files=TRAINING_DATA_FILES).predict([text])[0] < STRONG_SCORE
+    assert BackupScorer(THRESHOLD, files=TRAINING_DATA_FILES).predict(["I want to kill myself"])[0] == STRONG_SCORE

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from models.artifact import ARTIFACT_FILE
-from models.training.card import _fitted_config, _normaliser_lines, _recalibrated_line
-from models.training.card_recipe import chat_options, encoder_extra
+from models.training.card import _normaliser_lines
+from models.training.card_recipe import chat_options, encoder_extra, fitted_config, recalibrated_line
 from models.training.commands import calibrate_command
 from vigil_core.settings import Settings
 
@@ -41,12 +41,12 @@ def test_a_recalibrated_model_names_the_fit_and_then_the_calibrate_command():
             "recalibrated": {"fitted_chat_recall": 0.97, "chat_recall": 0.99},
             "data": {"path": "rmhd27_suicidewatch.csv"}}
     cmd = {"split_file": "../shared/data/rmhd27_suicidewatch/rmhd27_suicidewatch_meta.csv"}
-    assert chat_options(_fitted_config(meta)) == " --chat-kinds --chat-recall 0.97 --chat-posts-weight 40"
-    line = _recalibrated_line(meta, cmd)
+    assert chat_options(fitted_config(meta)) == " --chat-kinds --chat-recall 0.97 --chat-posts-weight 40"
+    line = recalibrated_line(meta, cmd)
     assert "vigil model calibrate" in line and "--chat-recall 0.99" in line
     assert "--split-file rmhd27_suicidewatch_meta.csv" in line
     fitted = {k: v for k, v in meta.items() if k != "recalibrated"}
-    assert _fitted_config(fitted) == meta["chat_config"] and _recalibrated_line(fitted, cmd) == ""
+    assert fitted_config(fitted) == meta["chat_config"] and recalibrated_line(fitted, cmd) == ""
 
 
 def test_calibrating_a_chat_model_needs_its_chat_data(tmp_path):
