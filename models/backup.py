@@ -125,7 +125,9 @@ class ScorerPhrases:
 class BackupScorer:
     """Lexicon scorer: strong hit 0.99, medium hit max(0.90, threshold), otherwise threshold / 2."""
 
-    model_version = "backup-lexicon-srl-v1"
+    # The version its scores name: a new phrase changes scores, so it changes the version (v2: the strong tier's
+    # community words, issue 31), and a replayed backup score is never taken for the same version's.
+    model_version = "backup-lexicon-srl-v2"
 
     def __init__(self, threshold: float, lexicon_dir: Path = LEXICON_DIR, files: Sequence[str] | None = None) -> None:
         self.threshold = threshold
