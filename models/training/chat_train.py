@@ -55,8 +55,8 @@ from models.training.chat_data import (
 )
 from models.training.train_config import CHOICE_TOLERANCE, ChatTrainConfig
 
-__all__ = ["train_chat_head", "fit_mlp_head", "choose_context", "initial_model", "CHAT_CRISIS_CLASS",
-           "SERVED_AGGREGATES"]
+__all__ = ["train_chat_head", "chat_training_data", "fit_mlp_head", "choose_context", "initial_model",
+           "CHAT_CRISIS_CLASS", "SERVED_AGGREGATES"]
 
 
 CHAT_CRISIS_CLASS = "chat_crisis"
@@ -107,6 +107,18 @@ def fit_mlp_head(x: np.ndarray, y: np.ndarray, weight: np.ndarray, crisis_names:
     return CrisisHead(layers, [index[c] for c in crisis_names]), classes
 
 
+def chat_training_data(posts_path: Path, split_file: Path, class_column: str, chat_dir: Path,
+                       cfg: ChatTrainConfig) -> tuple[Any, tuple[np.ndarray, np.ndarray, np.ndarray],
+                                                      dict[str, ChatRows]]:
+    """What a chat head is fitted, chosen and calibrated on: the posts with their classes, their train, validation
+    and test rows, and the chat-form splits (with the kinds' when cfg.kinds)."""
+    from models.training.dataset import attach_classes, load_dataset, split_rows
+
+    posts = attach_classes(load_dataset(posts_path), class_column, split_file)
+    chat = {s: load_chat(*split_files(chat_dir, s, kinds=cfg.kinds)) for s in CHAT_SPLITS}
+    return posts, split_rows(posts, cfg.seed, split_file), chat
+
+
 def train_chat_head(
     init_from: Path,
     posts_path: Path,
@@ -122,16 +134,13 @@ def train_chat_head(
     import torch
     from safetensors.torch import save_file
 
-    from models.training.dataset import attach_classes, load_dataset, split_rows
     from models.training.fitting import save_weights
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     info, module = initial_model(init_from)
     tokenizer = load_tokenizer(init_from, info)
-    posts = attach_classes(load_dataset(posts_path), class_column, split_file)
-    p_train, p_val, p_test = split_rows(posts, cfg.seed, split_file)
-    chat = {s: load_chat(*split_files(chat_dir, s, kinds=cfg.kinds)) for s in CHAT_SPLITS}
+    posts, (p_train, p_val, p_test), chat = chat_training_data(posts_path, split_file, class_column, chat_dir, cfg)
     started = time.monotonic()
     progress(f"embedding {len(posts.ids)} posts and {sum(len(c) for c in chat.values())} chat turns")
 

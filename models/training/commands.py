@@ -146,27 +146,25 @@ def _columns(path: Path, names: list[str]) -> dict[str, list[str]]:
 def _chat_calibrate_command(args: argparse.Namespace, settings: Settings, out: Path, meta: dict[str, Any]) -> int:
     """A chat model: its threshold chosen again for `--chat-recall`, then the posts head's tiers at that threshold
     (`chat_calibrate`, as `vigil train --chat-data` ends); the head and its context choice stay as fitted."""
+    from models.training.card_recipe import fitted_config
     from models.training.chat_calibrate import chat_calibrate
-    from models.training.chat_data import CHAT_SPLITS, load_chat, split_files
-    from models.training.dataset import attach_classes, load_dataset, split_rows, stderr_progress
+    from models.training.chat_train import chat_training_data
+    from models.training.dataset import stderr_progress
     from models.training.train_config import ChatTrainConfig
 
     if not (args.chat_data and args.split_file):
         raise SystemExit("vigil model calibrate: a chat model needs --chat-data and --split-file")
-    fitted = dict(meta.get("chat_config") or {})
+    stored = meta.get("chat_config") or {}
     known = ChatTrainConfig.__dataclass_fields__
-    cfg = ChatTrainConfig(**{**{k: v for k, v in fitted.items() if k in known}, "threads": settings.torch_threads,
+    cfg = ChatTrainConfig(**{**{k: v for k, v in stored.items() if k in known}, "threads": settings.torch_threads,
                              **({"chat_recall": args.chat_recall} if args.chat_recall is not None else {})})
-    split_file = Path(args.split_file)
-    posts = attach_classes(load_dataset(Path(args.data)), meta["class_column"], split_file)
-    chat = {s: load_chat(*split_files(Path(args.chat_data), s, kinds=cfg.kinds)) for s in CHAT_SPLITS}
+    posts, splits, chat = chat_training_data(Path(args.data), Path(args.split_file), meta["class_column"],
+                                             Path(args.chat_data), cfg)
     # The card's recipe names the fit's own recall target (the context was chosen at it), then this command.
-    meta["recalibrated"] = {"fitted_chat_recall": (meta.get("recalibrated") or {}).get(
-        "fitted_chat_recall", fitted.get("chat_recall")), "chat_recall": cfg.chat_recall}
+    meta["recalibrated"] = {"fitted_chat_recall": fitted_config(meta)["chat_recall"], "chat_recall": cfg.chat_recall}
     if args.note:
         meta["operating_point_note"] = args.note
-    meta = chat_calibrate(out, meta, posts, split_rows(posts, cfg.seed, split_file), chat, cfg, stderr_progress,
-                          settings.cache_dir)
+    meta = chat_calibrate(out, meta, posts, splits, chat, cfg, stderr_progress, settings.cache_dir)
     served = "onnx" if meta["onnx_recall_ok"] else "torch"
     print(json.dumps({"model_version": meta["model_version"], "threshold": meta["threshold"],
                       "chat_test": meta["metrics"][served]["chat_test"],

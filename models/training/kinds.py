@@ -105,9 +105,8 @@ def _scorer_line(m: dict[str, Any]) -> list[str]:
             f"phrase of the lexicon's strong tier whatever the model scored; the column `{SCORER}`. The tier's "
             f"community words, `models/lexicon/vigil_community_terms.csv`, were written after a chat-form test "
             f"conversation the models missed, \"sewer slide\", had been read: that one is no blind measure): "
-            f"crisis recall "
-            f"**{recall['value']:.1%}** [{recall['lower']:.1%}, {recall['upper']:.1%}], ordinary conversations "
-            f"flagged {flag['value']:.1%} [{flag['lower']:.1%}, {flag['upper']:.1%}]."]
+            f"crisis recall **{recall['value']:.1%}** [{recall['lower']:.1%}, {recall['upper']:.1%}], ordinary "
+            f"conversations flagged {flag['value']:.1%} [{flag['lower']:.1%}, {flag['upper']:.1%}]."]
 
 
 def card_section(m: dict[str, Any], warning_below: float, trained_on_kinds: bool = False) -> str:
