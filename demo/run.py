@@ -39,6 +39,7 @@ from demo.actors import Actors, Receiver
 from demo.local import LocalBroker, LocalRedis, free_port, stop_process, wait_for_port
 from demo.scenario import (
     BROKEN_THRESHOLD,
+    BROKEN_URGENT_THRESHOLD,
     CORPUS,
     CRISIS_ROTA_KEY,
     DEMO_CLINICIAN,
@@ -227,10 +228,11 @@ class Demo(Actors, LiveView):
                                             or elapsed > 0.45 * self.duration_s):
                     degraded_at = time.monotonic()
                     self.note(f"rolling out scorer v2: a new model version with a broken calibration "
-                              f"(threshold {BROKEN_THRESHOLD})")
+                              f"(threshold {BROKEN_THRESHOLD}, urgent level {BROKEN_URGENT_THRESHOLD})")
                     self.stats.phase = "v2 rolled out (broken calibration)"
                     # blue-green: v2 is up and beating before v1 leaves, so the heartbeat never lapses
-                    v2 = self._spawn("scorer-v2", ["score"], VIGIL_THRESHOLD=BROKEN_THRESHOLD)
+                    v2 = self._spawn("scorer-v2", ["score"], VIGIL_THRESHOLD=BROKEN_THRESHOLD,
+                                     VIGIL_URGENT_THRESHOLD=BROKEN_URGENT_THRESHOLD)
                     self._wait_instance(client, v2.pid, timeout_s=90)
                     self._terminate("scorer-v1")
                 record = halt.read()

@@ -7,15 +7,19 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Stats", "CORPUS", "BROKEN_THRESHOLD", "DEMO_CLINICIAN", "URGENT_AT", "URGENT_CONVERSATION", "HARMFUL_AT",
-           "HARMFUL_CONVERSATION", "LABEL_GAP_S", "DEMO_CRISIS_CLINICIAN", "CRISIS_ROTA_KEY", "CONTACT_AFTER_S",
-           "DEMO_THRESHOLDS", "PERSON_P0S"]
+__all__ = ["Stats", "CORPUS", "BROKEN_THRESHOLD", "BROKEN_URGENT_THRESHOLD", "DEMO_CLINICIAN", "URGENT_AT",
+           "URGENT_CONVERSATION", "HARMFUL_AT", "HARMFUL_CONVERSATION", "LABEL_GAP_S", "DEMO_CRISIS_CLINICIAN",
+           "CRISIS_ROTA_KEY", "CONTACT_AFTER_S", "DEMO_THRESHOLDS", "PERSON_P0S"]
 
 # P0s about one person (a case nobody reached, a harmful reply), not the detection failure the demo ends on.
 PERSON_P0S = ("case_breach", "harmful_response")
 
 CORPUS = Path(__file__).resolve().parent / "data" / "conversations.json"
+# The broken rollout's calibration: both of its levels sit far too high. The urgent level is the model's own (its
+# vigil_model.json) and an urgent turn is flagged whatever the threshold, so a broken threshold alone would leave the
+# shipped model (urgent level 0.70) flagging every turn it scores above 0.70.
 BROKEN_THRESHOLD = "0.995"
+BROKEN_URGENT_THRESHOLD = "0.999"
 
 DEMO_CLINICIAN = "demo-clinician"
 # A person at imminent risk, early in the demo (issues 22, 34): the scorer hands this one conversation to a human and
