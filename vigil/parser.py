@@ -106,6 +106,9 @@ def _model_commands(sub: Any) -> None:
     p.add_argument("--chat-kinds", action="store_true",
                    help="with --chat-data: also fit and choose on the kinds set beside it (kinds_train/validation.csv "
                         "and kinds_more_train.csv, issue 31); the test row stays chat_test.csv")
+    p.add_argument("--chat-chitchat", action="store_true",
+                   help="with --chat-data: also fit and choose on the chit-chat splits beside it (chitchat_train/"
+                        "validation.csv: small talk between people, ordinary); the test row stays chat_test.csv")
     p.add_argument("--from-labels", action="store_true",
                    help="add the clinicians' labelled conversations (from clinician.labels and safety.review, "
                         "redacted) to --chat-data (default data/chat_form) and fit the chat head from --init-from "

@@ -23,6 +23,7 @@ def encoder_extra(init: dict[str, Any]) -> str:
 def chat_options(cfg: dict[str, Any]) -> str:
     """The `vigil train --chat-data` options that reproduce a head's chat configuration."""
     out = " --chat-kinds" if cfg.get("kinds") else ""
+    out += " --chat-chitchat" if cfg.get("chitchat") else ""
     if cfg.get("chat_recall") is not None and cfg["chat_recall"] != ChatTrainConfig.chat_recall:
         out += f" --chat-recall {cfg['chat_recall']:g}"
     if cfg.get("posts_weight") is not None and cfg["posts_weight"] != ChatTrainConfig.posts_weight:

@@ -75,14 +75,16 @@ class ChatRows:
         return out
 
 
-def split_files(chat_dir: Path, split: str, kinds: bool = False) -> list[Path]:
+def split_files(chat_dir: Path, split: str, kinds: bool = False, chitchat: bool = False) -> list[Path]:
     """The files a chat head is fitted or chosen on for one split of a chat-form folder: `chat_{split}.csv`, and with
     `kinds`, for training and validation, where the folder has them, the kinds set's (`kinds_{split}.csv`, issue 31)
-    and its added training turns (`kinds_more_{split}.csv`). The test split is `chat_test.csv` alone, the card's
-    chat-form row; the kinds' test split is measured with it by `models.training.kinds` ("What the loop needs")."""
-    if split == "test" or not kinds:
+    and its added training turns (`kinds_more_{split}.csv`); with `chitchat`, the chit-chat split
+    (`chitchat_{split}.csv`, small talk between people). The test split is `chat_test.csv` alone, the card's
+    chat-form row; the kinds' and the chit-chat test splits are measured with it by `models.training.kinds`."""
+    if split == "test":
         return [Path(chat_dir) / f"chat_{split}.csv"]
-    more = [Path(chat_dir) / f"kinds_{split}.csv", Path(chat_dir) / f"kinds_more_{split}.csv"]
+    more = [Path(chat_dir) / f"kinds_{split}.csv", Path(chat_dir) / f"kinds_more_{split}.csv"] if kinds else []
+    more += [Path(chat_dir) / f"chitchat_{split}.csv"] if chitchat else []
     return [Path(chat_dir) / f"chat_{split}.csv", *[p for p in more if p.is_file()]]
 
 

@@ -115,7 +115,7 @@ def chat_training_data(posts_path: Path, split_file: Path, class_column: str, ch
     from models.training.dataset import attach_classes, load_dataset, split_rows
 
     posts = attach_classes(load_dataset(posts_path), class_column, split_file)
-    chat = {s: load_chat(*split_files(chat_dir, s, kinds=cfg.kinds)) for s in CHAT_SPLITS}
+    chat = {s: load_chat(*split_files(chat_dir, s, kinds=cfg.kinds, chitchat=cfg.chitchat)) for s in CHAT_SPLITS}
     return posts, split_rows(posts, cfg.seed, split_file), chat
 
 

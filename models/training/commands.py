@@ -42,6 +42,7 @@ def _chat_config(args: argparse.Namespace, settings: Settings) -> Any:
     weight = getattr(args, "chat_posts_weight", None)
     return ChatTrainConfig(threads=settings.torch_threads, chat_recall=CHAT_RECALL if recall is None else recall,
                            kinds=bool(getattr(args, "chat_kinds", False)),
+                           chitchat=bool(getattr(args, "chat_chitchat", False)),
                            posts_weight=ChatTrainConfig.posts_weight if weight is None else weight)
 
 

@@ -109,9 +109,11 @@ def _scorer_line(m: dict[str, Any]) -> list[str]:
             f"conversations flagged {flag['value']:.1%} [{flag['lower']:.1%}, {flag['upper']:.1%}]."]
 
 
-def card_section(m: dict[str, Any], warning_below: float, trained_on_kinds: bool = False) -> str:
+def card_section(m: dict[str, Any], warning_below: float, trained_on_kinds: bool = False,
+                 chitchat: dict[str, Any] | None = None, trained_on_chitchat: bool = False) -> str:
     """The card's section from `measure` on the test split (`trained_on_kinds`: the model was fitted on the kinds'
-    training split and chose on their validation split, `vigil train --chat-kinds`)."""
+    training split and chose on their validation split, `vigil train --chat-kinds`; `chitchat`: `measure` on the
+    chit-chat test split, all ordinary, a row of its own)."""
     who = list(m["by"])
     model = m["by"]["model"]
     recall, flag = model["recall"], model["flag_rate"]
@@ -156,6 +158,12 @@ def card_section(m: dict[str, Any], warning_below: float, trained_on_kinds: bool
         if v["ordinary"]:
             cells = [_pct(m["by"][w]["source"][source]["flagged"], v["ordinary"]) for w in who]
             lines.append(f"| {source} | {v['ordinary']} | " + " | ".join(cells) + " |")
+    if chitchat is not None:
+        small = {w: chitchat["by"][w]["source"][CHITCHAT] for w in who}
+        cells = [_pct(small[w]["flagged"], small[w]["ordinary"]) for w in who]
+        lines.append(f"| **small talk between people** (`chitchat_test.csv`, not in the rows above"
+                     f"{'; fitted on its training split' if trained_on_chitchat else '; never trained on'}) | "
+                     f"{chitchat['by']['model']['source'][CHITCHAT]['ordinary']} | " + " | ".join(cells) + " |")
     lines += ["", "The kinds were written by the team for issue 31 (`data/chat_form/team_kinds.csv`), a few per "
               "split: a kind's row here rests on 6 to 30 conversations. The hidden chat-form set is the measure that "
               "counts.", ""]
@@ -163,6 +171,8 @@ def card_section(m: dict[str, Any], warning_below: float, trained_on_kinds: bool
 
 
 CHAT_FORM_KIND = "chat-form test conversations"
+CHITCHAT = "chitchat"  # the chit-chat splits' source (data/chat_form/chitchat.py)
+CHITCHAT_TEST = CHAT_DIR / "chitchat_test.csv"
 
 
 def combined_test() -> tuple[ChatRows, np.ndarray]:
@@ -202,10 +212,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows, kinds = combined_test()
     clf = CrisisClassifier.load(args.card)
     m = measure(clf, rows, kinds)
-    trained_on_kinds = bool(clf.info.extra.get("chat_config", {}).get("kinds"))
-    write_card_section(args.card, card_section(m, warning_line(), trained_on_kinds), SECTION)
+    chat_config = clf.info.extra.get("chat_config", {})
+    small_talk = load_chat(CHITCHAT_TEST) if CHITCHAT_TEST.is_file() else None
+    chitchat = None if small_talk is None else measure(clf, small_talk, np.full(len(small_talk), CHITCHAT))
+    write_card_section(args.card, card_section(m, warning_line(), bool(chat_config.get("kinds")), chitchat,
+                                               bool(chat_config.get("chitchat"))), SECTION)
     model = m["by"]["model"]
-    print(f"recall {model['recall']['value']:.3f}, ordinary flagged {model['flag_rate']['value']:.3f}")
+    print(f"recall {model['recall']['value']:.3f}, ordinary flagged {model['flag_rate']['value']:.3f}"
+          + (f", small talk flagged {chitchat['by']['model']['flag_rate']['value']:.3f}" if chitchat else ""))
 
 
 if __name__ == "__main__":

@@ -58,4 +58,5 @@ class ChatTrainConfig:
     max_length: int = 256
     threads: int = 0
     seed: int = 0
-    kinds: bool = False  # fit and choose on the kinds set too (`chat_data.split_files`; not the shipped model's data)
+    kinds: bool = False  # fit and choose on the kinds set too (`chat_data.split_files`)
+    chitchat: bool = False  # and on the chit-chat splits (small talk between people, `data/chat_form/chitchat.py`)

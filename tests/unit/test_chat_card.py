@@ -19,6 +19,29 @@ def test_the_recipe_names_every_chat_option_that_differs_from_the_default():
     assert chat_options({"kinds": True, "chat_recall": 0.97, "posts_weight": 40.0}) == (
         " --chat-kinds --chat-recall 0.97 --chat-posts-weight 40")
     assert chat_options({"kinds": False, "chat_recall": 0.95, "posts_weight": 10.0}) == ""
+    assert chat_options({"kinds": True, "chitchat": True, "chat_recall": 0.99}) == (
+        " --chat-kinds --chat-chitchat --chat-recall 0.99")
+
+
+def test_the_kinds_section_gives_small_talk_a_row_of_its_own():
+    from models.training.kinds import CHITCHAT, SCORER, card_section
+
+    def entry(kind: dict[str, int], source: dict[str, dict[str, int]], caught: int, flagged: int) -> dict:
+        crisis, ordinary = kind["crisis"], kind["ordinary"]
+        return {"kind": {"method_question": kind}, "source": source,
+                "recall": {"value": caught / max(crisis, 1), "lower": 0.5, "upper": 1.0, "n": crisis},
+                "flag_rate": {"value": flagged / max(ordinary, 1), "lower": 0.0, "upper": 0.1, "n": ordinary}}
+
+    kind = {"crisis": 9, "caught": 9, "ordinary": 10, "flagged": 1}
+    m = {"by": {w: entry(kind, {"team": {"crisis": 9, "caught": 9, "ordinary": 10, "flagged": 1}}, 9, 1)
+                for w in ("model", SCORER)}}
+    small = {"crisis": 0, "caught": 0, "ordinary": 600, "flagged": 30}
+    chitchat = {"by": {w: entry({"crisis": 0, "caught": 0, "ordinary": 600, "flagged": 30}, {CHITCHAT: small}, 0, 30)
+                       for w in ("model", SCORER)}}
+    with_row = card_section(m, 0.95, True, chitchat, trained_on_chitchat=True)
+    assert "| **small talk between people** (`chitchat_test.csv`" in with_row and "| 600 | 5% (30/600) |" in with_row
+    assert "fitted on its training split" in with_row
+    assert "small talk" not in card_section(m, 0.95, True)
 
 
 def test_the_encoder_line_names_the_files_it_was_fine_tuned_on():

@@ -143,3 +143,25 @@ def test_the_data_set_rebuilds_byte_for_byte(tmp_path):
         for name in (f"chat_{split}.csv", f"kinds_{split}.csv", "kinds_more_train.csv", "kinds_finetune.csv"):
             built = hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
             assert built == hashlib.sha256((FOLDER / name).read_bytes()).hexdigest(), name
+
+
+def test_the_chitchat_splits_rebuild_byte_for_byte_and_hold_only_small_talk(tmp_path):
+    subprocess.run([sys.executable, str(FOLDER / "chitchat.py"), str(tmp_path)], check=True, capture_output=True)
+    seen: dict[str, str] = {}
+    for split in SPLITS:
+        name = f"chitchat_{split}.csv"
+        assert (tmp_path / name).read_bytes() == (FOLDER / name).read_bytes(), name
+        rows = _rows(FOLDER / name)
+        assert {r["label"] for r in rows} == {"no_crisis"} and {r["source"] for r in rows} == {"chitchat"}
+        turns = Counter(r["conversation"] for r in rows)
+        assert min(turns.values()) >= 2  # conversations, not lone comments
+        for conversation in turns:
+            assert seen.setdefault(conversation, split) == split  # a conversation sits in one split
+    sys.path.insert(0, str(FOLDER))
+    try:
+        import chitchat
+    finally:
+        sys.path.remove(str(FOLDER))
+    # a conversation that speaks of suicide or self-harm is left out whole: its level is not known
+    assert chitchat.RISK.search("i want to die lol") and chitchat.RISK.search("Suicide squad was ok")
+    assert not any(chitchat.RISK.search(r["text"]) for s in SPLITS for r in _rows(FOLDER / f"chitchat_{s}.csv"))

@@ -124,7 +124,12 @@ def test_a_chat_split_reads_the_kinds_files_beside_it_as_one_set_of_conversation
     assert [p.name for p in split_files(tmp_path, "train", kinds=True)] == ["chat_train.csv", "kinds_train.csv",
                                                               "kinds_more_train.csv"]
     assert [p.name for p in split_files(tmp_path, "test", kinds=True)] == ["chat_test.csv"]
-    assert [p.name for p in split_files(tmp_path, "train")] == ["chat_train.csv"]  # the shipped recipe
+    assert [p.name for p in split_files(tmp_path, "train")] == ["chat_train.csv"]  # the first chat models' recipe
+    (tmp_path / "chitchat_train.csv").write_text(header + "c-0,brb,no_crisis,c,0,chitchat,small_talk,no_crisis\n")
+    (tmp_path / "chitchat_test.csv").write_text(header + "ct-0,brb,no_crisis,ct,0,chitchat,small_talk,no_crisis\n")
+    assert [p.name for p in split_files(tmp_path, "train", kinds=True, chitchat=True)][-1] == "chitchat_train.csv"
+    assert [p.name for p in split_files(tmp_path, "train", chitchat=True)] == ["chat_train.csv", "chitchat_train.csv"]
+    assert [p.name for p in split_files(tmp_path, "test", kinds=True, chitchat=True)] == ["chat_test.csv"]
     rows = load_chat(*split_files(tmp_path, "train", kinds=True))
     assert rows.ids == ["a-0", "k-0", "k-1", "m-0"]
     assert rows.labels.tolist() == [False, True, True, False]
