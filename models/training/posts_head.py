@@ -108,8 +108,9 @@ def choose_posts_head(
         shift = min(s for s in shifts if s is not None)
         chosen = [*tiers, (min_tokens, shift)]
         flag, recall, auc = [], [], []
-        for n, (post_window, (chat, posts, tokens, _), c) in parts.items():
-            alone = c.info.calibration(with_posts_head(chat, posts, tokens, chosen, _flag(c)))
+        for n, (post_window, chat_window, c) in parts.items():
+            # each turn's logit from its windows (a turn longer than the model's length is several windows)
+            alone = c.info.calibration(_text_logits(chat_window, len(va.texts), chosen, c))
             turn = aggregate(c.info.context_aggregate, alone, c.info.calibration(contexts[n]))
             conv, labels, _ = score_conversations(va, turn)
             flag.append(float(np.mean(conv[~labels] >= threshold)))

@@ -208,3 +208,40 @@ def test_the_flag_logit_is_where_a_window_meets_the_threshold():
     assert flag is not None and flag[1] == 2.0
     assert calibration(np.array([flag[0]]))[0] == pytest.approx(0.0241)
     assert posts_flag(calibration, 0.0241, ChatTrainConfig(posts_squash=0.0)) is None
+
+
+class TwoWindowClassifier(FakeClassifier):
+    """A chat turn longer than the model's length is two windows: the first ordinary, the second a crisis."""
+
+    LONG = "a long turn"
+    WINDOWS = [(-10.0, -10.0, 256), (5.0, -10.0, 40)]
+
+    def window_outputs(self, texts):
+        rows, owners = [], []
+        for i, t in enumerate(texts):
+            windows = self.WINDOWS if t == self.LONG else [self.table[t]]
+            rows += windows
+            owners += [i] * len(windows)
+        return (np.array([[c, p] for c, p, _ in rows], dtype=np.float64), np.array(owners),
+                np.array([n for _, _, n in rows]))
+
+    def embed(self, texts):
+        outputs, owners, _ = self.window_outputs(texts)
+        best = [max(np.flatnonzero(owners == i), key=lambda w: outputs[w, 0]) for i in range(len(texts))]
+        return outputs[best, 0], outputs[best]
+
+
+def test_a_chat_turn_of_several_windows_counts_once_with_its_highest_window(tmp_path):
+    # Before, the tiers were tried on the chat turns' window logits as if each turn were one window: a validation
+    # split holding a turn of two windows (small talk runs long) failed to broadcast against the turns' contexts.
+    path = tmp_path / "chat.csv"
+    path.write_text("id,text,label,conversation,turn\n"
+                    "a1,hello there,no_crisis,a,0\na2,how are you,no_crisis,a,1\n"
+                    f"c1,hello there,no_crisis,c,0\nc2,{TwoWindowClassifier.LONG},crisis,c,1\n")
+    texts = [t for t, _, _ in POSTS]
+    labels = np.array([c for _, _, c in POSTS])
+    tiers, first_rows, _ = choose_posts_head({"fake": TwoWindowClassifier()}, load_chat(path), texts, labels, 0.5,
+                                             ChatTrainConfig(), lambda _: None)
+    assert tiers[0] == (12, -2.0)
+    chosen = next(r for r in first_rows if r["posts_min_tokens"] == 12)
+    assert chosen["validation_recall"] == 1.0 and chosen["validation_flag_rate"] == 0.0  # the turn, by its 2nd window
