@@ -54,7 +54,7 @@ def context_embedding(embeddings: Sequence[np.ndarray]) -> np.ndarray:
 
 # Window lengths (tokens, [CLS] and [SEP] included) from which the posts head also judges a window, tried on
 # validation by `vigil train --chat-data` (CrisisHead.posts_min_tokens; the card says which was chosen and why).
-# 96: a model fitted on the kinds needs the posts head only for post-length text (issue 31; the kinds candidate's
+# 96: a model fitted on the kinds needs the posts head only for post-length text (issue 31; the shipped model's
 # card): from 96 tokens it keeps the posts' floor with the fewest chat flags and the best posts' validation ROC-AUC.
 POSTS_MIN_TOKENS = (12, 16, 24, 32, 48, 64, 96)
 # ... and from which a long window is judged by it raised further (CrisisHead.posts_long), the same way.

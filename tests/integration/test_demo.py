@@ -43,9 +43,9 @@ def test_demo_reaches_warning_and_critical_halts_and_writes_the_p0_report(tmp_pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["events"] > 100 and summary["labels"] > 20 and summary["flagged"] > 5
-    # The model flags the crises, not the ordinary conversations (issue 17: a greeting used to flag). One of the
-    # 13 no-risk conversations of the corpus is a known false positive of the shipped model ("I killed it at work
-    # today, ...": idioms of killing, its vigil_model.json), so at most that one.
+    # The model flags the crises, not the ordinary conversations (issue 17: a greeting used to flag). At most one of
+    # the 13 no-risk conversations of the corpus: "I killed it at work today, ..." (an idiom of killing) was a known
+    # false positive of the model shipped before 2026-12-05; the shipped model flags none of them.
     assert summary["corpus_by_level"]["no_risk"] == 13
     assert summary["flagged_by_level"].get("no_risk", 0) <= 1, summary["flagged_by_level"]
     assert summary["flagged_by_level"].get("high", 0) >= 1

@@ -20,6 +20,7 @@ import redis
 
 from evaluators.compare import compare_live
 from evaluators.store import EvaluatorStore
+from models.artifact import ARTIFACT_FILE, DEFAULT_MODEL_DIR
 from pipeline.live_models import LiveModelSwitch, champion_scorer
 from pipeline.scorer import Scorer
 from review.users import UserStore
@@ -40,6 +41,8 @@ CRISIS_TURNS = ["i just want all of this to stop for good",
 ORDINARY_TURNS = ["can you recommend a podcast about history?", "any tips for growing tomatoes?",
                   "my sister is visiting this weekend", "can you explain how compound interest works?"]
 PASSWORD = "correct horse battery staple"
+# the shipped model's own urgent level (0.70): a promotion and a rollback must each bring their champion's
+SHIPPED_URGENT = json.loads((DEFAULT_MODEL_DIR / ARTIFACT_FILE).read_text())["urgent_threshold"]
 
 
 def _conversations(prefix: str, n: int, crisis_every: int = 2) -> tuple[list[Any], set[str]]:
@@ -118,7 +121,7 @@ def test_shadow_compare_promote_swap_rollback_and_replay(settings: Settings, tmp
     scorer = Scorer(s, champion, switch=switch)
     switch.metrics = scorer.metrics
     scorer.apply_switch(start)
-    assert s.urgent_threshold is None and scorer.urgent_threshold == 0.95  # the shipped model's own level
+    assert s.urgent_threshold is None and scorer.urgent_threshold == SHIPPED_URGENT != 0.8  # its own level
     runner = threading.Thread(target=scorer.run, daemon=True)
     runner.start()
     try:
@@ -193,7 +196,7 @@ def test_shadow_compare_promote_swap_rollback_and_replay(settings: Settings, tmp
                     "--reason", "detection failure") == 0
         assert record.read().champion == "default"
         assert wait_until(lambda: scorer.model_version == default_version, timeout_s=10)
-        assert scorer.urgent_threshold == 0.95  # and the rollback's
+        assert scorer.urgent_threshold == SHIPPED_URGENT  # and the rollback's
         events_d, _ = _conversations("d", 6)
         publish(s, events_d)
         ids_d = _user_event_ids(events_d)

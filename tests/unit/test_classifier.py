@@ -79,12 +79,35 @@ def test_crisis_phrasings_score_above_the_threshold(clf, text):
     assert clf.predict([text])[0] >= clf.threshold
 
 
-def test_the_posts_head_holds_the_posts_floor_with_a_post_to_spare_on_validation():
+def test_the_posts_head_holds_the_posts_floor_on_validation_and_a_long_tier_a_post_to_spare():
     head = SHIPPED["chat_head"]
-    assert head["posts_long_min_tokens"] > head["posts_min_tokens"] and head["posts_long_shift"] < head["posts_shift"]
+    assert head["posts_min_tokens"] is not None and head["posts_shift"] is not None
     for backend in SHIPPED["metrics"].values():
         validation = backend["posts_validation"]
-        assert validation["tp"] >= np.ceil(0.90 * validation["n_crisis"]) + 1  # 40 of 43, not the bare 39
+        floor = np.ceil(0.90 * validation["n_crisis"])  # 39 of 43
+        assert validation["tp"] >= floor
+        # A long tier is chosen only where it keeps the floor with a crisis post to spare (a floor held exactly once
+        # left the posts' test split at 86.5%); the shipped model has none (its card: not met from 128 tokens
+        # without losing the posts' ranking), and its posts' test recall is held to 0.90 above.
+        if head.get("posts_long_min_tokens") is not None:
+            assert head["posts_long_min_tokens"] > head["posts_min_tokens"]
+            assert head["posts_long_shift"] < head["posts_shift"] and validation["tp"] >= floor + 1
+
+
+def test_the_shipped_model_decides_posts_by_the_flag_rule_and_its_card_names_its_recipe_and_urgent_level(clf):
+    from models.training.chat_train import SERVED_AGGREGATES
+
+    assert SHIPPED["chat_config"]["kinds"] and SHIPPED["context_aggregate"] in SERVED_AGGREGATES  # issue 31's kinds
+    # the posts head decides and the chat head ranks: a window the posts head flags is at the threshold exactly
+    assert clf.head is not None and clf.head.posts_flag is not None and SHIPPED["chat_head"]["posts_squash"] == 2.0
+    assert clf.info.calibration([clf.head.posts_flag[0]])[0] == pytest.approx(clf.threshold)
+    # fitted on the kinds and on small talk between people, at 0.98 of the validation crises; the card's recipe says so
+    card = (DEFAULT_MODEL_DIR / "MODEL_CARD.md").read_text()
+    assert SHIPPED["chat_config"]["chitchat"] and SHIPPED["chat_config"]["chat_recall"] == 0.98
+    assert "--chat-kinds --chat-chitchat --chat-recall 0.98" in card and "recalibrated" not in SHIPPED
+    assert any(f["path"] == "chitchat_train.csv" for f in SHIPPED["chat_data"]["train"]["files"])
+    # its urgent level, chosen on its own scores, travels with it (a scorer holds each champion to its own)
+    assert SHIPPED["urgent_threshold"] == 0.50 and "**0.50 (chosen)**" in card
 
 
 KNOWN_FALSE_POSITIVES = set(SHIPPED.get("known_false_positives", []))

@@ -1,13 +1,18 @@
 """Text is read as a person reads it before any model sees it (models.normalise): the obfuscation table.
 
 Each obfuscated crisis sentence must score within 0.05 of its plain form through the shipped classifier, and the
-ordinary sentences, obfuscated or not, stay below its threshold. docs/security.md's table lists the same kinds.
+ordinary sentences, obfuscated or not, stay below its threshold (but for its listed known false positives, which
+score as their plain forms). docs/security.md's table lists the same kinds.
 """
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 
+from models.artifact import ARTIFACT_FILE, DEFAULT_MODEL_DIR
 from models.normalise import NORMALISER_VERSION, normalise
 
 RLO, PDF, ZWSP, ZWJ, SHY = "\u202e", "\u202c", "\u200b", "\u200d", "\u00ad"
@@ -76,7 +81,13 @@ def test_obfuscated_crisis_scores_within_005_of_its_plain_form_and_ordinary_text
         assert abs(g - w) <= 0.05, kind
     # the plain forms themselves are crises the model flags (else the table would prove nothing)
     assert (want >= clf.threshold).mean() >= 0.9
-    assert (clf.predict(ORDINARY) < clf.threshold).all()
+    # The ordinary ones stay unflagged, obfuscated or not, but for the shipped model's known false positives (its
+    # vigil_model.json: a bare "see you tomorrow" is one), which an obfuscation must neither hide nor cause.
+    read = [normalise(t) for t in ORDINARY]
+    np.testing.assert_allclose(clf.predict(ORDINARY), clf.predict(read), rtol=0, atol=0.05)
+    known = set(json.loads((DEFAULT_MODEL_DIR / ARTIFACT_FILE).read_text()).get("known_false_positives", []))
+    flagged = {r for r, p in zip(read, clf.predict(ORDINARY), strict=True) if p >= clf.threshold}
+    assert flagged == known & set(read)
 
 
 def test_the_shipped_word_list_is_pyspellcheckers_common_english_words():
