@@ -65,8 +65,9 @@ def card_section(validation: dict[str, dict[str, float]], test: dict[str, dict[s
         SECTION,
         "A second, higher level on the same calibrated score: a user turn at or above it, or one holding a phrase of "
         "imminent risk (means at hand, a time, a goodbye, an act under way: `models/lexicon/imminent/imminent.csv`, "
-        "team-written, not clinician-validated), makes the conversation **urgent**: a P0 page to the clinical on-call "
-        "and a handoff to a human. Chosen on the chat-form **validation** conversations by the rule \"the lowest "
+        "team-written, not clinician-validated), makes the conversation **urgent**: an urgent case paged to the crisis "
+        "rotation (not a P0, issue 34) and a handoff to a human. Chosen on the chat-form **validation** conversations "
+        "by the rule \"the lowest "
         f"threshold that pages at most {MAX_ORDINARY_PAGE_RATE:.1%} of ordinary conversations\" (`python -m "
         "models.training.urgent_level --split validation`); the test split was measured once afterwards (`python -m "
         "models.training.urgent_level --card MODEL_DIR` writes this section).",
