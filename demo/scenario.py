@@ -17,7 +17,7 @@ PERSON_P0S = ("case_breach", "harmful_response")
 CORPUS = Path(__file__).resolve().parent / "data" / "conversations.json"
 # The broken rollout's calibration: both of its levels sit far too high. The urgent level is the model's own (its
 # vigil_model.json) and an urgent turn is flagged whatever the threshold, so a broken threshold alone would leave the
-# shipped model (urgent level 0.70) flagging every turn it scores above 0.70.
+# shipped model (urgent level 0.50) flagging every turn it scores above 0.50.
 BROKEN_THRESHOLD = "0.995"
 BROKEN_URGENT_THRESHOLD = "0.999"
 

@@ -13,9 +13,10 @@ addresses, URLs, handles, names after "my name is"), and the output directory mu
 
 The rows join the chat-form data the shipped model was trained on (`--chat-data`, default data/chat_form): a
 hash-chosen quarter of the labelled conversations goes to validation (where the threshold is chosen), the rest to
-training; the team's test split is left as it is, so the card's test row stays comparable between versions. Then
-the chat head is fitted as `vigil train --init-from` fits it, and the model directory (with its card) is ready for
-`vigil model register` and `vigil model shadow`.
+training; the team's test split is left as it is, so the card's test row stays comparable between versions (the
+kinds set and the small talk beside them are copied as they are). Then the chat head is fitted as `vigil train
+--init-from` fits it, with the options the initial model's own head was fitted with (its `chat_config`), and the
+model directory (with its card) is ready for `vigil model register` and `vigil model shadow`.
 """
 
 from __future__ import annotations
@@ -126,6 +127,9 @@ def write_training_data(rows: list[LabelledTurn], base_chat: Path, out: Path) ->
               "crisis_turns": sum(r.crisis for r in rows)}
     for split in ("train", "validation", "test"):
         shutil.copyfile(base_chat / f"chat_{split}.csv", out / f"chat_{split}.csv")
+    # the kinds set and the small talk, where the base has them: a model fitted on them is fitted on them again
+    for extra in sorted([*base_chat.glob("kinds_*.csv"), *base_chat.glob("chitchat_*.csv")]):
+        shutil.copyfile(extra, out / extra.name)
     handles = {split: open(out / f"chat_{split}.csv", "a", newline="", encoding="utf-8")  # noqa: SIM115
                for split in ("train", "validation")}
     try:
@@ -161,7 +165,7 @@ def write_source(out: Path, title: str, built: str) -> None:
 
 def from_labels_command(args: argparse.Namespace, settings: Settings) -> int:
     """Build the training data from labels, fit the chat head, write the model directory with its card."""
-    from models.artifact import DEFAULT_MODEL_DIR, default_cache_dir
+    from models.artifact import DEFAULT_MODEL_DIR, ModelInfo, default_cache_dir
     from models.training.chat_train import train_chat_head
     from models.training.dataset import stderr_progress
     from models.training.train_config import ChatTrainConfig
@@ -174,8 +178,12 @@ def from_labels_command(args: argparse.Namespace, settings: Settings) -> int:
         raise SystemExit("vigil train --from-labels: no labelled conversation with its turns in the topics")
     data_dir = out.parent / f"{out.name}-data"
     counts = write_training_data(rows, Path(args.chat_data or REPOSITORY / "data" / "chat_form"), data_dir)
-    meta = train_chat_head(Path(args.init_from or DEFAULT_MODEL_DIR), Path(args.data), Path(args.split_file),
-                           args.class_column, data_dir, out, ChatTrainConfig(threads=settings.torch_threads),
+    init_from = Path(args.init_from or DEFAULT_MODEL_DIR)
+    # fitted as the initial model's head was (its kinds, small talk, recall target and posts weight), not with the
+    # defaults: retrained from the shipped model, a head must not lose the data the shipped one was fitted on
+    cfg = ChatTrainConfig.fitted_like(ModelInfo.read(init_from).extra.get("chat_config"),
+                                      threads=settings.torch_threads)
+    meta = train_chat_head(init_from, Path(args.data), Path(args.split_file), args.class_column, data_dir, out, cfg,
                            stderr_progress, cache_dir=settings.cache_dir or default_cache_dir())
     served = "onnx" if meta["onnx_recall_ok"] else "torch"
     print(json.dumps({"out": str(out), "data": str(data_dir), "labelled": counts,

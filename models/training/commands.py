@@ -155,10 +155,8 @@ def _chat_calibrate_command(args: argparse.Namespace, settings: Settings, out: P
 
     if not (args.chat_data and args.split_file):
         raise SystemExit("vigil model calibrate: a chat model needs --chat-data and --split-file")
-    stored = meta.get("chat_config") or {}
-    known = ChatTrainConfig.__dataclass_fields__
-    cfg = ChatTrainConfig(**{**{k: v for k, v in stored.items() if k in known}, "threads": settings.torch_threads,
-                             **({"chat_recall": args.chat_recall} if args.chat_recall is not None else {})})
+    cfg = ChatTrainConfig.fitted_like(meta.get("chat_config"), threads=settings.torch_threads,
+                                      **({"chat_recall": args.chat_recall} if args.chat_recall is not None else {}))
     posts, splits, chat = chat_training_data(Path(args.data), Path(args.split_file), meta["class_column"],
                                              Path(args.chat_data), cfg)
     # The card's recipe names the fit's own recall target (the context was chosen at it), then this command.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from models.head import POSTS_SQUASH
 from vigil_core.rule_names import TARGET_RECALL
@@ -42,7 +43,8 @@ CHOICE_TOLERANCE = 0.01  # validation flag rate within which the safer context c
 
 @dataclass
 class ChatTrainConfig:
-    """Options of a chat head fit (defaults are the shipped model's)."""
+    """Options of a chat head fit (defaults are the first chat models'; a model's own are its vigil_model.json's
+    `chat_config`, read back by `fitted_like`)."""
 
     hidden: int = 256  # the head's hidden units (one ReLU layer)
     epochs: int = 6
@@ -60,3 +62,11 @@ class ChatTrainConfig:
     seed: int = 0
     kinds: bool = False  # fit and choose on the kinds set too (`chat_data.split_files`)
     chitchat: bool = False  # and on the chit-chat splits (small talk between people, `data/chat_form/chitchat.py`)
+
+    @classmethod
+    def fitted_like(cls, stored: dict[str, Any] | None, **overrides: Any) -> ChatTrainConfig:
+        """The options a model's head was fitted (or last calibrated) with, from its `chat_config` (the fields this
+        version knows; a stored list where a tuple is meant is read as one), with `overrides` on top."""
+        known = cls.__dataclass_fields__
+        kept = {k: tuple(v) if isinstance(v, list) else v for k, v in (stored or {}).items() if k in known}
+        return cls(**{**kept, **overrides})

@@ -63,7 +63,13 @@ def test_labelled_conversations_become_redacted_turn_rows_outside_the_repository
     for split in ("train", "validation", "test"):
         (base / f"chat_{split}.csv").write_text("id,text,label,conversation,turn,source,category,alone\n"
                                                 f"{split}-0,hello,no_crisis,{split},0,team,greeting,no_crisis\n")
+    for name in ("kinds_train.csv", "kinds_more_train.csv", "chitchat_validation.csv"):
+        (base / name).write_text(f"id,text,label,conversation,turn,source,category,alone\n{name}-0,brb,no_crisis,x,0,"
+                                 "chitchat,small_talk,no_crisis\n")
     counts = write_training_data(rows, base, tmp_path / "out")
+    # the kinds set and the small talk go with the chat splits: a head fitted on them is fitted on them again
+    for name in ("kinds_train.csv", "kinds_more_train.csv", "chitchat_validation.csv"):
+        assert (tmp_path / "out" / name).read_bytes() == (base / name).read_bytes()
     written = {}
     for split in ("train", "validation", "test"):
         with open(tmp_path / "out" / f"chat_{split}.csv", newline="", encoding="utf-8") as fh:

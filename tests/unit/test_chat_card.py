@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from models.artifact import ARTIFACT_FILE
+from models.artifact import ARTIFACT_FILE, DEFAULT_MODEL_DIR
 from models.training.card import _normaliser_lines
 from models.training.card_recipe import chat_options, encoder_extra, fitted_config, recalibrated_line
 from models.training.commands import calibrate_command
@@ -21,6 +21,19 @@ def test_the_recipe_names_every_chat_option_that_differs_from_the_default():
     assert chat_options({"kinds": False, "chat_recall": 0.95, "posts_weight": 10.0}) == ""
     assert chat_options({"kinds": True, "chitchat": True, "chat_recall": 0.99}) == (
         " --chat-kinds --chat-chitchat --chat-recall 0.99")
+
+
+def test_a_head_is_fitted_again_with_the_options_its_model_was_fitted_with():
+    from models.training.train_config import ChatTrainConfig
+
+    stored = {"kinds": True, "chitchat": True, "chat_recall": 0.98, "posts_weight": 40.0, "context_turns": [2, 3],
+              "threads": 0, "an_option_of_a_later_version": 1}
+    cfg = ChatTrainConfig.fitted_like(stored, threads=2)
+    assert (cfg.kinds, cfg.chitchat, cfg.chat_recall, cfg.posts_weight) == (True, True, 0.98, 40.0)
+    assert cfg.context_turns == (2, 3) and cfg.threads == 2
+    assert ChatTrainConfig.fitted_like(None) == ChatTrainConfig()  # an encoder directory: the defaults
+    shipped = json.loads((DEFAULT_MODEL_DIR / ARTIFACT_FILE).read_text())["chat_config"]
+    assert chat_options(shipped) == chat_options(ChatTrainConfig.fitted_like(shipped).__dict__)  # the same recipe
 
 
 def test_the_kinds_section_gives_small_talk_a_row_of_its_own():
