@@ -188,9 +188,9 @@ class Writer:
         self.rows: list[dict[str, str]] = []
         self.n = 0
 
-    def conversation(self, source: str, turns: Iterable[tuple[str, str, str, str]]) -> None:
-        """turns: (text, label, category, alone) in order."""
-        cid = f"{self.split[:3]}-{self.n:05d}"
+    def conversation(self, source: str, turns: Iterable[tuple[str, str, str, str]], cid: str | None = None) -> None:
+        """turns: (text, label, category, alone) in order; `cid` the conversation's id where its source names it."""
+        cid = cid or f"{self.split[:3]}-{self.n:05d}"
         self.n += 1
         for t, (text, label, category, alone) in enumerate(turns):
             self.rows.append({"id": f"{cid}-{t}", "text": text, "label": label, "conversation": cid, "turn": str(t),

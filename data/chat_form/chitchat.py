@@ -12,7 +12,6 @@ conversations were 4-8% flagged. Deterministic: the same package version gives b
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import importlib.util
 import json
@@ -24,12 +23,14 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
+# the chat-form set's rows and file format (build.py, beside this file)
+from build import Writer  # noqa: E402
+
 from models.backup import TRAINING_DATA_FILES, BackupScorer  # noqa: E402
 
 SEED = "vigil-chitchat-20261205"
 # Conversations per split, taken in the order of a keyed hash of their ids (the corpus holds 7,168).
 SIZES = {"train": 1000, "validation": 300, "test": 600}
-COLUMNS = ["id", "text", "label", "conversation", "turn", "source", "category", "alone"]
 # A conversation any of whose turns speaks of suicide or self-harm is left out whole: its crisis level is not
 # known (the corpus is small talk between students, not labelled for risk), and a keyword is no label. The
 # lexicon's strong and medium tiers, and these. Idioms of dying ("I died laughing") stay: they are what the
@@ -62,45 +63,38 @@ def user_turns(conversation: dict[str, list[list[dict[str, str]]]]) -> list[str]
     return [t for t in turns if t]
 
 
-def build() -> tuple[dict[str, list[dict[str, str]]], int]:
-    """The rows of each split, and how many conversations were left out for a word of suicide or self-harm."""
+def build() -> tuple[dict[str, Writer], int]:
+    """The conversations of each split, and how many were left out for a word of suicide or self-harm."""
     lexicon = BackupScorer(threshold=0.5, files=TRAINING_DATA_FILES)
     data = corpus()
     order = sorted(data, key=lambda cid: hashlib.sha256(f"{SEED}:{cid}".encode()).hexdigest())
-    splits: dict[str, list[dict[str, str]]] = {s: [] for s in SIZES}
+    kept: list[tuple[str, list[str]]] = []
     left_out = 0
-    names = iter([s for s, n in SIZES.items() for _ in range(n)])
-    split = next(names)
     for cid in order:
+        if len(kept) == sum(SIZES.values()):
+            break
         turns = user_turns(data[cid])  # type: ignore[arg-type]
         if len(turns) < 2:
             continue
         if any(RISK.search(t) or lexicon.matches(t) for t in turns):
             left_out += 1
             continue
-        conv = f"ccc-{cid[:13]}"
-        for k, text in enumerate(turns):
-            splits[split].append({"id": f"{conv}-{k}", "text": text, "label": "no_crisis", "conversation": conv,
-                                  "turn": str(k), "source": "chitchat", "category": "small_talk",
-                                  "alone": "no_crisis"})
-        split = next(names, "")
-        if not split:
-            break
-    return splits, left_out
-
-
-def write(path: Path, rows: list[dict[str, str]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+        kept.append((cid, turns))
+    writers, start = {}, 0
+    for split, n in SIZES.items():
+        writers[split] = Writer(split)
+        for cid, turns in kept[start:start + n]:
+            writers[split].conversation("chitchat", [(text, "no_crisis", "small_talk", "no_crisis") for text in turns],
+                                        cid=f"ccc-{cid[:13]}")
+        start += n
+    return writers, left_out
 
 
 def main(out: Path = HERE) -> int:
-    splits, left_out = build()
-    for split, rows in splits.items():
-        write(out / f"chitchat_{split}.csv", rows)
-        print(f"chitchat {split}: {len(rows)} turns, {len({r['conversation'] for r in rows})} conversations")
+    writers, left_out = build()
+    for split, w in writers.items():
+        w.write(out / f"chitchat_{split}.csv")
+        print(f"chitchat {split}: {len(w.rows)} turns, {w.n} conversations")
     print(f"left out for a word of suicide or self-harm: {left_out} conversations")
     return 0
 

@@ -163,7 +163,7 @@ def card_section(m: dict[str, Any], warning_below: float, trained_on_kinds: bool
         cells = [_pct(small[w]["flagged"], small[w]["ordinary"]) for w in who]
         lines.append(f"| **small talk between people** (`chitchat_test.csv`, not in the rows above"
                      f"{'; fitted on its training split' if trained_on_chitchat else '; never trained on'}) | "
-                     f"{chitchat['by']['model']['source'][CHITCHAT]['ordinary']} | " + " | ".join(cells) + " |")
+                     f"{small['model']['ordinary']} | " + " | ".join(cells) + " |")
     lines += ["", "The kinds were written by the team for issue 31 (`data/chat_form/team_kinds.csv`), a few per "
               "split: a kind's row here rests on 6 to 30 conversations. The hidden chat-form set is the measure that "
               "counts.", ""]
