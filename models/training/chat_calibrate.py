@@ -16,13 +16,26 @@ from models.artifact import (
 )
 from models.calibration import PlattCalibration
 from models.classifier import CrisisClassifier
-from models.training.chat_data import ChatRows, Progress, conversation_report, score_conversations, turn_scores
+from models.training import urgent_level
+from models.training.chat_data import (
+    ChatRows,
+    Progress,
+    conversation_report,
+    load_chat,
+    score_conversations,
+    turn_scores,
+)
 from models.training.posts_head import choose_posts_head, long_tier_cost, posts_target
 from models.training.report import classification_report
 from models.training.thresholds import threshold_for_recall
 from models.training.train_config import ChatTrainConfig
 
-__all__ = ["chat_calibrate", "chat_threshold", "scoring_version", "SCORING_KEYS"]
+__all__ = ["chat_calibrate", "chat_threshold", "scoring_version", "SCORING_KEYS", "UNTIERED"]
+
+# A chat head's posts tiers before they are chosen: the posts head lowered so far (60 log-odds) that it never
+# decides, no long tier, no flag rule (CrisisHead).
+UNTIERED: dict[str, Any] = {"posts_shift": 60.0, "posts_min_tokens": 64, "posts_long_min_tokens": None,
+                            "posts_long_shift": None, "posts_flag_logit": None, "posts_squash": None}
 
 
 def chat_threshold(conv_scores: np.ndarray, conv_labels: np.ndarray, cfg: ChatTrainConfig) -> float:
@@ -49,6 +62,11 @@ def chat_calibrate(
 
     _, p_val, p_test = post_splits
     va, te = chat["validation"], chat["test"]
+    # Everything below is chosen on the chat head alone, as a fit leaves it: a model calibrated again would
+    # otherwise be calibrated and thresholded through the posts tiers its last calibration chose (and differently
+    # each time it is calibrated).
+    meta["chat_head"].update(UNTIERED)
+    (out / ARTIFACT_FILE).write_text(json.dumps(meta, indent=2))
     clf = CrisisClassifier.load(out, backend="torch", threads=cfg.threads)
     progress("scoring validation turns (torch fp32) for calibration")
     # Calibrated on chat turns alone, what the scores are for; a post's score is a ranking (see long_offset).
@@ -99,10 +117,12 @@ def chat_calibrate(
     # reported as served: with the shift set (a chat turn of post length is judged by the posts head too)
     val_scores = {name: (turn_scores(c, va)[0], c.predict(post_val_texts)) for name, c in backends.items()}
     metrics: dict[str, Any] = {}
+    test_turns: dict[str, np.ndarray] = {}
     for name, c in backends.items():
         turn, post = val_scores[name]
         progress(f"test scores ({name})")
         test_turn, test_alone = turn_scores(c, te)
+        test_turns[name] = test_turn
         test_post = c.predict([posts.texts[i] for i in p_test])
         metrics[name] = {
             "chat_validation": conversation_report(va, turn, threshold),
@@ -135,14 +155,27 @@ def chat_calibrate(
                    for s, c in chat.items()},
     )
     meta["model_version"] = scoring_version(out, meta)
+    served = "onnx" if meta["onnx_recall_ok"] else "torch"
+    # The urgent level is a level of the calibrated score: chosen again with every calibration, by its rule.
+    urgent = {split: urgent_level.measure_scores(*_chat_form_part(rows, turn))
+              for split, rows, turn in (("validation", va, val_scores[served][0]), ("test", te, test_turns[served]))}
+    meta["urgent_threshold"] = urgent_level.choose(urgent["validation"])
     (out / ARTIFACT_FILE).write_text(json.dumps(meta, indent=2))
     write_chat_model_card(out, meta)
-    served = "onnx" if meta["onnx_recall_ok"] else "torch"
+    urgent_level.write_card_section(out, urgent_level.card_section(urgent["validation"], urgent["test"],
+                                                                   meta["urgent_threshold"]))
     m = metrics[served]
     progress(f"wrote {out} ({meta['model_version']}) threshold {threshold:.4f}: chat test flag rate "
              f"{m['chat_test']['flag_rate']:.3%}, recall {m['chat_test']['recall']:.3f}; posts test ROC-AUC "
              f"{m['posts_test']['roc_auc']:.4f}, recall {m['posts_test']['recall']:.3f}")
     return meta
+
+
+def _chat_form_part(rows: ChatRows, turn: np.ndarray) -> tuple[ChatRows, np.ndarray]:
+    """The chat-form conversations of a split (its first file, `chat_{split}.csv`; the kinds and small talk follow
+    it) with their turns' scores: what the urgent level is chosen and reported on."""
+    part = load_chat(rows.path)
+    return part, turn[:len(part)]
 
 
 SCORING_KEYS = ("threshold", "calibration", "window_temperature", "context_turns", "context_aggregate", "chat_head",

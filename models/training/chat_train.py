@@ -42,7 +42,7 @@ from models.head import (
     aggregate,
 )
 from models.normalise import NORMALISER_VERSION
-from models.training.chat_calibrate import chat_calibrate, chat_threshold
+from models.training.chat_calibrate import UNTIERED, chat_calibrate, chat_threshold
 from models.training.chat_data import (
     CHAT_SPLITS,
     ChatRows,
@@ -198,8 +198,7 @@ def train_chat_head(
         "window_temperature": info.window_temperature, "onnx_recall_ok": False,
         "context_turns": context_turns, "context_aggregate": how, "normaliser": NORMALISER_VERSION,
         "normaliser_in_training": True,
-        "chat_head": {"layers": len(head.layers), "hidden": cfg.hidden, "input_scale": 1.0, "posts_shift": 60.0,
-                      "posts_min_tokens": 64,
+        "chat_head": {"layers": len(head.layers), "hidden": cfg.hidden, "input_scale": 1.0, **UNTIERED,
                       "posts_head": {"from": info.model_version, "classes": init_meta.get("head_classes"),
                                      "crisis_classes": init_meta.get("crisis_classes")}},
         "class_column": class_column, "head_classes": classes, "crisis_classes": crisis_names,

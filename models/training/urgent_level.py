@@ -2,11 +2,13 @@
 
 For each candidate threshold on the calibrated score, with the imminent phrases (models/lexicon/imminent/) as
 well: the share of crisis conversations that would be urgent (paged and handed off) and the share of ordinary
-ones that would page a clinician for nothing. The rule that chose `VIGIL_URGENT_THRESHOLD` (on validation only):
-the lowest threshold that pages at most 0.3% of ordinary conversations (3 in 1,000).
+ones that would page a clinician for nothing. The rule that chooses a model's urgent level (`choose`, on validation
+only): the lowest threshold that pages at most 0.3% of ordinary conversations (3 in 1,000). A chat model's
+calibration (`vigil train --chat-data`, `vigil model calibrate`: `chat_calibrate`) applies it and writes the level
+(`urgent_threshold` in vigil_model.json) and the card's "Urgent level" section: the level is one of the calibrated
+score, so a new calibration chooses it again.
 
-`--card MODEL_DIR` measures both splits with that model and writes the card's "Urgent level" section (after
-`vigil train`, which writes the rest of the card).
+`--card MODEL_DIR` measures both splits with that model again and rewrites the level and the section.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ import numpy as np
 from models.artifact import ARTIFACT_FILE
 from models.backup import ImminentPhrases
 from models.classifier import CrisisClassifier
-from models.training.chat_data import load_chat, score_conversations, turn_scores
+from models.training.chat_data import ChatRows, load_chat, score_conversations, turn_scores
 
-__all__ = ["measure", "CANDIDATES", "MAX_ORDINARY_PAGE_RATE", "card_section", "write_card_section",
-           "write_urgent_level"]
+__all__ = ["measure", "measure_scores", "choose", "CANDIDATES", "MAX_ORDINARY_PAGE_RATE", "card_section",
+           "write_card_section", "write_urgent_level"]
 
 CANDIDATES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
 MAX_ORDINARY_PAGE_RATE = 0.003
@@ -36,7 +38,12 @@ SECTION = "## Urgent level (issue 22)"
 def measure(clf: CrisisClassifier, split: str) -> dict[str, dict[str, float]]:
     """Per candidate threshold: crisis conversations caught, ordinary conversations paged (with the phrases)."""
     rows = load_chat(CHAT_DIR / f"chat_{split}.csv")
-    scores, labels, _ = score_conversations(rows, turn_scores(clf, rows)[0])
+    return measure_scores(rows, turn_scores(clf, rows)[0])
+
+
+def measure_scores(rows: ChatRows, turn: np.ndarray) -> dict[str, dict[str, float]]:
+    """`measure` from each turn's calibrated score as served (`chat_data.turn_scores`)."""
+    scores, labels, _ = score_conversations(rows, turn)
     phrases = ImminentPhrases()
     hit_turn = np.array([phrases.search(t) for t in rows.texts])
     hit = score_conversations(rows, hit_turn.astype(np.float64))[0] > 0  # any turn of the conversation
@@ -47,6 +54,13 @@ def measure(clf: CrisisClassifier, split: str) -> dict[str, dict[str, float]]:
                              "ordinary_paged": float(urgent[~labels].mean()), "n_ordinary": int((~labels).sum()),
                              "ordinary_paged_n": int(urgent[~labels].sum())}
     return out
+
+
+def choose(validation: dict[str, dict[str, float]]) -> float:
+    """The rule: the lowest candidate that pages at most MAX_ORDINARY_PAGE_RATE of the ordinary validation
+    conversations (the highest candidate if none does)."""
+    within = [float(k) for k, row in validation.items() if row["ordinary_paged"] <= MAX_ORDINARY_PAGE_RATE]
+    return min(within) if within else max(CANDIDATES)
 
 
 def _cell(row: dict[str, float], key: str) -> str:
@@ -68,9 +82,10 @@ def card_section(validation: dict[str, dict[str, float]], test: dict[str, dict[s
         "team-written, not clinician-validated), makes the conversation **urgent**: an urgent case paged to the crisis "
         "rotation (not a P0, issue 34) and a handoff to a human. Chosen on the chat-form **validation** conversations "
         "by the rule \"the lowest "
-        f"threshold that pages at most {MAX_ORDINARY_PAGE_RATE:.1%} of ordinary conversations\" (`python -m "
-        "models.training.urgent_level --split validation`); the test split was measured once afterwards (`python -m "
-        "models.training.urgent_level --card MODEL_DIR` writes this section).",
+        f"threshold that pages at most {MAX_ORDINARY_PAGE_RATE:.1%} of ordinary conversations\", with every "
+        "calibration of the model (`vigil train --chat-data`, `vigil model calibrate`: the level is one of the "
+        "calibrated score); the test split is measured with it (`python -m models.training.urgent_level --card "
+        "MODEL_DIR` measures both again and writes this section).",
         "",
         f"| threshold (with the phrases) | crisis conversations urgent, validation (n={v['n_crisis']}) | ordinary "
         f"paged, validation (n={v['n_ordinary']:,}) | crisis urgent, test (n={t['n_crisis']}) | ordinary paged, test "
@@ -118,13 +133,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--split", default="validation", choices=["validation", "test"])
     parser.add_argument("--card", type=Path, help="measure both splits with this model and write its card's section")
-    parser.add_argument("--chosen", type=float, default=0.95,
-                        help="the chosen level, written to the model's vigil_model.json as its urgent_threshold")
+    parser.add_argument("--chosen", type=float,
+                        help="the level to write to the model's vigil_model.json as its urgent_threshold (with "
+                             "--card); by default the rule's choice on validation (`choose`)")
     args = parser.parse_args()
     if args.card:
         clf = CrisisClassifier.load(args.card)
-        write_card_section(args.card, card_section(measure(clf, "validation"), measure(clf, "test"), args.chosen))
-        write_urgent_level(args.card, args.chosen)
+        validation = measure(clf, "validation")
+        chosen = choose(validation) if args.chosen is None else args.chosen
+        write_card_section(args.card, card_section(validation, measure(clf, "test"), chosen))
+        write_urgent_level(args.card, chosen)
         return
     print(json.dumps(measure(CrisisClassifier.load(), args.split), indent=1))
 
