@@ -18,6 +18,7 @@ exactly that window.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,13 @@ class CrisisClassifier:
         self._cls = int(tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id)
         self._sep = int(tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id)
         self._pad = int(tokenizer.pad_token_id or 0)
+        self._kept: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+
+    def keep_outputs(self) -> None:
+        """From now on, remember each call's window outputs by its texts (the encoder's pass, whatever the head's
+        settings): a model's calibration reads the same validation turns for each of its choices. Never for a
+        served model (it would keep every text it scored)."""
+        self._kept = {}
 
     @classmethod
     def load(
@@ -174,6 +182,21 @@ class CrisisClassifier:
         window's length in tokens."""
         if len(texts) == 0:
             return np.zeros((0, 1), dtype=np.float64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        if self._kept is None:
+            return self._window_outputs(texts)
+        digest = hashlib.sha256()
+        for text in texts:
+            raw = text.encode("utf-8", "surrogatepass")
+            digest.update(len(raw).to_bytes(8, "little") + raw)
+        key = digest.digest()
+        if key not in self._kept:
+            kept = self._window_outputs(texts)
+            for array in kept:
+                array.setflags(write=False)  # shared by every later call with these texts
+            self._kept[key] = kept
+        return self._kept[key]
+
+    def _window_outputs(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         windows, owners = self._windows(texts)
         lengths = [len(w) for w in windows]
         order = np.argsort(lengths, kind="stable")

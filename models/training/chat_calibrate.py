@@ -68,6 +68,7 @@ def chat_calibrate(
     meta["chat_head"].update(UNTIERED)
     (out / ARTIFACT_FILE).write_text(json.dumps(meta, indent=2))
     clf = CrisisClassifier.load(out, backend="torch", threads=cfg.threads)
+    clf.keep_outputs()  # each backend encodes the validation and test texts once, for all the choices below
     progress("scoring validation turns (torch fp32) for calibration")
     # Calibrated on chat turns alone, what the scores are for; a post's score is a ranking (see long_offset).
     chat_val_logits, _ = clf.embed(va.texts)
@@ -80,6 +81,7 @@ def chat_calibrate(
     try:
         progress("exporting the int8 ONNX backend")
         backends["onnx"] = CrisisClassifier.load(out, backend="onnx", threads=cfg.threads, cache_dir=cache_dir)
+        backends["onnx"].keep_outputs()
     except Exception as exc:  # noqa: BLE001 - the torch model stands on its own
         progress(f"int8 ONNX backend unavailable: {exc}")
     # The threshold: the highest that keeps the chat recall floor with every backend. Then the long-text offset:

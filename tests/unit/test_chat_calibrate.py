@@ -129,3 +129,27 @@ def test_calibrating_a_chat_model_again_chooses_what_its_fit_chose(fitted, model
     assert moved["urgent_threshold"] == urgent_level.choose(
         urgent_level.measure_scores(rows, turn_scores(clf, rows)[0]))
     assert np.isfinite(moved["calibration"]["a"])
+
+
+def test_a_calibrating_classifier_encodes_the_same_texts_once(fitted, model_cache):
+    """The calibration reads the validation turns for each of its choices (calibration, threshold, posts tiers,
+    report): with keep_outputs the encoder runs once per set of texts, and what it keeps cannot be changed."""
+    clf = CrisisClassifier.load(fitted["model"], backend="torch", threads=1)
+    calls = []
+    outputs = clf.backend.outputs
+    clf.backend.outputs = lambda ids, mask: calls.append(len(ids)) or outputs(ids, mask)
+    texts = ["hi", "I am going to take all my pills tonight", "what is a good savings rate"]
+    first = clf.predict(texts)
+    once = len(calls)
+    assert once and np.array_equal(clf.predict(texts), first) and len(calls) == 2 * once  # served: every call
+    clf.keep_outputs()
+    calls.clear()
+    logits, embeddings = clf.embed(texts)
+    encoded = len(calls)
+    assert encoded and np.allclose(clf.info.calibration(logits), first)
+    assert np.array_equal(clf.predict(list(texts)), clf.info.calibration(logits)) and len(calls) == encoded
+    kept, _, _ = clf.window_outputs(texts)
+    with pytest.raises(ValueError, match="read-only"):
+        kept[0, 0] = 0.0
+    clf.predict(texts[:2])  # other texts: encoded
+    assert len(calls) > encoded
