@@ -103,6 +103,9 @@ def _model_commands(sub: Any) -> None:
                         "threshold keeps (default 0.95, the design's floor)")
     p.add_argument("--chat-posts-weight", type=float, default=None, metavar="W",
                    help="with --chat-data: the sample weight of a Reddit post in the chat head's fit (default 10)")
+    p.add_argument("--chat-heads", type=int, default=None, metavar="K",
+                   help="with --chat-data: fit K chat heads (seeds 0..K-1) and serve their average, one head K times "
+                        "as wide (default 1)")
     p.add_argument("--chat-kinds", action="store_true",
                    help="with --chat-data: also fit and choose on the kinds set beside it (kinds_train/validation.csv "
                         "and kinds_more_train.csv, issue 31); the test row stays chat_test.csv")

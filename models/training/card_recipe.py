@@ -28,6 +28,8 @@ def chat_options(cfg: dict[str, Any]) -> str:
         out += f" --chat-recall {cfg['chat_recall']:g}"
     if cfg.get("posts_weight") is not None and cfg["posts_weight"] != ChatTrainConfig.posts_weight:
         out += f" --chat-posts-weight {cfg['posts_weight']:g}"
+    if cfg.get("heads", ChatTrainConfig.heads) != ChatTrainConfig.heads:
+        out += f" --chat-heads {cfg['heads']}"
     return out
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ from models.training.chat_data import (
 )
 from models.training.train_config import CHOICE_TOLERANCE, ChatTrainConfig
 
-__all__ = ["train_chat_head", "chat_training_data", "fit_mlp_head", "choose_context", "initial_model",
+__all__ = ["train_chat_head", "chat_training_data", "fit_mlp_head", "average_heads", "choose_context", "initial_model",
            "CHAT_CRISIS_CLASS", "SERVED_AGGREGATES"]
 
 
@@ -105,6 +106,20 @@ def fit_mlp_head(x: np.ndarray, y: np.ndarray, weight: np.ndarray, crisis_names:
     layers = [(first.weight.detach().numpy(), first.bias.detach().numpy()),
               (last.weight.detach().numpy(), last.bias.detach().numpy())]
     return CrisisHead(layers, [index[c] for c in crisis_names]), classes
+
+
+def average_heads(heads: list[CrisisHead]) -> CrisisHead:
+    """One head whose class logits are the mean of `heads`' (fitted on the same rows and classes, other seeds):
+    their hidden layers side by side, each output layer divided by their number. An average of heads ranks with
+    less of any one fit's chance in it (fewer ordinary turns flagged at the same recall, the card's section
+    "What the loop needs"), and it is served as any head is: only wider."""
+    if len(heads) == 1:
+        return heads[0]
+    if any(len(h.layers) != 2 or h.crisis.tolist() != heads[0].crisis.tolist() for h in heads):
+        raise ModelError("only two-layer heads over the same crisis classes can be averaged")
+    first = (np.vstack([h.layers[0][0] for h in heads]), np.concatenate([h.layers[0][1] for h in heads]))
+    last = (np.hstack([h.layers[1][0] for h in heads]) / len(heads), np.mean([h.layers[1][1] for h in heads], axis=0))
+    return CrisisHead([first, last], heads[0].crisis.tolist())
 
 
 def chat_training_data(posts_path: Path, split_file: Path, class_column: str, chat_dir: Path,
@@ -174,7 +189,11 @@ def train_chat_head(
     is_post = np.arange(len(y)) < len(p_train)
     weight = np.where(is_crisis, cfg.crisis_weight, 1.0) * np.where(is_post, cfg.posts_weight, 1.0)
     progress(f"head training rows: {len(y)} ({int(is_crisis.sum())} crisis) in {len(set(y.tolist()))} classes")
-    head, classes = fit_mlp_head(x, y, weight, crisis_names, cfg, progress)
+    if cfg.heads < 1:
+        raise ModelError(f"--chat-heads must be at least 1, not {cfg.heads}")
+    fits = [fit_mlp_head(x, y, weight, crisis_names, replace(cfg, seed=cfg.seed + k), progress)
+            for k in range(cfg.heads)]
+    head, classes = average_heads([h for h, _ in fits]), fits[0][1]
 
     va = chat["validation"]
     choices, (context_turns, how) = choose_context(head, chat_emb["validation"], va, cfg, progress)
@@ -198,7 +217,7 @@ def train_chat_head(
         "window_temperature": info.window_temperature, "onnx_recall_ok": False,
         "context_turns": context_turns, "context_aggregate": how, "normaliser": NORMALISER_VERSION,
         "normaliser_in_training": True,
-        "chat_head": {"layers": len(head.layers), "hidden": cfg.hidden, "input_scale": 1.0, **UNTIERED,
+        "chat_head": {"layers": len(head.layers), "hidden": cfg.hidden * cfg.heads, "input_scale": 1.0, **UNTIERED,
                       "posts_head": {"from": info.model_version, "classes": init_meta.get("head_classes"),
                                      "crisis_classes": init_meta.get("crisis_classes")}},
         "class_column": class_column, "head_classes": classes, "crisis_classes": crisis_names,

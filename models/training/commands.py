@@ -40,7 +40,9 @@ def _chat_config(args: argparse.Namespace, settings: Settings) -> Any:
 
     recall = getattr(args, "chat_recall", None)
     weight = getattr(args, "chat_posts_weight", None)
+    heads = getattr(args, "chat_heads", None)
     return ChatTrainConfig(threads=settings.torch_threads, chat_recall=CHAT_RECALL if recall is None else recall,
+                           heads=ChatTrainConfig.heads if heads is None else heads,
                            kinds=bool(getattr(args, "chat_kinds", False)),
                            chitchat=bool(getattr(args, "chat_chitchat", False)),
                            posts_weight=ChatTrainConfig.posts_weight if weight is None else weight)

@@ -47,6 +47,7 @@ class ChatTrainConfig:
     `chat_config`, read back by `fitted_like`)."""
 
     hidden: int = 256  # the head's hidden units (one ReLU layer)
+    heads: int = 1  # heads fitted (seeds seed..seed+heads-1) and averaged into one (chat_train.average_heads)
     epochs: int = 6
     batch_size: int = 256
     lr: float = 2e-3

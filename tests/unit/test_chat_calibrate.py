@@ -69,7 +69,7 @@ def fitted(tmp_path_factory, model_cache):
         out += _conversation(False, [" ".join(ordinary[s::2])], f"{split}-long-o")
         with open(chat / f"chat_{split}.csv", "w", newline="") as fh:
             csv.writer(fh).writerows([CHAT_COLUMNS, *out])
-    cfg = ChatTrainConfig(threads=1, chat_recall=0.9, epochs=20, hidden=32, posts_weight=1.0)
+    cfg = ChatTrainConfig(threads=1, chat_recall=0.9, epochs=20, hidden=32, posts_weight=1.0, heads=2)
     meta = train_chat_head(root / "init", posts, split_file, "topic", chat, root / "model", cfg,
                            progress=lambda _msg: None, cache_dir=model_cache)
     return {"root": root, "posts": posts, "split_file": split_file, "chat": chat, "model": root / "model",
@@ -83,6 +83,7 @@ def _saved(model: Path) -> dict:
 def test_a_chat_head_is_fitted_with_an_urgent_level_chosen_by_its_rule(fitted, model_cache):
     saved = _saved(fitted["model"])
     assert saved["model_version"] == fitted["meta"]["model_version"] and saved["chat_head"]["layers"] == 2
+    assert saved["chat_head"]["hidden"] == 64 and saved["chat_config"]["heads"] == 2  # two heads of 32, averaged
     clf = CrisisClassifier.load(fitted["model"], cache_dir=model_cache, threads=1)
     probs = clf.predict(["I am going to take all my pills tonight and end it", "what is a good savings rate"])
     assert probs[0] > probs[1]
@@ -92,7 +93,8 @@ def test_a_chat_head_is_fitted_with_an_urgent_level_chosen_by_its_rule(fitted, m
     assert saved["urgent_threshold"] == urgent_level.choose(validation)
     assert saved["urgent_threshold"] in urgent_level.CANDIDATES
     card = (fitted["model"] / "MODEL_CARD.md").read_text()
-    assert urgent_level.SECTION in card and f"**{saved['urgent_threshold']:.2f} (chosen)**" in card
+    assert "--chat-heads 2" in card and urgent_level.SECTION in card
+    assert f"**{saved['urgent_threshold']:.2f} (chosen)**" in card
     assert card.index(urgent_level.SECTION) < card.index("## Limits")
 
 
@@ -153,3 +155,26 @@ def test_a_calibrating_classifier_encodes_the_same_texts_once(fitted, model_cach
         kept[0, 0] = 0.0
     clf.predict(texts[:2])  # other texts: encoded
     assert len(calls) > encoded
+
+
+def test_an_average_of_heads_is_one_wider_head_whose_class_logits_are_their_mean():
+    from models.head import CrisisHead
+    from models.training.chat_train import average_heads
+
+    rng = np.random.default_rng(0)
+
+    def head() -> CrisisHead:
+        hidden = (rng.normal(size=(8, 5)), rng.normal(size=8))
+        return CrisisHead([hidden, (rng.normal(size=(3, 8)), rng.normal(size=3))], [2])
+
+    heads = [head(), head(), head()]
+    x = rng.normal(size=(10, 5))
+    merged = average_heads(heads)
+    assert merged.layers[0][0].shape == (24, 5) and merged.layers[1][0].shape == (3, 24)
+    assert np.allclose(merged.class_logits(x), np.mean([h.class_logits(x) for h in heads], axis=0))
+    assert average_heads(heads[:1]) is heads[0]
+    assert not np.allclose(merged(x), heads[0](x))  # not any one of them
+    from models.errors import ModelError
+
+    with pytest.raises(ModelError, match="same crisis classes"):
+        average_heads([heads[0], CrisisHead(heads[1].layers, [1])])

@@ -21,6 +21,7 @@ def test_the_recipe_names_every_chat_option_that_differs_from_the_default():
     assert chat_options({"kinds": False, "chat_recall": 0.95, "posts_weight": 10.0}) == ""
     assert chat_options({"kinds": True, "chitchat": True, "chat_recall": 0.99}) == (
         " --chat-kinds --chat-chitchat --chat-recall 0.99")
+    assert chat_options({"heads": 3}) == " --chat-heads 3" and chat_options({"heads": 1}) == ""
 
 
 def test_a_head_is_fitted_again_with_the_options_its_model_was_fitted_with():
