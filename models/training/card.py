@@ -238,12 +238,17 @@ def write_chat_model_card(out: Path, meta: dict[str, Any]) -> Path:
     init = meta["init_from"]
     chat_data = meta["chat_data"]
     k, how = meta["context_turns"], meta["context_aggregate"]
+    heads = int(meta.get("chat_config", {}).get("heads", 1))
+    width = meta["chat_head"]["hidden"]
+    mlp = (f"an MLP (one hidden layer of {width} ReLU units)" if heads == 1 else
+           f"the average of {heads} MLPs fitted with seeds 0 to {heads - 1} (one hidden layer of {width // heads} "
+           f"ReLU units each; served as one head of {width} whose output layer averages theirs, `--chat-heads`)")
     lines = [
         *_card_head(meta),
         f"- Encoder: {meta['base']}, layers {meta['trained_layers']} as fine-tuned by `{init['model_version']}` "
         f"(on the Reddit posts and {encoder_extra(init)}; recipe below and in `init_from` of vigil_model.json); "
         "masked mean pooling, L2 normalisation.",
-        f"- Head: an MLP (one hidden layer of {meta['chat_head']['hidden']} ReLU units) over "
+        f"- Head: {mlp} over "
         f"{len(meta['head_classes'])} classes (the posts' subreddits, each chat source's ordinary turns, and chat "
         "crisis turns), trained on frozen embeddings of the posts, the chat turns alone and the turns in context "
         f"(cross-entropy over the classes plus a binary loss on the crisis log-odds); the crisis logit is the "

@@ -105,6 +105,9 @@ def test_the_shipped_model_decides_posts_by_the_flag_rule_and_its_card_names_its
     card = (DEFAULT_MODEL_DIR / "MODEL_CARD.md").read_text()
     assert SHIPPED["chat_config"]["chitchat"] and SHIPPED["chat_config"]["chat_recall"] == 0.98
     assert "--chat-kinds --chat-chitchat --chat-recall 0.98" in card and "recalibrated" not in SHIPPED
+    # its chat head is the average of three (`--chat-heads 3`), served as one three times as wide
+    assert SHIPPED["chat_config"]["heads"] == 3 and "--chat-heads 3" in card
+    assert SHIPPED["chat_head"]["hidden"] == 3 * SHIPPED["chat_config"]["hidden"] == clf.head.layers[0][0].shape[0]
     assert any(f["path"] == "chitchat_train.csv" for f in SHIPPED["chat_data"]["train"]["files"])
     # its urgent level, chosen on its own scores, travels with it (a scorer holds each champion to its own)
     assert SHIPPED["urgent_threshold"] == 0.50 and "**0.50 (chosen)**" in card
