@@ -151,6 +151,8 @@ def train_chat_head(
 
     from models.training.fitting import save_weights
 
+    if cfg.heads < 1:
+        raise ModelError(f"--chat-heads must be at least 1, not {cfg.heads}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     info, module = initial_model(init_from)
@@ -189,8 +191,6 @@ def train_chat_head(
     is_post = np.arange(len(y)) < len(p_train)
     weight = np.where(is_crisis, cfg.crisis_weight, 1.0) * np.where(is_post, cfg.posts_weight, 1.0)
     progress(f"head training rows: {len(y)} ({int(is_crisis.sum())} crisis) in {len(set(y.tolist()))} classes")
-    if cfg.heads < 1:
-        raise ModelError(f"--chat-heads must be at least 1, not {cfg.heads}")
     fits = [fit_mlp_head(x, y, weight, crisis_names, replace(cfg, seed=cfg.seed + k), progress)
             for k in range(cfg.heads)]
     head, classes = average_heads([h for h, _ in fits]), fits[0][1]
