@@ -238,12 +238,12 @@ def write_chat_model_card(out: Path, meta: dict[str, Any]) -> Path:
     init = meta["init_from"]
     chat_data = meta["chat_data"]
     k, how = meta["context_turns"], meta["context_aggregate"]
-    heads, seed = int(meta.get("chat_config", {}).get("heads", 1)), int(meta.get("chat_config", {}).get("seed", 0))
-    width = meta["chat_head"]["hidden"]
+    fitted = meta.get("chat_config", {})
+    heads, seed, width = int(fitted.get("heads", 1)), int(fitted.get("seed", 0)), meta["chat_head"]["hidden"]
     mlp = (f"an MLP (one hidden layer of {width} ReLU units)" if heads == 1 else
            f"the average of {heads} MLPs fitted with seeds {seed} to {seed + heads - 1} (one hidden layer of "
-           f"{width // heads} "
-           f"ReLU units each; served as one head of {width} whose output layer averages theirs, `--chat-heads`)")
+           f"{width // heads} ReLU units each; served as one head of {width} whose output layer averages theirs, "
+           "`--chat-heads`)")
     lines = [
         *_card_head(meta),
         f"- Encoder: {meta['base']}, layers {meta['trained_layers']} as fine-tuned by `{init['model_version']}` "

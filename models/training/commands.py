@@ -36,16 +36,14 @@ def train_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _chat_config(args: argparse.Namespace, settings: Settings) -> Any:
-    from models.training.train_config import CHAT_RECALL, ChatTrainConfig
+    from models.training.train_config import ChatTrainConfig
 
-    recall = getattr(args, "chat_recall", None)
-    weight = getattr(args, "chat_posts_weight", None)
-    heads = getattr(args, "chat_heads", None)
-    return ChatTrainConfig(threads=settings.torch_threads, chat_recall=CHAT_RECALL if recall is None else recall,
-                           heads=ChatTrainConfig.heads if heads is None else heads,
-                           kinds=bool(getattr(args, "chat_kinds", False)),
+    # the options given on the command line; the others keep ChatTrainConfig's defaults
+    given = {"chat_recall": getattr(args, "chat_recall", None),
+             "posts_weight": getattr(args, "chat_posts_weight", None), "heads": getattr(args, "chat_heads", None)}
+    return ChatTrainConfig(threads=settings.torch_threads, kinds=bool(getattr(args, "chat_kinds", False)),
                            chitchat=bool(getattr(args, "chat_chitchat", False)),
-                           posts_weight=ChatTrainConfig.posts_weight if weight is None else weight)
+                           **{k: v for k, v in given.items() if v is not None})
 
 
 def _chat_train_command(args: argparse.Namespace, settings: Settings) -> int:
