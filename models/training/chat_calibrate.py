@@ -18,6 +18,7 @@ from models.calibration import PlattCalibration
 from models.classifier import CrisisClassifier
 from models.training import urgent_level
 from models.training.chat_data import (
+    CHITCHAT,
     ChatRows,
     Progress,
     conversation_report,
@@ -159,7 +160,8 @@ def chat_calibrate(
     meta["model_version"] = scoring_version(out, meta)
     served = "onnx" if meta["onnx_recall_ok"] else "torch"
     # The urgent level is a level of the calibrated score: chosen again with every calibration, by its rule.
-    urgent = {split: urgent_level.measure_scores(*_chat_form_part(rows, turn))
+    urgent = {split: urgent_level.measure_scores(*_chat_form_part(rows, turn),
+                                                 _small_talk_part(rows, turn, split, backends[served]))
               for split, rows, turn in (("validation", va, val_scores[served][0]), ("test", te, test_turns[served]))}
     meta["urgent_threshold"] = urgent_level.choose(urgent["validation"])
     (out / ARTIFACT_FILE).write_text(json.dumps(meta, indent=2))
@@ -176,8 +178,23 @@ def chat_calibrate(
 def _chat_form_part(rows: ChatRows, turn: np.ndarray) -> tuple[ChatRows, np.ndarray]:
     """The chat-form conversations of a split (its first file, `chat_{split}.csv`; the kinds and small talk follow
     it) with their turns' scores: what the urgent level is chosen and reported on."""
-    part = load_chat(rows.path)
-    return part, turn[:len(part)]
+    first = np.arange(rows.files[0]["turns"])
+    return rows.subset(first), turn[first]
+
+
+def _small_talk_part(rows: ChatRows, turn: np.ndarray, split: str,
+                     clf: CrisisClassifier) -> tuple[ChatRows, np.ndarray] | None:
+    """The small talk of a split with its turns' scores, where the urgent level reports it: the split's own rows
+    when the model was fitted and chosen on it (`--chat-chitchat`), else `chitchat_{split}.csv` beside the chat-form
+    file, scored by `clf` (None where there is none)."""
+    mine = np.flatnonzero(rows.source == CHITCHAT)
+    if mine.size:
+        return rows.subset(mine), turn[mine]
+    path = rows.path.parent / f"chitchat_{split}.csv"
+    if not path.is_file():
+        return None
+    small = load_chat(path)
+    return small, turn_scores(clf, small)[0]
 
 
 SCORING_KEYS = ("threshold", "calibration", "window_temperature", "context_turns", "context_aggregate", "chat_head",

@@ -23,12 +23,13 @@ from models.head import (
 from models.normalise import NORMALISER_VERSION, normalise
 from models.training.report import classification_report, flag_rate, group_max
 
-__all__ = ["ChatRows", "load_chat", "split_files", "CHAT_SPLITS", "Progress", "cached_embed", "context_matrix",
-           "score_conversations", "conversation_report", "turn_scores"]
+__all__ = ["ChatRows", "load_chat", "split_files", "CHAT_SPLITS", "CHITCHAT", "Progress", "cached_embed",
+           "context_matrix", "score_conversations", "conversation_report", "turn_scores"]
 
 
 Progress = Callable[[str], None]
 CHAT_SPLITS = ("train", "validation", "test")
+CHITCHAT = "chitchat"  # the chit-chat splits' source (small talk between people: data/chat_form/chitchat.py)
 
 
 @dataclass

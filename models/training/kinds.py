@@ -25,7 +25,7 @@ import numpy as np
 from models.backup import ScorerPhrases
 from models.classifier import CrisisClassifier
 from models.normalise import normalise
-from models.training.chat_data import ChatRows, load_chat, turn_scores
+from models.training.chat_data import CHITCHAT, ChatRows, load_chat, turn_scores
 from models.training.report import group_max
 from models.training.urgent_level import CHAT_DIR, write_card_section
 from vigil_core.rule_names import RECALL_RULE
@@ -171,7 +171,6 @@ def card_section(m: dict[str, Any], warning_below: float, trained_on_kinds: bool
 
 
 CHAT_FORM_KIND = "chat-form test conversations"
-CHITCHAT = "chitchat"  # the chit-chat splits' source (data/chat_form/chitchat.py)
 CHITCHAT_TEST = CHAT_DIR / "chitchat_test.csv"
 
 

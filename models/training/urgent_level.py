@@ -35,24 +35,41 @@ CHAT_DIR = Path(__file__).resolve().parents[2] / "data" / "chat_form"
 SECTION = "## Urgent level (issue 22)"
 
 
-def measure(clf: CrisisClassifier, split: str) -> dict[str, dict[str, float]]:
-    """Per candidate threshold: crisis conversations caught, ordinary conversations paged (with the phrases)."""
-    rows = load_chat(CHAT_DIR / f"chat_{split}.csv")
-    return measure_scores(rows, turn_scores(clf, rows)[0])
+def measure(clf: CrisisClassifier, split: str, chat_dir: Path = CHAT_DIR) -> dict[str, dict[str, float]]:
+    """Per candidate threshold: crisis conversations caught, ordinary conversations paged (with the phrases), on
+    the chat-form split; and small talk paged, on the chit-chat split where the folder has it."""
+    rows = load_chat(chat_dir / f"chat_{split}.csv")
+    small = chat_dir / f"chitchat_{split}.csv"
+    small_talk = load_chat(small) if small.is_file() else None
+    return measure_scores(rows, turn_scores(clf, rows)[0],
+                          None if small_talk is None else (small_talk, turn_scores(clf, small_talk)[0]))
 
 
-def measure_scores(rows: ChatRows, turn: np.ndarray) -> dict[str, dict[str, float]]:
-    """`measure` from each turn's calibrated score as served (`chat_data.turn_scores`)."""
+def _urgent(rows: ChatRows, turn: np.ndarray) -> tuple[np.ndarray, dict[float, np.ndarray]]:
+    """Per conversation: whether it is a crisis, and whether it is urgent at each candidate (score or phrase)."""
     scores, labels, _ = score_conversations(rows, turn)
     phrases = ImminentPhrases()
     hit_turn = np.array([phrases.search(t) for t in rows.texts])
     hit = score_conversations(rows, hit_turn.astype(np.float64))[0] > 0  # any turn of the conversation
+    return labels, {thr: (scores >= thr) | hit for thr in CANDIDATES}
+
+
+def measure_scores(rows: ChatRows, turn: np.ndarray,
+                   small_talk: tuple[ChatRows, np.ndarray] | None = None) -> dict[str, dict[str, float]]:
+    """`measure` from each turn's calibrated score as served (`chat_data.turn_scores`); `small_talk`: the chit-chat
+    conversations (all ordinary, long: about 20 user turns on average, a chat-form conversation 3 or 4) and
+    their turns' scores, counted apart (`small_talk_paged`; the rule, `choose`, reads `ordinary_paged`)."""
+    labels, urgent = _urgent(rows, turn)
+    small = _urgent(*small_talk)[1] if small_talk is not None else None
     out = {}
     for thr in CANDIDATES:
-        urgent = (scores >= thr) | hit
-        out[f"{thr:.2f}"] = {"crisis_urgent": float(urgent[labels].mean()), "n_crisis": int(labels.sum()),
-                             "ordinary_paged": float(urgent[~labels].mean()), "n_ordinary": int((~labels).sum()),
-                             "ordinary_paged_n": int(urgent[~labels].sum())}
+        u = urgent[thr]
+        out[f"{thr:.2f}"] = {"crisis_urgent": float(u[labels].mean()), "n_crisis": int(labels.sum()),
+                             "ordinary_paged": float(u[~labels].mean()), "n_ordinary": int((~labels).sum()),
+                             "ordinary_paged_n": int(u[~labels].sum())}
+        if small is not None:
+            out[f"{thr:.2f}"].update(small_talk_paged=float(small[thr].mean()), n_small_talk=int(small[thr].size),
+                                     small_talk_paged_n=int(small[thr].sum()))
     return out
 
 
@@ -66,15 +83,16 @@ def choose(validation: dict[str, dict[str, float]]) -> float:
 def _cell(row: dict[str, float], key: str) -> str:
     if key == "crisis_urgent":
         return f"{row[key]:.1%}"
-    return f"{row[key]:.2%} ({row['ordinary_paged_n']})"
+    return f"{row[key]:.2%} ({row[key + '_n']})"
 
 
 def card_section(validation: dict[str, dict[str, float]], test: dict[str, dict[str, float]], chosen: float) -> str:
     """The card's "Urgent level" section from both splits' measurements, around the chosen threshold."""
     keys = list(validation)
     at = keys.index(f"{chosen:.2f}")
-    shown = keys[max(at - 1, 0):at + 2]
     v, t = validation[keys[at]], test[keys[at]]
+    small_talk = "n_small_talk" in v and "n_small_talk" in t
+    shown = keys[max(at - 1, 0):at + (3 if small_talk else 2)]
     lines = [
         SECTION,
         "A second, higher level on the same calibrated score: a user turn at or above it, or one holding a phrase of "
@@ -89,12 +107,14 @@ def card_section(validation: dict[str, dict[str, float]], test: dict[str, dict[s
         "",
         f"| threshold (with the phrases) | crisis conversations urgent, validation (n={v['n_crisis']}) | ordinary "
         f"paged, validation (n={v['n_ordinary']:,}) | crisis urgent, test (n={t['n_crisis']}) | ordinary paged, test "
-        f"(n={t['n_ordinary']:,}) |",
-        "|---|---|---|---|---|",
+        f"(n={t['n_ordinary']:,}) |" + (f" small talk paged, validation (n={v['n_small_talk']}) | small talk paged, "
+                                        f"test (n={t['n_small_talk']}) |" if small_talk else ""),
+        "|---|---|---|---|---|" + ("---|---|" if small_talk else ""),
     ]
     for k in shown:
         cells = [_cell(validation[k], "crisis_urgent"), _cell(validation[k], "ordinary_paged"),
                  _cell(test[k], "crisis_urgent"), _cell(test[k], "ordinary_paged")]
+        cells += [_cell(validation[k], "small_talk_paged"), _cell(test[k], "small_talk_paged")] if small_talk else []
         lines.append(f"| **{k} (chosen)** | " + " | ".join(f"**{c}**" for c in cells) + " |" if k == keys[at]
                      else f"| {k} | " + " | ".join(cells) + " |")
     lines += [
@@ -107,6 +127,17 @@ def card_section(validation: dict[str, dict[str, float]], test: dict[str, dict[s
         "imminent conversations once the review app has collected them.",
         "",
     ]
+    if small_talk:
+        lines[-1:-1] = [
+            "",
+            "Small talk between people (`chitchat_{validation,test}.csv`, all ordinary) is counted apart, and not by "
+            "the rule: a small-talk conversation has about 20 user turns on average where a chat-form one has 3 or "
+            f"4, and each turn is a chance to page. At the chosen level it pages {v['small_talk_paged']:.1%} of them "
+            f"on validation and {t['small_talk_paged']:.1%} on test (the rule's ceiling is "
+            f"{MAX_ORDINARY_PAGE_RATE:.1%}): a service's sessions are long, so its pages per session may be nearer "
+            "these than the ordinary columns. Whether the ceiling should hold for long conversations too (a higher "
+            "level, fewer crisis conversations paged) is a clinical decision, not made here.",
+        ]
     return "\n".join(lines)
 
 

@@ -28,12 +28,12 @@ GREETINGS = ["hi", "hello there", "hey", "good evening", "hi, can we talk?"]
 CHOSEN = ("threshold", "calibration", "chat_head", "urgent_threshold", "model_version")
 
 
-def _conversation(crisis: bool, turns: list[str], cid: str) -> list[tuple[str, ...]]:
+def _conversation(crisis: bool, turns: list[str], cid: str, source: str = "team") -> list[tuple[str, ...]]:
     """Chat-form rows of one conversation; a crisis one's last turn is the crisis."""
     rows = []
     for t, text in enumerate(turns):
         label = "crisis" if crisis and t == len(turns) - 1 else "no_crisis"
-        rows.append((f"{cid}-{t}", text, label, cid, str(t), "team", label, label))
+        rows.append((f"{cid}-{t}", text, label, cid, str(t), source, label, label))
     return rows
 
 
@@ -69,6 +69,11 @@ def fitted(tmp_path_factory, model_cache):
         out += _conversation(False, [" ".join(ordinary[s::2])], f"{split}-long-o")
         with open(chat / f"chat_{split}.csv", "w", newline="") as fh:
             csv.writer(fh).writerows([CHAT_COLUMNS, *out])
+        if split != "train":  # small talk beside it (not fitted on): the urgent level's section reports its pages
+            small = [row for k in range(3) for row in _conversation(False, [GREETINGS[k], *ordinary[k::5][:4]],
+                                                                    f"{split}-s{k}", "chitchat")]
+            with open(chat / f"chitchat_{split}.csv", "w", newline="") as fh:
+                csv.writer(fh).writerows([CHAT_COLUMNS, *small])
     cfg = ChatTrainConfig(threads=1, chat_recall=0.9, epochs=20, hidden=32, posts_weight=1.0, heads=2)
     meta = train_chat_head(root / "init", posts, split_file, "topic", chat, root / "model", cfg,
                            progress=lambda _msg: None, cache_dir=model_cache)
@@ -96,6 +101,8 @@ def test_a_chat_head_is_fitted_with_an_urgent_level_chosen_by_its_rule(fitted, m
     assert "--chat-heads 2" in card and urgent_level.SECTION in card
     assert f"**{saved['urgent_threshold']:.2f} (chosen)**" in card
     assert card.index(urgent_level.SECTION) < card.index("## Limits")
+    # the small talk beside the splits, scored for it, has its own columns (3 conversations a split)
+    assert "small talk paged, validation (n=3) | small talk paged, test (n=3) |" in card
 
 
 def test_calibrating_a_chat_model_again_chooses_what_its_fit_chose(fitted, model_cache, tmp_path):
@@ -178,3 +185,37 @@ def test_an_average_of_heads_is_one_wider_head_whose_class_logits_are_their_mean
 
     with pytest.raises(ModelError, match="same crisis classes"):
         average_heads([heads[0], CrisisHead(heads[1].layers, [1])])
+
+
+def _rows(conversations: dict[str, list[str]], source: str) -> list[tuple[str, ...]]:
+    return [row for cid, turns in conversations.items()
+            for row in _conversation(cid.startswith("c"), turns, cid, source)]
+
+
+def test_small_talk_is_paged_apart_from_the_rule_that_chooses_the_urgent_level(tmp_path):
+    """The rule reads the chat-form conversations' pages; small talk (long conversations, source chitchat) is
+    counted and shown apart, from the split's own rows where the model was fitted on it."""
+    from models.training.chat_calibrate import _chat_form_part, _small_talk_part
+
+    chat = {"c1": ["hello", "a crisis turn"], "o1": ["hello", "what a lovely day"], "o2": ["good morning"]}
+    small = {"s1": ["hi", "how was the match", "see you later"], "s2": ["hey", "nice weather", "bye then"]}
+    with open(tmp_path / "chat_validation.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([CHAT_COLUMNS, *_rows(chat, "team")])
+    with open(tmp_path / "chitchat_validation.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([CHAT_COLUMNS, *_rows(small, "chitchat")])
+    rows = load_chat(tmp_path / "chat_validation.csv", tmp_path / "chitchat_validation.csv")
+    # turn scores in file order: c1, o1, o2, then s1, s2
+    turn = np.array([0.1, 0.95, 0.1, 0.6, 0.2, 0.1, 0.2, 0.85, 0.1, 0.2, 0.3])
+    chat_part, small_part = _chat_form_part(rows, turn), _small_talk_part(rows, turn, "validation", None)
+    assert small_part is not None and set(small_part[0].source) == {"chitchat"} and len(chat_part[0]) == 5
+    m = urgent_level.measure_scores(*chat_part, small_part)
+    assert (m["0.50"]["ordinary_paged_n"], m["0.50"]["small_talk_paged_n"], m["0.50"]["n_small_talk"]) == (1, 1, 2)
+    assert (m["0.70"]["ordinary_paged_n"], m["0.70"]["small_talk_paged"], m["0.90"]["small_talk_paged"]) == (
+        0, 0.5, 0.0)
+    assert urgent_level.choose(m) == 0.70  # the chat-form's pages decide: small talk still pages at 0.80
+    section = urgent_level.card_section(m, m, 0.70)
+    assert "| small talk paged, validation (n=2) | small talk paged, test (n=2) |" in section
+    assert "| **0.70 (chosen)** | **100.0%** | **0.00% (0)** | **100.0%** | **0.00% (0)** | **50.00% (1)** |" in section
+    assert "| 0.90 |" in section and "pages 50.0% of them on validation" in section
+    # without small talk the section has the chat-form columns alone
+    assert "small talk" not in urgent_level.card_section(urgent_level.measure_scores(*chat_part), m, 0.70)

@@ -38,7 +38,8 @@ def test_a_head_is_fitted_again_with_the_options_its_model_was_fitted_with():
 
 
 def test_the_kinds_section_gives_small_talk_a_row_of_its_own():
-    from models.training.kinds import CHITCHAT, SCORER, card_section
+    from models.training.chat_data import CHITCHAT
+    from models.training.kinds import SCORER, card_section
 
     def entry(kind: dict[str, int], source: dict[str, dict[str, int]], caught: int, flagged: int) -> dict:
         crisis, ordinary = kind["crisis"], kind["ordinary"]

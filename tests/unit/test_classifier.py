@@ -111,6 +111,8 @@ def test_the_shipped_model_decides_posts_by_the_flag_rule_and_its_card_names_its
     assert any(f["path"] == "chitchat_train.csv" for f in SHIPPED["chat_data"]["train"]["files"])
     # its urgent level, chosen on its own scores, travels with it (a scorer holds each champion to its own)
     assert SHIPPED["urgent_threshold"] == 0.50 and "**0.50 (chosen)**" in card
+    # and its card says what it pages in long conversations of small talk, which the rule does not read
+    assert "| small talk paged, validation (n=300) | small talk paged, test (n=600) |" in card
 
 
 KNOWN_FALSE_POSITIVES = set(SHIPPED.get("known_false_positives", []))
