@@ -2,8 +2,9 @@
 
 For each candidate threshold on the calibrated score, with the imminent phrases (models/lexicon/imminent/) as
 well: the share of crisis conversations that would be urgent (paged and handed off) and the share of ordinary
-ones that would page a clinician for nothing. The rule that chooses a model's urgent level (`choose`, on validation
-only): the lowest threshold that pages at most 0.3% of ordinary conversations (3 in 1,000). A chat model's
+ones that would page a clinician for nothing; and apart, the share of small-talk conversations (long ones, where
+the chit-chat splits are there) that would. The rule that chooses a model's urgent level (`choose`, on validation
+only): the lowest threshold that pages at most 0.3% of ordinary chat-form conversations (3 in 1,000). A chat model's
 calibration (`vigil train --chat-data`, `vigil model calibrate`: `chat_calibrate`) applies it and writes the level
 (`urgent_threshold` in vigil_model.json) and the card's "Urgent level" section: the level is one of the calibrated
 score, so a new calibration chooses it again.
