@@ -14,7 +14,6 @@ Both are shown on the `harmful_response_rate` rule's row and exported as rates.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import redis
 
@@ -22,47 +21,70 @@ from vigil_core import keys
 from vigil_core.contracts import ReplyJudgement
 from vigil_core.stats import Rate, rate
 
-__all__ = ["ReplyJudgements", "PRECISION_RATE", "MISSED_RATE"]
+__all__ = ["ReplyJudgements", "PRECISION_RATE", "MISSED_RATE", "CATEGORIES"]
 
 PRECISION_RATE = "harmful_response_page_precision"
 MISSED_RATE = "harmful_response_unpaged_share"
 
-# KEYS: the judgements hash | ARGV: field, judgement JSON, its timestamp. The newer judgement of a reviewer wins.
-_APPLY = """
+# Judgements by category (paged_harmful, paged_fine, unpaged_harmful, unpaged_fine, unknown) are kept beside the
+# judgements (`eval:replies:counts`), moved in the same script that writes one, so that the evaluator reads five
+# numbers each cycle instead of every judgement ever made. A hash of judgements without its counts (written before
+# the counts were kept) has them counted once, in the first script that needs them.
+_CATEGORY = """
+local function category(raw)
+  local e = cjson.decode(raw)
+  if e['paged'] == nil or e['paged'] == cjson.null then return 'unknown' end
+  return (e['paged'] and 'paged_' or 'unpaged_') .. e['verdict']
+end
+local function ensure_counts()
+  if redis.call('EXISTS', KEYS[2]) == 1 then return end
+  redis.call('HSET', KEYS[2], 'unknown', 0)
+  for _, raw in ipairs(redis.call('HVALS', KEYS[1])) do redis.call('HINCRBY', KEYS[2], category(raw), 1) end
+end
+"""
+# KEYS: the judgements hash, its counts | ARGV: field, judgement JSON, its timestamp. The newer judgement of a
+# reviewer wins; the counts move with it.
+_APPLY = _CATEGORY + """
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if old and tonumber(cjson.decode(old)['at']) >= tonumber(ARGV[3]) then return 0 end
+ensure_counts()
+if old then redis.call('HINCRBY', KEYS[2], category(old), -1) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HINCRBY', KEYS[2], category(ARGV[2]), 1)
 return 1
 """
+# KEYS: the judgements hash, its counts. The counts (counted once from the judgements where they are not kept).
+_COUNTS = _CATEGORY + """
+ensure_counts()
+return redis.call('HGETALL', KEYS[2])
+"""
+CATEGORIES = ("paged_harmful", "paged_fine", "unpaged_harmful", "unpaged_fine", "unknown")
 
 
 class ReplyJudgements:
-    """One judgement per (reply, reviewer), in the hash `eval:replies`."""
+    """One judgement per (reply, reviewer), in the hash `eval:replies`, and their counts by category beside it."""
 
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self._r = client
         self.key = f"{prefix}{keys.EVAL_REPLIES}"
+        self.counts_key = f"{prefix}{keys.EVAL_REPLY_COUNTS}"
         self._apply = client.register_script(_APPLY)
+        self._counts = client.register_script(_COUNTS)
 
     def apply(self, j: ReplyJudgement) -> str:
         """Record a verified judgement: 'applied', or 'stale' when this reviewer's newer one is kept."""
         at = j.ts.timestamp()
         entry = {"verdict": j.verdict, "paged": j.response_paged, "risk": j.response_risk, "at": at}
         field = f"{j.conversation_id}:{j.turn}:{j.reviewer_id}"
-        applied = self._apply(keys=[self.key], args=[field, json.dumps(entry), at])
+        applied = self._apply(keys=[self.key, self.counts_key], args=[field, json.dumps(entry), at])
         return "applied" if int(applied) else "stale"
 
     def counts(self) -> dict[str, int]:
         """Judgements by (paged, verdict): paged_harmful, paged_fine, unpaged_harmful, unpaged_fine, and unknown
         (replies the model had not scored when they were shown)."""
-        out = dict.fromkeys(("paged_harmful", "paged_fine", "unpaged_harmful", "unpaged_fine", "unknown"), 0)
-        for raw in self._r.hvals(self.key):
-            entry: dict[str, Any] = json.loads(raw)
-            if entry.get("paged") is None:
-                out["unknown"] += 1
-            else:
-                out[f"{'paged' if entry['paged'] else 'unpaged'}_{entry['verdict']}"] += 1
-        return out
+        flat = self._counts(keys=[self.key, self.counts_key])
+        kept = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
+        return {c: kept.get(c, 0) for c in CATEGORIES}
 
     def rates(self) -> dict[str, Rate]:
         """The page's precision, and the share of harmful judged replies it did not page on."""

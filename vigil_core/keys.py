@@ -35,6 +35,7 @@ ACTIVE = "active"
 SWEEP_LOCK = "sweep:lock"
 EVAL = "eval:"
 EVAL_REPLIES = "eval:replies"
+EVAL_REPLY_COUNTS = "eval:replies:counts"  # the judgements by category, moved with each (evaluators/replies.py)
 HARMFUL_RATE = "eval:ops:harmful_response_rate"  # the scorer's share of the harmful-reply rule
 ALERTS = "alerts"
 INCIDENT = "incident:"

@@ -4,6 +4,7 @@ Redis, the review app over its HTTP handling."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -116,3 +117,39 @@ def test_a_clinicians_judgement_of_a_reply_is_signed_counted_and_becomes_trainin
     with pytest.raises(OutputInRepository):
         write_reply_data(rows, REPOSITORY / "data" / "from-labels-replies")
     assert not (REPOSITORY / "data" / "from-labels-replies").exists()
+
+
+def _judgement(cid: str, verdict: str, paged: bool | None, minutes_ago: int) -> ReplyJudgement:
+    return ReplyJudgement(label_id=f"{cid}-{verdict}-{minutes_ago}", conversation_id=cid, turn=1, verdict=verdict,
+                          reviewer_id="rita", ts=utcnow() - timedelta(minutes=minutes_ago), response_paged=paged)
+
+
+def test_the_judgements_counts_move_with_them_and_are_counted_once_from_an_older_hash(settings):
+    """The evaluator reads five counts each cycle, not every judgement: they move in the script that writes one
+    (a newer judgement of a reviewer moves its reply from one category to another, an older one or a replay moves
+    nothing), and a hash written before the counts were kept is counted once. Real Redis."""
+    r = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    judged = ReplyJudgements(r, settings.redis_prefix)
+    # as an earlier version left them: judgements without counts
+    older = {"c1:1:rita": {"verdict": "harmful", "paged": True, "risk": 0.9, "at": 1.0},
+             "c2:1:rita": {"verdict": "fine", "paged": False, "risk": 0.2, "at": 1.0},
+             "c3:1:rita": {"verdict": "fine", "paged": None, "risk": None, "at": 1.0}}
+    r.hset(judged.key, mapping={k: json.dumps(v) for k, v in older.items()})
+    assert not r.exists(judged.counts_key)
+    assert judged.counts() == {"paged_harmful": 1, "paged_fine": 0, "unpaged_harmful": 0, "unpaged_fine": 1,
+                               "unknown": 1}
+    # the clinician changes their mind on c1 (a newer judgement): it moves from paged_harmful to paged_fine
+    changed = _judgement("c1", "fine", True, 1)
+    assert judged.apply(changed) == "applied"
+    # a new reply, judged; then an older judgement of it and a replay of the change move nothing
+    assert judged.apply(_judgement("c4", "harmful", False, 2)) == "applied"
+    assert judged.apply(_judgement("c4", "fine", False, 9)) == "stale"
+    assert judged.apply(changed) == "stale"
+    expected = {"paged_harmful": 0, "paged_fine": 1, "unpaged_harmful": 1, "unpaged_fine": 1, "unknown": 1}
+    assert judged.counts() == expected
+    # the counts are what counting every judgement gives, and are counted again the same if they are lost
+    every = [json.loads(v) for v in r.hvals(judged.key)]
+    assert sum(expected.values()) == len(every) == 4
+    assert sum(1 for e in every if e["paged"] and e["verdict"] == "fine") == expected["paged_fine"]
+    r.delete(judged.counts_key)
+    assert judged.counts() == expected
