@@ -22,7 +22,6 @@ from models.training.chat_data import (
     ChatRows,
     Progress,
     conversation_report,
-    load_chat,
     score_conversations,
     turn_scores,
 )
@@ -190,11 +189,7 @@ def _small_talk_part(rows: ChatRows, turn: np.ndarray, split: str,
     mine = np.flatnonzero(rows.source == CHITCHAT)
     if mine.size:
         return rows.subset(mine), turn[mine]
-    path = rows.path.parent / f"chitchat_{split}.csv"
-    if not path.is_file():
-        return None
-    small = load_chat(path)
-    return small, turn_scores(clf, small)[0]
+    return urgent_level.small_talk_beside(clf, rows.path.parent, split)
 
 
 SCORING_KEYS = ("threshold", "calibration", "window_temperature", "context_turns", "context_aggregate", "chat_head",

@@ -25,8 +25,8 @@ from models.backup import ImminentPhrases
 from models.classifier import CrisisClassifier
 from models.training.chat_data import ChatRows, load_chat, score_conversations, turn_scores
 
-__all__ = ["measure", "measure_scores", "choose", "CANDIDATES", "MAX_ORDINARY_PAGE_RATE", "card_section",
-           "write_card_section", "write_urgent_level"]
+__all__ = ["measure", "measure_scores", "small_talk_beside", "choose", "CANDIDATES", "MAX_ORDINARY_PAGE_RATE",
+           "card_section", "write_card_section", "write_urgent_level"]
 
 CANDIDATES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
 MAX_ORDINARY_PAGE_RATE = 0.003
@@ -40,16 +40,22 @@ def measure(clf: CrisisClassifier, split: str, chat_dir: Path = CHAT_DIR) -> dic
     """Per candidate threshold: crisis conversations caught, ordinary conversations paged (with the phrases), on
     the chat-form split; and small talk paged, on the chit-chat split where the folder has it."""
     rows = load_chat(chat_dir / f"chat_{split}.csv")
-    small = chat_dir / f"chitchat_{split}.csv"
-    small_talk = load_chat(small) if small.is_file() else None
-    return measure_scores(rows, turn_scores(clf, rows)[0],
-                          None if small_talk is None else (small_talk, turn_scores(clf, small_talk)[0]))
+    return measure_scores(rows, turn_scores(clf, rows)[0], small_talk_beside(clf, chat_dir, split))
 
 
-def _urgent(rows: ChatRows, turn: np.ndarray) -> tuple[np.ndarray, dict[float, np.ndarray]]:
+def small_talk_beside(clf: CrisisClassifier, chat_dir: Path, split: str) -> tuple[ChatRows, np.ndarray] | None:
+    """The small talk of a split (`chitchat_{split}.csv` in `chat_dir`) with its turns' scores by `clf`, None where
+    the folder has none."""
+    path = chat_dir / f"chitchat_{split}.csv"
+    if not path.is_file():
+        return None
+    small = load_chat(path)
+    return small, turn_scores(clf, small)[0]
+
+
+def _urgent(rows: ChatRows, turn: np.ndarray, phrases: ImminentPhrases) -> tuple[np.ndarray, dict[float, np.ndarray]]:
     """Per conversation: whether it is a crisis, and whether it is urgent at each candidate (score or phrase)."""
     scores, labels, _ = score_conversations(rows, turn)
-    phrases = ImminentPhrases()
     hit_turn = np.array([phrases.search(t) for t in rows.texts])
     hit = score_conversations(rows, hit_turn.astype(np.float64))[0] > 0  # any turn of the conversation
     return labels, {thr: (scores >= thr) | hit for thr in CANDIDATES}
@@ -60,8 +66,9 @@ def measure_scores(rows: ChatRows, turn: np.ndarray,
     """`measure` from each turn's calibrated score as served (`chat_data.turn_scores`); `small_talk`: the chit-chat
     conversations (all ordinary, long: about 20 user turns on average, a chat-form conversation 3 or 4) and
     their turns' scores, counted apart (`small_talk_paged`; the rule, `choose`, reads `ordinary_paged`)."""
-    labels, urgent = _urgent(rows, turn)
-    small = _urgent(*small_talk)[1] if small_talk is not None else None
+    phrases = ImminentPhrases()
+    labels, urgent = _urgent(rows, turn, phrases)
+    small = _urgent(*small_talk, phrases)[1] if small_talk is not None else None
     out = {}
     for thr in CANDIDATES:
         u = urgent[thr]
