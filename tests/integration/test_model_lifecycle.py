@@ -165,6 +165,9 @@ def test_shadow_compare_promote_swap_rollback_and_replay(settings: Settings, tmp
         publish(s, events_b)
         cids_b = sorted({e.conversation_id for e in events_b})
         assert wait_until(lambda: all(r.turns == 2 for r in shadows.read_many(cids_b, same).values()), timeout_s=90)
+        # the shadow scores in its own thread: the champion's states may come after the shadow's
+        assert wait_until(lambda: all(ConversationStore(client, s.redis_prefix, s.label_wait_s)
+                                      .read_many(cids_b)[c].closed for c in cids_b), timeout_s=60)
         _label(s, cids_b, crisis_b)
         assert _cli(monkeypatch, s, "model", "promote", same, "--by", "rev2", "--password-stdin",
                     "--reason", "x") == 1  # a reviewer may not promote
