@@ -21,13 +21,19 @@ from models.head import LOGIT_SCALE, CrisisHead
 from models.tokenizer import FastTokenizer, base_encoder_path
 
 __all__ = ["ModelInfo", "DEFAULT_MODEL_DIR", "ARTIFACT_FILE", "WEIGHTS_FILE", "CHAT_HEAD_PREFIX", "POSTS_HEAD_PREFIX",
-           "default_cache_dir", "build_backbone", "build_module", "stored_head", "load_tokenizer"]
+           "default_cache_dir", "write_artifact", "build_backbone", "build_module", "stored_head", "load_tokenizer"]
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "artifacts" / "default"
 ARTIFACT_FILE = "vigil_model.json"
 WEIGHTS_FILE = "weights.safetensors"
 CHAT_HEAD_PREFIX = "chat_head."
 POSTS_HEAD_PREFIX = "posts_head."
+
+
+def write_artifact(model_dir: Path, meta: dict[str, Any]) -> None:
+    """Write what a model directory says about itself (`vigil_model.json`): every step of a training or a
+    calibration that records a choice writes it the same way."""
+    (Path(model_dir) / ARTIFACT_FILE).write_text(json.dumps(meta, indent=2))
 
 
 def default_cache_dir() -> Path:

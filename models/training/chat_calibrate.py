@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from models.artifact import (
-    ARTIFACT_FILE,
     WEIGHTS_FILE,
+    write_artifact,
 )
 from models.calibration import PlattCalibration
 from models.classifier import CrisisClassifier
@@ -66,7 +66,7 @@ def chat_calibrate(
     # otherwise be calibrated and thresholded through the posts tiers its last calibration chose (and differently
     # each time it is calibrated).
     meta["chat_head"].update(UNTIERED)
-    (out / ARTIFACT_FILE).write_text(json.dumps(meta, indent=2))
+    write_artifact(out, meta)
     clf = CrisisClassifier.load(out, backend="torch", threads=cfg.threads)
     clf.keep_outputs()  # each backend encodes the validation and test texts once, for all the choices below
     progress("scoring validation turns (torch fp32) for calibration")
@@ -75,7 +75,7 @@ def chat_calibrate(
     known = va.alone != "unknown"
     calibration = PlattCalibration.fit(chat_val_logits[known], va.alone[known] == "crisis")
     meta["calibration"] = calibration.to_dict()
-    (out / ARTIFACT_FILE).write_text(json.dumps(meta, indent=2))
+    write_artifact(out, meta)
     clf.info.calibration = calibration
     backends: dict[str, CrisisClassifier] = {"torch": clf}
     try:
@@ -112,7 +112,7 @@ def chat_calibrate(
     meta["posts_head_choices"] = posts_choices
     meta["posts_long_choices"] = long_choices
     meta["posts_long_target"] = posts_target(posts.labels[p_val], cfg)
-    (out / ARTIFACT_FILE).write_text(json.dumps(meta, indent=2))
+    write_artifact(out, meta)
     for c in backends.values():
         if c.head is not None:
             c.head.posts_shift, c.head.posts_min_tokens, c.head.posts_long = shift, min_tokens, long_tier
@@ -163,7 +163,7 @@ def chat_calibrate(
                                                  _small_talk_part(rows, turn, split, backends[served]))
               for split, rows, turn in (("validation", va, val_scores[served][0]), ("test", te, test_turns[served]))}
     meta["urgent_threshold"] = urgent_level.choose(urgent["validation"])
-    (out / ARTIFACT_FILE).write_text(json.dumps(meta, indent=2))
+    write_artifact(out, meta)
     write_chat_model_card(out, meta)
     urgent_level.write_card_section(out, urgent_level.card_section(urgent["validation"], urgent["test"],
                                                                    meta["urgent_threshold"]))

@@ -19,7 +19,6 @@ Test rows are only reported. Reproducible: the fit is deterministic given the da
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -28,13 +27,13 @@ from typing import Any
 import numpy as np
 
 from models.artifact import (
-    ARTIFACT_FILE,
     CHAT_HEAD_PREFIX,
     POSTS_HEAD_PREFIX,
     WEIGHTS_FILE,
     ModelInfo,
     build_module,
     load_tokenizer,
+    write_artifact,
 )
 from models.calibration import PlattCalibration
 from models.errors import ModelError
@@ -225,7 +224,7 @@ def train_chat_head(
                       "config": init_meta.get("config"), "data": init_meta.get("data")},
         "chat_choices": choices,
     }
-    (out / ARTIFACT_FILE).write_text(json.dumps(meta, indent=2))
+    write_artifact(out, meta)
     return chat_calibrate(out, meta, posts, (p_train, p_val, p_test), chat, cfg, progress, cache_dir,
                           train_seconds=train_seconds,
                           command={"init_from": str(init_from), "data": str(posts_path), "split_file": str(split_file),

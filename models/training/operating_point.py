@@ -5,13 +5,12 @@ threshold for the target recall on validation, the test report and the model car
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from models.artifact import ARTIFACT_FILE
+from models.artifact import write_artifact
 from models.calibration import PlattCalibration
 from models.classifier import CrisisClassifier
 from models.head import window_logit
@@ -71,7 +70,7 @@ def calibrate(
     # The model directory holds the fitted aggregation and calibration before the int8 backend loads it; the
     # torch classifier, loaded before they existed, is given them too.
     meta.update(window_temperature=temperature, calibration=calibration.to_dict())
-    (out / ARTIFACT_FILE).write_text(json.dumps(meta, indent=2))
+    write_artifact(out, meta)
     clf.info.window_temperature, clf.info.calibration = temperature, calibration
     val_probs = calibration(val_logits)
     threshold = threshold_for_recall(val_probs, val_labels, cfg.target_recall)
@@ -122,7 +121,7 @@ def calibrate(
         metrics=report,
         eval_split=eval_name,
     )
-    (out / ARTIFACT_FILE).write_text(json.dumps(meta, indent=2))
+    write_artifact(out, meta)
     from models.training.card import write_model_card
 
     write_model_card(out, meta)

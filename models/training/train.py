@@ -8,14 +8,13 @@ modules: `dataset` (rows and splits), `augment` (added training rows), `fitting`
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from models.artifact import ARTIFACT_FILE
+from models.artifact import write_artifact
 from models.training.augment import add_chat_sentences, add_extra_rows
 from models.training.dataset import Progress, attach_classes, load_dataset, split_rows, stderr_progress
 from models.training.fitting import fine_tune, fit_head_only, save_weights, seed_everything
@@ -94,7 +93,7 @@ def train(
         "max_length": cfg.max_length, "threshold": 0.5, "calibration": {"a": 1.0, "b": 0.0},
         "onnx_recall_ok": False, **meta_extra,
     }
-    (out / ARTIFACT_FILE).write_text(json.dumps(meta, indent=2))
+    write_artifact(out, meta)
 
     return calibrate(out, data, (train_idx, val_idx, test_idx), cfg, split_file, meta, progress, cache_dir,
                      train_seconds=train_seconds, history=history)

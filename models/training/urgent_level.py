@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.artifact import ARTIFACT_FILE
+from models.artifact import ARTIFACT_FILE, write_artifact
 from models.backup import ImminentPhrases
 from models.classifier import CrisisClassifier
 from models.training.chat_data import ChatRows, load_chat, score_conversations, turn_scores
@@ -164,8 +164,7 @@ def write_card_section(model_dir: Path, section: str, title: str = SECTION) -> N
 def write_urgent_level(model_dir: Path, level: float) -> None:
     """Record `level` as the model's urgent level (`urgent_threshold` in vigil_model.json): a scorer holds this model
     to it unless VIGIL_URGENT_THRESHOLD is set (pipeline.turn_rules.urgent_level)."""
-    path = model_dir / ARTIFACT_FILE
-    path.write_text(json.dumps({**json.loads(path.read_text()), "urgent_threshold": level}, indent=2))
+    write_artifact(model_dir, {**json.loads((model_dir / ARTIFACT_FILE).read_text()), "urgent_threshold": level})
 
 
 def main() -> None:
