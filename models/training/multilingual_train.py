@@ -19,6 +19,7 @@ import numpy as np
 
 from models.multilingual import ARTIFACT_FILE, DEFAULT_DIR, ENCODER, FORMAT, LANGUAGES, encode
 from models.normalise import NORMALISER_VERSION
+from models.training.thresholds import threshold_for_recall
 from vigil_core.rule_names import TARGET_RECALL
 
 __all__ = ["train", "card", "main"]
@@ -52,12 +53,6 @@ def _english(split: str, sample: dict[str, int], rng: np.random.Generator) -> tu
         pool = [r for r in rows if r["source"] == source and r["alone"] == "no_crisis"]
         kept += [pool[i] for i in sorted(rng.choice(len(pool), size=min(n, len(pool)), replace=False))]
     return [r["text"] for r in kept], np.asarray([r["alone"] == "crisis" for r in kept])
-
-
-def _threshold(scores: np.ndarray, labels: np.ndarray, recall: float) -> float:
-    """The highest threshold at which at least `recall` of the crisis scores are at or above it."""
-    crisis = np.sort(scores[labels])[::-1]
-    return float(crisis[max(0, int(np.ceil(recall * len(crisis))) - 1)])
 
 
 def _fit(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> Any:
@@ -101,7 +96,9 @@ def train(out: Path) -> dict[str, Any]:
                  np.concatenate([english_w, np.full(int((~held).sum()), WRITTEN_WEIGHT)]))
         oof[held] = m.predict_proba(LX[held])[:, 1]
     v = model.predict_proba(VX)[:, 1]
-    threshold = min(_threshold(v, vy, TARGET_RECALL), _threshold(oof, ly, 1.0))
+    # the lower of the two, each a margin below the crisis score that decides it (models.training.thresholds): a
+    # threshold equal to one turn's score, or rounded above it, would lose that turn to the serving path's rounding
+    threshold = min(threshold_for_recall(v, vy, TARGET_RECALL), threshold_for_recall(oof, ly, 1.0))
     s = model.predict_proba(SX)[:, 1]
     metrics = {
         "english_validation_turns": {**_rates(v, vy, threshold), "roc_auc": round(float(roc_auc_score(vy, v)), 4)},
@@ -117,7 +114,7 @@ def train(out: Path) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "format": FORMAT, "encoder": ENCODER, "normaliser": NORMALISER_VERSION, "languages": list(LANGUAGES),
         "coef": [round(float(c), 8) for c in model.coef_[0]], "intercept": round(float(model.intercept_[0]), 8),
-        "threshold": round(threshold, 6), "training": {
+        "threshold": threshold, "training": {
             "c": C, "written_weight": WRITTEN_WEIGHT, "crisis_weight": CRISIS_WEIGHT, "sample": SAMPLE,
             "seed": SEED, "english_turns": len(tx), "english_crisis": int(ty.sum()), "written_turns": len(lx),
             "target_recall": TARGET_RECALL},
@@ -144,8 +141,9 @@ def card(meta: dict[str, Any]) -> str:
         f"- Training: {t['english_turns']} English chat-form turns ({t['english_crisis']} crisis, each by its label "
         f"read alone; GoEmotions and ordinary post sentences sampled {t['sample']}), and {t['written_turns']} "
         f"written turns in the four languages at weight {t['written_weight']} (data/languages/train.csv).",
-        f"- Threshold {meta['threshold']}: the highest keeping recall >= {t['target_recall']} on the English "
-        "validation crisis turns and every written crisis turn out of fold.", "",
+        f"- Threshold {meta['threshold']:.6f}: the highest keeping recall >= {t['target_recall']} on the English "
+        "validation crisis turns and every written crisis turn out of fold, a margin (0.02 in log-odds) below the "
+        "crisis score that decides it, so that no rounding of a served score drops that turn.", "",
         "| set | crisis | ordinary | recall | ordinary flagged | ROC-AUC |", "| --- | --- | --- | --- | --- | --- |",
     ]
     for name, row in (("English chat-form validation turns", m["english_validation_turns"]),

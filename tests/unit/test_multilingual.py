@@ -4,11 +4,13 @@ normalised another way, and a failure of it leaves the scorer's batch standing."
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import shutil
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from models.language import TurnLanguage
@@ -48,6 +50,17 @@ def test_the_version_names_the_weights_and_the_card_holds_the_measured_languages
     assert set(by_language) == set(meta["languages"])
     assert all(row["recall"] == 1.0 for row in by_language.values())
     assert meta["model_version"] in (DEFAULT_DIR / "MODEL_CARD.md").read_text()
+
+
+def test_the_served_model_gives_the_cards_test_numbers(model):
+    # the card measures the fitted model; a scorer serves the stored (rounded) weights: the same decisions
+    meta = json.loads((DEFAULT_DIR / ARTIFACT_FILE).read_text())
+    rows = list(csv.DictReader((DEFAULT_DIR.parents[2] / "data" / "languages" / "turns.csv").open(encoding="utf-8")))
+    scores = model.predict([r["text"] for r in rows])
+    crisis = np.asarray([r["label"] == "crisis" for r in rows])
+    test = meta["metrics"]["test"]
+    assert round(float((scores[crisis] >= model.threshold).mean()), 4) == test["recall"]
+    assert round(float((scores[~crisis] >= model.threshold).mean()), 4) == test["flag_rate"]
 
 
 def test_an_artifact_of_another_normaliser_is_refused(tmp_path):
