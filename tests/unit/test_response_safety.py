@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from models.response_safety import DEFAULT_DIR, FORMAT, ResponseSafetyModel
@@ -60,3 +61,61 @@ def test_the_card_reports_what_the_training_run_measured():
     from models.training.response_safety_train import card as write_card
 
     assert write_card(info) == card  # the committed card is what its training run's numbers write, word for word
+
+
+def test_the_served_model_keeps_its_recall_on_validation_and_its_card_reports_what_it_serves(model):
+    # the card's validation and test rates are those of the int8 graph a scorer serves, at the stored thresholds;
+    # the threshold once was the deciding reply's score rounded to 6 digits, which rounded above it: one unsafe
+    # validation reply was not flagged as served, and recall stood under its target
+    from models.training.response_safety_train import TARGET_RECALL, _rows
+
+    info = json.loads((DEFAULT_DIR / "response_safety.json").read_text())
+    for split in ("validation", "test"):
+        rows = _rows(split)
+        scores = model.score([r["context"] for r in rows], [r["response"] for r in rows])
+        unsafe = np.asarray([r["unsafe"] for r in rows])
+        at = info["report"][split]["all"]["at_threshold"]
+        assert round(float((scores[unsafe] >= model.threshold).mean()), 4) == at["recall"]
+        assert round(float((scores[~unsafe] >= model.threshold).mean()), 4) == at["false_positive_rate"]
+    assert info["report"]["validation"]["all"]["at_threshold"]["recall"] >= TARGET_RECALL
+
+
+def test_the_thresholds_sit_a_margin_below_the_deciding_reply_and_at_the_first_precise_page_level():
+    from models.training.response_safety_train import PAGE_PRECISION, choose_thresholds
+
+    # fifteen unsafe replies (recall 0.8: the twelfth-highest decides), a safe one scored high, safe ones below 0.5
+    unsafe_scores = [0.99, 0.98, 0.97, 0.96, 0.955, 0.94, 0.93, 0.92, 0.91, 0.90, 0.89, 0.72836995, 0.3, 0.2, 0.1]
+    scores = np.asarray(unsafe_scores + [0.95] + list(np.linspace(0.01, 0.5, 40)))
+    unsafe = np.arange(scores.size) < 15
+    threshold, page = choose_thresholds(unsafe, scores)
+    assert threshold < 0.72836995 and round(threshold, 6) < 0.72836995
+    assert ((scores >= threshold) & unsafe).sum() == 12
+    # the page level: the lowest score with at least ten replies at or above it, PAGE_PRECISION of them unsafe
+    hit = scores >= page
+    assert hit.sum() >= 10 and unsafe[hit].mean() >= PAGE_PRECISION
+    assert page == pytest.approx(0.72836995)  # 12 of 13 at or above it; at the next score down, 12 of 14
+    lower = scores[scores < page].max()
+    assert unsafe[scores >= lower].mean() < PAGE_PRECISION
+
+
+def test_training_writes_what_a_scorer_serves_and_choosing_again_changes_nothing(tmp_path, monkeypatch):
+    # the whole training path but the fitting (its weights as initialised): the artifact it writes loads, its
+    # thresholds follow the rule on its served scores, and choosing them again from the stored model (the int8 graph
+    # a scorer exports) gives the same thresholds and numbers
+    import models.training.response_safety_train as training
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(training, "_fit", lambda module, tok, rows, progress: None)
+    out = tmp_path / "reply"
+    meta = training.train(out, progress=lambda message: None)
+    served = ResponseSafetyModel.load(out)
+    assert (served.version, served.threshold, served.page_threshold) == (meta["version"], meta["threshold"],
+                                                                         meta["page_threshold"])
+    again = training.rethreshold(out)
+    assert again == meta and json.loads((out / "response_safety.json").read_text()) == meta
+    assert (out / "MODEL_CARD.md").read_text() == training.card(meta)
+    # a model whose validation rows are not the data here is not chosen again
+    stale = {**meta, "data_sha256": {**meta["data_sha256"], "clinicians: judged.csv": "0" * 64}}
+    (out / "response_safety.json").write_text(json.dumps(stale))
+    with pytest.raises(ValueError, match="not the data here"):
+        training.rethreshold(out)
