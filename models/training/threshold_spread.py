@@ -78,13 +78,15 @@ def _range(values: list[float], pct: bool = True) -> str:
     return f"{low:.4f} to {high:.4f} (median {mid:.4f})"
 
 
-def card_section(observed: dict[str, Any], served: float, rule: float, recall: float) -> str:
-    """The card's section: the spread of the threshold and of what it gives on test."""
+def card_section(observed: dict[str, Any], served: float, rule: float, recall: float,
+                 sets: str = "chat-form and kinds") -> str:
+    """The card's section: the spread of the threshold and of what it gives on test (`sets`: which validation sets
+    the crisis conversations are of)."""
     n = observed["n_validation_crisis"]
     return "\n".join([
         SECTION,
         f"The threshold ({served:.4f}) is the highest that keeps {recall:.0%} of the {n} validation crisis "
-        f"conversations (chat-form and kinds) flagged: it is set by the one ranked {observed['deciding_rank']} from "
+        f"conversations ({sets}) flagged: it is set by the one ranked {observed['deciding_rank']} from "
         f"the lowest score (as the served backend scores them, the rule gives {rule:.4f}). Those {n} conversations "
         f"were resampled ({observed['resamples']:,} draws with replacement), the threshold chosen by the same rule on "
         f"each draw, and the combined test split ({observed['n_test_crisis']} crisis and "
@@ -100,8 +102,8 @@ def card_section(observed: dict[str, Any], served: float, rule: float, recall: f
         "validation flag rate or threshold moves by less than this is not told apart from another draw of "
         "validation conversations, and the test recall this model would have had with its threshold chosen on "
         "another draw lies anywhere in the range above. A larger clinician-labelled validation set (the review "
-        "app's labels, some hundreds of crises) is what narrows it: with n crisis conversations the threshold is "
-        "set by about the (n / 50)-th lowest, so one conversation moves it less.",
+        "app's labels, some hundreds of crises) is what narrows it: the threshold is then set by the 7th-lowest of "
+        "300 or the 21st-lowest of 1,000, which no one conversation moves far.",
         "",
     ])
 
@@ -120,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     test_scores, test_labels, _ = score_conversations(rows, turn_scores(clf, rows)[0])
     observed = spread(validation, test_scores, test_labels, recall, args.resamples)
     rule = threshold_for_recall(validation, np.ones(validation.size, dtype=bool), recall)
-    write_card_section(args.card, card_section(observed, clf.threshold, rule, recall), SECTION)
+    sets = "chat-form and kinds" if clf.info.extra.get("chat_config", {}).get("kinds") else "chat-form"
+    write_card_section(args.card, card_section(observed, clf.threshold, rule, recall, sets), SECTION)
     print(f"threshold {_range(observed['threshold'], pct=False)}, test recall {_range(observed['test_recall'])}, "
           f"flagged {_range(observed['test_flagged'])}")
 
