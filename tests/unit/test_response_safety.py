@@ -59,6 +59,11 @@ def test_the_card_reports_what_the_training_run_measured():
     for category in ("means", "dismisses"):
         assert f"| {category} |" in card
     from models.training.response_safety_train import card as write_card
+    from models.training.response_safety_train import reply_version
+
+    # its name digests its weights and the thresholds it decides at: other thresholds, another name
+    assert info["version"] == reply_version(DEFAULT_DIR, info["threshold"], info["page_threshold"])
+    assert reply_version(DEFAULT_DIR, info["threshold"] - 1e-6, info["page_threshold"]) != info["version"]
 
     assert write_card(info) == card  # the committed card is what its training run's numbers write, word for word
 
