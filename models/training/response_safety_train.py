@@ -292,8 +292,8 @@ def reply_version(out: Path, threshold: float, page: float) -> str:
 def rethreshold(out: Path) -> dict[str, Any]:
     """Choose a trained model's thresholds again by the rule above, on its validation rows scored as a scorer
     scores them (its int8 graph), and measure again: its weights are unchanged (its name changes with its
-    thresholds, `reply_version`). Refused where the
-    model was trained on rows not here (clinicians' judged replies) or the data changed since."""
+    thresholds, `reply_version`). Refused where the model was trained on rows not here (clinicians' judged replies)
+    or the data changed since."""
     from models.response_safety import ResponseSafetyModel
 
     meta = json.loads((out / ARTIFACT).read_text())
