@@ -17,6 +17,7 @@ from models.head import (
     with_posts_head,
 )
 from models.training.chat_data import ChatRows, Progress, context_matrix, score_conversations
+from models.training.thresholds import needed_for_recall
 from models.training.train_config import FLAG_CEILING, POSTS_AUC_TOLERANCE, ChatTrainConfig
 
 __all__ = ["choose_posts_head", "posts_target", "long_tier_cost"]
@@ -147,7 +148,7 @@ def posts_target(post_labels: np.ndarray, cfg: ChatTrainConfig) -> float:
     """The posts' validation recall the long tier holds: the floor, plus cfg.posts_spare crisis posts. With 43
     validation crisis posts the bare floor (39 of them) left the test split at 86.5%: one post to spare is 40."""
     n = int(np.sum(post_labels))
-    need = int(np.ceil(cfg.posts_recall * n - 1e-9)) + cfg.posts_spare
+    need = needed_for_recall(n, cfg.posts_recall) + cfg.posts_spare
     return min(need, n) / n if n else cfg.posts_recall
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from models.classifier import CrisisClassifier
 from models.training.chat_data import load_chat, score_conversations, split_files, turn_scores
-from models.training.thresholds import threshold_for_recall
+from models.training.thresholds import needed_for_recall, threshold_for_recall
 from models.training.urgent_level import CHAT_DIR, write_card_section
 
 __all__ = ["spread", "validation_crisis_scores", "card_section", "SECTION"]
@@ -31,7 +31,7 @@ PERCENTILES = (5, 50, 95)
 
 def _deciding_rank(n: int, recall: float) -> int:
     """Which crisis conversation, counted from the lowest score, the threshold is set by (1: the lowest)."""
-    return n - int(np.ceil(recall * n - 1e-9)) + 1
+    return n - needed_for_recall(n, recall) + 1
 
 
 def spread(validation_crisis: np.ndarray, test_scores: np.ndarray, test_labels: np.ndarray, recall: float,
@@ -62,10 +62,9 @@ def spread(validation_crisis: np.ndarray, test_scores: np.ndarray, test_labels: 
             "n_test_crisis": int(crisis.size), "n_test_ordinary": int(ordinary.size)}
 
 
-def validation_crisis_scores(clf: CrisisClassifier, chat_dir: Path = CHAT_DIR) -> np.ndarray:
+def validation_crisis_scores(clf: CrisisClassifier, kinds: bool, chat_dir: Path = CHAT_DIR) -> np.ndarray:
     """The scores of the validation crisis conversations the model's threshold was chosen on (the chat-form
-    validation split, and the kinds' where the model was fitted with them), as `clf` scores them."""
-    kinds = bool(clf.info.extra.get("chat_config", {}).get("kinds"))
+    validation split, and with `kinds` the kinds' too: the model was fitted with them), as `clf` scores them."""
     rows = load_chat(*split_files(chat_dir, "validation", kinds=kinds))
     scores, labels, _ = score_conversations(rows, turn_scores(clf, rows)[0])
     return scores[labels]
@@ -116,14 +115,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--resamples", type=int, default=2000)
     args = parser.parse_args(argv)
     clf = CrisisClassifier.load(args.card)
-    recall = float(clf.info.extra.get("chat_config", {}).get("chat_recall", 0.98))
-    validation = validation_crisis_scores(clf)
+    chat_config = clf.info.extra.get("chat_config", {})
+    recall, kinds = float(chat_config.get("chat_recall", 0.98)), bool(chat_config.get("kinds"))
+    validation = validation_crisis_scores(clf, kinds)
     rows, _ = combined_test()
     test_scores, test_labels, _ = score_conversations(rows, turn_scores(clf, rows)[0])
     observed = spread(validation, test_scores, test_labels, recall, args.resamples)
     rule = threshold_for_recall(validation, np.ones(validation.size, dtype=bool), recall)
-    sets = "chat-form and kinds" if clf.info.extra.get("chat_config", {}).get("kinds") else "chat-form"
-    write_card_section(args.card, card_section(observed, clf.threshold, rule, recall, sets), SECTION)
+    write_card_section(args.card, card_section(observed, clf.threshold, rule, recall,
+                                               "chat-form and kinds" if kinds else "chat-form"), SECTION)
     print(f"threshold {_range(observed['threshold'], pct=False)}, test recall {_range(observed['test_recall'])}, "
           f"flagged {_range(observed['test_flagged'])}")
 

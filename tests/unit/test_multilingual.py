@@ -55,7 +55,9 @@ def test_the_version_names_the_weights_and_the_card_holds_the_measured_languages
 def test_the_served_model_gives_the_cards_test_numbers(model):
     # the card measures the fitted model; a scorer serves the stored (rounded) weights: the same decisions
     meta = json.loads((DEFAULT_DIR / ARTIFACT_FILE).read_text())
-    rows = list(csv.DictReader((DEFAULT_DIR.parents[2] / "data" / "languages" / "turns.csv").open(encoding="utf-8")))
+    from models.training.multilingual_train import TEST
+
+    rows = list(csv.DictReader(TEST.open(encoding="utf-8")))
     scores = model.predict([r["text"] for r in rows])
     crisis = np.asarray([r["label"] == "crisis" for r in rows])
     test = meta["metrics"]["test"]
