@@ -241,8 +241,14 @@ def test_a_broker_restart_does_not_wedge_the_scorer(scorer_settings, resilient, 
         broker.restart()  # memory storage: topics, data and offsets are gone
         time.sleep(1.0)
         ensure_topics(s)
+        # The scorer's consumer may still hold its fetch positions from before the restart, and a fresh log that has
+        # already reached them by its next fetch is read from there (Kafka cannot tell a wiped log from one that
+        # grew). The same events again, with the same keys, refill every partition to exactly its old position, so
+        # the new events lie at or after it whenever the scorer fetches; the refill is scored again or deduplicated.
+        before = chat_events(3, turns=1, prefix="before")
+        wait_until(lambda: _try_publish(s, before), timeout_s=30)
         after = chat_events(3, turns=1, prefix="after")
-        wait_until(lambda: _try_publish(s, after), timeout_s=30)
+        assert _try_publish(s, after)
         got = wait_until(
             lambda: {d["event_id"] for d in values(read_topic(s, s.topic_scores, settle_s=0.3))}
             >= {e.event_id for e in after if e.role == "user"}, timeout_s=90, every=1.0)
