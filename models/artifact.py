@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from models.calibration import PlattCalibration
+from models.char_head import CHAR_HEAD_PREFIX, CharHead
 from models.errors import ModelError
 from models.head import LOGIT_SCALE, CrisisHead
 from models.tokenizer import FastTokenizer, base_encoder_path
 
 __all__ = ["ModelInfo", "DEFAULT_MODEL_DIR", "ARTIFACT_FILE", "WEIGHTS_FILE", "CHAT_HEAD_PREFIX", "POSTS_HEAD_PREFIX",
-           "default_cache_dir", "write_artifact", "build_backbone", "build_module", "stored_head", "load_tokenizer"]
+           "default_cache_dir", "write_artifact", "build_backbone", "build_module", "stored_head", "stored_char_head",
+           "load_tokenizer"]
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "artifacts" / "default"
 ARTIFACT_FILE = "vigil_model.json"
@@ -159,6 +161,15 @@ def stored_head(model_dir: Path, info: ModelInfo) -> CrisisHead:
                                   if spec.get("posts_flag_logit") is not None else None))
 
 
+def stored_char_head(model_dir: Path, info: ModelInfo) -> CharHead:
+    """The character n-gram head stored beside the encoder (`char_head.idf`, `.coef`; vigil_model.json `char_head`
+    says how to use it)."""
+    from safetensors.numpy import load_file
+
+    weights = load_file(str(model_dir / WEIGHTS_FILE))
+    return CharHead.stored(weights, info.extra["char_head"])
+
+
 def build_module(model_dir: Path, info: ModelInfo) -> Any:
     """The torch module of a model directory, mapping (input_ids, attention_mask) to crisis logits."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -172,7 +183,7 @@ def build_module(model_dir: Path, info: ModelInfo) -> Any:
         crisis = [classes.index(c) for c in info.extra.get("crisis_classes") or []]
         module = PooledClassifier(load_base_encoder(encoder_dir), n_classes=max(1, len(classes)), crisis_classes=crisis)
         weights = {k: v.float() for k, v in load_file(str(model_dir / WEIGHTS_FILE)).items()
-                   if not k.startswith((CHAT_HEAD_PREFIX, POSTS_HEAD_PREFIX))}  # numpy heads (build_backbone)
+                   if not k.startswith((CHAT_HEAD_PREFIX, POSTS_HEAD_PREFIX, CHAR_HEAD_PREFIX))}  # numpy heads
         missing = [k for k in weights if k not in module.state_dict()]
         if missing:
             raise ModelError(f"weights do not match the encoder: {missing[:3]}")

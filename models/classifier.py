@@ -26,8 +26,17 @@ from typing import Any
 
 import numpy as np
 
-from models.artifact import DEFAULT_MODEL_DIR, ModelInfo, build_backbone, default_cache_dir, load_tokenizer, stored_head
+from models.artifact import (
+    DEFAULT_MODEL_DIR,
+    ModelInfo,
+    build_backbone,
+    default_cache_dir,
+    load_tokenizer,
+    stored_char_head,
+    stored_head,
+)
 from models.backends import Backend, OnnxBackend, TorchBackend, export_onnx_int8
+from models.char_head import CharHead
 from models.errors import ModelError
 from models.head import CrisisHead, aggregate, context_embedding, window_logit
 from models.normalise import normalise
@@ -69,11 +78,13 @@ class CrisisClassifier:
     def __init__(
         self, tokenizer: Any, backend: Backend, info: ModelInfo, batch_size: int = 64,
         threshold: float | None = None, max_batch_tokens: int = MAX_BATCH_TOKENS, head: CrisisHead | None = None,
+        char_head: CharHead | None = None,
     ) -> None:
         self._tok = tokenizer
         self.backend = backend
         self.info = info
         self.head = head
+        self.char_head = char_head
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
         self.threshold = float(threshold if threshold is not None else info.threshold)
@@ -131,7 +142,8 @@ class CrisisClassifier:
             raise
         except Exception as exc:  # noqa: BLE001 - any loader failure is a model failure to the caller
             raise ModelError(f"cannot load model from {model_dir}: {type(exc).__name__}: {exc}") from exc
-        return cls(tokenizer, impl, info, batch_size=batch_size, threshold=threshold, head=head)
+        char = stored_char_head(model_dir, info) if info.extra.get("char_head") else None
+        return cls(tokenizer, impl, info, batch_size=batch_size, threshold=threshold, head=head, char_head=char)
 
     def _windows(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
         width = self.info.max_length - 2
@@ -167,15 +179,23 @@ class CrisisClassifier:
         window_logits, owners = self.window_logits(texts)
         return window_logit(window_logits, owners, len(texts), self.info.window_temperature)
 
+    def letters(self, texts: Sequence[str]) -> np.ndarray:
+        """What the model's character n-gram head adds to each text's crisis logit, alone and in context
+        (`models.char_head`; zeros for a model without one)."""
+        if self.char_head is None:
+            return np.zeros(len(texts))
+        return self.char_head(texts)
+
     def window_logits(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Uncalibrated crisis logits of every window, and the index of the text each window belongs to."""
         outputs, owners, tokens = self.window_outputs(texts)
-        return self._head_logits(outputs, tokens), owners
+        return self._head_logits(outputs, tokens, self.letters(texts)[owners]), owners
 
-    def _head_logits(self, outputs: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    def _head_logits(self, outputs: np.ndarray, tokens: np.ndarray, letters: np.ndarray) -> np.ndarray:
+        """Each window's logit: the chat head's plus its text's letters, or a posts tier's (CrisisHead.__call__)."""
         if self.head is None:
-            return np.asarray(outputs[:, 0] if len(outputs) else np.zeros(0), dtype=np.float64)
-        return self.head(outputs, tokens) if len(outputs) else np.zeros(0, dtype=np.float64)
+            return np.asarray(outputs[:, 0] if len(outputs) else np.zeros(0), dtype=np.float64) + letters
+        return self.head(outputs, tokens, letters) if len(outputs) else np.zeros(0, dtype=np.float64)
 
     def window_outputs(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The backend's output row of every window (an embedding, or a logit), each window's text, and each
@@ -223,17 +243,24 @@ class CrisisClassifier:
     def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
         """Each text's crisis logit alone and its float16 embedding (that of its highest window), or None
         for a model without a numpy head (a Hugging Face checkpoint: no context scoring)."""
+        logits, embeddings, _ = self.embed_parts(texts)
+        return logits, embeddings
+
+    def embed_parts(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """`embed`, and each text's letters (the character head's part of its logit, in it): a turn in context is
+        scored by the head on the context's embedding plus the turn's letters."""
         outputs, owners, tokens = self.window_outputs(texts)
-        window_logits = self._head_logits(outputs, tokens)
+        letters = self.letters(texts)
+        window_logits = self._head_logits(outputs, tokens, letters[owners])
         logits = window_logit(window_logits, owners, len(texts), self.info.window_temperature)
         if self.head is None or len(texts) == 0:
-            return logits, None
+            return logits, None, letters
         best = np.full(len(texts), -1, dtype=np.int64)
         best_logit = np.full(len(texts), -np.inf)
         for w, (owner, z) in enumerate(zip(owners, window_logits, strict=True)):
             if z > best_logit[owner] or best[owner] < 0:
                 best[owner], best_logit[owner] = w, z
-        return logits, outputs[best].astype(np.float16)
+        return logits, outputs[best].astype(np.float16), letters
 
     @property
     def uses_context(self) -> bool:
@@ -247,7 +274,7 @@ class CrisisClassifier:
         (from an earlier call's `TurnScores.embeddings`) or the index of an earlier text of this call. Only the
         last `context_turns - 1` count. Without histories every turn is its conversation's first.
         """
-        logits, embeddings = self.embed(texts)
+        logits, embeddings, letters = self.embed_parts(texts)
         alone = self.info.calibration(logits)
         if embeddings is None or not self.uses_context:
             return TurnScores(alone, alone, alone, embeddings)
@@ -257,5 +284,6 @@ class CrisisClassifier:
             history = list((histories or [()] * len(texts))[i])[-keep:] if keep else []
             parts = [embeddings[h] if isinstance(h, int | np.integer) else np.asarray(h) for h in history]
             contexts.append(context_embedding([*parts, embeddings[i]]))
-        context = self.info.calibration(self.head(np.stack(contexts))) if contexts else alone  # type: ignore[misc]
+        context = (self.info.calibration(self.head(np.stack(contexts)) + letters)  # type: ignore[misc]
+                   if contexts else alone)
         return TurnScores(aggregate(self.info.context_aggregate, alone, context), alone, context, embeddings)

@@ -128,10 +128,15 @@ class CrisisHead:
                 h = np.maximum(h, 0.0)
         return h
 
-    def __call__(self, embeddings: np.ndarray, tokens: np.ndarray | None = None) -> np.ndarray:
-        """Crisis logits; with `tokens` (per row), post-length windows are also judged by the posts head."""
+    def __call__(self, embeddings: np.ndarray, tokens: np.ndarray | None = None,
+                 letters: np.ndarray | None = None) -> np.ndarray:
+        """Crisis logits; with `tokens` (per row), post-length windows are also judged by the posts head. `letters`
+        (per row, models.char_head) are added to the chat head's logit, not to a posts tier's: the posts head
+        decides a post-length window on its own (its recall floor), whatever the letters say."""
         z = self.class_logits(embeddings)
         logits = z[:, 0] if z.shape[1] == 1 else _logsumexp(z[:, self.crisis]) - _logsumexp(z[:, self.rest])
+        if letters is not None:
+            logits = logits + np.asarray(letters, dtype=np.float64)
         if tokens is not None and self.posts_head is not None:
             long = np.asarray(tokens) >= min(m for m, _ in self.posts_tiers)
             if long.any():

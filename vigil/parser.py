@@ -106,6 +106,9 @@ def _model_commands(sub: Any) -> None:
     p.add_argument("--chat-heads", type=int, default=None, metavar="K",
                    help="with --chat-data: fit K chat heads (seeds 0..K-1) and serve their average, one head K times "
                         "as wide (default 1)")
+    p.add_argument("--chat-char", type=float, default=None, metavar="W",
+                   help="with --chat-data: also fit a character n-gram head on the chat training turns and add W times "
+                        "its log-odds to every text's (models/char_head.py; default 0: none)")
     p.add_argument("--chat-kinds", action="store_true",
                    help="with --chat-data: also fit and choose on the kinds set beside it (kinds_train/validation.csv "
                         "and kinds_more_train.csv, issue 31); the test row stays chat_test.csv")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from models.training.card_recipe import chat_options, encoder_extra, fitted_config, recalibrated_line
+from models.training.card_recipe import char_head_line, chat_options, encoder_extra, fitted_config, recalibrated_line
 
 __all__ = ["write_model_card"]
 
@@ -258,6 +258,7 @@ def write_chat_model_card(out: Path, meta: dict[str, Any]) -> Path:
         f"(a={meta['calibration']['a']:.4f}, b={meta['calibration']['b']:.4f}). A linear head on the same "
         "embeddings was tried first: at its chat threshold it flagged 13-20% of ordinary validation conversations, "
         "the MLP 5-7%.",
+        *char_head_line(meta),
         f"- **Context**: a user turn is scored alone and in context, the mean of its embedding and those of the "
         f"previous {k - 1} user turn(s) of its conversation, through the same head; the turn's score is "
         + {"max": "the higher of the two", "context": "the context score", "alone": "the alone score"}[how]

@@ -8,7 +8,7 @@ from typing import Any
 
 from models.training.train_config import ChatTrainConfig
 
-__all__ = ["encoder_extra", "chat_options", "fitted_config", "recalibrated_line"]
+__all__ = ["encoder_extra", "chat_options", "fitted_config", "recalibrated_line", "char_head_line"]
 
 
 def encoder_extra(init: dict[str, Any]) -> str:
@@ -30,6 +30,8 @@ def chat_options(cfg: dict[str, Any]) -> str:
         out += f" --chat-posts-weight {cfg['posts_weight']:g}"
     if cfg.get("heads", ChatTrainConfig.heads) != ChatTrainConfig.heads:
         out += f" --chat-heads {cfg['heads']}"
+    if cfg.get("char_weight"):
+        out += f" --chat-char {cfg['char_weight']:g}"
     return out
 
 
@@ -48,3 +50,18 @@ def recalibrated_line(meta: dict[str, Any], cmd: dict[str, str]) -> str:
             f"{meta['data']['path']} --split-file {Path(cmd.get('split_file', '')).name} --chat-data data/chat_form "
             f"--chat-recall {again['chat_recall']:g}` (the head and its context as fitted; the threshold and the "
             "posts head's tiers chosen on validation for that recall).")
+
+
+def char_head_line(meta: dict[str, Any]) -> list[str]:
+    """The card's words on the character n-gram head (models.char_head), if the model has one."""
+    char = meta.get("char_head")
+    if not char:
+        return []
+    n_low, n_high = char["ngram"]
+    return [f"- **Letters** (`--chat-char {char['weight']:g}`, `models/char_head.py`): a class-balanced logistic "
+            f"regression over the text's character {n_low}- to {n_high}-grams within words ({char['features']:,} hash "
+            "buckets, sublinear tf-idf of the chat training turns, L2-normalised), fitted on the chat training turns "
+            f"alone; {char['weight']:g} times its log-odds are added to the chat head's logit of every text, alone and "
+            "in context (the turn's own letters), before calibration, and never to a posts tier's (the posts head "
+            "decides a post-length window on its own). It reads what word pieces lose: clipped and community words "
+            "share letters with the words they stand for."]

@@ -206,7 +206,9 @@ def turn_scores(clf: CrisisClassifier, rows: ChatRows, progress: bool = False) -
     if embeddings is None or not clf.uses_context:
         return alone, alone
     windows = rows.windows(clf.info.context_turns)
-    context = clf.info.calibration(clf.head(context_matrix(embeddings.astype(np.float32), windows)))  # type: ignore[misc]
+    letters = clf.letters(rows.texts)  # the turn's own letters count in its context too (score_turns)
+    context = clf.info.calibration(clf.head(context_matrix(embeddings.astype(np.float32), windows))  # type: ignore[misc]
+                                   + letters)
     return aggregate(clf.info.context_aggregate, alone, context), alone
 
 

@@ -36,6 +36,7 @@ from models.artifact import (
     write_artifact,
 )
 from models.calibration import PlattCalibration
+from models.char_head import CharHead, char_counts
 from models.errors import ModelError
 from models.head import (
     CrisisHead,
@@ -105,6 +106,22 @@ def fit_mlp_head(x: np.ndarray, y: np.ndarray, weight: np.ndarray, crisis_names:
     layers = [(first.weight.detach().numpy(), first.bias.detach().numpy()),
               (last.weight.detach().numpy(), last.bias.detach().numpy())]
     return CrisisHead(layers, [index[c] for c in crisis_names]), classes
+
+
+def fit_char_head(texts: list[str], labels: np.ndarray, cfg: ChatTrainConfig) -> CharHead:
+    """The character n-gram head (models.char_head) fitted on these chat turns: the inverse document frequencies of
+    their n-grams, then a class-balanced logistic regression (cfg.char_c) on their tf-idf rows. Stored at float32, as
+    a model directory holds it, so the head scored here is the head served. Deterministic."""
+    from sklearn.linear_model import LogisticRegression
+
+    counts = char_counts(texts, (2, 5), cfg.char_features).tocsr()
+    counts.sum_duplicates()
+    document_frequency = np.bincount(counts.indices, minlength=cfg.char_features)
+    idf = (np.log((1.0 + len(texts)) / (1.0 + document_frequency)) + 1.0).astype(np.float32)
+    unfitted = CharHead(idf, np.zeros(cfg.char_features), 0.0, cfg.char_weight)
+    fit = LogisticRegression(C=cfg.char_c, class_weight="balanced", max_iter=3000)
+    fit.fit(unfitted.features_of(texts), np.asarray(labels, dtype=bool))
+    return CharHead(idf, fit.coef_[0].astype(np.float32), float(fit.intercept_[0]), cfg.char_weight)
 
 
 def average_heads(heads: list[CrisisHead]) -> CrisisHead:
@@ -193,9 +210,14 @@ def train_chat_head(
     fits = [fit_mlp_head(x, y, weight, crisis_names, replace(cfg, seed=cfg.seed + k), progress)
             for k in range(cfg.heads)]
     head, classes = average_heads([h for h, _ in fits]), fits[0][1]
+    char = None
+    if cfg.char_weight:
+        progress(f"character n-gram head on {int(known.sum())} chat training turns")
+        char = fit_char_head([t for t, k in zip(tr.texts, known, strict=True) if k], alone_labels[known], cfg)
 
     va = chat["validation"]
-    choices, (context_turns, how) = choose_context(head, chat_emb["validation"], va, cfg, progress)
+    letters = char(va.texts) if char is not None else np.zeros(len(va))
+    choices, (context_turns, how) = choose_context(head, chat_emb["validation"], va, cfg, progress, letters)
     train_seconds = time.monotonic() - started
     out.mkdir(parents=True, exist_ok=True)
     save_weights(module, out, info.trained_layers)  # the encoder layers, as the initial model has them
@@ -206,6 +228,8 @@ def train_chat_head(
     for k, (w, b) in enumerate(head.layers):
         stored[f"{CHAT_HEAD_PREFIX}{k}.weight"] = torch.as_tensor(w, dtype=torch.float32).contiguous()
         stored[f"{CHAT_HEAD_PREFIX}{k}.bias"] = torch.as_tensor(b, dtype=torch.float32).contiguous()
+    if char is not None:
+        stored.update({k: torch.as_tensor(v).contiguous() for k, v in char.tensors().items()})
     save_file(stored, str(out / WEIGHTS_FILE))
     digest = hashlib.sha256((out / WEIGHTS_FILE).read_bytes()).hexdigest()
     init_meta = info.extra
@@ -224,6 +248,8 @@ def train_chat_head(
                       "config": init_meta.get("config"), "data": init_meta.get("data")},
         "chat_choices": choices,
     }
+    if char is not None:
+        meta["char_head"] = char.spec()
     write_artifact(out, meta)
     return chat_calibrate(out, meta, posts, (p_train, p_val, p_test), chat, cfg, progress, cache_dir,
                           train_seconds=train_seconds,
@@ -239,15 +265,16 @@ def train_chat_head(
 SERVED_AGGREGATES = ("alone", "max")
 
 
-def choose_context(head: Any, embeddings: np.ndarray, va: ChatRows, cfg: ChatTrainConfig,
-                   progress: Progress) -> tuple[list[dict[str, Any]], tuple[int, str]]:
+def choose_context(head: Any, embeddings: np.ndarray, va: ChatRows, cfg: ChatTrainConfig, progress: Progress,
+                   letters: np.ndarray | None = None) -> tuple[list[dict[str, Any]], tuple[int, str]]:
     """The context length and aggregate, on validation: the fewest ordinary conversations flagged at the threshold
     that keeps the chat recall floor (the posts' floor is met by the posts head, chosen afterwards), then the
     safest choice within CHOICE_TOLERANCE of that. Every choice measured, and the one chosen."""
-    alone = _sigmoid(head(embeddings))
+    letters = np.zeros(len(va)) if letters is None else letters  # the character head's part (models.char_head)
+    alone = _sigmoid(head(embeddings) + letters)
     choices: list[dict[str, Any]] = []
     for k in cfg.context_turns:
-        context = _sigmoid(head(context_matrix(embeddings, va.windows(k))))
+        context = _sigmoid(head(context_matrix(embeddings, va.windows(k))) + letters)
         for how in SERVED_AGGREGATES:
             if how == "alone" and k != cfg.context_turns[0]:
                 continue

@@ -40,7 +40,8 @@ def _chat_config(args: argparse.Namespace, settings: Settings) -> Any:
 
     # the options given on the command line; the others keep ChatTrainConfig's defaults
     given = {"chat_recall": getattr(args, "chat_recall", None),
-             "posts_weight": getattr(args, "chat_posts_weight", None), "heads": getattr(args, "chat_heads", None)}
+             "posts_weight": getattr(args, "chat_posts_weight", None), "heads": getattr(args, "chat_heads", None),
+             "char_weight": getattr(args, "chat_char", None)}
     return ChatTrainConfig(threads=settings.torch_threads, kinds=bool(getattr(args, "chat_kinds", False)),
                            chitchat=bool(getattr(args, "chat_chitchat", False)),
                            **{k: v for k, v in given.items() if v is not None})

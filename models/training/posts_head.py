@@ -28,7 +28,8 @@ Window = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # what `_head_pa
 
 
 def _text_logits(window: Window, n_texts: int, tiers: list[tuple[int, float]], clf: CrisisClassifier) -> np.ndarray:
-    """Each text's logit from its windows' head parts with the posts head's `tiers`, as the classifier serves it."""
+    """Each text's logit from its windows' head parts with the posts head's `tiers`, as the classifier serves it
+    (the chat head's part with its text's letters: `CrisisHead.__call__`)."""
     chat, posts, tokens, owners = window
     served = with_posts_head(chat, posts, tokens, tiers, _flag(clf))
     return window_logit(served, owners, n_texts, clf.info.window_temperature)
@@ -61,14 +62,15 @@ def _posts_shift(window: Window, labels: np.ndarray, tiers: list[tuple[int, floa
 
 
 def _head_parts(clf: CrisisClassifier, texts: list[str]) -> Window:
-    """Per window: the chat head's and the posts head's logits, the window's tokens and its text."""
+    """Per window: the chat head's logit (its text's letters in it) and the posts head's, the window's tokens and
+    its text."""
     head = clf.head
     if head is None or head.posts_head is None:
         raise ModelError("a chat model needs its posts head")
     outputs, owners, tokens = clf.window_outputs(texts)
     posts_head, head.posts_head = head.posts_head, None
     try:
-        chat = head(outputs)
+        chat = head(outputs, letters=clf.letters(texts)[owners])
     finally:
         head.posts_head = posts_head
     return chat, posts_head(outputs), tokens, owners
@@ -99,7 +101,7 @@ def choose_posts_head(
         _, embeddings = c.embed(va.texts)
         if c.head is None or embeddings is None:
             raise ModelError("a chat model needs its numpy head")
-        contexts[n] = c.head(context_matrix(embeddings.astype(np.float32), windows[n]))
+        contexts[n] = c.head(context_matrix(embeddings.astype(np.float32), windows[n])) + c.letters(va.texts)
 
     def try_tier(tiers: list[tuple[int, float]], min_tokens: int, target: float) -> dict[str, Any]:
         shifts = [_posts_shift(p[0], post_labels, tiers, min_tokens, threshold, target, p[2]) for p in parts.values()]

@@ -63,6 +63,9 @@ class ChatTrainConfig:
     seed: int = 0
     kinds: bool = False  # fit and choose on the kinds set too (`chat_data.split_files`)
     chitchat: bool = False  # and on the chit-chat splits (small talk between people, `data/chat_form/chitchat.py`)
+    char_weight: float = 0.0  # the character n-gram head's share of a text's logit (models.char_head; 0: none)
+    char_c: float = 4.0  # its logistic regression's inverse regularisation
+    char_features: int = 2 ** 18  # its hash buckets
 
     @classmethod
     def fitted_like(cls, stored: dict[str, Any] | None, **overrides: Any) -> ChatTrainConfig:

@@ -10,7 +10,7 @@ import pytest
 
 from models.artifact import ARTIFACT_FILE, DEFAULT_MODEL_DIR
 from models.training.card import _normaliser_lines
-from models.training.card_recipe import chat_options, encoder_extra, fitted_config, recalibrated_line
+from models.training.card_recipe import char_head_line, chat_options, encoder_extra, fitted_config, recalibrated_line
 from models.training.commands import calibrate_command
 from vigil_core.settings import Settings
 
@@ -22,6 +22,13 @@ def test_the_recipe_names_every_chat_option_that_differs_from_the_default():
     assert chat_options({"kinds": True, "chitchat": True, "chat_recall": 0.99}) == (
         " --chat-kinds --chat-chitchat --chat-recall 0.99")
     assert chat_options({"heads": 3}) == " --chat-heads 3" and chat_options({"heads": 1}) == ""
+    assert chat_options({"char_weight": 0.7}) == " --chat-char 0.7" and chat_options({"char_weight": 0.0}) == ""
+
+
+def test_the_card_names_the_letters_head_of_a_model_that_has_one():
+    assert char_head_line({}) == []
+    (line,) = char_head_line({"char_head": {"weight": 0.7, "ngram": [2, 5], "features": 262144}})
+    assert "`--chat-char 0.7`" in line and "2- to 5-grams" in line and "262,144 hash buckets" in line
 
 
 def test_a_head_is_fitted_again_with_the_options_its_model_was_fitted_with():

@@ -1,0 +1,106 @@
+"""The character n-gram head (models/char_head.py): it reads letters the encoder's word pieces lose, scores a text the
+same in any batch, and is served as it was fitted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.char_head import CharHead
+from models.errors import ModelError
+from models.training.chat_train import fit_char_head
+from models.training.train_config import ChatTrainConfig
+
+CRISIS = ["i keep thinking about suicide", "suicidal again tonight", "my suicidal thoughts are loud",
+          "i want to kill myself", "planning my suicide", "i am suicidal and alone"]
+ORDINARY = ["what time is the game", "i love this song", "can you help with my essay", "the weather is nice",
+            "my cat knocked over a plant", "lunch was great today", "how do i reset my password",
+            "thinking about a new haircut", "my ideas for the party", "the suite at the hotel was nice"]
+
+
+@pytest.fixture(scope="module")
+def head() -> CharHead:
+    texts = CRISIS + ORDINARY
+    labels = np.asarray([True] * len(CRISIS) + [False] * len(ORDINARY))
+    return fit_char_head(texts, labels, ChatTrainConfig(char_weight=0.7, char_features=2 ** 12))
+
+
+def test_a_clipped_word_shares_the_letters_of_the_word_it_clips(head):
+    """'sui' is one word piece the encoder never saw in a crisis; its letters are those of 'suicide'."""
+    clipped, ordinary = head.raw(["sui thoughts are back", "new thoughts on lunch"])
+    assert clipped > ordinary
+
+
+def test_a_text_scores_the_same_alone_and_in_any_batch(head):
+    texts = ["sui thoughts are back", "", "the weather is nice", "Ｉ ｗａｎｔ ｔｏ ｋｉｌｌ ｍｙｓｅｌｆ", "ok " * 500]
+    together = head.raw(texts)
+    alone = np.asarray([head.raw([t])[0] for t in texts])
+    assert together.tolist() == alone.tolist()  # bit for bit: a replay reproduces the score
+    assert together[1] == head.intercept  # no letters: the intercept alone
+    assert head(texts).tolist() == (0.7 * together).tolist()
+
+
+def test_the_text_is_read_as_a_person_reads_it(head):
+    """Full-width letters are normalised (models.normalise) before their n-grams are taken."""
+    plain, wide = head.raw(["i want to kill myself", "Ｉ ｗａｎｔ ｔｏ ｋｉｌｌ ｍｙｓｅｌｆ"])
+    assert wide == plain
+
+
+def test_the_head_is_served_as_it_was_fitted(head):
+    """Its arrays are float32 from the fit on (what the weights file holds), so the stored head scores the same."""
+    stored = CharHead.stored({k: v.copy() for k, v in head.tensors().items()}, head.spec())
+    texts = ["sui thoughts are back", "the suite at the hotel was nice"]
+    assert stored.raw(texts).tolist() == head.raw(texts).tolist()
+    assert stored.spec() == head.spec()
+
+
+def test_a_stored_head_that_does_not_match_its_declaration_is_refused(head):
+    with pytest.raises(ModelError, match="buckets"):
+        CharHead.stored(head.tensors(), {**head.spec(), "features": 2 ** 10})
+    with pytest.raises(ModelError, match="analyzer"):
+        CharHead.stored(head.tensors(), {**head.spec(), "analyzer": "word"})
+
+
+def test_letters_move_the_chat_heads_logit_and_never_a_posts_tiers():
+    """The posts head decides a post-length window on its own (the posts' recall floor), whatever the letters say."""
+    from models.head import CrisisHead
+
+    rng = np.random.default_rng(0)
+    chat = CrisisHead([(rng.normal(size=(3, 4)), np.zeros(3))], crisis_classes=[0])
+    posts = CrisisHead([(rng.normal(size=(2, 4)), np.array([50.0, 0.0]))], crisis_classes=[0])  # always high
+    head = CrisisHead(chat.layers, crisis_classes=[0], posts_head=posts, posts_shift=1.0, posts_min_tokens=12)
+    x, tokens = rng.normal(size=(3, 4)), np.array([5, 5, 200])
+    letters = np.array([2.0, -3.0, -100.0])
+    got = head(x, tokens, letters)
+    np.testing.assert_allclose(got[:2], chat(x[:2]) + letters[:2], atol=1e-9)  # chat length: moved by its letters
+    np.testing.assert_allclose(got[2], posts(x[2:])[0] - 1.0, atol=1e-9)  # post length: the posts tier, unmoved
+
+
+@pytest.mark.slow
+def test_a_model_with_letters_scores_turns_alone_and_in_context_as_the_bulk_path_does(head, model_cache, tmp_path):
+    """The scorer's turn-by-turn path and `vigil model eval`'s bulk path agree exactly with a character head, and
+    the letters count in the turn alone and in its context."""
+    from models.classifier import CrisisClassifier
+    from models.head import context_embedding
+    from models.training.chat_data import load_chat, turn_scores
+
+    plain = CrisisClassifier.load(cache_dir=model_cache)
+    clf = CrisisClassifier.load(cache_dir=model_cache)
+    clf.char_head = head
+    path = tmp_path / "conv.csv"
+    path.write_text("id,text,label,conversation,turn\n"
+                    "a1,hi,no_crisis,a,0\na2,I feel heavy lately,no_crisis,a,1\na3,sui thoughts are back,crisis,a,2\n")
+    rows = load_chat(path)
+    bulk, alone = turn_scores(clf, rows)
+    history: list = []
+    for i in range(len(rows)):
+        scored = clf.score_turns([rows.texts[i]], [history])
+        assert scored.scores[0] == bulk[i]  # exactly the same
+        letters = head([rows.texts[i]])[0]
+        assert scored.alone[0] == clf.info.calibration(plain.logits([rows.texts[i]]) + letters)[0]
+        if i:  # in context: the head on the context's embedding, plus this turn's letters
+            keep = [*history[-(clf.info.context_turns - 1):], scored.embeddings[0]]
+            z = clf.head(context_embedding(keep)[None, :])[0]
+            assert scored.context[0] == clf.info.calibration(np.array([z + letters]))[0]
+        history.append(scored.embeddings[0])
+    assert alone.tolist() != plain.predict(rows.texts).tolist()
