@@ -24,9 +24,10 @@ import numpy as np
 from models.errors import ModelError
 from models.normalise import normalise
 
-__all__ = ["CharHead", "CHAR_HEAD_PREFIX", "char_counts"]
+__all__ = ["CharHead", "CHAR_HEAD_PREFIX", "NGRAM"]
 
 CHAR_HEAD_PREFIX = "char_head."
+NGRAM = (2, 5)  # the n-gram lengths a head reads, unless its vigil_model.json says otherwise
 
 
 def _vectorizer(ngram: tuple[int, int], features: int) -> Any:
@@ -36,16 +37,11 @@ def _vectorizer(ngram: tuple[int, int], features: int) -> Any:
                              norm=None, lowercase=True, dtype=np.float64)
 
 
-def char_counts(texts: Sequence[str], ngram: tuple[int, int], features: int) -> Any:
-    """The hashed character n-gram counts of the normalised texts (a CSR matrix, one row per text)."""
-    return _vectorizer(ngram, features).transform([normalise(t) for t in texts])
-
-
 class CharHead:
     """Crisis log-odds from hashed character n-grams, times `weight` (the share a chat model gives them)."""
 
     def __init__(self, idf: np.ndarray, coef: np.ndarray, intercept: float, weight: float,
-                 ngram: tuple[int, int] = (2, 5)) -> None:
+                 ngram: tuple[int, int] = NGRAM) -> None:
         self.idf = np.asarray(idf, dtype=np.float64)
         self.coef = np.asarray(coef, dtype=np.float64)
         if self.idf.shape != self.coef.shape or self.idf.ndim != 1:
@@ -60,10 +56,19 @@ class CharHead:
         """How many hash buckets."""
         return int(self.idf.size)
 
+    def counts(self, texts: Sequence[str]) -> Any:
+        """The hashed character n-gram counts of the normalised texts (CSR, one row per text, indices sorted)."""
+        x = self._vectorizer.transform([normalise(t) for t in texts]).tocsr()
+        x.sum_duplicates()
+        return x
+
     def features_of(self, texts: Sequence[str]) -> Any:
         """The rows a linear model is fitted on: sublinear tf-idf, L2-normalised (CSR)."""
-        x = self._vectorizer.transform([normalise(t) for t in texts]).tocsr()
-        x.sort_indices()
+        return self.weigh(self.counts(texts))
+
+    def weigh(self, counts: Any) -> Any:
+        """`counts` (as `counts` gives them) as sublinear tf-idf rows, L2-normalised; `counts` is left as it was."""
+        x = counts.copy()
         x.data = (1.0 + np.log(x.data)) * self.idf[x.indices]
         for i in range(x.shape[0]):
             row = slice(x.indptr[i], x.indptr[i + 1])
@@ -103,5 +108,5 @@ class CharHead:
         idf, coef = weights[f"{CHAR_HEAD_PREFIX}idf"], weights[f"{CHAR_HEAD_PREFIX}coef"]
         if int(spec["features"]) != idf.size:
             raise ModelError(f"char head: {idf.size} buckets stored, {spec['features']} declared")
-        ngram = spec.get("ngram", [2, 5])
+        ngram = spec.get("ngram", NGRAM)
         return cls(idf, coef, float(spec["intercept"]), float(spec["weight"]), (int(ngram[0]), int(ngram[1])))

@@ -201,30 +201,34 @@ def turn_scores(clf: CrisisClassifier, rows: ChatRows, progress: bool = False) -
 
     The same as `CrisisClassifier.score_turns` turn by turn with each conversation's earlier turns as history
     (the scorer's path; a test checks they agree), computed in one pass over all texts."""
-    logits, embeddings = _embed_all(clf, rows.texts, progress)
+    logits, embeddings, letters = _embed_all(clf, rows.texts, progress)
     alone = clf.info.calibration(logits)
     if embeddings is None or not clf.uses_context:
         return alone, alone
     windows = rows.windows(clf.info.context_turns)
-    letters = clf.letters(rows.texts)  # the turn's own letters count in its context too (score_turns)
+    # the turn's own letters count in its context too (score_turns)
     context = clf.info.calibration(clf.head(context_matrix(embeddings.astype(np.float32), windows))  # type: ignore[misc]
                                    + letters)
     return aggregate(clf.info.context_aggregate, alone, context), alone
 
 
-def _embed_all(clf: CrisisClassifier, texts: list[str], progress: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def _embed_all(clf: CrisisClassifier, texts: list[str],
+               progress: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """`CrisisClassifier.embed_parts` of all texts, in chunks behind a progress bar if asked."""
     if not progress:
-        return clf.embed(texts)
+        return clf.embed_parts(texts)
     from rich.progress import Progress as Bar
 
-    logits, embeddings = [], []
+    logits, embeddings, letters = [], [], []
     with Bar(transient=True) as bar:
         task = bar.add_task("scoring turns", total=len(texts))
         for start in range(0, len(texts), _CHUNK):
-            z, e = clf.embed(texts[start:start + _CHUNK])
+            z, e, a = clf.embed_parts(texts[start:start + _CHUNK])
             logits.append(z)
+            letters.append(a)
             if e is not None:
                 embeddings.append(e)
             bar.advance(task, len(texts[start:start + _CHUNK]))
     return (np.concatenate(logits) if logits else np.zeros(0),
-            np.concatenate(embeddings) if embeddings else None)
+            np.concatenate(embeddings) if embeddings else None,
+            np.concatenate(letters) if letters else np.zeros(0))

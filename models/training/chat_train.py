@@ -36,7 +36,7 @@ from models.artifact import (
     write_artifact,
 )
 from models.calibration import PlattCalibration
-from models.char_head import CharHead, char_counts
+from models.char_head import CharHead
 from models.errors import ModelError
 from models.head import (
     CrisisHead,
@@ -114,13 +114,13 @@ def fit_char_head(texts: list[str], labels: np.ndarray, cfg: ChatTrainConfig) ->
     a model directory holds it, so the head scored here is the head served. Deterministic."""
     from sklearn.linear_model import LogisticRegression
 
-    counts = char_counts(texts, (2, 5), cfg.char_features).tocsr()
-    counts.sum_duplicates()
+    blank = np.zeros(cfg.char_features)
+    counts = CharHead(blank, blank, 0.0, cfg.char_weight).counts(texts)  # read once: the idf, then the rows
     document_frequency = np.bincount(counts.indices, minlength=cfg.char_features)
     idf = (np.log((1.0 + len(texts)) / (1.0 + document_frequency)) + 1.0).astype(np.float32)
-    unfitted = CharHead(idf, np.zeros(cfg.char_features), 0.0, cfg.char_weight)
+    unfitted = CharHead(idf, blank, 0.0, cfg.char_weight)
     fit = LogisticRegression(C=cfg.char_c, class_weight="balanced", max_iter=3000)
-    fit.fit(unfitted.features_of(texts), np.asarray(labels, dtype=bool))
+    fit.fit(unfitted.weigh(counts), np.asarray(labels, dtype=bool))
     return CharHead(idf, fit.coef_[0].astype(np.float32), float(fit.intercept_[0]), cfg.char_weight)
 
 
@@ -216,7 +216,7 @@ def train_chat_head(
         char = fit_char_head([t for t, k in zip(tr.texts, known, strict=True) if k], alone_labels[known], cfg)
 
     va = chat["validation"]
-    letters = char(va.texts) if char is not None else np.zeros(len(va))
+    letters = char(va.texts) if char is not None else None
     choices, (context_turns, how) = choose_context(head, chat_emb["validation"], va, cfg, progress, letters)
     train_seconds = time.monotonic() - started
     out.mkdir(parents=True, exist_ok=True)

@@ -98,10 +98,10 @@ def choose_posts_head(
     windows = {n: va.windows(c.info.context_turns) for n, c in backends.items()}
     contexts = {}
     for n, c in backends.items():
-        _, embeddings = c.embed(va.texts)
+        _, embeddings, letters = c.embed_parts(va.texts)
         if c.head is None or embeddings is None:
             raise ModelError("a chat model needs its numpy head")
-        contexts[n] = c.head(context_matrix(embeddings.astype(np.float32), windows[n])) + c.letters(va.texts)
+        contexts[n] = c.head(context_matrix(embeddings.astype(np.float32), windows[n])) + letters
 
     def try_tier(tiers: list[tuple[int, float]], min_tokens: int, target: float) -> dict[str, Any]:
         shifts = [_posts_shift(p[0], post_labels, tiers, min_tokens, threshold, target, p[2]) for p in parts.values()]

@@ -51,6 +51,9 @@ class FakeClassifier:
         outputs, _, _ = self.window_outputs(texts)
         return outputs[:, 0], outputs
 
+    def embed_parts(self, texts):
+        return (*self.embed(texts), self.letters(texts))
+
     def letters(self, texts):  # no character head (models.char_head)
         return np.zeros(len(texts))
 
