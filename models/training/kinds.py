@@ -4,9 +4,10 @@ On the test splits of the chat-form set (data/chat_form/chat_test.csv) and of th
 (data/chat_form/kinds_test.csv: the kinds the model missed, issue 31), at the model's threshold: crisis recall per
 kind (method and lethality questions, named means, shorthand, self-harm as coping, passive imagery, obfuscated text;
 the chat-form test conversations as one row), the ordinary flag rate per kind and per source (questions to a
-therapist and requests for harm to others or crime as their own rows), how far the chat recall stands above the
-rule table's warning line, and the same conversations screened by the crisis regexes two PyPI packages ship
-(`pantheon-guardrails`' `crisis.py`, `cogno-aegis`' `safety.py`; dev dependencies, used only to measure).
+therapist and requests for harm to others or crime as their own rows; small talk between people and questions to a
+therapist written long, data/chat_form/therapy_long_test.csv, in rows of their own), how far the chat recall stands
+above the rule table's warning line, and the same conversations screened by the crisis regexes two PyPI packages
+ship (`pantheon-guardrails`' `crisis.py`, `cogno-aegis`' `safety.py`; dev dependencies, used only to measure).
 `vigil model eval --data data/chat_form/kinds_test.csv --group-column conversation --by-column kind` reproduces
 the model's per-kind column.
 """
@@ -110,10 +111,12 @@ def _scorer_line(m: dict[str, Any]) -> list[str]:
 
 
 def card_section(m: dict[str, Any], warning_below: float, trained_on_kinds: bool = False,
-                 chitchat: dict[str, Any] | None = None, trained_on_chitchat: bool = False) -> str:
+                 chitchat: dict[str, Any] | None = None, trained_on_chitchat: bool = False,
+                 long_therapy: dict[str, Any] | None = None) -> str:
     """The card's section from `measure` on the test split (`trained_on_kinds`: the model was fitted on the kinds'
     training split and chose on their validation split, `vigil train --chat-kinds`; `chitchat`: `measure` on the
-    chit-chat test split, all ordinary, a row of its own)."""
+    chit-chat test split, all ordinary, a row of its own; `long_therapy`: `measure` on the long questions to a
+    therapist, `THERAPY_LONG_TEST`, measure only, a row of its own)."""
     who = list(m["by"])
     model = m["by"]["model"]
     recall, flag = model["recall"], model["flag_rate"]
@@ -164,6 +167,12 @@ def card_section(m: dict[str, Any], warning_below: float, trained_on_kinds: bool
         lines.append(f"| **small talk between people** (`chitchat_test.csv`, not in the rows above"
                      f"{'; fitted on its training split' if trained_on_chitchat else '; never trained on'}) | "
                      f"{small['model']['ordinary']} | " + " | ".join(cells) + " |")
+    if long_therapy is not None:
+        asked = {w: long_therapy["by"][w]["source"][THERAPY_LONG] for w in who}
+        cells = [_pct(asked[w]["flagged"], asked[w]["ordinary"]) for w in who]
+        lines.append(f"| **questions to a therapist, written long** (`{THERAPY_LONG_TEST.name}`, not in the rows "
+                     f"above: one turn each, 54 to 86 words, as the hidden set's were said to be; no model is fitted "
+                     f"or chosen on them) | {asked['model']['ordinary']} | " + " | ".join(cells) + " |")
     lines += ["", "The kinds were written by the team for issue 31 (`data/chat_form/team_kinds.csv`), a few per "
               "split: a kind's row here rests on 6 to 30 conversations. The hidden chat-form set is the measure that "
               "counts.", ""]
@@ -172,6 +181,9 @@ def card_section(m: dict[str, Any], warning_below: float, trained_on_kinds: bool
 
 CHAT_FORM_KIND = "chat-form test conversations"
 CHITCHAT_TEST = CHAT_DIR / "chitchat_test.csv"
+# Questions to a therapist written long (data/chat_form/SOURCE.md), a measure only: their source's row.
+THERAPY_LONG_TEST = CHAT_DIR / "therapy_long_test.csv"
+THERAPY_LONG = "therapy_long"
 
 
 def combined_test() -> tuple[ChatRows, np.ndarray]:
@@ -214,11 +226,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     chat_config = clf.info.extra.get("chat_config", {})
     small_talk = load_chat(CHITCHAT_TEST) if CHITCHAT_TEST.is_file() else None
     chitchat = None if small_talk is None else measure(clf, small_talk, np.full(len(small_talk), CHITCHAT))
+    asked = load_chat(THERAPY_LONG_TEST) if THERAPY_LONG_TEST.is_file() else None
+    long_therapy = None if asked is None else measure(clf, asked, np.full(len(asked), THERAPY_LONG))
     write_card_section(args.card, card_section(m, warning_line(), bool(chat_config.get("kinds")), chitchat,
-                                               bool(chat_config.get("chitchat"))), SECTION)
+                                               bool(chat_config.get("chitchat")), long_therapy), SECTION)
     model = m["by"]["model"]
     print(f"recall {model['recall']['value']:.3f}, ordinary flagged {model['flag_rate']['value']:.3f}"
-          + (f", small talk flagged {chitchat['by']['model']['flag_rate']['value']:.3f}" if chitchat else ""))
+          + (f", small talk flagged {chitchat['by']['model']['flag_rate']['value']:.3f}" if chitchat else "")
+          + (f", long therapy questions flagged {long_therapy['by']['model']['flag_rate']['value']:.3f}"
+             if long_therapy else ""))
 
 
 if __name__ == "__main__":

@@ -150,13 +150,15 @@ def card_section(validation: dict[str, dict[str, float]], test: dict[str, dict[s
 
 
 def write_card_section(model_dir: Path, section: str, title: str = SECTION) -> None:
-    """Put `section` in the model card before its Limits, replacing an earlier section of the same `title`."""
+    """Put `section` in the model card: where an earlier section of the same `title` stands (so writing one section
+    again leaves the others where they were), else before its Limits."""
     path = model_dir / "MODEL_CARD.md"
     text = path.read_text(encoding="utf-8")
     if title in text:
         start = text.index(title)
         end = text.index("\n## ", start + len(title))
-        text = text[:start] + text[end + 1:]
+        path.write_text(text[:start] + section + "\n" + text[end + 1:], encoding="utf-8")
+        return
     at = text.index("## Limits")
     path.write_text(text[:at] + section + "\n" + text[at:], encoding="utf-8")
 

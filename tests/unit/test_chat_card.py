@@ -44,7 +44,7 @@ def test_a_head_is_fitted_again_with_the_options_its_model_was_fitted_with():
     assert chat_options(shipped) == chat_options(ChatTrainConfig.fitted_like(shipped).__dict__)  # the same recipe
 
 
-def test_the_kinds_section_gives_small_talk_a_row_of_its_own():
+def test_the_kinds_section_gives_small_talk_and_long_therapy_questions_rows_of_their_own():
     from models.training.chat_data import CHITCHAT
     from models.training.kinds import SCORER, card_section
 
@@ -64,6 +64,15 @@ def test_the_kinds_section_gives_small_talk_a_row_of_its_own():
     assert "| **small talk between people** (`chitchat_test.csv`" in with_row and "| 600 | 5% (30/600) |" in with_row
     assert "fitted on its training split" in with_row
     assert "small talk" not in card_section(m, 0.95, True)
+    from models.training.kinds import THERAPY_LONG
+
+    asked = {"crisis": 0, "caught": 0, "ordinary": 48, "flagged": 4}
+    long_therapy = {"by": {w: entry(asked, {THERAPY_LONG: asked}, 0, 4) for w in ("model", SCORER)}}
+    with_both = card_section(m, 0.95, True, chitchat, True, long_therapy)
+    assert "| **questions to a therapist, written long** (`therapy_long_test.csv`" in with_both
+    assert "| 48 | 8% (4/48) | 8% (4/48) |" in with_both
+    assert with_both.index("small talk between people") < with_both.index("written long")
+    assert "written long" not in with_row
 
 
 def test_the_encoder_line_names_the_files_it_was_fine_tuned_on():
@@ -100,3 +109,14 @@ def test_calibrating_a_chat_model_needs_its_chat_data(tmp_path):
                               note=None, chat_data=None, chat_recall=0.99)
     with pytest.raises(SystemExit, match="needs --chat-data"):
         calibrate_command(args, Settings())
+
+
+def test_a_card_section_written_again_stays_where_it_stood(tmp_path):
+    from models.training.urgent_level import write_card_section
+
+    card = tmp_path / "MODEL_CARD.md"
+    card.write_text("# m\n\n## A\nold a\n\n## B\nb\n\n## Limits\n- none\n", encoding="utf-8")
+    write_card_section(tmp_path, "## A\nnew a\n", "## A")
+    assert card.read_text() == "# m\n\n## A\nnew a\n\n## B\nb\n\n## Limits\n- none\n"
+    write_card_section(tmp_path, "## C\nc\n", "## C")  # a new section goes before the Limits
+    assert card.read_text() == "# m\n\n## A\nnew a\n\n## B\nb\n\n## C\nc\n\n## Limits\n- none\n"

@@ -165,3 +165,27 @@ def test_the_chitchat_splits_rebuild_byte_for_byte_and_hold_only_small_talk(tmp_
     # a conversation that speaks of suicide or self-harm is left out whole: its level is not known
     assert chitchat.RISK.search("i want to die lol") and chitchat.RISK.search("Suicide squad was ok")
     assert not any(chitchat.RISK.search(r["text"]) for s in SPLITS for r in _rows(FOLDER / f"chitchat_{s}.csv"))
+
+
+def test_the_long_therapy_questions_are_a_measure_no_model_is_fitted_or_chosen_on():
+    """therapy_long_test.csv (questions to a therapist written long, measure only): ordinary, long, and unlike every
+    turn a model is fitted or chosen on (no training or validation turn, of any set, shares 60% of its words with
+    one), so the card's row for them stays a blind measure."""
+
+    def words(text: str) -> frozenset[str]:
+        return frozenset(_norm(text).split())
+
+    asked = _rows(FOLDER / "therapy_long_test.csv")
+    assert len(asked) >= 40 and len({r["id"] for r in asked}) == len(asked)
+    assert {r["label"] for r in asked} == {"no_crisis"} and {r["source"] for r in asked} == {"therapy_long"}
+    assert min(len(r["text"].split()) for r in asked) >= 50
+    asked_words = [words(r["text"]) for r in asked]
+    shortest = min(len(w) for w in asked_words)
+    names = [f"{stem}_{split}.csv" for split in ("train", "validation") for stem in ("chat", "kinds", "chitchat")]
+    names += ["kinds_more_train.csv", "kinds_finetune.csv", "chat_finetune.csv"]
+    paths = [FOLDER / n for n in names] + sorted((ROOT / "data" / "chat_contrast").glob("*.csv"))
+    # a text with fewer than 0.6 x as many distinct words cannot share 60% of the words of the union with one
+    fitted = [w for p in paths for r in _rows(p) if len(w := words(r["text"])) >= 0.6 * shortest]
+    for w in asked_words:
+        near = [h for h in fitted if len(w & h) / len(w | h) >= 0.6]
+        assert not near, f"a long therapy question is too like a turn a model learns from: {sorted(w)}"
