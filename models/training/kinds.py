@@ -171,8 +171,8 @@ def card_section(m: dict[str, Any], warning_below: float, trained_on_kinds: bool
         asked = {w: long_therapy["by"][w]["source"][THERAPY_LONG] for w in who}
         cells = [_pct(asked[w]["flagged"], asked[w]["ordinary"]) for w in who]
         lines.append(f"| **questions to a therapist, written long** (`{THERAPY_LONG_TEST.name}`, not in the rows "
-                     f"above: one turn each, 54 to 86 words, as the hidden set's were said to be; no model is fitted "
-                     f"or chosen on them) | {asked['model']['ordinary']} | " + " | ".join(cells) + " |")
+                     f"above: one turn each, 50 words or more, as the hidden set's were said to be; no model is "
+                     f"fitted or chosen on them) | {asked['model']['ordinary']} | " + " | ".join(cells) + " |")
     lines += ["", "The kinds were written by the team for issue 31 (`data/chat_form/team_kinds.csv`), a few per "
               "split: a kind's row here rests on 6 to 30 conversations. The hidden chat-form set is the measure that "
               "counts.", ""]

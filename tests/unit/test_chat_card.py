@@ -46,7 +46,7 @@ def test_a_head_is_fitted_again_with_the_options_its_model_was_fitted_with():
 
 def test_the_kinds_section_gives_small_talk_and_long_therapy_questions_rows_of_their_own():
     from models.training.chat_data import CHITCHAT
-    from models.training.kinds import SCORER, card_section
+    from models.training.kinds import SCORER, THERAPY_LONG, card_section
 
     def entry(kind: dict[str, int], source: dict[str, dict[str, int]], caught: int, flagged: int) -> dict:
         crisis, ordinary = kind["crisis"], kind["ordinary"]
@@ -64,8 +64,6 @@ def test_the_kinds_section_gives_small_talk_and_long_therapy_questions_rows_of_t
     assert "| **small talk between people** (`chitchat_test.csv`" in with_row and "| 600 | 5% (30/600) |" in with_row
     assert "fitted on its training split" in with_row
     assert "small talk" not in card_section(m, 0.95, True)
-    from models.training.kinds import THERAPY_LONG
-
     asked = {"crisis": 0, "caught": 0, "ordinary": 48, "flagged": 4}
     long_therapy = {"by": {w: entry(asked, {THERAPY_LONG: asked}, 0, 4) for w in ("model", SCORER)}}
     with_both = card_section(m, 0.95, True, chitchat, True, long_therapy)
