@@ -3,6 +3,10 @@ between people, from the Chit-Chat Challenge corpus of BYU's PCC lab (PyPI `chit
 
     python data/chat_form/chitchat.py
 
+and chitchat_finetune.csv: a seeded sample of their distinct training and validation turns (5,000 and 1,000) as
+rows for fine-tuning the encoder (`vigil train --extra-train`, as chat_finetune.csv; the chat candidate's encoder,
+models/artifacts/chat_candidate, was fine-tuned with it).
+
 The chat-form set's ordinary turns are comments, post sentences and dialogue contexts: none is a conversation two
 people had, turn after turn, with its greetings, small talk, "brb" and farewells. On 2,000 of these conversations the
 models of 2026-12-05 flagged 19-24% (about 4% of the turns, most of them alone: "ur rit", "I'll be right back",
@@ -24,7 +28,9 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
 # the chat-form set's rows and file format (build.py, beside this file)
-from build import Writer  # noqa: E402
+import random  # noqa: E402
+
+from build import Writer, finetune_row, write_finetune  # noqa: E402
 
 from models.backup import TRAINING_DATA_FILES, BackupScorer  # noqa: E402
 
@@ -90,11 +96,31 @@ def build() -> tuple[dict[str, Writer], int]:
     return writers, left_out
 
 
+# Distinct turns of each split in chitchat_finetune.csv, drawn in this order from one generator of this seed.
+FINETUNE = {"train": 5000, "validation": 1000}
+FINETUNE_SEED = 7
+
+
+def finetune_rows(writers: dict[str, Writer]) -> list[dict[str, str]]:
+    """Rows for fine-tuning the encoder (`id,text,label,class,split`, class `chat_chitchat`): a seeded sample of
+    each split's distinct turns, in id order."""
+    rng = random.Random(FINETUNE_SEED)
+    out: list[dict[str, str]] = []
+    for split, size in FINETUNE.items():
+        first: dict[str, dict[str, str]] = {}
+        for r in writers[split].rows:
+            first.setdefault(r["text"], r)  # a text's first turn
+        distinct = list(first.values())
+        out += [finetune_row(r, split) for r in sorted(rng.sample(distinct, size), key=lambda r: r["id"])]
+    return out
+
+
 def main(out: Path = HERE) -> int:
     writers, left_out = build()
     for split, w in writers.items():
         w.write(out / f"chitchat_{split}.csv")
         print(f"chitchat {split}: {len(w.rows)} turns, {w.n} conversations")
+    write_finetune(out / "chitchat_finetune.csv", finetune_rows(writers))
     print(f"left out for a word of suicide or self-harm: {left_out} conversations")
     return 0
 

@@ -157,6 +157,8 @@ def test_the_chitchat_splits_rebuild_byte_for_byte_and_hold_only_small_talk(tmp_
         assert min(turns.values()) >= 2  # conversations, not lone comments
         for conversation in turns:
             assert seen.setdefault(conversation, split) == split  # a conversation sits in one split
+    # the encoder's fine-tuning sample of the splits (the chat candidate's)
+    assert (tmp_path / "chitchat_finetune.csv").read_bytes() == (FOLDER / "chitchat_finetune.csv").read_bytes()
     sys.path.insert(0, str(FOLDER))
     try:
         import chitchat
