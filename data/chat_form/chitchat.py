@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import random
 import re
 import sys
 from pathlib import Path
@@ -28,8 +29,6 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
 # the chat-form set's rows and file format (build.py, beside this file)
-import random  # noqa: E402
-
 from build import Writer, finetune_row, write_finetune  # noqa: E402
 
 from models.backup import TRAINING_DATA_FILES, BackupScorer  # noqa: E402
