@@ -110,6 +110,13 @@ def _scorer_line(m: dict[str, Any]) -> list[str]:
             f"conversations flagged {flag['value']:.1%} [{flag['lower']:.1%}, {flag['upper']:.1%}]."]
 
 
+def _apart_row(label: str, apart: dict[str, Any], source: str, who: list[str]) -> str:
+    """The per-source table's row of an all-ordinary set measured apart (`measure` on it, its rows' `source`)."""
+    counts = {w: apart["by"][w]["source"][source] for w in who}
+    cells = [_pct(counts[w]["flagged"], counts[w]["ordinary"]) for w in who]
+    return f"| {label} | {counts['model']['ordinary']} | " + " | ".join(cells) + " |"
+
+
 def card_section(m: dict[str, Any], warning_below: float, trained_on_kinds: bool = False,
                  chitchat: dict[str, Any] | None = None, trained_on_chitchat: bool = False,
                  long_therapy: dict[str, Any] | None = None) -> str:
@@ -162,17 +169,13 @@ def card_section(m: dict[str, Any], warning_below: float, trained_on_kinds: bool
             cells = [_pct(m["by"][w]["source"][source]["flagged"], v["ordinary"]) for w in who]
             lines.append(f"| {source} | {v['ordinary']} | " + " | ".join(cells) + " |")
     if chitchat is not None:
-        small = {w: chitchat["by"][w]["source"][CHITCHAT] for w in who}
-        cells = [_pct(small[w]["flagged"], small[w]["ordinary"]) for w in who]
-        lines.append(f"| **small talk between people** (`chitchat_test.csv`, not in the rows above"
-                     f"{'; fitted on its training split' if trained_on_chitchat else '; never trained on'}) | "
-                     f"{small['model']['ordinary']} | " + " | ".join(cells) + " |")
+        lines.append(_apart_row("**small talk between people** (`chitchat_test.csv`, not in the rows above"
+                                f"{'; fitted on its training split' if trained_on_chitchat else '; never trained on'})",
+                                chitchat, CHITCHAT, who))
     if long_therapy is not None:
-        asked = {w: long_therapy["by"][w]["source"][THERAPY_LONG] for w in who}
-        cells = [_pct(asked[w]["flagged"], asked[w]["ordinary"]) for w in who]
-        lines.append(f"| **questions to a therapist, written long** (`{THERAPY_LONG_TEST.name}`, not in the rows "
-                     f"above: one turn each, 50 words or more, as the hidden set's were said to be; no model is "
-                     f"fitted or chosen on them) | {asked['model']['ordinary']} | " + " | ".join(cells) + " |")
+        lines.append(_apart_row(f"**questions to a therapist, written long** (`{THERAPY_LONG_TEST.name}`, not in the "
+                                "rows above: one turn each, 50 words or more, as the hidden set's were said to be; no "
+                                "model is fitted or chosen on them)", long_therapy, THERAPY_LONG, who))
     lines += ["", "The kinds were written by the team for issue 31 (`data/chat_form/team_kinds.csv`), a few per "
               "split: a kind's row here rests on 6 to 30 conversations. The hidden chat-form set is the measure that "
               "counts.", ""]
@@ -216,6 +219,15 @@ def warning_line() -> float:
     return float(tomllib.loads(THRESHOLDS_FILE.read_text(encoding="utf-8"))[RECALL_RULE]["warning_below"])
 
 
+def _measure_apart(clf: CrisisClassifier, path: Path, source: str) -> dict[str, Any] | None:
+    """`measure` on an all-ordinary set kept apart from the test split, every row of kind `source` (None where the
+    file is not there)."""
+    if not path.is_file():
+        return None
+    rows = load_chat(path)
+    return measure(clf, rows, np.full(len(rows), source))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--card", type=Path, required=True, help="the model directory whose card gets the section")
@@ -224,10 +236,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     clf = CrisisClassifier.load(args.card)
     m = measure(clf, rows, kinds)
     chat_config = clf.info.extra.get("chat_config", {})
-    small_talk = load_chat(CHITCHAT_TEST) if CHITCHAT_TEST.is_file() else None
-    chitchat = None if small_talk is None else measure(clf, small_talk, np.full(len(small_talk), CHITCHAT))
-    asked = load_chat(THERAPY_LONG_TEST) if THERAPY_LONG_TEST.is_file() else None
-    long_therapy = None if asked is None else measure(clf, asked, np.full(len(asked), THERAPY_LONG))
+    chitchat = _measure_apart(clf, CHITCHAT_TEST, CHITCHAT)
+    long_therapy = _measure_apart(clf, THERAPY_LONG_TEST, THERAPY_LONG)
     write_card_section(args.card, card_section(m, warning_line(), bool(chat_config.get("kinds")), chitchat,
                                                bool(chat_config.get("chitchat")), long_therapy), SECTION)
     model = m["by"]["model"]

@@ -25,6 +25,11 @@ REGRESSION = ROOT / "tests" / "data" / "chat_regression.csv"
 DEMO = ROOT / "demo" / "data" / "conversations.json"
 
 
+def words(text: str) -> frozenset[str]:
+    """A turn's distinct normalised words (how near two turns are: the share of words they have in common)."""
+    return frozenset(_norm(text).split())
+
+
 @pytest.fixture(scope="module")
 def splits() -> dict[str, list[dict[str, str]]]:
     return {s: _rows(FOLDER / f"chat_{s}.csv") for s in SPLITS}
@@ -71,9 +76,6 @@ def test_the_added_kinds_turns_are_for_training_only_and_unlike_every_held_out_t
     """kinds_more_train.csv (team_kinds_more.csv, written after the kinds set): no turn in it, or in the encoder's
     fine-tuning rows of the kinds, is a validation or test turn of the kinds or chat splits, or shares most of its
     words with one (the added turns were checked against the held-out team turns by word overlap when written)."""
-
-    def words(text: str) -> frozenset[str]:
-        return frozenset(_norm(text).split())
 
     held_out = [words(r["text"]) for split in ("validation", "test")
                 for name in (f"kinds_{split}.csv", f"chat_{split}.csv") for r in _rows(FOLDER / name)
@@ -173,9 +175,6 @@ def test_the_long_therapy_questions_are_a_measure_no_model_is_fitted_or_chosen_o
     """therapy_long_test.csv (questions to a therapist written long, measure only): ordinary, long, and unlike every
     turn a model is fitted or chosen on (no training or validation turn, of any set, shares 60% of its words with
     one), so the card's row for them stays a blind measure."""
-
-    def words(text: str) -> frozenset[str]:
-        return frozenset(_norm(text).split())
 
     asked = _rows(FOLDER / "therapy_long_test.csv")
     assert len(asked) >= 40 and len({r["id"] for r in asked}) == len(asked)
