@@ -8,33 +8,66 @@ logit is then the encoder head's plus W times this one's, before calibration, al
 context takes the current turn's letters). Measured on the chat-form validation conversations, the sum ranks crises
 above ordinary conversations better than either alone (the model card's "Character n-grams").
 
-Features: the normalised text's character n-grams within word boundaries (scikit-learn's `HashingVectorizer`,
-`char_wb`, lower-cased), hashed into `features` buckets; sublinear term frequency (1 + ln count) times the inverse
-document frequency of the training turns, L2-normalised. Each text is summed alone, in one fixed order, so a text
-scores the same in any batch (a replay reproduces it bit for bit).
+Features: the normalised text's character n-grams within word boundaries, lower-cased, each hashed into one of
+`features` buckets: exactly scikit-learn's `HashingVectorizer(analyzer="char_wb", alternate_sign=False)` (a test
+holds the two bucket for bucket), read here with `mmh3` and numpy so that a scorer loads neither scikit-learn nor
+scipy (about 110 MB resident, and a third of the head's time: bench/RESULTS.md); sublinear term frequency
+(1 + ln count) times the inverse document frequency of the training turns, L2-normalised. Each text is summed
+alone, in one fixed order, so a text scores the same in any batch (a replay reproduces it bit for bit). A word's
+n-grams never reach past it, so a word's buckets are its own whatever surrounds it, and are kept for the words
+seen most recently (`WORD_CACHE`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
+import mmh3
 import numpy as np
 
 from models.errors import ModelError
 from models.normalise import normalise
 
-__all__ = ["CharHead", "CHAR_HEAD_PREFIX", "NGRAM"]
+__all__ = ["CharHead", "CHAR_HEAD_PREFIX", "NGRAM", "WORD_CACHE", "word_ngrams", "buckets"]
 
 CHAR_HEAD_PREFIX = "char_head."
 NGRAM = (2, 5)  # the n-gram lengths a head reads, unless its vigil_model.json says otherwise
+WORD_CACHE = 16384  # words whose buckets are kept (a word's n-grams are its own: see the module's words)
+_INT32_MIN = -(2**31)
 
 
-def _vectorizer(ngram: tuple[int, int], features: int) -> Any:
-    from sklearn.feature_extraction.text import HashingVectorizer
+def word_ngrams(word: str, ngram: tuple[int, int]) -> list[str]:
+    """A word's character n-grams as `char_wb` reads them: the word between two spaces, each length from ngram[0] to
+    ngram[1] at each offset; a word shorter than a length is counted once, whole, and no longer lengths are read."""
+    w = f" {word} "
+    out: list[str] = []
+    for n in range(ngram[0], ngram[1] + 1):
+        out += [w[i:i + n] for i in range(max(1, len(w) - n + 1))]
+        if len(w) <= n:
+            break
+    return out
 
-    return HashingVectorizer(analyzer="char_wb", ngram_range=ngram, n_features=features, alternate_sign=False,
-                             norm=None, lowercase=True, dtype=np.float64)
+
+def _bucket(gram: str, features: int) -> int:
+    """Where scikit-learn's `FeatureHasher` puts a string: |MurmurHash3 x86 32-bit of its UTF-8, seed 0| mod
+    `features` (the one hash with no absolute value in 32 bits, -2**31, where the two's-complement wrap leaves it)."""
+    h = mmh3.hash(gram, 0, True)
+    return (2**31 - features) % features if h == _INT32_MIN else abs(h) % features
+
+
+@lru_cache(maxsize=WORD_CACHE)
+def _word_buckets(word: str, ngram: tuple[int, int], features: int) -> tuple[int, ...]:
+    return tuple(_bucket(g, features) for g in word_ngrams(word, ngram))
+
+
+def buckets(text: str, ngram: tuple[int, int], features: int) -> np.ndarray:
+    """The bucket of each of a text's character n-grams, lower-cased, word by word (int64, in reading order)."""
+    out: list[int] = []
+    for word in text.lower().split():
+        out += _word_buckets(word, ngram, features)
+    return np.asarray(out, dtype=np.int64)
 
 
 class CharHead:
@@ -49,41 +82,48 @@ class CharHead:
         self.intercept = float(intercept)
         self.weight = float(weight)
         self.ngram = (int(ngram[0]), int(ngram[1]))
-        self._vectorizer = _vectorizer(self.ngram, self.features)  # stateless: built once, not per call
 
     @property
     def features(self) -> int:
         """How many hash buckets."""
         return int(self.idf.size)
 
-    def counts(self, texts: Sequence[str]) -> Any:
-        """The hashed character n-gram counts of the normalised texts (CSR, one row per text, indices sorted)."""
-        x = self._vectorizer.transform([normalise(t) for t in texts]).tocsr()
-        x.sum_duplicates()
-        return x
+    def row(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """A text's non-empty buckets (sorted) and their counts (float64)."""
+        found, count = np.unique(buckets(normalise(text), self.ngram, self.features), return_counts=True)
+        return found, count.astype(np.float64)
 
-    def features_of(self, texts: Sequence[str]) -> Any:
-        """The rows a linear model is fitted on: sublinear tf-idf, L2-normalised (CSR)."""
-        return self.weigh(self.counts(texts))
+    def counts(self, texts: Sequence[str]) -> Any:
+        """The hashed character n-gram counts of the normalised texts (scipy CSR, one row per text, indices sorted):
+        what a linear model is fitted on. Training only: a scorer reads `raw`, which needs no scipy."""
+        from scipy.sparse import csr_matrix
+
+        rows = [self.row(t) for t in texts]
+        indptr = np.cumsum([0] + [found.size for found, _ in rows])
+        indices = np.concatenate([found for found, _ in rows]) if rows else np.zeros(0, dtype=np.int64)
+        data = np.concatenate([count for _, count in rows]) if rows else np.zeros(0)
+        return csr_matrix((data, indices, indptr), shape=(len(texts), self.features))
+
+    def _weights(self, found: np.ndarray, count: np.ndarray) -> np.ndarray:
+        """One row's sublinear tf-idf, L2-normalised (the row's buckets `found`, sorted)."""
+        data = (1.0 + np.log(count)) * self.idf[found]
+        norm = float(np.sqrt(np.dot(data, data)))
+        return data / norm if norm > 0 else data
 
     def weigh(self, counts: Any) -> Any:
         """`counts` (as `counts` gives them) as sublinear tf-idf rows, L2-normalised; `counts` is left as it was."""
         x = counts.copy()
-        x.data = (1.0 + np.log(x.data)) * self.idf[x.indices]
         for i in range(x.shape[0]):
             row = slice(x.indptr[i], x.indptr[i + 1])
-            norm = float(np.sqrt(np.dot(x.data[row], x.data[row])))
-            if norm > 0:
-                x.data[row] /= norm
+            x.data[row] = self._weights(x.indices[row], x.data[row])
         return x
 
     def raw(self, texts: Sequence[str]) -> np.ndarray:
         """The linear model's own log-odds, one per text (weight not applied)."""
-        x = self.features_of(texts)
         out = np.full(len(texts), self.intercept)
-        for i in range(len(texts)):
-            row = slice(x.indptr[i], x.indptr[i + 1])
-            out[i] += float(np.dot(x.data[row], self.coef[x.indices[row]]))
+        for i, text in enumerate(texts):
+            found, count = self.row(text)
+            out[i] += float(np.dot(self._weights(found, count), self.coef[found]))
         return out
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:

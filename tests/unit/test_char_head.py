@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.char_head import CharHead
+from models.char_head import CharHead, buckets
 from models.errors import ModelError
 from models.training.chat_train import fit_char_head
 from models.training.train_config import ChatTrainConfig
@@ -52,6 +52,56 @@ def test_the_head_is_served_as_it_was_fitted(head):
     texts = ["sui thoughts are back", "the suite at the hotel was nice"]
     assert stored.raw(texts).tolist() == head.raw(texts).tolist()
     assert stored.spec() == head.spec()
+
+
+# Texts whose n-grams a reimplementation could get wrong: words shorter than the shortest n-gram and than the
+# longest, runs of every kind of white space, letters whose lower case is longer (İ) or not ASCII, emoji (four UTF-8
+# bytes), combining marks, digits and punctuation, a long word.
+HASHED = ["", " ", "a", "I", "ab", "abc", "abcd", "abcde", "a b c d e", "İstanbul DİYARBAKIR",
+          "  two\t\tspaces\n\nhere ",
+          "sui ideation is back", "kms 😭😭 lol", "naïve café déjà vu", "e\u0301 combining", "x\u2003y\u00a0z\x1c w",
+          "Ｉ ｗａｎｔ", "12 story building!!!", "supercalifragilisticexpialidocious", "Ω ω ß ẞ ǅ"]
+
+
+@pytest.mark.parametrize("features", [2 ** 12, 2 ** 18, 1000])
+def test_the_buckets_are_scikit_learns_bucket_for_bucket(features):
+    """The head is fitted and served on one reading of the letters, and that reading is scikit-learn's
+    `HashingVectorizer(analyzer="char_wb")` (which the head used before; scikit-learn reads them here only to
+    compare, a scorer never loads it): the same counts in the same buckets, for every text, random ones too."""
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    rng = np.random.default_rng(5)
+    alphabet = list("abcdefghij kKé ß😭İ\t\n.!") + ["ǅ", "\u0301", "\u200b", "\u3000"]
+    texts = HASHED + ["".join(rng.choice(alphabet, size=int(rng.integers(0, 40)))) for _ in range(300)]
+    hasher = HashingVectorizer(analyzer="char_wb", ngram_range=(2, 5), n_features=features, alternate_sign=False,
+                               norm=None, lowercase=True, dtype=np.float64)
+    reference = hasher.transform(texts).tocsr()
+    reference.sum_duplicates()
+    for i, text in enumerate(texts):
+        found, count = np.unique(buckets(text, (2, 5), features), return_counts=True)
+        row = slice(reference.indptr[i], reference.indptr[i + 1])
+        assert found.tolist() == reference.indices[row].tolist(), repr(text)
+        assert count.tolist() == reference.data[row].tolist(), repr(text)
+
+
+def test_a_scorer_reads_the_letters_without_scikit_learn_or_scipy(head, tmp_path):
+    """Serving the head loads neither (about 110 MB resident, bench/RESULTS.md): checked in a fresh interpreter."""
+    import json
+    import subprocess
+    import sys
+
+    np.savez(tmp_path / "head.npz", **head.tensors())
+    (tmp_path / "spec.json").write_text(json.dumps(head.spec()))
+    script = (
+        "import json, sys, numpy as np\n"
+        "from models.char_head import CharHead\n"
+        f"arrays = dict(np.load({str(tmp_path / 'head.npz')!r}))\n"
+        f"spec = json.load(open({str(tmp_path / 'spec.json')!r}))\n"
+        "print(json.dumps(CharHead.stored(arrays, spec).raw(['sui thoughts are back']).tolist()))\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy'))))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert json.loads(out[0]) == head.raw(["sui thoughts are back"]).tolist()
+    assert json.loads(out[1]) == []
 
 
 def test_a_stored_head_that_does_not_match_its_declaration_is_refused(head):
