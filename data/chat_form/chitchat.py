@@ -4,8 +4,8 @@ between people, from the Chit-Chat Challenge corpus of BYU's PCC lab (PyPI `chit
     python data/chat_form/chitchat.py
 
 and chitchat_finetune.csv: a seeded sample of their distinct training and validation turns (5,000 and 1,000) as
-rows for fine-tuning the encoder (`vigil train --extra-train`, as chat_finetune.csv; the chat candidate's encoder,
-models/artifacts/chat_candidate, was fine-tuned with it).
+rows for fine-tuning the encoder (`vigil train --extra-train`, as chat_finetune.csv; the shipped model's encoder,
+models/artifacts/default since 2026-12-06, was fine-tuned with it).
 
 The chat-form set's ordinary turns are comments, post sentences and dialogue contexts: none is a conversation two
 people had, turn after turn, with its greetings, small talk, "brb" and farewells. On 2,000 of these conversations the

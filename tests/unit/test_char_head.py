@@ -135,6 +135,7 @@ def test_a_model_with_letters_scores_turns_alone_and_in_context_as_the_bulk_path
     from models.training.chat_data import load_chat, turn_scores
 
     plain = CrisisClassifier.load(cache_dir=model_cache)
+    plain.char_head = None  # the shipped model's encoder and head without letters
     clf = CrisisClassifier.load(cache_dir=model_cache)
     clf.char_head = head
     path = tmp_path / "conv.csv"

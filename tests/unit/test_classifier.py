@@ -101,10 +101,18 @@ def test_the_shipped_model_decides_posts_by_the_flag_rule_and_its_card_names_its
     # the posts head decides and the chat head ranks: a window the posts head flags is at the threshold exactly
     assert clf.head is not None and clf.head.posts_flag is not None and SHIPPED["chat_head"]["posts_squash"] == 2.0
     assert clf.info.calibration([clf.head.posts_flag[0]])[0] == pytest.approx(clf.threshold)
-    # fitted on the kinds and on small talk between people, at 0.98 of the validation crises; the card's recipe says so
+    # fitted on the kinds and on small talk between people, at 0.99 of the validation crises (the highest target at
+    # which at most 8% of validation's ordinary conversations are flagged); the card's recipe says so
     card = (DEFAULT_MODEL_DIR / "MODEL_CARD.md").read_text()
-    assert SHIPPED["chat_config"]["chitchat"] and SHIPPED["chat_config"]["chat_recall"] == 0.98
-    assert "--chat-kinds --chat-chitchat --chat-recall 0.98" in card and "recalibrated" not in SHIPPED
+    assert SHIPPED["chat_config"]["chitchat"] and SHIPPED["chat_config"]["chat_recall"] == 0.99
+    assert "--chat-kinds --chat-chitchat --chat-recall 0.99" in card and "recalibrated" not in SHIPPED
+    # its encoder was fine-tuned on small talk too, from files the repository holds (the recipe can be run again)
+    root = Path(__file__).resolve().parents[2]
+    extra = SHIPPED["init_from"]["config"]["extra_train"]
+    assert "data/chat_form/chitchat_finetune.csv" in extra and all((root / f).is_file() for f in extra)
+    # and its chat head holds the letters (models/char_head.py) at the weight its config names; the card says so
+    assert clf.char_head is not None and SHIPPED["char_head"]["weight"] == SHIPPED["chat_config"]["char_weight"] > 0
+    assert "--chat-char 0.7" in card
     # its chat head is the average of three (`--chat-heads 3`), served as one three times as wide
     assert SHIPPED["chat_config"]["heads"] == 3 and "--chat-heads 3" in card
     assert SHIPPED["chat_head"]["hidden"] == 3 * SHIPPED["chat_config"]["hidden"] == clf.head.layers[0][0].shape[0]
@@ -131,7 +139,8 @@ def test_scores_are_probabilities_and_the_threshold_is_honoured(clf):
     texts = CRISIS + BENIGN
     probs = clf.predict(texts)
     assert probs.shape == (len(texts),) and np.all((probs >= 0) & (probs <= 1))
-    override = CrisisClassifier(clf._tok, clf.backend, clf.info, threshold=0.999, head=clf.head)
+    override = CrisisClassifier(clf._tok, clf.backend, clf.info, threshold=0.999, head=clf.head,
+                                char_head=clf.char_head)
     assert override.threshold == 0.999
     assert np.array_equal(override.predict(texts), probs)  # the threshold changes decisions, not scores
 
@@ -210,33 +219,44 @@ def test_model_eval_reproduces_the_cards_posts_test_numbers(capsys, model_cache,
 
 
 def test_model_eval_reproduces_the_cards_chat_row(capsys, model_cache, monkeypatch):
+    """`vigil model eval` gives the card's chat-form test row: exactly in fp32 (torch), which reads the same on every
+    x86 CPU; on the served int8 graph within what two CPUs differ by. The int8 graph is exported and run on the
+    machine that serves it, and onnxruntime picks its int8 kernels by instruction set: between the machine the card
+    was measured on and an AVX2-only AMD EPYC, 13 of the 3,055 conversations moved for the shipped model and 6 for
+    the one before it, and no crisis conversation (bench/RESULTS.md, "The same models on another CPU")."""
     import hashlib
 
     from vigil.cli import main
 
-    card = CARD["chat_test"]
     assert SHIPPED["chat_data"]["test"]["sha256"] == hashlib.sha256(CHAT_TEST.read_bytes()).hexdigest()
     monkeypatch.setenv("VIGIL_CACHE_DIR", str(model_cache))
-    assert main(["model", "eval", "--data", str(CHAT_TEST), "--group-column", "conversation", "--by-column",
-                 "source", "--json"]) == 0
-    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert got["backend"] == SERVED
-    assert (got["n"], got["n_crisis"], got["tp"], got["fp"]) == (card["n"], card["n_crisis"], card["tp"], card["fp"])
-    assert got["flag_rate"] == pytest.approx(card["flag_rate"]) and got["flag_rate"] <= 0.10
-    for source, row in card["by_source"].items():
-        assert got["by"][source]["flag_rate"] == pytest.approx(row["flag_rate"]), source
+    for backend in dict.fromkeys(["torch", SERVED]):
+        card = SHIPPED["metrics"][backend]["chat_test"]
+        assert main(["model", "eval", "--data", str(CHAT_TEST), "--group-column", "conversation", "--by-column",
+                     "source", "--backend", backend, "--json"]) == 0
+        got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert got["backend"] == backend and (got["n"], got["n_crisis"]) == (card["n"], card["n_crisis"])
+        assert got["flag_rate"] <= 0.10
+        if backend == "torch":
+            assert (got["tp"], got["fp"]) == (card["tp"], card["fp"])
+            assert got["flag_rate"] == pytest.approx(card["flag_rate"])
+            for source, row in card["by_source"].items():
+                assert got["by"][source]["flag_rate"] == pytest.approx(row["flag_rate"]), source
+        else:
+            assert abs(got["tp"] - card["tp"]) <= 1 and abs(got["fp"] - card["fp"]) <= 0.01 * card["n"]
 
 
 def test_model_eval_with_phrases_flags_as_the_scorer_does(model_cache, monkeypatch, capsys, tmp_path):
     """Issue 31: `vigil model eval --phrases` counts a turn holding an explicit phrase the model scores below its
-    threshold, as the scorer flags it (the cards' column `scorer (model + phrases)`)."""
+    threshold, as the scorer flags it (the cards' column `scorer (model + phrases)`): here a statement in Spanish
+    after an English greeting, which the English model scores near zero (under a hundredth of its threshold) and the
+    lexicon's Spanish strong phrases hold."""
     from vigil.cli import main
 
     data = tmp_path / "chat.csv"
     data.write_text("id,text,label,conversation,turn\n"
                     "a0,hey,no_crisis,a,0\n"
-                    "a1,\"I think it might just be because I'm terrified of failing at that too, if I end up shooting "
-                    "myself in the head and surviving it'd be horrible.\",crisis,a,1\n"
+                    "a1,quiero matarme esta noche,crisis,a,1\n"
                     "b0,who's cutting onions?!,no_crisis,b,0\n")
     monkeypatch.setenv("VIGIL_CACHE_DIR", str(model_cache))
     got = {}

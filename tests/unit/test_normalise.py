@@ -82,7 +82,8 @@ def test_obfuscated_crisis_scores_within_005_of_its_plain_form_and_ordinary_text
     # the plain forms themselves are crises the model flags (else the table would prove nothing)
     assert (want >= clf.threshold).mean() >= 0.9
     # The ordinary ones stay unflagged, obfuscated or not, but for the shipped model's known false positives (its
-    # vigil_model.json: a bare "see you tomorrow" is one), which an obfuscation must neither hide nor cause.
+    # vigil_model.json: a bare "see you tomorrow" was one of the model before this), which an obfuscation must
+    # neither hide nor cause.
     read = [normalise(t) for t in ORDINARY]
     np.testing.assert_allclose(clf.predict(ORDINARY), clf.predict(read), rtol=0, atol=0.05)
     known = set(json.loads((DEFAULT_MODEL_DIR / ARTIFACT_FILE).read_text()).get("known_false_positives", []))
