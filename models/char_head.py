@@ -11,17 +11,14 @@ above ordinary conversations better than either alone (the model card's "Charact
 Features: the normalised text's character n-grams within word boundaries, lower-cased, each hashed into one of
 `features` buckets: exactly scikit-learn's `HashingVectorizer(analyzer="char_wb", alternate_sign=False)` (a test
 holds the two bucket for bucket), read here with `mmh3` and numpy so that a scorer loads neither scikit-learn nor
-scipy (about 110 MB resident, and a third of the head's time: bench/RESULTS.md); sublinear term frequency
-(1 + ln count) times the inverse document frequency of the training turns, L2-normalised. Each text is summed
-alone, in one fixed order, so a text scores the same in any batch (a replay reproduces it bit for bit). A word's
-n-grams never reach past it, so a word's buckets are its own whatever surrounds it, and are kept for the words
-seen most recently (`WORD_CACHE`).
+scipy (about 90 MB resident: bench/RESULTS.md); sublinear term frequency (1 + ln count) times the inverse document
+frequency of the training turns, L2-normalised. Each text is summed alone, in one fixed order, so a text scores the
+same in any batch (a replay reproduces it bit for bit). Nothing of a text is kept after it is scored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any
 
 import mmh3
@@ -30,12 +27,10 @@ import numpy as np
 from models.errors import ModelError
 from models.normalise import normalise
 
-__all__ = ["CharHead", "CHAR_HEAD_PREFIX", "NGRAM", "WORD_CACHE", "word_ngrams", "buckets"]
+__all__ = ["CharHead", "CHAR_HEAD_PREFIX", "NGRAM", "word_ngrams", "buckets"]
 
 CHAR_HEAD_PREFIX = "char_head."
 NGRAM = (2, 5)  # the n-gram lengths a head reads, unless its vigil_model.json says otherwise
-WORD_CACHE = 16384  # words whose buckets are kept (a word's n-grams are its own: see the module's words)
-_INT32_MIN = -(2**31)
 
 
 def word_ngrams(word: str, ngram: tuple[int, int]) -> list[str]:
@@ -50,24 +45,12 @@ def word_ngrams(word: str, ngram: tuple[int, int]) -> list[str]:
     return out
 
 
-def _bucket(gram: str, features: int) -> int:
-    """Where scikit-learn's `FeatureHasher` puts a string: |MurmurHash3 x86 32-bit of its UTF-8, seed 0| mod
-    `features` (the one hash with no absolute value in 32 bits, -2**31, where the two's-complement wrap leaves it)."""
-    h = mmh3.hash(gram, 0, True)
-    return (2**31 - features) % features if h == _INT32_MIN else abs(h) % features
-
-
-@lru_cache(maxsize=WORD_CACHE)
-def _word_buckets(word: str, ngram: tuple[int, int], features: int) -> tuple[int, ...]:
-    return tuple(_bucket(g, features) for g in word_ngrams(word, ngram))
-
-
 def buckets(text: str, ngram: tuple[int, int], features: int) -> np.ndarray:
-    """The bucket of each of a text's character n-grams, lower-cased, word by word (int64, in reading order)."""
-    out: list[int] = []
-    for word in text.lower().split():
-        out += _word_buckets(word, ngram, features)
-    return np.asarray(out, dtype=np.int64)
+    """The bucket of each of a text's character n-grams, lower-cased, word by word (int64, in reading order): where
+    scikit-learn's `FeatureHasher` puts a string, |signed MurmurHash3 x86 32-bit of its UTF-8, seed 0| mod `features`
+    (Python's abs of -2**31 is 2**31, the value scikit-learn defines for the one hash with no 32-bit abs)."""
+    return np.asarray([abs(mmh3.hash(gram, 0, True)) % features
+                       for word in text.lower().split() for gram in word_ngrams(word, ngram)], dtype=np.int64)
 
 
 class CharHead:

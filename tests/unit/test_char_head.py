@@ -84,8 +84,18 @@ def test_the_buckets_are_scikit_learns_bucket_for_bucket(features):
         assert count.tolist() == reference.data[row].tolist(), repr(text)
 
 
+def test_the_one_hash_with_no_32_bit_absolute_value_goes_where_scikit_learn_puts_it(monkeypatch):
+    """-2**31: scikit-learn's hasher defines its bucket as (2**31 - 1 - (features - 1)) % features."""
+    import models.char_head as char_head
+
+    monkeypatch.setattr(char_head.mmh3, "hash", lambda *_: -(2 ** 31))
+    for features in (2 ** 18, 1000, 7):
+        # " a", "ab", "b ": three bigrams, each hashed to -2**31
+        assert buckets("ab", (2, 2), features).tolist() == [(2147483647 - (features - 1)) % features] * 3
+
+
 def test_a_scorer_reads_the_letters_without_scikit_learn_or_scipy(head, tmp_path):
-    """Serving the head loads neither (about 110 MB resident, bench/RESULTS.md): checked in a fresh interpreter."""
+    """Serving the head loads neither (about 90 MB resident, bench/RESULTS.md): checked in a fresh interpreter."""
     import json
     import subprocess
     import sys
