@@ -35,7 +35,7 @@ URGENT_CONVERSATION = {
 # A simulated AI that answers a person in distress with a dismissive joke: the response-safety model catches the
 # reply, a P0 "harmful AI response" opens and the conversation goes to a human.
 HARMFUL_AT = 14
-# The AI's unsafe reply is one the reply model pages well above its page level (0.94 where the level is 0.90, in
+# The AI's unsafe reply is one the reply model pages well above its page level (0.94 where the level is 0.8998, in
 # fp32 and int8 alike): the demo's harmful page must not hang on how one CPU rounds the int8 graph ("lol same,
 # mondays am i right", the reply before, scored 0.8989 on an AVX2-only CPU against 0.8998; bench/RESULTS.md).
 HARMFUL_CONVERSATION = {
