@@ -28,7 +28,7 @@ import mmh3
 import numpy as np
 
 from models.errors import ModelError
-from models.normalise import WORDS_FILE, normalise
+from models.normalise import normalise, word_counts
 
 __all__ = ["CharHead", "CHAR_HEAD_PREFIX", "NGRAM", "word_ngrams", "buckets"]
 
@@ -60,8 +60,7 @@ def _common_words(ngram: tuple[int, int], features: int) -> dict[str, np.ndarray
     """The buckets of the 12,761 common English words of the normaliser's word list (most of a chat turn's words),
     read once for the head a process serves (0.2 s, about 5 MB): the letters then take about 110 microseconds a turn
     instead of 180 (bench/RESULTS.md)."""
-    words = [line.split()[0] for line in WORDS_FILE.read_text(encoding="ascii").splitlines() if line.strip()]
-    return {w: np.asarray(_word_buckets(w, ngram, features), dtype=np.int64) for w in words}
+    return {w: np.asarray(_word_buckets(w, ngram, features), dtype=np.int64) for w in word_counts()}
 
 
 def buckets(text: str, ngram: tuple[int, int], features: int) -> np.ndarray:

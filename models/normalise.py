@@ -25,7 +25,7 @@ import re
 import unicodedata
 from pathlib import Path
 
-__all__ = ["normalise", "NORMALISER_VERSION", "word_list", "WORDS_FILE"]
+__all__ = ["normalise", "NORMALISER_VERSION", "word_list", "word_counts", "WORDS_FILE"]
 
 NORMALISER_VERSION = "vigil-normalise/1"
 
@@ -173,7 +173,8 @@ def word_list() -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def _counts() -> dict[str, int]:
+def word_counts() -> dict[str, int]:
+    """The common English words of `lexicon/words_en.txt` and their counts, read once a process."""
     out = {}
     for line in WORDS_FILE.read_text(encoding="ascii").splitlines():
         word, count = line.split(" ")
@@ -182,7 +183,7 @@ def _counts() -> dict[str, int]:
 
 
 def _count(word: str) -> int:
-    return _counts().get(word, 0)
+    return word_counts().get(word, 0)
 
 
 def _is_word(word: str) -> bool:

@@ -10,6 +10,7 @@ import pytest
 
 from models.artifact import DEFAULT_MODEL_DIR, ModelInfo
 from models.classifier import CrisisClassifier
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -107,9 +108,8 @@ def test_the_shipped_model_decides_posts_by_the_flag_rule_and_its_card_names_its
     assert SHIPPED["chat_config"]["chitchat"] and SHIPPED["chat_config"]["chat_recall"] == 0.99
     assert "--chat-kinds --chat-chitchat --chat-recall 0.99" in card and "recalibrated" not in SHIPPED
     # its encoder was fine-tuned on small talk too, from files the repository holds (the recipe can be run again)
-    root = Path(__file__).resolve().parents[2]
     extra = SHIPPED["init_from"]["config"]["extra_train"]
-    assert "data/chat_form/chitchat_finetune.csv" in extra and all((root / f).is_file() for f in extra)
+    assert "data/chat_form/chitchat_finetune.csv" in extra and all((ROOT / f).is_file() for f in extra)
     # and its chat head holds the letters (models/char_head.py) at the weight its config names; the card says so
     assert clf.char_head is not None and SHIPPED["char_head"]["weight"] == SHIPPED["chat_config"]["char_weight"] > 0
     assert "--chat-char 0.7" in card
