@@ -13,9 +13,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["Backend", "TorchBackend", "OnnxBackend", "export_onnx_int8", "available_cpus"]
+__all__ = ["Backend", "TorchBackend", "OnnxBackend", "export_onnx_int8", "unsigned_weights", "available_cpus",
+           "INT8_GRAPH"]
 
 log = logging.getLogger(__name__)
+
+# The name an int8 graph file ends with: "u", its weights are stored unsigned (`unsigned_weights`). A cache written
+# before, with signed weights (`*.int8.onnx`), is never read: its scores depend on the CPU.
+INT8_GRAPH = ".int8u.onnx"
 
 
 def available_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
@@ -130,6 +135,7 @@ def export_onnx_int8(module: object, target: Path) -> Path:
 
     Writes to a temporary file first and renames, so concurrent exporters never leave a torn file.
     """
+    import onnx
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -157,6 +163,49 @@ def export_onnx_int8(module: object, target: Path) -> Path:
             quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True)
         finally:
             root.setLevel(level)
+        graph = onnx.load(str(int8))
+        unsigned_weights(graph)
+        onnx.save(graph, str(int8))
         os.replace(int8, target)
     log.info("exported int8 ONNX model to %s", target)
     return target
+
+
+def unsigned_weights(graph: Any) -> int:
+    """Store the int8 weights of every `MatMulInteger` of an ONNX graph unsigned: w + 128 with zero point + 128, the
+    same integers (w - zero point is unchanged), so the graph computes the same products. Returns how many nodes.
+
+    Why: onnxruntime multiplies unsigned activations by signed weights on a CPU without VNNI (AVX2, AVX-512 without
+    VNNI) with an instruction that adds pairs of products into 16 bits and saturates (`vpmaddubsw`), so the sums it
+    clips differ from a VNNI CPU's exact ones, and a turn's score with them: int8 scores measured on one machine
+    moved a conversation across the threshold on another (bench/RESULTS.md, "Unsigned int8 weights"). Unsigned
+    weights take the unsigned-by-unsigned kernels, which widen to 16 bits before multiplying and never saturate.
+    The signed weights were symmetric (zero point 0): stored unsigned, they are centred on 128.
+    """
+    import numpy as np
+    from onnx import numpy_helper
+
+    initializers = {t.name: t for t in graph.graph.initializer}
+    readers: dict[str, list[tuple[str, int]]] = {}
+    for node in graph.graph.node:
+        for k, name in enumerate(node.input):
+            readers.setdefault(name, []).append((node.op_type, k))
+    done = 0
+    for node in graph.graph.node:
+        if node.op_type != "MatMulInteger" or node.input[1] not in initializers:
+            continue
+        names = [node.input[1]] + ([node.input[3]] if len(node.input) > 3 and node.input[3] else [])
+        if len(names) == 1:
+            raise ValueError(f"MatMulInteger {node.name!r} has no weight zero point to move")
+        for name in names:
+            tensor = initializers[name]
+            values = numpy_helper.to_array(tensor)
+            if values.dtype == np.uint8:
+                continue
+            if values.dtype != np.int8:
+                raise ValueError(f"{name}: {values.dtype} weights, not int8")
+            if any(op != "MatMulInteger" for op, _ in readers[name]):
+                raise ValueError(f"{name} is read by more than MatMulInteger: {readers[name]}")
+            tensor.CopyFrom(numpy_helper.from_array((values.astype(np.int16) + 128).astype(np.uint8), name))
+        done += 1
+    return done

@@ -35,7 +35,7 @@ from models.artifact import (
     stored_char_head,
     stored_head,
 )
-from models.backends import Backend, OnnxBackend, TorchBackend, export_onnx_int8
+from models.backends import INT8_GRAPH, Backend, OnnxBackend, TorchBackend, export_onnx_int8
 from models.char_head import CharHead
 from models.errors import ModelError
 from models.head import CrisisHead, aggregate, context_embedding, window_logit
@@ -130,7 +130,7 @@ class CrisisClassifier:
             # head stored in numpy, it is all the ONNX backend runs: no torch encoder is built (bench/RESULTS.md).
             pooled = info.kind == "pooled-head"
             path = (cache_dir or default_cache_dir()) / "onnx" / info.model_version / (
-                "embeddings.int8.onnx" if pooled else "model.int8.onnx")
+                ("embeddings" if pooled else "model") + INT8_GRAPH)
             if not (chosen == "onnx" and path.is_file() and pooled and info.extra.get("chat_head")):
                 module, head = build_backbone(model_dir, info)
             else:

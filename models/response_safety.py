@@ -133,9 +133,9 @@ class ResponseSafetyModel:
         with self._lock:
             if self._backend is None:
                 from models.artifact import default_cache_dir
-                from models.backends import OnnxBackend, export_onnx_int8
+                from models.backends import INT8_GRAPH, OnnxBackend, export_onnx_int8
 
-                graph = default_cache_dir() / "onnx" / self.version / "reply.int8.onnx"
+                graph = default_cache_dir() / "onnx" / self.version / ("reply" + INT8_GRAPH)
                 if not graph.is_file():
                     from safetensors.torch import load_file
 

@@ -219,11 +219,13 @@ def test_model_eval_reproduces_the_cards_posts_test_numbers(capsys, model_cache,
 
 
 def test_model_eval_reproduces_the_cards_chat_row(capsys, model_cache, monkeypatch):
-    """`vigil model eval` gives the card's chat-form test row: exactly in fp32 (torch), which reads the same on every
-    x86 CPU; on the served int8 graph within what two CPUs differ by. The int8 graph is exported and run on the
-    machine that serves it, and onnxruntime picks its int8 kernels by instruction set: between the machine the card
-    was measured on and an AVX2-only AMD EPYC, 13 of the 3,055 conversations moved for the shipped model and 6 for
-    the one before it, and no crisis conversation (bench/RESULTS.md, "The same models on another CPU")."""
+    """`vigil model eval` gives the card's chat-form test row: exactly in fp32 (torch), and on the served int8 graph
+    its crisis conversations exactly and its ordinary ones within two. The int8 graph is exported and run on the
+    machine that serves it; with its weights stored signed, onnxruntime's kernels on a CPU without VNNI saturated
+    sums the card's machine added exactly, and 13 of the 3,055 conversations moved on an AVX2-only AMD EPYC. Stored
+    unsigned (`models.backends.unsigned_weights`) the integers are the same on every x86 CPU and that machine gives
+    the card's row; what may still differ is the float arithmetic around them, by the instruction set (one ordinary
+    conversation of the 3,073 of the combined test moved there: bench/RESULTS.md, "Unsigned int8 weights")."""
     import hashlib
 
     from vigil.cli import main
@@ -243,7 +245,7 @@ def test_model_eval_reproduces_the_cards_chat_row(capsys, model_cache, monkeypat
             for source, row in card["by_source"].items():
                 assert got["by"][source]["flag_rate"] == pytest.approx(row["flag_rate"]), source
         else:
-            assert abs(got["tp"] - card["tp"]) <= 1 and abs(got["fp"] - card["fp"]) <= 0.01 * card["n"]
+            assert got["tp"] == card["tp"] and abs(got["fp"] - card["fp"]) <= 2
 
 
 def test_model_eval_with_phrases_flags_as_the_scorer_does(model_cache, monkeypatch, capsys, tmp_path):

@@ -68,10 +68,12 @@ def test_the_card_reports_what_the_training_run_measured():
     assert write_card(info) == card  # the committed card is what its training run's numbers write, word for word
 
 
-# How far the int8 graph's rates move from one CPU to another: onnxruntime picks its int8 kernels by instruction set,
-# and on an AVX2-only AMD EPYC this model flagged 4 of the 197 unsafe validation replies fewer (recall 0.7919 against
-# the card's 0.8122) and 3 of the 208 test ones (bench/RESULTS.md, "The same models on another CPU").
-CPU_SPREAD = 0.03
+# How far the int8 graph's rates may move from one CPU to another: two replies of the 197 unsafe validation ones. Its
+# integers are the same on every x86 CPU (its weights are stored unsigned: `models.backends.unsigned_weights`), the
+# float arithmetic around them may differ by instruction set. With signed weights this model flagged 4 of the 197
+# fewer on an AVX2-only AMD EPYC than on the card's machine; unsigned, the card's rates exactly (bench/RESULTS.md,
+# "Unsigned int8 weights").
+CPU_SPREAD = 2 / 197
 
 
 def test_the_served_model_keeps_its_recall_on_validation_and_its_card_reports_what_it_serves(model):
