@@ -92,6 +92,8 @@ def main() -> None:
         lengths = [len(t) for t in clf._tok(texts, add_special_tokens=True)["input_ids"]]
         results["tokens_min_max"] = [min(lengths), max(lengths)]
         results["model_version"] = clf.info.model_version
+        if backend == "onnx":  # signed where this machine sums them exactly, else unsigned (models/backends.py)
+            results["int8_weights"] = getattr(clf.backend, "weights", None)
         results["context"] = {"turns": clf.info.context_turns, "aggregate": clf.info.context_aggregate,
                               "used": clf.uses_context and not args.no_context}
         results["backends"][backend] = {  # type: ignore[index]

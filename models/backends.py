@@ -4,6 +4,7 @@ window (a pooled embedding, or a crisis logit)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -13,14 +14,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["Backend", "TorchBackend", "OnnxBackend", "export_onnx_int8", "unsigned_weights", "available_cpus",
-           "INT8_GRAPH"]
+__all__ = ["Backend", "TorchBackend", "OnnxBackend", "export_onnx_int8", "unsigned_weights", "signed_weights",
+           "signed_sums_exact", "served_graph", "available_cpus", "INT8_GRAPH", "SIGNED_GRAPH"]
 
 log = logging.getLogger(__name__)
 
 # The name an int8 graph file ends with: "u", its weights are stored unsigned (`unsigned_weights`). A cache written
-# before, with signed weights (`*.int8.onnx`), is never read: its scores depend on the CPU.
+# before, with signed weights (`*.int8.onnx`), is never read: its scores depend on the CPU. Where this machine sums
+# signed weights exactly (`signed_sums_exact`), the same graph with them signed is served, from a file beside it.
 INT8_GRAPH = ".int8u.onnx"
+SIGNED_GRAPH = ".int8s.onnx"
 
 
 def available_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
@@ -73,7 +76,8 @@ class TorchBackend:
 
 
 class OnnxBackend:
-    """ONNX Runtime on the CPU with the int8 graph, one row (text window) per run.
+    """ONNX Runtime on the CPU with the int8 graph, one row (text window) per run; its weights signed where this
+    machine sums them exactly, else unsigned (`served_graph`: the same integers either way, `weights` says which).
 
     Dynamic int8 quantisation scales each activation tensor by its own range, so in a padded batch a
     text's score would depend on the other texts of the batch (up to ~10% here): the same message
@@ -92,6 +96,8 @@ class OnnxBackend:
         import onnxruntime as ort
 
         self.threads = threads if threads > 0 else available_cpus()
+        path, self.weights = served_graph(path)
+        log.info("serving %s with its int8 weights %s", path.name, self.weights)
 
         def session(intra_threads: int) -> ort.InferenceSession:
             options = ort.SessionOptions()
@@ -182,9 +188,22 @@ def unsigned_weights(graph: Any) -> int:
     weights take the unsigned-by-unsigned kernels, which widen to 16 bits before multiplying and never saturate.
     The signed weights were symmetric (zero point 0): stored unsigned, they are centred on 128.
     """
+    return _move_weights(graph, signed=False)
+
+
+def signed_weights(graph: Any) -> int:
+    """The inverse of `unsigned_weights`: w - 128 with zero point - 128, the same integers, signed again (what
+    `quantize_dynamic` wrote). For a machine whose signed products are summed exactly (`signed_sums_exact`), where
+    onnxruntime's kernels for them are the fastest it has (VNNI, AMX)."""
+    return _move_weights(graph, signed=True)
+
+
+def _move_weights(graph: Any, signed: bool) -> int:
     import numpy as np
     from onnx import numpy_helper
 
+    source, shift = (np.uint8, -128) if signed else (np.int8, 128)
+    target = np.int8 if signed else np.uint8
     initializers = {t.name: t for t in graph.graph.initializer}
     readers: dict[str, list[tuple[str, int]]] = {}
     for node in graph.graph.node:
@@ -200,12 +219,63 @@ def unsigned_weights(graph: Any) -> int:
         for name in names:
             tensor = initializers[name]
             values = numpy_helper.to_array(tensor)
-            if values.dtype == np.uint8:
+            if values.dtype == target:
                 continue
-            if values.dtype != np.int8:
-                raise ValueError(f"{name}: {values.dtype} weights, not int8")
+            if values.dtype != source:
+                raise ValueError(f"{name}: {values.dtype} weights, not {np.dtype(source)}")
             if any(op != "MatMulInteger" for op, _ in readers[name]):
                 raise ValueError(f"{name} is read by more than MatMulInteger: {readers[name]}")
-            tensor.CopyFrom(numpy_helper.from_array((values.astype(np.int16) + 128).astype(np.uint8), name))
+            tensor.CopyFrom(numpy_helper.from_array((values.astype(np.int16) + shift).astype(target), name))
         done += 1
     return done
+
+
+@functools.lru_cache(maxsize=1)
+def signed_sums_exact() -> bool:
+    """Whether this machine's onnxruntime sums unsigned activations times signed weights exactly: probed once a
+    process, on products that saturate a 16-bit sum of two (255 x 127 twice), for 1 to 64 rows (onnxruntime picks a
+    kernel by instruction set, and another for a single row). True on a CPU with VNNI or AMX (and ARM's dot products),
+    False on AVX2 or AVX-512 without VNNI."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    k, n = 384, 64
+    weights = np.full((k, n), 127, dtype=np.int8)
+    weights[:, 1::2] = -128
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "w", "a_zp", "w_zp"], ["y"])], "probe",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, ["m", k])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, ["m", n])],
+        [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(np.array(0, dtype=np.uint8), "a_zp"),
+         numpy_helper.from_array(np.zeros(n, dtype=np.int8), "w_zp")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for m in (1, 2, 3, 7, 16, 64):
+        a = np.full((m, k), 255, dtype=np.uint8)
+        (got,) = session.run(None, {"a": a})
+        if not np.array_equal(got, a.astype(np.int64) @ weights.astype(np.int64)):
+            return False
+    return True
+
+
+def served_graph(path: Path) -> tuple[Path, str]:
+    """The graph to serve for an exported one (`*.int8u.onnx`, unsigned weights) and which weights it holds: the same
+    graph with its weights signed (written beside it once) where `signed_sums_exact`, else itself. The integers are
+    the same either way; only the kernels differ (signed: VNNI or AMX, the fastest onnxruntime has)."""
+    if not path.name.endswith(INT8_GRAPH) or not signed_sums_exact():
+        return path, "unsigned"
+    signed = path.with_name(path.name[: -len(INT8_GRAPH)] + SIGNED_GRAPH)
+    if not signed.is_file():
+        import onnx
+
+        graph = onnx.load(str(path))
+        signed_weights(graph)
+        try:  # a cache a scorer may not write: the unsigned graph, the same scores, slower kernels
+            with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as fh:
+                fh.write(graph.SerializeToString())
+            os.replace(fh.name, signed)
+        except OSError as exc:
+            log.warning("cannot write %s (%s): serving the unsigned int8 weights", signed, exc)
+            return path, "unsigned"
+    return signed, "signed"

@@ -177,7 +177,9 @@ def export_command(args: argparse.Namespace, settings: Settings) -> int:
     from models.classifier import CrisisClassifier
 
     clf = CrisisClassifier.load(settings.model_dir, backend="onnx", cache_dir=settings.cache_dir)
-    print(f"{clf.model_version}: {getattr(clf.backend, 'path', '')}", file=sys.stderr)
+    backend = clf.backend
+    print(f"{clf.model_version}: {getattr(backend, 'path', '')} (int8 weights {getattr(backend, 'weights', '-')})",
+          file=sys.stderr)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""The served int8 graph computes the same integers on every x86 CPU: its weights are stored unsigned.
+"""The served int8 graph computes the same integers on every x86 CPU: its weights are stored unsigned, and served
+signed only where a probe shows the machine sums them exactly.
 
 onnxruntime multiplies unsigned activations by signed weights, on a CPU without VNNI, with an instruction that adds
 pairs of products into 16 bits and saturates; the same graph on a VNNI CPU sums exactly. The models' cards were
@@ -15,7 +16,16 @@ ort = pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from models.backends import INT8_GRAPH, export_onnx_int8, unsigned_weights  # noqa: E402
+from models import backends  # noqa: E402
+from models.backends import (  # noqa: E402
+    INT8_GRAPH,
+    SIGNED_GRAPH,
+    export_onnx_int8,
+    served_graph,
+    signed_sums_exact,
+    signed_weights,
+    unsigned_weights,
+)
 
 K, N, M = 64, 8, 3
 
@@ -61,6 +71,56 @@ def test_unsigned_weights_give_the_exact_products_where_signed_ones_saturate_on_
     assert unsigned_weights(model) == 1 and np.array_equal(_run(model, a), exact)  # a second pass changes nothing
 
 
+def _saturating() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weights, activations at the top of their range, and their exact products."""
+    rng = np.random.default_rng(1)
+    weights = rng.integers(-128, 128, (K, N)).astype(np.int8)
+    weights[:, 0], weights[:, 1] = 127, -128
+    a = np.full((M, K), 255, dtype=np.uint8)
+    return weights, a, a.astype(np.int64) @ weights.astype(np.int64)
+
+
+def test_signed_weights_are_the_inverse_of_unsigned_ones():
+    weights, _, _ = _saturating()
+    model = _matmul_integer(weights, np.zeros(N, dtype=np.int8))
+    before = model.SerializeToString()
+    unsigned_weights(model)
+    assert model.SerializeToString() != before
+    assert signed_weights(model) == 1 and model.SerializeToString() == before
+
+
+def test_the_probe_says_whether_this_machine_sums_signed_weights_exactly():
+    # on this machine's onnxruntime, signed weights against saturating activations give the exact products exactly
+    # when the probe says so (an AVX2-only CPU: neither; a VNNI or AMX one: both)
+    weights, a, exact = _saturating()
+    signed = _run(_matmul_integer(weights, np.zeros(N, dtype=np.int8)), a)
+    assert np.array_equal(signed, exact) == signed_sums_exact()
+
+
+@pytest.mark.parametrize("exact_here", [True, False])
+def test_a_machine_serves_signed_weights_only_where_it_sums_them_exactly(tmp_path, monkeypatch, exact_here):
+    weights, a, exact = _saturating()
+    model = _matmul_integer(weights, np.zeros(N, dtype=np.int8))
+    unsigned_weights(model)
+    path = tmp_path / ("embeddings" + INT8_GRAPH)
+    onnx.save(model, str(path))
+    monkeypatch.setattr(backends, "signed_sums_exact", lambda: exact_here)
+
+    served, weights_held = served_graph(path)
+    stored = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(served)).graph.initializer}
+    if exact_here:
+        assert (served.name, weights_held) == ("embeddings" + SIGNED_GRAPH, "signed")
+        assert np.array_equal(stored["w"], weights) and stored["w"].dtype == np.int8
+        written = served.stat().st_mtime_ns
+        assert served_graph(path) == (served, "signed") and served.stat().st_mtime_ns == written  # written once
+    else:
+        assert (served, weights_held) == (path, "unsigned") and stored["w"].dtype == np.uint8
+        assert not (tmp_path / ("embeddings" + SIGNED_GRAPH)).exists()
+    monkeypatch.undo()
+    if weights_held == "unsigned" or signed_sums_exact():  # what this machine would serve: the exact products
+        assert np.array_equal(_run(onnx.load(str(served)), a), exact)
+
+
 def test_a_weight_read_by_another_node_is_not_moved():
     model = _matmul_integer(np.ones((K, N), dtype=np.int8), np.zeros(N, dtype=np.int8), reader="Identity")
     with pytest.raises(ValueError, match="read by more than MatMulInteger"):
@@ -92,3 +152,19 @@ def test_the_exported_graph_holds_unsigned_weights_only_and_scores_as_its_fp32_m
     with torch.inference_mode():
         want = module(torch.from_numpy(ids), torch.from_numpy(np.ones_like(ids))).numpy()
     assert np.allclose(got, want, atol=0.05)
+
+
+def test_a_cache_the_scorer_cannot_write_serves_the_unsigned_graph(tmp_path, monkeypatch):
+    weights, _, _ = _saturating()
+    model = _matmul_integer(weights, np.zeros(N, dtype=np.int8))
+    unsigned_weights(model)
+    path = tmp_path / ("model" + INT8_GRAPH)
+    onnx.save(model, str(path))
+    monkeypatch.setattr(backends, "signed_sums_exact", lambda: True)
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Read-only file system")
+
+    monkeypatch.setattr(backends.tempfile, "NamedTemporaryFile", read_only)
+    assert served_graph(path) == (path, "unsigned")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
