@@ -199,7 +199,6 @@ def signed_weights(graph: Any) -> int:
 
 
 def _move_weights(graph: Any, signed: bool) -> int:
-    import numpy as np
     from onnx import numpy_helper
 
     source, shift = (np.uint8, -128) if signed else (np.int8, 128)
@@ -234,9 +233,8 @@ def _move_weights(graph: Any, signed: bool) -> int:
 def signed_sums_exact() -> bool:
     """Whether this machine's onnxruntime sums unsigned activations times signed weights exactly: probed once a
     process, on products that saturate a 16-bit sum of two (255 x 127 twice), for 1 to 64 rows (onnxruntime picks a
-    kernel by instruction set, and another for a single row). True on a CPU with VNNI or AMX (and ARM's dot products),
-    False on AVX2 or AVX-512 without VNNI."""
-    import numpy as np
+    kernel by instruction set, and another for a single row). True where onnxruntime's kernels use VNNI or AMX;
+    False on AVX2 or AVX-512 without VNNI (this machine's AMD EPYC)."""
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
