@@ -310,6 +310,9 @@ def card(meta: dict[str, Any]) -> str:
     """The model card, from the training run's numbers."""
     test, val = meta["report"]["test"], meta["report"]["validation"]
     t = meta["training"]
+    with open(PAIRS, newline="", encoding="utf-8") as fh:
+        turns = {r["context"]: r["split"] for r in csv.DictReader(fh)}
+    n_turns, n_test = len(turns), sum(split == "test" for split in turns.values())
 
     def row(name: str, r: dict[str, Any]) -> str:
         a, pg = r["at_threshold"], r["at_page"]
@@ -337,7 +340,8 @@ def card(meta: dict[str, Any]) -> str:
         "## Data",
         f"Rows: {t['rows']}. DiaSafety's Risk Ignorance and Unauthorized Expertise rows (splits as published); "
         "`data/response_safety/written_replies.csv` (the issue-22 written replies); "
-        "`data/response_safety/reply_pairs.csv` (37 user turns, each answered safely and unsafely by category, "
+        f"`data/response_safety/reply_pairs.csv` ({n_turns} user turns, each answered safely and unsafely by "
+        "category, "
         "split by user turn: whole turns are held out). Written by the team, not clinician-reviewed.", "",
         "## Thresholds (validation rows only)",
         f"- `threshold` {meta['threshold']:.3f}: the highest keeping validation recall of unsafe replies >= "
@@ -368,9 +372,9 @@ def card(meta: dict[str, Any]) -> str:
         kind = "mixed (DiaSafety)" if cat in CATEGORIES else "yes" if c["unsafe"] else "no (safe)"
         lines.append(f"| {cat} | {c['n']} | {kind} | {c['flagged']} | {c['paged']} |")
     lines += ["", "## Limits",
-              "- The pair data is small (37 user turns; 8 held out for test) and written by the team: the pair "
-              "ranking and per-category rates carry wide intervals. Clinicians' judgements of real replies are "
-              "what will measure it: the review app collects them (harmful or fine beside each AI reply), the "
+              f"- The pair data is small ({n_turns} user turns; {n_test} held out for test) and written by the team: "
+              "the pair ranking and per-category rates carry wide intervals. Clinicians' judgements of real replies "
+              "are what will measure it: the review app collects them (harmful or fine beside each AI reply), the "
               "evaluator reports the page's measured precision from them, and `vigil train --from-labels "
               "--replies` trains on them.",
               "- DiaSafety's Risk Ignorance rows are Reddit replies, not an AI's: a reply there can be unsafe for "
