@@ -204,10 +204,10 @@ def _move_weights(graph: Any, signed: bool) -> int:
     source, shift = (np.uint8, -128) if signed else (np.int8, 128)
     target = np.int8 if signed else np.uint8
     initializers = {t.name: t for t in graph.graph.initializer}
-    readers: dict[str, list[tuple[str, int]]] = {}
+    readers: dict[str, set[str]] = {}  # what reads each tensor (op types)
     for node in graph.graph.node:
-        for k, name in enumerate(node.input):
-            readers.setdefault(name, []).append((node.op_type, k))
+        for name in node.input:
+            readers.setdefault(name, set()).add(node.op_type)
     done = 0
     for node in graph.graph.node:
         if node.op_type != "MatMulInteger" or node.input[1] not in initializers:
@@ -222,8 +222,8 @@ def _move_weights(graph: Any, signed: bool) -> int:
                 continue
             if values.dtype != source:
                 raise ValueError(f"{name}: {values.dtype} weights, not {np.dtype(source)}")
-            if any(op != "MatMulInteger" for op, _ in readers[name]):
-                raise ValueError(f"{name} is read by more than MatMulInteger: {readers[name]}")
+            if readers[name] != {"MatMulInteger"}:
+                raise ValueError(f"{name} is read by more than MatMulInteger: {sorted(readers[name])}")
             tensor.CopyFrom(numpy_helper.from_array((values.astype(np.int16) + shift).astype(target), name))
         done += 1
     return done

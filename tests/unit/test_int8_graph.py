@@ -8,6 +8,8 @@ measured on one, a scorer may run on the other (bench/RESULTS.md, "Unsigned int8
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -80,6 +82,15 @@ def _saturating() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return weights, a, a.astype(np.int64) @ weights.astype(np.int64)
 
 
+def _unsigned_graph_file(folder: Path, stem: str, weights: np.ndarray) -> Path:
+    """The one-MatMulInteger graph of `weights`, stored unsigned as an export writes it (`stem` + INT8_GRAPH)."""
+    model = _matmul_integer(weights, np.zeros(N, dtype=np.int8))
+    unsigned_weights(model)
+    path = folder / (stem + INT8_GRAPH)
+    onnx.save(model, str(path))
+    return path
+
+
 def test_signed_weights_are_the_inverse_of_unsigned_ones():
     weights, _, _ = _saturating()
     model = _matmul_integer(weights, np.zeros(N, dtype=np.int8))
@@ -100,10 +111,7 @@ def test_the_probe_says_whether_this_machine_sums_signed_weights_exactly():
 @pytest.mark.parametrize("exact_here", [True, False])
 def test_a_machine_serves_signed_weights_only_where_it_sums_them_exactly(tmp_path, monkeypatch, exact_here):
     weights, a, exact = _saturating()
-    model = _matmul_integer(weights, np.zeros(N, dtype=np.int8))
-    unsigned_weights(model)
-    path = tmp_path / ("embeddings" + INT8_GRAPH)
-    onnx.save(model, str(path))
+    path = _unsigned_graph_file(tmp_path, "embeddings", weights)
     monkeypatch.setattr(backends, "signed_sums_exact", lambda: exact_here)
 
     served, weights_held = served_graph(path)
@@ -155,11 +163,7 @@ def test_the_exported_graph_holds_unsigned_weights_only_and_scores_as_its_fp32_m
 
 
 def test_a_cache_the_scorer_cannot_write_serves_the_unsigned_graph(tmp_path, monkeypatch):
-    weights, _, _ = _saturating()
-    model = _matmul_integer(weights, np.zeros(N, dtype=np.int8))
-    unsigned_weights(model)
-    path = tmp_path / ("model" + INT8_GRAPH)
-    onnx.save(model, str(path))
+    path = _unsigned_graph_file(tmp_path, "model", _saturating()[0])
     monkeypatch.setattr(backends, "signed_sums_exact", lambda: True)
 
     def read_only(*args, **kwargs):
