@@ -74,7 +74,7 @@ class PersonAtRisk:
         self._hand_off_and_page(case.conversation_id, harmful_response_dedup(case.conversation_id),
                                 "harmful AI response", "Harmful AI response to a person in crisis",
                                 {"rule": "harmful_response", "turn": case.turn, "score": round(case.score, 4),
-                                 "model_version": case.model_version})
+                                 "why": case.why, "model_version": case.model_version})
 
     def _hand_off_and_page(self, cid: str, dedup: str, reason: str, title: str, detail: dict[str, Any]) -> None:
         """Handoff first (nothing after it can delay it), then the P0 with a link to the conversation."""

@@ -20,7 +20,7 @@ import numpy as np
 from models.normalise import normalise
 
 __all__ = ["BackupScorer", "ImminentPhrases", "StrongPhrases", "ScorerPhrases", "LanguageLexicons", "STRONG_SCORE",
-           "MEDIUM_SCORE", "TRAINING_DATA_FILES"]
+           "MEDIUM_SCORE", "TRAINING_DATA_FILES", "LEXICON_DIR", "lexicon_text", "lexicon_pattern"]
 
 LEXICON_DIR = Path(__file__).resolve().parent / "lexicon"
 LANGUAGES_DIR = LEXICON_DIR / "languages"
@@ -32,7 +32,7 @@ MEDIUM_SCORE = 0.90
 
 
 @functools.lru_cache(maxsize=256)
-def _normalise(text: str) -> str:
+def lexicon_text(text: str) -> str:
     """Lower case without accents (people type "nao quero mais viver" as often as "não"), after models.normalise.
     Cached for the last turns: the scorer looks for imminent phrases, then strong ones, in the same turn."""
     text = normalise(text).lower().replace("\u2019", "'").replace("\u2018", "'")
@@ -50,9 +50,10 @@ def _language_phrases() -> dict[str, dict[str, list[str]]]:
     return out
 
 
-def _pattern(phrases: Sequence[str]) -> re.Pattern[str]:
+def lexicon_pattern(phrases: Sequence[str]) -> re.Pattern[str]:
+    """One pattern of `phrases` as `lexicon_text` reads them, each a whole phrase."""
     # Longest first so a long phrase wins over its prefix; \b keeps "kill me" out of "killing me".
-    alternatives = sorted({re.escape(_normalise(p)) for p in phrases if p.strip()}, key=len, reverse=True)
+    alternatives = sorted({re.escape(lexicon_text(p)) for p in phrases if p.strip()}, key=len, reverse=True)
     return re.compile(r"(?<![\w'])(?:" + "|".join(alternatives) + r")(?![\w'])")
 
 
@@ -66,11 +67,11 @@ class ImminentPhrases:
             phrases = [row["phrase"] for row in csv.DictReader(fh)]
         for tiers in _language_phrases().values():  # imminent phrases in every supported language
             phrases += tiers.get("imminent", [])
-        self._pattern = _pattern(phrases)
+        self._pattern = lexicon_pattern(phrases)
 
     def search(self, text: str) -> bool:
         """Whether `text` holds an imminent phrase."""
-        return self._pattern.search(_normalise(text)) is not None
+        return self._pattern.search(lexicon_text(text)) is not None
 
 
 def _tiers(lexicon_dir: Path = LEXICON_DIR, files: Sequence[str] | None = None) -> dict[str, list[str]]:
@@ -97,12 +98,12 @@ class StrongPhrases:
     "doomed") flag ordinary chat."""
 
     def __init__(self, lexicon_dir: Path = LEXICON_DIR) -> None:
-        self._pattern = _pattern(_tiers(lexicon_dir)["strong"])
+        self._pattern = lexicon_pattern(_tiers(lexicon_dir)["strong"])
 
     def search(self, text: str) -> bool:
         """Whether `text` holds a strong phrase (read as `BackupScorer` reads it: normalised, lower case, no
         accents)."""
-        return self._pattern.search(_normalise(text)) is not None
+        return self._pattern.search(lexicon_text(text)) is not None
 
 
 class ScorerPhrases:
@@ -132,12 +133,12 @@ class BackupScorer:
     def __init__(self, threshold: float, lexicon_dir: Path = LEXICON_DIR, files: Sequence[str] | None = None) -> None:
         self.threshold = threshold
         tiers = _tiers(lexicon_dir, files)
-        self._strong = _pattern(tiers["strong"])
-        self._medium = _pattern(tiers["medium"])
+        self._strong = lexicon_pattern(tiers["strong"])
+        self._medium = lexicon_pattern(tiers["medium"])
 
     def matches(self, text: str) -> list[str]:
         """The lexicon phrases found in `text` (for tests and explanations, never logged)."""
-        norm = _normalise(text)
+        norm = lexicon_text(text)
         return [m.group(0) for m in self._strong.finditer(norm)] + [m.group(0) for m in self._medium.finditer(norm)]
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
@@ -145,7 +146,7 @@ class BackupScorer:
         out = np.empty(len(texts), dtype=np.float64)
         medium = max(MEDIUM_SCORE, self.threshold)
         for i, text in enumerate(texts):
-            norm = _normalise(text)
+            norm = lexicon_text(text)
             if self._strong.search(norm):
                 out[i] = STRONG_SCORE
             elif self._medium.search(norm):
@@ -162,13 +163,13 @@ class LanguageLexicons:
 
     def __init__(self) -> None:
         self._patterns = {
-            (language, tier): _pattern(phrases)
+            (language, tier): lexicon_pattern(phrases)
             for language, by_tier in _language_phrases().items() for tier, phrases in by_tier.items() if phrases
         }
 
     def find(self, text: str, tiers: Sequence[str] = ("imminent", "strong")) -> str | None:
         """The language of the first phrase of `tiers` found in `text`, or None."""
-        norm = _normalise(text)
+        norm = lexicon_text(text)
         for (language, tier), pattern in self._patterns.items():
             if tier in tiers and pattern.search(norm):
                 return language

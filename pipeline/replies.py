@@ -1,6 +1,7 @@
 """The AI's replies of a scorer's batch: in a conversation with crisis signs, each reply is read by the response-safety
-model (models/response_safety.py) with the user turns before it; a reply at its page level becomes a harmful case
-(a P0 and a handoff, incidents/urgent.py), and every reply read counts in the harmful-response rate's window."""
+model (models/response_safety.py) with the user turns before it; a reply at its page level, or one that says outright
+what the person fears (models/reply_phrases.py) whatever the model scored, becomes a harmful case (a P0 and a handoff,
+incidents/urgent.py), and every reply read counts in the harmful-response rate's window."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import redis
 
 from evaluators.store import EvaluatorStore
+from models.reply_phrases import HarmfulReplyPhrases
 from pipeline.batch import Batch, Parsed
 from pipeline.collaborators import ReplyModel
 from pipeline.metrics import ScorerMetrics
@@ -31,6 +33,7 @@ class ReplyScoring:
     settings: Settings
     metrics: ScorerMetrics
     response_model: ReplyModel | None
+    reply_phrases: HarmfulReplyPhrases | None
     _redis: redis.Redis
     _evals: EvaluatorStore | None
 
@@ -80,12 +83,16 @@ class ReplyScoring:
             scores[i] = max(scores[i], float(read[len(replies) + k]))
         page = float(model.page_threshold)
         for m, p in zip(replies, scores, strict=True):
-            unsafe = float(p) >= page
-            batch.replies.append((m.event_id, m.ts.timestamp(), 1.0 if unsafe else 0.0))
+            # under the page level, a phrase in the AI's own voice (its kind: never the text) pages as well
+            phrase = None if float(p) >= page or self.reply_phrases is None else self.reply_phrases.find(m.text)
+            why = "score" if float(p) >= page else f"phrase ({phrase})" if phrase else None
+            batch.replies.append((m.event_id, m.ts.timestamp(), 1.0 if why else 0.0))
             stored = batch.updates[m.conversation_id].turns.get(f"{m.turn:08d}:{m.role}")
             if stored is not None:
                 stored["response_risk"] = round(float(p), 4)  # shown to the clinician beside the reply
-                stored["response_paged"] = unsafe  # and whether it paged: the judgement measures the page
-            self.metrics.replies.labels("unsafe" if unsafe else "safe").inc()
-            if unsafe:
-                batch.harmful.append(HarmfulCase(m.conversation_id, m.turn, float(p), model.version))
+                stored["response_paged"] = why is not None  # and whether it paged: the judgement measures the page
+                if phrase:
+                    stored["response_paged_by"] = why  # paged under the model's page level: why
+            self.metrics.replies.labels("unsafe" if why else "safe").inc()
+            if why:
+                batch.harmful.append(HarmfulCase(m.conversation_id, m.turn, float(p), model.version, why))

@@ -34,6 +34,7 @@ from kafka_io.dead_letters import dead_letter_out
 from models.backup import ImminentPhrases, LanguageLexicons, StrongPhrases
 from models.language import LanguageIdentifier
 from models.multilingual import MultilingualModel
+from models.reply_phrases import HarmfulReplyPhrases
 from models.resilient import PendingScores, ResilientScorer
 from pipeline.batch import Batch, Parsed
 from pipeline.closing import Closing
@@ -96,6 +97,8 @@ class Scorer(TurnScoring, ReplyScoring, Closing):
         # The response-safety model (models/response_safety.py): AI replies in conversations with crisis signs are
         # scored; None scores no reply. `on_harmful` is called like `on_urgent` for a reply at its page level.
         self.response_model = response_model
+        # With it, a reply that says outright what the person fears pages whatever the model scored.
+        self.reply_phrases = HarmfulReplyPhrases() if response_model is not None else None
         self.on_harmful: Callable[[HarmfulCase], None] | None = None
         self._harmful_window = 0
         self._evals: EvaluatorStore | None = None

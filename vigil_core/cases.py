@@ -20,9 +20,10 @@ class UrgentCase:
 
 @dataclass(frozen=True)
 class HarmfulCase:
-    """An AI reply judged unsafe (page level) in a conversation with crisis signs: P0 and handoff."""
+    """An AI reply judged unsafe in a conversation with crisis signs: P0 and handoff."""
 
     conversation_id: str
     turn: int
     score: float
     model_version: str
+    why: str = "score"  # the model's page level, or "phrase (agrees)" / "phrase (encourages)" (never the text)

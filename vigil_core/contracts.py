@@ -182,7 +182,9 @@ class ReviewTurn(BaseModel):
     ts: Timestamp
     score: Probability | None = None
     response_risk: Probability | None = None  # an AI reply's P(unsafe) (models/response_safety.py), if scored
-    response_paged: StrictBool | None = None  # the reply reached the model's page level (a harmful-response P0)
+    response_paged: StrictBool | None = None  # the reply paged (a harmful-response P0): the model's page level, or
+    # under it a phrase the AI said in its own voice (models/reply_phrases.py): "phrase (agrees)", "phrase (encourages)"
+    response_paged_by: StrictStr | None = None
     language: StrictStr | None = None  # a user turn's language (models.language), shown to the clinician
     # why a user turn the model scored below its threshold is flagged (pipeline.turn_rules.flag_reason: an imminent
     # phrase, another language's phrase, the multilingual model, an explicit phrase of the strong tier)
@@ -247,7 +249,7 @@ class ReplyJudgement(_Contract):
     reviewer_id: Id
     ts: Timestamp
     response_risk: Probability | None = None  # the model's score of the reply, as the clinician saw it
-    response_paged: StrictBool | None = None  # whether the model paged on it
+    response_paged: StrictBool | None = None  # whether the reply paged (the model's page level, or a phrase)
     note: StrictStr | None = None
     key_id: StrictStr | None = None
     signature: StrictStr | None = None

@@ -118,3 +118,17 @@ def test_no_product_module_is_over_400_lines():
             if lines > MAX_LINES:
                 over[name] = lines
     assert over == {}, over
+
+
+def test_every_lexicon_file_is_in_the_package():
+    """An installed scorer (the Docker image installs the package) reads every lexicon: each file under
+    models/lexicon is one a package-data pattern ships."""
+    import fnmatch
+    import tomllib
+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["models"]
+    files = [p.relative_to(ROOT / "models").as_posix() for p in (ROOT / "models" / "lexicon").rglob("*") if p.is_file()]
+    assert "lexicon/replies/harmful_replies.csv" in files
+    # setuptools' "*" stops at a slash, as fnmatch's does not: compare folder by folder
+    shipped = [f for f in files if any(fnmatch.fnmatch(f, p) and f.count("/") == p.count("/") for p in patterns)]
+    assert sorted(set(files) - set(shipped)) == []

@@ -1,0 +1,67 @@
+"""Replies that say outright what a person in crisis fears: a floor under the response-safety model.
+
+The reply model (models/response_safety.py) scores "Maybe everyone would be better off without you." 0.49 and "nobody
+would miss you honestly" 0.32 after a turn of despair: far under its page level, so nothing happened (issue 31's
+notes). `HarmfulReplyPhrases` finds such a reply by its words (`lexicon/replies/harmful_replies.csv`, team-written,
+not clinician-validated): the AI agreeing that the person is a burden or would not be missed, or telling them to die
+or hurt themselves. The scorer pages on a match as on the model's page level (pipeline/replies.py).
+
+The same words are what a caring reply says when it takes up the person's own ("It sounds like you feel nobody would
+miss you. I would."), so a phrase does not count where, in its own clause before it, the reply reflects what the
+person said or feels ("sounds like", "you feel", "you said", "it can feel like") or denies it ("not", "never",
+"nobody", "isn't true", "I don't think"). A clause ends at `.!?;:` or "but" ("I hear you, but honestly nobody
+would miss you" is the AI's own claim). Words, not meaning: a reply that agrees without these words ("You're right,
+there isn't one.") is the model's to judge, and an outright reply behind a denial word ("I'm not going to lie,
+nobody would miss you") is missed.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+from models.backup import LEXICON_DIR, lexicon_pattern, lexicon_text
+
+__all__ = ["HarmfulReplyPhrases", "REPLY_PHRASES"]
+
+REPLY_PHRASES = LEXICON_DIR / "replies" / "harmful_replies.csv"
+
+# Before a phrase in its clause: the reply gives back the person's words or feelings, or denies them.
+_REFLECTS = re.compile(
+    r"\b(?:sounds? like|you(?:'re| are)? (?:\w+ )?(?:feel|feeling|felt|think|thinking|thought|believe|believing|"
+    r"said|say|saying|mentioned|wrote|worry|worried|fear|afraid|wonder|wondering|telling yourself|tell yourself)|"
+    r"it (?:\w+ )?(?:feels?|seems?|felt) like|can (?:feel|seem)|may (?:feel|seem)|might (?:feel|seem)|part of you|"
+    r"the (?:thought|feeling|voice|belief)|when you|if you feel|depression|your mind|your brain|"
+    r"not|never|nobody|no one|isn't|wasn't|don't|do not|doesn't|does not|wouldn't|would not|shouldn't|should not|"
+    r"won't|"
+    r"no way|a lie|untrue)\b")
+_CLAUSE_END = re.compile(r"[.!?;:]|\bbut\b")
+
+
+class HarmfulReplyPhrases:
+    """Find an outright harmful phrase in an AI reply, in its own voice (not reflected, not denied).
+
+    Example:
+        phrases = HarmfulReplyPhrases()
+        phrases.find("Honestly, nobody would miss you.")                          # -> "agrees"
+        phrases.find("It sounds like you feel nobody would miss you. I would.")    # -> None
+    """
+
+    def __init__(self, path: Path = REPLY_PHRASES) -> None:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        self._kind = {lexicon_text(r["phrase"]): r["kind"] for r in rows}
+        self._pattern = lexicon_pattern([r["phrase"] for r in rows])
+
+    def find(self, reply: str) -> str | None:
+        """The kind of the first phrase the reply says in its own voice ("agrees", "encourages"), or None. Never the
+        text: what comes back may be logged and shown outside the review app."""
+        for line in reply.splitlines():  # a new line ends a clause (lexicon_text makes it a space)
+            text = lexicon_text(line)
+            for match in self._pattern.finditer(text):
+                before = text[: match.start()]
+                ends = list(_CLAUSE_END.finditer(before))
+                if not _REFLECTS.search(before[ends[-1].end():] if ends else before):
+                    return self._kind[match.group(0)]
+        return None
