@@ -8,6 +8,8 @@ measured on one, a scorer may run on the other (bench/RESULTS.md, "Unsigned int8
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +23,10 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from models import backends  # noqa: E402
 from models.backends import (  # noqa: E402
     INT8_GRAPH,
+    PROBE_GRAPH,
     SIGNED_GRAPH,
     export_onnx_int8,
+    probe_graph,
     served_graph,
     signed_sums_exact,
     signed_weights,
@@ -112,7 +116,7 @@ def test_the_probe_says_whether_this_machine_sums_signed_weights_exactly():
 def test_a_machine_serves_signed_weights_only_where_it_sums_them_exactly(tmp_path, monkeypatch, exact_here):
     weights, a, exact = _saturating()
     path = _unsigned_graph_file(tmp_path, "embeddings", weights)
-    monkeypatch.setattr(backends, "signed_sums_exact", lambda: exact_here)
+    monkeypatch.setattr(backends, "signed_sums_exact", lambda graph=None: exact_here)
 
     served, weights_held = served_graph(path)
     stored = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(served)).graph.initializer}
@@ -135,7 +139,7 @@ def test_a_weight_read_by_another_node_is_not_moved():
         unsigned_weights(model)
 
 
-def test_the_exported_graph_holds_unsigned_weights_only_and_scores_as_its_fp32_module(tmp_path):
+def _tiny_module():
     torch = pytest.importorskip("torch")
 
     class Tiny(torch.nn.Module):
@@ -148,7 +152,13 @@ def test_the_exported_graph_holds_unsigned_weights_only_and_scores_as_its_fp32_m
         def forward(self, input_ids, attention_mask):
             return (self.dense(self.embed(input_ids)) * attention_mask.unsqueeze(-1)).mean(dim=1)
 
-    module = Tiny()
+    return Tiny()
+
+
+def test_the_exported_graph_holds_unsigned_weights_only_and_scores_as_its_fp32_module(tmp_path):
+    import torch
+
+    module = _tiny_module()
     path = export_onnx_int8(module, tmp_path / ("model" + INT8_GRAPH))
     graph = onnx.load(str(path))
     initializers = {t.name: numpy_helper.to_array(t) for t in graph.graph.initializer}
@@ -164,7 +174,7 @@ def test_the_exported_graph_holds_unsigned_weights_only_and_scores_as_its_fp32_m
 
 def test_a_cache_the_scorer_cannot_write_serves_the_unsigned_graph(tmp_path, monkeypatch):
     path = _unsigned_graph_file(tmp_path, "model", _saturating()[0])
-    monkeypatch.setattr(backends, "signed_sums_exact", lambda: True)
+    monkeypatch.setattr(backends, "signed_sums_exact", lambda graph=None: True)
 
     def read_only(*args, **kwargs):
         raise PermissionError(13, "Read-only file system")
@@ -172,3 +182,30 @@ def test_a_cache_the_scorer_cannot_write_serves_the_unsigned_graph(tmp_path, mon
     monkeypatch.setattr(backends.tempfile, "NamedTemporaryFile", read_only)
     assert served_graph(path) == (path, "unsigned")
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_an_export_writes_the_probe_beside_it_and_a_scorer_then_probes_without_onnx(tmp_path):
+    """The probe's graph is written with the export (where `onnx` is loaded anyway): a scorer serving from that cache
+    asks its question with onnxruntime alone and never imports `onnx` (0.3 s and about 16 MB a process)."""
+    path = export_onnx_int8(_tiny_module(), tmp_path / ("model" + INT8_GRAPH))
+    probe = tmp_path / PROBE_GRAPH
+    assert probe.read_bytes() == probe_graph()
+    assert signed_sums_exact(probe.read_bytes()) == signed_sums_exact()  # the same answer as the graph built here
+    serve = ("import sys\nfrom pathlib import Path\nfrom models.backends import OnnxBackend\n"
+             f"backend = OnnxBackend(Path({str(path)!r}), threads=1)\n"
+             "print(backend.weights, 'onnx' in sys.modules)")
+    root = Path(__file__).resolve().parents[2]
+    # the first start on a machine that sums signed weights exactly writes their graph (with onnx); none after it
+    runs = [subprocess.run([sys.executable, "-c", serve], cwd=root, capture_output=True, text=True, check=True)
+            for _ in range(2)]
+    weights, onnx_loaded = runs[-1].stdout.split()
+    assert weights == ("signed" if signed_sums_exact() else "unsigned")
+    assert onnx_loaded == "False"
+
+
+def test_a_cache_from_before_the_probe_file_gets_it_at_its_first_serve(tmp_path):
+    path = _unsigned_graph_file(tmp_path, "model", _saturating()[0])
+    assert not (tmp_path / PROBE_GRAPH).exists()
+    served_graph(path)
+    assert (tmp_path / PROBE_GRAPH).read_bytes() == probe_graph()
+    assert not list(tmp_path.glob("*.tmp"))
