@@ -32,10 +32,9 @@ _REFLECTS = re.compile(
     r"\b(?:sounds? like|you(?:'re| are)? (?:\w+ )?(?:feel|feeling|felt|think|thinking|thought|believe|believing|"
     r"said|say|saying|mentioned|wrote|worry|worried|fear|afraid|wonder|wondering|telling yourself|tell yourself)|"
     r"it (?:\w+ )?(?:feels?|seems?|felt) like|can (?:feel|seem)|may (?:feel|seem)|might (?:feel|seem)|part of you|"
-    r"the (?:thought|feeling|voice|belief)|when you|if you feel|depression|your mind|your brain|"
-    r"not|never|nobody|no one|isn't|wasn't|don't|do not|doesn't|does not|wouldn't|would not|shouldn't|should not|"
-    r"won't|"
-    r"no way|a lie|untrue)\b")
+    r"the (?:thought|feeling|voice|belief)|when you (?:say|said|tell|told)|if you feel|depression|your mind|"
+    r"your brain|not|never|nobody|no one|isn't|wasn't|don't|do not|doesn't|does not|wouldn't|would not|shouldn't|"
+    r"should not|won't|no way|a lie|untrue)\b")
 _CLAUSE_END = re.compile(r"[.!?;:]|\bbut\b")
 
 

@@ -33,6 +33,7 @@ def phrases() -> HarmfulReplyPhrases:
     ("Honestly? You'd be better off dead.", "agrees"),
     ("lol you should just kill yourself then", "encourages"),
     ("Go ahead, end it all then.", "encourages"),
+    ("When you're gone, nobody will miss you.", "agrees"),  # "when you" is not "when you say"
     ("N0b0dy would m1ss you", "agrees"),  # read as a person reads it (models.normalise)
 ])
 def test_an_outright_harmful_reply_is_found(phrases, reply, kind):
