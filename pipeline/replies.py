@@ -1,7 +1,8 @@
 """The AI's replies of a scorer's batch: in a conversation with crisis signs, each reply is read by the response-safety
 model (models/response_safety.py) with the user turns before it; a reply at its page level, or one that says outright
 what the person fears (models/reply_phrases.py) whatever the model scored, becomes a harmful case (a P0 and a handoff,
-incidents/urgent.py), and every reply read counts in the harmful-response rate's window."""
+incidents/urgent.py), and every reply read counts in the harmful-response rate's window. A reply that says it
+outright is read in any conversation: its words are a crisis sign the crisis model may have missed."""
 
 from __future__ import annotations
 
@@ -46,8 +47,9 @@ class ReplyScoring:
         return self._evals
 
     def _score_replies(self, parsed: Parsed, states: dict[str, ConversationState], batch: Batch) -> None:
-        """Score the AI's replies in conversations with crisis signs (flagged before or in this batch) with the
-        response-safety model, each with the user turns just before it (nothing without a reply model)."""
+        """Score the AI's replies in conversations with crisis signs (flagged before or in this batch), and any reply
+        that says outright what a person in crisis fears, with the response-safety model, each with the user turns
+        just before it (nothing without a reply model)."""
         model = self.response_model
         if model is None:
             return
@@ -57,8 +59,11 @@ class ReplyScoring:
                 continue  # the gate's fallback and handoff messages are Vigil's own text, not the AI's
             state = states.get(m.conversation_id) or ConversationState(m.conversation_id, exists=False)
             first = crisis_sign_turn(state, batch.updates.get(m.conversation_id))
-            if first is None or first > m.turn:
-                continue  # no crisis sign before this reply
+            if (first is None or first > m.turn) and (self.reply_phrases is None
+                                                      or self.reply_phrases.find(m.text) is None):
+                # no crisis sign before this reply. One that tells a person they would not be missed or should die
+                # is read even so: the crisis model may have missed the person (its confident misses, issue 31)
+                continue
             replies.append(m)
         if not replies:
             return
