@@ -32,7 +32,8 @@ from models.training.urgent_level import CHAT_DIR, write_card_section
 from vigil_core.rule_names import RECALL_RULE
 from vigil_core.stats import rate
 
-__all__ = ["measure", "card_section", "keyword_screens", "SECTION", "SCORER"]
+__all__ = ["measure", "measure_blind", "card_section", "blind_section", "keyword_screens", "SECTION", "BLIND_SECTION",
+           "SCORER"]
 
 SECTION = "## What the loop needs (issue 31)"
 # What the scorer flags on an English turn: the model at its threshold, or a phrase of imminent risk or an explicit
@@ -117,6 +118,49 @@ def _apart_row(label: str, apart: dict[str, Any], source: str, who: list[str]) -
     return f"| {label} | {counts['model']['ordinary']} | " + " | ".join(cells) + " |"
 
 
+def _kind_rows(m: dict[str, Any]) -> list[str]:
+    """The per-kind table's rows, each crisis kind's recall and each ordinary kind's flags by each reader, and all."""
+    who = list(m["by"])
+    kinds = m["by"]["model"]["kind"]
+    lines = []
+    for k in [k for k, v in kinds.items() if v["crisis"]]:
+        cells = [_pct(m["by"][w]["kind"][k]["caught"], m["by"][w]["kind"][k]["crisis"]) for w in who]
+        lines.append(f"| {k} (crisis: caught) | {kinds[k]['crisis']} | " + " | ".join(cells) + " |")
+    for k in [k for k, v in kinds.items() if not v["crisis"] and v["ordinary"]]:
+        cells = [_pct(m["by"][w]["kind"][k]["flagged"], m["by"][w]["kind"][k]["ordinary"]) for w in who]
+        lines.append(f"| {k} (ordinary: flagged) | {kinds[k]['ordinary']} | " + " | ".join(cells) + " |")
+    model = m["by"]["model"]
+    overall = [f"{m['by'][w]['recall']['value']:.1%} / {m['by'][w]['flag_rate']['value']:.1%}" for w in who]
+    n = int(model["recall"]["n"]) + int(model["flag_rate"]["n"])
+    return lines + [f"| **all (recall / ordinary flagged)** | {n} | " + " | ".join(overall) + " |"]
+
+
+def blind_section(m: dict[str, Any], warning_below: float) -> str:
+    """The card's section from `measure` on the blind set (`BLIND_TEST`): turns written after the shipped model was
+    chosen, never trained or chosen on, read once."""
+    who = list(m["by"])
+    lines = [BLIND_SECTION,
+             f"`{BLIND_TEST.name}` (data/chat_form/SOURCE.md): {int(m['by']['model']['recall']['n'])} crisis and "
+             f"{int(m['by']['model']['flag_rate']['n'])} ordinary conversations of the same kinds, written by the team "
+             "on 2026-12-06 after this model was chosen and after the test split above had been read many times, "
+             "never trained or chosen on by any model (`python -m models.training.kinds --card MODEL_DIR --blind` "
+             "writes this section). The test split has chosen between models for weeks; this set has not. Its "
+             "ordinary conversations are hard cases by design (idioms of death, questions near a method), not a "
+             "sample of traffic: their flag rate is no estimate of the 5% line. Its crisis recall is the nearest "
+             "thing here to the hidden set's (0.920 there for an earlier model, issue 31).",
+             ""]
+    for w in ("model", SCORER):
+        if w in m["by"]:
+            r, f = m["by"][w]["recall"], m["by"][w]["flag_rate"]
+            lines.append(f"- **{w}**: crisis recall **{r['value']:.1%}** [{r['lower']:.1%}, {r['upper']:.1%}] "
+                         f"({100 * (r['value'] - warning_below):+.1f} points from the warning line "
+                         f"{warning_below:.0%}), ordinary conversations flagged {f['value']:.1%} [{f['lower']:.1%}, "
+                         f"{f['upper']:.1%}].")
+    lines += ["", "| kind | conversations | " + " | ".join(who) + " |", "|---|---|" + "---|" * len(who),
+              *_kind_rows(m), ""]
+    return "\n".join(lines)
+
+
 def card_section(m: dict[str, Any], warning_below: float, trained_on_kinds: bool = False,
                  chitchat: dict[str, Any] | None = None, trained_on_chitchat: bool = False,
                  long_therapy: dict[str, Any] | None = None) -> str:
@@ -151,18 +195,7 @@ def card_section(m: dict[str, Any], warning_below: float, trained_on_kinds: bool
         "| kind | conversations | " + " | ".join(who) + " |",
         "|---|---|" + "---|" * len(who),
     ]
-    kinds = model["kind"]
-    crisis_kinds = [k for k, v in kinds.items() if v["crisis"]]
-    ordinary_kinds = [k for k, v in kinds.items() if not v["crisis"] and v["ordinary"]]
-    for k in crisis_kinds:
-        cells = [_pct(m["by"][w]["kind"][k]["caught"], m["by"][w]["kind"][k]["crisis"]) for w in who]
-        lines.append(f"| {k} (crisis: caught) | {kinds[k]['crisis']} | " + " | ".join(cells) + " |")
-    for k in ordinary_kinds:
-        cells = [_pct(m["by"][w]["kind"][k]["flagged"], m["by"][w]["kind"][k]["ordinary"]) for w in who]
-        lines.append(f"| {k} (ordinary: flagged) | {kinds[k]['ordinary']} | " + " | ".join(cells) + " |")
-    overall = [f"{m['by'][w]['recall']['value']:.1%} / {m['by'][w]['flag_rate']['value']:.1%}" for w in who]
-    lines += [f"| **all (recall / ordinary flagged)** | {int(recall['n']) + int(flag['n'])} | "
-              + " | ".join(overall) + " |", "", "### Ordinary conversations flagged, per source (test)",
+    lines += [*_kind_rows(m), "", "### Ordinary conversations flagged, per source (test)",
               "| source | ordinary conversations | " + " | ".join(who) + " |", "|---|---|" + "---|" * len(who)]
     for source, v in model["source"].items():
         if v["ordinary"]:
@@ -187,6 +220,9 @@ CHITCHAT_TEST = CHAT_DIR / "chitchat_test.csv"
 # Questions to a therapist written long (data/chat_form/SOURCE.md), a measure only: their source's row.
 THERAPY_LONG_TEST = CHAT_DIR / "therapy_long_test.csv"
 THERAPY_LONG = "therapy_long"
+# Written after the shipped model was chosen, never trained or chosen on (data/chat_form/SOURCE.md): its own section.
+BLIND_TEST = CHAT_DIR / "blind_test.csv"
+BLIND_SECTION = "## A blind set (issue 31)"
 
 
 def combined_test() -> tuple[ChatRows, np.ndarray]:
@@ -228,23 +264,38 @@ def _measure_apart(clf: CrisisClassifier, path: Path, source: str) -> dict[str, 
     return measure(clf, rows, np.full(len(rows), source))
 
 
+def measure_blind(clf: CrisisClassifier, path: Path = BLIND_TEST) -> dict[str, Any]:
+    """`measure` on the blind set, by its rows' `kind`."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        kinds = np.asarray([r["kind"] for r in csv.DictReader(fh)])
+    return measure(clf, load_chat(path), kinds)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--card", type=Path, required=True, help="the model directory whose card gets the section")
+    parser.add_argument("--blind", action="store_true",
+                        help=f"write only the blind set's section ({BLIND_TEST.name}), leaving the test split's")
     args = parser.parse_args(argv)
-    rows, kinds = combined_test()
     clf = CrisisClassifier.load(args.card)
-    m = measure(clf, rows, kinds)
-    chat_config = clf.info.extra.get("chat_config", {})
-    chitchat = _measure_apart(clf, CHITCHAT_TEST, CHITCHAT)
-    long_therapy = _measure_apart(clf, THERAPY_LONG_TEST, THERAPY_LONG)
-    write_card_section(args.card, card_section(m, warning_line(), bool(chat_config.get("kinds")), chitchat,
-                                               bool(chat_config.get("chitchat")), long_therapy), SECTION)
-    model = m["by"]["model"]
-    print(f"recall {model['recall']['value']:.3f}, ordinary flagged {model['flag_rate']['value']:.3f}"
-          + (f", small talk flagged {chitchat['by']['model']['flag_rate']['value']:.3f}" if chitchat else "")
-          + (f", long therapy questions flagged {long_therapy['by']['model']['flag_rate']['value']:.3f}"
-             if long_therapy else ""))
+    if not args.blind:
+        rows, kinds = combined_test()
+        m = measure(clf, rows, kinds)
+        chat_config = clf.info.extra.get("chat_config", {})
+        chitchat = _measure_apart(clf, CHITCHAT_TEST, CHITCHAT)
+        long_therapy = _measure_apart(clf, THERAPY_LONG_TEST, THERAPY_LONG)
+        write_card_section(args.card, card_section(m, warning_line(), bool(chat_config.get("kinds")), chitchat,
+                                                   bool(chat_config.get("chitchat")), long_therapy), SECTION)
+        model = m["by"]["model"]
+        print(f"recall {model['recall']['value']:.3f}, ordinary flagged {model['flag_rate']['value']:.3f}"
+              + (f", small talk flagged {chitchat['by']['model']['flag_rate']['value']:.3f}" if chitchat else "")
+              + (f", long therapy questions flagged {long_therapy['by']['model']['flag_rate']['value']:.3f}"
+                 if long_therapy else ""))
+    if BLIND_TEST.is_file():
+        blind = measure_blind(clf)
+        write_card_section(args.card, blind_section(blind, warning_line()), BLIND_SECTION)
+        r = blind["by"][SCORER]["recall"]
+        print(f"blind set: crisis recall as the scorer flags {r['value']:.3f} of {int(r['n'])}")
 
 
 if __name__ == "__main__":

@@ -190,3 +190,36 @@ def test_the_long_therapy_questions_are_a_measure_no_model_is_fitted_or_chosen_o
     for w in asked_words:
         near = [h for h in fitted if len(w & h) / len(w | h) >= 0.6]
         assert not near, f"a long therapy question is too like a turn a model learns from: {sorted(w)}"
+
+
+def test_the_blind_set_is_written_apart_from_every_turn_a_model_is_fitted_or_chosen_on():
+    """blind_test.csv (written after the shipped model was chosen, measure only): crisis and ordinary conversations
+    of the kinds, each about its last turn, and no turn of three words or more shares 60% of its words with a training
+    or validation turn of any set, so the card's section on it stays a blind measure."""
+    from collections import defaultdict
+
+    rows = _rows(FOLDER / "blind_test.csv")
+    assert len({r["id"] for r in rows}) == len(rows) and {r["source"] for r in rows} == {"team"}
+    by_conversation = defaultdict(list)
+    for r in rows:
+        by_conversation[r["conversation"]].append(r)
+    labels = [[r["label"] for r in conv] for conv in by_conversation.values()]
+    assert all(set(turns[:-1]) <= {"no_crisis"} for turns in labels)  # only the last turn may be a crisis
+    last = [turns[-1] for turns in labels]
+    assert last.count("crisis") >= 40 and last.count("no_crisis") >= 40
+    names = [f"{stem}_{split}.csv" for split in ("train", "validation") for stem in ("chat", "kinds", "chitchat")]
+    names += ["kinds_more_train.csv", "kinds_finetune.csv", "chat_finetune.csv"]
+    paths = [FOLDER / n for n in names] + sorted((ROOT / "data" / "chat_contrast").glob("*.csv"))
+    by_length: dict[int, set[frozenset[str]]] = defaultdict(set)
+    for p in paths:
+        for r in _rows(p):
+            w = words(r["text"])
+            by_length[len(w)].add(w)
+    for r in rows:
+        w = words(r["text"])
+        if len(w) < 3:
+            continue  # "hi", "hello": openers
+        # two sets share 60% of their union only if the smaller has at least 0.6 x the larger's words
+        near = [h for n in range(int(0.6 * len(w)), int(len(w) / 0.6) + 1) for h in by_length.get(n, ())
+                if len(w & h) / len(w | h) >= 0.6]
+        assert not near, f"a blind turn is too like a turn a model learns from: {r['text']!r}"
