@@ -54,6 +54,9 @@ _SHORT_WORDS = frozenset({"to", "no", "me", "my", "so", "go", "do", "be", "we", 
 _MAX_CANDIDATES = 256  # decodings tried for one token (each ambiguous symbol doubles them)
 
 
+# A scorer reads each turn three times (the classifier, its letters, the language): the last turns are kept (the
+# text is in the scorer's memory with its batch anyway; nothing outlives the process).
+@functools.lru_cache(maxsize=512)
 def normalise(text: str) -> str:
     """The text as a person reads it: bidi overrides applied, invisible characters removed, NFKC, look-alike
     letters of other scripts folded into Latin in Latin text, leetspeak and spaced-out letters decoded where an

@@ -343,3 +343,20 @@ def test_a_cached_int8_graph_loads_without_the_torch_encoder_and_scores_the_same
     again = CrisisClassifier.load(cache_dir=model_cache)
     assert again.model_version == clf.model_version and again.threshold == clf.threshold
     assert np.array_equal(again.predict(texts), want)
+
+
+def test_a_turn_is_normalised_once_for_the_classifier_its_letters_and_its_language(clf):
+    """The scorer's readers of a turn (its windows, the letters head, language identification) each read
+    `normalise(text)`: the last turns are cached, so the second and third readers do not normalise it again."""
+    from models.language import LanguageIdentifier
+    from models.normalise import normalise
+
+    texts = [f"turn {k} of a test that reads each turn once, w1th a l33t w0rd" for k in range(5)]
+    lid = LanguageIdentifier()
+    normalise.cache_clear()
+    scores = clf.predict(texts)
+    lid.identify(texts)
+    info = normalise.cache_info()
+    assert info.misses == len(texts) and info.hits >= 2 * len(texts)
+    normalise.cache_clear()
+    assert np.array_equal(clf.predict(texts), scores)  # a cached reading scores as a fresh one
