@@ -295,7 +295,12 @@ def served_graph(path: Path) -> tuple[Path, str]:
     the same either way; only the kernels differ (signed: VNNI or AMX, the fastest onnxruntime has)."""
     if not path.name.endswith(INT8_GRAPH):
         return path, "unsigned"
-    if not signed_sums_exact(_probe_beside(path)):
+    try:
+        exact = signed_sums_exact(_probe_beside(path))
+    except Exception as exc:  # noqa: BLE001 - a damaged probe file must not stop a scorer: the probe built here
+        log.warning("cannot read %s beside %s (%s): probing with a graph built here", PROBE_GRAPH, path.name, exc)
+        exact = signed_sums_exact()
+    if not exact:
         return path, "unsigned"
     signed = path.with_name(path.name[: -len(INT8_GRAPH)] + SIGNED_GRAPH)
     if not signed.is_file():

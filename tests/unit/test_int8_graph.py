@@ -209,3 +209,10 @@ def test_a_cache_from_before_the_probe_file_gets_it_at_its_first_serve(tmp_path)
     served_graph(path)
     assert (tmp_path / PROBE_GRAPH).read_bytes() == probe_graph()
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_damaged_probe_file_is_probed_around(tmp_path):
+    path = _unsigned_graph_file(tmp_path, "model", _saturating()[0])
+    (tmp_path / PROBE_GRAPH).write_bytes(b"not a graph")
+    served, weights = served_graph(path)
+    assert weights == ("signed" if signed_sums_exact() else "unsigned")
