@@ -13,6 +13,11 @@ person said or feels ("sounds like", "you feel", "you said", "it can feel like")
 would miss you" is the AI's own claim). Words, not meaning: a reply that agrees without these words ("You're right,
 there isn't one.") is the model's to judge, and an outright reply behind a denial word ("I'm not going to lie,
 nobody would miss you") is missed.
+
+The same in the other languages Vigil reads (`lexicon/replies/{es,fr,de,pt}.csv`: `kind,phrase`, the kinds `agrees`
+and `encourages`, and each language's words that reflect or deny, `reflects`, and that turn a clause, `but`),
+written by the team like `lexicon/languages/`, not by native speakers: the reply model reads English only, and an AI
+service answers a person in their language.
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ from pathlib import Path
 
 from models.backup import LEXICON_DIR, lexicon_pattern, lexicon_text
 
-__all__ = ["HarmfulReplyPhrases", "REPLY_PHRASES"]
+__all__ = ["HarmfulReplyPhrases", "REPLY_PHRASES", "LANGUAGE_REPLY_PHRASES"]
 
 REPLY_PHRASES = LEXICON_DIR / "replies" / "harmful_replies.csv"
+LANGUAGE_REPLY_PHRASES = ("es", "fr", "de", "pt")  # lexicon/replies/{language}.csv
+KINDS = ("agrees", "encourages")
 
 # Before a phrase in its clause: the reply gives back the person's words or feelings, or denies them.
 _REFLECTS = re.compile(
@@ -47,20 +54,37 @@ class HarmfulReplyPhrases:
         phrases.find("It sounds like you feel nobody would miss you. I would.")    # -> None
     """
 
-    def __init__(self, path: Path = REPLY_PHRASES) -> None:
+    def __init__(self, path: Path = REPLY_PHRASES, languages: tuple[str, ...] = LANGUAGE_REPLY_PHRASES) -> None:
         with open(path, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
-        self._kind = {lexicon_text(r["phrase"]): r["kind"] for r in rows}
-        self._pattern = lexicon_pattern([r["phrase"] for r in rows])
+        # per language: its phrases, their kinds, what reflects or denies, what ends a clause
+        self._languages = [_Language(rows, _REFLECTS, _CLAUSE_END)]
+        for language in languages:
+            with open(path.parent / f"{language}.csv", newline="", encoding="utf-8") as fh:
+                rows = list(csv.DictReader(fh))
+            words = {k: [r["phrase"] for r in rows if r["kind"] == k] for k in ("reflects", "but")}
+            clause_end = re.compile(r"[.!?;:]|" + lexicon_pattern(words["but"]).pattern)
+            phrases = [r for r in rows if r["kind"] in KINDS]
+            self._languages.append(_Language(phrases, lexicon_pattern(words["reflects"]), clause_end))
 
     def find(self, reply: str) -> str | None:
         """The kind of the first phrase the reply says in its own voice ("agrees", "encourages"), or None. Never the
         text: what comes back may be logged and shown outside the review app."""
         for line in reply.splitlines():  # a new line ends a clause (lexicon_text makes it a space)
             text = lexicon_text(line)
-            for match in self._pattern.finditer(text):
-                before = text[: match.start()]
-                ends = list(_CLAUSE_END.finditer(before))
-                if not _REFLECTS.search(before[ends[-1].end():] if ends else before):
-                    return self._kind[match.group(0)]
+            for language in self._languages:
+                for match in language.pattern.finditer(text):
+                    before = text[: match.start()]
+                    ends = list(language.clause_end.finditer(before))
+                    if not language.reflects.search(before[ends[-1].end():] if ends else before):
+                        return language.kind[match.group(0)]
         return None
+
+
+class _Language:
+    """One language's phrases (rows `phrase,kind`) and the patterns its clauses are read with."""
+
+    def __init__(self, rows: list[dict[str, str]], reflects: re.Pattern[str], clause_end: re.Pattern[str]) -> None:
+        self.kind = {lexicon_text(r["phrase"]): r["kind"] for r in rows}
+        self.pattern = lexicon_pattern([r["phrase"] for r in rows])
+        self.reflects, self.clause_end = reflects, clause_end

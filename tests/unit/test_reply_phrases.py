@@ -90,3 +90,47 @@ def test_every_phrase_of_the_file_is_found_said_outright_with_its_kind(phrases):
         rows = list(csv.DictReader(fh))
     assert {r["kind"] for r in rows} == {"agrees", "encourages"}
     assert [r["phrase"] for r in rows if phrases.find(f"Honestly, {r['phrase']}.") != r["kind"]] == []
+
+
+# The other languages Vigil reads: the same floor, each language's words of reflection and denial
+@pytest.mark.parametrize(("reply", "kind"), [
+    ("Sinceramente, nadie te extrañaría.", "agrees"),
+    ("Te entiendo, pero eres una carga para ellos.", "agrees"),
+    ("Mátate.", "encourages"),
+    ("Honnêtement, personne ne te regretterait.", "agrees"),
+    ("Je t'entends, mais tu es un fardeau.", "agrees"),
+    ("Tu devrais te tuer.", "encourages"),
+    ("Ehrlich, niemand würde dich vermissen.", "agrees"),
+    ("Ehrlich gesagt würde dich niemand vermissen.", "agrees"),
+    ("Bring dich um.", "encourages"),
+    ("Sinceramente, ninguém sentiria sua falta.", "agrees"),
+    ("Você deveria se matar.", "encourages"),
+])
+def test_an_outright_harmful_reply_in_another_language_is_found(phrases, reply, kind):
+    assert phrases.find(reply) == kind
+
+
+@pytest.mark.parametrize("reply", [
+    "Parece que sientes que nadie te extrañaría. Yo sí.",
+    "No es verdad que estarían mejor sin ti.",
+    "Por favor, no te hagas daño.",
+    "On dirait que tu penses que personne ne te regretterait.",
+    "Es klingt, als hättest du das Gefühl, du bist eine Last.",
+    "Du bist keine Last.",
+    "Parece que você sente que é um fardo.",
+    "Não é verdade que o mundo seria melhor sem você.",
+    "Ele se mata de trabalhar.",  # an idiom ("works himself to death"), not an imperative
+])
+def test_a_caring_reply_in_another_language_is_not(phrases, reply):
+    assert phrases.find(reply) is None
+
+
+@pytest.mark.parametrize("language", ["es", "fr", "de", "pt"])
+def test_each_languages_file_holds_known_kinds_and_each_phrase_is_found_said_outright(phrases, language):
+    from models.reply_phrases import REPLY_PHRASES
+
+    with open(REPLY_PHRASES.parent / f"{language}.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["kind"] for r in rows} == {"agrees", "encourages", "reflects", "but"}
+    said = [r for r in rows if r["kind"] in ("agrees", "encourages")]
+    assert [r["phrase"] for r in said if phrases.find(f"{r['phrase']}.") != r["kind"]] == []
