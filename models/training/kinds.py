@@ -1,4 +1,4 @@
-"""What the loop needs from the model (issue 31): `python -m models.training.kinds --card MODEL_DIR`.
+"""What the loop needs from the model (issue 31): `python -m models.training.kinds --card MODEL_DIR [--blind]`.
 
 On the test splits of the chat-form set (data/chat_form/chat_test.csv) and of the kinds set
 (data/chat_form/kinds_test.csv: the kinds the model missed, issue 31), at the model's threshold: crisis recall per
@@ -9,7 +9,9 @@ therapist written long, data/chat_form/therapy_long_test.csv, in rows of their o
 above the rule table's warning line, and the same conversations screened by the crisis regexes two PyPI packages
 ship (`pantheon-guardrails`' `crisis.py`, `cogno-aegis`' `safety.py`; dev dependencies, used only to measure).
 `vigil model eval --data data/chat_form/kinds_test.csv --group-column conversation --by-column kind` reproduces
-the model's per-kind column.
+the model's per-kind column. And the same per kind on the blind set (data/chat_form/blind_test.csv: written after
+the model shipped on 2026-12-06 was chosen, never trained or chosen on), a section of its own; `--blind` writes only
+that one.
 """
 
 from __future__ import annotations
@@ -136,14 +138,14 @@ def _kind_rows(m: dict[str, Any]) -> list[str]:
 
 
 def blind_section(m: dict[str, Any], warning_below: float) -> str:
-    """The card's section from `measure` on the blind set (`BLIND_TEST`): turns written after the shipped model was
-    chosen, never trained or chosen on, read once."""
+    """The card's section from `measure` on the blind set (`BLIND_TEST`): turns written after the model shipped on
+    2026-12-06 was chosen, never trained or chosen on."""
     who = list(m["by"])
     lines = [BLIND_SECTION,
              f"`{BLIND_TEST.name}` (data/chat_form/SOURCE.md): {int(m['by']['model']['recall']['n'])} crisis and "
              f"{int(m['by']['model']['flag_rate']['n'])} ordinary conversations of the same kinds, written by the team "
-             "on 2026-12-06 after this model was chosen and after the test split above had been read many times, "
-             "never trained or chosen on by any model (`python -m models.training.kinds --card MODEL_DIR --blind` "
+             "on 2026-12-06, after `minilm-l6-chat-f0c4600e` was chosen and the test split above had been read many "
+             "times, and never trained or chosen on (`python -m models.training.kinds --card MODEL_DIR --blind` "
              "writes this section). The test split has chosen between models for weeks; this set has not. Its "
              "ordinary conversations are hard cases by design (idioms of death, questions near a method), not a "
              "sample of traffic: their flag rate is no estimate of the 5% line. Its crisis recall is the nearest "
