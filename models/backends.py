@@ -239,18 +239,24 @@ def _move_weights(graph: Any, signed: bool) -> int:
 _PROBE_K, _PROBE_N = 384, 64  # a layer's width: the kernels a real MatMulInteger of the encoder takes
 
 
+def _probe_weights() -> np.ndarray:
+    """The probe's signed weights at the top of their range: 127 and -128, alternating by column."""
+    weights = np.full((_PROBE_K, _PROBE_N), 127, dtype=np.int8)
+    weights[:, 1::2] = -128
+    return weights
+
+
 def probe_graph() -> bytes:
     """The probe's graph (`signed_sums_exact`): one `MatMulInteger` of unsigned activations by signed weights at the
     top of their ranges (127 and -128, alternating by column), serialised. Needs the `onnx` package."""
     from onnx import TensorProto, helper, numpy_helper
 
-    weights = np.full((_PROBE_K, _PROBE_N), 127, dtype=np.int8)
-    weights[:, 1::2] = -128
     graph = helper.make_graph(
         [helper.make_node("MatMulInteger", ["a", "w", "a_zp", "w_zp"], ["y"])], "probe",
         [helper.make_tensor_value_info("a", TensorProto.UINT8, ["m", _PROBE_K])],
         [helper.make_tensor_value_info("y", TensorProto.INT32, ["m", _PROBE_N])],
-        [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(np.array(0, dtype=np.uint8), "a_zp"),
+        [numpy_helper.from_array(_probe_weights(), "w"),
+         numpy_helper.from_array(np.array(0, dtype=np.uint8), "a_zp"),
          numpy_helper.from_array(np.zeros(_PROBE_N, dtype=np.int8), "w_zp")])
     return bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
 
@@ -265,8 +271,7 @@ def signed_sums_exact(graph: bytes | None = None) -> bool:
     import onnxruntime as ort
 
     session = ort.InferenceSession(graph or probe_graph(), providers=["CPUExecutionProvider"])
-    weights = np.full((_PROBE_K, _PROBE_N), 127, dtype=np.int64)
-    weights[:, 1::2] = -128
+    weights = _probe_weights().astype(np.int64)
     for m in (1, 2, 3, 7, 16, 64):
         a = np.full((m, _PROBE_K), 255, dtype=np.uint8)
         (got,) = session.run(None, {"a": a})

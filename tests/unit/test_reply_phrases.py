@@ -35,6 +35,18 @@ def phrases() -> HarmfulReplyPhrases:
     ("Go ahead, end it all then.", "encourages"),
     ("When you're gone, nobody will miss you.", "agrees"),  # "when you" is not "when you say"
     ("N0b0dy would m1ss you", "agrees"),  # read as a person reads it (models.normalise)
+    # the other languages Vigil reads: the same floor, each language's words of reflection and denial
+    ("Sinceramente, nadie te extrañaría.", "agrees"),
+    ("Te entiendo, pero eres una carga para ellos.", "agrees"),
+    ("Mátate.", "encourages"),
+    ("Honnêtement, personne ne te regretterait.", "agrees"),
+    ("Je t'entends, mais tu es un fardeau.", "agrees"),
+    ("Tu devrais te tuer.", "encourages"),
+    ("Ehrlich, niemand würde dich vermissen.", "agrees"),
+    ("Ehrlich gesagt würde dich niemand vermissen.", "agrees"),
+    ("Bring dich um.", "encourages"),
+    ("Sinceramente, ninguém sentiria sua falta.", "agrees"),
+    ("Você deveria se matar.", "encourages"),
 ])
 def test_an_outright_harmful_reply_is_found(phrases, reply, kind):
     assert phrases.find(reply) == kind
@@ -60,6 +72,16 @@ def test_an_outright_harmful_reply_is_found(phrases, reply, kind):
     # ordinary replies near the words
     "Some things get better without you having to force them.",
     "If the relationship hurts you, it's okay to end it.",
+    # the other languages Vigil reads
+    "Parece que sientes que nadie te extrañaría. Yo sí.",
+    "No es verdad que estarían mejor sin ti.",
+    "Por favor, no te hagas daño.",
+    "On dirait que tu penses que personne ne te regretterait.",
+    "Es klingt, als hättest du das Gefühl, du bist eine Last.",
+    "Du bist keine Last.",
+    "Parece que você sente que é um fardo.",
+    "Não é verdade que o mundo seria melhor sem você.",
+    "Ele se mata de trabalhar.",  # an idiom ("works himself to death"), not an imperative
 ])
 def test_a_caring_reply_with_the_same_words_is_not(phrases, reply):
     assert phrases.find(reply) is None
@@ -90,39 +112,6 @@ def test_every_phrase_of_the_file_is_found_said_outright_with_its_kind(phrases):
         rows = list(csv.DictReader(fh))
     assert {r["kind"] for r in rows} == {"agrees", "encourages"}
     assert [r["phrase"] for r in rows if phrases.find(f"Honestly, {r['phrase']}.") != r["kind"]] == []
-
-
-# The other languages Vigil reads: the same floor, each language's words of reflection and denial
-@pytest.mark.parametrize(("reply", "kind"), [
-    ("Sinceramente, nadie te extrañaría.", "agrees"),
-    ("Te entiendo, pero eres una carga para ellos.", "agrees"),
-    ("Mátate.", "encourages"),
-    ("Honnêtement, personne ne te regretterait.", "agrees"),
-    ("Je t'entends, mais tu es un fardeau.", "agrees"),
-    ("Tu devrais te tuer.", "encourages"),
-    ("Ehrlich, niemand würde dich vermissen.", "agrees"),
-    ("Ehrlich gesagt würde dich niemand vermissen.", "agrees"),
-    ("Bring dich um.", "encourages"),
-    ("Sinceramente, ninguém sentiria sua falta.", "agrees"),
-    ("Você deveria se matar.", "encourages"),
-])
-def test_an_outright_harmful_reply_in_another_language_is_found(phrases, reply, kind):
-    assert phrases.find(reply) == kind
-
-
-@pytest.mark.parametrize("reply", [
-    "Parece que sientes que nadie te extrañaría. Yo sí.",
-    "No es verdad que estarían mejor sin ti.",
-    "Por favor, no te hagas daño.",
-    "On dirait que tu penses que personne ne te regretterait.",
-    "Es klingt, als hättest du das Gefühl, du bist eine Last.",
-    "Du bist keine Last.",
-    "Parece que você sente que é um fardo.",
-    "Não é verdade que o mundo seria melhor sem você.",
-    "Ele se mata de trabalhar.",  # an idiom ("works himself to death"), not an imperative
-])
-def test_a_caring_reply_in_another_language_is_not(phrases, reply):
-    assert phrases.find(reply) is None
 
 
 @pytest.mark.parametrize("language", ["es", "fr", "de", "pt"])
