@@ -192,13 +192,14 @@ def test_the_long_therapy_questions_are_a_measure_no_model_is_fitted_or_chosen_o
         assert not near, f"a long therapy question is too like a turn a model learns from: {sorted(w)}"
 
 
-def test_the_blind_set_is_written_apart_from_every_turn_a_model_is_fitted_or_chosen_on():
-    """blind_test.csv (written after the shipped model was chosen, measure only): crisis and ordinary conversations
-    of the kinds, each about its last turn, and no turn of three words or more shares 60% of its words with a training
-    or validation turn of any set, so the card's section on it stays a blind measure."""
+@pytest.mark.parametrize("name", ["blind_test.csv", "blind_test_2.csv"])
+def test_the_blind_set_is_written_apart_from_every_turn_a_model_is_fitted_or_chosen_on(name):
+    """The blind sets (each written before the models it measures were chosen, measure only): crisis and ordinary
+    conversations of the kinds, each about its last turn, and no turn of three words or more shares 60% of its words
+    with a training or validation turn of any set, so the card's section on it stays a blind measure."""
     from collections import defaultdict
 
-    rows = _rows(FOLDER / "blind_test.csv")
+    rows = _rows(FOLDER / name)
     assert len({r["id"] for r in rows}) == len(rows) and {r["source"] for r in rows} == {"team"}
     by_conversation = defaultdict(list)
     for r in rows:
