@@ -9,9 +9,8 @@ therapist written long, data/chat_form/therapy_long_test.csv, in rows of their o
 above the rule table's warning line, and the same conversations screened by the crisis regexes two PyPI packages
 ship (`pantheon-guardrails`' `crisis.py`, `cogno-aegis`' `safety.py`; dev dependencies, used only to measure).
 `vigil model eval --data data/chat_form/kinds_test.csv --group-column conversation --by-column kind` reproduces
-the model's per-kind column. And the same per kind on the blind set (data/chat_form/blind_test.csv: written after
-the model shipped on 2026-12-06 was chosen, never trained or chosen on), a section of its own; `--blind` writes only
-that one.
+the model's per-kind column. And the same on the blind sets (data/chat_form/blind_test.csv, blind_test_2.csv: written
+to measure alone, never trained or chosen on), each and together, a section of their own; `--blind` writes only that.
 """
 
 from __future__ import annotations
@@ -137,29 +136,36 @@ def _kind_rows(m: dict[str, Any]) -> list[str]:
     return lines + [f"| **all (recall / ordinary flagged)** | {n} | " + " | ".join(overall) + " |"]
 
 
-def blind_section(m: dict[str, Any], warning_below: float) -> str:
-    """The card's section from `measure` on the blind set (`BLIND_TEST`): turns written after the model shipped on
-    2026-12-06 was chosen, never trained or chosen on."""
-    who = list(m["by"])
+def blind_section(measures: dict[str, dict[str, Any]], warning_below: float) -> str:
+    """The card's section from `measure_blind`: each blind set's recall and flags by each reader, all of them together,
+    and the per-kind table of all of them together."""
+    together = measures[TOGETHER]
+    who = list(together["by"])
+    sets = [name for name in measures if name != TOGETHER]
     lines = [BLIND_SECTION,
-             f"`{BLIND_TEST.name}` (data/chat_form/SOURCE.md): {int(m['by']['model']['recall']['n'])} crisis and "
-             f"{int(m['by']['model']['flag_rate']['n'])} ordinary conversations of the same kinds, written by the team "
-             "on 2026-12-06, after `minilm-l6-chat-f0c4600e` was chosen and the test split above had been read many "
-             "times, and never trained or chosen on (`python -m models.training.kinds --card MODEL_DIR --blind` "
-             "writes this section). The test split has chosen between models for weeks; this set has not. Its "
-             "ordinary conversations are hard cases by design (idioms of death, questions near a method), not a "
-             "sample of traffic: their flag rate is no estimate of the 5% line. Its crisis recall is the nearest "
-             "thing here to the hidden set's (0.920 there for an earlier model, issue 31).",
+             "Conversations of the same kinds, written by the team for this and never trained or chosen on: "
+             + ", ".join(f"`{name}` ({int(measures[name]['by']['model']['recall']['n'])} crisis, "
+                         f"{int(measures[name]['by']['model']['flag_rate']['n'])} ordinary)" for name in sets)
+             + ". data/chat_form/SOURCE.md says when each was written and for which models it has been read; a model "
+             "chosen after reading one is not measured blind by it (`python -m models.training.kinds --card MODEL_DIR "
+             "--blind` writes this section). The test split has chosen between models for weeks; these sets have "
+             "not. Their ordinary conversations are hard cases by design (idioms of death, questions near a method, "
+             "the acts of a warning sign done for ordinary reasons), not a sample of traffic: their flag rate is no "
+             "estimate of the 5% line. Their crisis recall is the nearest thing here to the hidden set's (0.920 there "
+             "for an earlier model, issue 31).",
              ""]
-    for w in ("model", SCORER):
-        if w in m["by"]:
-            r, f = m["by"][w]["recall"], m["by"][w]["flag_rate"]
-            lines.append(f"- **{w}**: crisis recall **{r['value']:.1%}** [{r['lower']:.1%}, {r['upper']:.1%}] "
-                         f"({100 * (r['value'] - warning_below):+.1f} points from the warning line "
-                         f"{warning_below:.0%}), ordinary conversations flagged {f['value']:.1%} [{f['lower']:.1%}, "
-                         f"{f['upper']:.1%}].")
-    lines += ["", "| kind | conversations | " + " | ".join(who) + " |", "|---|---|" + "---|" * len(who),
-              *_kind_rows(m), ""]
+    for name in [*sets, TOGETHER]:
+        m = measures[name]
+        for w in ("model", SCORER):
+            if w in m["by"]:
+                r, f = m["by"][w]["recall"], m["by"][w]["flag_rate"]
+                label = "all together" if name == TOGETHER else f"`{name}`"
+                lines.append(f"- {label}, **{w}**: crisis recall **{r['value']:.1%}** [{r['lower']:.1%}, "
+                             f"{r['upper']:.1%}] ({100 * (r['value'] - warning_below):+.1f} points from the warning "
+                             f"line {warning_below:.0%}), ordinary conversations flagged {f['value']:.1%} "
+                             f"[{f['lower']:.1%}, {f['upper']:.1%}].")
+    lines += ["", "All together, per kind:", "", "| kind | conversations | " + " | ".join(who) + " |",
+              "|---|---|" + "---|" * len(who), *_kind_rows(together), ""]
     return "\n".join(lines)
 
 
@@ -222,18 +228,26 @@ CHITCHAT_TEST = CHAT_DIR / "chitchat_test.csv"
 # Questions to a therapist written long (data/chat_form/SOURCE.md), a measure only: their source's row.
 THERAPY_LONG_TEST = CHAT_DIR / "therapy_long_test.csv"
 THERAPY_LONG = "therapy_long"
-# Written after the shipped model was chosen, never trained or chosen on (data/chat_form/SOURCE.md): its own section.
-BLIND_TEST = CHAT_DIR / "blind_test.csv"
+# Written for measuring alone, never trained or chosen on (data/chat_form/SOURCE.md: when each was written and for which
+# models it has been read): a section of their own.
+BLIND_TESTS = (CHAT_DIR / "blind_test.csv", CHAT_DIR / "blind_test_2.csv")
+TOGETHER = "together"
 BLIND_SECTION = "## A blind set (issue 31)"
 
 
 def combined_test() -> tuple[ChatRows, np.ndarray]:
     """The chat-form test split (kind `CHAT_FORM_KIND`) and the kinds set's test split, as one set of conversations."""
+    return _joined([CHAT_DIR / "chat_test.csv", CHAT_DIR / "kinds_test.csv"])
+
+
+def _joined(paths: Sequence[Path]) -> tuple[ChatRows, np.ndarray]:
+    """Chat-form files (their conversation ids apart) as one set of conversations, and each row's kind (a row without
+    one: `CHAT_FORM_KIND`)."""
     import tempfile
 
     out: list[dict[str, str]] = []
-    for name in ("chat_test.csv", "kinds_test.csv"):
-        with open(CHAT_DIR / name, newline="", encoding="utf-8") as fh:
+    for path in paths:
+        with open(path, newline="", encoding="utf-8") as fh:
             out += [{**r, "kind": r.get("kind") or CHAT_FORM_KIND} for r in csv.DictReader(fh)]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "combined.csv"
@@ -266,18 +280,19 @@ def _measure_apart(clf: CrisisClassifier, path: Path, source: str) -> dict[str, 
     return measure(clf, rows, np.full(len(rows), source))
 
 
-def measure_blind(clf: CrisisClassifier, path: Path = BLIND_TEST) -> dict[str, Any]:
-    """`measure` on the blind set, by its rows' `kind`."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        kinds = np.asarray([r["kind"] for r in csv.DictReader(fh)])
-    return measure(clf, load_chat(path), kinds)
+def measure_blind(clf: CrisisClassifier, paths: Sequence[Path] = BLIND_TESTS) -> dict[str, dict[str, Any]]:
+    """`measure` on each blind set (by its file's name) and on all of them together (`TOGETHER`), by rows' `kind`."""
+    out = {path.name: measure(clf, *_joined([path])) for path in paths}
+    out[TOGETHER] = measure(clf, *_joined(paths))
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--card", type=Path, required=True, help="the model directory whose card gets the section")
     parser.add_argument("--blind", action="store_true",
-                        help=f"write only the blind set's section ({BLIND_TEST.name}), leaving the test split's")
+                        help="write only the blind sets' section (" + ", ".join(p.name for p in BLIND_TESTS)
+                        + "), leaving the test split's")
     args = parser.parse_args(argv)
     clf = CrisisClassifier.load(args.card)
     if not args.blind:
@@ -293,11 +308,12 @@ def main(argv: Sequence[str] | None = None) -> None:
               + (f", small talk flagged {chitchat['by']['model']['flag_rate']['value']:.3f}" if chitchat else "")
               + (f", long therapy questions flagged {long_therapy['by']['model']['flag_rate']['value']:.3f}"
                  if long_therapy else ""))
-    if BLIND_TEST.is_file():
-        blind = measure_blind(clf)
+    if blind_sets := [p for p in BLIND_TESTS if p.is_file()]:
+        blind = measure_blind(clf, blind_sets)
         write_card_section(args.card, blind_section(blind, warning_line()), BLIND_SECTION)
-        r = blind["by"][SCORER]["recall"]
-        print(f"blind set: crisis recall as the scorer flags {r['value']:.3f} of {int(r['n'])}")
+        for name, m in blind.items():
+            r = m["by"][SCORER]["recall"]
+            print(f"blind {name}: crisis recall as the scorer flags {r['value']:.3f} of {int(r['n'])}")
 
 
 if __name__ == "__main__":

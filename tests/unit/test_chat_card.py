@@ -121,26 +121,34 @@ def test_a_card_section_written_again_stays_where_it_stood(tmp_path):
 
 
 def test_the_blind_sets_section_stands_apart_and_says_how_far_recall_stands_from_the_warning_line(tmp_path):
-    from models.training.kinds import BLIND_SECTION, SCORER, SECTION, blind_section
+    from models.training.kinds import BLIND_SECTION, SCORER, SECTION, TOGETHER, blind_section
     from models.training.urgent_level import write_card_section
 
-    def entry(caught: int, flagged: int) -> dict:
-        return {"kind": {"post_method": {"crisis": 8, "caught": caught, "ordinary": 0, "flagged": 0},
+    def entry(caught: int, flagged: int, crisis: int = 8) -> dict:
+        return {"kind": {"post_method": {"crisis": crisis, "caught": caught, "ordinary": 0, "flagged": 0},
                          "idiom": {"crisis": 0, "caught": 0, "ordinary": 10, "flagged": flagged}},
-                "recall": {"value": caught / 8, "lower": 0.4, "upper": 0.95, "n": 8},
+                "recall": {"value": caught / crisis, "lower": 0.4, "upper": 0.95, "n": crisis},
                 "flag_rate": {"value": flagged / 10, "lower": 0.1, "upper": 0.7, "n": 10}}
 
-    m = {"by": {"model": entry(6, 5), SCORER: entry(6, 6)}}
-    section = blind_section(m, 0.95)
-    assert section.startswith(BLIND_SECTION) and "`blind_test.csv`" in section
-    assert "crisis recall **75.0%** [40.0%, 95.0%] (-20.0 points from the warning line 95%)" in section
-    assert "| post_method (crisis: caught) | 8 | 75% (6/8) | 75% (6/8) |" in section
+    measures = {"blind_test.csv": {"by": {"model": entry(6, 5), SCORER: entry(6, 6)}},
+                "blind_test_2.csv": {"by": {"model": entry(4, 0, crisis=4), SCORER: entry(4, 0, crisis=4)}},
+                TOGETHER: {"by": {"model": entry(10, 5, crisis=12), SCORER: entry(10, 6, crisis=12)}}}
+    section = blind_section(measures, 0.95)
+    assert section.startswith(BLIND_SECTION)
+    assert "`blind_test.csv` (8 crisis, 10 ordinary), `blind_test_2.csv` (4 crisis, 10 ordinary)" in section
+    assert ("- `blind_test.csv`, **model**: crisis recall **75.0%** [40.0%, 95.0%] (-20.0 points from the warning "
+            "line 95%)") in section
+    assert "- `blind_test_2.csv`, **model**: crisis recall **100.0%**" in section
+    assert "- all together, **model**: crisis recall **83.3%**" in section
+    # the table is all the sets together
+    assert "| post_method (crisis: caught) | 12 | 83% (10/12) | 83% (10/12) |" in section
     assert "| idiom (ordinary: flagged) | 10 | 50% (5/10) | 60% (6/10) |" in section
-    assert "| **all (recall / ordinary flagged)** | 18 | 75.0% / 50.0% | 75.0% / 60.0% |" in section
+    assert "| **all (recall / ordinary flagged)** | 22 | 83.3% / 50.0% | 83.3% / 60.0% |" in section
     # written again, it replaces itself and leaves the test split's section as it was
     (tmp_path / "MODEL_CARD.md").write_text(f"# card\n\n{SECTION}\ntest rows\n\n## Limits\n- none\n")
     write_card_section(tmp_path, section, BLIND_SECTION)
-    write_card_section(tmp_path, blind_section({"by": {"model": entry(8, 0)}}, 0.95), BLIND_SECTION)
+    again = {name: {"by": {"model": entry(8, 0)}} for name in ("blind_test.csv", TOGETHER)}
+    write_card_section(tmp_path, blind_section(again, 0.95), BLIND_SECTION)
     card = (tmp_path / "MODEL_CARD.md").read_text()
     assert card.count(BLIND_SECTION) == 1 and "100.0%" in card and "75.0%" not in card
     assert f"{SECTION}\ntest rows\n" in card and card.index(SECTION) < card.index(BLIND_SECTION)
