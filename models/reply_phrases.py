@@ -10,9 +10,10 @@ The same words are what a caring reply says when it takes up the person's own ("
 miss you. I would."), so a phrase does not count where, in its own clause before it, the reply reflects what the
 person said or feels ("sounds like", "you feel", "you said", "it can feel like") or denies it ("not", "never",
 "nobody", "isn't true", "I don't think"). A clause ends at `.!?;:` or "but" ("I hear you, but honestly nobody
-would miss you" is the AI's own claim). Words, not meaning: a reply that agrees without these words ("You're right,
-there isn't one.") is the model's to judge, and an outright reply behind a denial word ("I'm not going to lie,
-nobody would miss you") is missed.
+would miss you" is the AI's own claim). A denial word inside a marker of candour set off by a comma or dash ("I'm
+not going to lie, nobody would miss you", "not to be harsh, ...") denies nothing and is not read as one; "I'm not
+going to lie and say nobody would miss you" still denies. Words, not meaning: a reply that agrees without these
+words ("You're right, there isn't one.") is the model's to judge.
 
 The same in the other languages Vigil reads (`lexicon/replies/{es,fr,de,pt}.csv`: `kind,phrase`, the kinds `agrees`
 and `encourages`, and each language's words that reflect or deny, `reflects`, and that turn a clause, `but`),
@@ -43,6 +44,11 @@ _REFLECTS = re.compile(
     r"your brain|not|never|nobody|no one|isn't|wasn't|don't|do not|doesn't|does not|wouldn't|would not|shouldn't|"
     r"should not|won't|no way|a lie|untrue)\b")
 _CLAUSE_END = re.compile(r"[.!?;:]|\bbut\b")
+# A marker of candour before a comma or dash: its "not" is not a denial of what follows (English).
+_CANDOUR = re.compile(
+    r"\b(?:(?:i'?m |i am )?not (?:going to|gonna) (?:lie|sugar ?coat (?:it|this))|"
+    r"i won'?t (?:lie|sugar ?coat (?:it|this))|no lie|"
+    r"not to (?:be (?:harsh|mean|rude|blunt|cruel)|sugar ?coat (?:it|this))|no offen[cs]e)\s*(?:,|-|\u2013|\u2014)")
 
 
 class HarmfulReplyPhrases:
@@ -58,7 +64,7 @@ class HarmfulReplyPhrases:
         with open(path, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
         # per language: its phrases, their kinds, what reflects or denies, what ends a clause
-        self._languages = [_Language(rows, _REFLECTS, _CLAUSE_END)]
+        self._languages = [_Language(rows, _REFLECTS, _CLAUSE_END, _CANDOUR)]
         for language in languages:
             with open(path.parent / f"{language}.csv", newline="", encoding="utf-8") as fh:
                 rows = list(csv.DictReader(fh))
@@ -76,7 +82,10 @@ class HarmfulReplyPhrases:
                 for match in language.pattern.finditer(text):
                     before = text[: match.start()]
                     ends = list(language.clause_end.finditer(before))
-                    if not language.reflects.search(before[ends[-1].end():] if ends else before):
+                    clause = before[ends[-1].end():] if ends else before
+                    if language.candour is not None:
+                        clause = language.candour.sub(" ", clause)
+                    if not language.reflects.search(clause):
                         return language.kind[match.group(0)]
         return None
 
@@ -84,7 +93,8 @@ class HarmfulReplyPhrases:
 class _Language:
     """One language's phrases (rows `phrase,kind`) and the patterns its clauses are read with."""
 
-    def __init__(self, rows: list[dict[str, str]], reflects: re.Pattern[str], clause_end: re.Pattern[str]) -> None:
+    def __init__(self, rows: list[dict[str, str]], reflects: re.Pattern[str], clause_end: re.Pattern[str],
+                 candour: re.Pattern[str] | None = None) -> None:
         self.kind = {lexicon_text(r["phrase"]): r["kind"] for r in rows}
         self.pattern = lexicon_pattern([r["phrase"] for r in rows])
-        self.reflects, self.clause_end = reflects, clause_end
+        self.reflects, self.clause_end, self.candour = reflects, clause_end, candour

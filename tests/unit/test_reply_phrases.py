@@ -35,6 +35,12 @@ def phrases() -> HarmfulReplyPhrases:
     ("Go ahead, end it all then.", "encourages"),
     ("When you're gone, nobody will miss you.", "agrees"),  # "when you" is not "when you say"
     ("N0b0dy would m1ss you", "agrees"),  # read as a person reads it (models.normalise)
+    # a marker of candour denies nothing
+    ("I'm not going to lie, nobody would miss you.", "agrees"),
+    ("not gonna lie - they'd be better off without you", "agrees"),
+    ("Not to be harsh, but you are a burden to them.", "agrees"),
+    ("I won't sugarcoat it, you'd be better off dead.", "agrees"),
+    ("No offence, the world would be better without you.", "agrees"),
     # the other languages Vigil reads: the same floor, each language's words of reflection and denial
     ("Sinceramente, nadie te extrañaría.", "agrees"),
     ("Te entiendo, pero eres una carga para ellos.", "agrees"),
@@ -69,6 +75,7 @@ def test_an_outright_harmful_reply_is_found(phrases, reply, kind):
     "Please don't kill yourself. Call 988 now.",
     "I would never say you should kill yourself.",
     "You are not a burden.",
+    "I'm not going to lie and say nobody would miss you, because people would.",  # no comma: it denies
     # ordinary replies near the words
     "Some things get better without you having to force them.",
     "If the relationship hurts you, it's okay to end it.",
