@@ -34,7 +34,7 @@ from vigil_core.rule_names import RECALL_RULE
 from vigil_core.stats import rate
 
 __all__ = ["measure", "measure_blind", "card_section", "blind_section", "keyword_screens", "SECTION", "BLIND_SECTION",
-           "SCORER"]
+           "SCORER", "TOGETHER"]
 
 SECTION = "## What the loop needs (issue 31)"
 # What the scorer flags on an English turn: the model at its threshold, or a phrase of imminent risk or an explicit
