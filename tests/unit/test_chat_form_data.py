@@ -192,8 +192,11 @@ def test_the_long_therapy_questions_are_a_measure_no_model_is_fitted_or_chosen_o
         assert not near, f"a long therapy question is too like a turn a model learns from: {sorted(w)}"
 
 
-@pytest.mark.parametrize("name", ["blind_test.csv", "blind_test_2.csv"])
-def test_the_blind_set_is_written_apart_from_every_turn_a_model_is_fitted_or_chosen_on(name):
+# The second blind set was written after the warning-sign turns an experiment trained on (warning_signs_candidate.csv)
+# and is held apart from them too; the first was written before them.
+@pytest.mark.parametrize(("name", "also_apart_from"), [("blind_test.csv", []),
+                                                       ("blind_test_2.csv", ["warning_signs_candidate.csv"])])
+def test_the_blind_set_is_written_apart_from_every_turn_a_model_is_fitted_or_chosen_on(name, also_apart_from):
     """The blind sets (each written before the models it measures were chosen, measure only): crisis and ordinary
     conversations of the kinds, each about its last turn, and no turn of three words or more shares 60% of its words
     with a training or validation turn of any set, so the card's section on it stays a blind measure."""
@@ -209,7 +212,7 @@ def test_the_blind_set_is_written_apart_from_every_turn_a_model_is_fitted_or_cho
     last = [turns[-1] for turns in labels]
     assert last.count("crisis") >= 40 and last.count("no_crisis") >= 40
     names = [f"{stem}_{split}.csv" for split in ("train", "validation") for stem in ("chat", "kinds", "chitchat")]
-    names += ["kinds_more_train.csv", "kinds_finetune.csv", "chat_finetune.csv"]
+    names += ["kinds_more_train.csv", "kinds_finetune.csv", "chat_finetune.csv", *also_apart_from]
     paths = [FOLDER / n for n in names] + sorted((ROOT / "data" / "chat_contrast").glob("*.csv"))
     by_length: dict[int, set[frozenset[str]]] = defaultdict(set)
     for p in paths:
