@@ -54,16 +54,18 @@ class ReplyScoring:
         if model is None:
             return
         replies = []
+        found: dict[str, str | None] = {}  # a reply's phrase, where it was looked for already (by event id)
         for m in parsed.messages:
             if m.role != "assistant" or is_gate_reply(m.model_version):
                 continue  # the gate's fallback and handoff messages are Vigil's own text, not the AI's
             state = states.get(m.conversation_id) or ConversationState(m.conversation_id, exists=False)
             first = crisis_sign_turn(state, batch.updates.get(m.conversation_id))
-            if (first is None or first > m.turn) and (self.reply_phrases is None
-                                                      or self.reply_phrases.find(m.text) is None):
+            if first is None or first > m.turn:
                 # no crisis sign before this reply. One that tells a person they would not be missed or should die
                 # is read even so: the crisis model may have missed the person (its confident misses, issue 31)
-                continue
+                found[m.event_id] = None if self.reply_phrases is None else self.reply_phrases.find(m.text)
+                if found[m.event_id] is None:
+                    continue
             replies.append(m)
         if not replies:
             return
@@ -89,7 +91,8 @@ class ReplyScoring:
         page = float(model.page_threshold)
         for m, p in zip(replies, scores, strict=True):
             # under the page level, a phrase in the AI's own voice (its kind: never the text) pages as well
-            phrase = None if float(p) >= page or self.reply_phrases is None else self.reply_phrases.find(m.text)
+            phrase = (None if float(p) >= page or self.reply_phrases is None
+                      else found[m.event_id] if m.event_id in found else self.reply_phrases.find(m.text))
             why = "score" if float(p) >= page else f"phrase ({phrase})" if phrase else None
             batch.replies.append((m.event_id, m.ts.timestamp(), 1.0 if why else 0.0))
             stored = batch.updates[m.conversation_id].turns.get(f"{m.turn:08d}:{m.role}")
