@@ -54,7 +54,7 @@ class ReplyScoring:
         if model is None:
             return
         replies = []
-        found: dict[str, str | None] = {}  # a reply's phrase, where it was looked for already (by event id)
+        found: dict[str, str] = {}  # the phrase that let a reply with no crisis sign be read (by event id)
         for m in parsed.messages:
             if m.role != "assistant" or is_gate_reply(m.model_version):
                 continue  # the gate's fallback and handoff messages are Vigil's own text, not the AI's
@@ -63,9 +63,10 @@ class ReplyScoring:
             if first is None or first > m.turn:
                 # no crisis sign before this reply. One that tells a person they would not be missed or should die
                 # is read even so: the crisis model may have missed the person (its confident misses, issue 31)
-                found[m.event_id] = None if self.reply_phrases is None else self.reply_phrases.find(m.text)
-                if found[m.event_id] is None:
+                phrase = None if self.reply_phrases is None else self.reply_phrases.find(m.text)
+                if phrase is None:
                     continue
+                found[m.event_id] = phrase
             replies.append(m)
         if not replies:
             return
@@ -92,7 +93,7 @@ class ReplyScoring:
         for m, p in zip(replies, scores, strict=True):
             # under the page level, a phrase in the AI's own voice (its kind: never the text) pages as well
             phrase = (None if float(p) >= page or self.reply_phrases is None
-                      else found[m.event_id] if m.event_id in found else self.reply_phrases.find(m.text))
+                      else found.get(m.event_id) or self.reply_phrases.find(m.text))
             why = "score" if float(p) >= page else f"phrase ({phrase})" if phrase else None
             batch.replies.append((m.event_id, m.ts.timestamp(), 1.0 if why else 0.0))
             stored = batch.updates[m.conversation_id].turns.get(f"{m.turn:08d}:{m.role}")

@@ -3,6 +3,7 @@ sources, and it holds none of the sentences the regression table and the other t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import subprocess
@@ -171,6 +172,20 @@ def test_the_chitchat_splits_rebuild_byte_for_byte_and_hold_only_small_talk(tmp_
     assert not any(chitchat.RISK.search(r["text"]) for s in SPLITS for r in _rows(FOLDER / f"chitchat_{s}.csv"))
 
 
+def _fitted_or_chosen_on(*extra: str) -> list[Path]:
+    """The files whose turns a model here is fitted or chosen on (the training and validation turns of every set, the
+    encoder's fine-tuning rows, the contrast turns), and the files named in `extra` of this folder."""
+    names = [f"{stem}_{split}.csv" for split in ("train", "validation") for stem in ("chat", "kinds", "chitchat")]
+    names += ["kinds_more_train.csv", "kinds_finetune.csv", "chat_finetune.csv", *extra]
+    return [FOLDER / n for n in names] + sorted((ROOT / "data" / "chat_contrast").glob("*.csv"))
+
+
+@functools.cache
+def _turn_words(path: Path) -> tuple[frozenset[str], ...]:
+    """Each turn's `words` of a file, read once for every test that holds a measure apart from it."""
+    return tuple(words(r["text"]) for r in _rows(path))
+
+
 def test_the_long_therapy_questions_are_a_measure_no_model_is_fitted_or_chosen_on():
     """therapy_long_test.csv (questions to a therapist written long, measure only): ordinary, long, and unlike every
     turn a model is fitted or chosen on (no training or validation turn, of any set, shares 60% of its words with
@@ -182,11 +197,8 @@ def test_the_long_therapy_questions_are_a_measure_no_model_is_fitted_or_chosen_o
     assert min(len(r["text"].split()) for r in asked) >= 50
     asked_words = [words(r["text"]) for r in asked]
     shortest = min(len(w) for w in asked_words)
-    names = [f"{stem}_{split}.csv" for split in ("train", "validation") for stem in ("chat", "kinds", "chitchat")]
-    names += ["kinds_more_train.csv", "kinds_finetune.csv", "chat_finetune.csv"]
-    paths = [FOLDER / n for n in names] + sorted((ROOT / "data" / "chat_contrast").glob("*.csv"))
     # a text with fewer than 0.6 x as many distinct words cannot share 60% of the words of the union with one
-    fitted = [w for p in paths for r in _rows(p) if len(w := words(r["text"])) >= 0.6 * shortest]
+    fitted = [w for p in _fitted_or_chosen_on() for w in _turn_words(p) if len(w) >= 0.6 * shortest]
     for w in asked_words:
         near = [h for h in fitted if len(w & h) / len(w | h) >= 0.6]
         assert not near, f"a long therapy question is too like a turn a model learns from: {sorted(w)}"
@@ -211,13 +223,9 @@ def test_the_blind_set_is_written_apart_from_every_turn_a_model_is_fitted_or_cho
     assert all(set(turns[:-1]) <= {"no_crisis"} for turns in labels)  # only the last turn may be a crisis
     last = [turns[-1] for turns in labels]
     assert last.count("crisis") >= 40 and last.count("no_crisis") >= 40
-    names = [f"{stem}_{split}.csv" for split in ("train", "validation") for stem in ("chat", "kinds", "chitchat")]
-    names += ["kinds_more_train.csv", "kinds_finetune.csv", "chat_finetune.csv", *also_apart_from]
-    paths = [FOLDER / n for n in names] + sorted((ROOT / "data" / "chat_contrast").glob("*.csv"))
     by_length: dict[int, set[frozenset[str]]] = defaultdict(set)
-    for p in paths:
-        for r in _rows(p):
-            w = words(r["text"])
+    for p in _fitted_or_chosen_on(*also_apart_from):
+        for w in _turn_words(p):
             by_length[len(w)].add(w)
     for r in rows:
         w = words(r["text"])
