@@ -8,6 +8,7 @@ import functools
 import logging
 import math
 import os
+import queue
 import tempfile
 from pathlib import Path
 from typing import Any, Protocol
@@ -116,27 +117,36 @@ class OnnxBackend:
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="vigil-ort")
         self.path = path
 
-    def _rows(self, rows: list[np.ndarray], session: Any = None) -> list[np.ndarray]:
-        out = []
-        for ids in rows:
-            ids = ids.reshape(1, -1)
-            (value,) = (session or self._session).run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
-            out.append(np.asarray(value, dtype=np.float64).reshape(-1))
-        return out
+    def _row(self, ids: np.ndarray, session: Any = None) -> np.ndarray:
+        ids = ids.reshape(1, -1)
+        (value,) = (session or self._session).run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+        return np.asarray(value, dtype=np.float64).reshape(-1)
+
+    def _work(self, rows: list[np.ndarray], todo: queue.SimpleQueue[int], out: list[np.ndarray | None]) -> None:
+        """One worker: run the next row not yet taken until none is left."""
+        while True:
+            try:
+                i = todo.get_nowait()
+            except queue.Empty:
+                return
+            out[i] = self._row(rows[i])
 
     def outputs(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        """The graph's outputs, shape (batch, width); each row is run alone, without its padding."""
+        """The graph's outputs, shape (batch, width); each row is run alone, without its padding.
+
+        The workers take rows as they finish one, the longest first: a batch ends when its last row does, so no
+        worker waits long on another (a fixed share each left one idle while the other ran its longer rows)."""
         lengths = np.maximum(attention_mask.sum(axis=1), 1)
         rows = [np.ascontiguousarray(input_ids[i, : lengths[i]]) for i in range(len(input_ids))]
         if len(rows) <= 1 or self.threads == 1:
-            return np.stack(self._rows(rows, self._single)) if rows else np.zeros((0, 1))
-        chunks = [rows[k::self.threads] for k in range(self.threads)]
-        results = list(self._pool.map(self._rows, chunks))
-        out = np.empty((len(rows), results[0][0].size), dtype=np.float64)
-        for k, values in enumerate(results):
-            if values:
-                out[k::self.threads] = np.stack(values)
-        return out
+            return np.stack([self._row(r, self._single) for r in rows]) if rows else np.zeros((0, 1))
+        todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for i in np.argsort(-lengths, kind="stable"):
+            todo.put(int(i))
+        out: list[np.ndarray | None] = [None] * len(rows)
+        for done in [self._pool.submit(self._work, rows, todo, out) for _ in range(min(self.threads, len(rows)))]:
+            done.result()
+        return np.stack(out)  # type: ignore[arg-type]
 
 
 def export_onnx_int8(module: object, target: Path) -> Path:

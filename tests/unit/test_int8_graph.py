@@ -25,6 +25,7 @@ from models.backends import (  # noqa: E402
     INT8_GRAPH,
     PROBE_GRAPH,
     SIGNED_GRAPH,
+    OnnxBackend,
     export_onnx_int8,
     probe_graph,
     served_graph,
@@ -216,3 +217,18 @@ def test_a_damaged_probe_file_is_probed_around(tmp_path):
     (tmp_path / PROBE_GRAPH).write_bytes(b"not a graph")
     served, weights = served_graph(path)
     assert weights == ("signed" if signed_sums_exact() else "unsigned")
+
+
+def test_rows_run_by_two_workers_come_back_in_their_batch_order_each_as_run_alone(tmp_path):
+    path = export_onnx_int8(_tiny_module(), tmp_path / ("model" + INT8_GRAPH))
+    rng = np.random.default_rng(0)
+    lengths = [3, 12, 1, 7, 12, 5, 9, 2, 11]  # the workers take the longest first: the order they finish is not this
+    ids = np.zeros((len(lengths), max(lengths)), dtype=np.int64)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = rng.integers(1, 50, n)
+    mask = (np.arange(ids.shape[1]) < np.asarray(lengths)[:, None]).astype(np.int64)
+    alone = OnnxBackend(path, threads=1)
+    want = np.concatenate([alone.outputs(ids[i:i + 1, :n], mask[i:i + 1, :n]) for i, n in enumerate(lengths)])
+    got = OnnxBackend(path, threads=2).outputs(ids, mask)
+    assert got.shape == want.shape and np.array_equal(got, want)
+    assert len({row.tobytes() for row in want}) == len(lengths)  # every row differs: a row out of place would show
