@@ -20,7 +20,7 @@ kept after it is scored.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -88,9 +88,10 @@ class CharHead:
         """How many hash buckets."""
         return int(self.idf.size)
 
-    def row(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """A text's non-empty buckets (sorted) and their counts (float64)."""
-        found, count = np.unique(buckets(normalise(text), self.ngram, self.features), return_counts=True)
+    def row(self, text: str, read: Callable[[str], str] = normalise) -> tuple[np.ndarray, np.ndarray]:
+        """A text's non-empty buckets (sorted) and their counts (float64), of the text as `read` gives it (normalised,
+        or as the crisis model reads it: `CrisisClassifier.read`)."""
+        found, count = np.unique(buckets(read(text), self.ngram, self.features), return_counts=True)
         return found, count.astype(np.float64)
 
     def counts(self, texts: Sequence[str]) -> Any:
@@ -118,17 +119,17 @@ class CharHead:
             x.data[row] = self._weights(x.indices[row], x.data[row])
         return x
 
-    def raw(self, texts: Sequence[str]) -> np.ndarray:
+    def raw(self, texts: Sequence[str], read: Callable[[str], str] = normalise) -> np.ndarray:
         """The linear model's own log-odds, one per text (weight not applied)."""
         out = np.full(len(texts), self.intercept)
         for i, text in enumerate(texts):
-            found, count = self.row(text)
+            found, count = self.row(text, read)
             out[i] += float(np.dot(self._weights(found, count), self.coef[found]))
         return out
 
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+    def __call__(self, texts: Sequence[str], read: Callable[[str], str] = normalise) -> np.ndarray:
         """What the head adds to each text's crisis logit."""
-        return self.weight * self.raw(texts) if len(texts) else np.zeros(0)
+        return self.weight * self.raw(texts, read) if len(texts) else np.zeros(0)
 
     def spec(self) -> dict[str, Any]:
         """How vigil_model.json records it (the arrays are in the weights file)."""

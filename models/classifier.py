@@ -39,6 +39,7 @@ from models.backends import INT8_GRAPH, Backend, OnnxBackend, TorchBackend, expo
 from models.char_head import CharHead
 from models.errors import ModelError
 from models.head import CrisisHead, aggregate, context_embedding, window_logit
+from models.idioms import IDIOMS_VERSION, read_idioms
 from models.normalise import normalise
 
 __all__ = ["CrisisClassifier", "TurnScores", "History"]
@@ -93,6 +94,10 @@ class CrisisClassifier:
         self._sep = int(tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id)
         self._pad = int(tokenizer.pad_token_id or 0)
         self._kept: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+        idioms = info.extra.get("idioms")
+        if idioms not in (None, IDIOMS_VERSION):
+            raise ModelError(f"the model reads idioms by {idioms}, this code by {IDIOMS_VERSION}")
+        self._idioms = idioms == IDIOMS_VERSION
 
     def keep_outputs(self) -> None:
         """From now on, remember each call's window outputs by its texts (the encoder's pass, whatever the head's
@@ -148,8 +153,7 @@ class CrisisClassifier:
     def _windows(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
         width = self.info.max_length - 2
         step = width - _OVERLAP
-        # What a reader sees (models.normalise), not the bytes: the same for scoring, training and evaluation.
-        shown = [normalise(t) for t in texts]
+        shown = [self.read(t) for t in texts]
         encoded = self._tok(shown, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
         windows: list[list[int]] = []
         owners: list[int] = []
@@ -159,6 +163,13 @@ class CrisisClassifier:
                 windows.append([self._cls, *ids[start:start + width], self._sep])
                 owners.append(i)
         return windows, np.asarray(owners, dtype=np.int64)
+
+    def read(self, text: str) -> str:
+        """What the model reads of a text: what a reader sees (models.normalise), not the bytes, and where its scoring
+        settings say so, its idioms of death read for what they mean (models.idioms); the same wherever the model
+        scores (the scorer, its calibration, `vigil model eval`), its letters included."""
+        shown = normalise(text)
+        return read_idioms(shown) if self._idioms else shown
 
     def _micro_batches(self, order: np.ndarray, lengths: list[int]) -> list[np.ndarray]:
         """Consecutive runs of the length-sorted windows: at most `batch_size` rows and at most
@@ -184,7 +195,7 @@ class CrisisClassifier:
         (`models.char_head`; zeros for a model without one)."""
         if self.char_head is None:
             return np.zeros(len(texts))
-        return self.char_head(texts)
+        return self.char_head(texts, self.read)
 
     def window_logits(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Uncalibrated crisis logits of every window, and the index of the text each window belongs to."""

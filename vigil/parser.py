@@ -152,6 +152,9 @@ def _model_commands(sub: Any) -> None:
                         "head's tiers are chosen again on its validation split, the head stays as fitted")
     p.add_argument("--chat-recall", type=float, default=None, metavar="R",
                    help="with --chat-data: the crisis recall the threshold keeps (default: the model's own)")
+    p.add_argument("--idioms", action="store_true",
+                   help="with --chat-data: the model reads idioms of death for what they mean (models/idioms.py) "
+                        "from now on, a scoring setting (a new name); chosen again on it")
     p.set_defaults(handler=_lazy("models.training.commands:calibrate_command"))
     p = model_sub.add_parser("export", help="build the int8 ONNX graph into the cache now")
     p.set_defaults(handler=_lazy("models.training.commands:export_command"))

@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from models.training.card_recipe import char_head_line, chat_options, encoder_extra, fitted_config, recalibrated_line
+from models.training.card_recipe import (
+    char_head_line,
+    chat_options,
+    encoder_extra,
+    fitted_config,
+    idioms_line,
+    recalibrated_line,
+)
 
 __all__ = ["write_model_card"]
 
@@ -287,6 +294,7 @@ def write_chat_model_card(out: Path, meta: dict[str, Any]) -> Path:
         "its validation recall stays within one point of fp32's). Each text window runs alone, unpadded, and "
         "context embeddings are kept at float16, so a replayed turn gets exactly the score it had.",
         *_normaliser_lines(meta),
+        *idioms_line(meta),
         f"- Training, {'three steps' if meta.get('recalibrated') else 'two steps'}. (1) The encoder layers and the "
         f"posts head (`{init['model_version']}`): "
         + _init_command(init) + f" (2) This head: `vigil train --init-from ENCODER_DIR --data {meta['data']['path']} "

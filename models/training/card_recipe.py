@@ -8,7 +8,7 @@ from typing import Any
 
 from models.training.train_config import ChatTrainConfig
 
-__all__ = ["encoder_extra", "chat_options", "fitted_config", "recalibrated_line", "char_head_line"]
+__all__ = ["encoder_extra", "chat_options", "fitted_config", "recalibrated_line", "char_head_line", "idioms_line"]
 
 
 def encoder_extra(init: dict[str, Any]) -> str:
@@ -48,8 +48,24 @@ def recalibrated_line(meta: dict[str, Any], cmd: dict[str, str]) -> str:
         return ""
     return (f" (3) Its operating point chosen again: `vigil model calibrate --model-dir MODEL_DIR --data "
             f"{meta['data']['path']} --split-file {Path(cmd.get('split_file', '')).name} --chat-data data/chat_form "
-            f"--chat-recall {again['chat_recall']:g}` (the head and its context as fitted; the threshold and the "
-            "posts head's tiers chosen on validation for that recall).")
+            f"--chat-recall {again['chat_recall']:g}{' --idioms' if meta.get('idioms') else ''}` (the head and its "
+            "context as fitted; the calibration, the threshold and the posts head's tiers chosen on validation for "
+            "that recall" + (", the idioms read as the model now reads them" if meta.get("idioms") else "") + ").")
+
+
+def idioms_line(meta: dict[str, Any]) -> list[str]:
+    """The card's words on the idioms the model reads for what they mean (models.idioms), if it does."""
+    if not meta.get("idioms"):
+        return []
+    return [
+        f"- **Reads idioms of death for what they mean** (`{meta['idioms']}`, `models/idioms.py`): after the "
+        "normaliser, \"killing some time\", \"the death of me\", \"i'd kill for a pizza\", \"dead tired\" and the "
+        "like are written as what they mean (\"passing some time\", \"a nuisance\") in a sentence with no other "
+        "word of dying or distress; a sentence that has one is read as written. The encoder reads the words of "
+        "dying in an idiom as it reads them in a wish to die (\"killing some time before my train\" scored 0.82); "
+        "the phrase rules and the review app read the text as sent. A scoring setting, read the same in "
+        "calibration, scoring and `vigil model eval`; the head was fitted on text as written, before it, and step 3 "
+        "chose the calibration, threshold and posts tiers on it."]
 
 
 def char_head_line(meta: dict[str, Any]) -> list[str]:

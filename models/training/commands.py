@@ -164,6 +164,10 @@ def _chat_calibrate_command(args: argparse.Namespace, settings: Settings, out: P
     meta["recalibrated"] = {"fitted_chat_recall": fitted_config(meta)["chat_recall"], "chat_recall": cfg.chat_recall}
     if args.note:
         meta["operating_point_note"] = args.note
+    if getattr(args, "idioms", False):
+        from models.idioms import IDIOMS_VERSION
+
+        meta["idioms"] = IDIOMS_VERSION
     meta = chat_calibrate(out, meta, posts, splits, chat, cfg, stderr_progress, settings.cache_dir)
     served = "onnx" if meta["onnx_recall_ok"] else "torch"
     print(json.dumps({"model_version": meta["model_version"], "threshold": meta["threshold"],
