@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pytest
 
 from models.artifact import DEFAULT_MODEL_DIR, ModelInfo
 from models.classifier import CrisisClassifier
+from models.errors import ModelError
+from models.idioms import IDIOMS_VERSION
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.slow
@@ -106,7 +109,10 @@ def test_the_shipped_model_decides_posts_by_the_flag_rule_and_its_card_names_its
     # which at most 8% of validation's ordinary conversations are flagged); the card's recipe says so
     card = (DEFAULT_MODEL_DIR / "MODEL_CARD.md").read_text()
     assert SHIPPED["chat_config"]["chitchat"] and SHIPPED["chat_config"]["chat_recall"] == 0.99
-    assert "--chat-kinds --chat-chitchat --chat-recall 0.99" in card and "recalibrated" not in SHIPPED
+    assert "--chat-kinds --chat-chitchat --chat-recall 0.99" in card
+    # then calibrated again at the same target, reading idioms of death for what they mean (models/idioms.py)
+    assert SHIPPED["recalibrated"] == {"fitted_chat_recall": 0.99, "chat_recall": 0.99}
+    assert SHIPPED["idioms"] == IDIOMS_VERSION and "--chat-recall 0.99 --idioms`" in card
     # its encoder was fine-tuned on small talk too, from files the repository holds (the recipe can be run again)
     extra = SHIPPED["init_from"]["config"]["extra_train"]
     assert "data/chat_form/chitchat_finetune.csv" in extra and all((ROOT / f).is_file() for f in extra)
@@ -327,6 +333,20 @@ def test_windows_run_in_length_sorted_micro_batches_within_the_token_budget():
     assert all(rows <= 8 and rows * width <= 64 or rows == 1 for rows, width in backend.shapes)
     # each text got the logit of its own window (its length plus [CLS] and [SEP]), in input order
     assert list(logits) == [n + 2 for n in (30, 3, 10, 3, 5, 12, 1, 4, 4, 9, 2, 20)]
+
+
+def test_a_model_reads_idioms_for_what_they_mean_only_where_its_settings_say_so():
+    info = ModelInfo(kind="pooled-head", model_version="t", threshold=0.5, calibration=ModelInfo.read(
+        DEFAULT_MODEL_DIR).calibration)
+    said = ["absolutely dead on my feet", "i feel dead inside"]
+    plain = CrisisClassifier(_Tok(), _ShapeBackend(), info)
+    reading = CrisisClassifier(_Tok(), _ShapeBackend(), dataclasses.replace(info, extra={"idioms": IDIOMS_VERSION}))
+    assert [plain.read(t) for t in said] == said
+    assert [reading.read(t) for t in said] == ["absolutely very tired", "i feel dead inside"]
+    # the encoder is given the text as read (the stand-in backend's logit is a window's length in tokens)
+    assert list(plain.logits(said)) == [5 + 2, 4 + 2] and list(reading.logits(said)) == [3 + 2, 4 + 2]
+    with pytest.raises(ModelError, match="idioms"):
+        CrisisClassifier(_Tok(), _ShapeBackend(), dataclasses.replace(info, extra={"idioms": "vigil-idioms/0"}))
 
 
 def test_a_cached_int8_graph_loads_without_the_torch_encoder_and_scores_the_same(clf, model_cache, monkeypatch):
