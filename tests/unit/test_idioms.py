@@ -54,6 +54,15 @@ def test_a_sentence_that_may_mean_its_words_of_dying_is_read_as_written(said):
     assert read_idioms(said) == said
 
 
+def test_every_rule_holds_a_word_the_quick_check_looks_for():
+    """A turn without any of `_ANY`'s words is returned as it is, unread: each rule must need one of them."""
+    from models.idioms import _ANY, _RULES
+
+    for pattern, _ in _RULES:
+        assert any(word in pattern.pattern for word in ("kill", "death", "die", "dying", "dead", "shoot")), pattern
+    assert _ANY.search("Shoot me a text") and not _ANY.search("see you at the station at nine")
+
+
 def test_only_the_sentence_with_the_idiom_is_read_again():
     said = "killing some time before my train. i want to end it all tonight."
     assert read_idioms(said) == "passing some time before my train. i want to end it all tonight."
