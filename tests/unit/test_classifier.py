@@ -25,6 +25,9 @@ CRISIS = [
     "I've written goodbye letters to my family",
     "nobody would miss me if I ended it all",
     "I'm standing on the bridge and I'm going to jump",
+    # a wish to die said through an idiom the model reads for what it means (models/idioms.py): the rest carries it
+    "i would kill for a way out",
+    "i'd die for a long sleep",
 ]
 BENIGN = [
     "killed it at work today",
