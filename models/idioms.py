@@ -18,7 +18,6 @@ parse of a copyrighted dictionary). A change to any rule is a new version, and s
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 __all__ = ["IDIOMS_VERSION", "read_idioms"]
 
@@ -36,20 +35,28 @@ _THINGS = (r"the (?:process|lights?|engine|music|mood|vibe|weeds?|mold|mould|bac
            r"ants|wasps?|pests?|task|job|app|server|tab|program|battery)\b|"
            r"(?:mold|mould|weeds|bacteria|germs|bugs|ants|fleas|lice|pests|roaches|mice|rats)\b|"
            r"(?:this|that|a) (?:process|task|job|app|tab|program|spider|fly|wasp|bug)\b")
-_Rule = tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]
-
-
-def _verb(forms: str) -> Callable[[re.Match[str]], str]:
+class _Verb:
     """The replacement of a form of "kill" (its ending the match's first group) by the same form of another verb:
     "pass, passing, passed, passes"."""
-    by_ending = dict(zip(("", "ing", "ed", "s"), forms.split(", "), strict=True))
-    return lambda match: by_ending[(match.group(1) or "").lower()]
+
+    def __init__(self, forms: str) -> None:
+        self.forms = forms
+        self._by_ending = dict(zip(("", "ing", "ed", "s"), forms.split(", "), strict=True))
+
+    def __call__(self, match: re.Match[str]) -> str:
+        return self._by_ending[(match.group(1) or "").lower()]
+
+    def __repr__(self) -> str:
+        return f"_Verb({self.forms!r})"
+
+
+_Rule = tuple[re.Pattern[str], str | _Verb]
 
 
 _RULES: list[_Rule] = [(re.compile(p, re.IGNORECASE), r) for p, r in (
     # "killing some time before my train"
     (r"\bkill(ing|ed|s)?(?= (?:some |a little |a bit of |the |a lot of |an hour of |more )?time\b)",
-     _verb("pass, passing, passed, passes")),
+     _Verb("pass, passing, passed, passes")),
     # "this traffic is going to be the death of me"
     (rf"\bthe death of {_ME}\b", "a nuisance"),
     # "i'd kill for a pizza", "i'd die for a coffee"
@@ -71,9 +78,9 @@ _RULES: list[_Rule] = [(re.compile(p, re.IGNORECASE), r) for p, r in (
      r"(?<!trying )(?<!like )\bto die for(?=\s*(?:[.!,;)]|$|lol|haha|honestly|tbh|seriously))", "wonderful"),
     # "he's gonna kill it at his audition", "we killed it at the gig"
     (r"\bkill(ing|ed|s)? it(?= (?:at|on|in|tonight|today|out there|with)\b)",
-     _verb("do great, doing great, did great, does great")),
+     _Verb("do great, doing great, did great, does great")),
     # killing a thing, not a person: a process, the lights, weeds
-    (rf"\bkill(ing|ed|s)?(?= (?:-9\b|-[a-z]+\b|{_THINGS}))", _verb("stop, stopping, stopped, stops")),
+    (rf"\bkill(ing|ed|s)?(?= (?:-9\b|-[a-z]+\b|{_THINGS}))", _Verb("stop, stopping, stopped, stops")),
     # "drop dead gorgeous", "over my dead body"
     (r"\bdrop dead (?=gorgeous|beautiful|funny)", "really "),
     (r"\bover my dead body\b", "no way"),

@@ -198,6 +198,8 @@ def calibrate_command(args: argparse.Namespace, settings: Settings) -> int:
     meta = json.loads((out / ARTIFACT_FILE).read_text())
     if "chat_head" in meta:
         return _chat_calibrate_command(args, settings, out, meta)
+    if getattr(args, "idioms", False):
+        raise SystemExit("vigil model calibrate --idioms: only a chat model (`vigil train --chat-data`) reads idioms")
     known = TrainConfig.__dataclass_fields__
     cfg = TrainConfig(**{k: v for k, v in meta.get("config", {}).items() if k in known})
     cfg.target_recall = args.target_recall

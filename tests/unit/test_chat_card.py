@@ -99,6 +99,16 @@ def test_a_recalibrated_model_names_the_fit_and_then_the_calibrate_command():
     assert "--split-file rmhd27_suicidewatch_meta.csv" in line
     fitted = {k: v for k, v in meta.items() if k != "recalibrated"}
     assert fitted_config(fitted) == meta["chat_config"] and recalibrated_line(fitted, cmd) == ""
+    reading = recalibrated_line({**meta, "idioms": "vigil-idioms/1"}, cmd)
+    assert "--chat-recall 0.99 --idioms`" in reading and "--idioms" not in line
+
+
+def test_only_a_chat_model_is_given_the_idioms_reading(tmp_path):
+    (tmp_path / ARTIFACT_FILE).write_text(json.dumps({"config": {}}))
+    args = argparse.Namespace(model_dir=str(tmp_path), data="posts.csv", split_file="split.csv", target_recall=0.97,
+                              note=None, chat_data=None, chat_recall=None, idioms=True)
+    with pytest.raises(SystemExit, match="only a chat model"):
+        calibrate_command(args, Settings())
 
 
 def test_calibrating_a_chat_model_needs_its_chat_data(tmp_path):

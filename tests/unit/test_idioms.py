@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
 
-from models.idioms import read_idioms
+from models.idioms import IDIOMS_VERSION, read_idioms
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,3 +86,16 @@ def test_no_crisis_turn_of_the_teams_data_is_read_differently():
                     changed["crisis" if row["label"] == "crisis" else "no_crisis"].append(row["text"])
     assert changed["crisis"] == []
     assert len(changed["no_crisis"]) >= 20
+
+
+# The table each version names: the version is part of a model's name, so a model never scores one text two ways.
+TABLES = {"vigil-idioms/1": "07a7094b5ca2c9ff"}
+
+
+def test_the_version_names_the_table():
+    """A change to a rule, to the words of distress or to the sentence split is a new version (and so a new model
+    name, `scoring_version`): give IDIOMS_VERSION a new name and its digest here."""
+    from models.idioms import _ANY, _DISTRESS, _RULES, _SENTENCE
+
+    table = json.dumps([[p.pattern, repr(r)] for p, r in _RULES] + [_DISTRESS.pattern, _SENTENCE.pattern, _ANY.pattern])
+    assert TABLES[IDIOMS_VERSION] == hashlib.sha256(table.encode()).hexdigest()[:16]
