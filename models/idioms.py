@@ -35,6 +35,8 @@ _THINGS = (r"the (?:process|lights?|engine|music|mood|vibe|weeds?|mold|mould|bac
            r"ants|wasps?|pests?|task|job|app|server|tab|program|battery)\b|"
            r"(?:mold|mould|weeds|bacteria|germs|bugs|ants|fleas|lice|pests|roaches|mice|rats)\b|"
            r"(?:this|that|a) (?:process|task|job|app|tab|program|spider|fly|wasp|bug)\b")
+
+
 class _Verb:
     """The replacement of a form of "kill" (its ending the match's first group) by the same form of another verb:
     "pass, passing, passed, passes"."""
@@ -51,8 +53,6 @@ class _Verb:
 
 
 _Rule = tuple[re.Pattern[str], str | _Verb]
-
-
 _RULES: list[_Rule] = [(re.compile(p, re.IGNORECASE), r) for p, r in (
     # "killing some time before my train"
     (r"\bkill(ing|ed|s)?(?= (?:some |a little |a bit of |the |a lot of |an hour of |more )?time\b)",
