@@ -17,6 +17,7 @@ parse of a copyrighted dictionary). A change to any rule is a new version, and s
 
 from __future__ import annotations
 
+import functools
 import re
 
 __all__ = ["IDIOMS_VERSION", "read_idioms"]
@@ -102,7 +103,9 @@ def _sentence(match: re.Match[str]) -> str:
 _ANY = re.compile(r"\b(?:kill|death|die|dying|dead|shoot)", re.IGNORECASE)
 
 
+@functools.lru_cache(maxsize=512)
 def read_idioms(text: str) -> str:
     """`text` (normalised) with its idioms of death and violence written as what they mean, sentence by sentence;
-    a sentence that still speaks of distress without them keeps them as written."""
+    a sentence that still speaks of distress without them keeps them as written. The last turns are kept, as
+    `normalise` keeps them: a turn's windows and its letters read it once."""
     return _SENTENCE.sub(_sentence, text) if _ANY.search(text) else text

@@ -12,7 +12,7 @@ import pytest
 from models.artifact import DEFAULT_MODEL_DIR, ModelInfo
 from models.classifier import CrisisClassifier
 from models.errors import ModelError
-from models.idioms import IDIOMS_VERSION
+from models.idioms import IDIOMS_VERSION, read_idioms
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.slow
@@ -377,9 +377,12 @@ def test_a_turn_is_normalised_once_for_the_classifier_its_letters_and_its_langua
     texts = [f"turn {k} of a test that reads each turn once, w1th a l33t w0rd" for k in range(5)]
     lid = LanguageIdentifier()
     normalise.cache_clear()
+    read_idioms.cache_clear()
     scores = clf.predict(texts)
     lid.identify(texts)
     info = normalise.cache_info()
     assert info.misses == len(texts) and info.hits >= 2 * len(texts)
+    # the shipped model reads idioms (models/idioms.py): its windows and its letters read each turn's idioms once
+    assert read_idioms.cache_info().misses == len(texts) and read_idioms.cache_info().hits >= len(texts)
     normalise.cache_clear()
     assert np.array_equal(clf.predict(texts), scores)  # a cached reading scores as a fresh one

@@ -5,13 +5,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from pathlib import Path
 
 import pytest
 
 from models.idioms import IDIOMS_VERSION, read_idioms
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
 
 
 @pytest.mark.parametrize(("said", "read"), [
