@@ -95,3 +95,39 @@ def test_the_shipped_word_list_is_pyspellcheckers_common_english_words():
     from models.normalise import WORDS_FILE, word_list
 
     assert WORDS_FILE.read_text(encoding="ascii") == word_list()
+
+
+# What each version reads: a digest of `normalise` over a fixed set of texts, so that a change to its rules, its word
+# list, Unicode's confusables table or Python's Unicode data (NFKC, format characters) cannot change a model's input
+# under the same NORMALISER_VERSION (part of every chat model's name, `scoring_version`).
+READINGS = {"vigil-normalise/1": "0803c1cf1818f1e3"}
+_SCRIPTS = [(0x00C0, 0x0250), (0x0370, 0x0400), (0x0400, 0x0530), (0x0530, 0x0590), (0x13A0, 0x1400),
+            (0x1D00, 0x1DC0), (0x2100, 0x2150), (0xFF01, 0xFF5F), (0x1D400, 0x1D4A0)]
+_LEET_OF = str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"})
+
+
+def version_texts() -> list[str]:
+    """Texts that cross every path of `normalise`, built from the shipped word list alone (the data files can grow):
+    a letter of each listed block between Latin letters, and every 25th common word disguised seven ways."""
+    from models.normalise import word_counts
+
+    texts = [f"I want to d{chr(c)}e today" for lo, hi in _SCRIPTS for c in range(lo, hi)]
+    texts += [f"{chr(c)}{chr(c + 1)}{chr(c + 2)}" for lo, hi in _SCRIPTS for c in range(lo, hi - 2, 3)]
+    for word in sorted(word_counts())[::25]:
+        texts += [f"so {word.translate(_LEET_OF)} now", f"so {' '.join(word)} now", f"so {'.'.join(word)} now",
+                  f"so {word}{word[-1] * 4} now", f"so {ZWSP.join(word)} now", full_width(f"so {word} now"),
+                  f"so {RLO}{word[::-1]}{PDF} now"]
+    return texts + [o for _, o, _ in OBFUSCATED_CRISIS] + ORDINARY
+
+
+def test_the_version_names_what_it_reads():
+    """A change to what `normalise` reads any of these texts as is a new version, and so a new model name: give
+    NORMALISER_VERSION a new name and its digest here (and calibrate the models that read it again)."""
+    import hashlib
+
+    from models.normalise import WORDS_FILE
+
+    digest = hashlib.sha256(WORDS_FILE.read_bytes())
+    for text in version_texts():
+        digest.update(normalise(text).encode("utf-8", "surrogatepass") + b"\0")
+    assert READINGS[NORMALISER_VERSION] == digest.hexdigest()[:16], "normalise reads a text differently"
