@@ -181,7 +181,9 @@ def build_module(model_dir: Path, info: ModelInfo) -> Any:
         encoder_dir = model_dir / "encoder" if (model_dir / "encoder" / "config.json").is_file() else None
         classes = list(info.extra.get("head_classes") or [])
         crisis = [classes.index(c) for c in info.extra.get("crisis_classes") or []]
-        module = PooledClassifier(load_base_encoder(encoder_dir), n_classes=max(1, len(classes)), crisis_classes=crisis)
+        depth = info.extra.get("encoder_layers")  # a smaller encoder: the base's first that many layers
+        module = PooledClassifier(load_base_encoder(encoder_dir, None if depth is None else int(depth)),
+                                  n_classes=max(1, len(classes)), crisis_classes=crisis)
         weights = {k: v.float() for k, v in load_file(str(model_dir / WEIGHTS_FILE)).items()
                    if not k.startswith((CHAT_HEAD_PREFIX, POSTS_HEAD_PREFIX, CHAR_HEAD_PREFIX))}  # numpy heads
         missing = [k for k in weights if k not in module.state_dict()]

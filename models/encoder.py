@@ -12,18 +12,26 @@ from pathlib import Path
 
 import torch
 
+from models.errors import ModelError
 from models.head import LOGIT_SCALE
 from models.tokenizer import base_encoder_path
 
 __all__ = ["PooledClassifier", "load_base_encoder"]
 
 
-def load_base_encoder(path: Path | None = None) -> torch.nn.Module:
-    """Load the encoder from a local directory only; nothing is fetched from a hub."""
+def load_base_encoder(path: Path | None = None, layers: int | None = None) -> torch.nn.Module:
+    """Load the encoder from a local directory only; nothing is fetched from a hub. With `layers`, only its first
+    `layers` transformer layers (a smaller encoder: a model trained on it says so, `encoder_layers`)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModel
+    from transformers import AutoConfig, AutoModel
 
-    return AutoModel.from_pretrained(str(path or base_encoder_path()), local_files_only=True)
+    where = str(path or base_encoder_path())
+    if layers is None:
+        return AutoModel.from_pretrained(where, local_files_only=True)
+    depth = int(AutoConfig.from_pretrained(where, local_files_only=True).num_hidden_layers)
+    if not 1 <= layers <= depth:
+        raise ModelError(f"an encoder of {depth} layers cannot keep {layers}")
+    return AutoModel.from_pretrained(where, local_files_only=True, num_hidden_layers=layers)
 
 
 class PooledClassifier(torch.nn.Module):

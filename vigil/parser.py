@@ -75,6 +75,8 @@ def _model_commands(sub: Any) -> None:
     p.add_argument("--split-file", default=None, help="CSV id,split[,author_hash]: its test rows are held out")
     p.add_argument("--fine-tune", action="store_true", help="fine-tune the top encoder layers (slower, better)")
     p.add_argument("--layers", type=int, default=2, help="top layers fine-tuned with --fine-tune")
+    p.add_argument("--encoder-layers", type=int, default=None, metavar="N",
+                   help="keep only the base encoder's first N layers (a smaller, faster encoder; default all)")
     p.add_argument("--epochs", type=int, default=3, help="training epochs")
     p.add_argument("--seed", type=int, default=0, help="random seed (splits, initialisation, batches)")
     p.add_argument("--target-recall", type=float, default=TARGET_RECALL,

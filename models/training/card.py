@@ -5,14 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from models.training.card_recipe import (
-    char_head_line,
-    chat_options,
-    encoder_extra,
-    fitted_config,
-    idioms_line,
-    recalibrated_line,
-)
+from models.training import card_recipe as recipe
 
 __all__ = ["write_model_card"]
 
@@ -54,7 +47,7 @@ def write_model_card(out: Path, meta: dict[str, Any]) -> Path:
     ev = meta["eval_split"]
     lines = [
         *_card_head(meta),
-        f"- Base encoder: {meta['base']}, {'top layers ' + str(meta['trained_layers']) + ' fine-tuned' if meta['trained_layers'] else 'frozen'}; "  # noqa: E501
+        f"- Base encoder: {meta['base']}{recipe.depth_note(meta)}, {'top layers ' + str(meta['trained_layers']) + ' fine-tuned' if meta['trained_layers'] else 'frozen'}; "  # noqa: E501
         "masked mean pooling, L2 normalisation, linear head; Platt calibration "
         f"(a={meta['calibration']['a']:.4f}, b={meta['calibration']['b']:.4f}).",
         *([f"- Head: {len(meta['head_classes'])} source classes (column `{meta.get('class_column')}`"
@@ -74,7 +67,7 @@ def write_model_card(out: Path, meta: dict[str, Any]) -> Path:
         f"{meta['train_seconds']} s of training on the machine that trained it. Command: `vigil train --data "
         f"{data['path']}" + (f" --split-file {data['split_file']}" if data.get("split_file") else "")
         + (f" --class-column {cfg['class_column']}" if cfg.get("class_column") else "")
-        + (f" --fine-tune --layers {cfg['layers']} --epochs {cfg['epochs']}" if cfg["fine_tune"] else "")
+        + recipe.fine_tune_options(cfg)
         + (f" --keep-epoch {cfg['keep_epoch']}" if cfg.get("keep_epoch", "best") != "best" else "")
         + f" --max-length {cfg['max_length']} --target-recall {cfg['target_recall']} --seed {cfg['seed']}"
         + (f" --chat-sentences {cfg['chat_sentences']}" if cfg.get("chat_sentences") else "")
@@ -228,7 +221,7 @@ def _init_command(init: dict[str, Any]) -> str:
         return "(its recipe is not recorded)."
     return ("`vigil train --data " + str(data.get("path")) + " --split-file " + str(data.get("split_file"))
             + (f" --class-column {cfg['class_column']}" if cfg.get("class_column") else "")
-            + (f" --fine-tune --layers {cfg['layers']} --epochs {cfg['epochs']}" if cfg.get("fine_tune") else "")
+            + recipe.fine_tune_options(cfg)
             + f" --max-length {cfg['max_length']} --target-recall {cfg['target_recall']} --seed {cfg['seed']}"
             + "".join(f" --extra-train {x}" for x in cfg.get("extra_train", []))
             + " --out ENCODER_DIR`.")
@@ -253,8 +246,9 @@ def write_chat_model_card(out: Path, meta: dict[str, Any]) -> Path:
            "`--chat-heads`)")
     lines = [
         *_card_head(meta),
-        f"- Encoder: {meta['base']}, layers {meta['trained_layers']} as fine-tuned by `{init['model_version']}` "
-        f"(on the Reddit posts and {encoder_extra(init)}; recipe below and in `init_from` of vigil_model.json); "
+        f"- Encoder: {meta['base']}{recipe.depth_note(meta)}, layers {meta['trained_layers']} as fine-tuned by "
+        f"`{init['model_version']}` "
+        f"(on the Reddit posts and {recipe.encoder_extra(init)}; recipe below and in `init_from` of vigil_model.json); "
         "masked mean pooling, L2 normalisation.",
         f"- Head: {mlp} over "
         f"{len(meta['head_classes'])} classes (the posts' subreddits, each chat source's ordinary turns, and chat "
@@ -265,7 +259,7 @@ def write_chat_model_card(out: Path, meta: dict[str, Any]) -> Path:
         f"(a={meta['calibration']['a']:.4f}, b={meta['calibration']['b']:.4f}). A linear head on the same "
         "embeddings was tried first: at its chat threshold it flagged 13-20% of ordinary validation conversations, "
         "the MLP 5-7%.",
-        *char_head_line(meta),
+        *recipe.char_head_line(meta),
         f"- **Context**: a user turn is scored alone and in context, the mean of its embedding and those of the "
         f"previous {k - 1} user turn(s) of its conversation, through the same head; the turn's score is "
         + {"max": "the higher of the two", "context": "the context score", "alone": "the alone score"}[how]
@@ -294,15 +288,15 @@ def write_chat_model_card(out: Path, meta: dict[str, Any]) -> Path:
         "its validation recall stays within one point of fp32's). Each text window runs alone, unpadded, and "
         "context embeddings are kept at float16, so a replayed turn gets exactly the score it had.",
         *_normaliser_lines(meta),
-        *idioms_line(meta),
+        *recipe.idioms_line(meta),
         f"- Training, {'three steps' if meta.get('recalibrated') else 'two steps'}. (1) The encoder layers and the "
         f"posts head (`{init['model_version']}`): "
         + _init_command(init) + f" (2) This head: `vigil train --init-from ENCODER_DIR --data {meta['data']['path']} "
         f"--split-file {Path(cmd.get('split_file', '')).name} --class-column {cmd.get('class_column')} "
-        f"--chat-data data/chat_form{chat_options(fitted_config(meta))} --out MODEL_DIR` "
+        f"--chat-data data/chat_form{recipe.chat_options(recipe.fitted_config(meta))} --out MODEL_DIR` "
         f"({meta['train_seconds']} s on the machine that trained it, "
         "with the rows' embeddings cached by an earlier run of the same encoder; embedding all 96k rows takes about "
-        "7 minutes on 2 cores; step 1 about 20 minutes)." + recalibrated_line(meta, cmd),
+        "7 minutes on 2 cores; step 1 about 20 minutes)." + recipe.recalibrated_line(meta, cmd),
         "",
         "### Choices on validation (ordinary conversations flagged at each choice's own threshold)",
         "| context turns | aggregate | flagged |",

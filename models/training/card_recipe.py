@@ -8,7 +8,19 @@ from typing import Any
 
 from models.training.train_config import ChatTrainConfig
 
-__all__ = ["encoder_extra", "chat_options", "fitted_config", "recalibrated_line", "char_head_line", "idioms_line"]
+__all__ = ["depth_note", "fine_tune_options", "encoder_extra", "chat_options", "fitted_config", "recalibrated_line",
+           "char_head_line", "idioms_line"]
+
+
+def depth_note(meta: dict[str, Any]) -> str:
+    """A smaller encoder's words on the card: how many of the base encoder's layers it keeps ("" for all)."""
+    return f" (its first {meta['encoder_layers']} layers only)" if meta.get("encoder_layers") else ""
+
+
+def fine_tune_options(cfg: dict[str, Any]) -> str:
+    """The `vigil train` options of an encoder's fine-tuning, from its recorded config ("" if it was not)."""
+    out = f" --encoder-layers {cfg['encoder_layers']}" if cfg.get("encoder_layers") else ""
+    return out + (f" --fine-tune --layers {cfg['layers']} --epochs {cfg['epochs']}" if cfg.get("fine_tune") else "")
 
 
 def encoder_extra(init: dict[str, Any]) -> str:

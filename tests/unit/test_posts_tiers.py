@@ -113,6 +113,8 @@ def test_a_models_name_changes_with_any_setting_that_changes_a_score(tmp_path):
     tiered = {**meta, "chat_head": {**meta["chat_head"], "posts_long_min_tokens": 96, "posts_long_shift": -5.4}}
     assert scoring_version(tmp_path, tiered) != name
     assert scoring_version(tmp_path, {**meta, "threshold": 0.031}) != name
+    smaller = scoring_version(tmp_path, {**meta, "encoder_layers": 4})  # the same weights read by a 4-layer encoder
+    assert smaller.startswith("minilm-l4-chat-") and smaller[len("minilm-l4-"):] != name[len("minilm-l6-"):]
     (tmp_path / WEIGHTS_FILE).write_bytes(b"other weights")
     assert scoring_version(tmp_path, meta) != name
 

@@ -172,6 +172,30 @@ def test_fine_tuning_keeps_the_chosen_epoch(tmp_path, data_csv, model_cache, kee
     assert probs[0] > probs[1]
 
 
+def test_a_smaller_encoder_keeps_the_base_encoders_first_layers_and_says_so(tmp_path, data_csv, model_cache):
+    from models.artifact import ModelInfo, build_module
+    from models.encoder import load_base_encoder
+    from models.errors import ModelError
+
+    cfg = TrainConfig(fine_tune=True, encoder_layers=2, layers=1, epochs=1, max_length=32, target_recall=0.9,
+                      threads=1, class_column="topic")
+    meta = train(data_csv, tmp_path / "model", cfg, progress=lambda _msg: None, cache_dir=model_cache)
+    assert meta["encoder_layers"] == 2 and meta["trained_layers"] == [1]
+    assert meta["model_version"].startswith("minilm-l2-ft1-mc-")
+    module = build_module(tmp_path / "model", ModelInfo.read(tmp_path / "model"))
+    assert len(module.layers()) == 2  # the stored layer 1 is the top one, not the base's sixth read as its second
+    base = load_base_encoder()
+    assert torch.equal(module.layers()[0].output.dense.weight, base.encoder.layer[0].output.dense.weight)
+    clf = CrisisClassifier.load(tmp_path / "model", backend="torch", threads=1)
+    probs = clf.predict(["I am going to take all my pills tonight and end it", "what is a good savings rate"])
+    assert probs[0] > probs[1]
+    with pytest.raises(ModelError, match="cannot keep 7"):
+        load_base_encoder(layers=7)
+    with pytest.raises(VigilError, match="layers must be between 1 and the encoder's 2"):
+        train(data_csv, tmp_path / "m", TrainConfig(fine_tune=True, encoder_layers=2, layers=3, class_column="topic"),
+              progress=lambda _m: None)
+
+
 def test_an_unknown_keep_epoch_is_refused(tmp_path, data_csv):
     with pytest.raises(VigilError, match="keep_epoch"):
         train(data_csv, tmp_path / "m", TrainConfig(fine_tune=True, keep_epoch="worst"), progress=lambda _m: None)
