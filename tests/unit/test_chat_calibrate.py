@@ -39,7 +39,8 @@ def _conversation(crisis: bool, turns: list[str], cid: str, source: str = "team"
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory, model_cache):
-    """An encoder model fitted on the posts by topic, then a chat head fitted on it; the paths and the fit's meta."""
+    """An encoder model fitted on the posts by topic, then a chat head fitted on it; the paths and the fit's meta. The
+    encoder keeps the base encoder's first 3 layers (`--encoder-layers`): the chat model must keep them too."""
     from models.training.chat_train import train_chat_head
 
     root = tmp_path_factory.mktemp("chat-calibrate")
@@ -54,7 +55,7 @@ def fitted(tmp_path_factory, model_cache):
     with open(split_file, "w", newline="") as fh:
         csv.writer(fh).writerows([("id", "split"), *[(r[0], "test" if k % 5 == 4 else "train")
                                                      for k, r in enumerate(rows)]])
-    train(posts, root / "init", TrainConfig(target_recall=0.9, threads=1, class_column="topic"),
+    train(posts, root / "init", TrainConfig(target_recall=0.9, threads=1, class_column="topic", encoder_layers=3),
           progress=lambda _msg: None, cache_dir=model_cache)
     chat = root / "chat"
     chat.mkdir()
@@ -89,6 +90,8 @@ def test_a_chat_head_is_fitted_with_an_urgent_level_chosen_by_its_rule(fitted, m
     saved = _saved(fitted["model"])
     assert saved["model_version"] == fitted["meta"]["model_version"] and saved["chat_head"]["layers"] == 2
     assert saved["chat_head"]["hidden"] == 64 and saved["chat_config"]["heads"] == 2  # two heads of 32, averaged
+    # the smaller encoder it was fitted on, kept and named (a calibration keeps the name: the next test)
+    assert saved["encoder_layers"] == 3 and saved["model_version"].startswith("minilm-l3-chat-")
     clf = CrisisClassifier.load(fitted["model"], cache_dir=model_cache, threads=1)
     probs = clf.predict(["I am going to take all my pills tonight and end it", "what is a good savings rate"])
     assert probs[0] > probs[1]
@@ -99,6 +102,7 @@ def test_a_chat_head_is_fitted_with_an_urgent_level_chosen_by_its_rule(fitted, m
     assert saved["urgent_threshold"] in urgent_level.CANDIDATES
     card = (fitted["model"] / "MODEL_CARD.md").read_text()
     assert "--chat-heads 2" in card and urgent_level.SECTION in card
+    assert "(its first 3 layers only)" in card and "--encoder-layers 3" in card
     assert f"**{saved['urgent_threshold']:.2f} (chosen)**" in card
     assert card.index(urgent_level.SECTION) < card.index("## Limits")
     # the small talk beside the splits, scored for it, has its own columns (3 conversations a split)
