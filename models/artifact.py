@@ -23,18 +23,24 @@ from models.tokenizer import FastTokenizer, base_encoder_path
 
 __all__ = ["ModelInfo", "DEFAULT_MODEL_DIR", "ARTIFACT_FILE", "WEIGHTS_FILE", "CHAT_HEAD_PREFIX", "POSTS_HEAD_PREFIX",
            "default_cache_dir", "write_artifact", "build_backbone", "build_module", "stored_head", "stored_char_head",
-           "load_tokenizer"]
+           "load_tokenizer", "READS"]
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "artifacts" / "default"
 ARTIFACT_FILE = "vigil_model.json"
 WEIGHTS_FILE = "weights.safetensors"
 CHAT_HEAD_PREFIX = "chat_head."
 POSTS_HEAD_PREFIX = "posts_head."
+# The settings of vigil_model.json that change how a model scores beyond the first models' (its letters, its reading
+# of idioms, a smaller encoder). A model lists those it holds (`requires`), and a Vigil that does not read one refuses
+# the model rather than score it without it: a setting added later is then never silently ignored by this code.
+READS = ("char_head", "idioms", "encoder_layers")
 
 
 def write_artifact(model_dir: Path, meta: dict[str, Any]) -> None:
     """Write what a model directory says about itself (`vigil_model.json`): every step of a training or a
-    calibration that records a choice writes it the same way."""
+    calibration that records a choice writes it the same way, with the settings it requires of a reader (`READS`;
+    set in `meta` too)."""
+    meta["requires"] = [k for k in READS if meta.get(k)]
     (Path(model_dir) / ARTIFACT_FILE).write_text(json.dumps(meta, indent=2))
 
 
@@ -66,6 +72,10 @@ class ModelInfo:
         meta_path = model_dir / ARTIFACT_FILE
         if meta_path.is_file():
             meta = json.loads(meta_path.read_text())
+            unread = [k for k in meta.get("requires", []) if k not in READS]
+            if unread:
+                raise ModelError(f"{model_dir} is scored with {unread}, which this version of Vigil does not read; "
+                                 "score it with the Vigil that made it")
             return cls(
                 kind=meta["kind"], model_version=meta["model_version"], threshold=float(meta["threshold"]),
                 calibration=PlattCalibration(**meta.get("calibration", {})),

@@ -352,6 +352,24 @@ def test_a_model_reads_idioms_for_what_they_mean_only_where_its_settings_say_so(
         CrisisClassifier(_Tok(), _ShapeBackend(), dataclasses.replace(info, extra={"idioms": "vigil-idioms/0"}))
 
 
+def test_a_model_scored_with_a_setting_this_vigil_does_not_read_is_refused(tmp_path):
+    """A model lists the settings it is scored with beyond the first models' (`requires`): one this code does not
+    read (a later Vigil's) refuses the model, where it would have been scored without it. The shipped model lists
+    its letters and its idioms, and loads."""
+    import shutil
+
+    from models.artifact import ARTIFACT_FILE, READS
+
+    assert SHIPPED["requires"] == ["char_head", "idioms"] and set(SHIPPED["requires"]) <= set(READS)
+    later = tmp_path / "later"
+    shutil.copytree(DEFAULT_MODEL_DIR, later)
+    (later / ARTIFACT_FILE).write_text(json.dumps({**SHIPPED, "requires": [*SHIPPED["requires"], "a_later_setting"]}))
+    with pytest.raises(ModelError, match=r"scored with \['a_later_setting'\]"):
+        ModelInfo.read(later)
+    with pytest.raises(ModelError, match="does not read"):
+        CrisisClassifier.load(later, backend="torch", threads=1)
+
+
 def test_a_cached_int8_graph_loads_without_the_torch_encoder_and_scores_the_same(clf, model_cache, monkeypatch):
     """The default model's graph, once exported, is all the ONNX backend runs (its head is numpy): loading it again
     builds no torch encoder (a scorer's memory: bench/RESULTS.md), and every score is the same."""

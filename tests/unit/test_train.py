@@ -180,7 +180,7 @@ def test_a_smaller_encoder_keeps_the_base_encoders_first_layers_and_says_so(tmp_
     cfg = TrainConfig(fine_tune=True, encoder_layers=2, layers=1, epochs=1, max_length=32, target_recall=0.9,
                       threads=1, class_column="topic")
     meta = train(data_csv, tmp_path / "model", cfg, progress=lambda _msg: None, cache_dir=model_cache)
-    assert meta["encoder_layers"] == 2 and meta["trained_layers"] == [1]
+    assert meta["encoder_layers"] == 2 and meta["trained_layers"] == [1] and meta["requires"] == ["encoder_layers"]
     assert meta["model_version"].startswith("minilm-l2-ft1-mc-")
     module = build_module(tmp_path / "model", ModelInfo.read(tmp_path / "model"))
     assert len(module.layers()) == 2  # the stored layer 1 is the top one, not the base's sixth read as its second
