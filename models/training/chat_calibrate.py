@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from models.artifact import (
+    READS,
     WEIGHTS_FILE,
     write_artifact,
 )
@@ -192,8 +193,9 @@ def _small_talk_part(rows: ChatRows, turn: np.ndarray, split: str,
     return urgent_level.small_talk_beside(clf, rows.path.parent, split)
 
 
+# The settings that change a model's scores or decisions, the ones it may hold beyond the first models' (READS) last
 SCORING_KEYS = ("threshold", "calibration", "window_temperature", "context_turns", "context_aggregate", "chat_head",
-                "max_length", "normaliser", "char_head", "idioms", "encoder_layers")
+                "max_length", "normaliser", *READS)
 
 
 def scoring_version(out: Path, meta: dict[str, Any]) -> str:
@@ -201,10 +203,9 @@ def scoring_version(out: Path, meta: dict[str, Any]) -> str:
     calibration, context, the posts head's tiers), so that two models that score differently never share a name
     (every score event carries it)."""
     digest = hashlib.sha256((out / WEIGHTS_FILE).read_bytes())
-    # a model without a character head, an idioms reading or a smaller encoder keeps the name it had before they
-    # were settings
-    optional = ("char_head", "idioms", "encoder_layers")
-    scoring = {k: meta.get(k) for k in SCORING_KEYS if k not in optional or meta.get(k)}
+    # a model without one of READS (a character head, an idioms reading, a smaller encoder) keeps the name it had
+    # before they were settings
+    scoring = {k: meta.get(k) for k in SCORING_KEYS if k not in READS or meta.get(k)}
     digest.update(json.dumps(scoring, sort_keys=True).encode())
     return f"minilm-l{meta.get('encoder_layers', 6)}-chat-{digest.hexdigest()[:8]}"
 
