@@ -9,8 +9,8 @@ therapist written long, data/chat_form/therapy_long_test.csv, in rows of their o
 above the rule table's warning line, and the same conversations screened by the crisis regexes two PyPI packages
 ship (`pantheon-guardrails`' `crisis.py`, `cogno-aegis`' `safety.py`; dev dependencies, used only to measure).
 `vigil model eval --data data/chat_form/kinds_test.csv --group-column conversation --by-column kind` reproduces
-the model's per-kind column. And the same on the blind sets (data/chat_form/blind_test.csv, blind_test_2.csv: written
-to measure alone, never trained or chosen on), each and together, a section of their own; `--blind` writes only that.
+the model's per-kind column. And the same on the blind sets (data/chat_form/blind_test*.csv: written to measure
+alone, never trained or chosen on), each and together, a section of their own; `--blind` writes only that.
 """
 
 from __future__ import annotations
@@ -230,7 +230,7 @@ THERAPY_LONG_TEST = CHAT_DIR / "therapy_long_test.csv"
 THERAPY_LONG = "therapy_long"
 # Written for measuring alone, never trained or chosen on (data/chat_form/SOURCE.md: when each was written and for which
 # models it has been read): a section of their own.
-BLIND_TESTS = (CHAT_DIR / "blind_test.csv", CHAT_DIR / "blind_test_2.csv")
+BLIND_TESTS = (CHAT_DIR / "blind_test.csv", CHAT_DIR / "blind_test_2.csv", CHAT_DIR / "blind_test_3.csv")
 TOGETHER = "together"
 BLIND_SECTION = "## A blind set (issue 31)"
 
