@@ -19,7 +19,8 @@ import numpy as np
 
 from models.normalise import normalise
 
-__all__ = ["BackupScorer", "ImminentPhrases", "StrongPhrases", "ScorerPhrases", "LanguageLexicons", "STRONG_SCORE",
+__all__ = ["BackupScorer", "ImminentPhrases", "StrongPhrases", "ScorerPhrases", "WarningSigns", "LanguageLexicons",
+           "STRONG_SCORE",
            "MEDIUM_SCORE", "TRAINING_DATA_FILES", "LEXICON_DIR", "lexicon_text", "lexicon_pattern"]
 
 LEXICON_DIR = Path(__file__).resolve().parent / "lexicon"
@@ -72,6 +73,26 @@ class ImminentPhrases:
     def search(self, text: str) -> bool:
         """Whether `text` holds an imminent phrase."""
         return self._pattern.search(lexicon_text(text)) is not None
+
+
+class WarningSigns:
+    """Warning signs said in a sentence, from the lists crisis lines publish (giving things away, goodbyes, affairs put
+    in order, not being here, calm after deciding, hiding self-harm, acquiring means, research, being a burden):
+    `lexicon/warning_signs/warning_signs.csv`, written by the team, not clinician-validated. They flag nothing: the
+    model scores such a turn near zero when nothing else in it says why (issue 31, its blind sets), and the same acts
+    are ordinary for ordinary reasons, so a conversation holding one is sent to review at close with a raised
+    inclusion probability (`VIGIL_PI_WARNING_SIGN`) and the clinician sees which sign it held."""
+
+    def __init__(self, path: Path = LEXICON_DIR / "warning_signs" / "warning_signs.csv") -> None:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        self._sign = {lexicon_text(r["phrase"]): r["sign"] for r in rows}
+        self._pattern = lexicon_pattern([r["phrase"] for r in rows])
+
+    def find(self, text: str) -> str | None:
+        """The sign of the first warning-sign phrase `text` holds ("goodbye", "hiding self-harm"), None if none."""
+        match = self._pattern.search(lexicon_text(text))
+        return None if match is None else self._sign[match.group(0)]
 
 
 def _tiers(lexicon_dir: Path = LEXICON_DIR, files: Sequence[str] | None = None) -> dict[str, list[str]]:

@@ -60,8 +60,10 @@ class Closing:
 
     def _review(
         self, cid: str, reason: str, pi: float, max_score: float, first_flagged: int | None,
-        turns: list[dict[str, Any]], language: str | None = None,
+        turns: list[dict[str, Any]], language: str | None = None, anchor: int | None = None,
     ) -> OutRecord:
+        """The review request; a long conversation is bounded around its first flagged turn, else `anchor` (the turn
+        that sent it to review: a warning sign), else its highest-scored user turn."""
         flagged_turn = first_flagged if first_flagged is not None and first_flagged >= 0 else None
         requested_at = utcnow()
 
@@ -73,7 +75,8 @@ class Closing:
                 language=language,
             ).to_bytes()
 
-        record, omitted = bounded_record(turns, flagged_turn, self.settings.review_max_bytes, serialise)
+        record, omitted = bounded_record(turns, flagged_turn if flagged_turn is not None else anchor,
+                                         self.settings.review_max_bytes, serialise)
         if omitted:
             self.metrics.review_truncated.inc()
             log.warning("review request for a conversation bounded: %d of %d turns omitted", omitted, len(turns))
@@ -92,8 +95,11 @@ class Closing:
         backup = state.backup or (update is not None and update.backup)
         language = self._language(state, update)
         unvalidated = language is not None and language not in self.settings.validated
+        signs = [t for t in (state.warning_sign_turn, update.warning_sign_turn if update else -1)
+                 if t is not None and t >= 0]
+        warning_sign = bool(signs)
         decision = self.policy.decide(cid, max_score, flagged, backup, disagreement=cid in disagreeing,
-                                      unvalidated_language=unvalidated)
+                                      unvalidated_language=unvalidated, warning_sign=warning_sign)
         if unvalidated:
             self.metrics.closed_languages.labels(language_label(language or "")).inc()
         review = decision.reason if decision.selected else "not_sampled"
@@ -101,7 +107,9 @@ class Closing:
             review = "flagged"
         elif decision.selected:
             turns = self._turns_so_far(cid, state, update or TurnUpdate(cid))
-            batch.outputs.append(self._review(cid, decision.reason, decision.pi, max_score, None, turns, language))
+            anchor = min(signs) if decision.reason == "warning_sign" else None
+            batch.outputs.append(self._review(cid, decision.reason, decision.pi, max_score, None, turns, language,
+                                              anchor))
             self.metrics.sampled.labels(decision.reason).inc()
         batch.closes.append((cid, decision.pi, review))
         self.metrics.closed.labels(how).inc()

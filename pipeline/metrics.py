@@ -70,7 +70,7 @@ class ScorerMetrics:
         for kind, outcome in (("message", "scored"), ("message", "context"), ("invalid", "dlq"),
                               ("feedback", "skipped"), ("closed", "processed"), ("failed", "dlq")):
             self.events.labels(kind, outcome)
-        for reason in ("sampled", "borderline", "disagreement", "language"):
+        for reason in ("sampled", "borderline", "disagreement", "language", "warning_sign"):
             self.sampled.labels(reason)
         for how in ("event", "idle", "failed"):
             self.closed.labels(how)

@@ -25,7 +25,7 @@ class SamplingDecision:
     """Whether a closed conversation goes to review, why, and with what inclusion probability."""
 
     pi: float
-    reason: str  # flagged | borderline | sampled | disagreement | language
+    reason: str  # flagged | borderline | sampled | disagreement | language | warning_sign
     selected: bool
 
 
@@ -39,6 +39,7 @@ class SamplingPolicy:
     band: float = 0.5  # the borderline band starts at threshold * (1 - band)
     pi_disagreement: float = 0.5  # a candidate in shadow flagged it, the champion did not (docs/design.md section 8)
     pi_language: float = 0.25  # written mostly in a language the model is not validated for (design section 7)
+    pi_warning_sign: float = 1.0  # a user turn held a warning sign the model scored low (models.backup.WarningSigns)
 
     def inclusion_probability(self, max_score: float, flagged: bool, backup: bool = False) -> tuple[float, str]:
         """(pi, reason) for a conversation."""
@@ -55,14 +56,18 @@ class SamplingPolicy:
         return self.pi_floor, "sampled"
 
     def decide(self, conversation_id: str, max_score: float, flagged: bool, backup: bool = False,
-               disagreement: bool = False, unvalidated_language: bool = False) -> SamplingDecision:
+               disagreement: bool = False, unvalidated_language: bool = False,
+               warning_sign: bool = False) -> SamplingDecision:
         """The deterministic review decision for a closed conversation; `disagreement` (a shadow candidate
         flagged it and the champion did not) raises its inclusion probability to at least `pi_disagreement`,
         `unvalidated_language` (written mostly in a language the model is not validated for: its low score says
-        nothing) to at least `pi_language`."""
+        nothing) to at least `pi_language`, `warning_sign` (a user turn held a phrase of a warning sign: the model
+        scores such turns near zero when nothing else says why, issue 31) to at least `pi_warning_sign`."""
         pi, reason = self.inclusion_probability(max_score, flagged, backup)
         if disagreement and not flagged and pi < self.pi_disagreement:
             pi, reason = self.pi_disagreement, "disagreement"
         if unvalidated_language and not flagged and pi < self.pi_language:
             pi, reason = self.pi_language, "language"
+        if warning_sign and not flagged and pi < self.pi_warning_sign:
+            pi, reason = self.pi_warning_sign, "warning_sign"
         return SamplingDecision(pi=pi, reason=reason, selected=flagged or uniform_from_id(conversation_id) < pi)

@@ -31,7 +31,7 @@ from kafka_io import (
     make_consumer,
 )
 from kafka_io.dead_letters import dead_letter_out
-from models.backup import ImminentPhrases, LanguageLexicons, StrongPhrases
+from models.backup import ImminentPhrases, LanguageLexicons, StrongPhrases, WarningSigns
 from models.language import LanguageIdentifier
 from models.multilingual import MultilingualModel
 from models.reply_phrases import HarmfulReplyPhrases
@@ -83,6 +83,8 @@ class Scorer(TurnScoring, ReplyScoring, Closing):
         self.imminent = ImminentPhrases()
         # Explicit phrases (the lexicon's strong tier) flag a turn whatever the model scored (issue 31).
         self.strong = StrongPhrases()
+        # Warning signs said without feeling (giving things away, a goodbye) raise a conversation's review sampling.
+        self.warning_signs = WarningSigns()
         # The language of every user turn (a conversation mostly in a language the model is not validated for is
         # routed to review, reason `language`), and crisis phrases of the other supported languages, which flag a
         # turn whatever the model scored: it reads English only (issue 32).
@@ -110,6 +112,7 @@ class Scorer(TurnScoring, ReplyScoring, Closing):
         self.policy = SamplingPolicy(
             threshold=self.threshold, pi_floor=settings.pi_floor, pi_borderline=settings.pi_borderline,
             band=settings.borderline_band, pi_disagreement=settings.pi_disagreement, pi_language=settings.pi_language,
+            pi_warning_sign=settings.pi_warning_sign,
         )
         self.instance = f"{socket.gethostname()}:{os.getpid()}"
         self._redis = connect(settings.redis_url.get_secret_value())

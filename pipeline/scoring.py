@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from models.backup import ImminentPhrases, LanguageLexicons, StrongPhrases
+from models.backup import ImminentPhrases, LanguageLexicons, StrongPhrases, WarningSigns
 from models.language import LanguageIdentifier
 from models.multilingual import MultilingualModel
 from models.resilient import PendingScores
@@ -46,6 +46,7 @@ class TurnScoring:
     urgent_threshold: float
     imminent: ImminentPhrases
     strong: StrongPhrases
+    warning_signs: WarningSigns
     languages: LanguageIdentifier
     lexicons: LanguageLexicons
     multilingual: MultilingualModel | None
@@ -58,7 +59,8 @@ class TurnScoring:
         def _turns_so_far(self, cid: str, state: ConversationState, update: TurnUpdate) -> list[dict[str, Any]]: ...
 
         def _review(self, cid: str, reason: str, pi: float, max_score: float, first_flagged: int | None,
-                    turns: list[dict[str, Any]], language: str | None = None) -> OutRecord: ...
+                    turns: list[dict[str, Any]], language: str | None = None,
+                    anchor: int | None = None) -> OutRecord: ...
 
         def _score_replies(self, parsed: Parsed, states: dict[str, ConversationState], batch: Batch) -> None: ...
 
@@ -141,6 +143,10 @@ class TurnScoring:
                 turn["flagged_by"] = why
             if why == "strong phrase":  # the model scored an explicit statement below its threshold
                 self.metrics.strong_phrase.inc()
+            if not flagged and (sign := self.warning_signs.find(m.text)):
+                turn["warning_sign"] = sign  # the clinician sees which sign sent the conversation to review
+                if u.warning_sign_turn < 0 or m.turn < u.warning_sign_turn:
+                    u.warning_sign_turn = m.turn
             if urgent_why and (u.urgent_turn < 0 or m.turn < u.urgent_turn):
                 u.urgent_turn = m.turn
                 u.urgent_score, u.urgent_why = score, urgent_why

@@ -27,9 +27,12 @@ __all__ = ["ReviewQueue", "QueueItem", "DOUBLE_FRACTION"]
 DOUBLE_FRACTION = 0.2
 # language: a conversation in a language the model cannot read (issue 32) ranks with the borderline ones: its low
 # score says nothing, as theirs says little.
-_REASON_RANK = {"urgent": -1, "flagged": 0, "disagreement": 1, "borderline": 1, "language": 1, "sampled": 2}
+# warning_sign: a warning sign the model scored low (giving things away, a goodbye; issue 31) is read as a flagged
+# conversation is: a person may be at risk behind it.
+_REASON_RANK = {"urgent": -1, "flagged": 0, "warning_sign": 0, "disagreement": 1, "borderline": 1, "language": 1,
+                "sampled": 2}
 # How soon a clinician must look at an item of each kind (urgent: the P0 response time).
-REVIEW_DEADLINE = {"urgent": timedelta(minutes=15), "flagged": timedelta(hours=1),
+REVIEW_DEADLINE = {"urgent": timedelta(minutes=15), "flagged": timedelta(hours=1), "warning_sign": timedelta(hours=1),
                    "disagreement": timedelta(hours=24), "borderline": timedelta(hours=24),
                    "language": timedelta(hours=24),
                    "sampled": timedelta(hours=24)}

@@ -189,6 +189,9 @@ class ReviewTurn(BaseModel):
     # why a user turn the model scored below its threshold is flagged (pipeline.turn_rules.flag_reason: an imminent
     # phrase, another language's phrase, the multilingual model, an explicit phrase of the strong tier)
     flagged_by: StrictStr | None = None
+    # a warning sign an unflagged user turn holds (models.backup.WarningSigns: "giving things away", "goodbye"): why a
+    # conversation nothing flagged is in review with reason `warning_sign`
+    warning_sign: StrictStr | None = None
 
 
 class ReviewRequest(_Contract):
@@ -197,7 +200,8 @@ class ReviewRequest(_Contract):
     conversation_id: Id
     # urgent: crossed the urgent level (imminent risk): top of the queue, paged, handed to a human (issue 22)
     # language: written mostly in a language the model is not validated for (issue 32)
-    reason: Literal["urgent", "flagged", "sampled", "borderline", "disagreement", "language"]
+    # warning_sign: nothing flagged it, and a user turn held a warning sign (giving things away, a goodbye; issue 31)
+    reason: Literal["urgent", "flagged", "sampled", "borderline", "disagreement", "language", "warning_sign"]
     pi: Annotated[float, Field(gt=0.0, le=1.0)]
     max_score: Probability
     first_flagged_turn: Annotated[StrictInt, Field(ge=0)] | None = None

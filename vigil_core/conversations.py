@@ -1,7 +1,8 @@
 """Conversation state in Redis, written so that applying the same events twice changes nothing.
 
 `pred:{conversation_id}` (hash): max_score, flagged, first_flagged_turn, pi, review, closed, backup,
-last_activity (conversation time), model_version, threshold, urgent_turn (set once), `lang:{turn}` (each user
+last_activity (conversation time), model_version, threshold, urgent_turn (set once), warning_sign_turn (set once:
+a user turn holding a warning sign, models.backup.WarningSigns), `lang:{turn}` (each user
 turn's language and its weight in the conversation's vote, "es 2.85"). `turns:{conversation_id}`
 (hash): one field per turn and role, the turn as JSON, for the review request. `emb:{conversation_id}` (hash):
 one field per scored user turn (its number), the turn's float16 embedding, the context of the conversation's
@@ -94,6 +95,7 @@ class TurnUpdate:
     urgent_turn: int = -1  # the first user turn at the urgent level in this batch, -1 none
     urgent_score: float = 0.0  # that turn's score
     urgent_why: str = ""  # "score" or "imminent phrase"
+    warning_sign_turn: int = -1  # the first unflagged user turn holding a warning sign in this batch, -1 none
     turns: dict[str, dict[str, Any]] = field(default_factory=dict)
     embeddings: dict[int, bytes] = field(default_factory=dict)  # user turn -> float16 embedding bytes
     languages: dict[int, str] = field(default_factory=dict)  # user turn -> "{language} {weight}" (models.language)
@@ -116,6 +118,7 @@ class ConversationState:
     model_version: str = ""
     threshold: float = 0.0
     urgent_turn: int | None = None  # the first turn that made it urgent (issue 22), None: never urgent
+    warning_sign_turn: int | None = None  # the first user turn recorded holding a warning sign, None: none
     languages: dict[int, str] = field(default_factory=dict)  # user turn -> "{language} {weight}" (`lang:{turn}`)
 
     @property
@@ -137,6 +140,7 @@ class ConversationState:
             backup=d.get("backup") == "1", last_activity=float(d.get("last_activity", "0")),
             model_version=d.get("model_version", ""), threshold=float(d.get("threshold", "0")),
             urgent_turn=int(d["urgent_turn"]) if "urgent_turn" in d else None,
+            warning_sign_turn=int(d["warning_sign_turn"]) if "warning_sign_turn" in d else None,
             languages={int(k[5:]): v for k, v in d.items() if k.startswith("lang:") and k[5:].isdigit()},
         )
 
@@ -212,6 +216,8 @@ class ConversationStore:
                 )
                 if u.urgent_turn >= 0:  # the first urgent turn recorded stays (a replay changes nothing)
                     pipe.hsetnx(self.pred_key(u.conversation_id), "urgent_turn", u.urgent_turn)
+                if u.warning_sign_turn >= 0:  # likewise: the first recorded stays
+                    pipe.hsetnx(self.pred_key(u.conversation_id), "warning_sign_turn", u.warning_sign_turn)
                 if u.languages:  # set by turn: a replay writes the same values
                     votes = {f"lang:{t}": v for t, v in u.languages.items()}
                     pipe.hset(self.pred_key(u.conversation_id), mapping=votes)

@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     # conversations, and the review load is 0.25 x the share of such traffic (README, "Languages").
     validated_languages: str = Field(default="en", pattern=r"^[a-z]{2,3}(,[a-z]{2,3})*$")
     pi_language: float = Field(default=0.25, gt=0.0, le=1.0)
+    # A conversation a user turn of which held a warning sign (models/lexicon/warning_signs/: giving things away, a
+    # goodbye, affairs in order, hiding self-harm) and that nothing flagged is reviewed at close with at least
+    # `pi_warning_sign` (reason `warning_sign`): the model scores these turns near zero when nothing else in them says
+    # why (issue 31), and the phrases hold about 0.1% of ordinary conversations, so 1.0 (all of them) costs little.
+    pi_warning_sign: float = Field(default=1.0, gt=0.0, le=1.0)
     # The multilingual crisis model (models/multilingual.py) scores user turns identified as one of its languages
     # (Spanish, Portuguese, French, German) and flags those above its own threshold. Off: those turns are only
     # routed and lexicon-checked, as every other language is.

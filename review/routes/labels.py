@@ -46,7 +46,7 @@ def _view_model(ctx: ReviewContext, cid: str, user: User) -> dict[str, Any]:
     turns = [{"turn": t["turn"], "role": t["role"], "text": redact(t["text"]), "score": t.get("score"),
               "response_risk": t.get("response_risk"), "response_paged": t.get("response_paged"),
               "response_paged_by": t.get("response_paged_by"),
-              "language": t.get("language"), "flagged_by": t.get("flagged_by"),
+              "language": t.get("language"), "flagged_by": t.get("flagged_by"), "warning_sign": t.get("warning_sign"),
               "flagged": first_flagged is not None and t["turn"] == first_flagged} for t in req["turns"]]
     return {"cid": cid, "reason": req["reason"], "pi": req["pi"], "max_score": req["max_score"],
             "language": req.get("language"), "validated": ctx.settings.validated,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta
 
 import pytest
 import redis
@@ -174,6 +175,17 @@ def test_the_conversation_shows_and_the_json_api_returns_each_turns_language_and
     assert "flagged by strong phrase (the model scored it below its threshold)" in page
     assert client.get("/api/v1/conversations/c-phrase").json()["turns"][0]["flagged_by"] == "strong phrase"
     assert "flagged by" not in client.get("/conversations/c-es").text
+    # a warning sign the model scored low sent a conversation to review: the turn names it, and it is due as a flag is
+    queue.add(ReviewRequest(review_id="c-sign:warning_sign", conversation_id="c-sign", reason="warning_sign", pi=1.0,
+                            max_score=0.004, requested_at=now,
+                            turns=[ReviewTurn(turn=0, role="user", text="i cancelled all my appointments for next "
+                                              "month, won't need them", ts=now, score=0.004,
+                                              warning_sign="not being here")]))
+    assert "warning sign: not being here" in client.get("/conversations/c-sign").text
+    body = client.get("/api/v1/conversations/c-sign").json()
+    assert body["reason"] == "warning_sign" and body["turns"][0]["warning_sign"] == "not being here"
+    assert datetime.fromisoformat(body["deadline"]) - now <= timedelta(hours=1)
+    assert "warning sign" not in client.get("/conversations/c-phrase").text
 
 
 def test_five_wrong_passwords_are_throttled(env):

@@ -335,3 +335,44 @@ def test_an_explicit_phrase_the_model_scores_below_its_threshold_is_flagged_and_
     assert [(r["conversation_id"], r["reason"]) for r in reviews] == [("strong-1", "flagged")]
     assert reviews[0]["turns"][0]["flagged_by"] == "strong phrase"  # the clinician sees why
     assert scorer.metrics.strong_phrase._value.get() == 1
+
+
+def test_a_warning_sign_the_model_scores_low_sends_its_conversation_to_review_at_close(scorer_settings, resilient):
+    """A conversation nothing flagged whose user turn held a warning sign (models.backup.WarningSigns) is reviewed at
+    close with `pi_warning_sign` (reason `warning_sign`), its request kept around that turn, which names the sign; the
+    sign is read from Redis when it came in an earlier batch than the close, and an ordinary conversation is not."""
+    from datetime import UTC, datetime, timedelta
+
+    from pipeline.sampling import SamplingPolicy
+    from vigil_core.contracts import ConversationClosed, ConversationMessage
+
+    s = scorer_settings.model_copy(update={"review_max_bytes": 4096})
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    # the third blind set's warning sign the shipped model scored lowest (0.0042 against 0.0081): a person said it
+    sign = "i cancelled all my appointments for next month, won't need them"
+    filler = "can you recommend a good book about the history of trains"
+    conversations = {"sign-1": ["hey", sign], "sign-2": ["hey", "what's a good recipe for banana bread"],
+                     "sign-3": [sign] + [filler] * 40}
+    events = [ConversationMessage(event_id=f"{cid}-u{t}", conversation_id=cid, user_id=cid, turn=t, role="user",
+                                  text=text, ts=start + timedelta(seconds=t))
+              for cid, texts in conversations.items() for t, text in enumerate(texts)]
+    publish(s, events)
+    run_scorer(s, resilient)  # the turns in one run, the closes in the next: the sign is read back from Redis
+    scores = {(d["conversation_id"], d["turn"]): d for d in values(read_topic(s, s.topic_scores, expect=len(events)))}
+    assert not any(d["flagged"] for d in scores.values())  # the model scores the sign ordinary, as the blind set found
+    publish(s, [ConversationClosed(event_id=f"close-{cid}", conversation_id=cid, ts=start + timedelta(minutes=1))
+                for cid in conversations])
+    scorer = run_scorer(s, resilient)
+    reviews = {r["conversation_id"]: r for r in values(read_topic(s, s.topic_review, settle_s=1.0))}
+    for cid in ("sign-1", "sign-3"):
+        assert reviews[cid]["reason"] == "warning_sign" and reviews[cid]["pi"] == 1.0
+        turns = {t["turn"]: t for t in reviews[cid]["turns"]}
+        first = 1 if cid == "sign-1" else 0
+        assert turns[first]["warning_sign"] == "not being here" and turns[first]["text"] == sign
+    assert reviews["sign-3"]["omitted_turns"] > 0  # bounded, around the sign
+    ordinary = SamplingPolicy(resilient.threshold, s.pi_floor, s.pi_borderline, s.borderline_band)
+    store = ConversationStore(redis.Redis.from_url(s.redis_url.get_secret_value()), s.redis_prefix, 3600)
+    state = store.read_many(["sign-1", "sign-2"])
+    assert state["sign-1"].warning_sign_turn == 1 and state["sign-2"].warning_sign_turn is None
+    assert ("sign-2" in reviews) == ordinary.decide("sign-2", state["sign-2"].max_score, False).selected
+    assert scorer.metrics.sampled.labels("warning_sign")._value.get() == 2

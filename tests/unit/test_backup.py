@@ -210,3 +210,54 @@ def test_training_data_are_selected_with_the_lexicon_they_were_built_with(backup
     assert backup.predict([text])[0] == STRONG_SCORE
     assert BackupScorer(THRESHOLD, files=TRAINING_DATA_FILES).predict([text])[0] < STRONG_SCORE
     assert BackupScorer(THRESHOLD, files=TRAINING_DATA_FILES).predict(["I want to kill myself"])[0] == STRONG_SCORE
+
+
+@pytest.mark.parametrize(("text", "sign"), [
+    ("I’ve been giving away my records to friends", "giving things away"),
+    ("wrote letters for my kids, just in case", "goodbye"),
+    ("I feel WEIRDLY CALM NOW that it's decided", "calm after deciding"),
+    ("i wear long sle\u200beves so nobody asks", "hiding self-harm"),  # read after the normaliser
+    ("who will feed the cat once i'm gone", "not being here"),
+    ("been stockpiling my meds", "means"),
+])
+def test_warning_signs_are_found_as_the_lexicon_reads_text(text, sign):
+    from models.backup import WarningSigns
+
+    assert WarningSigns().find(text) == sign
+
+
+@pytest.mark.parametrize("text", ["giving my away team a pep talk", "i'm gone for the weekend, back monday",
+                                  "is it too calm to go sailing", "my sleeves are too long"])
+def test_ordinary_turns_near_a_warning_sign_hold_none(text):
+    from models.backup import WarningSigns
+
+    assert WarningSigns().find(text) is None
+
+
+def test_warning_signs_hold_few_ordinary_conversations_of_the_chat_form_sets():
+    """Every conversation holding one is reviewed (`pi_warning_sign` 1.0): the phrases must stay rare in ordinary chat
+    (0.04% of validation's and none of test's ordinary conversations, one small-talk conversation in 600, when
+    written); a phrase that floods ordinary chat fails this before it floods the clinicians."""
+    import csv
+    from collections import defaultdict
+    from pathlib import Path
+
+    from models.backup import LEXICON_DIR, WarningSigns
+
+    signs = WarningSigns()
+    with open(LEXICON_DIR / "warning_signs" / "warning_signs.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["sign"] for r in rows} == {"giving things away", "goodbye", "affairs in order", "not being here",
+                                         "calm after deciding", "hiding self-harm", "means", "research", "burden"}
+    folder = Path(__file__).resolve().parents[2] / "data" / "chat_form"
+    ordinary, held = 0, 0
+    for name in ("chat_validation.csv", "chat_test.csv", "chitchat_test.csv", "therapy_long_test.csv"):
+        conversations: dict[str, list[dict[str, str]]] = defaultdict(list)
+        with open(folder / name, newline="", encoding="utf-8") as fh:
+            for r in csv.DictReader(fh):
+                conversations[r.get("conversation") or r["id"]].append(r)
+        for turns in conversations.values():
+            if all(t["label"] == "no_crisis" for t in turns):
+                ordinary += 1
+                held += any(signs.find(t["text"]) for t in turns)
+    assert ordinary > 6000 and held / ordinary <= 0.002, (held, ordinary)

@@ -82,3 +82,24 @@ def test_the_serialised_request_not_only_its_stored_turns_stays_under_the_bound(
         decoded = json.loads(record)
         assert len(record) <= limit and decoded["omitted_turns"] == omitted > 0
         assert 1000 in {t["turn"] for t in decoded["turns"]}  # the flagged turn is kept
+
+
+def test_a_request_sent_for_a_warning_sign_is_bounded_around_that_turn():
+    """`Closing._review` with an anchor (the turn whose warning sign sent it to review) keeps that turn, where the
+    highest-scored user turn would be kept without one."""
+    from pipeline.closing import Closing
+    from pipeline.metrics import ScorerMetrics
+    from vigil_core.settings import Settings
+
+    closing = object.__new__(Closing)
+    closing.settings, closing.metrics = Settings(review_max_bytes=4096), ScorerMetrics()
+    turns = [{**t, "score": 0.5 if t["turn"] == 30 else 0.001} for t in _turns(80, 200) if t["role"] == "user"]
+
+    def kept(anchor):
+        request = ReviewRequest.model_validate_json(
+            closing._review("c", "warning_sign", 1.0, 0.5, None, turns, None, anchor).value)
+        return {t.turn for t in request.turns}, request.first_flagged_turn
+
+    with_anchor, first = kept(2)
+    assert 2 in with_anchor and 30 not in with_anchor and first is None  # the sign's turn, not flagged
+    assert 30 in kept(None)[0] and 2 not in kept(None)[0]

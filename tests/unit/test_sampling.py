@@ -48,3 +48,16 @@ def test_observed_sampling_rate_matches_the_configured_probability(score, expect
     # 4.5 standard deviations: fails only if the hash draw is not uniform
     sd = (pi * (1 - pi) / n) ** 0.5
     assert abs(selected / n - pi) < 4.5 * sd
+
+
+def test_a_warning_sign_raises_an_unflagged_conversation_to_pi_warning_sign_and_never_lowers_one():
+    policy = SamplingPolicy(threshold=0.2, pi_floor=0.002, pi_borderline=0.5, band=0.5, pi_warning_sign=0.3)
+    low = policy.decide("w", 0.001, False, warning_sign=True)
+    assert (low.pi, low.reason) == (0.3, "warning_sign")
+    assert policy.decide("w", 0.001, False).reason == "sampled"
+    near = policy.decide("w", 0.19, False, warning_sign=True)  # the borderline band's pi is higher: it stays
+    assert near.reason == "borderline" and near.pi > 0.3
+    flagged = policy.decide("w", 0.9, True, warning_sign=True)
+    assert (flagged.pi, flagged.reason, flagged.selected) == (1.0, "flagged", True)
+    always = SamplingPolicy(threshold=0.2).decide("w", 0.0, False, unvalidated_language=True, warning_sign=True)
+    assert (always.pi, always.reason, always.selected) == (1.0, "warning_sign", True)  # the default: every one
