@@ -78,8 +78,9 @@ class CrisisHead:
     fine-tuned with, on the Reddit posts and chat turns) lowered by `posts_shift` log-odds, and takes the higher of
     the two: the posts' recall floor (docs/design.md section 7) is met by the head trained on posts without setting the
     threshold that every chat turn is held to, and a content-free turn (shorter than `posts_min_tokens`) is judged
-    by the chat head alone. `posts_long`, (min_tokens, shift) if set, is a second such tier for longer windows,
-    with its own (lower) shift: a window of that length takes the higher of its tiers.
+    by the chat head alone. `posts_long`, (min_tokens, shift) if set, is a second such tier with its own shift,
+    usually for longer windows and lower (`choose_posts_head` may also choose a shorter, higher one): a window long
+    enough for both takes the higher of its tiers.
 
     `posts_flag`, (flag_logit, squash) if set, makes the posts head decide without ranking (`with_posts_head`): a
     tier counts only for a window it flags (its lowered logit at or above `flag_logit`, the threshold's logit), and

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from models.training import card_recipe as recipe
+from models.training.card_tiers import long_tier_lines, posts_flag_lines
 
 __all__ = ["write_model_card"]
 
@@ -163,57 +164,6 @@ def _normaliser_lines(meta: dict[str, Any]) -> list[str]:
                "letters, \"soooo\"), and the normaliser is one of its scoring settings, so its name changed with it.")]
 
 
-def _posts_flag_lines(meta: dict[str, Any]) -> list[str]:
-    """How the posts head's score counts (CrisisHead.posts_flag), where the model has the flag rule."""
-    spec = meta["chat_head"]
-    if spec.get("posts_flag_logit") is None:
-        return []
-    return [f"- **The posts head decides, the chat head ranks**: a tier counts only for a window it flags (its raised "
-            f"logit at or above {spec['posts_flag_logit']:.3f}, the threshold's), and then scores the threshold plus "
-            f"its margin divided by {spec['posts_squash']:g}; a window it does not flag keeps the chat head's score. "
-            "Every decision at the threshold is the tier's; the order of the posts above and below it is the chat "
-            "head's, so a long ordinary post the posts head raises far no longer outranks a short crisis post."]
-
-
-def _long_tier_lines(meta: dict[str, Any]) -> list[str]:
-    """The card's words on the posts head's long tier (`CrisisHead.posts_long`), if the model has one."""
-    head = meta["chat_head"]
-    if head.get("posts_long_min_tokens") is None:
-        return []
-    spare = meta["chat_config"].get("posts_spare", 1)
-    return [
-        f"- **Long tier**: a window of {head['posts_long_min_tokens']} tokens or more is judged by the posts head "
-        f"raised by {-head['posts_long_shift']:.2f} log-odds instead. A first tier alone holds the posts' floor "
-        "exactly (in the model before this one, 39 of the 43 validation crisis posts, and its test split fell to "
-        "86.5%): so the long tier "
-        f"keeps the floor with {spare} crisis post(s) to spare (validation recall >= {meta['posts_long_target']:.3f}) "
-        "where the posts head is most at home, long post-like text, and leaves short turns to the first tier. Its "
-        "length is chosen on validation as the first tier's, among the lengths that also keep the posts' ROC-AUC "
-        "within 0.01 of the first tier's (table below). This rule was written after the test split had shown the "
-        "bare floor's 86.5%: the posts' test numbers below are no longer a blind estimate.",
-        *_long_tier_cost(meta),
-    ]
-
-
-def _long_tier_cost(meta: dict[str, Any]) -> list[str]:
-    costs = meta.get("posts_long_cost")
-    if not costs:
-        return []
-    served = "onnx" if meta.get("onnx_recall_ok") and "onnx" in costs else next(iter(costs))
-    c = costs[served]
-    by = sorted(c.get("by_class", {}).items(), key=lambda kv: kv[1]["first_tier"] - kv[1]["both_tiers"])
-    worst = ", ".join(f"r/{k} {v['first_tier']} -> {v['both_tiers']} of {v['ordinary']}" for k, v in by[:6])
-    length = meta["chat_head"]["posts_long_min_tokens"]
-    return [
-        f"- **What the long tier costs** ({served}, test posts; chat-form turns are rarely {length} tokens long, "
-        "so the chat flag rates below hardly see it): crisis posts caught "
-        f"{c['crisis_first_tier']} -> {c['crisis_both_tiers']} of {c['crisis']}; ordinary posts flagged "
-        f"{c['first_tier']} -> {c['both_tiers']} of {c['ordinary']} ({c['ordinary_long']} of them that long), "
-        f"mostly in the mental-health forums ({worst}). A long message about distress is more likely to be "
-        "reviewed than before; in the posts of the other forums the change is a few posts each.",
-    ]
-
-
 def _init_command(init: dict[str, Any]) -> str:
     """The `vigil train` command that made the initial model, from its recorded config."""
     cfg, data = init.get("config") or {}, init.get("data") or {}
@@ -282,8 +232,8 @@ def write_chat_model_card(out: Path, meta: dict[str, Any]) -> Path:
         "threshold; the length is chosen on validation among those where that is possible without flagging more "
         "than 10% of ordinary conversations: the one with the highest chat crisis recall, then the fewest flags "
         "(table below). Shorter windows (greetings, acknowledgements) are judged by the chat head alone.",
-        *_posts_flag_lines(meta),
-        *_long_tier_lines(meta),
+        *posts_flag_lines(meta),
+        *long_tier_lines(meta),
         f"- Served by default: {'ONNX Runtime int8' if meta['onnx_recall_ok'] else 'torch fp32'} (int8 only if "
         "its validation recall stays within one point of fp32's). Each text window runs alone, unpadded, and "
         "context embeddings are kept at float16, so a replayed turn gets exactly the score it had.",
@@ -310,7 +260,7 @@ def write_chat_model_card(out: Path, meta: dict[str, Any]) -> Path:
         *[f"| {r['posts_min_tokens']} | {'yes' if r['feasible'] else 'no'} | "
           + (f"{r['posts_shift']:.2f} | {_pct(r['validation_flag_rate'])} | {_pct(r['validation_recall'])} |"
              if r["feasible"] else "- | - | - |") for r in meta.get("posts_head_choices", [])],
-        *(["", f"### Posts head long tier on validation (posts' recall >= {meta['posts_long_target']:.3f})",
+        *(["", f"### Posts head second tier on validation (posts' recall >= {meta['posts_long_target']:.3f})",
            "| from tokens | met | shift | ordinary flagged | crisis recall | posts ROC-AUC | ROC-AUC kept |",
            "|---|---|---|---|---|---|---|",
            *[f"| {r['posts_min_tokens']} | {'yes' if r['feasible'] else 'no'} | "

@@ -11,7 +11,8 @@ multi-turn conversations), including each turn's context (the mean embedding of 
 - the operating threshold is the highest that keeps crisis recall >= 0.95 on chat-form crisis conversations
   (docs/design.md section 7), with the torch and the int8 backend alike;
 - the posts' floor (>= 0.90 on the primary posts) is met by the posts head in two tiers (`choose_posts_head`):
-  post-length windows at the bare floor, long windows with a crisis post to spare, without lowering that threshold.
+  post-length windows at the bare floor, then longer (or shorter) windows with a crisis post to spare, without
+  lowering that threshold.
 
 Test rows are only reported. Reproducible: the fit is deterministic given the data and the encoder.
 """

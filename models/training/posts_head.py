@@ -1,5 +1,7 @@
 """The posts head's tiers of a chat model: from which window length the head trained on posts also judges a window,
-and how far it is lowered, chosen on validation so the posts' recall floor holds without moving the chat threshold."""
+and how far it is lowered, chosen on validation so the posts' recall floor holds without moving the chat threshold.
+The second tier's are still named `posts_long_*` (vigil_model.json, CrisisHead.posts_long), also when it is the
+shorter of the two."""
 
 from __future__ import annotations
 
@@ -87,10 +89,13 @@ def choose_posts_head(
     ordinary validation conversations, the one with the highest chat crisis recall (the worse backend's), then the
     fewest ordinary conversations flagged. Recall first: below the ceiling, a missed crisis costs more than a review.
 
-    Second tier (long windows, POSTS_LONG_MIN_TOKENS): the same for the floor with cfg.posts_spare crisis posts to
-    spare (`posts_target`), among the lengths that also keep the posts' validation ROC-AUC within
-    POSTS_AUC_TOLERANCE of the first tier's (a large raise on every long window would buy recall with ranking).
-    None if no length qualifies: the first tier stands alone.
+    Second tier: the same for the floor with cfg.posts_spare crisis posts to spare (`posts_target`), beside the
+    first, among the lengths that also keep the posts' validation ROC-AUC within POSTS_AUC_TOLERANCE of the first
+    tier's (a large raise on every long window would buy recall with ranking). Tried from the longer lengths
+    (POSTS_LONG_MIN_TOKENS: long windows raised further) and from the shorter ones (POSTS_MIN_TOKENS: shorter
+    windows, where the posts head must be surer, its shift found the same way): a crisis post shorter than the
+    first tier is out of any longer tier's reach. Of equals, the length nearest the first tier's. None if no length
+    qualifies: the first tier stands alone.
     """
     from sklearn.metrics import roc_auc_score
 
@@ -136,7 +141,10 @@ def choose_posts_head(
     tiers = [(int(first["posts_min_tokens"]), float(first["posts_shift"]))]
     target = posts_target(post_labels, cfg)
     progress(f"  long windows: recall {target:.3f} on the posts ({cfg.posts_spare} crisis post(s) over the floor)")
-    long_rows = [try_tier(tiers, n, target) for n in POSTS_LONG_MIN_TOKENS if n > tiers[0][0]]
+    # nearest the first tier first (`best` keeps the first of equals): the longer lengths up, the shorter ones down
+    lengths = [n for n in POSTS_LONG_MIN_TOKENS if n > tiers[0][0]]
+    lengths += sorted((n for n in POSTS_MIN_TOKENS if n < tiers[0][0]), reverse=True)
+    long_rows = [try_tier(tiers, n, target) for n in lengths]
     floor_auc = first["posts_validation_roc_auc"] - POSTS_AUC_TOLERANCE
     for r in long_rows:
         r["auc_kept"] = bool(r["feasible"] and r["posts_validation_roc_auc"] >= floor_auc)

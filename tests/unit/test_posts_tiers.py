@@ -253,3 +253,51 @@ def test_a_chat_turn_of_several_windows_counts_once_with_its_highest_window(tmp_
     assert tiers[0] == (12, -2.0)
     chosen = next(r for r in first_rows if r["posts_min_tokens"] == 12)
     assert chosen["validation_recall"] == 1.0 and chosen["validation_flag_rate"] == 0.0  # the turn, by its 2nd window
+
+
+class MidPostClassifier(FakeClassifier):
+    """Posts where the floor is cheapest from long windows, and the post to spare is one of 40 tokens."""
+
+    POSTS = (
+        [(f"crisis-long-{i}", (-10.0, 3.0, 100), True) for i in range(8)]
+        + [("crisis-long-low", (-10.0, -6.0, 100), True), ("crisis-40", (-10.0, 2.0, 40), True)]
+        + [(f"ordinary-short-{i}", (-10.0, -8.0, 20), False) for i in range(20)]
+        + [(f"ordinary-40-{i}", (-10.0, -4.0, 40), False) for i in range(5)]
+    )
+    CHAT = {**CHAT, "an ordinary turn of 35 tokens": (-10.0, 2.5, 35)}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = {**{t: w for t, w, _ in self.POSTS}, **self.CHAT}
+
+
+def test_the_tier_with_a_post_to_spare_may_be_the_shorter_one(tmp_path):
+    """A crisis post shorter than the first tier is out of any longer tier's reach: the post to spare comes from a
+    shorter tier, with the largest shift that catches it (the posts head surer there than the first tier asks)."""
+    path = tmp_path / "chat.csv"
+    conversations = [f"o{i},hello there,no_crisis,o{i},0" for i in range(9)]
+    path.write_text("id,text,label,conversation,turn\n" + "\n".join(conversations) + "\n"
+                    "t1,an ordinary turn of 35 tokens,no_crisis,t,0\n"
+                    "b1,hello there,no_crisis,b,0\nb2,i want to end it,crisis,b,1\n")
+    clf = MidPostClassifier()
+    texts = [t for t, _, _ in clf.POSTS]
+    labels = np.array([c for _, _, c in clf.POSTS])
+    tiers, first_rows, second_rows = choose_posts_head({"fake": clf}, load_chat(path), texts, labels, 0.5,
+                                                       ChatTrainConfig(), lambda _: None)
+    # First tier, 9 of 10: from 32 tokens or fewer the 40-token post at shift 2 (and the 35-token ordinary turn
+    # flagged: 1 of 10 ordinary conversations); from 48 the long low post at -6, nothing flagged: 48.
+    assert [(r["posts_min_tokens"], r.get("posts_shift")) for r in first_rows if r["feasible"]] == [
+        (12, 2.0), (16, 2.0), (24, 2.0), (32, 2.0), (48, -6.0), (64, -6.0), (96, -6.0)]
+    assert tiers[0] == (48, -6.0)
+    # Second tier, all 10: no longer tier reaches the 40-token post; every shorter one does at shift 2, the nearest
+    # first (32: the same flags and recall as 12, 16 and 24).
+    by_length = {r["posts_min_tokens"]: r for r in second_rows}
+    assert not any(by_length[n]["feasible"] for n in (64, 96, 128))
+    assert [r["posts_min_tokens"] for r in second_rows] == [64, 96, 128, 32, 24, 16, 12]
+    assert by_length[32]["auc_kept"] and by_length[32]["posts_shift"] == 2.0
+    assert tiers[1] == (32, 2.0)
+    head = clf.head
+    head.posts_shift, head.posts_min_tokens, head.posts_long = tiers[0][1], tiers[0][0], tiers[1]
+    outputs, _, tokens = clf.window_outputs(texts)
+    assert np.all(head(outputs, tokens)[labels] >= 0)  # as served: every crisis post reaches the threshold
+    assert np.all(head(outputs, tokens)[~labels] < 0)  # and no ordinary post
