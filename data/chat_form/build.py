@@ -376,7 +376,32 @@ def build_kinds_more(kinds: dict[str, KindsWriter]) -> tuple[KindsWriter, list[d
                 continue
             seen.add(r["text"])
             finetune.append(finetune_row(r, split))
+    w.rows += head_only_rows()  # for the head only: not in the encoder's fine-tuning rows above
     return w, finetune
+
+
+# Conversations the chat head is fitted on and the encoder was not (added on 2026-12-07, after the shipped encoder
+# was fine-tuned, so `kinds_finetune.csv` is as it was): the first two blind sets as written, their ids prefixed
+# `kb` (read for many models, no longer blind), and each turn of `warning_signs_candidate.csv` as a conversation of
+# its own (`kws-NNNN`). Left out: a blind conversation too like a held-out turn (60% of its words shared with a
+# validation or test turn: "would a belt hold my weight from a door handle", a kinds test turn with four words more).
+HEAD_ONLY_BLIND = ("blind_test.csv", "blind_test_2.csv")
+HEAD_ONLY_LEFT_OUT = frozenset({"blind2-005"})
+
+
+def head_only_rows() -> list[dict[str, str]]:
+    """The rows of `kinds_more_train.csv` after those `build_kinds_more` writes (HEAD_ONLY_BLIND above)."""
+    rows: list[dict[str, str]] = []
+    for name in HEAD_ONLY_BLIND:
+        with open(HERE / name, newline="", encoding="utf-8") as fh:
+            rows += [{**r, "id": "kb" + r["id"], "conversation": "kb" + r["conversation"]}
+                     for r in csv.DictReader(fh) if r["conversation"] not in HEAD_ONLY_LEFT_OUT]
+    with open(HERE / "warning_signs_candidate.csv", newline="", encoding="utf-8") as fh:
+        for k, r in enumerate(csv.DictReader(fh)):
+            cid = f"kws-{k:04d}"
+            rows.append({"id": f"{cid}-0", "text": r["text"], "label": r["label"], "conversation": cid, "turn": "0",
+                         "source": "team", "category": r["kind"], "alone": r["label"], "kind": r["kind"]})
+    return rows
 
 
 FINETUNE_ORDINARY = 12000  # ordinary train turns in chat_finetune.csv (all crisis and team turns are in it)

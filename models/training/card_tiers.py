@@ -71,10 +71,12 @@ def _long_tier_cost(meta: dict[str, Any]) -> list[str]:
     by = sorted(c.get("by_class", {}).items(), key=lambda kv: kv[1]["first_tier"] - kv[1]["both_tiers"])
     worst = ", ".join(f"r/{k} {v['first_tier']} -> {v['both_tiers']} of {v['ordinary']}" for k, v in by[:6])
     length = meta["chat_head"]["posts_long_min_tokens"]
+    shorter = length < meta["chat_head"]["posts_min_tokens"]
+    where = (f"test posts; a chat turn of {length} tokens or more is judged by it too: the long questions to a "
+             "therapist, section \"What the loop needs\", are where the chat rows see it" if shorter else
+             f"test posts; chat-form turns are rarely {length} tokens long, so the chat flag rates below hardly see it")
     return [
-        f"- **What the {'second' if length < meta['chat_head']['posts_min_tokens'] else 'long'} tier costs** "
-        f"({served}, test posts; chat-form turns are rarely {length} tokens long, so the chat flag rates below "
-        "hardly see it): crisis posts caught "
+        f"- **What the {'second' if shorter else 'long'} tier costs** ({served}, {where}): crisis posts caught "
         f"{c['crisis_first_tier']} -> {c['crisis_both_tiers']} of {c['crisis']}; ordinary posts flagged "
         f"{c['first_tier']} -> {c['both_tiers']} of {c['ordinary']} ({c['ordinary_long']} of them that long), "
         f"mostly in the mental-health forums ({worst}). A long message about distress is more likely to be "

@@ -348,8 +348,8 @@ def test_a_warning_sign_the_model_scores_low_sends_its_conversation_to_review_at
 
     s = scorer_settings.model_copy(update={"review_max_bytes": 4096})
     start = datetime.now(UTC) - timedelta(minutes=5)
-    # the third blind set's warning sign the shipped model scored lowest (0.0042 against 0.0081): a person said it
-    sign = "i cancelled all my appointments for next month, won't need them"
+    # a warning sign of the third blind set the shipped model scores low (0.0042 against 0.0127): a person said it
+    sign = "i feel weirdly calm now that i've settled on a date"
     filler = "can you recommend a good book about the history of trains"
     conversations = {"sign-1": ["hey", sign], "sign-2": ["hey", "what's a good recipe for banana bread"],
                      "sign-3": [sign] + [filler] * 40}
@@ -368,7 +368,7 @@ def test_a_warning_sign_the_model_scores_low_sends_its_conversation_to_review_at
         assert reviews[cid]["reason"] == "warning_sign" and reviews[cid]["pi"] == 1.0
         turns = {t["turn"]: t for t in reviews[cid]["turns"]}
         first = 1 if cid == "sign-1" else 0
-        assert turns[first]["warning_sign"] == "not being here" and turns[first]["text"] == sign
+        assert turns[first]["warning_sign"] == "calm after deciding" and turns[first]["text"] == sign
     assert reviews["sign-3"]["omitted_turns"] > 0  # bounded, around the sign
     ordinary = SamplingPolicy(resilient.threshold, s.pi_floor, s.pi_borderline, s.borderline_band)
     store = ConversationStore(redis.Redis.from_url(s.redis_url.get_secret_value()), s.redis_prefix, 3600)

@@ -86,6 +86,12 @@ def test_the_added_kinds_turns_are_for_training_only_and_unlike_every_held_out_t
     assert {r["kind"] for r in more if r["label"] == "crisis"} >= {"method_question", "named_means", "shorthand",
                                                                    "self_harm_coping", "passive_imagery", "obfuscated"}
     written = {words(r["text"]) for r in _rows(FOLDER / "team_kinds_more.csv")}
+    # the head's own rows (build.py `head_only_rows`: the first two blind sets, the warning-sign turns), long
+    # questions to a therapist among the held-out turns too
+    head_only = [r for r in more if r["id"].startswith(("kb", "kws-"))]
+    assert len({r["conversation"] for r in head_only}) >= 300
+    written |= {words(r["text"]) for r in head_only if len(words(r["text"])) >= 3}
+    held_out += [words(r["text"]) for r in _rows(FOLDER / "therapy_long_test.csv")]
     for w in written:
         near = [h for h in held_out if h and len(w & h) / len(w | h) >= 0.6]
         assert not near, f"an added turn is too like a held-out one: {sorted(w)}"
@@ -117,7 +123,8 @@ def test_no_judged_sentence_is_in_the_chat_form_data(splits):
     judged = {j for j in judged if len(j.split()) >= 3}
     # the team's rows, and the contrast turns the shipped encoder layers were fine-tuned on
     team = (_rows(FOLDER / "team_turns.csv") + _rows(FOLDER / "team_conversations.csv")
-            + _rows(FOLDER / "team_kinds.csv") + _rows(FOLDER / "team_kinds_more.csv"))
+            + _rows(FOLDER / "team_kinds.csv") + _rows(FOLDER / "team_kinds_more.csv")
+            + [r for r in _rows(FOLDER / "kinds_more_train.csv") if r["id"].startswith(("kb", "kws-"))])
     team += [row for path in sorted((ROOT / "data" / "chat_contrast").glob("*.csv")) for row in _rows(path)]
     # "I'm so tired" opens issue 17's own build-up example ("I'm so tired" / "of everything" / "I've been saving up
     # my pills"), which the regression table keeps word for word; a contrast turn ("I'm so tired of living") starts so.
@@ -204,12 +211,10 @@ def test_the_long_therapy_questions_are_a_measure_no_model_is_fitted_or_chosen_o
         assert not near, f"a long therapy question is too like a turn a model learns from: {sorted(w)}"
 
 
-# The second blind set was written after the warning-sign turns an experiment trained on (warning_signs_candidate.csv)
-# and is held apart from them too; the first was written before them. The third is held apart from both earlier sets
-# and the warning-sign turns, so that a model fitted on them is still measured blind by it; the fourth from all those.
+# The first two blind sets and the warning-sign turns are training rows of the chat head now (kinds_more_train.csv,
+# data/chat_form/build.py `head_only_rows`). The third is held apart from all of them, so that a model fitted on them
+# is still measured blind by it; the fourth from those and the third.
 @pytest.mark.parametrize(("name", "also_apart_from"), [
-    ("blind_test.csv", []),
-    ("blind_test_2.csv", ["warning_signs_candidate.csv"]),
     ("blind_test_3.csv", ["warning_signs_candidate.csv", "blind_test.csv", "blind_test_2.csv"]),
     ("blind_test_4.csv", ["warning_signs_candidate.csv", "blind_test.csv", "blind_test_2.csv", "blind_test_3.csv"])])
 def test_the_blind_set_is_written_apart_from_every_turn_a_model_is_fitted_or_chosen_on(name, also_apart_from):

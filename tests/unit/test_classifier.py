@@ -86,19 +86,20 @@ def test_crisis_phrasings_score_above_the_threshold(clf, text):
     assert clf.predict([text])[0] >= clf.threshold
 
 
-def test_the_posts_head_holds_the_posts_floor_on_validation_and_a_long_tier_a_post_to_spare():
+def test_the_posts_head_holds_the_posts_floor_on_validation_and_a_second_tier_a_post_to_spare():
     head = SHIPPED["chat_head"]
     assert head["posts_min_tokens"] is not None and head["posts_shift"] is not None
     for backend in SHIPPED["metrics"].values():
         validation = backend["posts_validation"]
         floor = np.ceil(0.90 * validation["n_crisis"])  # 39 of 43
         assert validation["tp"] >= floor
-        # A long tier is chosen only where it keeps the floor with a crisis post to spare (a floor held exactly once
-        # left the posts' test split at 86.5%); the shipped model has none (its card: not met from 128 tokens
-        # without losing the posts' ranking), and its posts' test recall is held to 0.90 above.
+        # A second tier is chosen only where it keeps the floor with a crisis post to spare (a floor held exactly
+        # once left the posts' test split at 86.5%, and at 88.5% for the shipped model's recipe): raised further
+        # from a longer window, or less from a shorter one (the shipped model's: no longer tier met it, its card).
         if head.get("posts_long_min_tokens") is not None:
-            assert head["posts_long_min_tokens"] > head["posts_min_tokens"]
-            assert head["posts_long_shift"] < head["posts_shift"] and validation["tp"] >= floor + 1
+            longer = head["posts_long_min_tokens"] > head["posts_min_tokens"]
+            assert (head["posts_long_shift"] < head["posts_shift"]) == longer
+            assert validation["tp"] >= floor + 1
 
 
 def test_the_shipped_model_decides_posts_by_the_flag_rule_and_its_card_names_its_recipe_and_urgent_level(clf):
