@@ -163,3 +163,33 @@ def test_the_blind_sets_section_stands_apart_and_says_how_far_recall_stands_from
     assert card.count(BLIND_SECTION) == 1 and "100.0%" in card and "75.0%" not in card
     assert f"{SECTION}\ntest rows\n" in card and card.index(SECTION) < card.index(BLIND_SECTION)
 
+
+
+def test_the_card_says_whether_the_posts_second_tier_is_the_longer_or_the_shorter():
+    from models.training.card_tiers import long_tier_lines
+
+    cost = {"onnx": {"ordinary": 100, "ordinary_long": 90, "first_tier": 10, "both_tiers": 12, "crisis": 20,
+                     "crisis_first_tier": 18, "crisis_both_tiers": 19,
+                     "by_class": {"depression": {"ordinary": 10, "first_tier": 4, "both_tiers": 6}}}}
+    meta = {"chat_config": {"posts_spare": 1}, "posts_long_target": 0.93, "onnx_recall_ok": True,
+            "posts_long_cost": cost,
+            "chat_head": {"posts_min_tokens": 96, "posts_shift": -4.35, "posts_long_min_tokens": 48,
+                          "posts_long_shift": -0.6}}
+    shorter, cost_line = long_tier_lines(meta)
+    assert shorter.startswith("- **Second tier, shorter windows**: a window of 48 tokens or more")
+    assert "raised by 0.60 log-odds, so between 48 and 96 tokens" in shorter and "no longer a blind" in shorter
+    assert "What the second tier costs" in cost_line and "long questions to a therapist" in cost_line
+    assert "18 -> 19 of 20" in cost_line and "r/depression 4 -> 6 of 10" in cost_line
+    meta["chat_head"].update(posts_min_tokens=48, posts_shift=-3.0, posts_long_min_tokens=128, posts_long_shift=-5.0)
+    longer, cost_line = long_tier_lines(meta)
+    assert longer.startswith("- **Long tier**: a window of 128 tokens or more")
+    assert "What the long tier costs" in cost_line
+    meta["chat_head"]["posts_long_min_tokens"] = None
+    assert long_tier_lines(meta) == []
+    # the shipped model's card words its own tier as its vigil_model.json has it
+    shipped = json.loads((DEFAULT_MODEL_DIR / ARTIFACT_FILE).read_text())["chat_head"]
+    card = (DEFAULT_MODEL_DIR / "MODEL_CARD.md").read_text()
+    if shipped.get("posts_long_min_tokens") is not None:
+        heading = ("Second tier, shorter windows" if shipped["posts_long_min_tokens"] < shipped["posts_min_tokens"]
+                   else "Long tier")
+        assert f"- **{heading}**: a window of {shipped['posts_long_min_tokens']} tokens or more" in card
