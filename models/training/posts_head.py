@@ -140,7 +140,7 @@ def choose_posts_head(
         raise ModelError("no posts-head length meets the posts' floor under the flag-rate ceiling")
     tiers = [(int(first["posts_min_tokens"]), float(first["posts_shift"]))]
     target = posts_target(post_labels, cfg)
-    progress(f"  long windows: recall {target:.3f} on the posts ({cfg.posts_spare} crisis post(s) over the floor)")
+    progress(f"  second tier: recall {target:.3f} on the posts ({cfg.posts_spare} crisis post(s) over the floor)")
     # nearest the first tier first (`best` keeps the first of equals): the longer lengths up, the shorter ones down
     lengths = [n for n in POSTS_LONG_MIN_TOKENS if n > tiers[0][0]]
     lengths += sorted((n for n in POSTS_MIN_TOKENS if n < tiers[0][0]), reverse=True)
