@@ -61,6 +61,7 @@ class Evaluation:
             "window_end": self.window.window_end,
             "crisis_in_window": self.window.crisis_in_window,
             "missed": self.window.missed,
+            "found_by_warning_sign": self.window.found_by_warning_sign,
             "crisis_recall_by_language": {k: v.to_dict() for k, v in self.window.by_language.items()},
             "labels_for_unknown_conversations": self.labels_unknown,
         }
@@ -86,6 +87,10 @@ class EvaluatorMetrics:
         self.last_evaluation = Gauge("vigil_evaluator_last_evaluation_timestamp_seconds",
                                      "unix time of the last completed evaluation", registry=r)
         self.cusum = Gauge("vigil_cusum_statistic", "Bernoulli CUSUM statistic on missed crises", registry=r)
+        self.found_by_warning_sign = Gauge(
+            "vigil_crises_found_by_warning_sign",
+            "crisis conversations of the recall window the model missed and the warning-sign route sent to review",
+            registry=r)
         self.labels = Counter("vigil_labels", "clinician labels consumed", ["outcome"], registry=r)
         self.unknown = Gauge("vigil_labels_unknown_conversations", "labelled conversations with no prediction",
                              registry=r)

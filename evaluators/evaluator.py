@@ -145,6 +145,7 @@ class Evaluator:
         errors: list[tuple[str, float, float]] = []
         satisfaction: list[tuple[str, float, float]] = []
         reviews: list[str] = []
+        signs: list[str] = []  # review requests of the warning-sign route
         for rec in records:
             accept = (LABEL_SCHEMAS if rec.topic == s.topic_labels
                       else REVIEW_SCHEMAS if rec.topic == s.topic_review else EVENT_SCHEMAS)
@@ -167,6 +168,8 @@ class Evaluator:
                 self.metrics.labels.labels(applied).inc()
             elif isinstance(event, ReviewRequest):
                 reviews.append(event.conversation_id)
+                if event.reason == "warning_sign":
+                    signs.append(event.conversation_id)
             elif isinstance(event, ConversationMessage) and event.role == "assistant":
                 ts = event.ts.timestamp()
                 if event.latency_ms is not None:
@@ -174,7 +177,7 @@ class Evaluator:
                 errors.append((event.event_id, ts, 1.0 if event.error not in (None, False, "") else 0.0))
             elif isinstance(event, ConversationFeedback):
                 satisfaction.append((event.event_id, event.ts.timestamp(), float(event.satisfaction)))
-        self.store.note_review_requested(reviews)
+        self.store.note_review_requested(reviews, warning_signs=signs)
         self.store.add_ops("ai_latency_p95_ms", latency, t["ai_latency_p95_ms"]["window"])
         self.store.add_ops("ai_error_rate", errors, t["ai_error_rate"]["window"])
         self.store.add_ops("user_satisfaction", satisfaction, t["user_satisfaction"]["window"])
@@ -316,6 +319,7 @@ class Evaluator:
         latency = ev.rules.get("ai_latency_p95_ms", {}).get("value")
         m.ai_latency_p95.set(math.nan if latency is None else latency / 1000.0)
         m.cusum.set(ev.window.cusum)
+        m.found_by_warning_sign.set(len(ev.window.found_by_warning_sign))
         m.unknown.set(unknown_conversations)
         if self.open_incidents is not None:
             for severity, count in self.open_incidents().items():

@@ -140,10 +140,11 @@ class EvaluatorStore:
             for cid in ids:
                 pipe.get(self._k("joined", cid))
                 pipe.hgetall(self._k("labels", cid))
+                pipe.sismember(self._k("warning_sign_reviews"), cid)
             raw = pipe.execute()
         out = []
         for n, cid in enumerate(ids):
-            joined, labels = raw[2 * n], raw[2 * n + 1]
+            joined, labels, sign = raw[3 * n], raw[3 * n + 1], raw[3 * n + 2]
             if not joined or not labels:
                 continue
             j = json.loads(joined)
@@ -154,17 +155,20 @@ class EvaluatorStore:
             out.append(LabelledConversation(cid, float(j["conversation_time"]), levels, bool(j["flagged"]),
                                             float(pi), bool(j["timely"]),
                                             adjudicated=decisions[-1][1] if decisions else None,
-                                            language=j.get("language")))
+                                            language=j.get("language"), warning_sign_review=bool(sign)))
         return out
 
     def coverage_counts(self) -> tuple[int, int]:
         """(labelled conversations, review requests) so far, approximately (HyperLogLog)."""
         return int(self._r.pfcount(self._k("labelled_hll"))), int(self._r.pfcount(self._k("review_hll")))
 
-    def note_review_requested(self, conversation_ids: list[str]) -> None:
-        """Count review requests for label coverage."""
+    def note_review_requested(self, conversation_ids: list[str], warning_signs: list[str] | None = None) -> None:
+        """Count review requests for label coverage, and keep which were sent by the warning-sign route (a set:
+        a replayed request adds nothing)."""
         if conversation_ids:
             self._r.pfadd(self._k("review_hll"), *conversation_ids)
+        if warning_signs:
+            self._r.sadd(self._k("warning_sign_reviews"), *warning_signs)
 
     # -- operational windows ------------------------------------------------------------------------
     def add_ops(self, rule: str, items: list[tuple[str, float, float]], window: int) -> None:

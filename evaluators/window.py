@@ -33,6 +33,8 @@ class LabelledConversation:
     timely: bool = False
     adjudicated: str | None = None  # a clinical lead's level on a disagreement
     language: str | None = None  # the conversation's language (vigil_core.conversations.conversation_language)
+    # sent to review by the warning-sign route (reason `warning_sign`: nothing flagged it, a user turn held a sign)
+    warning_sign_review: bool = False
 
     @property
     def level(self) -> str:
@@ -95,6 +97,9 @@ class WindowMetrics:
     missed: list[str] = field(default_factory=list)
     missed_imminent: list[str] = field(default_factory=list)
     by_language: dict[str, Rate] = field(default_factory=dict)  # crisis recall per language group
+    # missed crises a clinician saw because the warning-sign route sent them to review (issue 31): the model's
+    # confident misses that route finds, a count the recall does not show (each is a miss there, as it should be)
+    found_by_warning_sign: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -104,6 +109,7 @@ class WindowMetrics:
             "crisis_in_window": self.crisis_in_window, "cusum": self.cusum, "missed": self.missed,
             "missed_imminent": self.missed_imminent,
             "crisis_recall_by_language": {k: v.to_dict() for k, v in self.by_language.items()},
+            "found_by_warning_sign": self.found_by_warning_sign,
         }
 
 
@@ -183,6 +189,7 @@ def compute_window(
         cusum=statistic,
         missed=[i.conversation_id for i in win_crises if not i.flagged],
         by_language=language_recall(win_crises, validated_languages, language_min_effective_n),
+        found_by_warning_sign=[i.conversation_id for i in win_crises if not i.flagged and i.warning_sign_review],
         missed_imminent=[
             i.conversation_id for i in win_crises
             if not i.flagged and (i.level in sentinel_levels if i.adjudicated is not None

@@ -13,7 +13,7 @@ from kafka_io import OutRecord, RecordProducer, ensure_topics
 from tests.helpers import ROOT, chat_events, env_for, publish, read_topic, run_scorer, signed, values
 from vigil.evaluate import run_evaluator
 from vigil_core.clock import utcnow
-from vigil_core.contracts import ClinicianLabel, ConversationFeedback, ConversationMessage
+from vigil_core.contracts import ClinicianLabel, ConversationFeedback, ConversationMessage, ReviewRequest
 
 pytestmark = pytest.mark.slow
 
@@ -47,6 +47,29 @@ def evaluate_once(settings, group_suffix="") -> dict:
     s = settings.model_copy(update={"evaluator_group": settings.evaluator_group + group_suffix})
     ev = run_evaluator(Evaluator(s), max_idle_s=3.0)
     return ev.to_dict()
+
+
+def test_a_missed_crisis_the_warning_sign_route_sent_to_review_is_counted_apart(scored):
+    """Issue 31: a conversation nothing flagged, sent to review because a user turn held a warning sign, that the
+    clinician labels a crisis is a miss of the recall (the model's) and is counted apart in the evaluation and in
+    `vigil_crises_found_by_warning_sign`; a replayed request counts once, and an ordinary one the route sent not at
+    all."""
+    s, flagged = scored
+    assert "c00001" not in flagged and "c00002" not in flagged
+
+    def request(cid):
+        return ReviewRequest(review_id=f"{cid}:warning_sign", conversation_id=cid, reason="warning_sign", pi=1.0,
+                             max_score=0.004, turns=[], requested_at=utcnow())
+
+    p = RecordProducer(s)
+    p.send_all([OutRecord(s.topic_review, cid, request(cid).to_bytes()) for cid in ("c00001", "c00001", "c00002")])
+    p.close()
+    send(s, [label("c00000", "high"), label("c00001", "moderate"), label("c00002", "no_risk")])
+    evaluator = Evaluator(s)
+    ev = run_evaluator(evaluator, max_idle_s=3.0).to_dict()
+    assert ev["missed"] == ["c00001"] and ev["found_by_warning_sign"] == ["c00001"]
+    assert ev["rates"]["crisis_recall"]["value"] == pytest.approx(1 / 2)
+    assert evaluator.metrics.registry.get_sample_value("vigil_crises_found_by_warning_sign") == 1.0
 
 
 def test_labels_join_predictions_and_duplicates_and_replays_do_not_move_the_numbers(scored):

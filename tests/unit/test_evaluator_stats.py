@@ -101,6 +101,24 @@ def test_window_takes_the_last_n_crisis_conversations_within_max_age():
     assert "c999" not in m.missed and len(m.missed) == 20
 
 
+def test_the_window_names_the_missed_crises_the_warning_sign_route_sent_to_review():
+    """A crisis the model missed that a clinician saw because a warning sign sent it to review is still a miss (the
+    recall is the model's), and is counted apart: what the route finds. A sampled miss, a flagged crisis the route
+    did not send, an ordinary conversation it sent, and one older than the window are not."""
+    from dataclasses import replace
+
+    now = 1000.0
+    items = [replace(_conv(1, now - 5, flagged=False), warning_sign_review=True),
+             _conv(2, now - 4, flagged=False),  # a sampled miss
+             _conv(3, now - 3),  # caught
+             replace(_conv(4, now - 2, crisis=False, flagged=False), warning_sign_review=True),
+             replace(_conv(5, now - 100 * 86400, flagged=False), warning_sign_review=True)]  # too old
+    m = compute_window(items, now, window=200, max_age_s=90 * 86400)
+    assert m.found_by_warning_sign == ["c1"] and m.missed == ["c1", "c2"]
+    assert m.rates["crisis_recall"].value == pytest.approx(1 / 3)
+    assert m.to_dict()["found_by_warning_sign"] == ["c1"]
+
+
 def test_window_rates_severe_timely_precision_specificity():
     now = 1000.0
     items = [
