@@ -27,9 +27,12 @@ from pathlib import Path
 
 __all__ = ["normalise", "NORMALISER_VERSION", "word_list", "word_counts", "WORDS_FILE"]
 
-NORMALISER_VERSION = "vigil-normalise/1"
+# /2: zero-width spaces between words read as spaces (`_zero_width_spaces`); /1 removed them and ran the words
+# together ("i\u200bwant\u200bto\u200bend\u200bmy\u200blife" read "iwanttoendmylife": a blind set's miss)
+NORMALISER_VERSION = "vigil-normalise/2"
 
 _RLO, _LRO, _PDF = "\u202e", "\u202d", "\u202c"
+_ZWSP = "\u200b"
 # Characters with no glyph that Unicode does not class as format (Cf): Hangul fillers and the Mongolian vowel
 # separator render as nothing, and are used to split words exactly as zero-width spaces are.
 _INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0\u180e\u034f")
@@ -58,13 +61,14 @@ _MAX_CANDIDATES = 256  # decodings tried for one token (each ambiguous symbol do
 # text is in the scorer's memory with its batch anyway; nothing outlives the process).
 @functools.lru_cache(maxsize=512)
 def normalise(text: str) -> str:
-    """The text as a person reads it: bidi overrides applied, invisible characters removed, NFKC, look-alike
-    letters of other scripts folded into Latin in Latin text, leetspeak and spaced-out letters decoded where an
-    English dictionary agrees."""
+    """The text as a person reads it: bidi overrides applied, zero-width spaces between words read as spaces, other
+    invisible characters removed, NFKC, look-alike letters of other scripts folded into Latin in Latin text,
+    leetspeak and spaced-out letters decoded where an English dictionary agrees."""
     if not text:
         return text
     if not text.isascii():
         text = _display_order(text)
+        text = _zero_width_spaces(text)
         text = "".join(c for c in text if unicodedata.category(c) != "Cf" and c not in _INVISIBLE)
         text = unicodedata.normalize("NFKC", text)
         text = _drop_stray_marks(text)
@@ -100,6 +104,25 @@ def _display_order(text: str) -> str:
             (stack[-1] if stack else parts).append(body[::-1] if run[0] == _RLO else body)
         out.append("".join(parts))
     return "\n".join(out)
+
+
+def _zero_width_spaces(text: str) -> str:
+    """Zero-width spaces used as spaces: a run split by them into pieces that are each a word, where the run is not
+    one ("i\u200bwant\u200bto\u200bend\u200bmy\u200blife"), is read with spaces. Inside a word
+    ("k\u200bi\u200bl\u200bl", "su\u200bicide", "in\u200bto") they are removed with the other invisible characters, as
+    before."""
+    if _ZWSP not in text:
+        return text
+
+    def spaced(match: re.Match[str]) -> str:
+        run = match.group(0)
+        pieces = [p for p in run.split(_ZWSP) if p]
+        bare = [p.strip(_EDGE).lower() for p in pieces]
+        if len(pieces) >= 2 and all(_is_word(b) for b in bare) and not _is_word("".join(bare)):
+            return " ".join(pieces)
+        return run
+
+    return _WORD.sub(spaced, text)
 
 
 def _drop_stray_marks(text: str) -> str:

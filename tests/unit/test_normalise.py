@@ -27,6 +27,7 @@ OBFUSCATED_CRISIS = [
     ("right-to-left override", RLO + "eid ot tnaw I", "I want to die"),
     ("override run to its pop", "tonight " + RLO + "flesym llik annog m'I" + PDF, "tonight I'm gonna kill myself"),
     ("zero-width spaces", f"I want to k{ZWSP}i{ZWSP}l{ZWSP}l myself", "I want to kill myself"),
+    ("zero-width spaces for spaces", ZWSP.join(["i", "want", "to", "end", "my", "life"]), "i want to end my life"),
     ("zero-width joiners and soft hyphens", f"su{ZWJ}ici{SHY}de is all I think about", "suicide is all I think about"),
     ("full-width letters", full_width("I want to end my life"), "I want to end my life"),
     ("Cyrillic look-alikes", "I w\u0430nt t\u043e d\u0456\u0435", "I want to die"),
@@ -100,7 +101,7 @@ def test_the_shipped_word_list_is_pyspellcheckers_common_english_words():
 # What each version reads: a digest of `normalise` over a fixed set of texts, so that a change to its rules, its word
 # list, Unicode's confusables table or Python's Unicode data (NFKC, format characters) cannot change a model's input
 # under the same NORMALISER_VERSION (part of every chat model's name, `scoring_version`).
-READINGS = {"vigil-normalise/1": "0803c1cf1818f1e3"}
+READINGS = {"vigil-normalise/1": "0803c1cf1818f1e3", "vigil-normalise/2": "e3f31af46955a592"}
 _SCRIPTS = [(0x00C0, 0x0250), (0x0370, 0x0400), (0x0400, 0x0530), (0x0530, 0x0590), (0x13A0, 0x1400),
             (0x1D00, 0x1DC0), (0x2100, 0x2150), (0xFF01, 0xFF5F), (0x1D400, 0x1D4A0)]
 _LEET_OF = str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"})
@@ -131,3 +132,13 @@ def test_the_version_names_what_it_reads():
     for text in version_texts():
         digest.update(normalise(text).encode("utf-8", "surrogatepass") + b"\0")
     assert READINGS[NORMALISER_VERSION] == digest.hexdigest()[:16], "normalise reads a text differently"
+
+
+def test_zero_width_spaces_read_as_spaces_only_between_words():
+    """/2: a run split by zero-width spaces into words, where the run is not one, is words; inside a word they are
+    removed as before (the run joined is a word, or a piece is not one)."""
+    assert normalise(ZWSP.join(["kill", "myself"])) == "kill myself"
+    assert normalise(f"good{ZWSP}morning") == "good morning"
+    assert normalise(f"su{ZWSP}icide") == "suicide" and normalise(f"in{ZWSP}to the sea") == "into the sea"
+    assert normalise(f"k{ZWSP}i{ZWSP}l{ZWSP}l") == "kill"
+    assert normalise(f"i{ZWSP}want,{ZWSP}today") == "i want, today"  # edge punctuation kept with its word
