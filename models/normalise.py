@@ -28,11 +28,12 @@ from pathlib import Path
 __all__ = ["normalise", "NORMALISER_VERSION", "word_list", "word_counts", "WORDS_FILE"]
 
 # /2: zero-width spaces between words read as spaces (`_zero_width_spaces`); /1 removed them and ran the words
-# together ("i\u200bwant\u200bto\u200bend\u200bmy\u200blife" read "iwanttoendmylife": a blind set's miss)
-NORMALISER_VERSION = "vigil-normalise/2"
+# together ("i\u200bwant\u200bto\u200bend\u200bmy\u200blife" read "iwanttoendmylife": a blind set's miss).
+# /3: every invisible character between words so (a zero-width joiner or non-joiner, a word joiner, a soft hyphen, a
+# byte-order mark), which /2 still removed, running the words together.
+NORMALISER_VERSION = "vigil-normalise/3"
 
 _RLO, _LRO, _PDF = "\u202e", "\u202d", "\u202c"
-_ZWSP = "\u200b"
 # Characters with no glyph that Unicode does not class as format (Cf): Hangul fillers and the Mongolian vowel
 # separator render as nothing, and are used to split words exactly as zero-width spaces are.
 _INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0\u180e\u034f")
@@ -61,15 +62,15 @@ _MAX_CANDIDATES = 256  # decodings tried for one token (each ambiguous symbol do
 # text is in the scorer's memory with its batch anyway; nothing outlives the process).
 @functools.lru_cache(maxsize=512)
 def normalise(text: str) -> str:
-    """The text as a person reads it: bidi overrides applied, zero-width spaces between words read as spaces, other
-    invisible characters removed, NFKC, look-alike letters of other scripts folded into Latin in Latin text,
+    """The text as a person reads it: bidi overrides applied, invisible characters between words read as spaces, the
+    others removed, NFKC, look-alike letters of other scripts folded into Latin in Latin text,
     leetspeak and spaced-out letters decoded where an English dictionary agrees."""
     if not text:
         return text
     if not text.isascii():
         text = _display_order(text)
         text = _zero_width_spaces(text)
-        text = "".join(c for c in text if unicodedata.category(c) != "Cf" and c not in _INVISIBLE)
+        text = "".join(c for c in text if not _hidden(c))
         text = unicodedata.normalize("NFKC", text)
         text = _drop_stray_marks(text)
         text = _fold_confusables(text)
@@ -106,17 +107,23 @@ def _display_order(text: str) -> str:
     return "\n".join(out)
 
 
+def _hidden(c: str) -> bool:
+    """A character a reader does not see: a format character (zero-width spaces and joiners, the word joiner, soft
+    hyphens, byte-order marks, bidi marks) or one of `_INVISIBLE`."""
+    return c in _INVISIBLE or unicodedata.category(c) == "Cf"
+
+
 def _zero_width_spaces(text: str) -> str:
-    """Zero-width spaces used as spaces: a run split by them into pieces that are each a word, where the run is not
-    one ("i\u200bwant\u200bto\u200bend\u200bmy\u200blife"), is read with spaces. Inside a word
-    ("k\u200bi\u200bl\u200bl", "su\u200bicide", "in\u200bto") they are removed with the other invisible characters, as
-    before."""
-    if _ZWSP not in text:
+    """Invisible characters used as spaces: a run split by them into pieces that are each a word, where the run is
+    not one ("i\u200bwant\u200bto\u200bend\u200bmy\u200blife", "kill\u2060myself"), is read with spaces. Inside a
+    word ("k\u200bi\u200bl\u200bl", "su\u200dicide", "extra\u00adordinary") they are removed with the others, as
+    before; so are they between emoji or letters of a script the word list does not hold (a joiner's work there)."""
+    if not any(_hidden(c) for c in text):
         return text
 
     def spaced(match: re.Match[str]) -> str:
         run = match.group(0)
-        pieces = [p for p in run.split(_ZWSP) if p]
+        pieces = [p for p in "".join(" " if _hidden(c) else c for c in run).split(" ") if p]
         bare = [p.strip(_EDGE).lower() for p in pieces]
         if len(pieces) >= 2 and all(_is_word(b) for b in bare) and not _is_word("".join(bare)):
             return " ".join(pieces)

@@ -154,7 +154,7 @@ def _normaliser_lines(meta: dict[str, Any]) -> list[str]:
     if not meta.get("normaliser"):
         return []
     return [f"- **Reads normalised text** (`{meta['normaliser']}`, `models/normalise.py`): NFKC, bidi controls and "
-            "zero-width characters removed (zero-width spaces between words read as spaces) and right-to-left "
+            "zero-width characters removed (those between words read as spaces) and right-to-left "
             "overrides read in display order, look-alike letters of "
             "other scripts folded into Latin, leetspeak and spaced-out letters decoded where an English word list "
             "agrees; in scoring, training and `vigil model eval` alike. "

@@ -2,7 +2,7 @@
 
 Each obfuscated crisis sentence must score within 0.05 of its plain form through the shipped classifier, and the
 ordinary sentences, obfuscated or not, stay below its threshold (but for its listed known false positives, which
-score as their plain forms). docs/security.md's table lists the same kinds.
+score as their plain forms). README ("text is read as a person reads it") names the same kinds.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from models.artifact import ARTIFACT_FILE, DEFAULT_MODEL_DIR
 from models.normalise import NORMALISER_VERSION, normalise
 
 RLO, PDF, ZWSP, ZWJ, SHY = "\u202e", "\u202c", "\u200b", "\u200d", "\u00ad"
+ZWNJ, WJ, BOM = "\u200c", "\u2060", "\ufeff"
 
 
 def full_width(text: str) -> str:
@@ -29,6 +30,11 @@ OBFUSCATED_CRISIS = [
     ("zero-width spaces", f"I want to k{ZWSP}i{ZWSP}l{ZWSP}l myself", "I want to kill myself"),
     ("zero-width spaces for spaces", ZWSP.join(["i", "want", "to", "end", "my", "life"]), "i want to end my life"),
     ("zero-width joiners and soft hyphens", f"su{ZWJ}ici{SHY}de is all I think about", "suicide is all I think about"),
+    ("word joiners for spaces", WJ.join(["i", "want", "to", "kill", "myself"]), "i want to kill myself"),
+    ("zero-width non-joiners for spaces", ZWNJ.join(["i", "want", "to", "end", "my", "life"]), "i want to end my life"),
+    ("soft hyphens for spaces", SHY.join(["nobody", "would", "miss", "me", "if", "i", "died"]),
+     "nobody would miss me if i died"),
+    ("byte-order marks for spaces", BOM.join(["i", "want", "to", "die"]), "i want to die"),
     ("full-width letters", full_width("I want to end my life"), "I want to end my life"),
     ("Cyrillic look-alikes", "I w\u0430nt t\u043e d\u0456\u0435", "I want to die"),
     ("Greek look-alikes", "n\u03bf reas\u03bfn t\u03bf l\u03b9ve anym\u03bfre", "no reason to live anymore"),
@@ -43,6 +49,7 @@ ORDINARY = [
     "hello there!", "I got 100% on my test!!", "the shop closes at 5pm on sundays", "C4 was the best season",
     "meet me at the AAA game", "quiero aprender a cocinar", "я хочу спать", "COVID-19 test came back negative",
     "e-mail me the slides", full_width("see you tomorrow"), RLO + "olleh", f"good{ZWSP}morning",
+    f"see you at the coffee{SHY}shop", f"extra{SHY}ordinary day", f"\U0001f469{ZWJ}\U0001f4bb back at work",
 ]
 
 
@@ -101,7 +108,8 @@ def test_the_shipped_word_list_is_pyspellcheckers_common_english_words():
 # What each version reads: a digest of `normalise` over a fixed set of texts, so that a change to its rules, its word
 # list, Unicode's confusables table or Python's Unicode data (NFKC, format characters) cannot change a model's input
 # under the same NORMALISER_VERSION (part of every chat model's name, `scoring_version`).
-READINGS = {"vigil-normalise/1": "0803c1cf1818f1e3", "vigil-normalise/2": "e3f31af46955a592"}
+READINGS = {"vigil-normalise/1": "0803c1cf1818f1e3", "vigil-normalise/2": "e3f31af46955a592",
+            "vigil-normalise/3": "16974b91d68c8f97"}
 _SCRIPTS = [(0x00C0, 0x0250), (0x0370, 0x0400), (0x0400, 0x0530), (0x0530, 0x0590), (0x13A0, 0x1400),
             (0x1D00, 0x1DC0), (0x2100, 0x2150), (0xFF01, 0xFF5F), (0x1D400, 0x1D4A0)]
 _LEET_OF = str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"})
@@ -117,7 +125,7 @@ def version_texts() -> list[str]:
     for word in sorted(word_counts())[::25]:
         texts += [f"so {word.translate(_LEET_OF)} now", f"so {' '.join(word)} now", f"so {'.'.join(word)} now",
                   f"so {word}{word[-1] * 4} now", f"so {ZWSP.join(word)} now", full_width(f"so {word} now"),
-                  f"so {RLO}{word[::-1]}{PDF} now"]
+                  f"so {RLO}{word[::-1]}{PDF} now", f"so{WJ}{word}{SHY}now"]
     return texts + [o for _, o, _ in OBFUSCATED_CRISIS] + ORDINARY
 
 
@@ -142,3 +150,15 @@ def test_zero_width_spaces_read_as_spaces_only_between_words():
     assert normalise(f"su{ZWSP}icide") == "suicide" and normalise(f"in{ZWSP}to the sea") == "into the sea"
     assert normalise(f"k{ZWSP}i{ZWSP}l{ZWSP}l") == "kill"
     assert normalise(f"i{ZWSP}want,{ZWSP}today") == "i want, today"  # edge punctuation kept with its word
+
+
+def test_every_invisible_character_between_words_reads_as_a_space():
+    """/3: joiners, word joiners, soft hyphens and byte-order marks between words are read as zero-width spaces are
+    (/2 removed them and ran the words together); inside a word, between emoji and in other scripts they are removed
+    as before."""
+    for mark in (ZWNJ, ZWJ, WJ, SHY, BOM, "\u180e"):
+        assert normalise(mark.join(["kill", "myself"])) == "kill myself"
+        assert normalise(f"su{mark}icide") == "suicide" and normalise(f"extra{mark}ordinary") == "extraordinary"
+    assert normalise(f"\U0001f469{ZWJ}\U0001f4bb") == "\U0001f469\U0001f4bb"
+    persian = ("\u0645\u06cc", "\u062e\u0648\u0627\u0647\u0645")  # a non-joiner's work inside a Persian word
+    assert normalise(ZWNJ.join(persian)) == "".join(persian)
