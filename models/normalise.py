@@ -3,9 +3,10 @@
 People hide words from filters (and some keyboards and apps hide them by accident): a right-to-left override
 shows "I want to die" from text stored backwards, zero-width characters split a word into tokens the encoder has
 never seen, full-width and look-alike letters from other scripts read as the same word, and leetspeak ("k1ll
-mys3lf") and spaced-out letters ("s u i c i d e") are read by every person and by no tokenizer. A turn that a
-person reads as a crisis must be scored as the crisis it says, so every scorer (the crisis classifier, the reply
-model, the backup lexicons), training and `vigil model eval` read `normalise(text)`, never the raw text.
+mys3lf"), spaced-out letters ("s u i c i d e") and letters hidden by asterisks ("su*cide") are read by every person
+and by no tokenizer. A turn that a person reads as a crisis must be scored as the crisis it says, so every scorer
+(the crisis classifier, the reply model, the backup lexicons), training and `vigil model eval` read
+`normalise(text)`, never the raw text.
 
 Deterministic and replay-exact: the same text gives the same output for a given `NORMALISER_VERSION` and the pinned
 versions of its two data sources (confusable-homoglyphs: Unicode's confusables table; pyspellchecker: the English
@@ -31,7 +32,8 @@ __all__ = ["normalise", "NORMALISER_VERSION", "word_list", "word_counts", "WORDS
 # together ("i\u200bwant\u200bto\u200bend\u200bmy\u200blife" read "iwanttoendmylife": a blind set's miss).
 # /3: every invisible character between words so (a zero-width joiner or non-joiner, a word joiner, a soft hyphen, a
 # byte-order mark), which /2 still removed, running the words together.
-NORMALISER_VERSION = "vigil-normalise/3"
+# /4: a letter or two hidden by asterisks in a word of dying or self-harm ("su*cide", "k*ll") read as that word.
+NORMALISER_VERSION = "vigil-normalise/4"
 
 _RLO, _LRO, _PDF = "\u202e", "\u202d", "\u202c"
 # Characters with no glyph that Unicode does not class as format (Cf): Hangul fillers and the Mongolian vowel
@@ -44,6 +46,14 @@ _WORD = re.compile(r"\S+")
 # A run of single letters split by one kind of separator ("k i l l", "s.u.i.c.i.d.e", "d-i-e"): three or more.
 _SPACED = re.compile(r"(?<![\w])([A-Za-z])((?:[ ._\-*]{1,2}[A-Za-z]){2,})(?![\w])")
 _REPEAT = re.compile(r"([a-z])\1{2,}")
+# A letter or two inside a word hidden by asterisks, as people hide a word from a filter ("su*cide", "k*ll"):
+# `_unmask` reads them as the words of dying and self-harm people hide so (the team's list; the words a keyword
+# filter on suicide and self-harm looks for).
+_MASKED = re.compile(r"[A-Za-z]\*{1,2}[A-Za-z]")
+_HIDDEN_WORDS = ("suicide", "suicidal", "kill", "killing", "killed", "die", "dying", "died", "dead", "death",
+                 "overdose", "cut", "cutting", "cuts", "harm", "hang", "hanging", "noose", "pills", "blade", "blades",
+                 "razor", "bleed", "wrists", "slit", "drown", "shoot", "gun", "myself", "alive", "hurt", "unalive",
+                 "self")
 _EDGE = "\"'.,;:?()[]{}<>*_~`"
 # How common a decoded word must be (its count in the English list of pyspellchecker; "suicide" 40,603, "overdose"
 # about 5,000, "ba" 4,783): rare spellings decoded by accident should not become words.
@@ -64,7 +74,8 @@ _MAX_CANDIDATES = 256  # decodings tried for one token (each ambiguous symbol do
 def normalise(text: str) -> str:
     """The text as a person reads it: bidi overrides applied, invisible characters between words read as spaces, the
     others removed, NFKC, look-alike letters of other scripts folded into Latin in Latin text,
-    leetspeak and spaced-out letters decoded where an English dictionary agrees."""
+    leetspeak and spaced-out letters decoded where an English dictionary agrees, letters hidden by asterisks in the
+    words people hide so read back."""
     if not text:
         return text
     if not text.isascii():
@@ -77,6 +88,8 @@ def normalise(text: str) -> str:
     if any(c in _LEET for c in text) or _SPACED.search(text) or _REPEAT.search(text.lower()):
         text = _SPACED.sub(_join_spaced, text)
         text = _WORD.sub(lambda m: _decode_token(m.group(0)), text)
+    if _MASKED.search(text):
+        text = _WORD.sub(lambda m: _unmask(m.group(0)), text)
     return text
 
 
@@ -279,6 +292,25 @@ def _decode_token(token: str) -> str:
     if best is None:
         return token
     return token[:start] + best[1] + token[end:]
+
+
+def _unmask(token: str) -> str:
+    """A token with a letter or two hidden by asterisks, read as the word of `_HIDDEN_WORDS` it can only be
+    ("su*cide" -> "suicide", "k*ll" -> "kill", "d*e" -> "die": a word is hidden because it is that kind of word).
+    Any other is left as written ("f*ck", "sh*t"; "**bold**", a hidden letter at the token's edge, "s**t": more than
+    a third of a word hidden is no longer read by its letters)."""
+    start, end = 0, len(token)
+    while start < end and token[start] in _EDGE:
+        start += 1
+    while end > start and token[end - 1] in _EDGE:
+        end -= 1
+    lowered = token[start:end].lower()
+    if (not lowered.replace("*", "").isalpha() or not lowered.isascii()
+            or not 1 <= 3 * lowered.count("*") <= len(lowered)):  # a third of its letters hidden at most
+        return token
+    hidden = re.compile(lowered.replace("*", "[a-z]"))
+    fits = [w for w in _HIDDEN_WORDS if len(w) == len(lowered) and hidden.fullmatch(w)]
+    return token[:start] + fits[0] + token[end:] if len(fits) == 1 else token
 
 
 def _collapsed(word: str) -> list[str]:

@@ -35,6 +35,9 @@ OBFUSCATED_CRISIS = [
     ("soft hyphens for spaces", SHY.join(["nobody", "would", "miss", "me", "if", "i", "died"]),
      "nobody would miss me if i died"),
     ("byte-order marks for spaces", BOM.join(["i", "want", "to", "die"]), "i want to die"),
+    ("letters hidden by asterisks", "thinking about su*cide again", "thinking about suicide again"),
+    ("a hidden letter read as the word of dying", "i just want to d*e", "i just want to die"),
+    ("hidden letters in a phrase", "gonna k*ll mys*lf tonight", "gonna kill myself tonight"),
     ("full-width letters", full_width("I want to end my life"), "I want to end my life"),
     ("Cyrillic look-alikes", "I w\u0430nt t\u043e d\u0456\u0435", "I want to die"),
     ("Greek look-alikes", "n\u03bf reas\u03bfn t\u03bf l\u03b9ve anym\u03bfre", "no reason to live anymore"),
@@ -50,6 +53,7 @@ ORDINARY = [
     "meet me at the AAA game", "quiero aprender a cocinar", "я хочу спать", "COVID-19 test came back negative",
     "e-mail me the slides", full_width("see you tomorrow"), RLO + "olleh", f"good{ZWSP}morning",
     f"see you at the coffee{SHY}shop", f"extra{SHY}ordinary day", f"\U0001f469{ZWJ}\U0001f4bb back at work",
+    "f*ck this traffic", "sh*t happens", "that was **really** good",
 ]
 
 
@@ -109,7 +113,7 @@ def test_the_shipped_word_list_is_pyspellcheckers_common_english_words():
 # list, Unicode's confusables table or Python's Unicode data (NFKC, format characters) cannot change a model's input
 # under the same NORMALISER_VERSION (part of every chat model's name, `scoring_version`).
 READINGS = {"vigil-normalise/1": "0803c1cf1818f1e3", "vigil-normalise/2": "e3f31af46955a592",
-            "vigil-normalise/3": "16974b91d68c8f97"}
+            "vigil-normalise/3": "16974b91d68c8f97", "vigil-normalise/4": "b9d334c7197b61aa"}
 _SCRIPTS = [(0x00C0, 0x0250), (0x0370, 0x0400), (0x0400, 0x0530), (0x0530, 0x0590), (0x13A0, 0x1400),
             (0x1D00, 0x1DC0), (0x2100, 0x2150), (0xFF01, 0xFF5F), (0x1D400, 0x1D4A0)]
 _LEET_OF = str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"})
@@ -125,7 +129,7 @@ def version_texts() -> list[str]:
     for word in sorted(word_counts())[::25]:
         texts += [f"so {word.translate(_LEET_OF)} now", f"so {' '.join(word)} now", f"so {'.'.join(word)} now",
                   f"so {word}{word[-1] * 4} now", f"so {ZWSP.join(word)} now", full_width(f"so {word} now"),
-                  f"so {RLO}{word[::-1]}{PDF} now", f"so{WJ}{word}{SHY}now"]
+                  f"so {RLO}{word[::-1]}{PDF} now", f"so{WJ}{word}{SHY}now", f"so {word[0]}*{word[2:]} now"]
     return texts + [o for _, o, _ in OBFUSCATED_CRISIS] + ORDINARY
 
 
@@ -162,3 +166,12 @@ def test_every_invisible_character_between_words_reads_as_a_space():
     assert normalise(f"\U0001f469{ZWJ}\U0001f4bb") == "\U0001f469\U0001f4bb"
     persian = ("\u0645\u06cc", "\u062e\u0648\u0627\u0647\u0645")  # a non-joiner's work inside a Persian word
     assert normalise(ZWNJ.join(persian)) == "".join(persian)
+
+
+def test_letters_hidden_by_asterisks_are_read_back_only_in_words_of_dying_and_self_harm():
+    """/4: one or two letters hidden by asterisks, at most a third of the word's, read as the one word of
+    `_HIDDEN_WORDS` they fit; any other word, and one that fits none or several, is left as written."""
+    assert normalise("su*cide") == "suicide" and normalise("s**cide") == "suicide" and normalise("c*t") == "cut"
+    assert normalise("K*LL mys*lf.") == "kill myself."  # edge punctuation kept with its word
+    for left in ("f*ck", "sh*t", "s**t", "d**d", "*kill*", "**bold**", "a*b", "2*3", "p*ssword", "k***"):
+        assert normalise(left) == left
