@@ -3,7 +3,7 @@
 People hide words from filters (and some keyboards and apps hide them by accident): a right-to-left override
 shows "I want to die" from text stored backwards, zero-width characters split a word into tokens the encoder has
 never seen, full-width and look-alike letters from other scripts read as the same word, and leetspeak ("k1ll
-mys3lf"), spaced-out letters ("s u i c i d e") and letters hidden by asterisks ("su*cide") are read by every person
+mys3lf"), spaced-out letters ("s u i c i d e") and letters hidden by symbols ("su*cide") are read by every person
 and by no tokenizer. A turn that a person reads as a crisis must be scored as the crisis it says, so every scorer
 (the crisis classifier, the reply model, the backup lexicons), training and `vigil model eval` read
 `normalise(text)`, never the raw text.
@@ -33,7 +33,8 @@ __all__ = ["normalise", "NORMALISER_VERSION", "word_list", "word_counts", "WORDS
 # /3: every invisible character between words so (a zero-width joiner or non-joiner, a word joiner, a soft hyphen, a
 # byte-order mark), which /2 still removed, running the words together.
 # /4: a letter or two hidden by asterisks in a word of dying or self-harm ("su*cide", "k*ll") read as that word.
-NORMALISER_VERSION = "vigil-normalise/4"
+# /5: hidden so by a hash, a dot, an underscore or a hyphen too ("su#cide", "su.cide", "k_ll", "d-e").
+NORMALISER_VERSION = "vigil-normalise/5"
 
 _RLO, _LRO, _PDF = "\u202e", "\u202d", "\u202c"
 # Characters with no glyph that Unicode does not class as format (Cf): Hangul fillers and the Mongolian vowel
@@ -46,10 +47,11 @@ _WORD = re.compile(r"\S+")
 # A run of single letters split by one kind of separator ("k i l l", "s.u.i.c.i.d.e", "d-i-e"): three or more.
 _SPACED = re.compile(r"(?<![\w])([A-Za-z])((?:[ ._\-*]{1,2}[A-Za-z]){2,})(?![\w])")
 _REPEAT = re.compile(r"([a-z])\1{2,}")
-# A letter or two inside a word hidden by asterisks, as people hide a word from a filter ("su*cide", "k*ll"):
-# `_unmask` reads them as the words of dying and self-harm people hide so (the team's list; the words a keyword
-# filter on suicide and self-harm looks for).
-_MASKED = re.compile(r"[A-Za-z]\*{1,2}[A-Za-z]")
+# A letter or two inside a word hidden by a symbol, as people hide a word from a filter ("su*cide", "su#cide",
+# "su.cide", "k_ll"): `_unmask` reads them as the words of dying and self-harm people hide so (the team's list; the
+# words a keyword filter on suicide and self-harm looks for).
+_MASKS = "*#._-"
+_MASKED = re.compile(r"[A-Za-z][*#._\-]{1,2}[A-Za-z]")
 _HIDDEN_WORDS = ("suicide", "suicidal", "kill", "killing", "killed", "die", "dying", "died", "dead", "death",
                  "overdose", "cut", "cutting", "cuts", "harm", "hang", "hanging", "noose", "pills", "blade", "blades",
                  "razor", "bleed", "wrists", "slit", "drown", "shoot", "gun", "myself", "alive", "hurt", "unalive",
@@ -74,8 +76,8 @@ _MAX_CANDIDATES = 256  # decodings tried for one token (each ambiguous symbol do
 def normalise(text: str) -> str:
     """The text as a person reads it: bidi overrides applied, invisible characters between words read as spaces, the
     others removed, NFKC, look-alike letters of other scripts folded into Latin in Latin text,
-    leetspeak and spaced-out letters decoded where an English dictionary agrees, letters hidden by asterisks in the
-    words people hide so read back."""
+    leetspeak and spaced-out letters decoded where an English dictionary agrees, letters hidden by asterisks or other
+    symbols in the words people hide so read back."""
     if not text:
         return text
     if not text.isascii():
@@ -295,20 +297,21 @@ def _decode_token(token: str) -> str:
 
 
 def _unmask(token: str) -> str:
-    """A token with a letter or two hidden by asterisks, read as the word of `_HIDDEN_WORDS` it can only be
-    ("su*cide" -> "suicide", "k*ll" -> "kill", "d*e" -> "die": a word is hidden because it is that kind of word).
-    Any other is left as written ("f*ck", "sh*t"; "**bold**", a hidden letter at the token's edge, "s**t": more than
-    a third of a word hidden is no longer read by its letters)."""
+    """A token with a letter or two hidden by a symbol of `_MASKS`, read as the word of `_HIDDEN_WORDS` it can only be
+    ("su*cide", "su#cide" -> "suicide", "k_ll" -> "kill", "d*e" -> "die": a word is hidden because it is that kind of
+    word). Any other is left as written ("f*ck", "sh*t", "e.g", "x-ray"; "**bold**", a hidden letter at the token's
+    edge, "s**t": more than a third of a word hidden is no longer read by its letters)."""
     start, end = 0, len(token)
     while start < end and token[start] in _EDGE:
         start += 1
     while end > start and token[end - 1] in _EDGE:
         end -= 1
     lowered = token[start:end].lower()
-    if (not lowered.replace("*", "").isalpha() or not lowered.isascii()
-            or not 1 <= 3 * lowered.count("*") <= len(lowered)):  # a third of its letters hidden at most
+    hidden_letters = sum(c in _MASKS for c in lowered)
+    if (not "".join(c for c in lowered if c not in _MASKS).isalpha() or not lowered.isascii()
+            or not 1 <= 3 * hidden_letters <= len(lowered)):  # a third of its letters hidden at most
         return token
-    hidden = re.compile(lowered.replace("*", "[a-z]"))
+    hidden = re.compile("".join("[a-z]" if c in _MASKS else c for c in lowered))
     fits = [w for w in _HIDDEN_WORDS if len(w) == len(lowered) and hidden.fullmatch(w)]
     return token[:start] + fits[0] + token[end:] if len(fits) == 1 else token
 

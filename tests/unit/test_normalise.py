@@ -38,6 +38,7 @@ OBFUSCATED_CRISIS = [
     ("letters hidden by asterisks", "thinking about su*cide again", "thinking about suicide again"),
     ("a hidden letter read as the word of dying", "i just want to d*e", "i just want to die"),
     ("hidden letters in a phrase", "gonna k*ll mys*lf tonight", "gonna kill myself tonight"),
+    ("letters hidden by other symbols", "thinking about su#cide, k_ll mys.lf", "thinking about suicide, kill myself"),
     ("full-width letters", full_width("I want to end my life"), "I want to end my life"),
     ("Cyrillic look-alikes", "I w\u0430nt t\u043e d\u0456\u0435", "I want to die"),
     ("Greek look-alikes", "n\u03bf reas\u03bfn t\u03bf l\u03b9ve anym\u03bfre", "no reason to live anymore"),
@@ -53,7 +54,8 @@ ORDINARY = [
     "meet me at the AAA game", "quiero aprender a cocinar", "я хочу спать", "COVID-19 test came back negative",
     "e-mail me the slides", full_width("see you tomorrow"), RLO + "olleh", f"good{ZWSP}morning",
     f"see you at the coffee{SHY}shop", f"extra{SHY}ordinary day", f"\U0001f469{ZWJ}\U0001f4bb back at work",
-    "f*ck this traffic", "sh*t happens", "that was **really** good",
+    "f*ck this traffic", "sh*t happens", "that was **really** good", "e.g. the x-ray at 9 a.m.",
+    "a well-known site_name",
 ]
 
 
@@ -113,7 +115,8 @@ def test_the_shipped_word_list_is_pyspellcheckers_common_english_words():
 # list, Unicode's confusables table or Python's Unicode data (NFKC, format characters) cannot change a model's input
 # under the same NORMALISER_VERSION (part of every chat model's name, `scoring_version`).
 READINGS = {"vigil-normalise/1": "0803c1cf1818f1e3", "vigil-normalise/2": "e3f31af46955a592",
-            "vigil-normalise/3": "16974b91d68c8f97", "vigil-normalise/4": "b9d334c7197b61aa"}
+            "vigil-normalise/3": "16974b91d68c8f97", "vigil-normalise/4": "b9d334c7197b61aa",
+            "vigil-normalise/5": "d35b5be20c647fb4"}
 _SCRIPTS = [(0x00C0, 0x0250), (0x0370, 0x0400), (0x0400, 0x0530), (0x0530, 0x0590), (0x13A0, 0x1400),
             (0x1D00, 0x1DC0), (0x2100, 0x2150), (0xFF01, 0xFF5F), (0x1D400, 0x1D4A0)]
 _LEET_OF = str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"})
@@ -129,7 +132,8 @@ def version_texts() -> list[str]:
     for word in sorted(word_counts())[::25]:
         texts += [f"so {word.translate(_LEET_OF)} now", f"so {' '.join(word)} now", f"so {'.'.join(word)} now",
                   f"so {word}{word[-1] * 4} now", f"so {ZWSP.join(word)} now", full_width(f"so {word} now"),
-                  f"so {RLO}{word[::-1]}{PDF} now", f"so{WJ}{word}{SHY}now", f"so {word[0]}*{word[2:]} now"]
+                  f"so {RLO}{word[::-1]}{PDF} now", f"so{WJ}{word}{SHY}now", f"so {word[0]}*{word[2:]} now",
+                  f"so {word[:-2]}#{word[-1]}_ now"]
     return texts + [o for _, o, _ in OBFUSCATED_CRISIS] + ORDINARY
 
 
@@ -170,8 +174,11 @@ def test_every_invisible_character_between_words_reads_as_a_space():
 
 def test_letters_hidden_by_asterisks_are_read_back_only_in_words_of_dying_and_self_harm():
     """/4: one or two letters hidden by asterisks, at most a third of the word's, read as the one word of
-    `_HIDDEN_WORDS` they fit; any other word, and one that fits none or several, is left as written."""
+    `_HIDDEN_WORDS` they fit; any other word, and one that fits none or several, is left as written. /5: a hash, a
+    dot, an underscore or a hyphen hides a letter so too."""
     assert normalise("su*cide") == "suicide" and normalise("s**cide") == "suicide" and normalise("c*t") == "cut"
+    assert normalise("su#cide") == normalise("su.cide") == normalise("su_cide") == "suicide"
+    assert normalise("d-e") == "die" and normalise("x-ray") == "x-ray" and normalise("e.g.") == "e.g."
     assert normalise("K*LL mys*lf.") == "kill myself."  # edge punctuation kept with its word
     for left in ("f*ck", "sh*t", "s**t", "d**d", "*kill*", "**bold**", "a*b", "2*3", "p*ssword", "k***"):
         assert normalise(left) == left
