@@ -38,6 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from common import logit  # noqa: E402
+
 from models.artifact import DEFAULT_MODEL_DIR  # noqa: E402
 from models.classifier import CrisisClassifier  # noqa: E402
 from models.normalise import normalise  # noqa: E402
@@ -52,11 +54,6 @@ def rss_mb(field: str = "VmRSS") -> float:
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-7, 1 - 1e-7)
-    return np.log(p / (1 - p))
 
 
 class Split:

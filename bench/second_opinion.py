@@ -33,26 +33,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from common import logit  # noqa: E402
+
 from models.classifier import CrisisClassifier  # noqa: E402
 from models.multilingual import MultilingualModel, encode  # noqa: E402
 from models.training.chat_data import ChatRows, load_chat, turn_scores  # noqa: E402
 from models.training.kinds import CHAT_DIR, _joined, combined_test  # noqa: E402
+from models.training.report import group_max  # noqa: E402
 
 RECALL = 0.99  # the shipped card's chat recall target
 
 
-def logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
-    return np.log(p / (1 - p))
-
-
 def conversations(rows: ChatRows, turn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each conversation's highest turn value, whether it is a crisis, and its first row's index."""
-    ids, first, inverse = np.unique(rows.conversation, return_index=True, return_inverse=True)
-    top = np.full(len(ids), -np.inf)
-    np.maximum.at(top, inverse, turn)
-    crisis = np.zeros(len(ids), dtype=bool)
-    np.logical_or.at(crisis, inverse, np.asarray(rows.labels, dtype=bool))
+    top, crisis = group_max(rows.conversation, turn, rows.labels)
+    _, first = np.unique(rows.conversation, return_index=True)
     return top, crisis, first
 
 

@@ -51,7 +51,7 @@ _REPEAT = re.compile(r"([a-z])\1{2,}")
 # "su.cide", "k_ll"): `_unmask` reads them as the words of dying and self-harm people hide so (the team's list; the
 # words a keyword filter on suicide and self-harm looks for).
 _MASKS = "*#._-"
-_MASKED = re.compile(r"[A-Za-z][*#._\-]{1,2}[A-Za-z]")
+_MASKED = re.compile(rf"[A-Za-z][{re.escape(_MASKS)}]{{1,2}}[A-Za-z]")
 _HIDDEN_WORDS = ("suicide", "suicidal", "kill", "killing", "killed", "die", "dying", "died", "dead", "death",
                  "overdose", "cut", "cutting", "cuts", "harm", "hang", "hanging", "noose", "pills", "blade", "blades",
                  "razor", "bleed", "wrists", "slit", "drown", "shoot", "gun", "myself", "alive", "hurt", "unalive",
@@ -266,14 +266,20 @@ def _segment(letters: str) -> tuple[str, ...] | None:
     return found[2] if found is not None else None
 
 
-def _decode_token(token: str) -> str:
-    """A whitespace-separated token with leetspeak or stretched letters decoded, when it is not a word as written
-    and a decoding is ("k1ll" -> "kill", "$uicide" -> "suicide", "diiiie" -> "die"); punctuation around it kept."""
+def _core(token: str) -> tuple[int, int]:
+    """Where a token's word starts and ends: the punctuation around it (`_EDGE`) left out."""
     start, end = 0, len(token)
     while start < end and token[start] in _EDGE:
         start += 1
     while end > start and token[end - 1] in _EDGE:
         end -= 1
+    return start, end
+
+
+def _decode_token(token: str) -> str:
+    """A whitespace-separated token with leetspeak or stretched letters decoded, when it is not a word as written
+    and a decoding is ("k1ll" -> "kill", "$uicide" -> "suicide", "diiiie" -> "die"); punctuation around it kept."""
+    start, end = _core(token)
     core = token[start:end]
     lowered = core.lower()
     letters_written = sum(c.isalpha() for c in lowered)
@@ -301,11 +307,7 @@ def _unmask(token: str) -> str:
     ("su*cide", "su#cide" -> "suicide", "k_ll" -> "kill", "d*e" -> "die": a word is hidden because it is that kind of
     word). Any other is left as written ("f*ck", "sh*t", "e.g", "x-ray"; "**bold**", a hidden letter at the token's
     edge, "s**t": more than a third of a word hidden is no longer read by its letters)."""
-    start, end = 0, len(token)
-    while start < end and token[start] in _EDGE:
-        start += 1
-    while end > start and token[end - 1] in _EDGE:
-        end -= 1
+    start, end = _core(token)
     lowered = token[start:end].lower()
     hidden_letters = sum(c in _MASKS for c in lowered)
     if (not "".join(c for c in lowered if c not in _MASKS).isalpha() or not lowered.isascii()

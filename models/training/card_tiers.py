@@ -27,7 +27,7 @@ def long_tier_lines(meta: dict[str, Any]) -> list[str]:
         return []
     spare = meta["chat_config"].get("posts_spare", 1)
     if head["posts_long_min_tokens"] < head["posts_min_tokens"]:
-        return _shorter_tier_lines(meta, spare)
+        return [_shorter_tier_line(meta, spare), *_long_tier_cost(meta, shorter=True)]
     return [
         f"- **Long tier**: a window of {head['posts_long_min_tokens']} tokens or more is judged by the posts head "
         f"raised by {-head['posts_long_shift']:.2f} log-odds instead. A first tier alone holds the posts' floor "
@@ -38,16 +38,16 @@ def long_tier_lines(meta: dict[str, Any]) -> list[str]:
         "length is chosen on validation as the first tier's, among the lengths that also keep the posts' ROC-AUC "
         "within 0.01 of the first tier's (table below). This rule was written after the test split had shown the "
         "bare floor's 86.5%: the posts' test numbers below are no longer a blind estimate.",
-        *_long_tier_cost(meta),
+        *_long_tier_cost(meta, shorter=False),
     ]
 
 
-def _shorter_tier_lines(meta: dict[str, Any], spare: int) -> list[str]:
+def _shorter_tier_line(meta: dict[str, Any], spare: int) -> str:
     """The card's words on a second tier shorter than the first (`choose_posts_head`)."""
     head = meta["chat_head"]
     shift = head["posts_long_shift"]
     moved = f"raised by {-shift:.2f}" if shift < 0 else f"lowered by {shift:.2f}"
-    return [
+    return (
         f"- **Second tier, shorter windows**: a window of {head['posts_long_min_tokens']} tokens or more is also "
         f"judged by the posts head {moved} log-odds, so between {head['posts_long_min_tokens']} and "
         f"{head['posts_min_tokens']} tokens it flags only a post it is surer of than the first tier asks. The first "
@@ -57,12 +57,13 @@ def _shorter_tier_lines(meta: dict[str, Any], spare: int) -> list[str]:
         "validation as the first tier's, among those that keep the posts' ROC-AUC within 0.01 of the first "
         "tier's, the nearest the first tier's of equals (table below). The shorter lengths were added after the "
         "test split had shown a model of this recipe at 88.5% (46 of 52) with the first tier alone: the posts' "
-        "test numbers below are no longer a blind estimate.",
-        *_long_tier_cost(meta),
-    ]
+        "test numbers below are no longer a blind estimate."
+    )
 
 
-def _long_tier_cost(meta: dict[str, Any]) -> list[str]:
+def _long_tier_cost(meta: dict[str, Any], shorter: bool) -> list[str]:
+    """What the second tier costs on the test posts; `shorter`: a tier shorter than the first, which long chat turns
+    meet too."""
     costs = meta.get("posts_long_cost")
     if not costs:
         return []
@@ -71,7 +72,6 @@ def _long_tier_cost(meta: dict[str, Any]) -> list[str]:
     by = sorted(c.get("by_class", {}).items(), key=lambda kv: kv[1]["first_tier"] - kv[1]["both_tiers"])
     worst = ", ".join(f"r/{k} {v['first_tier']} -> {v['both_tiers']} of {v['ordinary']}" for k, v in by[:6])
     length = meta["chat_head"]["posts_long_min_tokens"]
-    shorter = length < meta["chat_head"]["posts_min_tokens"]
     where = (f"test posts; a chat turn of {length} tokens or more is judged by it too: the long questions to a "
              "therapist, section \"What the loop needs\", are where the chat rows see it" if shorter else
              f"test posts; chat-form turns are rarely {length} tokens long, so the chat flag rates below hardly see it")

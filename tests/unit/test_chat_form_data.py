@@ -31,6 +31,11 @@ def words(text: str) -> frozenset[str]:
     return frozenset(_norm(text).split())
 
 
+def _head_only_rows(more: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The rows of kinds_more_train.csv for the chat head only (build.py `head_only_rows`: ids `kb...`, `kws-...`)."""
+    return [r for r in more if r["id"].startswith(("kb", "kws-"))]
+
+
 @pytest.fixture(scope="module")
 def splits() -> dict[str, list[dict[str, str]]]:
     return {s: _rows(FOLDER / f"chat_{s}.csv") for s in SPLITS}
@@ -88,7 +93,7 @@ def test_the_added_kinds_turns_are_for_training_only_and_unlike_every_held_out_t
     written = {words(r["text"]) for r in _rows(FOLDER / "team_kinds_more.csv")}
     # the head's own rows (build.py `head_only_rows`: the first two blind sets, the warning-sign turns), long
     # questions to a therapist among the held-out turns too
-    head_only = [r for r in more if r["id"].startswith(("kb", "kws-"))]
+    head_only = _head_only_rows(more)
     assert len({r["conversation"] for r in head_only}) >= 300
     written |= {words(r["text"]) for r in head_only if len(words(r["text"])) >= 3}
     held_out += [words(r["text"]) for r in _rows(FOLDER / "therapy_long_test.csv")]
@@ -124,7 +129,7 @@ def test_no_judged_sentence_is_in_the_chat_form_data(splits):
     # the team's rows, and the contrast turns the shipped encoder layers were fine-tuned on
     team = (_rows(FOLDER / "team_turns.csv") + _rows(FOLDER / "team_conversations.csv")
             + _rows(FOLDER / "team_kinds.csv") + _rows(FOLDER / "team_kinds_more.csv")
-            + [r for r in _rows(FOLDER / "kinds_more_train.csv") if r["id"].startswith(("kb", "kws-"))])
+            + _head_only_rows(_rows(FOLDER / "kinds_more_train.csv")))
     team += [row for path in sorted((ROOT / "data" / "chat_contrast").glob("*.csv")) for row in _rows(path)]
     # "I'm so tired" opens issue 17's own build-up example ("I'm so tired" / "of everything" / "I've been saving up
     # my pills"), which the regression table keeps word for word; a contrast turn ("I'm so tired of living") starts so.
