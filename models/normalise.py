@@ -2,9 +2,10 @@
 
 People hide words from filters (and some keyboards and apps hide them by accident): a right-to-left override
 shows "I want to die" from text stored backwards, zero-width characters split a word into tokens the encoder has
-never seen, full-width and look-alike letters from other scripts read as the same word, and leetspeak ("k1ll
-mys3lf"), spaced-out letters ("s u i c i d e") and letters hidden by symbols ("su*cide") are read by every person
-and by no tokenizer. A turn that a person reads as a crisis must be scored as the crisis it says, so every scorer
+never seen, full-width, small-capital, boxed, upside-down and look-alike letters from other scripts read as the same
+word, and leetspeak ("k1ll mys3lf"), spaced-out letters ("s u i c i d e"), letters hidden by symbols ("su*cide") and
+words run together ("iwanttodie") are read by every person and by no tokenizer (the word-level readings are in
+`models.words`). A turn that a person reads as a crisis must be scored as the crisis it says, so every scorer
 (the crisis classifier, the reply model, the backup lexicons), training and `vigil model eval` read
 `normalise(text)`, never the raw text.
 
@@ -21,10 +22,10 @@ a word is decoded only when it is not a word as written and its decoded form is 
 from __future__ import annotations
 
 import functools
-import itertools
 import re
 import unicodedata
-from pathlib import Path
+
+from models.words import EDGE, WORDS_FILE, is_word, read_words, word_counts, word_list
 
 __all__ = ["normalise", "NORMALISER_VERSION", "word_list", "word_counts", "WORDS_FILE"]
 
@@ -34,65 +35,46 @@ __all__ = ["normalise", "NORMALISER_VERSION", "word_list", "word_counts", "WORDS
 # byte-order mark), which /2 still removed, running the words together.
 # /4: a letter or two hidden by asterisks in a word of dying or self-harm ("su*cide", "k*ll") read as that word.
 # /5: hidden so by a hash, a dot, an underscore or a hyphen too ("su#cide", "su.cide", "k_ll", "d-e").
-NORMALISER_VERSION = "vigil-normalise/5"
+# /6: letters drawn as small capitals or in black squares and circles read as letters ("ɪ ᴡᴀɴᴛ ᴛᴏ ᴅɪᴇ", which NFKC
+# leaves); a hidden letter inside one part of a hyphenated word read back ("self-h*rm"); words of dying run together
+# read apart ("iwanttodie", "#killmyself"); text written upside down ("ǝıp oʇ ʇuɐʍ ı") read turned back.
+NORMALISER_VERSION = "vigil-normalise/6"
 
 _RLO, _LRO, _PDF = "\u202e", "\u202d", "\u202c"
 # Characters with no glyph that Unicode does not class as format (Cf): Hangul fillers and the Mongolian vowel
 # separator render as nothing, and are used to split words exactly as zero-width spaces are.
 _INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0\u180e\u034f")
-# Leetspeak digits and symbols and the letters they stand for (several where a person reads several).
-_LEET = {"0": "o", "1": "il", "2": "z", "3": "e", "4": "a", "5": "s", "6": "g", "7": "t", "8": "b", "9": "g",
-         "@": "a", "$": "s", "!": "i", "|": "il", "+": "t", "€": "e", "£": "l"}
 _WORD = re.compile(r"\S+")
-# A run of single letters split by one kind of separator ("k i l l", "s.u.i.c.i.d.e", "d-i-e"): three or more.
-_SPACED = re.compile(r"(?<![\w])([A-Za-z])((?:[ ._\-*]{1,2}[A-Za-z]){2,})(?![\w])")
-_REPEAT = re.compile(r"([a-z])\1{2,}")
-# A letter or two inside a word hidden by a symbol, as people hide a word from a filter ("su*cide", "su#cide",
-# "su.cide", "k_ll"): `_unmask` reads them as the words of dying and self-harm people hide so (the team's list; the
-# words a keyword filter on suicide and self-harm looks for).
-_MASKS = "*#._-"
-_MASKED = re.compile(rf"[A-Za-z][{re.escape(_MASKS)}]{{1,2}}[A-Za-z]")
-_HIDDEN_WORDS = ("suicide", "suicidal", "kill", "killing", "killed", "die", "dying", "died", "dead", "death",
-                 "overdose", "cut", "cutting", "cuts", "harm", "hang", "hanging", "noose", "pills", "blade", "blades",
-                 "razor", "bleed", "wrists", "slit", "drown", "shoot", "gun", "myself", "alive", "hurt", "unalive",
-                 "self")
-_EDGE = "\"'.,;:?()[]{}<>*_~`"
-# How common a decoded word must be (its count in the English list of pyspellchecker; "suicide" 40,603, "overdose"
-# about 5,000, "ba" 4,783): rare spellings decoded by accident should not become words.
-_MIN_COUNT = 2_000
-# A token is decoded only with two letters or more as written ("C4", "S1" and "b4" are names and shorthand, not
-# disguised words) and into a word of three letters or more ("AAA" is not "a", "REEEE" not "re").
-_MIN_LETTERS = 2
-_MIN_DECODED = 3
-# ... except into these: a letter and a digit that spell a common short word ("t0" to, "n0" no, "m3" me).
-_SHORT_WORDS = frozenset({"to", "no", "me", "my", "so", "go", "do", "be", "we", "he", "is", "it", "in", "on", "of",
-                          "or", "up", "at", "as", "an", "am", "us"})
-_MAX_CANDIDATES = 256  # decodings tried for one token (each ambiguous symbol doubles them)
+_LETTER_LIKE = re.compile(r"(LATIN LETTER SMALL CAPITAL|NEGATIVE (?:SQUARED|CIRCLED) LATIN CAPITAL LETTER) ([A-Z])")
+# Letters Unicode names turned ("LATIN SMALL LETTER TURNED E", "TURNED SANS-SERIF CAPITAL G"), and the shapes that
+# flip text uses for the rest (an open o for c, a dotless i, a letter's mirror pair in ASCII: b and q, d and p).
+_TURNED = re.compile(r"(?:LATIN (SMALL|CAPITAL) LETTER TURNED|LATIN LETTER SMALL CAPITAL TURNED|TURNED SANS-SERIF"
+                     r" CAPITAL) ([A-Z])")
+_TURNED_SHAPES = {"ɔ": "c", "ɟ": "f", "ƃ": "g", "ı": "i", "ɾ": "j", "ſ": "J", "∀": "A", "Ɔ": "C", "Ǝ": "E", "⊥": "T",
+                  "∩": "U", "Λ": "V", "Ԁ": "P", "ᗺ": "B", "ᗡ": "D", "⋊": "K", "˙": ".", "¿": "?", "¡": "!", "„": '"',
+                  "b": "q", "q": "b", "d": "p", "p": "d", "n": "u", "u": "n", "6": "9", "9": "6", "'": ",", ",": "'",
+                  "(": ")", ")": "(", "[": "]", "]": "[", "{": "}", "}": "{", "<": ">", ">": "<"}
 
 
 # A scorer reads each turn three times (the classifier, its letters, the language): the last turns are kept (the
 # text is in the scorer's memory with its batch anyway; nothing outlives the process).
 @functools.lru_cache(maxsize=512)
 def normalise(text: str) -> str:
-    """The text as a person reads it: bidi overrides applied, invisible characters between words read as spaces, the
-    others removed, NFKC, look-alike letters of other scripts folded into Latin in Latin text,
-    leetspeak and spaced-out letters decoded where an English dictionary agrees, letters hidden by asterisks or other
-    symbols in the words people hide so read back."""
+    """The text as a person reads it: bidi overrides applied, upside-down lines turned back, invisible characters
+    between words read as spaces, the others removed, NFKC, small-capital and boxed letters read as letters, look-alike
+    letters of other scripts folded into Latin in Latin text, then its disguised words read back (`read_words`)."""
     if not text:
         return text
     if not text.isascii():
         text = _display_order(text)
+        text = _turned_back(text)
         text = _zero_width_spaces(text)
         text = "".join(c for c in text if not _hidden(c))
         text = unicodedata.normalize("NFKC", text)
+        text = _WORD.sub(_fold_letter_like, text)
         text = _drop_stray_marks(text)
         text = _fold_confusables(text)
-    if any(c in _LEET for c in text) or _SPACED.search(text) or _REPEAT.search(text.lower()):
-        text = _SPACED.sub(_join_spaced, text)
-        text = _WORD.sub(lambda m: _decode_token(m.group(0)), text)
-    if _MASKED.search(text):
-        text = _WORD.sub(lambda m: _unmask(m.group(0)), text)
-    return text
+    return read_words(text)
 
 
 def _display_order(text: str) -> str:
@@ -122,6 +104,37 @@ def _display_order(text: str) -> str:
     return "\n".join(out)
 
 
+def _turned_back(text: str) -> str:
+    """A line written upside down, as "flip text" generators write it ("ǝıp oʇ ʇuɐʍ ı"), read turned back: reversed,
+    each turned letter read as its letter. Only a line with two different turned letters or more that reads as more
+    English words turned than as written (at least 3 in 5): a phonetic transcription ("/ˈsatʌɪə/") stays."""
+    if not any(_turn(c) != c for c in text if not c.isascii()):
+        return text
+    out: list[str] = []
+    for line in text.split("\n"):
+        turned = {c for c in line if not c.isascii() and _turn(c) != c}
+        read = "".join(_turn(c) for c in reversed(line))
+        if len(turned) >= 2 and _word_share(read) >= max(0.6, _word_share(line) + 0.01):
+            line = read
+        out.append(line)
+    return "\n".join(out)
+
+
+@functools.lru_cache(maxsize=4096)
+def _turn(c: str) -> str:
+    """What `c` reads as turned upside down: a letter named turned as that letter, the shapes flip text uses for
+    the letters Unicode has no turned form of, and the ASCII letters and marks that are each other turned."""
+    found = _TURNED.fullmatch(unicodedata.name(c, ""))
+    if found is not None:
+        return found.group(2).lower() if found.group(1) == "SMALL" else found.group(2)
+    return _TURNED_SHAPES.get(c, c)
+
+
+def _word_share(text: str) -> float:
+    words = re.findall(r"[a-z]+", text.lower())
+    return sum(is_word(w) for w in words) / len(words) if words else 0.0
+
+
 def _hidden(c: str) -> bool:
     """A character a reader does not see: a format character (zero-width spaces and joiners, the word joiner, soft
     hyphens, byte-order marks, bidi marks) or one of `_INVISIBLE`."""
@@ -139,12 +152,36 @@ def _zero_width_spaces(text: str) -> str:
     def spaced(match: re.Match[str]) -> str:
         run = match.group(0)
         pieces = [p for p in "".join(" " if _hidden(c) else c for c in run).split(" ") if p]
-        bare = [p.strip(_EDGE).lower() for p in pieces]
-        if len(pieces) >= 2 and all(_is_word(b) for b in bare) and not _is_word("".join(bare)):
+        bare = [p.strip(EDGE).lower() for p in pieces]
+        if len(pieces) >= 2 and all(is_word(b) for b in bare) and not is_word("".join(bare)):
             return " ".join(pieces)
         return run
 
     return _WORD.sub(spaced, text)
+
+
+def _fold_letter_like(match: re.Match[str]) -> str:
+    """A word's Latin letters drawn another way that NFKC leaves, read as those letters (`_letter_like`): small
+    capitals, as "fancy text" generators write them and as NFKC makes of superscript ones ("ᴅɪᴇ"), and letters in
+    black squares and circles ("🅳🅸🅴"). A word with other letters beside them (a phonetic transcription, "/ˈbɪɡət/",
+    another script) is left, and so is a boxed letter drawn as an emoji (followed by the emoji variation selector:
+    "🅱️", "🅿️")."""
+    word = match.group(0)
+    if word.isascii():
+        return word
+    read = "".join(c if word[k + 1:k + 2] == "\ufe0f" else _letter_like(c) for k, c in enumerate(word))
+    if any(c.isalpha() and not c.isascii() for c in read):
+        return word
+    return read
+
+
+@functools.lru_cache(maxsize=4096)
+def _letter_like(c: str) -> str:
+    found = _LETTER_LIKE.fullmatch(unicodedata.name(c, ""))
+    if found is None:
+        return c
+    letter = found.group(2)
+    return letter.lower() if found.group(1) == "LATIN LETTER SMALL CAPITAL" else letter
 
 
 def _drop_stray_marks(text: str) -> str:
@@ -204,122 +241,3 @@ def _fold_confusables(text: str) -> str:
         return "".join((_latin_lookalike(c) or c) if c in foreign else c for c in word)
 
     return _WORD.sub(fold, text)
-
-
-WORDS_FILE = Path(__file__).resolve().parent / "lexicon" / "words_en.txt"
-
-
-def word_list() -> str:
-    """`lexicon/words_en.txt` as pyspellchecker's English word frequencies give it: every ASCII word counted at least
-    `_MIN_COUNT` times, "word count" per line. The scorer reads the file (1 MB in memory, where pyspellchecker's whole
-    list costs 58 MB); a test checks the file against the pinned pyspellchecker."""
-    from spellchecker import SpellChecker
-
-    counts = SpellChecker(language="en", distance=1).word_frequency.dictionary
-    return "".join(f"{w} {c}\n" for w, c in sorted(counts.items())
-                   if c >= _MIN_COUNT and w.isalpha() and w.isascii())
-
-
-@functools.lru_cache(maxsize=1)
-def word_counts() -> dict[str, int]:
-    """The common English words of `lexicon/words_en.txt` and their counts, read once a process."""
-    out = {}
-    for line in WORDS_FILE.read_text(encoding="ascii").splitlines():
-        word, count = line.split(" ")
-        out[word] = int(count)
-    return out
-
-
-def _count(word: str) -> int:
-    return word_counts().get(word, 0)
-
-
-def _is_word(word: str) -> bool:
-    return len(word) > 1 and _count(word) >= _MIN_COUNT or word in ("i", "a")
-
-
-def _join_spaced(match: re.Match[str]) -> str:
-    """Spaced-out letters joined, and split into words where the dictionary agrees ("k i l l m y s e l f" ->
-    "kill myself"); left as written otherwise."""
-    letters = re.sub(r"[^A-Za-z]", "", match.group(0))
-    words = _segment(letters.lower())
-    if words is None:
-        return match.group(0)
-    return " ".join(words)
-
-
-@functools.lru_cache(maxsize=4096)
-def _segment(letters: str) -> tuple[str, ...] | None:
-    """The most likely split of `letters` into dictionary words (fewest words, then most common), or None."""
-    best: list[tuple[int, float, tuple[str, ...]] | None] = [None] * (len(letters) + 1)
-    best[0] = (0, 0.0, ())
-    for end in range(1, len(letters) + 1):
-        for start in range(max(0, end - 20), end):
-            prev = best[start]
-            piece = letters[start:end]
-            if prev is None or not _is_word(piece):
-                continue
-            cand = (prev[0] + 1, prev[1] - float(_count(piece)), (*prev[2], piece))
-            if best[end] is None or cand[:2] < best[end][:2]:  # type: ignore[index]
-                best[end] = cand
-    found = best[-1]
-    return found[2] if found is not None else None
-
-
-def _core(token: str) -> tuple[int, int]:
-    """Where a token's word starts and ends: the punctuation around it (`_EDGE`) left out."""
-    start, end = 0, len(token)
-    while start < end and token[start] in _EDGE:
-        start += 1
-    while end > start and token[end - 1] in _EDGE:
-        end -= 1
-    return start, end
-
-
-def _decode_token(token: str) -> str:
-    """A whitespace-separated token with leetspeak or stretched letters decoded, when it is not a word as written
-    and a decoding is ("k1ll" -> "kill", "$uicide" -> "suicide", "diiiie" -> "die"); punctuation around it kept."""
-    start, end = _core(token)
-    core = token[start:end]
-    lowered = core.lower()
-    letters_written = sum(c.isalpha() for c in lowered)
-    if letters_written == 0 or _is_word(lowered.rstrip("!")):
-        return token
-    short = letters_written < _MIN_LETTERS  # "t0", "n0", "m3": only into a short word of the list below
-    options = [_LEET.get(c, c) if not c.isalpha() else c for c in lowered]
-    if not all(o.isalpha() for o in options):
-        return token  # a symbol that is no leetspeak letter (a hyphen, an apostrophe): not a disguised word
-    best: tuple[int, str] | None = None
-    for k, letters in enumerate(itertools.product(*options)):
-        if k >= _MAX_CANDIDATES:
-            break
-        for word in _collapsed("".join(letters)):
-            fits = word in _SHORT_WORDS if short else len(word) >= _MIN_DECODED and _is_word(word)
-            if fits and (best is None or _count(word) > best[0]):
-                best = (_count(word), word)
-    if best is None:
-        return token
-    return token[:start] + best[1] + token[end:]
-
-
-def _unmask(token: str) -> str:
-    """A token with a letter or two hidden by a symbol of `_MASKS`, read as the word of `_HIDDEN_WORDS` it can only be
-    ("su*cide", "su#cide" -> "suicide", "k_ll" -> "kill", "d*e" -> "die": a word is hidden because it is that kind of
-    word). Any other is left as written ("f*ck", "sh*t", "e.g", "x-ray"; "**bold**", a hidden letter at the token's
-    edge, "s**t": more than a third of a word hidden is no longer read by its letters)."""
-    start, end = _core(token)
-    lowered = token[start:end].lower()
-    hidden_letters = sum(c in _MASKS for c in lowered)
-    if (not "".join(c for c in lowered if c not in _MASKS).isalpha() or not lowered.isascii()
-            or not 1 <= 3 * hidden_letters <= len(lowered)):  # a third of its letters hidden at most
-        return token
-    hidden = re.compile("".join("[a-z]" if c in _MASKS else c for c in lowered))
-    fits = [w for w in _HIDDEN_WORDS if len(w) == len(lowered) and hidden.fullmatch(w)]
-    return token[:start] + fits[0] + token[end:] if len(fits) == 1 else token
-
-
-def _collapsed(word: str) -> list[str]:
-    """`word` and its forms with each run of three or more letters cut to two and to one."""
-    if not _REPEAT.search(word):
-        return [word]
-    return [word, _REPEAT.sub(r"\1\1", word), _REPEAT.sub(r"\1", word)]

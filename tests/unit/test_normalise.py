@@ -8,6 +8,7 @@ score as their plain forms). README ("text is read as a person reads it") names 
 from __future__ import annotations
 
 import json
+import unicodedata
 
 import numpy as np
 import pytest
@@ -48,6 +49,15 @@ OBFUSCATED_CRISIS = [
     ("dotted letters", "s.u.i.c.i.d.e is the only way out", "suicide is the only way out"),
     ("stretched letters", "i just want to diiiiie", "i just want to die"),
     ("stacked diacritics", "I want to d\u0337\u0322i\u0338e\u0335", "I want to die"),
+    ("small capitals", "ɪ ᴡᴀɴᴛ ᴛᴏ ᴇɴᴅ ᴍʏ ʟɪꜰᴇ", "i want to end my life"),
+    ("superscript letters", "\u1da6 \u02b7\u1d43\u207f\u1d57 \u1d57\u1d52 \u1d48\u1da6\u1d49", "i want to die"),
+    ("letters in black squares", "\U0001f178 \U0001f186\U0001f170\U0001f17d\U0001f183 \U0001f183\U0001f17e "
+     "\U0001f173\U0001f178\U0001f174", "I WANT TO DIE"),
+    ("upside-down text", "\u0287\u0265\u0183\u0131uo\u0287 \u025fl\u01dds\u028e\u026f ll\u0131\u029e o\u0287 "
+     "\u0183u\u0131o\u0183 \u026f,\u0131", "i'm going to kill myself tonight"),
+    ("words typed without spaces", "nobodywouldcareifiwasdead", "nobody would care if i was dead"),
+    ("a hashtag of words run together", "i just want to #killmyself tonight", "i just want to kill myself tonight"),
+    ("a hidden letter in a hyphenated word", "thinking about self-h*rm again", "thinking about self-harm again"),
 ]
 ORDINARY = [
     "hello there!", "I got 100% on my test!!", "the shop closes at 5pm on sundays", "C4 was the best season",
@@ -55,7 +65,9 @@ ORDINARY = [
     "e-mail me the slides", full_width("see you tomorrow"), RLO + "olleh", f"good{ZWSP}morning",
     f"see you at the coffee{SHY}shop", f"extra{SHY}ordinary day", f"\U0001f469{ZWJ}\U0001f4bb back at work",
     "f*ck this traffic", "sh*t happens", "that was **really** good", "e.g. the x-ray at 9 a.m.",
-    "a well-known site_name",
+    "a well-known site_name", "I live in Connecticut", "it landed harmlessly on the beach", "what a cliffhanger",
+    "bigot /ˈbɪɡət/ noun", "\U0001f17f\ufe0f parking is free after 6", "¡Hola! ¿Cómo estás?", "a non-permadeath server",
+    "killmenow.jpeg", "#diehard fans only",
 ]
 
 
@@ -67,6 +79,8 @@ def test_each_obfuscation_reads_as_a_person_reads_it(kind, obfuscated, plain):
 @pytest.mark.parametrize("text", [
     "hello there!", "I have 1 pill left?", "don't", "e-mail", "x-ray", "quiero morir", "я хочу умереть",
     "I got 100% on my test!!", "mp3", "4ever", "gr8", "b4 we go", "AAA", "ok :)", "façade", "naïve café",
+    "I live in Connecticut", "it landed harmlessly", "a cliffhanger", "pentakill", "persecution", "grabagun",
+    "bigot /ˈbɪɡət/", "\U0001f171\ufe0f", "¡Hola! ¿Cómo estás?", "killmenow.jpeg",
 ])
 def test_ordinary_text_passes_through(text):
     assert normalise(text) == text
@@ -116,7 +130,7 @@ def test_the_shipped_word_list_is_pyspellcheckers_common_english_words():
 # under the same NORMALISER_VERSION (part of every chat model's name, `scoring_version`).
 READINGS = {"vigil-normalise/1": "0803c1cf1818f1e3", "vigil-normalise/2": "e3f31af46955a592",
             "vigil-normalise/3": "16974b91d68c8f97", "vigil-normalise/4": "b9d334c7197b61aa",
-            "vigil-normalise/5": "d35b5be20c647fb4"}
+            "vigil-normalise/5": "d35b5be20c647fb4", "vigil-normalise/6": "485a0a49f5e89f66"}
 _SCRIPTS = [(0x00C0, 0x0250), (0x0370, 0x0400), (0x0400, 0x0530), (0x0530, 0x0590), (0x13A0, 0x1400),
             (0x1D00, 0x1DC0), (0x2100, 0x2150), (0xFF01, 0xFF5F), (0x1D400, 0x1D4A0)]
 _LEET_OF = str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"})
@@ -181,4 +195,41 @@ def test_letters_hidden_by_asterisks_are_read_back_only_in_words_of_dying_and_se
     assert normalise("d-e") == "die" and normalise("x-ray") == "x-ray" and normalise("e.g.") == "e.g."
     assert normalise("K*LL mys*lf.") == "kill myself."  # edge punctuation kept with its word
     for left in ("f*ck", "sh*t", "s**t", "d**d", "*kill*", "**bold**", "a*b", "2*3", "p*ssword", "k***"):
+        assert normalise(left) == left
+
+
+def test_letters_drawn_as_small_capitals_or_in_black_boxes_read_as_letters():
+    """/6: small capitals (and the superscript letters NFKC makes them) and letters in black squares and circles read as
+    the letters they draw, found by their Unicode names; a word with other letters beside them (a phonetic
+    transcription) and a boxed letter drawn as an emoji are left."""
+    assert normalise("\u1d05\u026a\u1d07") == "die" and normalise("\U0001f173\U0001f178\U0001f174") == "DIE"
+    assert normalise("\U0001f153\U0001f158\U0001f154") == "DIE"  # black circles
+    assert normalise("/ˈbɪɡət/") == "/ˈbɪɡət/"
+    assert normalise("\U0001f171\ufe0festrogens") == "\U0001f171\ufe0festrogens"
+
+
+def test_upside_down_lines_are_turned_back_only_where_they_read_as_english():
+    """/6: a line with two different turned letters or more, reversed and each turned letter read as its letter, where
+    that reads as English words (three in five at least, more than as written); each line on its own."""
+    assert normalise("\u01dd\u0131p o\u0287 \u0287u\u0250\u028d \u0131") == "i want to die"
+    assert normalise("hello\n\u01dd\u0131p o\u0287 \u0287u\u0250\u028d \u0131") == "hello\ni want to die"
+    for left in ("/ˈsatʌɪə/", "ɐɹ", "¡¿Qué?!", "ʇɐɹɐʇ"):
+        assert normalise(left) == unicodedata.normalize("NFKC", left)
+
+
+def test_words_run_together_are_read_apart_only_around_a_word_of_dying():
+    """/6: a word of letters that is no word, split into common words one of which is of dying or self-harm (three
+    or more; two where both are), with a word of one letter first or in a run of four or more; a hashtag is read as
+    its words. Names, rare words and runs inside a longer token are left."""
+    assert normalise("iwanttodie") == "i want to die" and normalise("IWantToDie!") == "i want to die!"
+    assert normalise("(#killmyself)") == "(kill myself)" and normalise("endmylife") == "endmylife"
+    for left in ("Connecticut", "harmlessly", "cliffhanger", "chimichanga", "diehard", "Grabagun", "killmenow.jpeg",
+                 "r/watchpeopledie", "non-permadeath", "pentakill", "Laguna"):
+        assert normalise(left) == left
+
+
+def test_a_hidden_letter_in_one_part_of_a_hyphenated_word_is_read_back():
+    """/6: `_unmask` reads each part of a hyphenated word on its own when the whole fits no word."""
+    assert normalise("self-h*rm") == "self-harm" and normalise("self-h#rm.") == "self-harm."
+    for left in ("well-kn*wn", "x-ray", "co-op", "f-ck", "mid-sh*t"):
         assert normalise(left) == left
