@@ -38,7 +38,8 @@ __all__ = ["normalise", "NORMALISER_VERSION", "word_list", "word_counts", "WORDS
 # /6: letters drawn as small capitals or in black squares and circles read as letters ("ɪ ᴡᴀɴᴛ ᴛᴏ ᴅɪᴇ", which NFKC
 # leaves); a hidden letter inside one part of a hyphenated word read back ("self-h*rm"); words of dying run together
 # read apart ("iwanttodie", "#killmyself"); text written upside down ("ǝıp oʇ ʇuɐʍ ı") read turned back.
-NORMALISER_VERSION = "vigil-normalise/6"
+# /7: in a turn written in leetspeak, tokens of one letter or none as written decoded too ("1 w4n7 70 d13").
+NORMALISER_VERSION = "vigil-normalise/7"
 
 _RLO, _LRO, _PDF = "\u202e", "\u202d", "\u202c"
 # Characters with no glyph that Unicode does not class as format (Cf): Hangul fillers and the Mongolian vowel

@@ -57,8 +57,15 @@ def read_words(text: str) -> str:
     list agrees, letters hidden by symbols in words of dying and self-harm read back, and such words run together read
     apart."""
     if any(c in _LEET for c in text) or _SPACED.search(text) or _REPEAT.search(text.lower()):
-        text = _SPACED.sub(_join_spaced, text)
-        text = _WORD.sub(lambda m: _decode_token(m.group(0)), text)
+        written = _SPACED.sub(_join_spaced, text)
+        text = _WORD.sub(lambda m: _decode_token(m.group(0)), written)
+        tokens = written.split()
+        leet = [any(c in _LEET for c in t) for t in tokens]
+        decoded = any(a != b for a, b, x in zip(tokens, text.split(), leet, strict=True) if x)
+        if decoded and 2 * sum(leet) >= len(tokens):
+            # written in leetspeak (a word of it decoded, half its tokens or more with a digit or symbol): its tokens
+            # with fewer letters as written are read so too ("1 w4n7 70 d13")
+            text = _WORD.sub(lambda m: _decode_token(m.group(0), in_leet=True), text)
     if _MASKED.search(text):
         text = _WORD.sub(lambda m: _unmask(m.group(0)), text)
     return _RUN.sub(_run_apart, text)
@@ -134,16 +141,19 @@ def _core(token: str) -> tuple[int, int]:
     return start, end
 
 
-def _decode_token(token: str) -> str:
+def _decode_token(token: str, in_leet: bool = False) -> str:
     """A whitespace-separated token with leetspeak or stretched letters decoded, when it is not a word as written
-    and a decoding is ("k1ll" -> "kill", "$uicide" -> "suicide", "diiiie" -> "die"); punctuation around it kept."""
+    and a decoding is ("k1ll" -> "kill", "$uicide" -> "suicide", "diiiie" -> "die"); punctuation around it kept.
+    `in_leet`: its text has a word decoded from leetspeak already, so a token of one letter as written may be any
+    word ("d13" -> "die") and one of no letter, two characters at most, a short word ("1" -> "i", "70" -> "to")."""
     start, end = _core(token)
     core = token[start:end]
     lowered = core.lower()
     letters_written = sum(c.isalpha() for c in lowered)
-    if letters_written == 0 or is_word(lowered.rstrip("!")):
+    if (letters_written == 0 and not (in_leet and len(lowered) <= 2)) or is_word(lowered.rstrip("!")):
         return token
-    short = letters_written < _MIN_LETTERS  # "t0", "n0", "m3": only into a short word of the list below
+    # "t0", "n0", "m3": only into a short word of the list below
+    short = letters_written == 0 if in_leet else letters_written < _MIN_LETTERS
     options = [_LEET.get(c, c) if not c.isalpha() else c for c in lowered]
     if not all(o.isalpha() for o in options):
         return token  # a symbol that is no leetspeak letter (a hyphen, an apostrophe): not a disguised word
@@ -152,7 +162,8 @@ def _decode_token(token: str) -> str:
         if k >= _MAX_CANDIDATES:
             break
         for word in _collapsed("".join(letters)):
-            fits = word in _SHORT_WORDS if short else len(word) >= _MIN_DECODED and is_word(word)
+            fits = (word in _SHORT_WORDS or (in_leet and word in ("i", "a")) if short
+                    else len(word) >= _MIN_DECODED and is_word(word) or in_leet and word in _SHORT_WORDS)
             if fits and (best is None or _count(word) > best[0]):
                 best = (_count(word), word)
     if best is None:

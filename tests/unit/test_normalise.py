@@ -45,6 +45,7 @@ OBFUSCATED_CRISIS = [
     ("Greek look-alikes", "n\u03bf reas\u03bfn t\u03bf l\u03b9ve anym\u03bfre", "no reason to live anymore"),
     ("leetspeak", "i w4nt t0 k1ll mys3lf", "i want to kill myself"),
     ("leetspeak with symbols", "thinking about $uic1de again", "thinking about suicide again"),
+    ("leetspeak for nearly every letter", "1 w4n7 70 d13", "i want to die"),
     ("spaced-out letters", "I want to k i l l myself", "I want to kill myself"),
     ("dotted letters", "s.u.i.c.i.d.e is the only way out", "suicide is the only way out"),
     ("stretched letters", "i just want to diiiiie", "i just want to die"),
@@ -80,6 +81,7 @@ def test_each_obfuscation_reads_as_a_person_reads_it(kind, obfuscated, plain):
     "hello there!", "I have 1 pill left?", "don't", "e-mail", "x-ray", "quiero morir", "я хочу умереть",
     "I got 100% on my test!!", "mp3", "4ever", "gr8", "b4 we go", "AAA", "ok :)", "façade", "naïve café",
     "I live in Connecticut", "it landed harmlessly", "a cliffhanger", "pentakill", "persecution", "grabagun",
+    "i have 1 pill left, gr8", "b4 we go 2 the mall", "my kid is 1 today",
     "bigot /ˈbɪɡət/", "\U0001f171\ufe0f", "¡Hola! ¿Cómo estás?", "killmenow.jpeg",
 ])
 def test_ordinary_text_passes_through(text):
@@ -130,7 +132,8 @@ def test_the_shipped_word_list_is_pyspellcheckers_common_english_words():
 # under the same NORMALISER_VERSION (part of every chat model's name, `scoring_version`).
 READINGS = {"vigil-normalise/1": "0803c1cf1818f1e3", "vigil-normalise/2": "e3f31af46955a592",
             "vigil-normalise/3": "16974b91d68c8f97", "vigil-normalise/4": "b9d334c7197b61aa",
-            "vigil-normalise/5": "d35b5be20c647fb4", "vigil-normalise/6": "485a0a49f5e89f66"}
+            "vigil-normalise/5": "d35b5be20c647fb4", "vigil-normalise/6": "485a0a49f5e89f66",
+            "vigil-normalise/7": "27b0643a106bcb0f"}
 _SCRIPTS = [(0x00C0, 0x0250), (0x0370, 0x0400), (0x0400, 0x0530), (0x0530, 0x0590), (0x13A0, 0x1400),
             (0x1D00, 0x1DC0), (0x2100, 0x2150), (0xFF01, 0xFF5F), (0x1D400, 0x1D4A0)]
 _LEET_OF = str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"})
@@ -233,3 +236,14 @@ def test_a_hidden_letter_in_one_part_of_a_hyphenated_word_is_read_back():
     assert normalise("self-h*rm") == "self-harm" and normalise("self-h#rm.") == "self-harm."
     for left in ("well-kn*wn", "x-ray", "co-op", "f-ck", "mid-sh*t"):
         assert normalise(left) == left
+
+
+def test_a_turn_written_in_leetspeak_has_its_tokens_of_fewer_letters_decoded_too():
+    """/7: where a word of a turn was decoded from leetspeak and half its tokens or more hold a digit or a symbol, a
+    token of one letter as written decodes into any word and one of no letter (two characters at most) into a short
+    word; elsewhere they stay as written ("1" is a number, "b4" shorthand)."""
+    assert normalise("1 w4n7 70 d13") == "i want to die" and normalise("n0 r3450n 70 l1v3") == "no reason to live"
+    assert normalise("1 w4nt 2 d13") == "i want 2 die"  # "2" is no word of the short list
+    assert normalise("my k1d is 1 today and 3 weeks") == "my kid is 1 today and 3 weeks"  # 3 tokens of 7
+    assert normalise("i have 1 pill left, gr8") == "i have 1 pill left, gr8"  # no word decoded
+    assert normalise("k1ll the 2 bosses at 10") == "kill the 2 bosses at 10"  # half: "2", "10" decode into no word
