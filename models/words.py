@@ -57,15 +57,16 @@ def read_words(text: str) -> str:
     list agrees, letters hidden by symbols in words of dying and self-harm read back, and such words run together read
     apart."""
     if any(c in _LEET for c in text) or _SPACED.search(text) or _REPEAT.search(text.lower()):
-        written = _SPACED.sub(_join_spaced, text)
-        text = _WORD.sub(lambda m: _decode_token(m.group(0)), written)
-        tokens = written.split()
+        text = _SPACED.sub(_join_spaced, text)
+        tokens = _WORD.findall(text)
+        read = [_decode_token(t) for t in tokens]
         leet = [any(c in _LEET for c in t) for t in tokens]
-        decoded = any(a != b for a, b, x in zip(tokens, text.split(), leet, strict=True) if x)
-        if decoded and 2 * sum(leet) >= len(tokens):
+        if 2 * sum(leet) >= len(tokens) and any(r != t for r, t, x in zip(read, tokens, leet, strict=True) if x):
             # written in leetspeak (a word of it decoded, half its tokens or more with a digit or symbol): its tokens
             # with fewer letters as written are read so too ("1 w4n7 70 d13")
-            text = _WORD.sub(lambda m: _decode_token(m.group(0), in_leet=True), text)
+            read = [_decode_token(r, in_leet=True) for r in read]
+        pieces = iter(read)
+        text = _WORD.sub(lambda _: next(pieces), text)
     if _MASKED.search(text):
         text = _WORD.sub(lambda m: _unmask(m.group(0)), text)
     return _RUN.sub(_run_apart, text)
