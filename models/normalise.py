@@ -39,7 +39,10 @@ __all__ = ["normalise", "NORMALISER_VERSION", "word_list", "word_counts", "WORDS
 # leaves); a hidden letter inside one part of a hyphenated word read back ("self-h*rm"); words of dying run together
 # read apart ("iwanttodie", "#killmyself"); text written upside down ("ǝıp oʇ ʇuɐʍ ı") read turned back.
 # /7: in a turn written in leetspeak, tokens of one letter or none as written decoded too ("1 w4n7 70 d13").
-NORMALISER_VERSION = "vigil-normalise/7"
+# /8: runs of three words or more read apart only around a word of dying, not of living or caring ("#gladtobealive",
+# "#selfcaresunday" and "#ilovemyself" stay as written; /6 and /7 read them apart, and the model flags "glad to be
+# alive" said plainly).
+NORMALISER_VERSION = "vigil-normalise/8"
 
 _RLO, _LRO, _PDF = "\u202e", "\u202d", "\u202c"
 # Characters with no glyph that Unicode does not class as format (Cf): Hangul fillers and the Mongolian vowel

@@ -38,6 +38,10 @@ EDGE = "\"'.,;:?()[]{}<>*_~`"  # punctuation around a word
 # other word of such a run must be: "want", "to", "my", "end", "life" are; "les", "sly", "chi", "ta", "er", the
 # pieces of rare words split by accident ("harmlessly", "chimichanga", "pentakill"), are not.
 _RUN_COUNT = 10_000
+# The words of `_HIDDEN_WORDS` that make a run of three words or more worth reading apart: not those that say living
+# or caring as often ("glad to be alive", "self care", "i love myself", "it hurt so much"; the model flags the first
+# said plainly, 0.49, and "#gladtobealive" is no crisis).
+_RUN_WORDS = frozenset(_HIDDEN_WORDS) - {"alive", "self", "myself", "hurt", "cuts", "gun", "shoot"}
 _RUN = re.compile(rf"(?<!\S)([{re.escape(EDGE)}]*#?)([A-Za-z]{{6,}})(?=[{re.escape(EDGE)}!]*(?!\S))")
 # How common a decoded word must be (its count in the English list of pyspellchecker; "suicide" 40,603, "overdose"
 # about 5,000, "ba" 4,783): rare spellings decoded by accident should not become words.
@@ -198,24 +202,24 @@ def _unmask_word(word: str) -> str:
 
 
 def _run_apart(match: re.Match[str]) -> str:
-    """A run of letters that is no word, read as the words it splits into where one of them is a word of dying or
-    self-harm (`_HIDDEN_WORDS`) and the split is sure of it: three common words or more ("iwanttodie" -> "i want to
-    die"; a word of one letter first, or anywhere in four words or more), or two that are both such words
+    """A run of letters that is no word, read as the words it splits into where the split is sure of them and they
+    speak of dying or self-harm: three common words or more, one of them of `_RUN_WORDS` ("iwanttodie" -> "i want to
+    die"; a word of one letter first, or anywhere in four words or more), or words all of `_HIDDEN_WORDS`
     ("#killmyself" -> "kill myself": a hashtag is read as its words). Names, typos and rare words ("Connecticut",
-    "harmlessly", "cliffhanger", "diehard") are left as written."""
+    "harmlessly", "cliffhanger", "diehard") and runs of living ("#gladtobealive") are left as written."""
     run = match.group(0)
     lowered = match.group(2).lower()
     if is_word(lowered):
         return run
     words = _segment(lowered)
-    if words is None or not any(w in _HIDDEN_WORDS for w in words):
+    if words is None:
+        return run
+    if not (all(w in _HIDDEN_WORDS for w in words) or len(words) >= 3 and any(w in _RUN_WORDS for w in words)):
         return run
     long_run = len(words) >= 4  # where a word of one letter may stand anywhere, not only first
     if not all((w in _HIDDEN_WORDS or _count(w) >= _RUN_COUNT) and (len(w) > 1 or k == 0 or long_run)
                for k, w in enumerate(words)):
         return run  # a piece only the list's long tail holds ("harm les sly", "cliff hang er", "connect i cut")
-    if len(words) < 3 and not all(w in _HIDDEN_WORDS for w in words):
-        return run
     return match.group(1).rstrip("#") + " ".join(words)
 
 

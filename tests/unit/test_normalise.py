@@ -68,7 +68,7 @@ ORDINARY = [
     "f*ck this traffic", "sh*t happens", "that was **really** good", "e.g. the x-ray at 9 a.m.",
     "a well-known site_name", "I live in Connecticut", "it landed harmlessly on the beach", "what a cliffhanger",
     "bigot /ˈbɪɡət/ noun", "\U0001f17f\ufe0f parking is free after 6", "¡Hola! ¿Cómo estás?", "a non-permadeath server",
-    "killmenow.jpeg", "#diehard fans only",
+    "killmenow.jpeg", "#diehard fans only", "made it through the week #gladtobealive", "#selfcaresunday vibes",
 ]
 
 
@@ -81,7 +81,8 @@ def test_each_obfuscation_reads_as_a_person_reads_it(kind, obfuscated, plain):
     "hello there!", "I have 1 pill left?", "don't", "e-mail", "x-ray", "quiero morir", "я хочу умереть",
     "I got 100% on my test!!", "mp3", "4ever", "gr8", "b4 we go", "AAA", "ok :)", "façade", "naïve café",
     "I live in Connecticut", "it landed harmlessly", "a cliffhanger", "pentakill", "persecution", "grabagun",
-    "i have 1 pill left, gr8", "b4 we go 2 the mall", "my kid is 1 today",
+    "i have 1 pill left, gr8", "b4 we go 2 the mall", "my kid is 1 today", "#gladtobealive", "#selfcaresunday",
+    "#ilovemyself",
     "bigot /ˈbɪɡət/", "\U0001f171\ufe0f", "¡Hola! ¿Cómo estás?", "killmenow.jpeg",
 ])
 def test_ordinary_text_passes_through(text):
@@ -133,7 +134,7 @@ def test_the_shipped_word_list_is_pyspellcheckers_common_english_words():
 READINGS = {"vigil-normalise/1": "0803c1cf1818f1e3", "vigil-normalise/2": "e3f31af46955a592",
             "vigil-normalise/3": "16974b91d68c8f97", "vigil-normalise/4": "b9d334c7197b61aa",
             "vigil-normalise/5": "d35b5be20c647fb4", "vigil-normalise/6": "485a0a49f5e89f66",
-            "vigil-normalise/7": "27b0643a106bcb0f"}
+            "vigil-normalise/7": "27b0643a106bcb0f", "vigil-normalise/8": "82a8b3491f065836"}
 _SCRIPTS = [(0x00C0, 0x0250), (0x0370, 0x0400), (0x0400, 0x0530), (0x0530, 0x0590), (0x13A0, 0x1400),
             (0x1D00, 0x1DC0), (0x2100, 0x2150), (0xFF01, 0xFF5F), (0x1D400, 0x1D4A0)]
 _LEET_OF = str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"})
@@ -223,11 +224,14 @@ def test_upside_down_lines_are_turned_back_only_where_they_read_as_english():
 def test_words_run_together_are_read_apart_only_around_a_word_of_dying():
     """/6: a word of letters that is no word, split into common words one of which is of dying or self-harm (three
     or more; two where both are), with a word of one letter first or in a run of four or more; a hashtag is read as
-    its words. Names, rare words and runs inside a longer token are left."""
+    its words. Names, rare words and runs inside a longer token are left. /8: a run of three words or more only
+    around a word of dying (`_RUN_WORDS`), not of living or caring ("alive", "self", "myself", "hurt")."""
     assert normalise("iwanttodie") == "i want to die" and normalise("IWantToDie!") == "i want to die!"
     assert normalise("(#killmyself)") == "(kill myself)" and normalise("endmylife") == "endmylife"
+    assert normalise("selfharm") == "self harm" and normalise("#hurtmyself") == "hurt myself"  # two, both of dying
     for left in ("Connecticut", "harmlessly", "cliffhanger", "chimichanga", "diehard", "Grabagun", "killmenow.jpeg",
-                 "r/watchpeopledie", "non-permadeath", "pentakill", "Laguna"):
+                 "r/watchpeopledie", "non-permadeath", "pentakill", "Laguna", "#gladtobealive", "#iamalive",
+                 "#selfcaresunday", "#ilovemyself"):
         assert normalise(left) == left
 
 
