@@ -209,12 +209,14 @@ class Scorer(TurnScoring, ReplyScoring, Closing):
         written, committed) by the model that scored it, so no event is lost or scored twice by the swap."""
         self.flush()
         if switch.champion is not None and switch.champion is not self.model.model:
-            old, self.model = self.model, ResilientScorer(switch.champion, switch.champion.threshold,
-                                                          timeout_s=self.settings.model_timeout_s)
-            old.close()
-            self.threshold = float(self.model.threshold)
+            new = ResilientScorer(switch.champion, switch.champion.threshold, timeout_s=self.settings.model_timeout_s)
+            # the model's levels first, the model last: whoever reads the champion's version (metrics, a test) then
+            # finds its levels with it, never the old model's
+            self.threshold = float(new.threshold)
             self.urgent_threshold = urgent_level(self.settings.urgent_threshold, switch.champion)
             self.policy = replace(self.policy, threshold=self.threshold)
+            old, self.model = self.model, new
+            old.close()
             log.info("champion is now %s (threshold %.4f, urgent level %.2f)", self.model_version, self.threshold,
                      self.urgent_threshold)
         self._replay_shadow = switch.record.shadow if self.replay else ""
