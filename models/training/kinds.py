@@ -171,11 +171,12 @@ def blind_section(measures: dict[str, dict[str, Any]], warning_below: float) -> 
 
 def card_section(m: dict[str, Any], warning_below: float, trained_on_kinds: bool = False,
                  chitchat: dict[str, Any] | None = None, trained_on_chitchat: bool = False,
-                 long_therapy: dict[str, Any] | None = None) -> str:
+                 long_therapy: dict[str, Any] | None = None, living: dict[str, Any] | None = None) -> str:
     """The card's section from `measure` on the test split (`trained_on_kinds`: the model was fitted on the kinds'
     training split and chose on their validation split, `vigil train --chat-kinds`; `chitchat`: `measure` on the
     chit-chat test split, all ordinary, a row of its own; `long_therapy`: `measure` on the long questions to a
-    therapist, `THERAPY_LONG_TEST`, measure only, a row of its own)."""
+    therapist, `THERAPY_LONG_TEST`, measure only, a row of its own; `living`: on the turns of living, gratitude and
+    recovery, `LIVING_TEST`, measure only, a row of its own)."""
     who = list(m["by"])
     model = m["by"]["model"]
     recall, flag = model["recall"], model["flag_rate"]
@@ -217,6 +218,10 @@ def card_section(m: dict[str, Any], warning_below: float, trained_on_kinds: bool
         lines.append(_apart_row(f"**questions to a therapist, written long** (`{THERAPY_LONG_TEST.name}`, not in the "
                                 "rows above: one turn each, 50 words or more, as the hidden set's were said to be; no "
                                 "model is fitted or chosen on them)", long_therapy, THERAPY_LONG, who))
+    if living is not None:
+        lines.append(_apart_row(f"**turns of living, gratitude and recovery** (`{LIVING_TEST.name}`, not in the rows "
+                                "above: one turn each, held apart from `team_living.csv`, the turns of the kind "
+                                "written to train on; no model is chosen on them)", living, LIVING, who))
     lines += ["", "The kinds were written by the team for issue 31 (`data/chat_form/team_kinds.csv`), a few per "
               "split: a kind's row here rests on 6 to 30 conversations. The hidden chat-form set is the measure that "
               "counts.", ""]
@@ -228,6 +233,9 @@ CHITCHAT_TEST = CHAT_DIR / "chitchat_test.csv"
 # Questions to a therapist written long (data/chat_form/SOURCE.md), a measure only: their source's row.
 THERAPY_LONG_TEST = CHAT_DIR / "therapy_long_test.csv"
 THERAPY_LONG = "therapy_long"
+# Ordinary turns that speak of life and living (glad to be alive, loving one's life, recovery), a measure only.
+LIVING_TEST = CHAT_DIR / "living_test.csv"
+LIVING = "living"
 # Written for measuring alone, never trained or chosen on (data/chat_form/SOURCE.md: when each was written and for which
 # models it has been read): a section of their own.
 # The first two (blind_test.csv, blind_test_2.csv) are training rows of the shipped model's head since 2026-12-07.
@@ -302,13 +310,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         chat_config = clf.info.extra.get("chat_config", {})
         chitchat = _measure_apart(clf, CHITCHAT_TEST, CHITCHAT)
         long_therapy = _measure_apart(clf, THERAPY_LONG_TEST, THERAPY_LONG)
+        living = _measure_apart(clf, LIVING_TEST, LIVING)
         write_card_section(args.card, card_section(m, warning_line(), bool(chat_config.get("kinds")), chitchat,
-                                                   bool(chat_config.get("chitchat")), long_therapy), SECTION)
+                                                   bool(chat_config.get("chitchat")), long_therapy, living), SECTION)
         model = m["by"]["model"]
         print(f"recall {model['recall']['value']:.3f}, ordinary flagged {model['flag_rate']['value']:.3f}"
               + (f", small talk flagged {chitchat['by']['model']['flag_rate']['value']:.3f}" if chitchat else "")
               + (f", long therapy questions flagged {long_therapy['by']['model']['flag_rate']['value']:.3f}"
-                 if long_therapy else ""))
+                 if long_therapy else "")
+              + (f", turns of living flagged {living['by']['model']['flag_rate']['value']:.3f}" if living else ""))
     if blind_sets := [p for p in BLIND_TESTS if p.is_file()]:
         blind = measure_blind(clf, blind_sets)
         write_card_section(args.card, blind_section(blind, warning_line()), BLIND_SECTION)

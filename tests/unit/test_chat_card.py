@@ -46,7 +46,7 @@ def test_a_head_is_fitted_again_with_the_options_its_model_was_fitted_with():
 
 def test_the_kinds_section_gives_small_talk_and_long_therapy_questions_rows_of_their_own():
     from models.training.chat_data import CHITCHAT
-    from models.training.kinds import SCORER, THERAPY_LONG, card_section
+    from models.training.kinds import LIVING, SCORER, THERAPY_LONG, card_section
 
     def entry(kind: dict[str, int], source: dict[str, dict[str, int]], caught: int, flagged: int) -> dict:
         crisis, ordinary = kind["crisis"], kind["ordinary"]
@@ -71,6 +71,11 @@ def test_the_kinds_section_gives_small_talk_and_long_therapy_questions_rows_of_t
     assert "| 48 | 8% (4/48) | 8% (4/48) |" in with_both
     assert with_both.index("small talk between people") < with_both.index("written long")
     assert "written long" not in with_row
+    said = {"crisis": 0, "caught": 0, "ordinary": 40, "flagged": 2}
+    living = {"by": {w: entry(said, {LIVING: said}, 0, 2) for w in ("model", SCORER)}}
+    with_all = card_section(m, 0.95, True, chitchat, True, long_therapy, living)
+    assert "| **turns of living, gratitude and recovery** (`living_test.csv`" in with_all
+    assert "| 40 | 5% (2/40) | 5% (2/40) |" in with_all and "turns of living" not in with_both
 
 
 def test_the_encoder_line_names_the_files_it_was_fine_tuned_on():
