@@ -82,8 +82,7 @@ def test_each_obfuscation_reads_as_a_person_reads_it(kind, obfuscated, plain):
     "I got 100% on my test!!", "mp3", "4ever", "gr8", "b4 we go", "AAA", "ok :)", "façade", "naïve café",
     "I live in Connecticut", "it landed harmlessly", "a cliffhanger", "pentakill", "persecution", "grabagun",
     "i have 1 pill left, gr8", "b4 we go 2 the mall", "my kid is 1 today", "#gladtobealive", "#selfcaresunday",
-    "#ilovemyself",
-    "bigot /ˈbɪɡət/", "\U0001f171\ufe0f", "¡Hola! ¿Cómo estás?", "killmenow.jpeg",
+    "#ilovemyself", "bigot /ˈbɪɡət/", "\U0001f171\ufe0f", "¡Hola! ¿Cómo estás?", "killmenow.jpeg",
 ])
 def test_ordinary_text_passes_through(text):
     assert normalise(text) == text
