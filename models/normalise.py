@@ -116,10 +116,10 @@ def _turned_back(text: str) -> str:
         return text
     out: list[str] = []
     for line in text.split("\n"):
-        turned = {c for c in line if not c.isascii() and _turn(c) != c}
-        read = "".join(_turn(c) for c in reversed(line))
-        if len(turned) >= 2 and _word_share(read) >= max(0.6, _word_share(line) + 0.01):
-            line = read
+        if len({c for c in line if not c.isascii() and _turn(c) != c}) >= 2:
+            read = "".join(_turn(c) for c in reversed(line))
+            if _word_share(read) >= max(0.6, _word_share(line) + 0.01):
+                line = read
         out.append(line)
     return "\n".join(out)
 

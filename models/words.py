@@ -167,8 +167,10 @@ def _decode_token(token: str, in_leet: bool = False) -> str:
         if k >= _MAX_CANDIDATES:
             break
         for word in _collapsed("".join(letters)):
-            fits = (word in _SHORT_WORDS or (in_leet and word in ("i", "a")) if short
-                    else len(word) >= _MIN_DECODED and is_word(word) or in_leet and word in _SHORT_WORDS)
+            if short:
+                fits = word in _SHORT_WORDS or (in_leet and word in ("i", "a"))
+            else:
+                fits = (len(word) >= _MIN_DECODED and is_word(word)) or (in_leet and word in _SHORT_WORDS)
             if fits and (best is None or _count(word) > best[0]):
                 best = (_count(word), word)
     if best is None:
