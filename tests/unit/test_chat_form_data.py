@@ -235,12 +235,16 @@ def test_the_turns_of_living_are_a_measure_no_model_is_fitted_or_chosen_on():
 
 # The first two blind sets and the warning-sign turns are training rows of the chat head now (kinds_more_train.csv,
 # data/chat_form/build.py `head_only_rows`). The third is held apart from all of them, so that a model fitted on them
-# is still measured blind by it; the fourth from those and the third; the fifth from all four.
+# is still measured blind by it; the fourth from those and the third; the fifth from all four; the sixth
+# from all five and the turns of living.
 @pytest.mark.parametrize(("name", "also_apart_from"), [
     ("blind_test_3.csv", ["warning_signs_candidate.csv", "blind_test.csv", "blind_test_2.csv"]),
     ("blind_test_4.csv", ["warning_signs_candidate.csv", "blind_test.csv", "blind_test_2.csv", "blind_test_3.csv"]),
     ("blind_test_5.csv", ["warning_signs_candidate.csv", "blind_test.csv", "blind_test_2.csv", "blind_test_3.csv",
-                          "blind_test_4.csv"])])
+                          "blind_test_4.csv"]),
+    ("blind_test_6.csv", ["warning_signs_candidate.csv", "blind_test.csv", "blind_test_2.csv", "blind_test_3.csv",
+                          "blind_test_4.csv", "blind_test_5.csv", "team_living.csv", "living_test.csv",
+                          "living_blind.csv"])])
 def test_the_blind_set_is_written_apart_from_every_turn_a_model_is_fitted_or_chosen_on(name, also_apart_from):
     """The blind sets (each written before the models it measures were chosen, measure only): crisis and ordinary
     conversations of the kinds, each about its last turn, and no turn of three words or more shares 60% of its words
