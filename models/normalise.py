@@ -42,7 +42,7 @@ __all__ = ["normalise", "NORMALISER_VERSION", "word_list", "word_counts", "WORDS
 # /8: runs of three words or more read apart only around a word of dying, not of living or caring ("#gladtobealive",
 # "#selfcaresunday" and "#ilovemyself" stay as written; /6 and /7 read them apart, and the model flags "glad to be
 # alive" said plainly).
-NORMALISER_VERSION = "vigil-normalise/8"
+NORMALISER_VERSION = "vigil-normalise/9"
 
 _RLO, _LRO, _PDF = "\u202e", "\u202d", "\u202c"
 # Characters with no glyph that Unicode does not class as format (Cf): Hangul fillers and the Mongolian vowel

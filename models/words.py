@@ -42,6 +42,12 @@ _RUN_COUNT = 10_000
 # or caring as often ("glad to be alive", "self care", "i love myself", "it hurt so much"; the model flags the first
 # said plainly, 0.49, and "#gladtobealive" is no crisis).
 _RUN_WORDS = frozenset(_HIDDEN_WORDS) - {"alive", "self", "myself", "hurt", "cuts", "gun", "shoot"}
+# Phrases of ending one's life that make such a run worth reading apart though none of their words is of dying (/9:
+# "iwanttoendmylife"; "spendmylife" and "referendum" hold no such phrase). Left: "take my life" without "own"
+# ("#takemylifeback" is recovery, and the model flags it said plainly, 0.26), "enditall" (the list splits it "end i
+# tall").
+_RUN_PHRASES = (("end", "my", "life"), ("ending", "my", "life"), ("take", "my", "own", "life"),
+                ("taking", "my", "own", "life"))
 _RUN = re.compile(rf"(?<!\S)([{re.escape(EDGE)}]*#?)([A-Za-z]{{6,}})(?=[{re.escape(EDGE)}!]*(?!\S))")
 # How common a decoded word must be (its count in the English list of pyspellchecker; "suicide" 40,603, "overdose"
 # about 5,000, "ba" 4,783): rare spellings decoded by accident should not become words.
@@ -206,7 +212,8 @@ def _unmask_word(word: str) -> str:
 def _run_apart(match: re.Match[str]) -> str:
     """A run of letters that is no word, read as the words it splits into where the split is sure of them and they
     speak of dying or self-harm: three common words or more, one of them of `_RUN_WORDS` ("iwanttodie" -> "i want to
-    die"; a word of one letter first, or anywhere in four words or more), or words all of `_HIDDEN_WORDS`
+    die"; a word of one letter first, or anywhere in four words or more) or a phrase of `_RUN_PHRASES` ("endmylife"),
+    or words all of `_HIDDEN_WORDS`
     ("#killmyself" -> "kill myself": a hashtag is read as its words). Names, typos and rare words ("Connecticut",
     "harmlessly", "cliffhanger", "diehard") and runs of living ("#gladtobealive") are left as written."""
     run = match.group(0)
@@ -216,13 +223,19 @@ def _run_apart(match: re.Match[str]) -> str:
     words = _segment(lowered)
     if words is None:
         return run
-    if not (all(w in _HIDDEN_WORDS for w in words) or len(words) >= 3 and any(w in _RUN_WORDS for w in words)):
+    if not (all(w in _HIDDEN_WORDS for w in words)
+            or len(words) >= 3 and (any(w in _RUN_WORDS for w in words) or _holds_phrase(words))):
         return run
     long_run = len(words) >= 4  # where a word of one letter may stand anywhere, not only first
     if not all((w in _HIDDEN_WORDS or _count(w) >= _RUN_COUNT) and (len(w) > 1 or k == 0 or long_run)
                for k, w in enumerate(words)):
         return run  # a piece only the list's long tail holds ("harm les sly", "cliff hang er", "connect i cut")
     return match.group(1).rstrip("#") + " ".join(words)
+
+
+def _holds_phrase(words: tuple[str, ...]) -> bool:
+    """Whether `words` holds a phrase of `_RUN_PHRASES`, word for word in a row."""
+    return any(words[k:k + len(p)] == p for p in _RUN_PHRASES for k in range(len(words) - len(p) + 1))
 
 
 def _collapsed(word: str) -> list[str]:

@@ -158,8 +158,8 @@ def _normaliser_lines(meta: dict[str, Any]) -> list[str]:
             "display order, lines written upside down turned back, small-capital and boxed letters read as letters, "
             "look-alike letters of other scripts folded into Latin, leetspeak and spaced-out letters decoded where an "
             "English word list agrees, letters hidden by asterisks or other symbols in words of dying and self-harm "
-            "read back and such words typed without spaces read apart; in scoring, training and `vigil model eval` "
-            "alike. "
+            "read back and such words, and phrases of ending one's life, typed without spaces read apart; in "
+            "scoring, training and `vigil model eval` alike. "
             + ("It was trained and chosen on normalised text, and the normaliser is one of its scoring settings."
                if meta.get("normaliser_in_training") else
                "This model's weights, calibration, threshold and posts tiers were chosen before the normaliser "

@@ -59,6 +59,7 @@ OBFUSCATED_CRISIS = [
     ("words typed without spaces", "nobodywouldcareifiwasdead", "nobody would care if i was dead"),
     ("a hashtag of words run together", "i just want to #killmyself tonight", "i just want to kill myself tonight"),
     ("a hidden letter in a hyphenated word", "thinking about self-h*rm again", "thinking about self-harm again"),
+    ("a phrase of ending one's life run together", "iwanttoendmylife", "i want to end my life"),
 ]
 ORDINARY = [
     "hello there!", "I got 100% on my test!!", "the shop closes at 5pm on sundays", "C4 was the best season",
@@ -69,6 +70,7 @@ ORDINARY = [
     "a well-known site_name", "I live in Connecticut", "it landed harmlessly on the beach", "what a cliffhanger",
     "bigot /ˈbɪɡət/ noun", "\U0001f17f\ufe0f parking is free after 6", "¡Hola! ¿Cómo estás?", "a non-permadeath server",
     "killmenow.jpeg", "#diehard fans only", "made it through the week #gladtobealive", "#selfcaresunday vibes",
+    "vote in the referendum", "#spendmylife with you",
 ]
 
 
@@ -133,7 +135,8 @@ def test_the_shipped_word_list_is_pyspellcheckers_common_english_words():
 READINGS = {"vigil-normalise/1": "0803c1cf1818f1e3", "vigil-normalise/2": "e3f31af46955a592",
             "vigil-normalise/3": "16974b91d68c8f97", "vigil-normalise/4": "b9d334c7197b61aa",
             "vigil-normalise/5": "d35b5be20c647fb4", "vigil-normalise/6": "485a0a49f5e89f66",
-            "vigil-normalise/7": "27b0643a106bcb0f", "vigil-normalise/8": "82a8b3491f065836"}
+            "vigil-normalise/7": "27b0643a106bcb0f", "vigil-normalise/8": "82a8b3491f065836",
+            "vigil-normalise/9": "d3e35e5f8a77b023"}
 _SCRIPTS = [(0x00C0, 0x0250), (0x0370, 0x0400), (0x0400, 0x0530), (0x0530, 0x0590), (0x13A0, 0x1400),
             (0x1D00, 0x1DC0), (0x2100, 0x2150), (0xFF01, 0xFF5F), (0x1D400, 0x1D4A0)]
 _LEET_OF = str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"})
@@ -226,11 +229,22 @@ def test_words_run_together_are_read_apart_only_around_a_word_of_dying():
     its words. Names, rare words and runs inside a longer token are left. /8: a run of three words or more only
     around a word of dying (`_RUN_WORDS`), not of living or caring ("alive", "self", "myself", "hurt")."""
     assert normalise("iwanttodie") == "i want to die" and normalise("IWantToDie!") == "i want to die!"
-    assert normalise("(#killmyself)") == "(kill myself)" and normalise("endmylife") == "endmylife"
+    assert normalise("(#killmyself)") == "(kill myself)"
     assert normalise("selfharm") == "self harm" and normalise("#hurtmyself") == "hurt myself"  # two, both of dying
     for left in ("Connecticut", "harmlessly", "cliffhanger", "chimichanga", "diehard", "Grabagun", "killmenow.jpeg",
                  "r/watchpeopledie", "non-permadeath", "pentakill", "Laguna", "#gladtobealive", "#iamalive",
                  "#selfcaresunday", "#ilovemyself"):
+        assert normalise(left) == left
+
+
+def test_a_phrase_of_ending_ones_life_run_together_is_read_apart():
+    """/9: a run of three words or more that holds "end my life" or "take my own life" word for word, though none of
+    its words is of dying; a run that only holds their letters ("spendmylife", "weekendmylife"), or other words of
+    living ("take my life back"), is left."""
+    assert normalise("endmylife") == "end my life" and normalise("#takemyownlife!") == "take my own life!"
+    assert normalise("i want to #endmylife") == "i want to end my life"
+    for left in ("referendum", "#spendmylife", "weekendmylife", "legendmylife", "#livemylife", "enditall",
+                 "#takemylifeback"):
         assert normalise(left) == left
 
 
