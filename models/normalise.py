@@ -41,7 +41,8 @@ __all__ = ["normalise", "NORMALISER_VERSION", "word_list", "word_counts", "WORDS
 # /7: in a turn written in leetspeak, tokens of one letter or none as written decoded too ("1 w4n7 70 d13").
 # /8: runs of three words or more read apart only around a word of dying, not of living or caring ("#gladtobealive",
 # "#selfcaresunday" and "#ilovemyself" stay as written; /6 and /7 read them apart, and the model flags "glad to be
-# alive" said plainly).
+# alive" said plainly). /9: and around a phrase of ending one's life ("iwanttoendmylife": "end my life", "take my own
+# life"; models/words.py `_RUN_PHRASES`).
 NORMALISER_VERSION = "vigil-normalise/9"
 
 _RLO, _LRO, _PDF = "\u202e", "\u202d", "\u202c"

@@ -213,9 +213,9 @@ def _run_apart(match: re.Match[str]) -> str:
     """A run of letters that is no word, read as the words it splits into where the split is sure of them and they
     speak of dying or self-harm: three common words or more, one of them of `_RUN_WORDS` ("iwanttodie" -> "i want to
     die"; a word of one letter first, or anywhere in four words or more) or a phrase of `_RUN_PHRASES` ("endmylife"),
-    or words all of `_HIDDEN_WORDS`
-    ("#killmyself" -> "kill myself": a hashtag is read as its words). Names, typos and rare words ("Connecticut",
-    "harmlessly", "cliffhanger", "diehard") and runs of living ("#gladtobealive") are left as written."""
+    or words all of `_HIDDEN_WORDS` ("#killmyself" -> "kill myself": a hashtag is read as its words). Names, typos
+    and rare words ("Connecticut", "harmlessly", "cliffhanger", "diehard") and runs of living ("#gladtobealive") are
+    left as written."""
     run = match.group(0)
     lowered = match.group(2).lower()
     if is_word(lowered):
