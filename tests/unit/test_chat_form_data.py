@@ -218,12 +218,17 @@ def test_the_long_therapy_questions_are_a_measure_no_model_is_fitted_or_chosen_o
 
 def test_the_turns_of_living_are_a_measure_no_model_is_fitted_or_chosen_on():
     """living_test.csv (ordinary turns of living, gratitude and recovery, measure only; written with team_living.csv,
-    training turns of the kind for a model to come) and living_blind.csv (the same kind, blind): ordinary, and unlike
-    every turn a model is fitted or chosen on and every turn of team_living.csv (the blind set of living_test too)."""
-    assert {r["label"] for r in _rows(FOLDER / "team_living.csv")} == {"no_crisis"}
-    # living_blind.csv: written after living_test.csv was read turn by turn, read by no model; held apart from it too
-    for name, apart in (("living_test.csv", ["team_living.csv"]),
-                        ("living_blind.csv", ["team_living.csv", "living_test.csv"])):
+    training turns of the kind for a model to come), living_blind.csv and living_blind_2.csv (the same kind, blind):
+    ordinary, and unlike every turn a model is fitted or chosen on and every turn of the training turns of living
+    (team_living.csv, team_living_2.csv, team_living_crisis.csv) and of the measures written before each."""
+    training = ["team_living.csv", "team_living_2.csv", "team_living_crisis.csv"]
+    for name in training[:2]:
+        assert {r["label"] for r in _rows(FOLDER / name)} == {"no_crisis"}
+    # living_blind.csv: written after living_test.csv was read turn by turn; living_blind_2.csv after living_blind.csv
+    # was read for three models, read by no model
+    for name, apart in (("living_test.csv", training),
+                        ("living_blind.csv", [*training, "living_test.csv"]),
+                        ("living_blind_2.csv", [*training, "living_test.csv", "living_blind.csv"])):
         said = _rows(FOLDER / name)
         assert len(said) >= 40 and len({r["id"] for r in said}) == len(said)
         assert {r["label"] for r in said} == {"no_crisis"} and {r["source"] for r in said} == {"living"}
@@ -240,7 +245,7 @@ def test_the_crisis_turns_said_in_the_words_of_living_are_unlike_every_held_out_
     written = _rows(FOLDER / "team_living_crisis.csv")
     assert len(written) >= 50 and {r["label"] for r in written} == {"crisis"}
     measures = [f"{stem}_{split}.csv" for split in ("validation", "test") for stem in ("chat", "kinds", "chitchat")]
-    measures += ["therapy_long_test.csv", "living_test.csv", "living_blind.csv",
+    measures += ["therapy_long_test.csv", "living_test.csv", "living_blind.csv", "living_blind_2.csv",
                  *sorted(p.name for p in FOLDER.glob("blind_test*.csv"))]
     held_out = [w for name in measures for w in _turn_words(FOLDER / name) if len(w) >= 3]
     for w in (words(r["text"]) for r in written):
@@ -259,7 +264,7 @@ def test_the_crisis_turns_said_in_the_words_of_living_are_unlike_every_held_out_
                           "blind_test_4.csv"]),
     ("blind_test_6.csv", ["warning_signs_candidate.csv", "blind_test.csv", "blind_test_2.csv", "blind_test_3.csv",
                           "blind_test_4.csv", "blind_test_5.csv", "team_living.csv", "living_test.csv",
-                          "living_blind.csv", "team_living_crisis.csv"])])
+                          "living_blind.csv", "team_living_crisis.csv", "team_living_2.csv"])])
 def test_the_blind_set_is_written_apart_from_every_turn_a_model_is_fitted_or_chosen_on(name, also_apart_from):
     """The blind sets (each written before the models it measures were chosen, measure only): crisis and ordinary
     conversations of the kinds, each about its last turn, and no turn of three words or more shares 60% of its words
