@@ -221,8 +221,9 @@ def test_the_turns_of_living_are_a_measure_no_model_is_fitted_or_chosen_on():
     training turns of the kind for a model to come), living_blind.csv and living_blind_2.csv (the same kind, blind):
     ordinary, and unlike every turn a model is fitted or chosen on and every turn of the training turns of living
     (team_living.csv, team_living_2.csv, team_living_crisis.csv) and of the measures written before each."""
-    training = ["team_living.csv", "team_living_2.csv", "team_living_crisis.csv"]
-    for name in training[:2]:
+    ordinary = ["team_living.csv", "team_living_2.csv"]
+    training = [*ordinary, "team_living_crisis.csv"]
+    for name in ordinary:
         assert {r["label"] for r in _rows(FOLDER / name)} == {"no_crisis"}
     # living_blind.csv: written after living_test.csv was read turn by turn; living_blind_2.csv after living_blind.csv
     # was read for three models, read by no model
@@ -238,25 +239,35 @@ def test_the_turns_of_living_are_a_measure_no_model_is_fitted_or_chosen_on():
             assert not near, f"a turn of living ({name}) is too like a turn a model learns from: {sorted(w)}"
 
 
-def test_the_crisis_turns_said_in_the_words_of_living_are_unlike_every_held_out_turn():
-    """team_living_crisis.csv (crises said in the words of living, written to train on with team_living.csv; in no
-    shipped model): every row a crisis, and none shares 60% of its words with a validation, test, blind or
-    turns-of-living measure turn, so that a model trained on it is still measured by them."""
-    written = _rows(FOLDER / "team_living_crisis.csv")
-    assert len(written) >= 50 and {r["label"] for r in written} == {"crisis"}
-    measures = [f"{stem}_{split}.csv" for split in ("validation", "test") for stem in ("chat", "kinds", "chitchat")]
-    measures += ["therapy_long_test.csv", "living_test.csv", "living_blind.csv", "living_blind_2.csv",
-                 *sorted(p.name for p in FOLDER.glob("blind_test*.csv"))]
-    held_out = [w for name in measures for w in _turn_words(FOLDER / name) if len(w) >= 3]
+def _held_out_files() -> list[Path]:
+    """The files whose turns measure a model: the validation and test splits of every set, the long therapy questions,
+    the measures of turns of living and the blind sets."""
+    names = [f"{stem}_{split}.csv" for split in ("validation", "test") for stem in ("chat", "kinds", "chitchat")]
+    names += ["therapy_long_test.csv", "living_test.csv", "living_blind.csv", "living_blind_2.csv"]
+    return [FOLDER / n for n in names] + sorted(FOLDER.glob("blind_test*.csv"))
+
+
+@pytest.mark.parametrize(("name", "kinds"), [
+    ("team_living_crisis.csv", {("living_crisis", "crisis")}),
+    ("team_dates_illness.csv", {("warning_sign", "crisis"), ("warning_sign_ordinary", "no_crisis"),
+                                ("passive_imagery", "crisis"), ("passive_imagery_ordinary", "no_crisis")})])
+def test_the_turns_written_to_train_a_next_model_on_are_unlike_every_held_out_turn(name, kinds):
+    """team_living_crisis.csv (crises said in the words of living, written to train on with team_living.csv) and
+    team_dates_illness.csv (the sixth blind set's two missed kinds, a date chosen and a wish for a fatal illness, and
+    their ordinary counterparts), in no shipped model: each row of its kinds, and none shares 60% of its words with a
+    validation, test, blind or turns-of-living measure turn, so that a model trained on it is still measured by them."""
+    written = _rows(FOLDER / name)
+    assert len(written) >= 50 and {(r["kind"], r["label"]) for r in written} == kinds
+    held_out = [w for path in _held_out_files() for w in _turn_words(path) if len(w) >= 3]
     for w in (words(r["text"]) for r in written):
         near = [h for h in held_out if len(w & h) / len(w | h) >= 0.6]
-        assert not near, f"a crisis turn of living is too like a held-out turn: {sorted(w)} ~ {sorted(near[0])}"
+        assert not near, f"a training turn of {name} is too like a held-out turn: {sorted(w)} ~ {sorted(near[0])}"
 
 
 # The first two blind sets and the warning-sign turns are training rows of the chat head now (kinds_more_train.csv,
 # data/chat_form/build.py `head_only_rows`). The third is held apart from all of them, so that a model fitted on them
 # is still measured blind by it; the fourth from those and the third; the fifth from all four; the sixth
-# from all five and the turns of living.
+# from all five and the turns of living; the seventh from all six, the turns of living and team_dates_illness.csv.
 @pytest.mark.parametrize(("name", "also_apart_from"), [
     ("blind_test_3.csv", ["warning_signs_candidate.csv", "blind_test.csv", "blind_test_2.csv"]),
     ("blind_test_4.csv", ["warning_signs_candidate.csv", "blind_test.csv", "blind_test_2.csv", "blind_test_3.csv"]),
@@ -264,7 +275,11 @@ def test_the_crisis_turns_said_in_the_words_of_living_are_unlike_every_held_out_
                           "blind_test_4.csv"]),
     ("blind_test_6.csv", ["warning_signs_candidate.csv", "blind_test.csv", "blind_test_2.csv", "blind_test_3.csv",
                           "blind_test_4.csv", "blind_test_5.csv", "team_living.csv", "living_test.csv",
-                          "living_blind.csv", "team_living_crisis.csv", "team_living_2.csv"])])
+                          "living_blind.csv", "team_living_crisis.csv", "team_living_2.csv"]),
+    ("blind_test_7.csv", ["warning_signs_candidate.csv", *(f"blind_test{n}.csv" for n in ("", "_2", "_3", "_4", "_5",
+                                                                                        "_6")),
+                          "team_living.csv", "living_test.csv", "living_blind.csv", "team_living_crisis.csv",
+                          "team_living_2.csv", "living_blind_2.csv", "team_dates_illness.csv"])])
 def test_the_blind_set_is_written_apart_from_every_turn_a_model_is_fitted_or_chosen_on(name, also_apart_from):
     """The blind sets (each written before the models it measures were chosen, measure only): crisis and ordinary
     conversations of the kinds, each about its last turn, and no turn of three words or more shares 60% of its words
