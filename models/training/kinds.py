@@ -239,7 +239,7 @@ LIVING = "living"
 # Written for measuring alone, never trained or chosen on (data/chat_form/SOURCE.md: when each was written and for which
 # models it has been read): a section of their own.
 # The first two (blind_test.csv, blind_test_2.csv) are training rows of the shipped model's head since 2026-12-07.
-BLIND_TESTS = tuple(CHAT_DIR / f"blind_test_{n}.csv" for n in (3, 4, 5, 6))
+BLIND_TESTS = tuple(CHAT_DIR / f"blind_test_{n}.csv" for n in (3, 4, 5, 6, 7))
 TOGETHER = "together"
 BLIND_SECTION = "## A blind set (issue 31)"
 
