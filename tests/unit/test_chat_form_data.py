@@ -276,10 +276,10 @@ def test_the_turns_written_to_train_a_next_model_on_are_unlike_every_held_out_tu
     ("blind_test_6.csv", ["warning_signs_candidate.csv", "blind_test.csv", "blind_test_2.csv", "blind_test_3.csv",
                           "blind_test_4.csv", "blind_test_5.csv", "team_living.csv", "living_test.csv",
                           "living_blind.csv", "team_living_crisis.csv", "team_living_2.csv"]),
-    ("blind_test_7.csv", ["warning_signs_candidate.csv", *(f"blind_test{n}.csv" for n in ("", "_2", "_3", "_4", "_5",
-                                                                                        "_6")),
-                          "team_living.csv", "living_test.csv", "living_blind.csv", "team_living_crisis.csv",
-                          "team_living_2.csv", "living_blind_2.csv", "team_dates_illness.csv"])])
+    ("blind_test_7.csv", ["warning_signs_candidate.csv", "blind_test.csv", "blind_test_2.csv", "blind_test_3.csv",
+                          "blind_test_4.csv", "blind_test_5.csv", "blind_test_6.csv", "team_living.csv",
+                          "living_test.csv", "living_blind.csv", "team_living_crisis.csv", "team_living_2.csv",
+                          "living_blind_2.csv", "team_dates_illness.csv"])])
 def test_the_blind_set_is_written_apart_from_every_turn_a_model_is_fitted_or_chosen_on(name, also_apart_from):
     """The blind sets (each written before the models it measures were chosen, measure only): crisis and ordinary
     conversations of the kinds, each about its last turn, and no turn of three words or more shares 60% of its words
