@@ -129,10 +129,7 @@ def _turned_back(text: str) -> str:
 def _turn(c: str) -> str:
     """What `c` reads as turned upside down: a letter named turned as that letter, the shapes flip text uses for
     the letters Unicode has no turned form of, and the ASCII letters and marks that are each other turned."""
-    found = _TURNED.fullmatch(unicodedata.name(c, ""))
-    if found is not None:
-        return found.group(2).lower() if found.group(1) == "SMALL" else found.group(2)
-    return _TURNED_SHAPES.get(c, c)
+    return _named_letter(c, _TURNED, "SMALL") or _TURNED_SHAPES.get(c, c)
 
 
 def _word_share(text: str) -> float:
@@ -182,11 +179,16 @@ def _fold_letter_like(match: re.Match[str]) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def _letter_like(c: str) -> str:
-    found = _LETTER_LIKE.fullmatch(unicodedata.name(c, ""))
+    return _named_letter(c, _LETTER_LIKE, "LATIN LETTER SMALL CAPITAL") or c
+
+
+def _named_letter(c: str, pattern: re.Pattern[str], small: str) -> str | None:
+    """The letter `c`'s Unicode name calls it by `pattern` (its second group; lower case where the first group reads
+    `small`), None where the name is not one of them."""
+    found = pattern.fullmatch(unicodedata.name(c, ""))
     if found is None:
-        return c
-    letter = found.group(2)
-    return letter.lower() if found.group(1) == "LATIN LETTER SMALL CAPITAL" else letter
+        return None
+    return found.group(2).lower() if found.group(1) == small else found.group(2)
 
 
 def _drop_stray_marks(text: str) -> str:
