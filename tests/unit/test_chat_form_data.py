@@ -31,6 +31,16 @@ def words(text: str) -> frozenset[str]:
     return frozenset(_norm(text).split())
 
 
+# The share of their words (of the union) two turns have in common at which one is too like the other: a measure's
+# turn this near a turn a model learns from is no blind measure of it.
+ALIKE = 0.6
+
+
+def _alike(a: frozenset[str], b: frozenset[str]) -> bool:
+    """Whether two turns' `words` share `ALIKE` of their union or more."""
+    return len(a & b) / len(a | b) >= ALIKE
+
+
 def _head_only_rows(more: list[dict[str, str]]) -> list[dict[str, str]]:
     """The rows of kinds_more_train.csv for the chat head only (build.py `head_only_rows`: ids `kb...`, `kws-...`)."""
     return [r for r in more if r["id"].startswith(("kb", "kws-"))]
@@ -98,7 +108,7 @@ def test_the_added_kinds_turns_are_for_training_only_and_unlike_every_held_out_t
     written |= {words(r["text"]) for r in head_only if len(words(r["text"])) >= 3}
     held_out += [words(r["text"]) for r in _rows(FOLDER / "therapy_long_test.csv")]
     for w in written:
-        near = [h for h in held_out if h and len(w & h) / len(w | h) >= 0.6]
+        near = [h for h in held_out if h and _alike(w, h)]
         assert not near, f"an added turn is too like a held-out one: {sorted(w)}"
     finetune = _rows(FOLDER / "kinds_finetune.csv")
     held_texts = {_norm(r["text"]) for r in _rows(FOLDER / "kinds_test.csv") if r["category"] == r["kind"]}
@@ -210,9 +220,9 @@ def test_the_long_therapy_questions_are_a_measure_no_model_is_fitted_or_chosen_o
     asked_words = [words(r["text"]) for r in asked]
     shortest = min(len(w) for w in asked_words)
     # a text with fewer than 0.6 x as many distinct words cannot share 60% of the words of the union with one
-    fitted = [w for p in _fitted_or_chosen_on() for w in _turn_words(p) if len(w) >= 0.6 * shortest]
+    fitted = [w for p in _fitted_or_chosen_on() for w in _turn_words(p) if len(w) >= ALIKE * shortest]
     for w in asked_words:
-        near = [h for h in fitted if len(w & h) / len(w | h) >= 0.6]
+        near = [h for h in fitted if _alike(w, h)]
         assert not near, f"a long therapy question is too like a turn a model learns from: {sorted(w)}"
 
 
@@ -235,7 +245,7 @@ def test_the_turns_of_living_are_a_measure_no_model_is_fitted_or_chosen_on():
         assert {r["label"] for r in said} == {"no_crisis"} and {r["source"] for r in said} == {"living"}
         fitted = [w for p in _fitted_or_chosen_on(*apart) for w in _turn_words(p) if len(w) >= 2]
         for w in (words(r["text"]) for r in said):
-            near = [h for h in fitted if len(w & h) / len(w | h) >= 0.6]
+            near = [h for h in fitted if _alike(w, h)]
             assert not near, f"a turn of living ({name}) is too like a turn a model learns from: {sorted(w)}"
 
 
@@ -260,7 +270,7 @@ def test_the_turns_written_to_train_a_next_model_on_are_unlike_every_held_out_tu
     assert len(written) >= 50 and {(r["kind"], r["label"]) for r in written} == kinds
     held_out = [w for path in _held_out_files() for w in _turn_words(path) if len(w) >= 3]
     for w in (words(r["text"]) for r in written):
-        near = [h for h in held_out if len(w & h) / len(w | h) >= 0.6]
+        near = [h for h in held_out if _alike(w, h)]
         assert not near, f"a training turn of {name} is too like a held-out turn: {sorted(w)} ~ {sorted(near[0])}"
 
 
@@ -313,6 +323,6 @@ def test_the_blind_set_is_written_apart_from_every_turn_a_model_is_fitted_or_cho
         if len(w) < 3:
             continue  # "hi", "hello": openers
         # two sets share 60% of their union only if the smaller has at least 0.6 x the larger's words
-        near = [h for n in range(int(0.6 * len(w)), int(len(w) / 0.6) + 1) for h in by_length.get(n, ())
-                if len(w & h) / len(w | h) >= 0.6]
+        near = [h for n in range(int(ALIKE * len(w)), int(len(w) / ALIKE) + 1) for h in by_length.get(n, ())
+                if _alike(w, h)]
         assert not near, f"a blind turn is too like a turn a model learns from: {r['text']!r}"
