@@ -260,11 +260,14 @@ def _held_out_files() -> list[Path]:
 @pytest.mark.parametrize(("name", "kinds"), [
     ("team_living_crisis.csv", {("living_crisis", "crisis")}),
     ("team_dates_illness.csv", {("warning_sign", "crisis"), ("warning_sign_ordinary", "no_crisis"),
-                                ("passive_imagery", "crisis"), ("passive_imagery_ordinary", "no_crisis")})])
+                                ("passive_imagery", "crisis"), ("passive_imagery_ordinary", "no_crisis")}),
+    ("team_post_sentences.csv", {("post_method", "crisis"), ("post_crisis", "crisis"),
+                                 ("post_method_ordinary", "no_crisis"), ("post_sentence", "no_crisis")})])
 def test_the_turns_written_to_train_a_next_model_on_are_unlike_every_held_out_turn(name, kinds):
-    """team_living_crisis.csv (crises said in the words of living, written to train on with team_living.csv) and
+    """team_living_crisis.csv (crises said in the words of living, written to train on with team_living.csv),
     team_dates_illness.csv (the sixth blind set's two missed kinds, a date chosen and a wish for a fatal illness, and
-    their ordinary counterparts), in no shipped model: each row of its kinds, and none shares 60% of its words with a
+    their ordinary counterparts) and team_post_sentences.csv (sentences of training posts, each labelled by the team),
+    in no shipped model: each row of its kinds, and none shares 60% of its words with a
     validation, test, blind or turns-of-living measure turn, so that a model trained on it is still measured by them."""
     written = _rows(FOLDER / name)
     assert len(written) >= 50 and {(r["kind"], r["label"]) for r in written} == kinds
@@ -272,6 +275,28 @@ def test_the_turns_written_to_train_a_next_model_on_are_unlike_every_held_out_tu
     for w in (words(r["text"]) for r in written):
         near = [h for h in held_out if _alike(w, h)]
         assert not near, f"a training turn of {name} is too like a held-out turn: {sorted(w)} ~ {sorted(near[0])}"
+
+
+def test_the_post_sentences_labelled_one_by_one_are_sentences_of_training_posts():
+    """team_post_sentences.csv: each row a sentence of its post as the post is written, the post of the training
+    split the models are fitted on (seed 0: not a validation or test post), the crisis rows of the other subreddits and
+    the ordinary rows of r/SuicideWatch the labels the posts' subreddits do not give."""
+    if not (SHARED / "rmhd27_suicidewatch" / "rmhd27_suicidewatch.csv").is_file():
+        pytest.skip("../shared/data is not beside the repository")
+    from models.training.dataset import load_dataset, split_rows
+
+    folder = SHARED / "rmhd27_suicidewatch"
+    ids = [r["id"] for r in _rows(folder / "rmhd27_suicidewatch.csv")]
+    data = load_dataset(folder / "rmhd27_suicidewatch.csv")
+    train, validation, test = split_rows(data, 0, folder / "rmhd27_suicidewatch_meta.csv")
+    text_of = {ids[i]: data.texts[i] for i in train}
+    subreddit = {r["id"]: r["subreddit"] for r in _rows(folder / "rmhd27_suicidewatch_meta.csv")}
+    rows = _rows(FOLDER / "team_post_sentences.csv")
+    assert rows and {ids[i] for i in (*validation, *test)}.isdisjoint(r["post_id"] for r in rows)
+    for r in rows:
+        assert r["text"] in text_of[r["post_id"]] and r["subreddit"] == subreddit[r["post_id"]], r["post_id"]
+    other = Counter((r["subreddit"] == "suicidewatch", r["label"]) for r in rows)
+    assert other[(False, "crisis")] >= 100 and other[(True, "no_crisis")] >= 40, other
 
 
 # The first two blind sets and the warning-sign turns are training rows of the chat head now (kinds_more_train.csv,
