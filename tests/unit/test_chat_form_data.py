@@ -267,8 +267,8 @@ def test_the_turns_written_to_train_a_next_model_on_are_unlike_every_held_out_tu
     """team_living_crisis.csv (crises said in the words of living, written to train on with team_living.csv),
     team_dates_illness.csv (the sixth blind set's two missed kinds, a date chosen and a wish for a fatal illness, and
     their ordinary counterparts) and team_post_sentences.csv (sentences of training posts, each labelled by the team),
-    in no shipped model: each row of its kinds, and none shares 60% of its words with a
-    validation, test, blind or turns-of-living measure turn, so that a model trained on it is still measured by them."""
+    in no shipped model: each row of its kinds, and none shares 60% of its words with a validation, test, blind or
+    turns-of-living measure turn, so that a model trained on it is still measured by them."""
     written = _rows(FOLDER / name)
     assert len(written) >= 50 and {(r["kind"], r["label"]) for r in written} == kinds
     held_out = [w for path in _held_out_files() for w in _turn_words(path) if len(w) >= 3]
@@ -279,8 +279,8 @@ def test_the_turns_written_to_train_a_next_model_on_are_unlike_every_held_out_tu
 
 def test_the_post_sentences_labelled_one_by_one_are_sentences_of_training_posts():
     """team_post_sentences.csv: each row a sentence of its post as the post is written, the post of the training
-    split the models are fitted on (seed 0: not a validation or test post), the crisis rows of the other subreddits and
-    the ordinary rows of r/SuicideWatch the labels the posts' subreddits do not give."""
+    split the models are fitted on (seed 0: not a validation or test post); crisis rows of the other subreddits and
+    ordinary rows of r/SuicideWatch among them, the labels the posts' subreddits do not give."""
     if not (SHARED / "rmhd27_suicidewatch" / "rmhd27_suicidewatch.csv").is_file():
         pytest.skip("../shared/data is not beside the repository")
     from models.training.dataset import load_dataset, split_rows
