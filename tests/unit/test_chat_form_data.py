@@ -283,18 +283,19 @@ def test_the_post_sentences_labelled_one_by_one_are_sentences_of_training_posts(
     ordinary rows of r/SuicideWatch among them, the labels the posts' subreddits do not give."""
     if not (SHARED / "rmhd27_suicidewatch" / "rmhd27_suicidewatch.csv").is_file():
         pytest.skip("../shared/data is not beside the repository")
-    from models.training.dataset import load_dataset, split_rows
+    from models.training.dataset import attach_classes, load_dataset, split_rows
 
     folder = SHARED / "rmhd27_suicidewatch"
-    ids = [r["id"] for r in _rows(folder / "rmhd27_suicidewatch.csv")]
-    data = load_dataset(folder / "rmhd27_suicidewatch.csv")
-    train, validation, test = split_rows(data, 0, folder / "rmhd27_suicidewatch_meta.csv")
-    text_of = {ids[i]: data.texts[i] for i in train}
-    subreddit = {r["id"]: r["subreddit"] for r in _rows(folder / "rmhd27_suicidewatch_meta.csv")}
+    meta = folder / "rmhd27_suicidewatch_meta.csv"
+    data = attach_classes(load_dataset(folder / "rmhd27_suicidewatch.csv"), "subreddit", meta)
+    train, _, _ = split_rows(data, 0, meta)
+    post = {data.ids[i]: (data.texts[i], data.classes[i]) for i in train}
     rows = _rows(FOLDER / "team_post_sentences.csv")
-    assert rows and {ids[i] for i in (*validation, *test)}.isdisjoint(r["post_id"] for r in rows)
+    assert rows
     for r in rows:
-        assert r["text"] in text_of[r["post_id"]] and r["subreddit"] == subreddit[r["post_id"]], r["post_id"]
+        assert r["post_id"] in post, f"{r['post_id']} is not a training post"
+        text, subreddit = post[r["post_id"]]
+        assert r["text"] in text and r["subreddit"] == subreddit, r["post_id"]
     other = Counter((r["subreddit"] == "suicidewatch", r["label"]) for r in rows)
     assert other[(False, "crisis")] >= 100 and other[(True, "no_crisis")] >= 40, other
 
